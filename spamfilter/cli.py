@@ -1,0 +1,330 @@
+"""The ``spamfilter`` command line: thin click commands over the library.
+
+Heavy imports (torch, pandas) happen inside the commands that need them, so ``filter`` and
+``classify`` start fast enough for a mail pipeline.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import time
+from pathlib import Path
+from typing import BinaryIO, NoReturn
+
+import click
+
+from . import __version__
+from .modeldir import ModelDirectoryError, default_model_dir
+
+EX_TEMPFAIL = 75  # sysexits.h: the mail system should retry later
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def _fail(message: str) -> NoReturn:
+    raise click.ClickException(message)
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, prog_name="spamfilter")
+def cli() -> None:
+    """Fine-tune GPT-2 to tell spam from mail, export it to ONNX, and filter mail with it.
+
+    \b
+    spamfilter train                       fine-tune on the SMS Spam Collection
+    spamfilter filter inbox.mbox > out     tag every message (X-Spam-Flag / X-Spam-Status)
+    cat inbox.csv | spamfilter filter      add label and spam_probability columns
+    spamfilter classify "WIN a prize!"     a quick look at one text
+    """
+
+
+# --------------------------------------------------------------------------- train / export
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--model", default="gpt2-small", show_default=True,
+              help="gpt2-small|gpt2-medium|gpt2-large|gpt2-xl, or a Hugging Face config.json for another shape.")
+@click.option("--weights", default=None,
+              help="Pretrained weights: a folder with config.json + model.safetensors, a .safetensors file, or "
+              "'random'. Default: download --model from the Hugging Face hub.")
+@click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Labelled messages: the UCI SMSSpamCollection file or a CSV/TSV with label and text columns. "
+              "Default: download the SMS Spam Collection.")
+@click.option("--epochs", type=click.IntRange(1), default=5, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=5e-5, show_default=True)
+@click.option("--weight-decay", type=click.FloatRange(0), default=0.1, show_default=True)
+@click.option("--seed", type=int, default=123, show_default=True)
+@click.option("--max-length", type=click.IntRange(1), default=None,
+              help="Padded length in tokens. Default: the longest training message.")
+@click.option("--trainable", type=click.Choice(["last-block", "last-two-blocks", "all", "head"]),
+              default="last-block", show_default=True, help="What is fine-tuned besides the new head.")
+@click.option("--pooling", type=click.Choice(["last", "last-token"]), default="last", show_default=True,
+              help="last: the last padded position (the reference recipe); last-token: each message's last real token.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Model directory to write. Default: $SPAMFILTER_MODEL or ~/.local/share/spamfilter/model.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+def train(model: str, weights: str | None, data: Path | None, epochs: int, batch_size: int, lr: float,
+          weight_decay: float, seed: int, max_length: int | None, trainable: str, pooling: str,
+          out: Path | None, device: str) -> None:
+    """Fine-tune GPT-2 as a spam classifier and export it as a model directory."""
+    console = _console()
+    from .data import DataError
+    from .export import ExportError
+    from .recipe import TrainOptions, fine_tune
+    from .train import TrainingConfig
+    from .weights import WeightsError
+
+    torch_device = _pick_device(device)
+    options = TrainOptions(
+        model=model, weights=weights, data=data, max_length=max_length, pooling=pooling,
+        training=TrainingConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                                seed=seed, trainable=trainable),
+        out=out or default_model_dir(), device=torch_device,
+    )
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("loss {task.fields[loss]:.3f}"), TimeRemainingColumn(), console=console,
+                        disable=not console.is_terminal)
+    task = progress.add_task("training", total=None, loss=float("nan"))
+
+    def on_step(step: int, total: int, loss: float) -> None:
+        progress.update(task, completed=step, total=total, loss=loss)
+
+    def on_epoch(record) -> None:
+        console.print(f"epoch {record.epoch}: train loss {record.train_loss:.3f} acc {record.train_accuracy:.2%}"
+                      f" | validation loss {record.validation_loss:.3f} acc {record.validation_accuracy:.2%}"
+                      f" ({record.seconds:.1f} s)")
+
+    try:
+        with progress:
+            result = fine_tune(options, on_step=on_step, on_epoch=on_epoch,
+                               on_stage=lambda s: console.print(f"[dim]{s}…[/dim]"))
+    except (DataError, WeightsError, ExportError, ValueError, OSError) as error:
+        _fail(str(error))
+    test = result.record.test
+    console.print(
+        f"trainable parameters {result.record.trainable_parameters:,}; max_length {result.max_length}; "
+        f"{result.record.seconds:.1f} s\n"
+        f"train accuracy {result.record.train_accuracy:.2%} | validation accuracy "
+        f"{result.record.validation_accuracy:.2%}\n"
+        f"test: accuracy {test['accuracy']:.2%} precision {test['precision']:.2%} recall {test['recall']:.2%} "
+        f"F1 {test['f1']:.2%} false-positive rate {test['false_positive_rate']:.2%} (n={test['n']})\n"
+        f"model directory: {options.out}"
+    )
+
+
+def _pick_device(choice: str) -> str:
+    import torch
+
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise click.BadParameter("CUDA is not available to torch here", param_hint="--device")
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return choice
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("checkpoint", type=click.Path(exists=True, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Model directory to write. Default: the checkpoint's own directory.")
+def export(checkpoint: Path, out: Path | None) -> None:
+    """Export a checkpoint (model.pt, or a model directory) to ONNX again."""
+    console = _console()
+    from .export import ExportError, load_checkpoint, write_model_directory
+    from .modeldir import CHECKPOINT_FILE
+    from .tokenizer import PAD_TOKEN_ID
+
+    path = checkpoint / CHECKPOINT_FILE if checkpoint.is_dir() else checkpoint
+    target = out or path.parent
+    try:
+        classifier, data = load_checkpoint(path)
+        import numpy as np
+
+        # Parity is checked on deterministic pseudo-random inputs: the test split is not stored.
+        rng = np.random.default_rng(0)
+        samples = rng.integers(0, PAD_TOKEN_ID, size=(16, data["max_length"]), dtype=np.int64)
+        for i, row in enumerate(samples):
+            row[(i * data["max_length"]) // 16 + 1 :] = PAD_TOKEN_ID
+        manifest = write_model_directory(target, classifier, max_length=data["max_length"], sample_ids=samples,
+                                         manifest=dict(data.get("manifest", {})),
+                                         write_checkpoint=target.resolve() != path.parent.resolve())
+    except (ExportError, OSError) as error:
+        _fail(str(error))
+    console.print(f"exported {target / 'model.onnx'} (max |logit difference| vs torch "
+                  f"{manifest['onnx']['parity_max_abs_diff']:.1e})")
+
+
+# --------------------------------------------------------------------------- filter / classify
+
+
+def _load_classifier(model: Path | None, gpu: bool, batch_size: int = 8):
+    from .runtime import Classifier
+
+    return Classifier.load(model or default_model_dir(), gpu=gpu, batch_size=batch_size,
+                           warn=lambda m: click.echo(f"spamfilter: {m}", err=True))
+
+
+@cli.command(name="filter", context_settings=CONTEXT)
+@click.argument("input_path", metavar="[INPUT]", default="-", type=click.Path(allow_dash=True, dir_okay=False))
+@click.option("-m", "--model", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Model directory. Default: $SPAMFILTER_MODEL or the one 'spamfilter train' wrote.")
+@click.option("--format", "input_format", type=click.Choice(["auto", "mbox", "email", "csv", "text"]),
+              default="auto", show_default=True, help="Input format; auto looks at the first bytes.")
+@click.option("-o", "--output", type=click.Path(allow_dash=True, dir_okay=False), default="-",
+              help="Where results go (default stdout).")
+@click.option("--spam-output", type=click.Path(dir_okay=False), default=None,
+              help="mbox only: write spam to this mailbox instead of --output.")
+@click.option("--text-column", default="Text", show_default=True, help="CSV column holding the message text.")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=None,
+              help="P(spam) at or above which a message is spam. Default: the model's (spamfilter.json).")
+@click.option("--gpu", is_flag=True, help="Run on CUDA (falls back to the CPU with a warning).")
+@click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
+@click.option("--strict", is_flag=True, help="Pipeline mode: exit 75 (EX_TEMPFAIL) on failure instead of "
+              "passing the message through untagged.")
+@click.option("--exit-code", "verdict_exit", is_flag=True,
+              help="Pipeline mode: exit 1 for spam, 0 for not spam.")
+@click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
+def filter_command(input_path: str, model: Path | None, input_format: str, output: str, spam_output: str | None,
+                   text_column: str, threshold: float | None, gpu: bool, batch_size: int, strict: bool,
+                   verdict_exit: bool, quiet: bool) -> None:
+    """Tag every message in INPUT (a file, or - for stdin) as spam or not spam.
+
+    \b
+    mbox   -> mbox with X-Spam-Flag / X-Spam-Status added to each message
+    email  -> one message with the headers added (pipeline mode: fail-safe)
+    csv    -> the CSV with label and spam_probability columns added
+    text   -> one message per line; label<TAB>probability<TAB>line
+    """
+    from . import filter as pipeline
+
+    source = _open_input(input_path)
+    fmt = input_format
+    if fmt == "auto":
+        fmt = pipeline.detect_format(source.peek(4096)[:4096], text_column)
+    if fmt == "email":
+        _pipeline_mode(source, output, model, threshold, gpu, strict, verdict_exit)
+        return
+    if spam_output and fmt != "mbox":
+        raise click.BadParameter("only mbox output can be split", param_hint="--spam-output")
+    try:
+        classifier = _load_classifier(model, gpu, batch_size)
+    except ModelDirectoryError as error:
+        _fail(str(error))
+    cut = classifier.threshold if threshold is None else threshold
+    started = time.perf_counter()
+    sink = _open_output(output)
+    try:
+        if fmt == "mbox":
+            spam_sink = open(spam_output, "ab") if spam_output else None  # noqa: SIM115
+            try:
+                summary = pipeline.filter_mbox(source, sink, classifier, cut, spam_sink)
+            finally:
+                if spam_sink is not None:
+                    spam_sink.close()
+        else:
+            text_in = io.TextIOWrapper(source, encoding="utf-8", errors="surrogateescape", newline="")
+            text_out = io.TextIOWrapper(sink, encoding="utf-8", errors="surrogateescape", newline="",
+                                        write_through=True)
+            if fmt == "csv":
+                summary = pipeline.filter_csv(text_in, text_out, classifier, cut, text_column)
+            else:
+                summary = pipeline.filter_text(text_in, text_out, classifier, cut)
+            text_out.flush()
+        sink.flush()
+    except pipeline.FilterInputError as error:
+        raise click.UsageError(str(error)) from None
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+    if not quiet:
+        click.echo(f"spamfilter: {pipeline.timed(summary, started).line()}", err=True)
+
+
+def _open_input(path: str) -> io.BufferedReader:
+    if path == "-":
+        return sys.stdin.buffer if isinstance(sys.stdin.buffer, io.BufferedReader) else io.BufferedReader(
+            sys.stdin.buffer)  # type: ignore[arg-type]
+    try:
+        return open(path, "rb")  # noqa: SIM115 - lives as long as the command
+    except OSError as error:
+        raise click.BadParameter(f"cannot read {path}: {error.strerror}", param_hint="INPUT") from None
+
+
+def _open_output(path: str) -> BinaryIO:
+    if path == "-":
+        return sys.stdout.buffer
+    try:
+        return open(path, "wb")  # noqa: SIM115
+    except OSError as error:
+        raise click.BadParameter(f"cannot write {path}: {error.strerror}", param_hint="--output") from None
+
+
+def _quiet_broken_pipe() -> NoReturn:
+    # The reader went away (e.g. `| head`): stop quietly, as cat does; silence the final flush.
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(141)
+
+
+def _pipeline_mode(source: BinaryIO, output: str, model: Path | None, threshold: float | None, gpu: bool,
+                   strict: bool, verdict_exit: bool) -> None:
+    """One message: fail-safe like spamc. On any failure the original bytes go out unchanged and the
+    exit code is 0, or 75 with --strict so that the mail system retries."""
+    from . import filter as pipeline
+
+    raw = source.read()
+    sink = _open_output(output)
+    try:
+        classifier = _load_classifier(model, gpu)
+        cut = classifier.threshold if threshold is None else threshold
+        tagged, spam, _ = pipeline.classify_email(raw, classifier, cut)
+    except Exception as error:  # fail-safe: never lose the message
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        click.echo(f"spamfilter: message passed through untagged: {reason}", err=True)
+        if strict:
+            sys.exit(EX_TEMPFAIL)
+        _write_all(sink, raw)
+        sys.exit(0)
+    _write_all(sink, tagged)
+    sys.exit(1 if (verdict_exit and spam) else 0)
+
+
+def _write_all(sink: BinaryIO, data: bytes) -> None:
+    try:
+        sink.write(data)
+        sink.flush()
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("texts", nargs=-1, required=True)
+@click.option("-m", "--model", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Model directory. Default: $SPAMFILTER_MODEL or the one 'spamfilter train' wrote.")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=None)
+@click.option("--gpu", is_flag=True, help="Run on CUDA (falls back to the CPU with a warning).")
+def classify(texts: tuple[str, ...], model: Path | None, threshold: float | None, gpu: bool) -> None:
+    """Classify each TEXT ('-' reads one text from stdin): prints label and P(spam)."""
+    try:
+        classifier = _load_classifier(model, gpu)
+    except ModelDirectoryError as error:
+        _fail(str(error))
+    items = [click.get_text_stream("stdin").read() if t == "-" else t for t in texts]
+    for (label, p), text in zip(classifier.classify(items, threshold), items, strict=True):
+        shown = text if len(text) <= 60 else text[:57] + "..."
+        click.echo(f"{label}\t{p:.4f}\t{shown}")
+
+
+def main() -> None:
+    cli(prog_name="spamfilter")
+
+

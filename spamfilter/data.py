@@ -1,0 +1,187 @@
+"""Labelled messages: the UCI SMS Spam Collection (downloaded, checked, cached) or local files,
+and the recipe's balancing and 70/10/20 split."""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+import urllib.request
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .modeldir import LABELS, sha256_file
+
+SMS_URLS = (
+    "https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip",
+    # Mirror: the same zip as the UCI machine-learning-databases tree published it.
+    "https://archive.ics.uci.edu/ml/machine-learning-databases/00228/smsspamcollection.zip",
+)
+SMS_MEMBER = "SMSSpamCollection"
+SMS_SHA256 = "7d039a24a6083ed9ef0f806ebad56bbb976e3aeb8de05669173bfdc4996c239d"
+_MAX_ZIP_BYTES = 16 << 20  # the real zip is ~200 KB; anything huge is not it
+_MAX_MEMBER_BYTES = 4 << 20  # the real file is 477,907 bytes; stops a decompression bomb
+
+_LABEL_WORDS = {"ham": 0, "not spam": 0, "0": 0, "spam": 1, "1": 1}
+SEED = 123
+
+
+class DataError(Exception):
+    """Data that cannot be downloaded, read or understood."""
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(os.environ.get("SPAMFILTER_CACHE", Path(base) / "spamfilter"))
+
+
+
+
+def download_sms(
+    cache: Path | None = None,
+    urls: tuple[str, ...] = SMS_URLS,
+    fetch: Callable[[str, Path], None] | None = None,
+) -> Path:
+    """The checked ``SMSSpamCollection`` file, downloaded into the cache on first use.
+
+    Each URL is tried in turn; the member is extracted by name only (no path from the archive is
+    ever used), size-capped, and must match the known sha256 before it replaces the cache entry
+    atomically, so an interrupted download never leaves a corrupt cache.
+    """
+    cache = cache or cache_dir()
+    target = cache / SMS_MEMBER
+    if target.is_file() and sha256_file(target) == SMS_SHA256:
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    fetch = fetch or _http_fetch
+    errors = []
+    for url in urls:
+        with tempfile.TemporaryDirectory(dir=cache) as scratch:
+            archive = Path(scratch) / "download.zip"
+            try:
+                fetch(url, archive)
+                extracted = _extract_member(archive, Path(scratch) / SMS_MEMBER)
+            except (OSError, DataError, zipfile.BadZipFile) as error:
+                errors.append(f"{url}: {error}")
+                continue
+            if sha256_file(extracted) != SMS_SHA256:
+                errors.append(f"{url}: {SMS_MEMBER} does not match its sha256")
+                continue
+            os.replace(extracted, target)
+            return target
+    raise DataError(
+        "could not download the SMS Spam Collection ("
+        + "; ".join(errors)
+        + "); without network pass a local copy with --data PATH"
+    )
+
+
+def _http_fetch(url: str, destination: Path) -> None:
+    with urllib.request.urlopen(url, timeout=30) as response, open(destination, "wb") as out:
+        copied = 0
+        while chunk := response.read(1 << 16):
+            copied += len(chunk)
+            if copied > _MAX_ZIP_BYTES:
+                raise DataError(f"download larger than {_MAX_ZIP_BYTES} bytes")
+            out.write(chunk)
+
+
+def _extract_member(archive: Path, destination: Path) -> Path:
+    with zipfile.ZipFile(archive) as bundle:
+        try:
+            info = bundle.getinfo(SMS_MEMBER)
+        except KeyError:
+            raise DataError(f"the archive has no {SMS_MEMBER}") from None
+        if info.file_size > _MAX_MEMBER_BYTES:
+            raise DataError(f"{SMS_MEMBER} claims {info.file_size} bytes, too large")
+        with bundle.open(info) as source, open(destination, "wb") as out:
+            # Read at most one byte past the cap: a lying size header cannot fill the disk.
+            data = source.read(_MAX_MEMBER_BYTES + 1)
+            if len(data) > _MAX_MEMBER_BYTES:
+                raise DataError(f"{SMS_MEMBER} is larger than {_MAX_MEMBER_BYTES} bytes")
+            out.write(data)
+    return destination
+
+
+def read_labelled(path: Path) -> pd.DataFrame:
+    """Messages with columns ``Label`` (0 not spam / 1 spam) and ``Text``.
+
+    Accepts the UCI file (``ham<TAB>text`` per line, no header) and CSV/TSV files with a header
+    that names a label and a text column (any case; labels ham/spam/not spam/0/1).
+    The UCI file is read with ``QUOTE_NONE``: its texts contain stray double quotes that default
+    CSV quoting would use to merge lines, so all 5,574 messages are kept.
+    """
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            first_line = handle.readline()
+    except OSError as error:
+        raise DataError(f"cannot read {path}: {error.strerror}") from None
+    first_field = first_line.split("\t", 1)[0].strip().lower()
+    try:
+        if "\t" in first_line and first_field in ("ham", "spam"):
+            frame = pd.read_csv(
+                path, sep="\t", header=None, names=["Label", "Text"], quoting=csv.QUOTE_NONE,
+                dtype=str, keep_default_na=False, encoding_errors="replace",
+            )
+        else:
+            sep = "\t" if first_line.count("\t") > first_line.count(",") else ","
+            frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding_errors="replace")
+            frame = _pick_columns(frame, path)
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as error:
+        raise DataError(f"cannot parse {path}: {str(error).splitlines()[0]}") from None
+    labels = frame["Label"].str.strip().str.lower().map(_LABEL_WORDS)
+    if labels.isna().any():
+        bad = frame["Label"][labels.isna()].iloc[0]
+        raise DataError(f"{path}: unknown label {bad!r} (use spam / ham / not spam / 1 / 0)")
+    return pd.DataFrame({"Label": labels.astype(int), "Text": frame["Text"].astype(str)})
+
+
+def _pick_columns(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+    by_lower = {str(c).strip().lower(): c for c in frame.columns}
+    label = next((by_lower[n] for n in ("label", "labels", "class", "category") if n in by_lower), None)
+    text = next((by_lower[n] for n in ("text", "message", "body", "content") if n in by_lower), None)
+    if label is None or text is None:
+        raise DataError(f"{path}: needs a label column and a text column; found {list(frame.columns)}")
+    return frame.rename(columns={label: "Label", text: "Text"})[["Label", "Text"]]
+
+
+def balance(frame: pd.DataFrame, seed: int = SEED) -> pd.DataFrame:
+    """Undersample the larger class to the size of the smaller one (the recipe samples ham)."""
+    counts = frame["Label"].value_counts()
+    if len(counts) < 2:
+        raise DataError("the data needs both spam and not-spam messages")
+    minority, majority = counts.idxmin(), counts.idxmax()
+    sampled = frame[frame["Label"] == majority].sample(counts.min(), random_state=seed)
+    return pd.concat([sampled, frame[frame["Label"] == minority]])
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: pd.DataFrame
+    validation: pd.DataFrame
+    test: pd.DataFrame
+
+
+def random_split(frame: pd.DataFrame, train_frac: float = 0.7, validation_frac: float = 0.1,
+                 seed: int = SEED) -> Splits:
+    """Shuffle with ``seed`` and cut into train / validation / test (the rest)."""
+    shuffled = frame.sample(frac=1, random_state=seed).reset_index(drop=True)
+    train_end = int(len(shuffled) * train_frac)
+    validation_end = train_end + int(len(shuffled) * validation_frac)
+    return Splits(
+        shuffled[:train_end].reset_index(drop=True),
+        shuffled[train_end:validation_end].reset_index(drop=True),
+        shuffled[validation_end:].reset_index(drop=True),
+    )
+
+
+def write_split_csv(frame: pd.DataFrame, path: Path) -> None:
+    """A split as CSV with ``Label`` (spam / not spam) and ``Text``: what ``filter`` reads."""
+    out = pd.DataFrame({"Label": frame["Label"].map(lambda i: LABELS[i]), "Text": frame["Text"]})
+    out.to_csv(path, index=False)
+
+

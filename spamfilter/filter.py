@@ -1,0 +1,171 @@
+"""The filter pipeline: read messages, classify them in batches, write them out in order.
+
+Every format streams: memory is bounded by one batch whatever the size of the input, and every
+message read is written out, in input order.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO, TextIO
+
+from . import __version__
+from .mail import extract_text, insert_spam_headers, looks_like_email, looks_like_mbox, split_mbox
+from .runtime import Classifier
+
+FORMATS = ("auto", "mbox", "email", "csv", "text")
+LABEL_COLUMN = "label"
+PROBABILITY_COLUMN = "spam_probability"
+DEFAULT_TEXT_COLUMN = "Text"
+PIPELINE_SIZE_CAP = 512 * 1024  # as spamc: larger messages are classified from their beginning
+CHUNK = 64  # messages per classification call: bounds memory, keeps batches full
+
+csv.field_size_limit(1 << 28)  # whole emails in one CSV field are normal here
+
+
+class FilterInputError(Exception):
+    """Input the filter cannot process (a missing column, an unknown format)."""
+
+
+@dataclass
+class Summary:
+    messages: int = 0
+    spam: int = 0
+    passed_through: int = 0  # written unchanged (not a message, e.g. bytes before the first From_)
+    seconds: float = 0.0
+    provider: str = ""
+    verdicts: list[bool] = field(default_factory=list, repr=False)
+
+    @property
+    def not_spam(self) -> int:
+        return self.messages - self.spam
+
+    def line(self) -> str:
+        rate = self.messages / self.seconds if self.seconds > 0 else 0.0
+        return (f"{self.messages} messages: {self.spam} spam, {self.not_spam} not spam in {self.seconds:.2f} s "
+                f"({rate:.1f}/s) on {self.provider}")
+
+
+def detect_format(head: bytes, text_column: str = DEFAULT_TEXT_COLUMN) -> str:
+    """Guess the input format from its first bytes."""
+    if looks_like_mbox(head):
+        return "mbox"
+    if looks_like_email(head):
+        return "email"
+    first_line = head.split(b"\n", 1)[0].decode("utf-8", "replace").strip("\r\ufeff")
+    fields = next(csv.reader([first_line]), [])
+    if any(f.strip().lower() == text_column.lower() for f in fields):
+        return "csv"
+    return "text"
+
+
+def _chunks(items: Iterable, size: int = CHUNK) -> Iterator[list]:
+    batch: list = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _tally(summary: Summary, probabilities: Iterable[float], threshold: float) -> list[bool]:
+    verdicts = [p >= threshold for p in probabilities]
+    summary.messages += len(verdicts)
+    summary.spam += sum(verdicts)
+    return verdicts
+
+
+def filter_csv(source: TextIO, sink: TextIO, classifier: Classifier, threshold: float,
+               text_column: str = DEFAULT_TEXT_COLUMN) -> Summary:
+    """CSV in, the same CSV out with ``label`` and ``spam_probability`` set on every row."""
+    summary = Summary(provider=classifier.provider)
+    reader = csv.reader(source)
+    header = next(reader, None)
+    if header is None:
+        return summary
+    column = _find_column(header, text_column)
+    out_header = list(header)
+    for name in (LABEL_COLUMN, PROBABILITY_COLUMN):
+        if name not in out_header:
+            out_header.append(name)
+    label_at, probability_at = out_header.index(LABEL_COLUMN), out_header.index(PROBABILITY_COLUMN)
+    writer = csv.writer(sink, lineterminator="\n")
+    writer.writerow(out_header)
+    for rows in _chunks(reader):
+        texts = [row[column] if column < len(row) else "" for row in rows]
+        probabilities = classifier.spam_probability(texts)
+        for row, p, spam in zip(rows, probabilities, _tally(summary, probabilities, threshold), strict=True):
+            row = row + [""] * (len(out_header) - len(row))
+            row[label_at] = "spam" if spam else "not spam"
+            row[probability_at] = f"{p:.6f}"
+            writer.writerow(row)
+        sink.flush()
+    return summary
+
+
+def _find_column(header: list[str], wanted: str) -> int:
+    cleaned = [h.strip().lstrip("\ufeff") for h in header]
+    if wanted in cleaned:
+        return cleaned.index(wanted)
+    lowered = [h.lower() for h in cleaned]
+    if wanted.lower() in lowered:
+        return lowered.index(wanted.lower())
+    raise FilterInputError(f"no column {wanted!r} in the CSV header ({', '.join(cleaned)}); use --text-column")
+
+
+def filter_text(source: TextIO, sink: TextIO, classifier: Classifier, threshold: float) -> Summary:
+    """One message per line in; ``label<TAB>spam_probability<TAB>line`` out."""
+    summary = Summary(provider=classifier.provider)
+    for lines in _chunks(source):
+        texts = [line.rstrip("\r\n") for line in lines]
+        probabilities = classifier.spam_probability(texts)
+        for text, p, spam in zip(texts, probabilities, _tally(summary, probabilities, threshold), strict=True):
+            sink.write(f"{'spam' if spam else 'not spam'}\t{p:.6f}\t{text}\n")
+        sink.flush()
+    return summary
+
+
+def filter_mbox(source: BinaryIO, sink: BinaryIO, classifier: Classifier, threshold: float,
+                spam_sink: BinaryIO | None = None) -> Summary:
+    """mbox in, mbox out: each message's bytes with the two spam headers added, in order.
+
+    With ``spam_sink`` spam goes there and the rest to ``sink`` (``--split``).
+    """
+    summary = Summary(provider=classifier.provider)
+    for messages in _chunks(split_mbox(source)):
+        mails = [m for m in messages if m.startswith(b"From ")]
+        probabilities = iter(classifier.spam_probability([extract_text(_without_from_line(m)) for m in mails]))
+        for raw in messages:
+            if not raw.startswith(b"From "):
+                sink.write(raw)  # bytes before the first From_ line: not a message, kept as they are
+                summary.passed_through += 1
+                continue
+            p = float(next(probabilities))
+            (spam,) = _tally(summary, [p], threshold)
+            target = spam_sink if (spam and spam_sink is not None) else sink
+            target.write(insert_spam_headers(raw, spam, p, threshold, __version__))
+        sink.flush()
+    return summary
+
+
+def _without_from_line(raw: bytes) -> bytes:
+    return raw.split(b"\n", 1)[1] if raw.startswith(b"From ") and b"\n" in raw else raw
+
+
+def classify_email(raw: bytes, classifier: Classifier, threshold: float,
+                   size_cap: int = PIPELINE_SIZE_CAP) -> tuple[bytes, bool, float]:
+    """One RFC 822 message: (message with headers, is spam, P(spam)). Larger than ``size_cap``:
+    classified from its first ``size_cap`` bytes; the whole message is still written out."""
+    p = float(classifier.spam_probability([extract_text(raw[:size_cap])])[0])
+    spam = p >= threshold
+    return insert_spam_headers(raw, spam, p, threshold, __version__), spam, p
+
+
+def timed(summary: Summary, started: float) -> Summary:
+    summary.seconds = time.perf_counter() - started
+    return summary

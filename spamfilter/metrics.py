@@ -1,0 +1,76 @@
+"""Classification metrics from labels and spam probabilities (numpy only: no torch)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Metrics:
+    n: int
+    accuracy: float
+    precision: float
+    recall: float
+    f1: float
+    false_positive_rate: float  # ham marked as spam: what mail users care about most
+    roc_auc: float
+    confusion: list[list[int]]  # [[true ham, ham marked spam], [spam missed, spam caught]]
+    threshold: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _safe_ratio(numerator: float, denominator: float) -> float:
+    return float(numerator / denominator) if denominator else 0.0
+
+
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve by the rank statistic (ties count one half)."""
+    positives, negatives = scores[labels == 1], scores[labels == 0]
+    if len(positives) == 0 or len(negatives) == 0:
+        return float("nan")
+    order = np.argsort(np.concatenate([positives, negatives]), kind="mergesort")
+    ranks = np.empty(len(order))
+    values = np.concatenate([positives, negatives])[order]
+    ranks[order] = _average_ranks(values)
+    rank_sum = ranks[: len(positives)].sum()
+    return float((rank_sum - len(positives) * (len(positives) + 1) / 2) / (len(positives) * len(negatives)))
+
+
+def _average_ranks(sorted_values: np.ndarray) -> np.ndarray:
+    ranks = np.arange(1, len(sorted_values) + 1, dtype=float)
+    start = 0
+    for end in range(1, len(sorted_values) + 1):
+        if end == len(sorted_values) or sorted_values[end] != sorted_values[start]:
+            ranks[start:end] = ranks[start:end].mean()
+            start = end
+    return ranks
+
+
+def compute_metrics(labels: Sequence[int] | np.ndarray, spam_probability: Sequence[float] | np.ndarray,
+                    threshold: float = 0.5) -> Metrics:
+    y = np.asarray(labels, dtype=np.int64)
+    p = np.asarray(spam_probability, dtype=np.float64)
+    predicted = (p >= threshold).astype(np.int64)
+    tp = int(((predicted == 1) & (y == 1)).sum())
+    tn = int(((predicted == 0) & (y == 0)).sum())
+    fp = int(((predicted == 1) & (y == 0)).sum())
+    fn = int(((predicted == 0) & (y == 1)).sum())
+    precision = _safe_ratio(tp, tp + fp)
+    recall = _safe_ratio(tp, tp + fn)
+    return Metrics(
+        n=len(y),
+        accuracy=_safe_ratio(tp + tn, len(y)),
+        precision=precision,
+        recall=recall,
+        f1=_safe_ratio(2 * precision * recall, precision + recall),
+        false_positive_rate=_safe_ratio(fp, fp + tn),
+        roc_auc=roc_auc(y, p),
+        confusion=[[tn, fp], [fn, tp]],
+        threshold=threshold,
+    )

@@ -1,0 +1,124 @@
+"""``spamfilter train`` as a library call: data -> tokens -> GPT-2 -> fine-tune -> model directory."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .data import Splits, balance, download_sms, random_split, read_labelled
+from .export import write_model_directory
+from .model import GPT2_SIZES, GPT, GPTConfig, SpamClassifier, add_classification_head
+from .tokenizer import PAD_TOKEN_ID, Tokenizer
+from .train import EpochCallback, ProgressCallback, TrainingConfig, TrainingRecord, train_classifier
+from .weights import HUB_REPOS, load_pretrained
+
+RANDOM_WEIGHTS = "random"
+
+
+@dataclass
+class TrainOptions:
+    model: str = "gpt2-small"  # a size name, or a Hugging Face config.json / folder holding one
+    weights: str | None = None  # None: the hub's weights for `model`; a path; or "random"
+    data: Path | None = None  # None: the SMS Spam Collection, downloaded
+    max_length: int | None = None  # None: the longest training message
+    pooling: str = "last"
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    out: Path = Path("model")
+    device: str = "cpu"
+
+
+@dataclass
+class TrainResult:
+    record: TrainingRecord
+    manifest: dict[str, Any]
+    splits: Splits
+    max_length: int
+
+
+def architecture(model: str) -> GPTConfig:
+    """GPT-2 configuration for a size name or a Hugging Face ``config.json`` (file or folder)."""
+    if model in GPT2_SIZES:
+        return GPT2_SIZES[model]
+    path = Path(model)
+    if path.is_dir():
+        path = path / "config.json"
+    if not path.is_file():
+        raise ValueError(f"--model {model}: give one of {', '.join(GPT2_SIZES)} or a config.json")
+    try:
+        return GPTConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as error:
+        raise ValueError(f"--model {model}: not a GPT-2 config.json ({error})") from None
+
+
+def build_classifier(model: str, weights: str | None, pooling: str, seed: int) -> tuple[SpamClassifier, str]:
+    """The GPT-2 with its new head, and a description of where its weights came from."""
+    if weights == RANDOM_WEIGHTS:
+        torch.manual_seed(seed)
+        gpt = GPT(architecture(model))
+        origin = "random initialisation"
+    else:
+        source = weights if weights is not None else model
+        if weights is None and model not in HUB_REPOS:
+            raise ValueError(f"--model {model} has no hub weights: pass --weights PATH or --weights random")
+        gpt = load_pretrained(source)
+        origin = str(source)
+    torch.manual_seed(seed)  # the head's initialisation is part of the recipe's reproducibility
+    return SpamClassifier(add_classification_head(gpt), pooling, PAD_TOKEN_ID), origin
+
+
+def load_splits(data: Path | None, seed: int) -> tuple[Splits, str]:
+    path = data if data is not None else download_sms()
+    return random_split(balance(read_labelled(path), seed), seed=seed), str(path)
+
+
+def encode(tokenizer: Tokenizer, frame: pd.DataFrame) -> list[list[int]]:
+    return tokenizer.encode_batch(frame["Text"].tolist())
+
+
+def fine_tune(options: TrainOptions, splits: Splits | None = None, data_origin: str = "",
+              on_step: ProgressCallback | None = None, on_epoch: EpochCallback | None = None,
+              on_stage: Callable[[str], None] | None = None) -> TrainResult:
+    """Run the whole recipe and write the model directory to ``options.out``."""
+    stage = on_stage or (lambda _: None)
+    config = options.training
+    if splits is None:
+        stage("loading data")
+        splits, data_origin = load_splits(options.data, config.seed)
+    tokenizer = Tokenizer()
+    rows = {name: encode(tokenizer, getattr(splits, name)) for name in ("train", "validation", "test")}
+    longest = max((len(r) for r in rows["train"]), default=1)
+    stage("loading model")
+    classifier, origin = build_classifier(options.model, options.weights, options.pooling, config.seed)
+    max_length = options.max_length or longest
+    if max_length > classifier.gpt.config.n_positions:
+        raise ValueError(
+            f"--max-length {max_length} exceeds the model's context of {classifier.gpt.config.n_positions}"
+        )
+    arrays = {
+        name: (tokenizer.pad(rows[name], max_length), getattr(splits, name)["Label"].to_numpy(np.int64))
+        for name in rows
+    }
+    stage("training")
+    record = train_classifier(classifier, arrays["train"], arrays["validation"], arrays["test"], config,
+                              device=options.device, on_step=on_step, on_epoch=on_epoch)
+    stage("exporting to ONNX")
+    manifest = {
+        "base_model": {"architecture": options.model, "weights": origin,
+                       "config": classifier.gpt.config.to_dict()},
+        "recipe": {**record.config, "pooling": options.pooling, "max_length": max_length,
+                   "data": data_origin, "split_sizes": [len(splits.train), len(splits.validation),
+                                                        len(splits.test)]},
+        "metrics": {"train_accuracy": record.train_accuracy,
+                    "validation_accuracy": record.validation_accuracy, "test": record.test},
+    }
+    test_ids = arrays["test"][0]
+    written = write_model_directory(options.out, classifier.cpu(), max_length=max_length, sample_ids=test_ids,
+                                    manifest=manifest, training_record=record.to_dict())
+    return TrainResult(record, written, splits, max_length)

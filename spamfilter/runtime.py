@@ -1,0 +1,115 @@
+"""onnxruntime inference over a model directory (no torch import: this is the filter's hot path)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .modeldir import ModelDirectory, ModelDirectoryError, open_model_directory
+from .tokenizer import Tokenizer
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+Warn = Callable[[str], None]
+
+
+def _stderr(message: str) -> None:
+    print(f"spamfilter: {message}", file=sys.stderr)
+
+
+def available_cores() -> int:
+    """Cores this process may actually run on (cgroup/affinity aware where the OS tells)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def create_session(model_path: Path, gpu: bool = False, threads: int | None = None, warn: Warn = _stderr):
+    """An ``InferenceSession`` on CUDA when asked and really usable, else on the CPU.
+
+    ``get_available_providers()`` lists CUDA wherever the GPU build is installed, even without a
+    GPU or CUDA libraries, so the providers the session actually got are checked afterwards.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or available_cores()
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only: a CUDA fallback is reported by us, once
+    providers = [CPU]
+    if gpu:
+        if CUDA in ort.get_available_providers():
+            providers = [CUDA, CPU]
+        else:
+            warn("--gpu: this onnxruntime has no CUDA support; running on the CPU")
+    try:
+        session = ort.InferenceSession(str(model_path), sess_options=options, providers=providers)
+    except Exception as error:  # onnxruntime raises its own exception types for bad files
+        if gpu and providers[0] == CUDA:
+            warn(f"--gpu: CUDA could not start ({str(error).splitlines()[0]}); running on the CPU")
+            return create_session(model_path, gpu=False, threads=threads, warn=warn)
+        raise ModelDirectoryError(f"onnxruntime cannot load {model_path}: {str(error).splitlines()[0]}") from None
+    if gpu and providers[0] == CUDA and CUDA not in session.get_providers():
+        warn("--gpu: CUDA is not usable here (no GPU or CUDA libraries); running on the CPU")
+    return session
+
+
+def softmax_spam(logits: np.ndarray) -> np.ndarray:
+    """P(spam) from ``[batch, 2]`` logits, numerically stable."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp[:, 1] / exp.sum(axis=1)
+
+
+class Classifier:
+    """A loaded model directory: texts in, spam probabilities out.
+
+    >>> clf = Classifier.load("model-dir")          # doctest: +SKIP
+    >>> clf.spam_probability(["WIN a prize now!"])  # doctest: +SKIP
+    """
+
+    def __init__(self, directory: ModelDirectory, gpu: bool = False, threads: int | None = None,
+                 batch_size: int = 8, warn: Warn = _stderr) -> None:
+        self.directory = directory
+        self.tokenizer = Tokenizer(directory.path)
+        self.session = create_session(directory.onnx_path, gpu=gpu, threads=threads, warn=warn)
+        self.batch_size = batch_size
+
+    @classmethod
+    def load(cls, path: str | Path, **options) -> Classifier:
+        return cls(open_model_directory(Path(path)), **options)
+
+    @property
+    def provider(self) -> str:
+        return str(self.session.get_providers()[0])
+
+    @property
+    def threshold(self) -> float:
+        return self.directory.threshold
+
+    def spam_probability(self, texts: Sequence[str]) -> np.ndarray:
+        """P(spam) per text, in input order. Batches group texts of similar token length."""
+        if not texts:
+            return np.zeros(0, dtype=np.float64)
+        rows = self.tokenizer.encode_batch(texts)
+        # Sorting by length keeps the batches' work alike; the fixed-length model makes the answer
+        # independent of batch composition, so results go back to input order unchanged.
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+        out = np.empty(len(rows), dtype=np.float64)
+        for begin in range(0, len(order), self.batch_size):
+            chosen = order[begin : begin + self.batch_size]
+            ids = self.tokenizer.pad((rows[i] for i in chosen), self.directory.max_length)
+            logits = self.session.run(["logits"], {"input_ids": ids})[0]
+            out[chosen] = softmax_spam(logits.astype(np.float64))
+        return out
+
+    def classify(self, texts: Sequence[str], threshold: float | None = None) -> list[tuple[str, float]]:
+        """``(label, spam probability)`` per text."""
+        cut = self.threshold if threshold is None else threshold
+        return [("spam" if p >= cut else "not spam", float(p)) for p in self.spam_probability(texts)]

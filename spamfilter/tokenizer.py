@@ -1,0 +1,89 @@
+"""GPT-2 byte-pair encoding from the files shipped in the package: no network, no torch.
+
+tiktoken's own ``get_encoding("gpt2")`` downloads these two files on first use; building the
+``Encoding`` from the packaged copies (checked against the sha256 values tiktoken itself checks)
+gives the very same ids offline.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Sequence
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import tiktoken
+from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+
+ENCODER_JSON = "encoder.json"
+VOCAB_BPE = "vocab.bpe"
+ENCODER_JSON_SHA256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
+VOCAB_BPE_SHA256 = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
+TOKENIZER_FILES = (ENCODER_JSON, VOCAB_BPE)
+
+END_OF_TEXT = "<|endoftext|>"
+PAD_TOKEN_ID = 50256  # GPT-2's <|endoftext|>, used as the padding token by the recipe
+VOCAB_SIZE = 50257
+
+# The pre-tokenisation pattern of tiktoken's "gpt2" / "r50k_base" encodings.
+_R50K_PATTERN = (
+    r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+)
+
+
+def packaged_tokenizer_dir() -> Path:
+    """The folder inside the installed package that holds ``encoder.json`` and ``vocab.bpe``."""
+    return Path(str(resources.files("spamfilter") / "assets"))
+
+
+@functools.lru_cache(maxsize=4)
+def load_encoding(directory: str | Path | None = None) -> tiktoken.Encoding:
+    """The GPT-2 encoding built from ``directory`` (default: the packaged copy).
+
+    Raises ``ValueError`` if a file is missing or its sha256 is not the expected one.
+    """
+    folder = Path(directory) if directory is not None else packaged_tokenizer_dir()
+    for name in TOKENIZER_FILES:
+        if not (folder / name).is_file():
+            raise ValueError(f"tokenizer file missing: {folder / name}")
+    try:
+        ranks = data_gym_to_mergeable_bpe_ranks(
+            vocab_bpe_file=str(folder / VOCAB_BPE),
+            encoder_json_file=str(folder / ENCODER_JSON),
+            vocab_bpe_hash=VOCAB_BPE_SHA256,
+            encoder_json_hash=ENCODER_JSON_SHA256,
+        )
+    except ValueError as error:
+        raise ValueError(f"tokenizer files in {folder} are not GPT-2's: {error}") from None
+    return tiktoken.Encoding(
+        name="gpt2",
+        pat_str=_R50K_PATTERN,
+        mergeable_ranks=ranks,
+        special_tokens={END_OF_TEXT: PAD_TOKEN_ID},
+        explicit_n_vocab=VOCAB_SIZE,
+    )
+
+
+class Tokenizer:
+    """Encodes messages to fixed-length id rows the way the recipe does."""
+
+    def __init__(self, directory: str | Path | None = None) -> None:
+        self.encoding = load_encoding(directory)
+
+    def encode(self, text: str) -> list[int]:
+        # disallowed_special=() makes a literal "<|endoftext|>" in a message ordinary text:
+        # a message must never be able to inject the padding token or raise an error.
+        return self.encoding.encode_ordinary(text)
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return self.encoding.encode_ordinary_batch(list(texts), num_threads=1)
+
+    def pad(self, rows: Iterable[Sequence[int]], max_length: int) -> np.ndarray:
+        """Truncate each row to ``max_length`` and right-pad it with ``PAD_TOKEN_ID``: int64 array."""
+        rows = list(rows)
+        out = np.full((len(rows), max_length), PAD_TOKEN_ID, dtype=np.int64)
+        for i, row in enumerate(rows):
+            clipped = row[:max_length]
+            out[i, : len(clipped)] = clipped
+        return out
