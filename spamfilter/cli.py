@@ -6,6 +6,7 @@ Heavy imports (torch, pandas) happen inside the commands that need them, so ``fi
 
 from __future__ import annotations
 
+import contextlib
 import io
 import sys
 import time
@@ -205,63 +206,71 @@ def filter_command(input_path: str, model: Path | None, input_format: str, outpu
     """
     from . import filter as pipeline
 
-    source = _open_input(input_path)
-    fmt = input_format
-    if fmt == "auto":
-        fmt = pipeline.detect_format(source.peek(4096)[:4096], text_column)
-    if fmt == "email":
-        _pipeline_mode(source, output, model, threshold, gpu, strict, verdict_exit)
-        return
-    if spam_output and fmt != "mbox":
-        raise click.BadParameter("only mbox output can be split", param_hint="--spam-output")
-    try:
-        classifier = _load_classifier(model, gpu, batch_size)
-    except ModelDirectoryError as error:
-        _fail(str(error))
-    cut = classifier.threshold if threshold is None else threshold
-    started = time.perf_counter()
-    sink = _open_output(output)
-    try:
-        if fmt == "mbox":
-            spam_sink = open(spam_output, "ab") if spam_output else None  # noqa: SIM115
-            try:
+    with contextlib.ExitStack() as stack:
+        source = _open_input(input_path, stack)
+        fmt = input_format
+        if fmt == "auto":
+            fmt = pipeline.detect_format(source.peek(4096)[:4096], text_column)
+        if fmt == "email":
+            _pipeline_mode(source, _open_output(output, stack), model, threshold, gpu, strict, verdict_exit)
+            return
+        if spam_output and fmt != "mbox":
+            raise click.BadParameter("only mbox output can be split", param_hint="--spam-output")
+        try:
+            classifier = _load_classifier(model, gpu, batch_size)
+        except ModelDirectoryError as error:
+            _fail(str(error))
+        cut = classifier.threshold if threshold is None else threshold
+        started = time.perf_counter()
+        sink = _open_output(output, stack)
+        try:
+            if fmt == "mbox":
+                spam_sink = _open_output(spam_output, stack, append=True) if spam_output else None
                 summary = pipeline.filter_mbox(source, sink, classifier, cut, spam_sink)
-            finally:
-                if spam_sink is not None:
-                    spam_sink.close()
-        else:
-            text_in = io.TextIOWrapper(source, encoding="utf-8", errors="surrogateescape", newline="")
-            text_out = io.TextIOWrapper(sink, encoding="utf-8", errors="surrogateescape", newline="",
-                                        write_through=True)
-            if fmt == "csv":
-                summary = pipeline.filter_csv(text_in, text_out, classifier, cut, text_column)
             else:
-                summary = pipeline.filter_text(text_in, text_out, classifier, cut)
-            text_out.flush()
-        sink.flush()
-    except pipeline.FilterInputError as error:
-        raise click.UsageError(str(error)) from None
-    except BrokenPipeError:
-        _quiet_broken_pipe()
+                summary = _filter_text_format(fmt, source, sink, classifier, cut, text_column)
+            sink.flush()
+        except pipeline.FilterInputError as error:
+            raise click.UsageError(str(error)) from None
+        except BrokenPipeError:
+            _quiet_broken_pipe()
     if not quiet:
         click.echo(f"spamfilter: {pipeline.timed(summary, started).line()}", err=True)
 
 
-def _open_input(path: str) -> io.BufferedReader:
-    if path == "-":
-        return sys.stdin.buffer if isinstance(sys.stdin.buffer, io.BufferedReader) else io.BufferedReader(
-            sys.stdin.buffer)  # type: ignore[arg-type]
+def _filter_text_format(fmt: str, source: BinaryIO, sink: BinaryIO, classifier, threshold: float,
+                        text_column: str):
+    from . import filter as pipeline
+
+    # surrogateescape: bytes that are not UTF-8 pass through to the output unchanged.
+    text_in = io.TextIOWrapper(source, encoding="utf-8", errors="surrogateescape", newline="")
+    text_out = io.TextIOWrapper(sink, encoding="utf-8", errors="surrogateescape", newline="", write_through=True)
     try:
-        return open(path, "rb")  # noqa: SIM115 - lives as long as the command
+        if fmt == "csv":
+            return pipeline.filter_csv(text_in, text_out, classifier, threshold, text_column)
+        return pipeline.filter_text(text_in, text_out, classifier, threshold)
+    finally:
+        text_out.flush()
+        # Detach so that the wrappers never close the streams underneath their owner.
+        text_in.detach()
+        text_out.detach()
+
+
+def _open_input(path: str, stack: contextlib.ExitStack) -> io.BufferedReader:
+    if path == "-":
+        stdin = sys.stdin.buffer
+        return stdin if isinstance(stdin, io.BufferedReader) else io.BufferedReader(stdin)  # type: ignore[arg-type]
+    try:
+        return stack.enter_context(open(path, "rb"))
     except OSError as error:
         raise click.BadParameter(f"cannot read {path}: {error.strerror}", param_hint="INPUT") from None
 
 
-def _open_output(path: str) -> BinaryIO:
+def _open_output(path: str, stack: contextlib.ExitStack, append: bool = False) -> BinaryIO:
     if path == "-":
         return sys.stdout.buffer
     try:
-        return open(path, "wb")  # noqa: SIM115
+        return stack.enter_context(open(path, "ab" if append else "wb"))
     except OSError as error:
         raise click.BadParameter(f"cannot write {path}: {error.strerror}", param_hint="--output") from None
 
@@ -275,14 +284,13 @@ def _quiet_broken_pipe() -> NoReturn:
     sys.exit(141)
 
 
-def _pipeline_mode(source: BinaryIO, output: str, model: Path | None, threshold: float | None, gpu: bool,
+def _pipeline_mode(source: BinaryIO, sink: BinaryIO, model: Path | None, threshold: float | None, gpu: bool,
                    strict: bool, verdict_exit: bool) -> None:
     """One message: fail-safe like spamc. On any failure the original bytes go out unchanged and the
     exit code is 0, or 75 with --strict so that the mail system retries."""
     from . import filter as pipeline
 
     raw = source.read()
-    sink = _open_output(output)
     try:
         classifier = _load_classifier(model, gpu)
         cut = classifier.threshold if threshold is None else threshold

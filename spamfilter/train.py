@@ -100,8 +100,8 @@ class _Inputs:
 
     def __init__(self, classifier: SpamClassifier, ids: np.ndarray, labels: np.ndarray,
                  start_block: int, cache: bool, device: torch.device) -> None:
-        self.ids = torch.as_tensor(ids, device=device)
-        self.labels = torch.as_tensor(labels, dtype=torch.long, device=device)
+        self.ids = torch.tensor(ids, dtype=torch.long, device=device)  # a copy: inputs may be read-only
+        self.labels = torch.tensor(labels, dtype=torch.long, device=device)
         self.start_block = start_block
         self.hidden: torch.Tensor | None = None
         if cache and start_block > 0:

@@ -62,3 +62,26 @@ def sms_file() -> Path:
     if not SMS_FILE.is_file():
         pytest.fail(f"reference data missing: {SMS_FILE}")
     return SMS_FILE
+
+
+TINY_CONFIG = {"n_embd": 128, "n_layer": 2, "n_head": 2, "n_positions": 256, "vocab_size": 50257}
+
+
+@pytest.fixture(scope="session")
+def trained_model(tmp_path_factory: pytest.TempPathFactory, sms_file: Path) -> Path:
+    """A model directory trained end to end through the real CLI on the full SMS data: a small
+    GPT-2 (2 layers, 128 dims) from random weights with every layer trained."""
+    from click.testing import CliRunner
+
+    from spamfilter.cli import cli
+
+    root = tmp_path_factory.mktemp("trained")
+    (root / "config.json").write_text(json.dumps(TINY_CONFIG))
+    out = root / "model"
+    result = CliRunner().invoke(
+        cli,
+        ["train", "--model", str(root / "config.json"), "--weights", "random", "--trainable", "all",
+         "--data", str(sms_file), "--out", str(out), "--device", "cpu"],
+    )
+    assert result.exit_code == 0, result.output
+    return out

@@ -1,0 +1,94 @@
+"""SMS data: download (over file:// URLs, the same urllib code path as https), checks, balancing, split."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from spamfilter.data import (
+    SMS_MEMBER,
+    DataError,
+    balance,
+    download_sms,
+    random_split,
+    read_labelled,
+)
+
+
+def test_full_file_is_read_without_merging_lines(sms_file: Path) -> None:
+    frame = read_labelled(sms_file)
+    assert len(frame) == 5574
+    assert frame["Label"].value_counts().to_dict() == {0: 4827, 1: 747}
+
+
+def test_balance_and_split_sizes_are_the_recipes(sms_file: Path) -> None:
+    balanced = balance(read_labelled(sms_file))
+    assert balanced["Label"].value_counts().to_dict() == {0: 747, 1: 747}
+    splits = random_split(balanced)
+    assert (len(splits.train), len(splits.validation), len(splits.test)) == (1045, 149, 300)
+    again = random_split(balance(read_labelled(sms_file)))
+    pd.testing.assert_frame_equal(splits.test, again.test)
+    other = random_split(balance(read_labelled(sms_file), seed=7), seed=7)
+    assert not splits.test["Text"].equals(other.test["Text"])
+
+
+def test_csv_with_header_and_label_words(tmp_path: Path) -> None:
+    path = tmp_path / "mail.csv"
+    path.write_text('text,LABEL\n"Hello, friend",not spam\nWIN NOW,spam\nlunch?,ham\n"x",1\n')
+    frame = read_labelled(path)
+    assert frame["Label"].tolist() == [0, 1, 0, 1]
+    assert frame["Text"].tolist()[0] == "Hello, friend"
+
+
+def test_missing_columns_and_bad_labels(tmp_path: Path) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text("subject,body\na,b\n")
+    with pytest.raises(DataError, match="label column"):
+        read_labelled(path)
+    path.write_text("label,text\nmaybe,hello\n")
+    with pytest.raises(DataError, match="unknown label 'maybe'"):
+        read_labelled(path)
+
+
+def _zip_with(tmp_path: Path, members: dict[str, bytes]) -> Path:
+    path = tmp_path / "sms.zip"
+    with zipfile.ZipFile(path, "w") as bundle:
+        for name, data in members.items():
+            bundle.writestr(name, data)
+    return path
+
+
+def test_download_verifies_and_caches(tmp_path: Path, sms_file: Path) -> None:
+    good = _zip_with(tmp_path, {"readme": b"x", "../escape": b"evil", SMS_MEMBER: sms_file.read_bytes()})
+    cache = tmp_path / "cache"
+    path = download_sms(cache, urls=(good.as_uri(),))
+    assert path.read_bytes() == sms_file.read_bytes()
+    assert not (tmp_path / "escape").exists() and sorted(p.name for p in cache.iterdir()) == [SMS_MEMBER]
+    # Cached: no URL needed the second time.
+    assert download_sms(cache, urls=()) == path
+
+
+def test_download_falls_back_to_the_mirror(tmp_path: Path, sms_file: Path) -> None:
+    good = _zip_with(tmp_path, {SMS_MEMBER: sms_file.read_bytes()})
+    missing = (tmp_path / "nope.zip").as_uri()
+    path = download_sms(tmp_path / "cache", urls=(missing, good.as_uri()))
+    assert path.is_file()
+
+
+def test_corrupt_download_never_reaches_the_cache(tmp_path: Path, sms_file: Path) -> None:
+    tampered = _zip_with(tmp_path, {SMS_MEMBER: sms_file.read_bytes()[:-10]})
+    cache = tmp_path / "cache"
+    with pytest.raises(DataError, match="sha256") as info:
+        download_sms(cache, urls=(tampered.as_uri(),))
+    assert "--data" in str(info.value)
+    assert not (cache / SMS_MEMBER).exists()
+
+
+def test_not_a_zip(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.zip"
+    junk.write_bytes(b"<html>rate limited</html>")
+    with pytest.raises(DataError, match="could not download"):
+        download_sms(tmp_path / "cache", urls=(junk.as_uri(),))

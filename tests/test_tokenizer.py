@@ -1,0 +1,68 @@
+"""The packaged GPT-2 encoding: same ids as tiktoken's "gpt2", offline, padding and truncation."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import tiktoken
+from conftest import GPT2_TOKENIZER_DIR
+from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+
+from spamfilter.tokenizer import PAD_TOKEN_ID, Tokenizer, load_encoding
+
+SAMPLES = [
+    "Do you have time",
+    "WINNER!! As a valued network customer you have been selected to receive a £900 prize reward!",
+    "Ok lar... Joking wif u oni...",
+    "naïve café – 日本語のテキスト 🙂\n\ttabs  and   spaces",
+    "",
+]
+
+
+def _reference_encoding() -> tiktoken.Encoding:
+    # tiktoken's own "gpt2" definition, fed the reference files instead of its download URLs.
+    from tiktoken_ext.openai_public import r50k_pat_str
+
+    ranks = data_gym_to_mergeable_bpe_ranks(
+        vocab_bpe_file=str(GPT2_TOKENIZER_DIR / "vocab.bpe"),
+        encoder_json_file=str(GPT2_TOKENIZER_DIR / "encoder.json"),
+    )
+    return tiktoken.Encoding("gpt2-ref", pat_str=r50k_pat_str, mergeable_ranks=ranks,
+                             special_tokens={"<|endoftext|>": 50256}, explicit_n_vocab=50257)
+
+
+def test_known_ids() -> None:
+    assert Tokenizer().encode("Do you have time") == [5211, 345, 423, 640]
+
+
+@pytest.mark.parametrize("text", SAMPLES)
+def test_same_ids_as_tiktoken_gpt2(text: str) -> None:
+    assert Tokenizer().encode(text) == _reference_encoding().encode(text, disallowed_special=())
+
+
+def test_endoftext_literal_is_ordinary_text() -> None:
+    ids = Tokenizer().encode("free <|endoftext|> prize")
+    assert PAD_TOKEN_ID not in ids
+    assert Tokenizer().encoding.decode(ids) == "free <|endoftext|> prize"
+
+
+def test_pad_and_truncate() -> None:
+    tokenizer = Tokenizer()
+    rows = tokenizer.pad([[1, 2, 3], list(range(10))], max_length=5)
+    assert rows.dtype.name == "int64" and rows.shape == (2, 5)
+    assert rows[0].tolist() == [1, 2, 3, PAD_TOKEN_ID, PAD_TOKEN_ID]
+    assert rows[1].tolist() == [0, 1, 2, 3, 4]
+
+
+def test_damaged_tokenizer_files_are_rejected(tmp_path: Path) -> None:
+    shutil.copy(GPT2_TOKENIZER_DIR / "encoder.json", tmp_path / "encoder.json")
+    (tmp_path / "vocab.bpe").write_text("#version: 0.2\nĠ t\n")
+    with pytest.raises(ValueError, match="not GPT-2's"):
+        load_encoding(tmp_path)
+
+
+def test_missing_tokenizer_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="encoder.json"):
+        load_encoding(tmp_path)

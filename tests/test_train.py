@@ -1,0 +1,80 @@
+"""The frozen-layers recipe: what trains, that only it changes, and that caching changes nothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from spamfilter.model import GPT, GPTConfig, SpamClassifier, add_classification_head
+from spamfilter.train import TrainingConfig, count_trainable, set_trainable, train_classifier
+
+
+def _classifier(pooling: str = "last", **shape) -> SpamClassifier:
+    torch.manual_seed(0)
+    return SpamClassifier(add_classification_head(GPT(GPTConfig(**shape))), pooling)
+
+
+def test_recipe_trains_7090946_parameters_of_gpt2_small() -> None:
+    classifier = _classifier()  # gpt2-small's shape
+    set_trainable(classifier, "last-block")
+    assert count_trainable(classifier) == 7_090_946
+
+
+@pytest.mark.parametrize(
+    ("trainable", "expected"),
+    [("head", 2 * 32 + 2), ("last-two-blocks", 2 * 12_704 + 64 + 66), ("all", None)],
+)
+def test_other_trainable_choices(trainable: str, expected: int | None) -> None:
+    classifier = _classifier(n_embd=32, n_layer=3, n_head=2, n_positions=64)
+    set_trainable(classifier, trainable)
+    total = sum(p.numel() for p in classifier.parameters())
+    assert count_trainable(classifier) == (total if expected is None else expected)
+
+
+def _toy_data(n: int, length: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, 50256, size=(n, length), dtype=np.int64)
+    for i in range(n):
+        ids[i, rng.integers(1, length) :] = 50256
+    return ids, (ids[:, 0] % 2).astype(np.int64)
+
+
+def test_a_training_step_changes_only_trainable_parameters() -> None:
+    classifier = _classifier(n_embd=32, n_layer=3, n_head=2, n_positions=64)
+    before = {k: v.clone() for k, v in classifier.state_dict().items()}
+    data = _toy_data(16, 12, 0)
+    train_classifier(classifier, data, data, data, TrainingConfig(epochs=1, batch_size=8, lr=1e-2))
+    trainable = {n for n, p in classifier.named_parameters() if p.requires_grad}
+    assert trainable == {n for n in before if n.startswith(("gpt.h.2.", "gpt.ln_f.", "gpt.lm_head."))}
+    for name, value in classifier.state_dict().items():
+        changed = not torch.equal(value, before[name])
+        assert changed == (name in trainable), name
+
+
+@pytest.mark.parametrize("trainable", ["last-block", "last-two-blocks", "head"])
+@pytest.mark.parametrize("pooling", ["last", "last-token"])
+def test_cached_frozen_blocks_give_the_straightforward_losses(trainable: str, pooling: str) -> None:
+    data = _toy_data(40, 16, 1)
+    records = []
+    for cache in (False, True):
+        classifier = _classifier(pooling, n_embd=32, n_layer=3, n_head=2, n_positions=64)
+        config = TrainingConfig(epochs=2, batch_size=8, lr=1e-3, trainable=trainable, eval_every=2,
+                                cache_frozen=cache)
+        records.append(train_classifier(classifier, data, data, data, config))
+    straight, cached = records
+    assert len(straight.step_losses) == 10
+    np.testing.assert_allclose(cached.step_losses, straight.step_losses, rtol=1e-4, atol=1e-6)
+    assert [p.validation_loss for p in cached.eval_points] == pytest.approx(
+        [p.validation_loss for p in straight.eval_points], rel=1e-4
+    )
+
+
+def test_learns_a_separable_toy_task() -> None:
+    # Spam iff the first token is even: the head must learn to read position 0 through attention.
+    data = _toy_data(96, 8, 2)
+    classifier = _classifier("last-token", n_embd=32, n_layer=2, n_head=2, n_positions=64)
+    record = train_classifier(classifier, data, data, data,
+                              TrainingConfig(epochs=30, lr=3e-3, trainable="all", weight_decay=0.0))
+    assert record.train_accuracy >= 0.9
+    assert record.test["n"] == 96
