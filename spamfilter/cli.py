@@ -11,12 +11,16 @@ import io
 import sys
 import time
 from pathlib import Path
-from typing import BinaryIO, NoReturn
+from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 
 import click
 
 from . import __version__
 from .modeldir import ModelDirectoryError, default_model_dir
+
+if TYPE_CHECKING:
+    from .filter import Summary
+    from .runtime import Classifier
 
 EX_TEMPFAIL = 75  # sysexits.h: the mail system should retry later
 CONTEXT = {"help_option_names": ["-h", "--help"]}
@@ -49,31 +53,79 @@ def cli() -> None:
 
 
 @cli.command(context_settings=CONTEXT)
-@click.option("--model", default="gpt2-small", show_default=True,
-              help="gpt2-small|gpt2-medium|gpt2-large|gpt2-xl, or a Hugging Face config.json for another shape.")
-@click.option("--weights", default=None,
-              help="Pretrained weights: a folder with config.json + model.safetensors, a .safetensors file, or "
-              "'random'. Default: download --model from the Hugging Face hub.")
-@click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Labelled messages: the UCI SMSSpamCollection file or a CSV/TSV with label and text columns. "
-              "Default: download the SMS Spam Collection.")
+@click.option(
+    "--model",
+    default="gpt2-small",
+    show_default=True,
+    help="gpt2-small|gpt2-medium|gpt2-large|gpt2-xl, or a Hugging Face config.json for another shape.",
+)
+@click.option(
+    "--weights",
+    default=None,
+    help="Pretrained weights: a folder with config.json + model.safetensors, a .safetensors file, or "
+    "'random'. Default: download --model from the Hugging Face hub.",
+)
+@click.option(
+    "--data",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Labelled messages: the UCI SMSSpamCollection file or a CSV/TSV with label and text columns. "
+    "Default: download the SMS Spam Collection.",
+)
 @click.option("--epochs", type=click.IntRange(1), default=5, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=5e-5, show_default=True)
 @click.option("--weight-decay", type=click.FloatRange(0), default=0.1, show_default=True)
 @click.option("--seed", type=int, default=123, show_default=True)
-@click.option("--max-length", type=click.IntRange(1), default=None,
-              help="Padded length in tokens. Default: the longest training message.")
-@click.option("--trainable", type=click.Choice(["last-block", "last-two-blocks", "all", "head"]),
-              default="last-block", show_default=True, help="What is fine-tuned besides the new head.")
-@click.option("--pooling", type=click.Choice(["last", "last-token"]), default="last", show_default=True,
-              help="last: the last padded position (the reference recipe); last-token: each message's last real token.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Model directory to write. Default: $SPAMFILTER_MODEL or ~/.local/share/spamfilter/model.")
+@click.option(
+    "--max-length",
+    type=click.IntRange(1),
+    default=None,
+    help="Padded length in tokens. Default: the longest training message.",
+)
+@click.option(
+    "--trainable",
+    type=click.Choice(["last-block", "last-two-blocks", "all", "head"]),
+    default="last-block",
+    show_default=True,
+    help="What is fine-tuned besides the new head.",
+)
+@click.option(
+    "--pooling",
+    type=click.Choice(["last", "last-token"]),
+    default="last",
+    show_default=True,
+    help="last: the last padded position (the reference recipe); last-token: each message's last real token.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Model directory to write. Default: $SPAMFILTER_MODEL or ~/.local/share/spamfilter/model.",
+)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-def train(model: str, weights: str | None, data: Path | None, epochs: int, batch_size: int, lr: float,
-          weight_decay: float, seed: int, max_length: int | None, trainable: str, pooling: str,
-          out: Path | None, device: str) -> None:
+@click.option(
+    "--quantize",
+    type=click.Choice(["int8"]),
+    default=None,
+    help="Also write an int8 model (faster; used by filter when it agrees with fp32 on >= 99%).",
+)
+def train(
+    model: str,
+    weights: str | None,
+    data: Path | None,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    seed: int,
+    max_length: int | None,
+    trainable: str,
+    pooling: str,
+    out: Path | None,
+    device: str,
+    quantize: str | None,
+) -> None:
     """Fine-tune GPT-2 as a spam classifier and export it as a model directory."""
     console = _console()
     from .data import DataError
@@ -84,30 +136,54 @@ def train(model: str, weights: str | None, data: Path | None, epochs: int, batch
 
     torch_device = _pick_device(device)
     options = TrainOptions(
-        model=model, weights=weights, data=data, max_length=max_length, pooling=pooling,
-        training=TrainingConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                                seed=seed, trainable=trainable),
-        out=out or default_model_dir(), device=torch_device,
+        model=model,
+        weights=weights,
+        data=data,
+        max_length=max_length,
+        pooling=pooling,
+        training=TrainingConfig(
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            weight_decay=weight_decay,
+            seed=seed,
+            trainable=trainable,
+        ),
+        out=out or default_model_dir(),
+        device=torch_device,
+        quantize=quantize,
     )
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("loss {task.fields[loss]:.3f}"), TimeRemainingColumn(), console=console,
-                        disable=not console.is_terminal)
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not console.is_terminal,
+    )
     task = progress.add_task("training", total=None, loss=float("nan"))
 
     def on_step(step: int, total: int, loss: float) -> None:
         progress.update(task, completed=step, total=total, loss=loss)
 
     def on_epoch(record) -> None:
-        console.print(f"epoch {record.epoch}: train loss {record.train_loss:.3f} acc {record.train_accuracy:.2%}"
-                      f" | validation loss {record.validation_loss:.3f} acc {record.validation_accuracy:.2%}"
-                      f" ({record.seconds:.1f} s)")
+        console.print(
+            f"epoch {record.epoch}: train loss {record.train_loss:.3f} acc {record.train_accuracy:.2%}"
+            f" | validation loss {record.validation_loss:.3f} acc {record.validation_accuracy:.2%}"
+            f" ({record.seconds:.1f} s)"
+        )
 
     try:
         with progress:
-            result = fine_tune(options, on_step=on_step, on_epoch=on_epoch,
-                               on_stage=lambda s: console.print(f"[dim]{s}…[/dim]"))
+            result = fine_tune(
+                options,
+                on_step=on_step,
+                on_epoch=on_epoch,
+                on_stage=lambda s: console.print(f"[dim]{s}…[/dim]"),
+            )
     except (DataError, WeightsError, ExportError, ValueError, OSError) as error:
         _fail(str(error))
     test = result.record.test
@@ -116,10 +192,12 @@ def train(model: str, weights: str | None, data: Path | None, epochs: int, batch
         f"{result.record.seconds:.1f} s\n"
         f"train accuracy {result.record.train_accuracy:.2%} | validation accuracy "
         f"{result.record.validation_accuracy:.2%}\n"
-        f"test: accuracy {test['accuracy']:.2%} precision {test['precision']:.2%} recall {test['recall']:.2%} "
+        f"test: accuracy {test['accuracy']:.2%} precision {test['precision']:.2%} "
+        f"recall {test['recall']:.2%} "
         f"F1 {test['f1']:.2%} false-positive rate {test['false_positive_rate']:.2%} (n={test['n']})\n"
         f"model directory: {options.out}"
     )
+    _report_export(console, options.out, result.manifest)
 
 
 def _pick_device(choice: str) -> str:
@@ -134,68 +212,143 @@ def _pick_device(choice: str) -> str:
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("checkpoint", type=click.Path(exists=True, path_type=Path))
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Model directory to write. Default: the checkpoint's own directory.")
-def export(checkpoint: Path, out: Path | None) -> None:
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Model directory to write. Default: the checkpoint's own directory.",
+)
+@click.option("--quantize", type=click.Choice(["int8"]), default=None, help="Also write an int8 model.")
+def export(checkpoint: Path, out: Path | None, quantize: str | None) -> None:
     """Export a checkpoint (model.pt, or a model directory) to ONNX again."""
     console = _console()
     from .export import ExportError, load_checkpoint, write_model_directory
     from .modeldir import CHECKPOINT_FILE
-    from .tokenizer import PAD_TOKEN_ID
 
     path = checkpoint / CHECKPOINT_FILE if checkpoint.is_dir() else checkpoint
     target = out or path.parent
     try:
         classifier, data = load_checkpoint(path)
-        import numpy as np
-
-        # Parity is checked on deterministic pseudo-random inputs: the test split is not stored.
-        rng = np.random.default_rng(0)
-        samples = rng.integers(0, PAD_TOKEN_ID, size=(16, data["max_length"]), dtype=np.int64)
-        for i, row in enumerate(samples):
-            row[(i * data["max_length"]) // 16 + 1 :] = PAD_TOKEN_ID
-        manifest = write_model_directory(target, classifier, max_length=data["max_length"], sample_ids=samples,
-                                         manifest=dict(data.get("manifest", {})),
-                                         write_checkpoint=target.resolve() != path.parent.resolve())
+        if "test_input_ids" not in data:
+            raise ExportError(f"{path} carries no test messages to verify the export with")
+        manifest = write_model_directory(
+            target,
+            classifier,
+            max_length=data["max_length"],
+            test_ids=data["test_input_ids"].numpy(),
+            test_labels=data["test_labels"].numpy(),
+            manifest=dict(data.get("manifest", {})),
+            write_checkpoint=target.resolve() != path.parent.resolve(),
+            quantize=quantize,
+        )
     except (ExportError, OSError) as error:
         _fail(str(error))
-    console.print(f"exported {target / 'model.onnx'} (max |logit difference| vs torch "
-                  f"{manifest['onnx']['parity_max_abs_diff']:.1e})")
+    _report_export(console, target, manifest)
+
+
+def _report_export(console: Any, target: Path, manifest: dict[str, Any]) -> None:
+    evaluation = manifest["onnx_evaluation"]
+    console.print(
+        f"exported {target / manifest['onnx']['file']}: max |logit difference| vs torch "
+        f"{manifest['onnx']['parity_max_abs_diff']:.1e}; fp32 test accuracy {evaluation['fp32_accuracy']:.2%}"
+    )
+    int8 = manifest["variants"].get("int8")
+    if int8:
+        console.print(
+            f"int8: {target / int8['file']}: test accuracy {int8['accuracy']:.2%}, verdicts agree with fp32 on "
+            f"{int8['agreement_with_fp32']:.2%} of {evaluation['n']} test messages; default variant "
+            f"{manifest['default_variant']}"
+        )
 
 
 # --------------------------------------------------------------------------- filter / classify
 
 
-def _load_classifier(model: Path | None, gpu: bool, batch_size: int = 8):
+def _load_classifier(
+    model: Path | None, gpu: bool, batch_size: int = 8, variant: str | None = None
+) -> Classifier:
     from .runtime import Classifier
 
-    return Classifier.load(model or default_model_dir(), gpu=gpu, batch_size=batch_size,
-                           warn=lambda m: click.echo(f"spamfilter: {m}", err=True))
+    return Classifier.load(
+        model or default_model_dir(),
+        gpu=gpu,
+        batch_size=batch_size,
+        variant=variant,
+        warn=lambda m: click.echo(f"spamfilter: {m}", err=True),
+    )
 
 
 @cli.command(name="filter", context_settings=CONTEXT)
-@click.argument("input_path", metavar="[INPUT]", default="-", type=click.Path(allow_dash=True, dir_okay=False))
-@click.option("-m", "--model", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Model directory. Default: $SPAMFILTER_MODEL or the one 'spamfilter train' wrote.")
-@click.option("--format", "input_format", type=click.Choice(["auto", "mbox", "email", "csv", "text"]),
-              default="auto", show_default=True, help="Input format; auto looks at the first bytes.")
-@click.option("-o", "--output", type=click.Path(allow_dash=True, dir_okay=False), default="-",
-              help="Where results go (default stdout).")
-@click.option("--spam-output", type=click.Path(dir_okay=False), default=None,
-              help="mbox only: write spam to this mailbox instead of --output.")
+@click.argument(
+    "input_path", metavar="[INPUT]", default="-", type=click.Path(allow_dash=True, dir_okay=False)
+)
+@click.option(
+    "-m",
+    "--model",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Model directory. Default: $SPAMFILTER_MODEL or the one 'spamfilter train' wrote.",
+)
+@click.option(
+    "--format",
+    "input_format",
+    type=click.Choice(["auto", "mbox", "email", "csv", "text"]),
+    default="auto",
+    show_default=True,
+    help="Input format; auto looks at the first bytes.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(allow_dash=True, dir_okay=False),
+    default="-",
+    help="Where results go (default stdout).",
+)
+@click.option(
+    "--spam-output",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="mbox only: write spam to this mailbox instead of --output.",
+)
 @click.option("--text-column", default="Text", show_default=True, help="CSV column holding the message text.")
-@click.option("--threshold", type=click.FloatRange(0, 1), default=None,
-              help="P(spam) at or above which a message is spam. Default: the model's (spamfilter.json).")
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="P(spam) at or above which a message is spam. Default: the model's (spamfilter.json).",
+)
 @click.option("--gpu", is_flag=True, help="Run on CUDA (falls back to the CPU with a warning).")
 @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
-@click.option("--strict", is_flag=True, help="Pipeline mode: exit 75 (EX_TEMPFAIL) on failure instead of "
-              "passing the message through untagged.")
-@click.option("--exit-code", "verdict_exit", is_flag=True,
-              help="Pipeline mode: exit 1 for spam, 0 for not spam.")
+@click.option(
+    "--variant",
+    type=click.Choice(["fp32", "int8"]),
+    default=None,
+    help="Which ONNX model of the directory to run. Default: the directory's default_variant.",
+)
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Pipeline mode: exit 75 (EX_TEMPFAIL) on failure instead of passing the message through untagged.",
+)
+@click.option(
+    "--exit-code", "verdict_exit", is_flag=True, help="Pipeline mode: exit 1 for spam, 0 for not spam."
+)
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
-def filter_command(input_path: str, model: Path | None, input_format: str, output: str, spam_output: str | None,
-                   text_column: str, threshold: float | None, gpu: bool, batch_size: int, strict: bool,
-                   verdict_exit: bool, quiet: bool) -> None:
+def filter_command(
+    input_path: str,
+    model: Path | None,
+    input_format: str,
+    output: str,
+    spam_output: str | None,
+    text_column: str,
+    threshold: float | None,
+    gpu: bool,
+    batch_size: int,
+    variant: str | None,
+    strict: bool,
+    verdict_exit: bool,
+    quiet: bool,
+) -> None:
     """Tag every message in INPUT (a file, or - for stdin) as spam or not spam.
 
     \b
@@ -212,12 +365,14 @@ def filter_command(input_path: str, model: Path | None, input_format: str, outpu
         if fmt == "auto":
             fmt = pipeline.detect_format(source.peek(4096)[:4096], text_column)
         if fmt == "email":
-            _pipeline_mode(source, _open_output(output, stack), model, threshold, gpu, strict, verdict_exit)
+            _pipeline_mode(
+                source, _open_output(output, stack), model, threshold, gpu, variant, strict, verdict_exit
+            )
             return
         if spam_output and fmt != "mbox":
             raise click.BadParameter("only mbox output can be split", param_hint="--spam-output")
         try:
-            classifier = _load_classifier(model, gpu, batch_size)
+            classifier = _load_classifier(model, gpu, batch_size, variant)
         except ModelDirectoryError as error:
             _fail(str(error))
         cut = classifier.threshold if threshold is None else threshold
@@ -238,13 +393,16 @@ def filter_command(input_path: str, model: Path | None, input_format: str, outpu
         click.echo(f"spamfilter: {pipeline.timed(summary, started).line()}", err=True)
 
 
-def _filter_text_format(fmt: str, source: BinaryIO, sink: BinaryIO, classifier, threshold: float,
-                        text_column: str):
+def _filter_text_format(
+    fmt: str, source: BinaryIO, sink: BinaryIO, classifier: Classifier, threshold: float, text_column: str
+) -> Summary:
     from . import filter as pipeline
 
     # surrogateescape: bytes that are not UTF-8 pass through to the output unchanged.
     text_in = io.TextIOWrapper(source, encoding="utf-8", errors="surrogateescape", newline="")
-    text_out = io.TextIOWrapper(sink, encoding="utf-8", errors="surrogateescape", newline="", write_through=True)
+    text_out = io.TextIOWrapper(
+        sink, encoding="utf-8", errors="surrogateescape", newline="", write_through=True
+    )
     try:
         if fmt == "csv":
             return pipeline.filter_csv(text_in, text_out, classifier, threshold, text_column)
@@ -284,15 +442,23 @@ def _quiet_broken_pipe() -> NoReturn:
     sys.exit(141)
 
 
-def _pipeline_mode(source: BinaryIO, sink: BinaryIO, model: Path | None, threshold: float | None, gpu: bool,
-                   strict: bool, verdict_exit: bool) -> None:
+def _pipeline_mode(
+    source: BinaryIO,
+    sink: BinaryIO,
+    model: Path | None,
+    threshold: float | None,
+    gpu: bool,
+    variant: str | None,
+    strict: bool,
+    verdict_exit: bool,
+) -> None:
     """One message: fail-safe like spamc. On any failure the original bytes go out unchanged and the
     exit code is 0, or 75 with --strict so that the mail system retries."""
     from . import filter as pipeline
 
     raw = source.read()
     try:
-        classifier = _load_classifier(model, gpu)
+        classifier = _load_classifier(model, gpu, variant=variant)
         cut = classifier.threshold if threshold is None else threshold
         tagged, spam, _ = pipeline.classify_email(raw, classifier, cut)
     except Exception as error:  # fail-safe: never lose the message
@@ -316,17 +482,30 @@ def _write_all(sink: BinaryIO, data: bytes) -> None:
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("texts", nargs=-1, required=True)
-@click.option("-m", "--model", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Model directory. Default: $SPAMFILTER_MODEL or the one 'spamfilter train' wrote.")
+@click.option(
+    "-m",
+    "--model",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Model directory. Default: $SPAMFILTER_MODEL or the one 'spamfilter train' wrote.",
+)
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None)
 @click.option("--gpu", is_flag=True, help="Run on CUDA (falls back to the CPU with a warning).")
-def classify(texts: tuple[str, ...], model: Path | None, threshold: float | None, gpu: bool) -> None:
+@click.option(
+    "--variant",
+    type=click.Choice(["fp32", "int8"]),
+    default=None,
+    help="Which ONNX model of the directory to run. Default: the directory's default_variant.",
+)
+def classify(
+    texts: tuple[str, ...], model: Path | None, threshold: float | None, gpu: bool, variant: str | None
+) -> None:
     """Classify each TEXT ('-' reads one text from stdin): prints label and P(spam)."""
     try:
-        classifier = _load_classifier(model, gpu)
+        classifier = _load_classifier(model, gpu, variant=variant)
     except ModelDirectoryError as error:
         _fail(str(error))
-    items = [click.get_text_stream("stdin").read() if t == "-" else t for t in texts]
+    items = [sys.stdin.read() if t == "-" else t for t in texts]
     for (label, p), text in zip(classifier.classify(items, threshold), items, strict=True):
         shown = text if len(text) <= 60 else text[:57] + "..."
         click.echo(f"{label}\t{p:.4f}\t{shown}")
@@ -334,5 +513,3 @@ def classify(texts: tuple[str, ...], model: Path | None, threshold: float | None
 
 def main() -> None:
     cli(prog_name="spamfilter")
-
-

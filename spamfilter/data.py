@@ -39,8 +39,6 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SPAMFILTER_CACHE", Path(base) / "spamfilter"))
 
 
-
-
 def download_sms(
     cache: Path | None = None,
     urls: tuple[str, ...] = SMS_URLS,
@@ -124,8 +122,14 @@ def read_labelled(path: Path) -> pd.DataFrame:
     try:
         if "\t" in first_line and first_field in ("ham", "spam"):
             frame = pd.read_csv(
-                path, sep="\t", header=None, names=["Label", "Text"], quoting=csv.QUOTE_NONE,
-                dtype=str, keep_default_na=False, encoding_errors="replace",
+                path,
+                sep="\t",
+                header=None,
+                names=["Label", "Text"],
+                quoting=csv.QUOTE_NONE,
+                dtype=str,
+                keep_default_na=False,
+                encoding_errors="replace",
             )
         else:
             sep = "\t" if first_line.count("\t") > first_line.count(",") else ","
@@ -166,8 +170,9 @@ class Splits:
     test: pd.DataFrame
 
 
-def random_split(frame: pd.DataFrame, train_frac: float = 0.7, validation_frac: float = 0.1,
-                 seed: int = SEED) -> Splits:
+def random_split(
+    frame: pd.DataFrame, train_frac: float = 0.7, validation_frac: float = 0.1, seed: int = SEED
+) -> Splits:
     """Shuffle with ``seed`` and cut into train / validation / test (the rest)."""
     shuffled = frame.sample(frac=1, random_state=seed).reset_index(drop=True)
     train_end = int(len(shuffled) * train_frac)
@@ -183,5 +188,3 @@ def write_split_csv(frame: pd.DataFrame, path: Path) -> None:
     """A split as CSV with ``Label`` (spam / not spam) and ``Text``: what ``filter`` reads."""
     out = pd.DataFrame({"Label": frame["Label"].map(lambda i: LABELS[i]), "Text": frame["Text"]})
     out.to_csv(path, index=False)
-
-

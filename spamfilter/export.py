@@ -20,6 +20,8 @@ from . import __version__
 from .model import GPT, GPTConfig, SpamClassifier, add_classification_head
 from .modeldir import (
     CHECKPOINT_FILE,
+    DYNAMIC_ONNX_FILE,
+    INT8_ONNX_FILE,
     FORMAT_VERSION,
     LABELS,
     MANIFEST_FILE,
@@ -31,6 +33,8 @@ from .modeldir import (
 from .tokenizer import PAD_TOKEN_ID, TOKENIZER_FILES, packaged_tokenizer_dir
 
 PARITY_TOLERANCE = 1e-4
+PARITY_EXAMPLES = 64  # test messages run through both torch and onnxruntime
+INT8_MIN_AGREEMENT = 0.99  # int8 becomes the default variant only at this verdict agreement
 ONNX_OPSET = 17
 
 
@@ -38,8 +42,11 @@ class ExportError(Exception):
     """An export that failed or whose ONNX model does not agree with torch."""
 
 
-def export_onnx(classifier: SpamClassifier, path: Path, max_length: int) -> None:
-    """Write ``classifier`` as ONNX with a dynamic batch axis and a fixed ``max_length``."""
+def export_onnx(
+    classifier: SpamClassifier, path: Path, max_length: int, dynamic_length: bool = False
+) -> None:
+    """Write ``classifier`` as ONNX with a dynamic batch axis and a fixed ``max_length``
+    (or, with ``dynamic_length``, a dynamic sequence axis too)."""
     classifier = classifier.eval().cpu()
     example = torch.full((2, max_length), PAD_TOKEN_ID, dtype=torch.long)
     example[:, 0] = 0
@@ -53,14 +60,18 @@ def export_onnx(classifier: SpamClassifier, path: Path, max_length: int) -> None
             str(path),
             input_names=["input_ids"],
             output_names=["logits"],
-            dynamic_axes={"input_ids": {0: "batch"}, "logits": {0: "batch"}},
+            dynamic_axes={
+                "input_ids": {0: "batch", 1: "sequence"} if dynamic_length else {0: "batch"},
+                "logits": {0: "batch"},
+            },
             opset_version=ONNX_OPSET,
             dynamo=False,
         )
 
 
-def check_parity(classifier: SpamClassifier, path: Path, input_ids: np.ndarray,
-                 batch_size: int = 16) -> float:
+def check_parity(
+    classifier: SpamClassifier, path: Path, input_ids: np.ndarray, batch_size: int = 16
+) -> float:
     """Largest absolute logit difference between torch and onnxruntime on ``input_ids``.
 
     Raises ``ExportError`` above ``PARITY_TOLERANCE``.
@@ -72,7 +83,7 @@ def check_parity(classifier: SpamClassifier, path: Path, input_ids: np.ndarray,
     worst = 0.0
     with torch.no_grad():
         for begin in range(0, len(input_ids), batch_size):
-            batch = input_ids[begin : begin + batch_size]
+            batch = np.ascontiguousarray(input_ids[begin : begin + batch_size])
             expected = classifier(torch.as_tensor(batch)).numpy()
             actual = session.run(["logits"], {"input_ids": batch})[0]
             worst = max(worst, float(np.abs(expected - actual).max()))
@@ -115,39 +126,86 @@ def load_checkpoint(path: Path) -> tuple[SpamClassifier, dict[str, Any]]:
     return classifier.eval(), data
 
 
+def quantize_int8(source: Path, target: Path) -> None:
+    """Dynamic int8 quantization of the weights of every MatMul (activations quantized at run time)."""
+    import logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    logging.getLogger().setLevel(logging.ERROR)  # its pre-processing hint is not for our graphs
+    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+
+
+def onnx_probabilities(path: Path, input_ids: np.ndarray, batch_size: int = 16) -> np.ndarray:
+    """P(spam) from an ONNX file on fixed-length ids (trimmed to the longest row when it can)."""
+    from .runtime import create_session, run_batches
+
+    session = create_session(path)
+    return run_batches(session, input_ids, batch_size, PAD_TOKEN_ID)
+
+
 def write_model_directory(
     out: Path,
     classifier: SpamClassifier,
     *,
     max_length: int,
-    sample_ids: np.ndarray,
+    test_ids: np.ndarray,
+    test_labels: np.ndarray,
     manifest: dict[str, Any],
     training_record: dict[str, Any] | None = None,
     write_checkpoint: bool = True,
+    quantize: str | None = None,
 ) -> dict[str, Any]:
     """Export and verify, then write every file of the model directory; returns the manifest.
 
-    The ONNX model is written and checked against torch first, in a scratch file: a failed export
-    never replaces a working model directory's ``model.onnx``.
+    ``model.onnx`` (fp32, fixed length) is written and checked against torch in a scratch file
+    first: a failed export never replaces a working model. With last-token pooling the answer does
+    not depend on padding, so ``model.dynamic.onnx`` also accepts shorter inputs (checked equal to
+    the fixed-length model). ``quantize="int8"`` adds ``model.int8.onnx`` and records how often
+    its verdicts agree with fp32 on the test messages.
     """
     out.mkdir(parents=True, exist_ok=True)
-    scratch = out / f".{ONNX_FILE}.partial"
-    try:
-        export_onnx(classifier, scratch, max_length)
-        parity = check_parity(classifier, scratch, sample_ids)
-    except ExportError:
-        scratch.unlink(missing_ok=True)
-        raise
-    scratch.replace(out / ONNX_FILE)
+    parity_ids = test_ids[:PARITY_EXAMPLES]
+    fixed = _export_checked(classifier, out, ONNX_FILE, max_length, parity_ids, dynamic_length=False)
+    variants: dict[str, Any] = {}
+    fastest_fp32 = out / ONNX_FILE
+    if classifier.pooling == "last-token":
+        _export_checked(classifier, out, DYNAMIC_ONNX_FILE, max_length, parity_ids, dynamic_length=True)
+        fastest_fp32 = out / DYNAMIC_ONNX_FILE
+        variants["fp32-dynamic"] = {
+            "file": DYNAMIC_ONNX_FILE,
+            "sha256": sha256_file(fastest_fp32),
+            "dynamic_length": True,
+        }
+    fp32 = onnx_probabilities(fastest_fp32, test_ids)
+    evaluation = {"n": len(test_ids), "fp32_accuracy": _accuracy(fp32, test_labels)}
+    if quantize == "int8":
+        quantize_int8(fastest_fp32, out / INT8_ONNX_FILE)
+        int8 = onnx_probabilities(out / INT8_ONNX_FILE, test_ids)
+        variants["int8"] = {
+            "file": INT8_ONNX_FILE,
+            "sha256": sha256_file(out / INT8_ONNX_FILE),
+            "dynamic_length": classifier.pooling == "last-token",
+            "agreement_with_fp32": float(np.mean((int8 >= 0.5) == (fp32 >= 0.5))) if len(fp32) else 1.0,
+            "accuracy": _accuracy(int8, test_labels),
+        }
+    elif quantize is not None:
+        raise ExportError(f"unknown quantization {quantize!r}; only int8 is supported")
     for name in TOKENIZER_FILES:
         shutil.copyfile(packaged_tokenizer_dir() / name, out / name)
     if write_checkpoint:
-        save_checkpoint(classifier, out / CHECKPOINT_FILE, max_length, {"manifest": manifest})
+        extra = {
+            "manifest": manifest,
+            "test_input_ids": torch.tensor(test_ids),
+            "test_labels": torch.tensor(test_labels),
+        }
+        save_checkpoint(classifier, out / CHECKPOINT_FILE, max_length, extra)
     if training_record is not None:
         (out / TRAINING_RECORD).write_text(json.dumps(training_record, indent=2) + "\n")
         from .plots import plot_training
 
         plot_training(training_record, out / TRAINING_PLOT)
+    use_int8 = "int8" in variants and variants["int8"]["agreement_with_fp32"] >= INT8_MIN_AGREEMENT
     full = {
         "format_version": FORMAT_VERSION,
         "labels": list(LABELS),
@@ -160,10 +218,44 @@ def write_model_directory(
             "file": ONNX_FILE,
             "sha256": sha256_file(out / ONNX_FILE),
             "opset": ONNX_OPSET,
-            "parity_max_abs_diff": parity,
-            "parity_examples": len(sample_ids),
+            "parity_max_abs_diff": fixed,
+            "parity_examples": len(parity_ids),
         },
+        "variants": variants,
+        "default_variant": "int8" if use_int8 else "fp32",
+        "onnx_evaluation": evaluation,
         "spamfilter_version": __version__,
     }
     (out / MANIFEST_FILE).write_text(json.dumps(full, indent=2) + "\n")
     return full
+
+
+def _export_checked(
+    classifier: SpamClassifier,
+    out: Path,
+    name: str,
+    max_length: int,
+    parity_ids: np.ndarray,
+    dynamic_length: bool,
+) -> float:
+    scratch = out / f".{name}.partial"
+    try:
+        export_onnx(classifier, scratch, max_length, dynamic_length)
+        parity = check_parity(classifier, scratch, parity_ids)
+        if dynamic_length:
+            parity = max(parity, check_parity(classifier, scratch, _trimmed(parity_ids)))
+    except ExportError:
+        scratch.unlink(missing_ok=True)
+        raise
+    scratch.replace(out / name)
+    return parity
+
+
+def _trimmed(ids: np.ndarray) -> np.ndarray:
+    """The ids cut after their longest real row: what the dynamic model sees at run time."""
+    real = (ids != PAD_TOKEN_ID).any(axis=0).nonzero()[0]
+    return ids[:, : int(real.max()) + 1] if len(real) else ids[:, :1]
+
+
+def _accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean((probabilities >= 0.5) == (labels == 1))) if len(labels) else float("nan")

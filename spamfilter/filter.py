@@ -45,8 +45,10 @@ class Summary:
 
     def line(self) -> str:
         rate = self.messages / self.seconds if self.seconds > 0 else 0.0
-        return (f"{self.messages} messages: {self.spam} spam, {self.not_spam} not spam in {self.seconds:.2f} s "
-                f"({rate:.1f}/s) on {self.provider}")
+        return (
+            f"{self.messages} messages: {self.spam} spam, {self.not_spam} not spam in {self.seconds:.2f} s "
+            f"({rate:.1f}/s) on {self.provider}"
+        )
 
 
 def detect_format(head: bytes, text_column: str = DEFAULT_TEXT_COLUMN) -> str:
@@ -80,8 +82,13 @@ def _tally(summary: Summary, probabilities: Iterable[float], threshold: float) -
     return verdicts
 
 
-def filter_csv(source: TextIO, sink: TextIO, classifier: Classifier, threshold: float,
-               text_column: str = DEFAULT_TEXT_COLUMN) -> Summary:
+def filter_csv(
+    source: TextIO,
+    sink: TextIO,
+    classifier: Classifier,
+    threshold: float,
+    text_column: str = DEFAULT_TEXT_COLUMN,
+) -> Summary:
     """CSV in, the same CSV out with ``label`` and ``spam_probability`` set on every row."""
     summary = Summary(provider=classifier.provider)
     reader = csv.reader(source)
@@ -115,7 +122,9 @@ def _find_column(header: list[str], wanted: str) -> int:
     lowered = [h.lower() for h in cleaned]
     if wanted.lower() in lowered:
         return lowered.index(wanted.lower())
-    raise FilterInputError(f"no column {wanted!r} in the CSV header ({', '.join(cleaned)}); use --text-column")
+    raise FilterInputError(
+        f"no column {wanted!r} in the CSV header ({', '.join(cleaned)}); use --text-column"
+    )
 
 
 def filter_text(source: TextIO, sink: TextIO, classifier: Classifier, threshold: float) -> Summary:
@@ -124,14 +133,21 @@ def filter_text(source: TextIO, sink: TextIO, classifier: Classifier, threshold:
     for lines in _chunks(source):
         texts = [line.rstrip("\r\n") for line in lines]
         probabilities = classifier.spam_probability(texts)
-        for text, p, spam in zip(texts, probabilities, _tally(summary, probabilities, threshold), strict=True):
+        for text, p, spam in zip(
+            texts, probabilities, _tally(summary, probabilities, threshold), strict=True
+        ):
             sink.write(f"{'spam' if spam else 'not spam'}\t{p:.6f}\t{text}\n")
         sink.flush()
     return summary
 
 
-def filter_mbox(source: BinaryIO, sink: BinaryIO, classifier: Classifier, threshold: float,
-                spam_sink: BinaryIO | None = None) -> Summary:
+def filter_mbox(
+    source: BinaryIO,
+    sink: BinaryIO,
+    classifier: Classifier,
+    threshold: float,
+    spam_sink: BinaryIO | None = None,
+) -> Summary:
     """mbox in, mbox out: each message's bytes with the two spam headers added, in order.
 
     With ``spam_sink`` spam goes there and the rest to ``sink`` (``--split``).
@@ -139,7 +155,9 @@ def filter_mbox(source: BinaryIO, sink: BinaryIO, classifier: Classifier, thresh
     summary = Summary(provider=classifier.provider)
     for messages in _chunks(split_mbox(source)):
         mails = [m for m in messages if m.startswith(b"From ")]
-        probabilities = iter(classifier.spam_probability([extract_text(_without_from_line(m)) for m in mails]))
+        probabilities = iter(
+            classifier.spam_probability([extract_text(_without_from_line(m)) for m in mails])
+        )
         for raw in messages:
             if not raw.startswith(b"From "):
                 sink.write(raw)  # bytes before the first From_ line: not a message, kept as they are
@@ -157,8 +175,9 @@ def _without_from_line(raw: bytes) -> bytes:
     return raw.split(b"\n", 1)[1] if raw.startswith(b"From ") and b"\n" in raw else raw
 
 
-def classify_email(raw: bytes, classifier: Classifier, threshold: float,
-                   size_cap: int = PIPELINE_SIZE_CAP) -> tuple[bytes, bool, float]:
+def classify_email(
+    raw: bytes, classifier: Classifier, threshold: float, size_cap: int = PIPELINE_SIZE_CAP
+) -> tuple[bytes, bool, float]:
     """One RFC 822 message: (message with headers, is spam, P(spam)). Larger than ``size_cap``:
     classified from its first ``size_cap`` bytes; the whole message is still written out."""
     p = float(classifier.spam_probability([extract_text(raw[:size_cap])])[0])

@@ -52,8 +52,9 @@ def _average_ranks(sorted_values: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def compute_metrics(labels: Sequence[int] | np.ndarray, spam_probability: Sequence[float] | np.ndarray,
-                    threshold: float = 0.5) -> Metrics:
+def compute_metrics(
+    labels: Sequence[int] | np.ndarray, spam_probability: Sequence[float] | np.ndarray, threshold: float = 0.5
+) -> Metrics:
     y = np.asarray(labels, dtype=np.int64)
     p = np.asarray(spam_probability, dtype=np.float64)
     predicted = (p >= threshold).astype(np.int64)

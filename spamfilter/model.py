@@ -123,7 +123,7 @@ class GPT(nn.Module):
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         T = input_ids.shape[1]
-        if T > self.config.n_positions:
+        if self.config.n_positions < T:
             raise ValueError(f"sequence of {T} tokens exceeds the context of {self.config.n_positions}")
         positions = torch.arange(T, device=input_ids.device)
         return self.wte(input_ids) + self.wpe(positions)  # (B, T, C)

@@ -12,6 +12,8 @@ from typing import Any
 FORMAT_VERSION = 1
 LABELS = ("not spam", "spam")  # index = class id
 ONNX_FILE = "model.onnx"
+DYNAMIC_ONNX_FILE = "model.dynamic.onnx"  # last-token pooling only: accepts shorter inputs
+INT8_ONNX_FILE = "model.int8.onnx"
 MANIFEST_FILE = "spamfilter.json"
 CHECKPOINT_FILE = "model.pt"
 TRAINING_RECORD = "training.json"
@@ -53,6 +55,47 @@ class ModelDirectory:
         return self.path / self.manifest.get("onnx", {}).get("file", ONNX_FILE)
 
     @property
+    def variants(self) -> tuple[str, ...]:
+        """ONNX variants to choose from: ``fp32`` always, ``int8`` when exported."""
+        return ("fp32", *(["int8"] if "int8" in self.manifest.get("variants", {}) else []))
+
+    @property
+    def default_variant(self) -> str:
+        return str(self.manifest.get("default_variant", "fp32"))
+
+    def variant_file(self, variant: str) -> tuple[Path, str | None, bool]:
+        """(file, expected sha256, has a dynamic sequence axis) for ``fp32`` or ``int8``.
+
+        fp32 uses the dynamic-length export where there is one: its answers equal the fixed one's.
+        """
+        extra = self.manifest.get("variants", {})
+        if variant == "int8":
+            if "int8" not in extra:
+                raise ModelDirectoryError(
+                    f"{self.path} has no int8 model: run 'spamfilter export {self.path} --quantize int8'"
+                )
+            entry = extra["int8"]
+        elif variant == "fp32" and "fp32-dynamic" in extra:
+            entry = extra["fp32-dynamic"]
+        elif variant == "fp32":
+            entry = {**self.manifest.get("onnx", {}), "file": self.onnx_path.name, "dynamic_length": False}
+        else:
+            raise ModelDirectoryError(f"unknown model variant {variant!r}; choose fp32 or int8")
+        return self.path / entry["file"], entry.get("sha256"), bool(entry.get("dynamic_length"))
+
+    def checked_variant_file(self, variant: str) -> tuple[Path, bool]:
+        """The variant's file after checking it exists and matches its recorded sha256, so a truncated
+        or swapped file is caught before onnxruntime sees it."""
+        path, expected, dynamic = self.variant_file(variant)
+        if not path.is_file():
+            raise ModelDirectoryError(f"{path} is missing from the model directory")
+        if expected and sha256_file(path) != expected:
+            raise ModelDirectoryError(
+                f"{path} does not match the sha256 in {MANIFEST_FILE}: the file is damaged or replaced; export again"
+            )
+        return path, dynamic
+
+    @property
     def max_length(self) -> int:
         return int(self.manifest["max_length"])
 
@@ -70,13 +113,14 @@ class ModelDirectory:
 
 
 def open_model_directory(path: Path, verify_sha256: bool = True) -> ModelDirectory:
-    """Check ``path`` up front: every file present (named with its path), manifest complete, and
-    ``model.onnx`` equal to the sha256 recorded at export (a truncated or swapped file is caught
-    before onnxruntime sees it)."""
+    """Check ``path`` up front: every file present (named with its path), the manifest complete, and
+    (unless ``verify_sha256`` is false) ``model.onnx`` equal to the sha256 recorded at export."""
     from .tokenizer import TOKENIZER_FILES
 
     if not path.is_dir():
-        raise ModelDirectoryError(f"no model directory at {path}: train one with 'spamfilter train' or pass --model DIR")
+        raise ModelDirectoryError(
+            f"no model directory at {path}: train one with 'spamfilter train' or pass --model DIR"
+        )
     manifest_path = path / MANIFEST_FILE
     if not manifest_path.is_file():
         raise ModelDirectoryError(f"{manifest_path} is missing: {path} is not a spamfilter model directory")
@@ -91,15 +135,13 @@ def open_model_directory(path: Path, verify_sha256: bool = True) -> ModelDirecto
         raise ModelDirectoryError(f"{manifest_path} lacks {', '.join(missing_keys)}")
     if manifest["format_version"] != FORMAT_VERSION:
         raise ModelDirectoryError(
-            f"{manifest_path} has format_version {manifest['format_version']}; this spamfilter reads {FORMAT_VERSION}"
+            f"{manifest_path} has format_version {manifest['format_version']}; "
+            f"this spamfilter reads {FORMAT_VERSION}"
         )
     directory = ModelDirectory(path, manifest)
     for required in (directory.onnx_path, *(path / name for name in TOKENIZER_FILES)):
         if not required.is_file():
             raise ModelDirectoryError(f"{required} is missing from the model directory")
-    expected = manifest.get("onnx", {}).get("sha256")
-    if verify_sha256 and expected and sha256_file(directory.onnx_path) != expected:
-        raise ModelDirectoryError(
-            f"{directory.onnx_path} does not match the sha256 in {MANIFEST_FILE}: the file is damaged or replaced; export again"
-        )
+    if verify_sha256:
+        directory.checked_variant_file("fp32")
     return directory

@@ -25,8 +25,13 @@ def plot_training(record: dict[str, Any], path: Path) -> None:
     epochs = record.get("epochs", [])
     numbers = [e["epoch"] for e in epochs]
     accuracy_axis.plot(numbers, [e["train_accuracy"] for e in epochs], marker="o", label="training accuracy")
-    accuracy_axis.plot(numbers, [e["validation_accuracy"] for e in epochs], marker="o", linestyle="-.",
-                       label="validation accuracy")
+    accuracy_axis.plot(
+        numbers,
+        [e["validation_accuracy"] for e in epochs],
+        marker="o",
+        linestyle="-.",
+        label="validation accuracy",
+    )
     accuracy_axis.set_xlabel("epoch")
     accuracy_axis.set_ylabel("accuracy")
     accuracy_axis.set_title("Accuracy")

@@ -14,7 +14,7 @@ import torch
 
 from .data import Splits, balance, download_sms, random_split, read_labelled
 from .export import write_model_directory
-from .model import GPT2_SIZES, GPT, GPTConfig, SpamClassifier, add_classification_head
+from .model import GPT, GPT2_SIZES, GPTConfig, SpamClassifier, add_classification_head
 from .tokenizer import PAD_TOKEN_ID, Tokenizer
 from .train import EpochCallback, ProgressCallback, TrainingConfig, TrainingRecord, train_classifier
 from .weights import HUB_REPOS, load_pretrained
@@ -32,6 +32,7 @@ class TrainOptions:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     out: Path = Path("model")
     device: str = "cpu"
+    quantize: str | None = None  # "int8": also write model.int8.onnx
 
 
 @dataclass
@@ -82,9 +83,14 @@ def encode(tokenizer: Tokenizer, frame: pd.DataFrame) -> list[list[int]]:
     return tokenizer.encode_batch(frame["Text"].tolist())
 
 
-def fine_tune(options: TrainOptions, splits: Splits | None = None, data_origin: str = "",
-              on_step: ProgressCallback | None = None, on_epoch: EpochCallback | None = None,
-              on_stage: Callable[[str], None] | None = None) -> TrainResult:
+def fine_tune(
+    options: TrainOptions,
+    splits: Splits | None = None,
+    data_origin: str = "",
+    on_step: ProgressCallback | None = None,
+    on_epoch: EpochCallback | None = None,
+    on_stage: Callable[[str], None] | None = None,
+) -> TrainResult:
     """Run the whole recipe and write the model directory to ``options.out``."""
     stage = on_stage or (lambda _: None)
     config = options.training
@@ -106,19 +112,44 @@ def fine_tune(options: TrainOptions, splits: Splits | None = None, data_origin: 
         for name in rows
     }
     stage("training")
-    record = train_classifier(classifier, arrays["train"], arrays["validation"], arrays["test"], config,
-                              device=options.device, on_step=on_step, on_epoch=on_epoch)
+    record = train_classifier(
+        classifier,
+        arrays["train"],
+        arrays["validation"],
+        arrays["test"],
+        config,
+        device=options.device,
+        on_step=on_step,
+        on_epoch=on_epoch,
+    )
     stage("exporting to ONNX")
     manifest = {
-        "base_model": {"architecture": options.model, "weights": origin,
-                       "config": classifier.gpt.config.to_dict()},
-        "recipe": {**record.config, "pooling": options.pooling, "max_length": max_length,
-                   "data": data_origin, "split_sizes": [len(splits.train), len(splits.validation),
-                                                        len(splits.test)]},
-        "metrics": {"train_accuracy": record.train_accuracy,
-                    "validation_accuracy": record.validation_accuracy, "test": record.test},
+        "base_model": {
+            "architecture": options.model,
+            "weights": origin,
+            "config": classifier.gpt.config.to_dict(),
+        },
+        "recipe": {
+            **record.config,
+            "pooling": options.pooling,
+            "max_length": max_length,
+            "data": data_origin,
+            "split_sizes": [len(splits.train), len(splits.validation), len(splits.test)],
+        },
+        "metrics": {
+            "train_accuracy": record.train_accuracy,
+            "validation_accuracy": record.validation_accuracy,
+            "test": record.test,
+        },
     }
-    test_ids = arrays["test"][0]
-    written = write_model_directory(options.out, classifier.cpu(), max_length=max_length, sample_ids=test_ids,
-                                    manifest=manifest, training_record=record.to_dict())
+    written = write_model_directory(
+        options.out,
+        classifier.cpu(),
+        max_length=max_length,
+        test_ids=arrays["test"][0],
+        test_labels=arrays["test"][1],
+        manifest=manifest,
+        training_record=record.to_dict(),
+        quantize=options.quantize,
+    )
     return TrainResult(record, written, splits, max_length)

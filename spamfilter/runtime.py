@@ -6,6 +6,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,7 +30,9 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def create_session(model_path: Path, gpu: bool = False, threads: int | None = None, warn: Warn = _stderr):
+def create_session(
+    model_path: Path, gpu: bool = False, threads: int | None = None, warn: Warn = _stderr
+) -> Any:
     """An ``InferenceSession`` on CUDA when asked and really usable, else on the CPU.
 
     ``get_available_providers()`` lists CUDA wherever the GPU build is installed, even without a
@@ -54,7 +57,9 @@ def create_session(model_path: Path, gpu: bool = False, threads: int | None = No
         if gpu and providers[0] == CUDA:
             warn(f"--gpu: CUDA could not start ({str(error).splitlines()[0]}); running on the CPU")
             return create_session(model_path, gpu=False, threads=threads, warn=warn)
-        raise ModelDirectoryError(f"onnxruntime cannot load {model_path}: {str(error).splitlines()[0]}") from None
+        raise ModelDirectoryError(
+            f"onnxruntime cannot load {model_path}: {str(error).splitlines()[0]}"
+        ) from None
     if gpu and providers[0] == CUDA and CUDA not in session.get_providers():
         warn("--gpu: CUDA is not usable here (no GPU or CUDA libraries); running on the CPU")
     return session
@@ -67,23 +72,52 @@ def softmax_spam(logits: np.ndarray) -> np.ndarray:
     return exp[:, 1] / exp.sum(axis=1)
 
 
+def has_dynamic_length(session: Any) -> bool:
+    return not isinstance(session.get_inputs()[0].shape[1], int)
+
+
+def run_batches(session: Any, input_ids: np.ndarray, batch_size: int, pad_token_id: int) -> np.ndarray:
+    """P(spam) for rows of fixed-length ids; a dynamic-length model gets each batch cut after its
+    longest real row (padding after the last real token cannot change its answer)."""
+    dynamic = has_dynamic_length(session)
+    out = np.empty(len(input_ids), dtype=np.float64)
+    for begin in range(0, len(input_ids), batch_size):
+        batch = input_ids[begin : begin + batch_size]
+        if dynamic:
+            real = (batch != pad_token_id).any(axis=0).nonzero()[0]
+            batch = batch[:, : int(real.max()) + 1 if len(real) else 1]
+        logits = session.run(["logits"], {"input_ids": np.ascontiguousarray(batch)})[0]
+        out[begin : begin + len(batch)] = softmax_spam(logits.astype(np.float64))
+    return out
+
+
 class Classifier:
     """A loaded model directory: texts in, spam probabilities out.
 
     >>> clf = Classifier.load("model-dir")          # doctest: +SKIP
-    >>> clf.spam_probability(["WIN a prize now!"])  # doctest: +SKIP
+    >>> clf.classify(["WIN a prize now!"])          # doctest: +SKIP
+    [('spam', 0.97)]
     """
 
-    def __init__(self, directory: ModelDirectory, gpu: bool = False, threads: int | None = None,
-                 batch_size: int = 8, warn: Warn = _stderr) -> None:
+    def __init__(
+        self,
+        directory: ModelDirectory,
+        gpu: bool = False,
+        threads: int | None = None,
+        batch_size: int = 8,
+        variant: str | None = None,
+        warn: Warn = _stderr,
+    ) -> None:
         self.directory = directory
+        self.variant = variant or directory.default_variant
+        path, self.dynamic_length = directory.checked_variant_file(self.variant)
         self.tokenizer = Tokenizer(directory.path)
-        self.session = create_session(directory.onnx_path, gpu=gpu, threads=threads, warn=warn)
+        self.session = create_session(path, gpu=gpu, threads=threads, warn=warn)
         self.batch_size = batch_size
 
     @classmethod
-    def load(cls, path: str | Path, **options) -> Classifier:
-        return cls(open_model_directory(Path(path)), **options)
+    def load(cls, path: str | Path, **options: Any) -> Classifier:
+        return cls(open_model_directory(Path(path), verify_sha256=False), **options)
 
     @property
     def provider(self) -> str:
@@ -94,17 +128,21 @@ class Classifier:
         return self.directory.threshold
 
     def spam_probability(self, texts: Sequence[str]) -> np.ndarray:
-        """P(spam) per text, in input order. Batches group texts of similar token length."""
+        """P(spam) per text, in input order."""
         if not texts:
             return np.zeros(0, dtype=np.float64)
         rows = self.tokenizer.encode_batch(texts)
-        # Sorting by length keeps the batches' work alike; the fixed-length model makes the answer
-        # independent of batch composition, so results go back to input order unchanged.
+        max_length = self.directory.max_length
+        # Batches group texts of similar token length: with a dynamic-length model each batch is
+        # only as long as its longest text; the answers go back to input order.
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
         out = np.empty(len(rows), dtype=np.float64)
         for begin in range(0, len(order), self.batch_size):
             chosen = order[begin : begin + self.batch_size]
-            ids = self.tokenizer.pad((rows[i] for i in chosen), self.directory.max_length)
+            length = max_length
+            if self.dynamic_length:
+                length = max(1, min(max_length, max(len(rows[i]) for i in chosen)))
+            ids = self.tokenizer.pad((rows[i] for i in chosen), length)
             logits = self.session.run(["logits"], {"input_ids": ids})[0]
             out[chosen] = softmax_spam(logits.astype(np.float64))
         return out

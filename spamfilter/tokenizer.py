@@ -27,9 +27,7 @@ PAD_TOKEN_ID = 50256  # GPT-2's <|endoftext|>, used as the padding token by the 
 VOCAB_SIZE = 50257
 
 # The pre-tokenisation pattern of tiktoken's "gpt2" / "r50k_base" encodings.
-_R50K_PATTERN = (
-    r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
-)
+_R50K_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 
 def packaged_tokenizer_dir() -> Path:

@@ -98,8 +98,15 @@ class TrainingRecord:
 class _Inputs:
     """One split as model inputs: token ids plus, when cached, the frozen blocks' output."""
 
-    def __init__(self, classifier: SpamClassifier, ids: np.ndarray, labels: np.ndarray,
-                 start_block: int, cache: bool, device: torch.device) -> None:
+    def __init__(
+        self,
+        classifier: SpamClassifier,
+        ids: np.ndarray,
+        labels: np.ndarray,
+        start_block: int,
+        cache: bool,
+        device: torch.device,
+    ) -> None:
         self.ids = torch.tensor(ids, dtype=torch.long, device=device)  # a copy: inputs may be read-only
         self.labels = torch.tensor(labels, dtype=torch.long, device=device)
         self.start_block = start_block
@@ -130,8 +137,9 @@ def _batches(n: int, batch_size: int) -> list[slice]:
     return [slice(b, min(b + batch_size, n)) for b in range(0, n, batch_size)]
 
 
-def _loss_and_accuracy(classifier: SpamClassifier, data: _Inputs, batch_size: int,
-                       max_batches: int | None = None) -> tuple[float, float]:
+def _loss_and_accuracy(
+    classifier: SpamClassifier, data: _Inputs, batch_size: int, max_batches: int | None = None
+) -> tuple[float, float]:
     total_loss, correct, seen = 0.0, 0, 0
     with torch.no_grad():
         for i, index in enumerate(_batches(len(data), batch_size)):
@@ -187,7 +195,9 @@ def train_classifier(
     ]
     train_data, validation_data, test_data = splits
     optimizer = torch.optim.AdamW(
-        [p for p in classifier.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay
+        [p for p in classifier.parameters() if p.requires_grad],
+        lr=config.lr,
+        weight_decay=config.weight_decay,
     )
     generator = torch.Generator().manual_seed(config.seed)
     steps_per_epoch = len(train_data) // config.batch_size
@@ -206,16 +216,25 @@ def train_classifier(
             examples_seen += len(index)
             record.step_losses.append(loss.item())
             if step % config.eval_every == 0:
-                train_loss, _ = _loss_and_accuracy(classifier, train_data, config.batch_size, config.eval_batches)
-                val_loss, _ = _loss_and_accuracy(classifier, validation_data, config.batch_size, config.eval_batches)
+                train_loss, _ = _loss_and_accuracy(
+                    classifier, train_data, config.batch_size, config.eval_batches
+                )
+                val_loss, _ = _loss_and_accuracy(
+                    classifier, validation_data, config.batch_size, config.eval_batches
+                )
                 record.eval_points.append(EvalPoint(step, examples_seen, train_loss, val_loss))
             if on_step is not None:
                 on_step(step, total_steps, loss.item())
         # Per-epoch figures on eval_batches batches, as the reference recipe prints them.
-        train_loss, train_accuracy = _loss_and_accuracy(classifier, train_data, config.batch_size, config.eval_batches)
-        val_loss, val_accuracy = _loss_and_accuracy(classifier, validation_data, config.batch_size, config.eval_batches)
-        epoch_record = EpochRecord(epoch, train_loss, val_loss, train_accuracy, val_accuracy,
-                                   time.perf_counter() - epoch_started)
+        train_loss, train_accuracy = _loss_and_accuracy(
+            classifier, train_data, config.batch_size, config.eval_batches
+        )
+        val_loss, val_accuracy = _loss_and_accuracy(
+            classifier, validation_data, config.batch_size, config.eval_batches
+        )
+        epoch_record = EpochRecord(
+            epoch, train_loss, val_loss, train_accuracy, val_accuracy, time.perf_counter() - epoch_started
+        )
         record.epochs.append(epoch_record)
         if on_epoch is not None:
             on_epoch(epoch_record)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .model import GPT2_SIZES, GPT, GPTConfig
+from .model import GPT, GPT2_SIZES, GPTConfig
 from .modeldir import sha256_file
 
 HUB_REPOS = {
@@ -110,8 +110,6 @@ def verify_hub_blob(path: Path) -> None:
             f"{path} does not match its sha256 {expected}: delete it from the Hugging Face cache "
             "and download again"
         )
-
-
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:

@@ -80,8 +80,21 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory, sms_file: Path) -> P
     out = root / "model"
     result = CliRunner().invoke(
         cli,
-        ["train", "--model", str(root / "config.json"), "--weights", "random", "--trainable", "all",
-         "--data", str(sms_file), "--out", str(out), "--device", "cpu"],
+        [
+            "train",
+            "--model",
+            str(root / "config.json"),
+            "--weights",
+            "random",
+            "--trainable",
+            "all",
+            "--data",
+            str(sms_file),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ],
     )
     assert result.exit_code == 0, result.output
     return out

@@ -68,8 +68,16 @@ def test_gpu_request_without_cuda_says_so_and_runs_on_cpu(trained_model: Path, t
 
 
 def test_classify_prints_label_and_probability(trained_model: Path) -> None:
-    result = CliRunner().invoke(cli, ["classify", "--model", str(trained_model),
-                                      "WINNER! Claim your free prize now, call 09061701461", "see you at lunch?"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "classify",
+            "--model",
+            str(trained_model),
+            "WINNER! Claim your free prize now, call 09061701461",
+            "see you at lunch?",
+        ],
+    )
     assert result.exit_code == 0, result.output
     lines = [line.split("\t") for line in result.stdout.splitlines()]
     assert [line[0] for line in lines] == ["spam", "not spam"]
@@ -77,14 +85,17 @@ def test_classify_prints_label_and_probability(trained_model: Path) -> None:
 
 
 def test_threshold_option_overrides_the_model(trained_model: Path, test_csv: Path) -> None:
-    result = CliRunner().invoke(cli, ["filter", str(test_csv), "--model", str(trained_model), "--threshold", "0"])
+    result = CliRunner().invoke(
+        cli, ["filter", str(test_csv), "--model", str(trained_model), "--threshold", "0"]
+    )
     assert result.exit_code == 0
     assert {r["label"] for r in csv.DictReader(io.StringIO(result.stdout))} == {"spam"}
 
 
 def test_missing_text_column_is_a_usage_error(trained_model: Path) -> None:
-    result = CliRunner().invoke(cli, ["filter", "--model", str(trained_model), "--format", "csv"],
-                                input="subject,body\nhello,world\n")
+    result = CliRunner().invoke(
+        cli, ["filter", "--model", str(trained_model), "--format", "csv"], input="subject,body\nhello,world\n"
+    )
     assert result.exit_code == 2
     assert "no column 'Text'" in result.output and "Traceback" not in result.output
 

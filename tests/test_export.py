@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -28,30 +29,48 @@ def _samples(n: int, length: int) -> np.ndarray:
     return ids
 
 
-def _export(tmp_path: Path, pooling: str = "last", length: int = 24) -> tuple[SpamClassifier, Path]:
+def _export(
+    tmp_path: Path, pooling: str = "last", length: int = 24, quantize: str | None = None
+) -> tuple[SpamClassifier, Path]:
     torch.manual_seed(0)
-    classifier = SpamClassifier(add_classification_head(GPT(GPTConfig(n_embd=32, n_layer=2, n_head=2,
-                                                                       n_positions=64))), pooling).eval()
+    classifier = SpamClassifier(
+        add_classification_head(GPT(GPTConfig(n_embd=32, n_layer=2, n_head=2, n_positions=64))), pooling
+    ).eval()
     out = tmp_path / "model"
-    write_model_directory(out, classifier, max_length=length, sample_ids=_samples(8, length),
-                          manifest={"base_model": {"weights": "random"}})
+    write_model_directory(
+        out,
+        classifier,
+        max_length=length,
+        test_ids=_samples(8, length),
+        test_labels=np.array([0, 1] * 4),
+        quantize=quantize,
+        manifest={"base_model": {"weights": "random"}},
+    )
     return classifier, out
 
 
 @pytest.mark.parametrize("pooling", ["last", "last-token"])
 def test_export_writes_a_complete_directory_that_agrees_with_torch(tmp_path: Path, pooling: str) -> None:
     classifier, out = _export(tmp_path, pooling)
-    assert EXPECTED_FILES <= {p.name for p in out.iterdir()}
+    assert {p.name for p in out.iterdir()} >= EXPECTED_FILES
     manifest = json.loads((out / "spamfilter.json").read_text())
     assert manifest["labels"] == ["not spam", "spam"]
-    assert (manifest["max_length"], manifest["pad_token_id"], manifest["pooling"]) == (24, PAD_TOKEN_ID, pooling)
+    assert (manifest["max_length"], manifest["pad_token_id"], manifest["pooling"]) == (
+        24,
+        PAD_TOKEN_ID,
+        pooling,
+    )
     assert manifest["onnx"]["parity_max_abs_diff"] <= 1e-4
     directory = open_model_directory(out)
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(directory.onnx_path), providers=["CPUExecutionProvider"])
-    assert [(i.name, i.type, i.shape) for i in session.get_inputs()] == [("input_ids", "tensor(int64)", ["batch", 24])]
-    assert [(o.name, o.type, o.shape) for o in session.get_outputs()] == [("logits", "tensor(float)", ["batch", 2])]
+    assert [(i.name, i.type, i.shape) for i in session.get_inputs()] == [
+        ("input_ids", "tensor(int64)", ["batch", 24])
+    ]
+    assert [(o.name, o.type, o.shape) for o in session.get_outputs()] == [
+        ("logits", "tensor(float)", ["batch", 2])
+    ]
     ids = _samples(5, 24)[::-1].copy()
     with torch.no_grad():
         expected = classifier(torch.as_tensor(ids)).numpy()
@@ -67,8 +86,10 @@ def test_checkpoint_loads_with_weights_only_and_reexports(tmp_path: Path) -> Non
     assert data["max_length"] == 24
     result = CliRunner().invoke(cli, ["export", str(out / "model.pt"), "--out", str(tmp_path / "again")])
     assert result.exit_code == 0, result.output
-    assert json.loads((tmp_path / "again" / "spamfilter.json").read_text())["base_model"] == {"weights": "random"}
-    assert EXPECTED_FILES <= {p.name for p in (tmp_path / "again").iterdir()}
+    assert json.loads((tmp_path / "again" / "spamfilter.json").read_text())["base_model"] == {
+        "weights": "random"
+    }
+    assert {p.name for p in (tmp_path / "again").iterdir()} >= EXPECTED_FILES
 
 
 def test_parity_failure_is_loud_and_keeps_no_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -92,8 +113,11 @@ def test_truncated_onnx_file_is_caught_by_sha256(tmp_path: Path) -> None:
 def test_unloadable_onnx_file_is_one_clear_error(tmp_path: Path) -> None:
     _, out = _export(tmp_path)
     (out / "model.onnx").write_bytes(b"not onnx at all")
+    manifest = json.loads((out / "spamfilter.json").read_text())
+    manifest["onnx"]["sha256"] = hashlib.sha256(b"not onnx at all").hexdigest()  # intact, yet not ONNX
+    (out / "spamfilter.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelDirectoryError, match="onnxruntime cannot load"):
-        Classifier(open_model_directory(out, verify_sha256=False))
+        Classifier.load(out)
 
 
 @pytest.mark.parametrize("missing", ["vocab.bpe", "model.onnx", "spamfilter.json"])
@@ -110,3 +134,40 @@ def test_bad_checkpoint_is_refused(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["export", str(bad)])
     assert result.exit_code == 1
     assert "is not a spamfilter checkpoint" in result.output and "Traceback" not in result.output
+
+
+def test_last_token_pooling_adds_a_dynamic_length_model_with_identical_answers(tmp_path: Path) -> None:
+    classifier, out = _export(tmp_path, "last-token")
+    directory = open_model_directory(out)
+    assert directory.variant_file("fp32")[0].name == "model.dynamic.onnx"
+    texts = ["short", "a somewhat longer message with more tokens in it", "WIN WIN WIN " * 30, ""]
+    dynamic = Classifier(directory).spam_probability(texts)
+    fixed_only = json.loads((out / "spamfilter.json").read_text())
+    fixed_only["variants"].pop("fp32-dynamic")
+    (out / "spamfilter.json").write_text(json.dumps(fixed_only))
+    fixed_classifier = Classifier(open_model_directory(out))
+    assert not fixed_classifier.dynamic_length
+    np.testing.assert_allclose(dynamic, fixed_classifier.spam_probability(texts), atol=1e-6)
+    rows = fixed_classifier.tokenizer.pad(fixed_classifier.tokenizer.encode_batch(texts), 24)
+    with torch.no_grad():
+        expected = torch.softmax(classifier(torch.as_tensor(rows)), dim=-1)[:, 1].numpy()
+    np.testing.assert_allclose(dynamic, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("pooling", ["last", "last-token"])
+def test_int8_variant_is_recorded_with_its_agreement(tmp_path: Path, pooling: str) -> None:
+    _, out = _export(tmp_path, pooling, quantize="int8")
+    manifest = json.loads((out / "spamfilter.json").read_text())
+    int8 = manifest["variants"]["int8"]
+    assert 0.0 <= int8["agreement_with_fp32"] <= 1.0 and 0.0 <= int8["accuracy"] <= 1.0
+    assert (out / "model.int8.onnx").stat().st_size < (out / "model.onnx").stat().st_size
+    assert manifest["default_variant"] == ("int8" if int8["agreement_with_fp32"] >= 0.99 else "fp32")
+    classifier = Classifier.load(out, variant="int8")
+    assert classifier.variant == "int8"
+    assert classifier.spam_probability(["hello there"]).shape == (1,)
+
+
+def test_missing_int8_variant_says_how_to_make_it(tmp_path: Path) -> None:
+    _, out = _export(tmp_path)
+    with pytest.raises(ModelDirectoryError, match="--quantize int8"):
+        Classifier.load(out, variant="int8")

@@ -29,8 +29,13 @@ def _reference_encoding() -> tiktoken.Encoding:
         vocab_bpe_file=str(GPT2_TOKENIZER_DIR / "vocab.bpe"),
         encoder_json_file=str(GPT2_TOKENIZER_DIR / "encoder.json"),
     )
-    return tiktoken.Encoding("gpt2-ref", pat_str=r50k_pat_str, mergeable_ranks=ranks,
-                             special_tokens={"<|endoftext|>": 50256}, explicit_n_vocab=50257)
+    return tiktoken.Encoding(
+        "gpt2-ref",
+        pat_str=r50k_pat_str,
+        mergeable_ranks=ranks,
+        special_tokens={"<|endoftext|>": 50256},
+        explicit_n_vocab=50257,
+    )
 
 
 def test_known_ids() -> None:

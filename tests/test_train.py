@@ -59,8 +59,9 @@ def test_cached_frozen_blocks_give_the_straightforward_losses(trainable: str, po
     records = []
     for cache in (False, True):
         classifier = _classifier(pooling, n_embd=32, n_layer=3, n_head=2, n_positions=64)
-        config = TrainingConfig(epochs=2, batch_size=8, lr=1e-3, trainable=trainable, eval_every=2,
-                                cache_frozen=cache)
+        config = TrainingConfig(
+            epochs=2, batch_size=8, lr=1e-3, trainable=trainable, eval_every=2, cache_frozen=cache
+        )
         records.append(train_classifier(classifier, data, data, data, config))
     straight, cached = records
     assert len(straight.step_losses) == 10
@@ -74,7 +75,8 @@ def test_learns_a_separable_toy_task() -> None:
     # Spam iff the first token is even: the head must learn to read position 0 through attention.
     data = _toy_data(96, 8, 2)
     classifier = _classifier("last-token", n_embd=32, n_layer=2, n_head=2, n_positions=64)
-    record = train_classifier(classifier, data, data, data,
-                              TrainingConfig(epochs=30, lr=3e-3, trainable="all", weight_decay=0.0))
+    record = train_classifier(
+        classifier, data, data, data, TrainingConfig(epochs=30, lr=3e-3, trainable="all", weight_decay=0.0)
+    )
     assert record.train_accuracy >= 0.9
     assert record.test["n"] == 96

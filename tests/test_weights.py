@@ -24,7 +24,9 @@ def _logits_match(ours, theirs, vocab=50257, seq=17):
 
 
 @pytest.mark.parametrize("layout", ["save_pretrained", "hub"])
-@pytest.mark.parametrize("shape", [dict(n_embd=32, n_layer=2, n_head=2), dict(n_embd=64, n_layer=3, n_head=4)])
+@pytest.mark.parametrize(
+    "shape", [dict(n_embd=32, n_layer=2, n_head=2), dict(n_embd=64, n_layer=3, n_head=4)]
+)
 def test_local_folder_matches_transformers(tmp_path: Path, layout: str, shape: dict) -> None:
     reference = write_hf_checkpoint(tmp_path / "ckpt", layout=layout, **shape)
     model = load_pretrained(tmp_path / "ckpt")
