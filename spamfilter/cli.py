@@ -255,7 +255,8 @@ def _report_export(console: Any, target: Path, manifest: dict[str, Any]) -> None
     int8 = manifest["variants"].get("int8")
     if int8:
         console.print(
-            f"int8: {target / int8['file']}: test accuracy {int8['accuracy']:.2%}, verdicts agree with fp32 on "
+            f"int8: {target / int8['file']}: test accuracy {int8['accuracy']:.2%}, "
+            f"verdicts agree with fp32 on "
             f"{int8['agreement_with_fp32']:.2%} of {evaluation['n']} test messages; default variant "
             f"{manifest['default_variant']}"
         )

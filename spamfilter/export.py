@@ -21,8 +21,8 @@ from .model import GPT, GPTConfig, SpamClassifier, add_classification_head
 from .modeldir import (
     CHECKPOINT_FILE,
     DYNAMIC_ONNX_FILE,
-    INT8_ONNX_FILE,
     FORMAT_VERSION,
+    INT8_ONNX_FILE,
     LABELS,
     MANIFEST_FILE,
     ONNX_FILE,

@@ -91,7 +91,8 @@ class ModelDirectory:
             raise ModelDirectoryError(f"{path} is missing from the model directory")
         if expected and sha256_file(path) != expected:
             raise ModelDirectoryError(
-                f"{path} does not match the sha256 in {MANIFEST_FILE}: the file is damaged or replaced; export again"
+                f"{path} does not match the sha256 in {MANIFEST_FILE}: "
+                "the file is damaged or replaced; export again"
             )
         return path, dynamic
 
