@@ -23,8 +23,8 @@ train: install
 	$(BIN)/spamfilter train $(TRAIN_ARGS)
 
 lint: install
-	$(BIN)/ruff check spamfilter tests benchmarks examples
-	$(BIN)/ruff format --check spamfilter tests benchmarks examples
+	$(BIN)/ruff check spamfilter tests benchmarks
+	$(BIN)/ruff format --check spamfilter tests benchmarks
 
 typecheck: install
 	$(BIN)/mypy spamfilter
