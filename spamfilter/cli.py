@@ -72,6 +72,20 @@ def cli() -> None:
     help="Labelled messages: the UCI SMSSpamCollection file or a CSV/TSV with label and text columns. "
     "Default: download the SMS Spam Collection.",
 )
+@click.option(
+    "--spam",
+    "spam_sources",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="Spam to train on: an mbox, a Maildir or a folder of .eml files (repeatable).",
+)
+@click.option(
+    "--ham",
+    "ham_sources",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="Wanted mail to train on, as --spam (repeatable).",
+)
 @click.option("--epochs", type=click.IntRange(1), default=5, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=5e-5, show_default=True)
@@ -114,6 +128,8 @@ def train(
     model: str,
     weights: str | None,
     data: Path | None,
+    spam_sources: tuple[Path, ...],
+    ham_sources: tuple[Path, ...],
     epochs: int,
     batch_size: int,
     lr: float,
@@ -134,11 +150,15 @@ def train(
     from .train import TrainingConfig
     from .weights import WeightsError
 
+    if data is not None and (spam_sources or ham_sources):
+        raise click.UsageError("give either --data or --spam/--ham, not both")
     torch_device = _pick_device(device)
     options = TrainOptions(
         model=model,
         weights=weights,
         data=data,
+        spam=list(spam_sources),
+        ham=list(ham_sources),
         max_length=max_length,
         pooling=pooling,
         training=TrainingConfig(
@@ -364,7 +384,10 @@ def filter_command(
         source = _open_input(input_path, stack)
         fmt = input_format
         if fmt == "auto":
-            fmt = pipeline.detect_format(source.peek(4096)[:4096], text_column)
+            # --strict and --exit-code only mean something for one message: a message that procmail
+            # hands over with its mbox From_ line must not be taken for a mailbox.
+            single = strict or verdict_exit
+            fmt = "email" if single else pipeline.detect_format(source.peek(4096)[:4096], text_column)
         if fmt == "email":
             _pipeline_mode(
                 source, _open_output(output, stack), model, threshold, gpu, variant, strict, verdict_exit
@@ -458,15 +481,22 @@ def _pipeline_mode(
     from . import filter as pipeline
 
     raw = source.read()
+    if not raw.strip():
+        click.echo("spamfilter: empty input: no message to tag", err=True)
+        _write_all(sink, raw)
+        sys.exit(EX_TEMPFAIL if strict else 0)
     try:
         classifier = _load_classifier(model, gpu, variant=variant)
         cut = classifier.threshold if threshold is None else threshold
         tagged, spam, _ = pipeline.classify_email(raw, classifier, cut)
     except Exception as error:  # fail-safe: never lose the message
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        click.echo(f"spamfilter: message passed through untagged: {reason}", err=True)
         if strict:
+            click.echo(
+                f"spamfilter: message not tagged, exit {EX_TEMPFAIL} to retry later: {reason}", err=True
+            )
             sys.exit(EX_TEMPFAIL)
+        click.echo(f"spamfilter: message passed through untagged: {reason}", err=True)
         _write_all(sink, raw)
         sys.exit(0)
     _write_all(sink, tagged)

@@ -13,13 +13,21 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, TextIO
 
 from . import __version__
-from .mail import extract_text, insert_spam_headers, looks_like_email, looks_like_mbox, split_mbox
+from .mail import (
+    extract_text,
+    insert_spam_headers,
+    looks_like_email,
+    looks_like_mbox,
+    split_mbox,
+    without_from_line,
+)
 from .runtime import Classifier
 
 FORMATS = ("auto", "mbox", "email", "csv", "text")
 LABEL_COLUMN = "label"
 PROBABILITY_COLUMN = "spam_probability"
 DEFAULT_TEXT_COLUMN = "Text"
+VERSION_TAG = f"spamfilter-{__version__}"
 PIPELINE_SIZE_CAP = 512 * 1024  # as spamc: larger messages are classified from their beginning
 CHUNK = 64  # messages per classification call: bounds memory, keeps batches full
 
@@ -155,9 +163,7 @@ def filter_mbox(
     summary = Summary(provider=classifier.provider)
     for messages in _chunks(split_mbox(source)):
         mails = [m for m in messages if m.startswith(b"From ")]
-        probabilities = iter(
-            classifier.spam_probability([extract_text(_without_from_line(m)) for m in mails])
-        )
+        probabilities = iter(classifier.spam_probability([extract_text(without_from_line(m)) for m in mails]))
         for raw in messages:
             if not raw.startswith(b"From "):
                 sink.write(raw)  # bytes before the first From_ line: not a message, kept as they are
@@ -166,13 +172,9 @@ def filter_mbox(
             p = float(next(probabilities))
             (spam,) = _tally(summary, [p], threshold)
             target = spam_sink if (spam and spam_sink is not None) else sink
-            target.write(insert_spam_headers(raw, spam, p, threshold, __version__))
+            target.write(insert_spam_headers(raw, spam, p, threshold, VERSION_TAG))
         sink.flush()
     return summary
-
-
-def _without_from_line(raw: bytes) -> bytes:
-    return raw.split(b"\n", 1)[1] if raw.startswith(b"From ") and b"\n" in raw else raw
 
 
 def classify_email(
@@ -182,7 +184,7 @@ def classify_email(
     classified from its first ``size_cap`` bytes; the whole message is still written out."""
     p = float(classifier.spam_probability([extract_text(raw[:size_cap])])[0])
     spam = p >= threshold
-    return insert_spam_headers(raw, spam, p, threshold, __version__), spam, p
+    return insert_spam_headers(raw, spam, p, threshold, VERSION_TAG), spam, p
 
 
 def timed(summary: Summary, started: float) -> Summary:

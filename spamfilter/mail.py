@@ -761,3 +761,8 @@ def iter_mail_source(path: Path) -> Iterator[bytes]:
             return _iter_files(emls)
         raise ValueError(f"{path}: a folder that is neither a Maildir nor holds .eml files")
     raise ValueError(f"{path}: no such file or folder")
+
+
+def without_from_line(raw: bytes) -> bytes:
+    """An mbox message without its ``From `` separator line: what the model and parsers read."""
+    return raw.split(b"\n", 1)[1] if raw.startswith(b"From ") and b"\n" in raw else raw

@@ -18,10 +18,10 @@ def plot_training(record: dict[str, Any], path: Path) -> None:
         seen = [p["examples_seen"] for p in points]
         loss_axis.plot(seen, [p["train_loss"] for p in points], label="training loss")
         loss_axis.plot(seen, [p["validation_loss"] for p in points], linestyle="-.", label="validation loss")
+        loss_axis.legend()
     loss_axis.set_xlabel("examples seen")
     loss_axis.set_ylabel("loss")
     loss_axis.set_title("Loss")
-    loss_axis.legend()
     epochs = record.get("epochs", [])
     numbers = [e["epoch"] for e in epochs]
     accuracy_axis.plot(numbers, [e["train_accuracy"] for e in epochs], marker="o", label="training accuracy")

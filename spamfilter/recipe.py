@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .data import Splits, balance, download_sms, random_split, read_labelled
+from .data import DataError, Splits, balance, download_sms, random_split, read_labelled, read_mail
 from .export import write_model_directory
 from .model import GPT, GPT2_SIZES, GPTConfig, SpamClassifier, add_classification_head
 from .tokenizer import PAD_TOKEN_ID, Tokenizer
@@ -26,7 +26,9 @@ RANDOM_WEIGHTS = "random"
 class TrainOptions:
     model: str = "gpt2-small"  # a size name, or a Hugging Face config.json / folder holding one
     weights: str | None = None  # None: the hub's weights for `model`; a path; or "random"
-    data: Path | None = None  # None: the SMS Spam Collection, downloaded
+    data: Path | None = None  # None: the SMS Spam Collection, downloaded (unless spam/ham given)
+    spam: list[Path] = field(default_factory=list)  # mailboxes of spam: mbox, Maildir, .eml folder
+    ham: list[Path] = field(default_factory=list)
     max_length: int | None = None  # None: the longest training message
     pooling: str = "last"
     training: TrainingConfig = field(default_factory=TrainingConfig)
@@ -74,9 +76,20 @@ def build_classifier(model: str, weights: str | None, pooling: str, seed: int) -
     return SpamClassifier(add_classification_head(gpt), pooling, PAD_TOKEN_ID), origin
 
 
-def load_splits(data: Path | None, seed: int) -> tuple[Splits, str]:
-    path = data if data is not None else download_sms()
-    return random_split(balance(read_labelled(path), seed), seed=seed), str(path)
+def load_splits(options: TrainOptions) -> tuple[Splits, str]:
+    """Balanced, split data: from mailboxes, a labelled file, or the SMS Spam Collection."""
+    seed = options.training.seed
+    if options.spam or options.ham:
+        if not (options.spam and options.ham):
+            raise DataError("training on mail needs both --spam and --ham mailboxes")
+        frame = read_mail(options.spam, options.ham)
+        origin = (
+            "mail: spam " + ", ".join(map(str, options.spam)) + "; ham " + ", ".join(map(str, options.ham))
+        )
+    else:
+        path = options.data if options.data is not None else download_sms()
+        frame, origin = read_labelled(path), str(Path(path).resolve())
+    return random_split(balance(frame, seed), seed=seed), origin
 
 
 def encode(tokenizer: Tokenizer, frame: pd.DataFrame) -> list[list[int]]:
@@ -96,7 +109,7 @@ def fine_tune(
     config = options.training
     if splits is None:
         stage("loading data")
-        splits, data_origin = load_splits(options.data, config.seed)
+        splits, data_origin = load_splits(options)
     tokenizer = Tokenizer()
     rows = {name: encode(tokenizer, getattr(splits, name)) for name in ("train", "validation", "test")}
     longest = max((len(r) for r in rows["train"]), default=1)

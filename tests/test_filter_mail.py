@@ -1,0 +1,176 @@
+"""filter on real mail: mbox in -> mbox out, pipeline mode, and training on mailboxes."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from spamfilter.cli import cli
+from spamfilter.mail import remove_spam_headers, split_mbox
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+SPAM_TEXT = "WINNER!! You have won a 1000 pound prize. Call 09061701461 to claim now. Free entry!"
+HAM_TEXT = "Are we still meeting for lunch tomorrow at noon? Let me know."
+
+
+def email(subject: str, body: str, newline: str = "\n", extra: str = "") -> bytes:
+    lines = [
+        "From: Someone <someone@example.org>",
+        "To: you@example.org",
+        f"Subject: {subject}",
+        "Message-ID: <1@example.org>",
+        "MIME-Version: 1.0",
+        "Content-Type: text/plain; charset=utf-8",
+    ]
+    return (newline.join(lines) + newline + extra + newline + body + newline).encode()
+
+
+def messages(data: bytes) -> list[bytes]:
+    return list(split_mbox(io.BytesIO(data)))
+
+
+def run(args: list[str], data: bytes | None = None):
+    return CliRunner().invoke(cli, args, input=data)
+
+
+def test_mbox_round_trip_keeps_every_byte(trained_model: Path) -> None:
+    original = (EXAMPLES / "sample.mbox").read_bytes()
+    result = run(["filter", str(EXAMPLES / "sample.mbox"), "--model", str(trained_model)])
+    assert result.exit_code == 0, result.output
+    out = messages(result.stdout_bytes)
+    assert len(out) == len(messages(original)) == 10
+    assert all(m.count(b"\nX-Spam-Flag: ") == 1 and b"\nX-Spam-Status: " in m for m in out)
+    assert b"".join(remove_spam_headers(m) for m in out) == original
+    assert "10 messages" in result.stderr
+
+
+def test_mbox_from_stdin_with_crlf_and_hostile_messages(trained_model: Path) -> None:
+    bodies = [
+        email("prize", SPAM_TEXT, "\r\n"),
+        email("lunch", HAM_TEXT + " <|endoftext|> literally", "\r\n"),
+        b"Subject: =?utf-8?B?broken?=\r\nContent-Type: text/plain; charset=x-unknown\r\n\r\n"
+        b"\xff\xfe\x00ok\r\n",
+        b"no header separator at all, just text\r\n",
+        email("html", "", "\r\n", "Content-Type: text/html\r\n").replace(
+            b"\r\n\r\n", b"\r\n\r\n<p>Cheap <b>meds</b> &amp; more</p>", 1
+        ),
+        b"Subject: huge\r\n\r\n" + b"A" * 700_000 + b"\r\n",
+    ]
+    mbox = b"".join(b"From sender@example.org Mon Mar  4 09:12:45 2024\r\n" + m + b"\r\n" for m in bodies)
+    result = run(["filter", "-", "--model", str(trained_model)], mbox)
+    assert result.exit_code == 0, result.output
+    out = messages(result.stdout_bytes)
+    assert len(out) == len(bodies)
+    for before, after in zip(messages(mbox), out, strict=True):
+        assert b"\r\nX-Spam-Flag: " in after and b"\r\nX-Spam-Status: " in after
+        assert remove_spam_headers(after) == before
+
+
+def test_spam_output_splits_the_mailbox(trained_model: Path, tmp_path: Path) -> None:
+    mbox = b"".join(
+        b"From a@example.org Mon Mar  4 09:12:45 2024\n" + m + b"\n"
+        for m in (email("prize", SPAM_TEXT), email("lunch", HAM_TEXT))
+    )
+    spam_box = tmp_path / "spam.mbox"
+    result = run(["filter", "-", "--model", str(trained_model), "--spam-output", str(spam_box)], mbox)
+    assert result.exit_code == 0, result.output
+    assert [b"Subject: lunch" in m for m in messages(result.stdout_bytes)] == [True]
+    assert [b"Subject: prize" in m for m in messages(spam_box.read_bytes())] == [True]
+
+
+def test_pipeline_mode_tags_one_message(trained_model: Path) -> None:
+    message = email("Free prize", SPAM_TEXT, extra="X-Spam-Flag: NO\nX-Spam-Status: No, old\n")
+    result = run(["filter", "--model", str(trained_model)], message)
+    assert result.exit_code == 0, result.output
+    assert result.stdout_bytes.startswith(b"X-Spam-Flag: YES\nX-Spam-Status: Yes, score=")
+    assert result.stdout_bytes.count(b"X-Spam-Flag") == 1
+    assert remove_spam_headers(result.stdout_bytes) == remove_spam_headers(message)
+
+
+@pytest.mark.parametrize(("text", "code"), [(SPAM_TEXT, 1), (HAM_TEXT, 0)])
+def test_exit_code_is_the_verdict(trained_model: Path, text: str, code: int) -> None:
+    result = run(
+        ["filter", "--model", str(trained_model), "--exit-code", "--format", "email"], email("x", text)
+    )
+    assert result.exit_code == code
+
+
+def test_pipeline_mode_is_fail_safe(tmp_path: Path) -> None:
+    message = email("hello", HAM_TEXT)
+    result = run(["filter", "--model", str(tmp_path / "missing")], message)
+    assert result.exit_code == 0
+    assert result.stdout_bytes == message
+    assert "passed through untagged" in result.stderr
+
+
+def test_pipeline_mode_strict_asks_for_a_retry(tmp_path: Path) -> None:
+    result = run(["filter", "--model", str(tmp_path / "missing"), "--strict"], email("hello", HAM_TEXT))
+    assert result.exit_code == 75
+    assert result.stdout_bytes == b""
+
+
+def test_pipeline_mode_keeps_a_huge_message_whole(trained_model: Path) -> None:
+    message = email("big", HAM_TEXT + "\n" + "filler line\n" * 100_000)
+    assert len(message) > 512 * 1024
+    result = run(["filter", "--model", str(trained_model), "--format", "email"], message)
+    assert result.exit_code == 0
+    assert remove_spam_headers(result.stdout_bytes) == message
+
+
+def _write_mbox(path: Path, texts: list[str], subject: str) -> None:
+    path.write_bytes(
+        b"".join(b"From a@example.org Mon Mar  4 09:12:45 2024\n" + email(subject, t) + b"\n" for t in texts)
+    )
+
+
+def test_train_on_mailboxes(tmp_path: Path) -> None:
+    spam_texts = [f"{SPAM_TEXT} offer {i}" for i in range(20)]
+    ham_texts = [f"{HAM_TEXT} note {i}" for i in range(24)]
+    _write_mbox(tmp_path / "spam.mbox", spam_texts, "prize")
+    ham_dir = tmp_path / "ham"  # a folder of .eml files
+    ham_dir.mkdir()
+    for i, text in enumerate(ham_texts):
+        (ham_dir / f"{i:03d}.eml").write_bytes(email("lunch", text))
+    (tmp_path / "config.json").write_text(
+        json.dumps({"n_embd": 32, "n_layer": 1, "n_head": 2, "n_positions": 128})
+    )
+    out = tmp_path / "model"
+    result = run([
+        "train", "--model", str(tmp_path / "config.json"), "--weights", "random",
+        "--spam", str(tmp_path / "spam.mbox"), "--ham", str(ham_dir),
+        "--max-length", "64", "--epochs", "1", "--out", str(out), "--device", "cpu",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "spamfilter.json").read_text())
+    assert manifest["max_length"] == 64
+    assert manifest["recipe"]["split_sizes"] == [28, 4, 8]  # 20 + 20 balanced, 70/10/20
+    assert "spam.mbox" in manifest["recipe"]["data"]
+
+
+def test_train_rejects_data_and_mailboxes_together(tmp_path: Path, sms_file: Path) -> None:
+    box = tmp_path / "x.mbox"
+    _write_mbox(box, ["hi"], "x")
+    result = run(["train", "--data", str(sms_file), "--spam", str(box), "--ham", str(box)])
+    assert result.exit_code == 2 and "either --data or --spam/--ham" in result.output
+
+
+def test_single_message_with_from_line_and_exit_code_is_pipeline_mode(trained_model: Path) -> None:
+    # procmail hands a message over with its mbox From_ line: --exit-code must still give the verdict.
+    message = b"From a@example.org Mon Mar  4 09:12:45 2024\n" + email("prize", SPAM_TEXT)
+    result = run(["filter", "--model", str(trained_model), "--exit-code"], message)
+    assert result.exit_code == 1
+    assert result.stdout_bytes.startswith(b"From a@example.org Mon Mar  4 09:12:45 2024\nX-Spam-Flag: YES\n")
+
+
+def test_strict_failure_says_it_will_be_retried(tmp_path: Path) -> None:
+    result = run(["filter", "--model", str(tmp_path / "missing"), "--strict"], email("hello", HAM_TEXT))
+    assert result.exit_code == 75 and "retry" in result.stderr and "passed through" not in result.stderr
+
+
+def test_empty_pipeline_input_invents_no_message(trained_model: Path) -> None:
+    result = run(["filter", "--model", str(trained_model), "--format", "email"], b"")
+    assert result.exit_code == 0 and result.stdout_bytes == b"" and "empty input" in result.stderr

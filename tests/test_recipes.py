@@ -1,0 +1,524 @@
+"""The mail-system recipes in examples/recipes/, run with the real tools where they are installed.
+
+procmail, formail and lockfile come from the Debian/Ubuntu ``procmail`` package, which CI installs:
+there a missing tool fails the test, elsewhere it is skipped with the reason. maildrop and Dovecot are
+not installed where these tests run, and Postfix cannot run in a test (it needs root, a queue and its
+daemons), so for those the tests run the commands the recipes call, in the environment those programs
+give them, and check the pieces of each recipe that the result depends on.
+
+Every spamfilter run uses the small real model of the session fixture ``trained_model``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from spamfilter.mail import remove_spam_headers, split_mbox
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "examples" / "recipes"
+SAMPLE_MBOX = ROOT / "examples" / "sample.mbox"
+SAMPLE_MESSAGES = 10
+EX_TEMPFAIL = 75
+TIMEOUT = 180  # seconds for any one tool run: generous, a hung lock must not hang the suite
+
+SPAM_TEXT = "WINNER!! You have won a £1000 prize. Call 09061701461 to claim now"
+HAM_TEXT = "Are we still meeting for lunch tomorrow at noon?"
+FLAG = re.compile(rb"^X-Spam-Flag: (YES|NO)\r?$", re.MULTILINE)
+STATUS = re.compile(rb"^X-Spam-Status: (Yes|No), score=([0-9.]+) required=([0-9.]+) ", re.MULTILINE)
+
+
+# --------------------------------------------------------------------------- helpers and fixtures
+
+
+def require_tool(name: str, package: str = "procmail") -> str:
+    """The path of a command-line tool. Missing: a failure in CI (it must be installed there), a
+    skip with the reason elsewhere."""
+    path = shutil.which(name)
+    if path is None:
+        reason = f"{name} is not installed (Debian/Ubuntu: apt-get install {package})"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}; CI must install it")
+        pytest.skip(reason)
+    return path
+
+
+def message(subject: str, body: str, sender: str, eol: str = "\n") -> bytes:
+    """An RFC 822 message as an MTA hands it on, with its Return-Path first and 8-bit UTF-8 text."""
+    lines = [
+        f"Return-Path: <{sender}>",
+        f"From: <{sender}>",
+        "To: alice@example.org",
+        f"Subject: {subject}",
+        "Date: Mon, 4 Mar 2024 09:12:41 +0000",
+        f"Message-ID: <{'.'.join(subject.lower().split())}@example.org>",
+        "MIME-Version: 1.0",
+        'Content-Type: text/plain; charset="utf-8"',
+        "Content-Transfer-Encoding: 8bit",
+        "",
+        body,
+        "",
+    ]
+    return eol.join(lines).encode("utf-8")
+
+
+def with_envelope(raw: bytes, sender: str) -> bytes:
+    """The message with the mbox 'From ' envelope line that a delivery agent is handed."""
+    return f"From {sender}  Mon Mar  4 09:12:45 2024\n".encode("ascii") + raw
+
+
+def flags(raw: bytes) -> list[bytes]:
+    return FLAG.findall(raw)
+
+
+def tagged_as(raw: bytes) -> bytes:
+    """YES or NO from a message tagged exactly once, its X-Spam-Status consistent with the flag."""
+    (flag,) = flags(raw)
+    ((verdict, score, required),) = STATUS.findall(raw)
+    assert verdict.upper() == flag
+    assert (float(score) >= float(required)) == (flag == b"YES")
+    return flag
+
+
+def mbox_messages(path: Path) -> list[bytes]:
+    with path.open("rb") as stream:
+        return list(split_mbox(stream))
+
+
+def run(args: list[str], env: dict[str, str], data: bytes = b"", **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(args, input=data, env=env, capture_output=True, timeout=TIMEOUT, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def spamfilter_bin() -> Path:
+    """The installed console script, as a mail system would run it."""
+    path = Path(sys.executable).parent / "spamfilter"
+    if not path.exists():
+        found = shutil.which("spamfilter")
+        assert found, "the spamfilter console script is not installed (pip install -e .)"
+        path = Path(found)
+    return path
+
+
+@pytest.fixture
+def env(tmp_path: Path, spamfilter_bin: Path, trained_model: Path) -> dict[str, str]:
+    """A small environment with spamfilter on PATH and the trained model; HOME points to an empty
+    folder so that no default model directory of the machine can stand in for it."""
+    home = tmp_path / "home"
+    home.mkdir()
+    return {
+        "PATH": f"{spamfilter_bin.parent}{os.pathsep}{os.environ.get('PATH', os.defpath)}",
+        "HOME": str(home),
+        "SPAMFILTER_MODEL": str(trained_model),
+        "LC_ALL": "C.UTF-8",
+        "TMPDIR": str(tmp_path),
+    }
+
+
+@pytest.fixture
+def spam() -> bytes:
+    return message("Claim your prize now", SPAM_TEXT, "lotto@prize.example")
+
+
+@pytest.fixture
+def ham() -> bytes:
+    return message("Lunch tomorrow", HAM_TEXT, "bob@example.org")
+
+
+# --------------------------------------------------------------------------- procmail
+
+
+def procmail_home(tmp_path: Path, spamfilter_bin: Path, model: Path | None) -> tuple[Path, Path]:
+    """A home folder laid out as examples/recipes/procmailrc expects, and a verbatim copy of that rc.
+
+    procmail clears the environment and sets its own PATH, so the recipe finds everything through
+    HOME: spamfilter in ~/.local/bin, the model in ~/.local/share/spamfilter/model, mail in ~/Mail.
+    The copy only gets the permissions procmail insists on (no group or world write)."""
+    home = tmp_path / "pm-home"
+    (home / "Mail").mkdir(parents=True)
+    (home / ".local" / "bin").mkdir(parents=True)
+    (home / ".local" / "bin" / "spamfilter").symlink_to(spamfilter_bin)
+    if model is not None:
+        (home / ".local" / "share" / "spamfilter").mkdir(parents=True)
+        (home / ".local" / "share" / "spamfilter" / "model").symlink_to(model)
+    rc = tmp_path / "procmailrc"
+    shutil.copyfile(RECIPES / "procmailrc", rc)
+    rc.chmod(0o644)
+    return home, rc
+
+
+def deliver_with_procmail(home: Path, rc: Path, raw: bytes) -> None:
+    procmail = require_tool("procmail")
+    # -m: procmail as a general mail filter: no system rcfile, no delivery to the system spool
+    # unless the rc says so. HOME=... is assigned before the rc is read.
+    result = run([procmail, "-m", f"HOME={home}", str(rc)], {"PATH": os.defpath}, raw)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+
+
+def test_procmail_recipe_files_spam_and_delivers_ham(
+    tmp_path: Path, spamfilter_bin: Path, trained_model: Path, spam: bytes, ham: bytes
+) -> None:
+    home, rc = procmail_home(tmp_path, spamfilter_bin, trained_model)
+    spam_in = with_envelope(spam, "lotto@prize.example")
+    ham_in = with_envelope(ham, "bob@example.org")
+    deliver_with_procmail(home, rc, spam_in)
+    deliver_with_procmail(home, rc, ham_in)
+
+    mail = home / "Mail"
+    log = (mail / "procmail.log").read_text(errors="replace")
+    (spam_out,) = mbox_messages(mail / "spam")
+    (ham_out,) = mbox_messages(mail / "inbox")
+    assert tagged_as(spam_out) == b"YES", log
+    assert tagged_as(ham_out) == b"NO", log
+    # The headers went in right after the envelope line, everything else is the original, byte for
+    # byte (procmail only ends each mbox message with an empty line).
+    for out, original in ((spam_out, spam_in), (ham_out, ham_in)):
+        assert out.split(b"\n", 2)[1].startswith(b"X-Spam-Flag: ")
+        assert remove_spam_headers(out).rstrip(b"\n") == original.rstrip(b"\n")
+    # The filter's lockfile is gone once procmail is done.
+    assert not (mail / "spamfilter.lock").exists()
+
+
+def test_procmail_recipe_delivers_untagged_mail_when_the_classifier_fails(
+    tmp_path: Path, spamfilter_bin: Path, spam: bytes, ham: bytes
+) -> None:
+    """No model: spamfilter passes each message through unchanged and nothing is lost or filed as
+    spam."""
+    home, rc = procmail_home(tmp_path, spamfilter_bin, model=None)
+    spam_in = with_envelope(spam, "lotto@prize.example")
+    ham_in = with_envelope(ham, "bob@example.org")
+    deliver_with_procmail(home, rc, spam_in)
+    deliver_with_procmail(home, rc, ham_in)
+
+    mail = home / "Mail"
+    assert not (mail / "spam").exists()
+    delivered = mbox_messages(mail / "inbox")
+    assert [m.rstrip(b"\n") for m in delivered] == [spam_in.rstrip(b"\n"), ham_in.rstrip(b"\n")]
+    assert "passed through untagged" in (mail / "procmail.log").read_text(errors="replace")
+
+
+# --------------------------------------------------------------------------- formail
+
+
+def test_formail_splits_the_filtered_mbox_into_the_same_messages(env: dict[str, str]) -> None:
+    formail = require_tool("formail")
+    filtered = run(["spamfilter", "filter", "--quiet", str(SAMPLE_MBOX)], env)
+    assert filtered.returncode == 0, filtered.stderr.decode(errors="replace")
+
+    def field_per_message(mbox: bytes, field: str) -> list[str]:
+        # formail -s runs the command once per message; formail -X prints that field.
+        result = run([formail, "-s", formail, "-X", f"{field}:"], env, mbox)
+        assert result.returncode == 0, result.stderr.decode(errors="replace")
+        return result.stdout.decode().splitlines()
+
+    original_ids = field_per_message(SAMPLE_MBOX.read_bytes(), "Message-ID")
+    assert len(original_ids) == SAMPLE_MESSAGES
+    assert field_per_message(filtered.stdout, "Message-ID") == original_ids
+    spam_flags = field_per_message(filtered.stdout, "X-Spam-Flag")
+    assert len(spam_flags) == SAMPLE_MESSAGES
+    assert all(line in ("X-Spam-Flag: YES", "X-Spam-Flag: NO") for line in spam_flags)
+
+
+# --------------------------------------------------------------------------- Postfix pipe filter
+#
+# Postfix itself cannot run in a test (it needs root, a queue and its daemons), so the wrapper is
+# run the way pipe(8) runs it per postfix-master.cf, with a fake sendmail first on PATH that records
+# what would have been re-injected.
+
+FAKE_SENDMAIL = """#!/bin/sh
+printf '%s\\n' "$@" >"$FAKE_SENDMAIL_OUT.args"
+cat >"$FAKE_SENDMAIL_OUT.msg"
+exit "${FAKE_SENDMAIL_EXIT:-0}"
+"""
+
+
+@pytest.fixture
+def postfix_env(tmp_path: Path, env: dict[str, str]) -> dict[str, str]:
+    bin_dir = tmp_path / "fake-bin"
+    bin_dir.mkdir()
+    sendmail = bin_dir / "sendmail"
+    sendmail.write_text(FAKE_SENDMAIL)
+    sendmail.chmod(0o755)
+    return env | {
+        "PATH": f"{bin_dir}{os.pathsep}{env['PATH']}",
+        "FAKE_SENDMAIL_OUT": str(tmp_path / "reinjected"),
+    }
+
+
+def postfix_filter(env: dict[str, str], raw: bytes, *args: str) -> subprocess.CompletedProcess:
+    argv = args or ("-f", "lotto@prize.example", "--", "alice@example.org", "-carol@example.org")
+    return run(["sh", str(RECIPES / "postfix-filter.sh"), *argv], env, raw)
+
+
+def test_postfix_master_cf_passes_the_arguments_the_wrapper_expects() -> None:
+    text = (RECIPES / "postfix-master.cf").read_text()
+    assert re.search(r"^  -o content_filter=spamfilter:dummy$", text, re.MULTILINE)
+    assert re.search(r"^spamfilter unix .* pipe$", text, re.MULTILINE)
+    assert "argv=/usr/local/bin/postfix-filter.sh -f ${sender} -- ${recipient}\n" in text
+
+
+@pytest.mark.parametrize("kind", ["spam", "ham"])
+def test_postfix_filter_reinjects_the_tagged_message(
+    tmp_path: Path, postfix_env: dict[str, str], spam: bytes, ham: bytes, kind: str
+) -> None:
+    original = spam if kind == "spam" else ham
+    result = postfix_filter(postfix_env, original)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+
+    args = (tmp_path / "reinjected.args").read_text().splitlines()
+    assert args == ["-G", "-i", "-f", "lotto@prize.example", "--", "alice@example.org", "-carol@example.org"]
+    reinjected = (tmp_path / "reinjected.msg").read_bytes()
+    assert tagged_as(reinjected) == (b"YES" if kind == "spam" else b"NO")
+    assert reinjected.startswith(b"X-Spam-Flag: ")
+    assert remove_spam_headers(reinjected) == original
+
+
+def test_postfix_filter_keeps_an_empty_envelope_sender(
+    postfix_env: dict[str, str], tmp_path: Path, ham: bytes
+) -> None:
+    """Bounces have the null sender (null_sender= in master.cf): it must stay empty, not vanish."""
+    result = postfix_filter(postfix_env, ham, "-f", "", "--", "alice@example.org")
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    assert (tmp_path / "reinjected.args").read_text().splitlines() == [
+        "-G",
+        "-i",
+        "-f",
+        "",
+        "--",
+        "alice@example.org",
+    ]
+
+
+def broken_model(tmp_path: Path, trained_model: Path) -> Path:
+    """A copy of the model directory whose ONNX file no longer matches its recorded sha256."""
+    copy = tmp_path / "broken-model"
+    shutil.copytree(trained_model, copy)
+    onnx = copy / "model.onnx"
+    onnx.write_bytes(onnx.read_bytes()[:-16])
+    return copy
+
+
+@pytest.mark.parametrize("model", ["missing", "corrupt"])
+def test_postfix_filter_defers_with_75_when_the_classifier_fails(
+    tmp_path: Path, postfix_env: dict[str, str], trained_model: Path, spam: bytes, model: str
+) -> None:
+    path = tmp_path / "no-such-model" if model == "missing" else broken_model(tmp_path, trained_model)
+    result = postfix_filter(postfix_env | {"SPAMFILTER_MODEL": str(path)}, spam)
+    assert result.returncode == EX_TEMPFAIL, result.stderr.decode(errors="replace")
+    assert b"deferred" in result.stderr
+    # Nothing was re-injected: Postfix keeps the message queued and retries it later.
+    assert not (tmp_path / "reinjected.msg").exists()
+
+
+def test_postfix_filter_defers_with_75_when_sendmail_fails(
+    postfix_env: dict[str, str], tmp_path: Path, spam: bytes
+) -> None:
+    result = postfix_filter(postfix_env | {"FAKE_SENDMAIL_EXIT": "1"}, spam)
+    assert result.returncode == EX_TEMPFAIL, result.stderr.decode(errors="replace")
+    assert (tmp_path / "reinjected.msg").exists()  # it was called, and it failed
+
+
+def test_postfix_filter_defers_on_a_bad_command_line(
+    postfix_env: dict[str, str], tmp_path: Path, spam: bytes
+) -> None:
+    result = postfix_filter(postfix_env, spam, "alice@example.org")
+    assert result.returncode == EX_TEMPFAIL
+    assert not (tmp_path / "reinjected.msg").exists()
+
+
+# --------------------------------------------------------------------------- cron over an mbox
+
+
+@pytest.fixture
+def inbox(tmp_path: Path) -> Path:
+    folder = tmp_path / "Mail"
+    folder.mkdir()
+    path = folder / "inbox"
+    shutil.copyfile(SAMPLE_MBOX, path)
+    path.chmod(0o600)
+    os.utime(path, (1_700_000_000, 1_700_000_100))  # atime before mtime: "new mail" for readers
+    return path
+
+
+def cron_mbox(env: dict[str, str], mbox: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        ["sh", str(RECIPES / "cron-mbox.sh"), str(mbox), *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def finish(process: subprocess.Popen) -> tuple[int, str]:
+    _, err = process.communicate(timeout=TIMEOUT)
+    return process.returncode, err.decode(errors="replace")
+
+
+def assert_tagged_once(mbox: Path) -> list[bytes]:
+    """The mailbox holds the sample's 10 messages, each tagged exactly once and otherwise unchanged."""
+    messages = mbox_messages(mbox)
+    assert len(messages) == SAMPLE_MESSAGES
+    for raw in messages:
+        tagged_as(raw)
+        assert len(re.findall(rb"^X-Spam-Status:", raw, re.MULTILINE)) == 1
+    assert b"".join(remove_spam_headers(m) for m in messages) == SAMPLE_MBOX.read_bytes()
+    return messages
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name != "inbox")
+
+
+def test_cron_mbox_tags_the_mailbox_in_place(env: dict[str, str], inbox: Path) -> None:
+    code, err = finish(cron_mbox(env, inbox))
+    assert code == 0, err
+
+    # Looked at before reading the file, which may update its access time.
+    after = inbox.stat()
+    assert (after.st_atime, after.st_mtime) == (1_700_000_000, 1_700_000_100)
+    assert stat.S_IMODE(after.st_mode) == 0o600
+    assert_tagged_once(inbox)
+    assert leftovers(inbox.parent) == []  # no temporary file, no lock left behind
+
+
+def test_cron_mbox_twice_at_once_leaves_one_intact_mailbox(env: dict[str, str], inbox: Path) -> None:
+    first, second = cron_mbox(env, inbox), cron_mbox(env, inbox)
+    assert finish(first)[0] == 0
+    assert finish(second)[0] == 0
+    assert_tagged_once(inbox)
+    assert leftovers(inbox.parent) == []
+
+
+def test_cron_mbox_leaves_the_mailbox_alone_when_the_classifier_fails(
+    tmp_path: Path, env: dict[str, str], inbox: Path, trained_model: Path
+) -> None:
+    code, err = finish(
+        cron_mbox(env | {"SPAMFILTER_MODEL": str(broken_model(tmp_path, trained_model))}, inbox)
+    )
+    assert code == EX_TEMPFAIL, err
+    assert "left unchanged" in err
+    assert inbox.read_bytes() == SAMPLE_MBOX.read_bytes()
+    assert leftovers(inbox.parent) == []
+
+
+def test_cron_mbox_waits_for_a_flock_held_by_someone_else(env: dict[str, str], inbox: Path) -> None:
+    import fcntl
+
+    require_tool("flock", "util-linux")
+    with inbox.open("rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        code, err = finish(cron_mbox(env | {"LOCK_WAIT": "1"}, inbox))
+    assert code == EX_TEMPFAIL, err
+    assert "cannot flock" in err
+    assert inbox.read_bytes() == SAMPLE_MBOX.read_bytes()
+    assert leftovers(inbox.parent) == []  # its own dot-lock removed, nobody else's touched
+
+
+def test_cron_mbox_waits_for_a_dot_lock_held_by_someone_else(env: dict[str, str], inbox: Path) -> None:
+    require_tool("lockfile")
+    dotlock = inbox.parent / "inbox.lock"
+    dotlock.write_bytes(b"")  # a fresh lock, as procmail or a mail reader would hold it
+    code, err = finish(cron_mbox(env | {"LOCK_WAIT": "1"}, inbox))
+    assert code == EX_TEMPFAIL, err
+    assert "cannot dot-lock" in err
+    assert inbox.read_bytes() == SAMPLE_MBOX.read_bytes()
+    assert dotlock.exists()  # someone else's lock is not ours to remove
+
+
+def test_crontab_line_runs_the_script_on_an_mbox() -> None:
+    lines = [
+        line for line in (RECIPES / "crontab").read_text().splitlines() if line and not line.startswith("#")
+    ]
+    schedule = [line for line in lines if "=" not in line.split()[0]]
+    assert len(schedule) == 1
+    fields = schedule[0].split()
+    assert len(fields) == 7 and fields[5].endswith("/cron-mbox.sh")
+
+
+# --------------------------------------------------------------------------- maildrop and sieve
+#
+# maildrop and Dovecot cannot be run here: what is checked is the command each recipe runs, in the
+# environment that program gives it, and that the recipe's test matches what spamfilter writes.
+
+
+def test_maildrop_xfilter_command_tags_the_message(
+    tmp_path: Path, spamfilter_bin: Path, trained_model: Path, spam: bytes, ham: bytes
+) -> None:
+    text = (RECIPES / "mailfilter").read_text()
+    variables = dict(re.findall(r'^(\w+)="([^"]*)"$', text, re.MULTILINE))
+    (command,) = re.findall(r'^\s*xfilter "([^"]*)"$', text, re.MULTILINE)
+    (pattern,) = re.findall(r"^if \(/(.*)/\)$", text, re.MULTILINE)
+    assert re.search(r"exception \{\s*xfilter ", text), "the xfilter must stay inside the exception block"
+
+    # maildrop's world: HOME from the password file, PATH reset to its default, the filter file's
+    # variables exported to the command.
+    home = tmp_path / "md-home"
+    (home / ".local" / "bin").mkdir(parents=True)
+    (home / ".local" / "bin" / "spamfilter").symlink_to(spamfilter_bin)
+    (home / ".local" / "share" / "spamfilter").mkdir(parents=True)
+    (home / ".local" / "share" / "spamfilter" / "model").symlink_to(trained_model)
+    exported = {name: value.replace("$HOME", str(home)) for name, value in variables.items()}
+    md_env = {"HOME": str(home), "PATH": "/bin:/usr/bin:/usr/local/bin", **exported}
+    shell_command = command.replace("$SPAMFILTER", exported["SPAMFILTER"])
+
+    header = re.compile(pattern.encode(), re.IGNORECASE | re.MULTILINE)  # maildrop: header only
+    for raw, verdict in ((spam, b"YES"), (ham, b"NO")):
+        for given in (raw, with_envelope(raw, "x@example.org")):  # with or without an envelope line
+            result = run(["/bin/sh", "-c", shell_command], md_env, given)
+            assert result.returncode == 0, result.stderr.decode(errors="replace")
+            assert tagged_as(result.stdout) == verdict
+            assert remove_spam_headers(result.stdout) == given
+            head = result.stdout.split(b"\n\n", 1)[0]
+            assert bool(header.search(head)) == (verdict == b"YES")
+
+
+def test_sieve_filter_program_tags_crlf_mail(
+    tmp_path: Path, spamfilter_bin: Path, trained_model: Path, env: dict[str, str]
+) -> None:
+    sieve = (RECIPES / "spamfilter.sieve").read_text()
+    conf = (RECIPES / "90-sieve-extprograms.conf").read_text()
+    wrapper = RECIPES / "sieve-spamfilter"
+    # The wiring: the program name in the script is the file name the wrapper is installed under
+    # in sieve_filter_bin_dir, and the extension is enabled for the (global) script.
+    (program,) = re.findall(r'^filter "([^"]+)";$', sieve, re.MULTILINE)
+    (bin_dir,) = re.findall(r"^\s*sieve_filter_bin_dir = (\S+)$", conf, re.MULTILINE)
+    assert f"install -m 755 sieve-spamfilter {bin_dir}/{program}" in wrapper.read_text()
+    assert re.search(r"^\s*sieve_global_extensions = .*\+vnd\.dovecot\.filter", conf, re.MULTILINE)
+    assert re.search(r'^require \[.*"vnd\.dovecot\.filter".*"fileinto"', sieve, re.MULTILINE)
+    (header, value) = re.findall(r'^if header :is "([^"]+)" "([^"]+)"', sieve, re.MULTILINE)[0]
+
+    # Dovecot runs the program with only these variables (no PATH: the wrapper sets its own; it is
+    # given here only because spamfilter is not installed in /usr/local/bin on a test machine).
+    dovecot_env = {
+        "HOME": env["HOME"],
+        "USER": "alice",
+        "HOST": "mail.example.org",
+        "SENDER": "lotto@prize.example",
+        "RECIPIENT": "alice@example.org",
+        "ORIG_RECIPIENT": "alice@example.org",
+        "PATH": env["PATH"],
+        "SPAMFILTER_MODEL": str(trained_model),
+    }
+    for text, verdict in ((SPAM_TEXT, b"YES"), (HAM_TEXT, b"NO")):
+        # Dovecot pipes the message with CRLF line endings (sieve_filter_input_eol = crlf).
+        raw = message("Hello", text, "someone@example.org", eol="\r\n")
+        result = run(["sh", str(wrapper)], dovecot_env, raw)
+        assert result.returncode == 0, result.stderr.decode(errors="replace")
+        assert result.stdout.startswith(f"{header}: {verdict.decode()}\r\n".encode())
+        assert (verdict.decode() == value) == (verdict == b"YES")
+        assert tagged_as(result.stdout) == verdict
+        assert remove_spam_headers(result.stdout) == raw
+
+    # No model: the message comes back unchanged, with exit code 0 (filter leaves it as it is).
+    raw = message("Hello", SPAM_TEXT, "someone@example.org", eol="\r\n")
+    result = run(["sh", str(wrapper)], dovecot_env | {"SPAMFILTER_MODEL": str(tmp_path / "none")}, raw)
+    assert result.returncode == 0
+    assert result.stdout == raw
