@@ -542,5 +542,79 @@ def classify(
         click.echo(f"{label}\t{p:.4f}\t{shown}")
 
 
+@cli.command(name="eval", context_settings=CONTEXT)
+@click.argument("data", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "-m",
+    "--model",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Model directory. Default: $SPAMFILTER_MODEL or the one 'spamfilter train' wrote.",
+)
+@click.option(
+    "--spam",
+    "spam_sources",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="Spam mailbox (mbox, Maildir, .eml folder), repeatable; with --ham instead of DATA.",
+)
+@click.option("--ham", "ham_sources", multiple=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--threshold", type=click.FloatRange(0, 1), default=None, help="Default: the model's.")
+@click.option(
+    "--target-fpr",
+    "target_fprs",
+    multiple=True,
+    type=click.FloatRange(0, 1),
+    help="False-positive rates to find thresholds for (repeatable). Default: 0.1% 0.5% 1% 2% 5%.",
+)
+@click.option(
+    "--report",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder for eval.json and roc.png. Default: the model directory.",
+)
+@click.option("--gpu", is_flag=True, help="Run on CUDA (falls back to the CPU with a warning).")
+@click.option(
+    "--variant",
+    type=click.Choice(["fp32", "int8"]),
+    default=None,
+    help="Which ONNX model of the directory to run. Default: the directory's default_variant.",
+)
+def eval_command(
+    data: Path | None,
+    model: Path | None,
+    spam_sources: tuple[Path, ...],
+    ham_sources: tuple[Path, ...],
+    threshold: float | None,
+    target_fprs: tuple[float, ...],
+    report: Path | None,
+    gpu: bool,
+    variant: str | None,
+) -> None:
+    """Measure a model on labelled messages: DATA (the UCI file, or CSV/TSV with label and text
+    columns) or --spam/--ham mailboxes. Prints accuracy, precision, recall, F1, the false-positive
+    rate, the confusion matrix, ROC AUC and which --threshold gives a chosen false-positive rate."""
+    from .data import DataError, read_labelled, read_mail
+    from .evaluate import evaluate, format_report, write_report
+
+    if (data is None) == (not (spam_sources or ham_sources)):
+        raise click.UsageError("give DATA or --spam/--ham mailboxes (one of them)")
+    if (spam_sources or ham_sources) and not (spam_sources and ham_sources):
+        raise click.UsageError("--spam and --ham go together")
+    try:
+        frame = read_labelled(data) if data is not None else read_mail(list(spam_sources), list(ham_sources))
+        classifier = _load_classifier(model, gpu, variant=variant)
+    except (DataError, ModelDirectoryError) as error:
+        _fail(str(error))
+    targets = target_fprs or (0.001, 0.005, 0.01, 0.02, 0.05)
+    result = evaluate(classifier, frame["Text"].tolist(), frame["Label"].tolist(), threshold, targets)
+    click.echo(format_report(result))
+    try:
+        record, plot = write_report(result, report or classifier.directory.path)
+    except OSError as error:
+        _fail(f"cannot write the report: {error}")
+    click.echo(f"spamfilter: wrote {record} and {plot}", err=True)
+
+
 def main() -> None:
     cli(prog_name="spamfilter")

@@ -75,3 +75,48 @@ def compute_metrics(
         confusion=[[tn, fp], [fn, tp]],
         threshold=threshold,
     )
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    target: float  # the false-positive rate asked for
+    threshold: float
+    false_positive_rate: float
+    recall: float
+
+
+def threshold_sweep(
+    labels: Sequence[int] | np.ndarray,
+    spam_probability: Sequence[float] | np.ndarray,
+    target_fprs: Sequence[float] = (0.001, 0.005, 0.01, 0.02, 0.05),
+) -> list[OperatingPoint]:
+    """For each target false-positive rate, the lowest threshold whose rate on these messages stays
+    at or below it (catching the most spam while marking at most that share of ham as spam)."""
+    y = np.asarray(labels, dtype=np.int64)
+    p = np.asarray(spam_probability, dtype=np.float64)
+    ham, spam = p[y == 0], p[y == 1]
+    candidates = np.unique(np.concatenate([p, [1.0 + 1e-9]]))
+    points = []
+    for target in target_fprs:
+        chosen = candidates[-1]
+        for threshold in candidates:  # ascending: the first that satisfies the target is the lowest
+            if len(ham) == 0 or np.mean(ham >= threshold) <= target:
+                chosen = threshold
+                break
+        fpr = float(np.mean(ham >= chosen)) if len(ham) else 0.0
+        recall = float(np.mean(spam >= chosen)) if len(spam) else 0.0
+        points.append(OperatingPoint(float(target), float(min(chosen, 1.0)), fpr, recall))
+    return points
+
+
+def roc_curve(
+    labels: Sequence[int] | np.ndarray, spam_probability: Sequence[float] | np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(false-positive rates, true-positive rates, thresholds), thresholds descending."""
+    y = np.asarray(labels, dtype=np.int64)
+    p = np.asarray(spam_probability, dtype=np.float64)
+    thresholds = np.concatenate([[np.inf], np.unique(p)[::-1]])
+    n_ham, n_spam = max(int((y == 0).sum()), 1), max(int((y == 1).sum()), 1)
+    fpr = np.array([((p >= t) & (y == 0)).sum() / n_ham for t in thresholds])
+    tpr = np.array([((p >= t) & (y == 1)).sum() / n_spam for t in thresholds])
+    return fpr, tpr, thresholds

@@ -39,3 +39,25 @@ def plot_training(record: dict[str, Any], path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def plot_roc(
+    fpr: Any, tpr: Any, auc: float, threshold: float, point: tuple[float, float], path: Path
+) -> None:
+    """ROC curve with the operating point of the model's threshold marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(5, 5))
+    axis.plot(fpr, tpr, label=f"ROC (AUC {auc:.4f})")
+    axis.plot([0, 1], [0, 1], linestyle=":", color="grey")
+    axis.plot([point[0]], [point[1]], marker="o", label=f"threshold {threshold:.3f}")
+    axis.set_xlabel("false-positive rate (ham marked as spam)")
+    axis.set_ylabel("recall (spam caught)")
+    axis.set_title("ROC")
+    axis.legend(loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

@@ -153,6 +153,7 @@ def fine_tune(
             "train_accuracy": record.train_accuracy,
             "validation_accuracy": record.validation_accuracy,
             "test": record.test,
+            "test_threshold_sweep": record.test_threshold_sweep,
         },
     }
     written = write_model_directory(
@@ -164,5 +165,18 @@ def fine_tune(
         manifest=manifest,
         training_record=record.to_dict(),
         quantize=options.quantize,
+    )
+    from .evaluate import write_report
+
+    write_report(
+        {
+            "metrics": record.test,
+            "threshold_sweep": record.test_threshold_sweep,
+            "variant": "torch",
+            "provider": str(options.device),
+            "spam_probability": record.test_spam_probability,
+            "labels": arrays["test"][1].tolist(),
+        },
+        options.out,
     )
     return TrainResult(record, written, splits, max_length)

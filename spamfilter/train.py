@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .metrics import Metrics, compute_metrics
+from .metrics import Metrics, compute_metrics, threshold_sweep
 from .model import SpamClassifier
 
 TRAINABLE_CHOICES = ("last-block", "last-two-blocks", "all", "head")
@@ -87,6 +87,8 @@ class TrainingRecord:
     eval_points: list[EvalPoint] = field(default_factory=list)
     step_losses: list[float] = field(default_factory=list)
     test: dict[str, Any] = field(default_factory=dict)
+    test_threshold_sweep: list[dict[str, float]] = field(default_factory=list)
+    test_spam_probability: list[float] = field(default_factory=list)
     train_accuracy: float = 0.0
     validation_accuracy: float = 0.0
     seconds: float = 0.0
@@ -240,7 +242,10 @@ def train_classifier(
             on_epoch(epoch_record)
     record.train_accuracy = _loss_and_accuracy(classifier, train_data, 32)[1]
     record.validation_accuracy = _loss_and_accuracy(classifier, validation_data, 32)[1]
-    test_metrics: Metrics = compute_metrics(test[1], spam_probabilities(classifier, test_data))
+    probabilities = spam_probabilities(classifier, test_data)
+    test_metrics: Metrics = compute_metrics(test[1], probabilities)
     record.test = test_metrics.to_dict()
+    record.test_threshold_sweep = [asdict(point) for point in threshold_sweep(test[1], probabilities)]
+    record.test_spam_probability = probabilities.tolist()
     record.seconds = time.perf_counter() - started
     return record

@@ -1,0 +1,153 @@
+"""Every command's help, the eval command, default model location, the Python API, cold start."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from spamfilter import __version__
+from spamfilter.cli import cli
+from spamfilter.data import balance, random_split, read_labelled, write_split_csv
+from spamfilter.metrics import compute_metrics, roc_auc, threshold_sweep
+
+COMMANDS = ["train", "export", "filter", "classify", "eval"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command: str) -> None:
+    for flag in ("--help", "-h"):
+        result = CliRunner().invoke(cli, [command, flag])
+        assert result.exit_code == 0
+        assert result.output.startswith(f"Usage: cli {command}") or f" {command} " in result.output
+
+
+def test_group_help_and_version() -> None:
+    result = CliRunner().invoke(cli, ["--help"])
+    assert result.exit_code == 0 and all(c in result.output for c in COMMANDS)
+    assert CliRunner().invoke(cli, ["--version"]).output.strip() == f"spamfilter, version {__version__}"
+
+
+def test_unknown_option_is_a_usage_error() -> None:
+    result = CliRunner().invoke(cli, ["filter", "--no-such-option"])
+    assert result.exit_code == 2 and "No such option" in result.output
+
+
+def test_python_dash_m_and_filter_path_never_import_torch_or_pandas() -> None:
+    code = (
+        "import sys, runpy; sys.argv = ['spamfilter', 'filter', '--help'];\n"
+        "try:\n    runpy.run_module('spamfilter', run_name='__main__')\nexcept SystemExit as e:\n"
+        "    assert e.code == 0, e.code\n"
+        "heavy = sorted(m for m in ('torch', 'pandas', 'transformers') if m in sys.modules)\n"
+        "print('HEAVY', heavy)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "Usage: spamfilter filter" in result.stdout
+    assert "HEAVY []" in result.stdout
+
+
+@pytest.fixture(scope="module")
+def test_csv(tmp_path_factory: pytest.TempPathFactory, sms_file: Path) -> Path:
+    path = tmp_path_factory.mktemp("eval") / "test.csv"
+    write_split_csv(random_split(balance(read_labelled(sms_file))).test, path)
+    return path
+
+
+def test_eval_reports_metrics_sweep_and_plots(trained_model: Path, test_csv: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli,
+        [
+            "eval",
+            str(test_csv),
+            "--model",
+            str(trained_model),
+            "--report",
+            str(tmp_path),
+            "--target-fpr",
+            "0.01",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    for word in (
+        "accuracy",
+        "precision",
+        "recall",
+        "F1",
+        "false-positive rate",
+        "ROC AUC",
+        "confusion matrix",
+    ):
+        assert word in result.stdout
+    report = json.loads((tmp_path / "eval.json").read_text())
+    manifest = json.loads((trained_model / "spamfilter.json").read_text())
+    assert abs(report["metrics"]["accuracy"] - manifest["metrics"]["test"]["accuracy"]) <= 1 / 300
+    (point,) = report["threshold_sweep"]
+    assert point["target"] == 0.01 and point["false_positive_rate"] <= 0.01
+    assert f"{point['threshold']:.4f}" in result.stdout
+    assert (tmp_path / "roc.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_train_stores_roc_and_sweep_in_the_model_directory(trained_model: Path) -> None:
+    assert (trained_model / "roc.png").is_file()
+    manifest = json.loads((trained_model / "spamfilter.json").read_text())
+    assert [p["target"] for p in manifest["metrics"]["test_threshold_sweep"]] == [
+        0.001,
+        0.005,
+        0.01,
+        0.02,
+        0.05,
+    ]
+    assert 0.5 < manifest["metrics"]["test"]["roc_auc"] <= 1.0
+
+
+def test_eval_needs_data(trained_model: Path) -> None:
+    result = CliRunner().invoke(cli, ["eval", "--model", str(trained_model)])
+    assert result.exit_code == 2 and "give DATA" in result.output
+
+
+def test_default_model_location(trained_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPAMFILTER_MODEL", str(trained_model))
+    result = CliRunner().invoke(cli, ["classify", "see you at lunch"])
+    assert result.exit_code == 0 and result.stdout.startswith("not spam\t")
+    monkeypatch.delenv("SPAMFILTER_MODEL")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    result = CliRunner().invoke(cli, ["classify", "hello"])
+    assert result.exit_code == 1
+    assert f"no model directory at {tmp_path / 'spamfilter' / 'model'}" in result.output
+    assert "spamfilter train" in result.output
+
+
+def test_python_api(trained_model: Path) -> None:
+    from spamfilter import Classifier, extract_text
+
+    classifier = Classifier.load(trained_model)
+    message = (
+        b"Subject: Claim your prize\n\nWINNER!! You have won a 1000 pound prize. Call 09061701461 now!\n"
+    )
+    verdicts = classifier.classify([extract_text(message), "are we still on for lunch tomorrow?"])
+    assert [label for label, _ in verdicts] == ["spam", "not spam"]
+
+
+def test_metrics_against_brute_force() -> None:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 200)
+    scores = np.round(rng.random(200) * 0.6 + labels * 0.3, 2)  # ties included
+    pairs = [(p, n) for p in scores[labels == 1] for n in scores[labels == 0]]
+    expected = np.mean([1.0 if p > n else 0.5 if p == n else 0.0 for p, n in pairs])
+    assert roc_auc(labels, scores) == pytest.approx(expected)
+    metrics = compute_metrics(labels, scores, 0.5)
+    predicted = scores >= 0.5
+    assert metrics.confusion == [
+        [int((~predicted & (labels == 0)).sum()), int((predicted & (labels == 0)).sum())],
+        [int((~predicted & (labels == 1)).sum()), int((predicted & (labels == 1)).sum())],
+    ]
+    for point in threshold_sweep(labels, scores, (0.0, 0.05, 0.2)):
+        assert point.false_positive_rate <= point.target
+        lower = scores[scores < point.threshold]
+        if len(lower):  # the next lower threshold would break the target: it is the lowest
+            assert np.mean(scores[labels == 0] >= lower.max()) > point.target
