@@ -380,39 +380,44 @@ def filter_command(
     """
     from . import filter as pipeline
 
-    with contextlib.ExitStack() as stack:
-        source = _open_input(input_path, stack)
-        fmt = input_format
-        if fmt == "auto":
-            # --strict and --exit-code only mean something for one message: a message that procmail
-            # hands over with its mbox From_ line must not be taken for a mailbox.
-            single = strict or verdict_exit
-            fmt = "email" if single else pipeline.detect_format(source.peek(4096)[:4096], text_column)
-        if fmt == "email":
-            _pipeline_mode(
-                source, _open_output(output, stack), model, threshold, gpu, variant, strict, verdict_exit
-            )
-            return
-        if spam_output and fmt != "mbox":
-            raise click.BadParameter("only mbox output can be split", param_hint="--spam-output")
-        try:
-            classifier = _load_classifier(model, gpu, batch_size, variant)
-        except ModelDirectoryError as error:
-            _fail(str(error))
-        cut = classifier.threshold if threshold is None else threshold
-        started = time.perf_counter()
-        sink = _open_output(output, stack)
-        try:
-            if fmt == "mbox":
-                spam_sink = _open_output(spam_output, stack, append=True) if spam_output else None
-                summary = pipeline.filter_mbox(source, sink, classifier, cut, spam_sink)
-            else:
-                summary = _filter_text_format(fmt, source, sink, classifier, cut, text_column)
-            sink.flush()
-        except pipeline.FilterInputError as error:
-            raise click.UsageError(str(error)) from None
-        except BrokenPipeError:
-            _quiet_broken_pipe()
+    try:
+        with contextlib.ExitStack() as stack:
+            source = _open_input(input_path, stack)
+            fmt = input_format
+            if fmt == "auto":
+                # --strict and --exit-code only mean something for one message: a message that procmail
+                # hands over with its mbox From_ line must not be taken for a mailbox.
+                single = strict or verdict_exit
+                fmt = "email" if single else pipeline.detect_format(source.peek(4096)[:4096], text_column)
+            if fmt == "email":
+                _pipeline_mode(
+                    source, _open_output(output, stack), model, threshold, gpu, variant, strict, verdict_exit
+                )
+                return
+            if spam_output and fmt != "mbox":
+                raise click.BadParameter("only mbox output can be split", param_hint="--spam-output")
+            try:
+                classifier = _load_classifier(model, gpu, batch_size, variant)
+            except ModelDirectoryError as error:
+                _fail(str(error))
+            cut = classifier.threshold if threshold is None else threshold
+            started = time.perf_counter()
+            sink = _open_output(output, stack)
+            try:
+                if fmt == "mbox":
+                    spam_sink = _open_output(spam_output, stack, append=True) if spam_output else None
+                    summary = pipeline.filter_mbox(source, sink, classifier, cut, spam_sink)
+                else:
+                    summary = _filter_text_format(fmt, source, sink, classifier, cut, text_column)
+                sink.flush()
+            except pipeline.FilterInputError as error:
+                raise click.UsageError(str(error)) from None
+            except pipeline.ClassificationError as error:
+                _fail(str(error))
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+    except OSError as error:  # a full disk, an output that went away: say so, no traceback
+        _fail(f"cannot write the output: {error.strerror or error}")
     if not quiet:
         click.echo(f"spamfilter: {pipeline.timed(summary, started).line()}", err=True)
 
@@ -617,4 +622,8 @@ def eval_command(
 
 
 def main() -> None:
-    cli(prog_name="spamfilter")
+    try:
+        cli(prog_name="spamfilter")
+    except KeyboardInterrupt:  # outside click's own handling (e.g. while writing): no traceback
+        click.echo("spamfilter: interrupted", err=True)
+        sys.exit(130)

@@ -38,6 +38,10 @@ class FilterInputError(Exception):
     """Input the filter cannot process (a missing column, an unknown format)."""
 
 
+class ClassificationError(Exception):
+    """The model failed mid-run; the messages of the failed batch were written out unchanged."""
+
+
 @dataclass
 class Summary:
     messages: int = 0
@@ -113,7 +117,16 @@ def filter_csv(
     writer.writerow(out_header)
     for rows in _chunks(reader):
         texts = [row[column] if column < len(row) else "" for row in rows]
-        probabilities = classifier.spam_probability(texts)
+        try:
+            probabilities = classifier.spam_probability(texts)
+        except Exception as error:
+            writer.writerows(
+                row + [""] * (len(out_header) - len(row)) for row in rows
+            )  # unlabelled, not lost
+            sink.flush()
+            raise ClassificationError(
+                f"classification failed; {len(rows)} rows written unlabelled: {error}"
+            ) from error
         for row, p, spam in zip(rows, probabilities, _tally(summary, probabilities, threshold), strict=True):
             row = row + [""] * (len(out_header) - len(row))
             row[label_at] = "spam" if spam else "not spam"
@@ -163,7 +176,17 @@ def filter_mbox(
     summary = Summary(provider=classifier.provider)
     for messages in _chunks(split_mbox(source)):
         mails = [m for m in messages if m.startswith(b"From ")]
-        probabilities = iter(classifier.spam_probability([extract_text(without_from_line(m)) for m in mails]))
+        try:
+            scores = classifier.spam_probability([extract_text(without_from_line(m)) for m in mails])
+        except Exception as error:
+            # Messages already read are never lost: they go out untagged before the run stops.
+            for raw in messages:
+                sink.write(raw)
+            sink.flush()
+            raise ClassificationError(
+                f"classification failed; {len(messages)} messages passed untagged: {error}"
+            ) from error
+        probabilities = iter(scores)
         for raw in messages:
             if not raw.startswith(b"From "):
                 sink.write(raw)  # bytes before the first From_ line: not a message, kept as they are

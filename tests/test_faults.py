@@ -1,0 +1,97 @@
+"""Faults in the filter's surroundings: full disk, closed stdout, a model that fails mid-run."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from spamfilter import filter as pipeline
+from spamfilter.mail import remove_spam_headers, split_mbox
+from spamfilter.runtime import Classifier
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+SPAMFILTER = [sys.executable, "-m", "spamfilter"]
+
+
+@pytest.fixture(scope="module")
+def big_mbox(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("faults") / "big.mbox"
+    path.write_bytes((EXAMPLES / "sample.mbox").read_bytes() * 200)  # 2,000 messages, ~1.4 MB
+    return path
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_full_disk_is_one_line_and_exit_1(trained_model: Path) -> None:
+    result = subprocess.run(
+        [*SPAMFILTER, "filter", str(EXAMPLES / "sample.mbox"), "--model", str(trained_model), "-o", "/dev/full"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip() == "Error: cannot write the output: No space left on device"
+
+
+def test_closed_stdout_stops_quietly(trained_model: Path, big_mbox: Path) -> None:
+    # `spamfilter filter big.mbox | head`: the reader goes away; no traceback, exit 141 as for SIGPIPE.
+    process = subprocess.Popen(
+        [*SPAMFILTER, "filter", str(big_mbox), "--model", str(trained_model)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.read(1000)
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    process.stderr.close()
+    assert process.wait(timeout=300) == 141
+    assert "Traceback" not in stderr
+
+
+def test_unwritable_output_location_is_a_usage_error(trained_model: Path, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*SPAMFILTER, "filter", str(EXAMPLES / "sample.mbox"), "--model", str(trained_model),
+         "-o", str(tmp_path / "no" / "such" / "dir" / "out.mbox")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 2 and "cannot write" in result.stderr and "Traceback" not in result.stderr
+
+
+class FailingOnSecondBatch:
+    """Stands in for an onnxruntime failure in the middle of a run (out of memory, a lost GPU),
+    which cannot be caused on purpose here: the first call works, the second raises."""
+
+    def __init__(self, real: Classifier) -> None:
+        self.real, self.calls, self.provider = real, 0, real.provider
+
+    def spam_probability(self, texts: list[str]):  # noqa: ANN201 - mirrors Classifier
+        self.calls += 1
+        if self.calls == 2:
+            raise RuntimeError("simulated onnxruntime failure")
+        return self.real.spam_probability(texts)
+
+
+def test_mid_run_failure_loses_no_message_that_was_read(trained_model: Path) -> None:
+    data = (EXAMPLES / "sample.mbox").read_bytes() * 20  # 200 messages: several batches of 64
+    classifier = FailingOnSecondBatch(Classifier.load(trained_model))
+    out = io.BytesIO()
+    with pytest.raises(pipeline.ClassificationError, match="64 messages passed untagged"):
+        pipeline.filter_mbox(io.BytesIO(data), out, classifier, 0.5)  # type: ignore[arg-type]
+    written = list(split_mbox(io.BytesIO(out.getvalue())))
+    assert len(written) == 128  # the first batch tagged, the failed batch passed through as it was
+    assert all(b"X-Spam-Flag" in m for m in written[:64])
+    assert all(b"X-Spam-Flag" not in m for m in written[64:])
+    original = list(split_mbox(io.BytesIO(data)))[:128]
+    assert [remove_spam_headers(m) for m in written] == original
+
+
+def test_mid_run_failure_keeps_csv_rows(trained_model: Path) -> None:
+    rows = "Text\n" + "".join(f"message number {i}\n" for i in range(100))
+    classifier = FailingOnSecondBatch(Classifier.load(trained_model))
+    out = io.StringIO()
+    with pytest.raises(pipeline.ClassificationError, match="36 rows written unlabelled"):
+        pipeline.filter_csv(io.StringIO(rows), out, classifier, 0.5)  # type: ignore[arg-type]
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 101 and lines[0] == "Text,label,spam_probability"
+    assert lines[-1] == "message number 99,,"
