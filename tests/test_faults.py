@@ -27,7 +27,8 @@ def big_mbox(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
 def test_full_disk_is_one_line_and_exit_1(trained_model: Path) -> None:
     result = subprocess.run(
-        [*SPAMFILTER, "filter", str(EXAMPLES / "sample.mbox"), "--model", str(trained_model), "-o", "/dev/full"],
+        [*SPAMFILTER, "filter", str(EXAMPLES / "sample.mbox"), "--model", str(trained_model),
+         "-o", "/dev/full"],
         capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode == 1
