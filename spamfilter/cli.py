@@ -299,17 +299,27 @@ def _load_classifier(
     )
 
 
-@cli.command(name="filter", context_settings=CONTEXT)
-@click.argument(
-    "input_path", metavar="[INPUT]", default="-", type=click.Path(allow_dash=True, dir_okay=False)
-)
-@click.option(
+model_option = click.option(
     "-m",
     "--model",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
     help="Model directory. Default: $SPAMFILTER_MODEL or the one 'spamfilter train' wrote.",
 )
+gpu_option = click.option("--gpu", is_flag=True, help="Run on CUDA (falls back to the CPU with a warning).")
+variant_option = click.option(
+    "--variant",
+    type=click.Choice(["fp32", "int8"]),
+    default=None,
+    help="Which ONNX model of the directory to run. Default: the directory's default_variant.",
+)
+
+
+@cli.command(name="filter", context_settings=CONTEXT)
+@click.argument(
+    "input_path", metavar="[INPUT]", default="-", type=click.Path(allow_dash=True, dir_okay=False)
+)
+@model_option
 @click.option(
     "--format",
     "input_format",
@@ -338,14 +348,9 @@ def _load_classifier(
     default=None,
     help="P(spam) at or above which a message is spam. Default: the model's (spamfilter.json).",
 )
-@click.option("--gpu", is_flag=True, help="Run on CUDA (falls back to the CPU with a warning).")
+@gpu_option
 @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
-@click.option(
-    "--variant",
-    type=click.Choice(["fp32", "int8"]),
-    default=None,
-    help="Which ONNX model of the directory to run. Default: the directory's default_variant.",
-)
+@variant_option
 @click.option(
     "--strict",
     is_flag=True,
@@ -518,21 +523,10 @@ def _write_all(sink: BinaryIO, data: bytes) -> None:
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("texts", nargs=-1, required=True)
-@click.option(
-    "-m",
-    "--model",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Model directory. Default: $SPAMFILTER_MODEL or the one 'spamfilter train' wrote.",
-)
+@model_option
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None)
-@click.option("--gpu", is_flag=True, help="Run on CUDA (falls back to the CPU with a warning).")
-@click.option(
-    "--variant",
-    type=click.Choice(["fp32", "int8"]),
-    default=None,
-    help="Which ONNX model of the directory to run. Default: the directory's default_variant.",
-)
+@gpu_option
+@variant_option
 def classify(
     texts: tuple[str, ...], model: Path | None, threshold: float | None, gpu: bool, variant: str | None
 ) -> None:
@@ -549,13 +543,7 @@ def classify(
 
 @cli.command(name="eval", context_settings=CONTEXT)
 @click.argument("data", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option(
-    "-m",
-    "--model",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Model directory. Default: $SPAMFILTER_MODEL or the one 'spamfilter train' wrote.",
-)
+@model_option
 @click.option(
     "--spam",
     "spam_sources",
@@ -578,13 +566,8 @@ def classify(
     default=None,
     help="Folder for eval.json and roc.png. Default: the model directory.",
 )
-@click.option("--gpu", is_flag=True, help="Run on CUDA (falls back to the CPU with a warning).")
-@click.option(
-    "--variant",
-    type=click.Choice(["fp32", "int8"]),
-    default=None,
-    help="Which ONNX model of the directory to run. Default: the directory's default_variant.",
-)
+@gpu_option
+@variant_option
 def eval_command(
     data: Path | None,
     model: Path | None,
