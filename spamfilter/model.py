@@ -183,6 +183,40 @@ class SpamClassifier(nn.Module):
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.head(self.gpt.run_blocks(self.gpt.embed(input_ids)), input_ids)
 
+    def logits_from_block(self, x: torch.Tensor, input_ids: torch.Tensor, start: int) -> torch.Tensor:
+        """Class logits from the input ``x`` (B, T, C) of block ``start``, for training.
+
+        The same answer as running blocks ``start..`` and :meth:`head`, with less work: only the
+        pooled position reaches the head, so the last block computes keys and values for every
+        position but queries, attention output and MLP for that position alone.
+        """
+        gpt = self.gpt
+        for block in gpt.h[start:-1]:
+            x = block(x)
+        if start >= len(gpt.h):
+            return self.head(gpt.ln_f(x), input_ids)
+        B, T, C = x.shape
+        if self.pooling == "last":
+            index = torch.full((B,), T - 1, dtype=torch.long, device=x.device)
+        else:
+            index = last_token_index(input_ids, self.pad_token_id)
+        rows = torch.arange(B, device=x.device)
+        block = gpt.h[-1]
+        attn = block.attn
+        nh, hs = attn.n_head, C // attn.n_head
+        h = block.ln_1(x)  # (B, T, C)
+        weight, bias = attn.c_attn.weight, attn.c_attn.bias
+        k, v = F.linear(h, weight[C:], bias[C:]).split(C, dim=2)  # (B, T, C) each
+        q = F.linear(h[rows, index], weight[:C], bias[:C])  # (B, C)
+        q = q.view(B, nh, 1, hs)
+        k = k.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        visible = torch.arange(T, device=x.device)[None, :] <= index[:, None]  # causal: keys up to the query
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=visible[:, None, None, :])  # (B, nh, 1, hs)
+        pooled = x[rows, index] + attn.c_proj(y.reshape(B, C))  # (B, C)
+        pooled = pooled + block.mlp(block.ln_2(pooled))
+        return gpt.lm_head(gpt.ln_f(pooled))
+
     def head(self, hidden: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
         """Class logits from the final hidden states: (B, T, C) -> (B, 2)."""
         return self.gpt.lm_head(pool(hidden, input_ids, self.pooling, self.pad_token_id))

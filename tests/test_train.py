@@ -80,3 +80,17 @@ def test_learns_a_separable_toy_task() -> None:
     )
     assert record.train_accuracy >= 0.9
     assert record.test["n"] == 96
+
+
+@pytest.mark.parametrize("pooling", ["last", "last-token"])
+@pytest.mark.parametrize("start", [0, 1, 2, 3])
+def test_logits_from_block_equal_the_full_forward(pooling: str, start: int) -> None:
+    classifier = _classifier(pooling, n_embd=32, n_layer=3, n_head=2, n_positions=64).eval()
+    ids = torch.as_tensor(_toy_data(6, 16, 4)[0])
+    with torch.no_grad():
+        x = classifier.gpt.embed(ids)
+        for block in classifier.gpt.h[:start]:
+            x = block(x)
+        torch.testing.assert_close(
+            classifier.logits_from_block(x, ids, start), classifier(ids), atol=1e-5, rtol=1e-5
+        )
