@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -201,7 +201,7 @@ class SpamClassifier(nn.Module):
         else:
             index = last_token_index(input_ids, self.pad_token_id)
         rows = torch.arange(B, device=x.device)
-        block = gpt.h[-1]
+        block = cast(Block, gpt.h[-1])
         attn = block.attn
         nh, hs = attn.n_head, C // attn.n_head
         h = block.ln_1(x)  # (B, T, C)
