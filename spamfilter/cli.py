@@ -10,6 +10,7 @@ import contextlib
 import io
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 
@@ -360,6 +361,11 @@ variant_option = click.option(
     "--exit-code", "verdict_exit", is_flag=True, help="Pipeline mode: exit 1 for spam, 0 for not spam."
 )
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="A live message count on stderr. Default: only when stderr is a terminal.",
+)
 def filter_command(
     input_path: str,
     model: Path | None,
@@ -374,6 +380,7 @@ def filter_command(
     strict: bool,
     verdict_exit: bool,
     quiet: bool,
+    progress: bool | None,
 ) -> None:
     """Tag every message in INPUT (a file, or - for stdin) as spam or not spam.
 
@@ -408,12 +415,15 @@ def filter_command(
             cut = classifier.threshold if threshold is None else threshold
             started = time.perf_counter()
             sink = _open_output(output, stack)
+            on_progress = _progress_display(stack, progress)
             try:
                 if fmt == "mbox":
                     spam_sink = _open_output(spam_output, stack, append=True) if spam_output else None
-                    summary = pipeline.filter_mbox(source, sink, classifier, cut, spam_sink)
+                    summary = pipeline.filter_mbox(source, sink, classifier, cut, spam_sink, on_progress)
                 else:
-                    summary = _filter_text_format(fmt, source, sink, classifier, cut, text_column)
+                    summary = _filter_text_format(
+                        fmt, source, sink, classifier, cut, text_column, on_progress
+                    )
                 sink.flush()
             except pipeline.FilterInputError as error:
                 raise click.UsageError(str(error)) from None
@@ -427,8 +437,28 @@ def filter_command(
         click.echo(f"spamfilter: {pipeline.timed(summary, started).line()}", err=True)
 
 
+def _progress_display(stack: contextlib.ExitStack, wanted: bool | None) -> Callable[[int], None] | None:
+    """A live count of messages on stderr: with --progress, or by default when stderr is a terminal."""
+    if wanted is False or (wanted is None and not sys.stderr.isatty()):
+        return None
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    display = Progress(
+        SpinnerColumn(), TextColumn("{task.completed} messages"), TimeElapsedColumn(), console=_console()
+    )
+    stack.enter_context(display)
+    task = display.add_task("filter", total=None)
+    return lambda done: display.update(task, completed=done)
+
+
 def _filter_text_format(
-    fmt: str, source: BinaryIO, sink: BinaryIO, classifier: Classifier, threshold: float, text_column: str
+    fmt: str,
+    source: BinaryIO,
+    sink: BinaryIO,
+    classifier: Classifier,
+    threshold: float,
+    text_column: str,
+    on_progress: Callable[[int], None] | None,
 ) -> Summary:
     from . import filter as pipeline
 
@@ -439,8 +469,8 @@ def _filter_text_format(
     )
     try:
         if fmt == "csv":
-            return pipeline.filter_csv(text_in, text_out, classifier, threshold, text_column)
-        return pipeline.filter_text(text_in, text_out, classifier, threshold)
+            return pipeline.filter_csv(text_in, text_out, classifier, threshold, text_column, on_progress)
+        return pipeline.filter_text(text_in, text_out, classifier, threshold, on_progress)
     finally:
         text_out.flush()
         # Detach so that the wrappers never close the streams underneath their owner.

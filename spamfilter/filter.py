@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, TextIO
 
@@ -49,7 +49,7 @@ class Summary:
     passed_through: int = 0  # written unchanged (not a message, e.g. bytes before the first From_)
     seconds: float = 0.0
     provider: str = ""
-    verdicts: list[bool] = field(default_factory=list, repr=False)
+    on_progress: Callable[[int], None] | None = field(default=None, repr=False)  # messages so far
 
     @property
     def not_spam(self) -> int:
@@ -91,6 +91,8 @@ def _tally(summary: Summary, probabilities: Iterable[float], threshold: float) -
     verdicts = [p >= threshold for p in probabilities]
     summary.messages += len(verdicts)
     summary.spam += sum(verdicts)
+    if summary.on_progress is not None:
+        summary.on_progress(summary.messages)
     return verdicts
 
 
@@ -100,9 +102,10 @@ def filter_csv(
     classifier: Classifier,
     threshold: float,
     text_column: str = DEFAULT_TEXT_COLUMN,
+    on_progress: Callable[[int], None] | None = None,
 ) -> Summary:
     """CSV in, the same CSV out with ``label`` and ``spam_probability`` set on every row."""
-    summary = Summary(provider=classifier.provider)
+    summary = Summary(provider=classifier.provider, on_progress=on_progress)
     reader = csv.reader(source)
     header = next(reader, None)
     if header is None:
@@ -148,9 +151,15 @@ def _find_column(header: list[str], wanted: str) -> int:
     )
 
 
-def filter_text(source: TextIO, sink: TextIO, classifier: Classifier, threshold: float) -> Summary:
+def filter_text(
+    source: TextIO,
+    sink: TextIO,
+    classifier: Classifier,
+    threshold: float,
+    on_progress: Callable[[int], None] | None = None,
+) -> Summary:
     """One message per line in; ``label<TAB>spam_probability<TAB>line`` out."""
-    summary = Summary(provider=classifier.provider)
+    summary = Summary(provider=classifier.provider, on_progress=on_progress)
     for lines in _chunks(source):
         texts = [line.rstrip("\r\n") for line in lines]
         probabilities = classifier.spam_probability(texts)
@@ -168,12 +177,13 @@ def filter_mbox(
     classifier: Classifier,
     threshold: float,
     spam_sink: BinaryIO | None = None,
+    on_progress: Callable[[int], None] | None = None,
 ) -> Summary:
     """mbox in, mbox out: each message's bytes with the two spam headers added, in order.
 
     With ``spam_sink`` spam goes there and the rest to ``sink`` (``--split``).
     """
-    summary = Summary(provider=classifier.provider)
+    summary = Summary(provider=classifier.provider, on_progress=on_progress)
     for messages in _chunks(split_mbox(source)):
         mails = [m for m in messages if m.startswith(b"From ")]
         try:

@@ -174,3 +174,10 @@ def test_strict_failure_says_it_will_be_retried(tmp_path: Path) -> None:
 def test_empty_pipeline_input_invents_no_message(trained_model: Path) -> None:
     result = run(["filter", "--model", str(trained_model), "--format", "email"], b"")
     assert result.exit_code == 0 and result.stdout_bytes == b"" and "empty input" in result.stderr
+
+
+def test_progress_flag_shows_a_live_count_on_stderr(trained_model: Path) -> None:
+    result = run(["filter", str(EXAMPLES / "sample.mbox"), "--model", str(trained_model), "--progress"])
+    assert result.exit_code == 0
+    assert "10 messages" in result.stderr.splitlines()[0]  # the progress line, before the summary
+    assert messages(result.stdout_bytes) and "10 messages" not in result.stdout
