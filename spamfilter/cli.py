@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -153,6 +154,8 @@ def train(
 
     if data is not None and (spam_sources or ham_sources):
         raise click.UsageError("give either --data or --spam/--ham, not both")
+    if bool(spam_sources) != bool(ham_sources):
+        raise click.UsageError("--spam and --ham go together")
     torch_device = _pick_device(device)
     options = TrainOptions(
         model=model,
@@ -264,6 +267,8 @@ def export(checkpoint: Path, out: Path | None, quantize: str | None) -> None:
         )
     except (ExportError, OSError) as error:
         _fail(str(error))
+    except KeyError as error:
+        _fail(f"{path} is not a spamfilter checkpoint: no {error}")
     _report_export(console, target, manifest)
 
 
@@ -408,6 +413,11 @@ def filter_command(
                 return
             if spam_output and fmt != "mbox":
                 raise click.BadParameter("only mbox output can be split", param_hint="--spam-output")
+            for target, hint in ((output, "--output"), (spam_output, "--spam-output")):
+                if _same_file(input_path, target):
+                    raise click.BadParameter(
+                        "is the input file: write elsewhere, then move it over the input", param_hint=hint
+                    )
             try:
                 classifier = _load_classifier(model, gpu, batch_size, variant)
             except ModelDirectoryError as error:
@@ -435,6 +445,15 @@ def filter_command(
         _fail(f"cannot write the output: {error.strerror or error}")
     if not quiet:
         click.echo(f"spamfilter: {pipeline.timed(summary, started).line()}", err=True)
+
+
+def _same_file(a: str | None, b: str | None) -> bool:
+    if not a or not b or "-" in (a, b):
+        return False
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # the output does not exist yet
+        return False
 
 
 def _progress_display(stack: contextlib.ExitStack, wanted: bool | None) -> Callable[[int], None] | None:
@@ -544,11 +563,18 @@ def _pipeline_mode(
 
 
 def _write_all(sink: BinaryIO, data: bytes) -> None:
+    """Pipeline output. If it cannot be written the message would be lost: exit 75 so that the
+    mail system keeps it and retries."""
     try:
         sink.write(data)
         sink.flush()
     except BrokenPipeError:
         _quiet_broken_pipe()
+    except OSError as error:
+        click.echo(
+            f"spamfilter: cannot write the message ({error.strerror or error}); exit 75 to retry", err=True
+        )
+        sys.exit(EX_TEMPFAIL)
 
 
 @cli.command(context_settings=CONTEXT)

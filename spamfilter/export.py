@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -132,8 +133,13 @@ def quantize_int8(source: Path, target: Path) -> None:
 
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    logging.getLogger().setLevel(logging.ERROR)  # its pre-processing hint is not for our graphs
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # its pre-processing hint (a root-logger warning) is not for our graphs
+    try:
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
 
 
 def onnx_probabilities(path: Path, input_ids: np.ndarray, batch_size: int = 16) -> np.ndarray:
@@ -158,20 +164,56 @@ def write_model_directory(
 ) -> dict[str, Any]:
     """Export and verify, then write every file of the model directory; returns the manifest.
 
-    ``model.onnx`` (fp32, fixed length) is written and checked against torch in a scratch file
-    first: a failed export never replaces a working model. With last-token pooling the answer does
-    not depend on padding, so ``model.dynamic.onnx`` also accepts shorter inputs (checked equal to
-    the fixed-length model). ``quantize="int8"`` adds ``model.int8.onnx`` and records how often
-    its verdicts agree with fp32 on the test messages.
+    Every file is built and checked in a staging folder first and moved into ``out`` at the end,
+    ``spamfilter.json`` last: a failed export never damages a working model directory.
+    ``model.onnx`` (fp32, fixed length) must agree with torch. With last-token pooling the answer
+    does not depend on padding, so ``model.dynamic.onnx`` also accepts shorter inputs (checked
+    against torch at the trimmed length). ``quantize="int8"`` adds ``model.int8.onnx`` and records
+    how often its verdicts agree with fp32 on the test messages.
     """
+    if quantize not in (None, "int8"):
+        raise ExportError(f"unknown quantization {quantize!r}; only int8 is supported")
     out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
+    try:
+        full = _build(
+            staging,
+            classifier,
+            max_length,
+            test_ids,
+            test_labels,
+            manifest,
+            training_record,
+            write_checkpoint,
+            quantize,
+        )
+        for path in sorted(staging.iterdir(), key=lambda p: p.name == MANIFEST_FILE):
+            path.replace(out / path.name)  # same file system: atomic per file; the manifest goes last
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return full
+
+
+def _build(
+    folder: Path,
+    classifier: SpamClassifier,
+    max_length: int,
+    test_ids: np.ndarray,
+    test_labels: np.ndarray,
+    manifest: dict[str, Any],
+    training_record: dict[str, Any] | None,
+    write_checkpoint: bool,
+    quantize: str | None,
+) -> dict[str, Any]:
     parity_ids = test_ids[:PARITY_EXAMPLES]
-    fixed = _export_checked(classifier, out, ONNX_FILE, max_length, parity_ids, dynamic_length=False)
+    export_onnx(classifier, folder / ONNX_FILE, max_length)
+    fixed = check_parity(classifier, folder / ONNX_FILE, parity_ids)
     variants: dict[str, Any] = {}
-    fastest_fp32 = out / ONNX_FILE
+    fastest_fp32 = folder / ONNX_FILE
     if classifier.pooling == "last-token":
-        _export_checked(classifier, out, DYNAMIC_ONNX_FILE, max_length, parity_ids, dynamic_length=True)
-        fastest_fp32 = out / DYNAMIC_ONNX_FILE
+        fastest_fp32 = folder / DYNAMIC_ONNX_FILE
+        export_onnx(classifier, fastest_fp32, max_length, dynamic_length=True)
+        check_parity(classifier, fastest_fp32, _trimmed(parity_ids))
         variants["fp32-dynamic"] = {
             "file": DYNAMIC_ONNX_FILE,
             "sha256": sha256_file(fastest_fp32),
@@ -180,31 +222,29 @@ def write_model_directory(
     fp32 = onnx_probabilities(fastest_fp32, test_ids)
     evaluation = {"n": len(test_ids), "fp32_accuracy": _accuracy(fp32, test_labels)}
     if quantize == "int8":
-        quantize_int8(fastest_fp32, out / INT8_ONNX_FILE)
-        int8 = onnx_probabilities(out / INT8_ONNX_FILE, test_ids)
+        quantize_int8(fastest_fp32, folder / INT8_ONNX_FILE)
+        int8 = onnx_probabilities(folder / INT8_ONNX_FILE, test_ids)
         variants["int8"] = {
             "file": INT8_ONNX_FILE,
-            "sha256": sha256_file(out / INT8_ONNX_FILE),
+            "sha256": sha256_file(folder / INT8_ONNX_FILE),
             "dynamic_length": classifier.pooling == "last-token",
             "agreement_with_fp32": float(np.mean((int8 >= 0.5) == (fp32 >= 0.5))) if len(fp32) else 1.0,
             "accuracy": _accuracy(int8, test_labels),
         }
-    elif quantize is not None:
-        raise ExportError(f"unknown quantization {quantize!r}; only int8 is supported")
     for name in TOKENIZER_FILES:
-        shutil.copyfile(packaged_tokenizer_dir() / name, out / name)
+        shutil.copyfile(packaged_tokenizer_dir() / name, folder / name)
     if write_checkpoint:
         extra = {
             "manifest": manifest,
             "test_input_ids": torch.tensor(test_ids),
             "test_labels": torch.tensor(test_labels),
         }
-        save_checkpoint(classifier, out / CHECKPOINT_FILE, max_length, extra)
+        save_checkpoint(classifier, folder / CHECKPOINT_FILE, max_length, extra)
     if training_record is not None:
-        (out / TRAINING_RECORD).write_text(json.dumps(training_record, indent=2) + "\n")
+        (folder / TRAINING_RECORD).write_text(json.dumps(training_record, indent=2) + "\n")
         from .plots import plot_training
 
-        plot_training(training_record, out / TRAINING_PLOT)
+        plot_training(training_record, folder / TRAINING_PLOT)
     use_int8 = "int8" in variants and variants["int8"]["agreement_with_fp32"] >= INT8_MIN_AGREEMENT
     full = {
         "format_version": FORMAT_VERSION,
@@ -216,7 +256,7 @@ def write_model_directory(
         **manifest,
         "onnx": {
             "file": ONNX_FILE,
-            "sha256": sha256_file(out / ONNX_FILE),
+            "sha256": sha256_file(folder / ONNX_FILE),
             "opset": ONNX_OPSET,
             "parity_max_abs_diff": fixed,
             "parity_examples": len(parity_ids),
@@ -226,29 +266,8 @@ def write_model_directory(
         "onnx_evaluation": evaluation,
         "spamfilter_version": __version__,
     }
-    (out / MANIFEST_FILE).write_text(json.dumps(full, indent=2) + "\n")
+    (folder / MANIFEST_FILE).write_text(json.dumps(full, indent=2) + "\n")
     return full
-
-
-def _export_checked(
-    classifier: SpamClassifier,
-    out: Path,
-    name: str,
-    max_length: int,
-    parity_ids: np.ndarray,
-    dynamic_length: bool,
-) -> float:
-    scratch = out / f".{name}.partial"
-    try:
-        export_onnx(classifier, scratch, max_length, dynamic_length)
-        parity = check_parity(classifier, scratch, parity_ids)
-        if dynamic_length:
-            parity = max(parity, check_parity(classifier, scratch, _trimmed(parity_ids)))
-    except ExportError:
-        scratch.unlink(missing_ok=True)
-        raise
-    scratch.replace(out / name)
-    return parity
 
 
 def _trimmed(ids: np.ndarray) -> np.ndarray:

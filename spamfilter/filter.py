@@ -23,7 +23,6 @@ from .mail import (
 )
 from .runtime import Classifier
 
-FORMATS = ("auto", "mbox", "email", "csv", "text")
 LABEL_COLUMN = "label"
 PROBABILITY_COLUMN = "spam_probability"
 DEFAULT_TEXT_COLUMN = "Text"
@@ -162,7 +161,14 @@ def filter_text(
     summary = Summary(provider=classifier.provider, on_progress=on_progress)
     for lines in _chunks(source):
         texts = [line.rstrip("\r\n") for line in lines]
-        probabilities = classifier.spam_probability(texts)
+        try:
+            probabilities = classifier.spam_probability(texts)
+        except Exception as error:
+            sink.writelines(f"\t\t{text}\n" for text in texts)  # unlabelled, not lost
+            sink.flush()
+            raise ClassificationError(
+                f"classification failed; {len(texts)} lines written unlabelled: {error}"
+            ) from error
         for text, p, spam in zip(
             texts, probabilities, _tally(summary, probabilities, threshold), strict=True
         ):
@@ -181,7 +187,7 @@ def filter_mbox(
 ) -> Summary:
     """mbox in, mbox out: each message's bytes with the two spam headers added, in order.
 
-    With ``spam_sink`` spam goes there and the rest to ``sink`` (``--split``).
+    With ``spam_sink`` spam goes there and the rest to ``sink`` (``--spam-output``).
     """
     summary = Summary(provider=classifier.provider, on_progress=on_progress)
     for messages in _chunks(split_mbox(source)):

@@ -13,6 +13,8 @@ import numpy as np
 from .modeldir import ModelDirectory, ModelDirectoryError, open_model_directory
 from .tokenizer import Tokenizer
 
+MIN_CHARS_KEPT = 20_000
+CHARS_PER_TOKEN_KEPT = 64  # far above GPT-2's longest tokens: the first max_length tokens are intact
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 Warn = Callable[[str], None]
@@ -110,8 +112,11 @@ class Classifier:
     ) -> None:
         self.directory = directory
         self.variant = variant or directory.default_variant
-        path, self.dynamic_length = directory.checked_variant_file(self.variant)
-        self.tokenizer = Tokenizer(directory.path)
+        try:
+            path, self.dynamic_length = directory.checked_variant_file(self.variant)
+            self.tokenizer = Tokenizer(directory.path)
+        except (OSError, ValueError) as error:  # unreadable files, damaged tokenizer files
+            raise ModelDirectoryError(f"cannot use the model in {directory.path}: {error}") from None
         self.session = create_session(path, gpu=gpu, threads=threads, warn=warn)
         self.batch_size = batch_size
 
@@ -131,8 +136,10 @@ class Classifier:
         """P(spam) per text, in input order."""
         if not texts:
             return np.zeros(0, dtype=np.float64)
-        rows = self.tokenizer.encode_batch(texts)
         max_length = self.directory.max_length
+        # Only the first max_length tokens count: a bounded prefix keeps a huge text from stalling BPE.
+        cap = max(MIN_CHARS_KEPT, CHARS_PER_TOKEN_KEPT * max_length)
+        rows = self.tokenizer.encode_batch([text[:cap] for text in texts])
         # Batches group texts of similar token length: with a dynamic-length model each batch is
         # only as long as its longest text; the answers go back to input order.
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]))

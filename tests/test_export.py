@@ -92,14 +92,18 @@ def test_checkpoint_loads_with_weights_only_and_reexports(tmp_path: Path) -> Non
     assert {p.name for p in (tmp_path / "again").iterdir()} >= EXPECTED_FILES
 
 
-def test_parity_failure_is_loud_and_keeps_no_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Make torch's answer differ from the exported graph: the export must refuse.
+def test_failed_export_leaves_a_working_directory_untouched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, out = _export(tmp_path)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
     import spamfilter.export as export
 
-    monkeypatch.setattr(export, "PARITY_TOLERANCE", -1.0)
+    monkeypatch.setattr(export, "PARITY_TOLERANCE", -1.0)  # torch and the new graph now "disagree"
     with pytest.raises(ExportError, match="disagree"):
-        _export(tmp_path)
-    assert not (tmp_path / "model" / "model.onnx").exists()
+        _export(tmp_path, pooling="last-token")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing replaced, nothing left behind
+    open_model_directory(out)
 
 
 def test_truncated_onnx_file_is_caught_by_sha256(tmp_path: Path) -> None:

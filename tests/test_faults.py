@@ -96,3 +96,39 @@ def test_mid_run_failure_keeps_csv_rows(trained_model: Path) -> None:
     lines = out.getvalue().splitlines()
     assert len(lines) == 101 and lines[0] == "Text,label,spam_probability"
     assert lines[-1] == "message number 99,,"
+
+
+def test_mid_run_failure_keeps_text_lines(trained_model: Path) -> None:
+    lines = "".join(f"line {i}\n" for i in range(70))
+    classifier = FailingOnSecondBatch(Classifier.load(trained_model))
+    out = io.StringIO()
+    with pytest.raises(pipeline.ClassificationError, match="6 lines written unlabelled"):
+        pipeline.filter_text(io.StringIO(lines), out, classifier, 0.5)  # type: ignore[arg-type]
+    written = out.getvalue().splitlines()
+    assert len(written) == 70 and written[-1] == "\t\tline 69"
+
+
+def test_output_over_the_input_is_refused(trained_model: Path, tmp_path: Path) -> None:
+    box = tmp_path / "inbox.mbox"
+    original = (EXAMPLES / "sample.mbox").read_bytes()
+    box.write_bytes(original)
+    for option in ("-o", "--spam-output"):
+        result = subprocess.run(
+            [*SPAMFILTER, "filter", str(box), "--model", str(trained_model), option, str(box)],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert result.returncode == 2 and "is the input file" in result.stderr
+        assert box.read_bytes() == original
+
+
+def test_damaged_tokenizer_in_the_model_directory_is_one_line(trained_model: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "model"
+    shutil.copytree(trained_model, copy)
+    (copy / "vocab.bpe").write_text("#version: 0.2\n")
+    result = subprocess.run(
+        [*SPAMFILTER, "classify", "--model", str(copy), "hello"], capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("Error: cannot use the model in") and "Traceback" not in result.stderr
