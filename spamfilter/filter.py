@@ -28,7 +28,7 @@ PROBABILITY_COLUMN = "spam_probability"
 DEFAULT_TEXT_COLUMN = "Text"
 VERSION_TAG = f"spamfilter-{__version__}"
 PIPELINE_SIZE_CAP = 512 * 1024  # as spamc: larger messages are classified from their beginning
-CHUNK = 64  # messages per classification call: bounds memory, keeps batches full
+CHUNK = 256  # messages per classification call: bounds memory, keeps batches full
 
 csv.field_size_limit(1 << 28)  # whole emails in one CSV field are normal here
 

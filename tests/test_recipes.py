@@ -559,6 +559,7 @@ def dovecot_setup(tmp_path: Path, spamfilter_bin: Path, model: Path) -> Path:
     The wrapper is installed as `spamfilter` in the filter bin dir, verbatim but for one line after
     its #! line that stands in for where an installation puts things: spamfilter on PATH (instead
     of /usr/local/bin) and the model directory (instead of /var/lib/spamfilter/model)."""
+    require_tool("sieve-test", "dovecot-sieve")
     root = tmp_path / "dovecot"
     bin_dir = root / "sieve-filter"
     bin_dir.mkdir(parents=True)
