@@ -115,7 +115,8 @@ def filter_csv(
         if name not in out_header:
             out_header.append(name)
     label_at, probability_at = out_header.index(LABEL_COLUMN), out_header.index(PROBABILITY_COLUMN)
-    writer = csv.writer(sink, lineterminator="\n")
+    # RFC 4180 line ends: with CRLF as the terminator a cell holding a lone CR is quoted too.
+    writer = csv.writer(sink, lineterminator="\r\n")
     writer.writerow(out_header)
     for rows in _chunks(reader):
         texts = [row[column] if column < len(row) else "" for row in rows]

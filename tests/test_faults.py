@@ -74,38 +74,41 @@ class FailingOnSecondBatch:
 
 
 def test_mid_run_failure_loses_no_message_that_was_read(trained_model: Path) -> None:
-    data = (EXAMPLES / "sample.mbox").read_bytes() * 20  # 200 messages: several batches of 64
+    chunk = pipeline.CHUNK
+    data = (EXAMPLES / "sample.mbox").read_bytes() * (3 * chunk // 10 + 1)  # three chunks and more
     classifier = FailingOnSecondBatch(Classifier.load(trained_model))
     out = io.BytesIO()
-    with pytest.raises(pipeline.ClassificationError, match="64 messages passed untagged"):
+    with pytest.raises(pipeline.ClassificationError, match=f"{chunk} messages passed untagged"):
         pipeline.filter_mbox(io.BytesIO(data), out, classifier, 0.5)  # type: ignore[arg-type]
     written = list(split_mbox(io.BytesIO(out.getvalue())))
-    assert len(written) == 128  # the first batch tagged, the failed batch passed through as it was
-    assert all(b"X-Spam-Flag" in m for m in written[:64])
-    assert all(b"X-Spam-Flag" not in m for m in written[64:])
-    original = list(split_mbox(io.BytesIO(data)))[:128]
+    assert len(written) == 2 * chunk  # the first chunk tagged, the failed chunk passed through as it was
+    assert all(b"X-Spam-Flag" in m for m in written[:chunk])
+    assert all(b"X-Spam-Flag" not in m for m in written[chunk:])
+    original = list(split_mbox(io.BytesIO(data)))[: 2 * chunk]
     assert [remove_spam_headers(m) for m in written] == original
 
 
 def test_mid_run_failure_keeps_csv_rows(trained_model: Path) -> None:
-    rows = "Text\n" + "".join(f"message number {i}\n" for i in range(100))
+    n = pipeline.CHUNK + 36
+    rows = "Text\n" + "".join(f"message number {i}\n" for i in range(n))
     classifier = FailingOnSecondBatch(Classifier.load(trained_model))
     out = io.StringIO()
     with pytest.raises(pipeline.ClassificationError, match="36 rows written unlabelled"):
         pipeline.filter_csv(io.StringIO(rows), out, classifier, 0.5)  # type: ignore[arg-type]
     lines = out.getvalue().splitlines()
-    assert len(lines) == 101 and lines[0] == "Text,label,spam_probability"
-    assert lines[-1] == "message number 99,,"
+    assert len(lines) == n + 1 and lines[0] == "Text,label,spam_probability"
+    assert lines[-1] == f"message number {n - 1},,"
 
 
 def test_mid_run_failure_keeps_text_lines(trained_model: Path) -> None:
-    lines = "".join(f"line {i}\n" for i in range(70))
+    n = pipeline.CHUNK + 6
+    lines = "".join(f"line {i}\n" for i in range(n))
     classifier = FailingOnSecondBatch(Classifier.load(trained_model))
     out = io.StringIO()
     with pytest.raises(pipeline.ClassificationError, match="6 lines written unlabelled"):
         pipeline.filter_text(io.StringIO(lines), out, classifier, 0.5)  # type: ignore[arg-type]
     written = out.getvalue().splitlines()
-    assert len(written) == 70 and written[-1] == "\t\tline 69"
+    assert len(written) == n and written[-1] == f"\t\tline {n - 1}"
 
 
 def test_output_over_the_input_is_refused(trained_model: Path, tmp_path: Path) -> None:
