@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 from pathlib import Path
 
@@ -26,7 +27,11 @@ def without_inserted_headers(message: bytes) -> bytes:
     return INSERTED.sub(rb"\1", message, count=1)
 
 
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# SPAMFILTER_FUZZ_EXAMPLES raises the count for a long run (benchmarks/fuzz_long.sh); CI uses the default.
+EXAMPLES_PER_TEST = int(os.environ.get("SPAMFILTER_FUZZ_EXAMPLES", "60"))
+FUZZ = settings(
+    max_examples=EXAMPLES_PER_TEST, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 message_bytes = st.binary(max_size=2000) | st.text(max_size=1000).map(lambda t: t.encode("utf-8", "replace"))
 
 
@@ -70,7 +75,11 @@ def test_any_csv_keeps_every_row_and_cell(classifier: Classifier, rows: list[lis
     assert all(row[2] in ("spam", "not spam") and 0 <= float(row[3]) <= 1 for row in written[1:])
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=max(25, EXAMPLES_PER_TEST // 10),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(message_bytes.filter(lambda b: b.strip()))
 def test_pipeline_mode_on_any_bytes(trained_model: Path, raw: bytes) -> None:
     result = CliRunner().invoke(

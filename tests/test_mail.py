@@ -31,7 +31,12 @@ from spamfilter.mail import (
 
 SAMPLE_MBOX = Path(__file__).resolve().parents[1] / "examples" / "sample.mbox"
 
-PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# SPAMFILTER_FUZZ_EXAMPLES raises the count for a long run (benchmarks/fuzz_long.sh).
+PROPERTY = settings(
+    max_examples=int(os.environ.get("SPAMFILTER_FUZZ_EXAMPLES", "200")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 
 def message(headers: str, body: bytes | str = b"", eol: str = "\n") -> bytes:
