@@ -126,6 +126,7 @@ def cli() -> None:
     default=None,
     help="Also write an int8 model (faster; used by filter when it agrees with fp32 on >= 99%).",
 )
+@click.option("--resume", is_flag=True, help="Continue an interrupted run after its last finished epoch.")
 def train(
     model: str,
     weights: str | None,
@@ -143,8 +144,12 @@ def train(
     out: Path | None,
     device: str,
     quantize: str | None,
+    resume: bool,
 ) -> None:
-    """Fine-tune GPT-2 as a spam classifier and export it as a model directory."""
+    """Fine-tune GPT-2 as a spam classifier and export it as a model directory.
+
+    After each epoch the training state is saved in the output directory; if a run is interrupted,
+    the same command with --resume continues after the last finished epoch."""
     console = _console()
     from .data import DataError
     from .export import ExportError
@@ -176,6 +181,7 @@ def train(
         out=out or default_model_dir(),
         device=torch_device,
         quantize=quantize,
+        resume=resume,
     )
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -210,6 +216,9 @@ def train(
             )
     except (DataError, WeightsError, ExportError, ValueError, OSError) as error:
         _fail(str(error))
+    except KeyboardInterrupt:
+        console.print(f"interrupted: continue with the same command and --resume (state in {options.out})")
+        sys.exit(130)
     test = result.record.test
     console.print(
         f"trainable parameters {result.record.trainable_parameters:,}; max_length {result.max_length}; "

@@ -20,6 +20,7 @@ from .train import EpochCallback, ProgressCallback, TrainingConfig, TrainingReco
 from .weights import HUB_REPOS, load_pretrained
 
 RANDOM_WEIGHTS = "random"
+TRAINING_STATE = "training-state.pt"  # in the output directory until the model directory is complete
 
 
 @dataclass
@@ -35,6 +36,7 @@ class TrainOptions:
     out: Path = Path("model")
     device: str = "cpu"
     quantize: str | None = None  # "int8": also write model.int8.onnx
+    resume: bool = False  # continue from the state saved after the last finished epoch
 
 
 @dataclass
@@ -125,6 +127,10 @@ def fine_tune(
         for name in rows
     }
     stage("training")
+    options.out.mkdir(parents=True, exist_ok=True)
+    state_path = options.out / TRAINING_STATE
+    if options.resume and not state_path.is_file():
+        raise ValueError(f"nothing to resume: no {state_path}")
     record = train_classifier(
         classifier,
         arrays["train"],
@@ -134,6 +140,8 @@ def fine_tune(
         device=options.device,
         on_step=on_step,
         on_epoch=on_epoch,
+        state_path=state_path,
+        resume=options.resume,
     )
     stage("exporting to ONNX")
     manifest = {
@@ -179,4 +187,5 @@ def fine_tune(
         },
         options.out,
     )
+    state_path.unlink(missing_ok=True)  # the model directory is complete: nothing left to resume
     return TrainResult(record, written, splits, max_length)

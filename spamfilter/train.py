@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -177,12 +178,16 @@ def train_classifier(
     device: str | torch.device = "cpu",
     on_step: ProgressCallback | None = None,
     on_epoch: EpochCallback | None = None,
+    state_path: Path | None = None,
+    resume: bool = False,
 ) -> TrainingRecord:
     """Fine-tune ``classifier`` in place on (ids, labels) arrays and evaluate it.
 
     Mirrors the reference recipe: AdamW, shuffled batches with the last partial batch dropped,
     a loss estimate on ``eval_batches`` batches every ``eval_every`` steps, accuracy per epoch, and
-    test metrics at the end.
+    test metrics at the end. With ``state_path`` the state after each finished epoch (weights,
+    optimizer, shuffling generator, record) is saved there; ``resume`` continues from it, giving
+    the same result as an uninterrupted run.
     """
     started = time.perf_counter()
     device = torch.device(device)
@@ -205,7 +210,12 @@ def train_classifier(
     steps_per_epoch = len(train_data) // config.batch_size
     total_steps = steps_per_epoch * config.epochs
     step = examples_seen = 0
-    for epoch in range(1, config.epochs + 1):
+    first_epoch = 1
+    if resume and state_path is not None and state_path.is_file():
+        first_epoch, step, examples_seen = _restore_state(
+            state_path, classifier, optimizer, generator, record
+        )
+    for epoch in range(first_epoch, config.epochs + 1):
         epoch_started = time.perf_counter()
         order = torch.randperm(len(train_data), generator=generator).to(device)
         for b in range(steps_per_epoch):
@@ -238,6 +248,8 @@ def train_classifier(
             epoch, train_loss, val_loss, train_accuracy, val_accuracy, time.perf_counter() - epoch_started
         )
         record.epochs.append(epoch_record)
+        if state_path is not None:
+            _save_state(state_path, classifier, optimizer, generator, record, epoch, step, examples_seen)
         if on_epoch is not None:
             on_epoch(epoch_record)
     record.train_accuracy = _loss_and_accuracy(classifier, train_data, 32)[1]
@@ -249,3 +261,54 @@ def train_classifier(
     record.test_spam_probability = probabilities.tolist()
     record.seconds = time.perf_counter() - started
     return record
+
+
+def _save_state(
+    path: Path,
+    classifier: SpamClassifier,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    record: TrainingRecord,
+    epoch: int,
+    step: int,
+    examples_seen: int,
+) -> None:
+    """Everything needed to continue after ``epoch``; written to a scratch file, then renamed."""
+    scratch = path.with_name(path.name + ".partial")
+    torch.save(
+        {
+            "epoch": epoch,
+            "step": step,
+            "examples_seen": examples_seen,
+            "model": classifier.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "generator": generator.get_state(),
+            "record": record.to_dict(),
+        },
+        scratch,
+    )
+    scratch.replace(path)
+
+
+def _restore_state(
+    path: Path,
+    classifier: SpamClassifier,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    record: TrainingRecord,
+) -> tuple[int, int, int]:
+    """Load a saved state (``weights_only``: no code from the file); returns (next epoch, step, seen)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state["record"]["config"] != record.config:
+            raise ValueError("it was saved with other training options")
+        classifier.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+    except Exception as error:  # torch.load and load_state_dict raise many types
+        raise ValueError(f"cannot resume from {path}: {str(error).splitlines()[0]}") from None
+    saved = state["record"]
+    record.epochs = [EpochRecord(**e) for e in saved["epochs"]]
+    record.eval_points = [EvalPoint(**p) for p in saved["eval_points"]]
+    record.step_losses = list(saved["step_losses"])
+    return int(state["epoch"]) + 1, int(state["step"]), int(state["examples_seen"])

@@ -151,3 +151,16 @@ def test_metrics_against_brute_force() -> None:
         lower = scores[scores < point.threshold]
         if len(lower):  # the next lower threshold would break the target: it is the lowest
             assert np.mean(scores[labels == 0] >= lower.max()) > point.target
+
+
+def test_completed_training_leaves_no_resume_state(trained_model: Path) -> None:
+    assert not (trained_model / "training-state.pt").exists()
+
+
+def test_resume_without_a_saved_state_says_so(tmp_path: Path, sms_file: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"n_embd": 32, "n_layer": 1, "n_head": 2}))
+    result = CliRunner().invoke(cli, [
+        "train", "--model", str(tmp_path / "config.json"), "--weights", "random", "--data", str(sms_file),
+        "--out", str(tmp_path / "model"), "--resume",
+    ])  # fmt: skip
+    assert result.exit_code == 1 and "nothing to resume" in result.output

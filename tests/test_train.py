@@ -94,3 +94,70 @@ def test_logits_from_block_equal_the_full_forward(pooling: str, start: int) -> N
         torch.testing.assert_close(
             classifier.logits_from_block(x, ids, start), classifier(ids), atol=1e-5, rtol=1e-5
         )
+
+
+class Interrupt(Exception):
+    """Stands in for Ctrl-C after an epoch (KeyboardInterrupt itself would stop pytest)."""
+
+
+def test_resume_after_an_interrupted_epoch_gives_the_uninterrupted_run(tmp_path) -> None:
+    data = _toy_data(48, 12, 5)
+    config = TrainingConfig(epochs=3, lr=1e-3, eval_every=2)
+    whole = train_classifier(
+        _classifier(n_embd=32, n_layer=2, n_head=2, n_positions=64), data, data, data, config
+    )
+
+    state = tmp_path / "training-state.pt"
+
+    def stop_after_first(record) -> None:
+        if record.epoch == 1:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train_classifier(
+            _classifier(n_embd=32, n_layer=2, n_head=2, n_positions=64),
+            data,
+            data,
+            data,
+            config,
+            on_epoch=stop_after_first,
+            state_path=state,
+        )
+    assert state.is_file()
+    # A fresh process would start from a fresh model: the saved state brings back the rest.
+    resumed = train_classifier(
+        _classifier(n_embd=32, n_layer=2, n_head=2, n_positions=64),
+        data,
+        data,
+        data,
+        config,
+        state_path=state,
+        resume=True,
+    )
+    assert len(resumed.step_losses) == len(whole.step_losses) == 18
+    np.testing.assert_allclose(resumed.step_losses, whole.step_losses, rtol=1e-6, atol=1e-7)
+    assert [e.epoch for e in resumed.epochs] == [1, 2, 3]
+    assert resumed.test["accuracy"] == whole.test["accuracy"]
+
+
+def test_resume_refuses_a_state_from_other_options(tmp_path) -> None:
+    data = _toy_data(16, 12, 5)
+    state = tmp_path / "state.pt"
+    train_classifier(
+        _classifier(n_embd=32, n_layer=2, n_head=2, n_positions=64),
+        data,
+        data,
+        data,
+        TrainingConfig(epochs=1),
+        state_path=state,
+    )
+    with pytest.raises(ValueError, match="other training options"):
+        train_classifier(
+            _classifier(n_embd=32, n_layer=2, n_head=2, n_positions=64),
+            data,
+            data,
+            data,
+            TrainingConfig(epochs=2, lr=1e-3),
+            state_path=state,
+            resume=True,
+        )
