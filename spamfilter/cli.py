@@ -127,6 +127,11 @@ def cli() -> None:
     help="Also write an int8 model (faster; used by filter when it agrees with fp32 on >= 99%).",
 )
 @click.option("--resume", is_flag=True, help="Continue an interrupted run after its last finished epoch.")
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="A progress bar on stderr. Default: only when stderr is a terminal.",
+)
 def train(
     model: str,
     weights: str | None,
@@ -145,6 +150,7 @@ def train(
     device: str,
     quantize: str | None,
     resume: bool,
+    progress: bool | None,
 ) -> None:
     """Fine-tune GPT-2 as a spam classifier and export it as a model directory.
 
@@ -185,19 +191,19 @@ def train(
     )
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    progress = Progress(
+    display = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("loss {task.fields[loss]:.3f}"),
         TimeRemainingColumn(),
         console=console,
-        disable=not console.is_terminal,
+        disable=not (console.is_terminal if progress is None else progress),
     )
-    task = progress.add_task("training", total=None, loss=float("nan"))
+    task = display.add_task("training", total=None, loss=float("nan"))
 
     def on_step(step: int, total: int, loss: float) -> None:
-        progress.update(task, completed=step, total=total, loss=loss)
+        display.update(task, completed=step, total=total, loss=loss)
 
     def on_epoch(record) -> None:
         console.print(
@@ -207,7 +213,7 @@ def train(
         )
 
     try:
-        with progress:
+        with display:
             result = fine_tune(
                 options,
                 on_step=on_step,

@@ -142,9 +142,10 @@ def test_train_on_mailboxes(tmp_path: Path) -> None:
     result = run([
         "train", "--model", str(tmp_path / "config.json"), "--weights", "random",
         "--spam", str(tmp_path / "spam.mbox"), "--ham", str(ham_dir),
-        "--max-length", "64", "--epochs", "1", "--out", str(out), "--device", "cpu",
+        "--max-length", "64", "--epochs", "1", "--out", str(out), "--device", "cpu", "--progress",
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
+    assert "training" in result.stderr and "3/3" in result.stderr  # the progress bar: 28 messages, batch 8
     manifest = json.loads((out / "spamfilter.json").read_text())
     assert manifest["max_length"] == 64
     assert manifest["recipe"]["split_sizes"] == [28, 4, 8]  # 20 + 20 balanced, 70/10/20

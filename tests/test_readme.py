@@ -39,3 +39,62 @@ def test_readme_command_uses_real_options(words: list[str]) -> None:
     assert result.exit_code == 0, f"no command {words[0]!r}"
     for option in (w.split("=", 1)[0] for w in words[1:] if w.startswith("-") and w != "-"):
         assert re.search(rf"(^|[\s,/]){re.escape(option)}([\s,=/]|$)", result.output, re.M), option
+
+
+def runnable_examples() -> list[tuple[list[str], str | None]]:
+    """README lines of filter / classify / eval as (arguments, file fed to stdin)."""
+    lines = []
+    for block in re.findall(r"```sh\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S):
+        lines += [line.split("#", 1)[0].strip() for line in block.splitlines()]
+    runnable = []
+    for line in lines:
+        feed = None
+        if "|" in line:
+            producer, line = (part.strip() for part in line.split("|", 1))
+            feed = shlex.split(producer)[1] if producer.startswith("cat ") else None
+        words = shlex.split(line)
+        if words[:1] != ["spamfilter"] or words[1] not in ("filter", "classify", "eval"):
+            continue
+        args: list[str] = []
+        tokens = iter(words[1:])
+        for word in tokens:
+            if word == "<":
+                feed = next(tokens)
+            elif word == ">":
+                next(tokens)  # the README sends results to a file; the test reads them from stdout
+            else:
+                args.append(word)
+        runnable.append((args, feed))
+    return runnable
+
+
+def _write_fixtures(folder: Path, sms_file: Path) -> None:
+    from spamfilter.data import balance, random_split, read_labelled, write_split_csv
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    (folder / "inbox.mbox").write_bytes((examples / "sample.mbox").read_bytes())
+    (folder / "message.eml").write_bytes(b"From: a@example.org\nSubject: lunch\n\nLunch tomorrow?\n")
+    test = random_split(balance(read_labelled(sms_file))).test.head(40)
+    write_split_csv(test, folder / "test.csv")
+    write_split_csv(test, folder / "inbox.csv")
+    (folder / "export.csv").write_text("id,body\n1,WINNER! Claim your prize\n2,see you at noon\n")
+    (folder / "messages.txt").write_text("WINNER! Claim your prize\nsee you at noon\n")
+
+
+@pytest.mark.parametrize("example", runnable_examples(), ids=lambda e: " ".join(e[0])[:60])
+def test_readme_example_runs(
+    example: tuple[list[str], str | None],
+    trained_model: Path,
+    sms_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    args, feed = example
+    _write_fixtures(tmp_path, sms_file)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SPAMFILTER_MODEL", str(trained_model))
+    args = [str(trained_model) if word == "DIR" else word for word in args]
+    data = (tmp_path / feed).read_bytes() if feed else None
+    result = CliRunner().invoke(cli, args, input=data)
+    assert result.exit_code == 0, result.output
+    assert result.stdout_bytes or any(p.suffix == ".mbox" and p.stat().st_size for p in tmp_path.iterdir())
