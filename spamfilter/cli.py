@@ -200,10 +200,14 @@ def train(
         console=console,
         disable=not (console.is_terminal if progress is None else progress),
     )
-    task = display.add_task("training", total=None, loss=float("nan"))
+    task = display.add_task("training", total=None, loss=float("nan"), visible=False)
+    download = display.add_task("downloading data", total=None, loss=float("nan"), visible=False)
+
+    def on_download(done: int, total: int | None) -> None:
+        display.update(download, completed=done, total=total, visible=True)
 
     def on_step(step: int, total: int, loss: float) -> None:
-        display.update(task, completed=step, total=total, loss=loss)
+        display.update(task, completed=step, total=total, loss=loss, visible=True)
 
     def on_epoch(record) -> None:
         console.print(
@@ -219,6 +223,7 @@ def train(
                 on_step=on_step,
                 on_epoch=on_epoch,
                 on_stage=lambda s: console.print(f"[dim]{s}…[/dim]"),
+                on_download=on_download,
             )
     except (DataError, WeightsError, ExportError, ValueError, OSError) as error:
         _fail(str(error))
@@ -270,16 +275,17 @@ def export(checkpoint: Path, out: Path | None, quantize: str | None) -> None:
         classifier, data = load_checkpoint(path)
         if "test_input_ids" not in data:
             raise ExportError(f"{path} carries no test messages to verify the export with")
-        manifest = write_model_directory(
-            target,
-            classifier,
-            max_length=data["max_length"],
-            test_ids=data["test_input_ids"].numpy(),
-            test_labels=data["test_labels"].numpy(),
-            manifest=dict(data.get("manifest", {})),
-            write_checkpoint=target.resolve() != path.parent.resolve(),
-            quantize=quantize,
-        )
+        with console.status("exporting to ONNX and checking it against torch…"):  # shown on a terminal
+            manifest = write_model_directory(
+                target,
+                classifier,
+                max_length=data["max_length"],
+                test_ids=data["test_input_ids"].numpy(),
+                test_labels=data["test_labels"].numpy(),
+                manifest=dict(data.get("manifest", {})),
+                write_checkpoint=target.resolve() != path.parent.resolve(),
+                quantize=quantize,
+            )
     except (ExportError, OSError) as error:
         _fail(str(error))
     except KeyError as error:

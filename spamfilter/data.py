@@ -39,10 +39,13 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SPAMFILTER_CACHE", Path(base) / "spamfilter"))
 
 
+DownloadProgress = Callable[[int, "int | None"], None]  # (bytes so far, total bytes if known)
+
+
 def download_sms(
     cache: Path | None = None,
     urls: tuple[str, ...] = SMS_URLS,
-    fetch: Callable[[str, Path], None] | None = None,
+    progress: DownloadProgress | None = None,
 ) -> Path:
     """The checked ``SMSSpamCollection`` file, downloaded into the cache on first use.
 
@@ -55,13 +58,12 @@ def download_sms(
     if target.is_file() and sha256_file(target) == SMS_SHA256:
         return target
     cache.mkdir(parents=True, exist_ok=True)
-    fetch = fetch or _http_fetch
     errors = []
     for url in urls:
         with tempfile.TemporaryDirectory(dir=cache) as scratch:
             archive = Path(scratch) / "download.zip"
             try:
-                fetch(url, archive)
+                _http_fetch(url, archive, progress)
                 extracted = _extract_member(archive, Path(scratch) / SMS_MEMBER)
             except (OSError, DataError, zipfile.BadZipFile) as error:
                 errors.append(f"{url}: {error}")
@@ -78,14 +80,18 @@ def download_sms(
     )
 
 
-def _http_fetch(url: str, destination: Path) -> None:
+def _http_fetch(url: str, destination: Path, progress: DownloadProgress | None = None) -> None:
     with urllib.request.urlopen(url, timeout=30) as response, open(destination, "wb") as out:
+        length = response.headers.get("Content-Length")
+        total = int(length) if length and length.isdigit() else None
         copied = 0
         while chunk := response.read(1 << 16):
             copied += len(chunk)
             if copied > _MAX_ZIP_BYTES:
                 raise DataError(f"download larger than {_MAX_ZIP_BYTES} bytes")
             out.write(chunk)
+            if progress is not None:
+                progress(copied, total)
 
 
 def _extract_member(archive: Path, destination: Path) -> Path:

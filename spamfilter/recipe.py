@@ -12,7 +12,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .data import DataError, Splits, balance, download_sms, random_split, read_labelled, read_mail
+from .data import (
+    DataError,
+    DownloadProgress,
+    Splits,
+    balance,
+    download_sms,
+    random_split,
+    read_labelled,
+    read_mail,
+)
 from .export import write_model_directory
 from .model import GPT, GPT2_SIZES, GPTConfig, SpamClassifier, add_classification_head
 from .tokenizer import PAD_TOKEN_ID, Tokenizer
@@ -78,7 +87,7 @@ def build_classifier(model: str, weights: str | None, pooling: str, seed: int) -
     return SpamClassifier(add_classification_head(gpt), pooling, PAD_TOKEN_ID), origin
 
 
-def load_splits(options: TrainOptions) -> tuple[Splits, str]:
+def load_splits(options: TrainOptions, on_download: DownloadProgress | None = None) -> tuple[Splits, str]:
     """Balanced, split data: from mailboxes, a labelled file, or the SMS Spam Collection."""
     seed = options.training.seed
     if options.spam or options.ham:
@@ -89,7 +98,7 @@ def load_splits(options: TrainOptions) -> tuple[Splits, str]:
             "mail: spam " + ", ".join(map(str, options.spam)) + "; ham " + ", ".join(map(str, options.ham))
         )
     else:
-        path = options.data if options.data is not None else download_sms()
+        path = options.data if options.data is not None else download_sms(progress=on_download)
         frame, origin = read_labelled(path), str(Path(path).resolve())
     return random_split(balance(frame, seed), seed=seed), origin
 
@@ -105,13 +114,14 @@ def fine_tune(
     on_step: ProgressCallback | None = None,
     on_epoch: EpochCallback | None = None,
     on_stage: Callable[[str], None] | None = None,
+    on_download: DownloadProgress | None = None,
 ) -> TrainResult:
     """Run the whole recipe and write the model directory to ``options.out``."""
     stage = on_stage or (lambda _: None)
     config = options.training
     if splits is None:
         stage("loading data")
-        splits, data_origin = load_splits(options)
+        splits, data_origin = load_splits(options, on_download)
     tokenizer = Tokenizer()
     rows = {name: encode(tokenizer, getattr(splits, name)) for name in ("train", "validation", "test")}
     longest = max((len(r) for r in rows["train"]), default=1)

@@ -64,8 +64,10 @@ def _zip_with(tmp_path: Path, members: dict[str, bytes]) -> Path:
 def test_download_verifies_and_caches(tmp_path: Path, sms_file: Path) -> None:
     good = _zip_with(tmp_path, {"readme": b"x", "../escape": b"evil", SMS_MEMBER: sms_file.read_bytes()})
     cache = tmp_path / "cache"
-    path = download_sms(cache, urls=(good.as_uri(),))
+    seen: list[tuple[int, int | None]] = []
+    path = download_sms(cache, urls=(good.as_uri(),), progress=lambda done, total: seen.append((done, total)))
     assert path.read_bytes() == sms_file.read_bytes()
+    assert seen[-1] == (good.stat().st_size, good.stat().st_size)  # the progress bar's last update
     assert not (tmp_path / "escape").exists() and sorted(p.name for p in cache.iterdir()) == [SMS_MEMBER]
     # Cached: no URL needed the second time.
     assert download_sms(cache, urls=()) == path
