@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 import click
 
 from . import __version__
-from .modeldir import ModelDirectoryError, default_model_dir
+from .modeldir import ModelDirectoryError, default_model_dir, remember_model_dir, train_output_dir
 
 if TYPE_CHECKING:
     from .filter import Summary
@@ -184,7 +184,7 @@ def train(
             seed=seed,
             trainable=trainable,
         ),
-        out=out or default_model_dir(),
+        out=out or train_output_dir(),
         device=torch_device,
         quantize=quantize,
         resume=resume,
@@ -242,6 +242,7 @@ def train(
         f"model directory: {options.out}"
     )
     _report_export(console, options.out, result.manifest)
+    remember_model_dir(options.out)
 
 
 def _pick_device(choice: str) -> str:

@@ -38,11 +38,36 @@ def data_home() -> Path:
     return Path(base) / "spamfilter"
 
 
+LAST_MODEL_POINTER = "last-model"  # in data_home(): the directory that train wrote last
+
+
 def default_model_dir() -> Path:
-    """Where ``train`` writes and ``filter`` / ``classify`` / ``eval`` look without ``--model``:
-    ``$SPAMFILTER_MODEL`` if set, else ``$XDG_DATA_HOME/spamfilter/model``."""
+    """Where ``filter`` / ``classify`` / ``eval`` look without ``--model``: ``$SPAMFILTER_MODEL`` if
+    set, else the directory ``train`` wrote last, else ``$XDG_DATA_HOME/spamfilter/model`` (where
+    ``train`` writes without ``--out``)."""
+    override = os.environ.get("SPAMFILTER_MODEL")
+    if override:
+        return Path(override)
+    try:
+        last = Path((data_home() / LAST_MODEL_POINTER).read_text(encoding="utf-8").strip())
+    except (OSError, UnicodeDecodeError):
+        last = None
+    return last if last is not None and last.is_dir() else data_home() / "model"
+
+
+def train_output_dir() -> Path:
+    """Where ``train`` writes without ``--out``: ``$SPAMFILTER_MODEL``, else the user data folder."""
     override = os.environ.get("SPAMFILTER_MODEL")
     return Path(override) if override else data_home() / "model"
+
+
+def remember_model_dir(path: Path) -> None:
+    """Record ``path`` as the model directory that train wrote last (best effort)."""
+    try:
+        data_home().mkdir(parents=True, exist_ok=True)
+        (data_home() / LAST_MODEL_POINTER).write_text(str(path.resolve()) + "\n", encoding="utf-8")
+    except OSError:
+        pass  # a read-only home must not fail a finished training run
 
 
 @dataclass(frozen=True)

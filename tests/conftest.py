@@ -5,9 +5,17 @@ pretrained weights cannot be downloaded here."""
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# The tests never touch the user's folders: the model pointer and caches go to a scratch folder.
+_SCRATCH_HOME = tempfile.mkdtemp(prefix="spamfilter-tests-")
+os.environ["XDG_DATA_HOME"] = os.path.join(_SCRATCH_HOME, "data")
+os.environ["SPAMFILTER_CACHE"] = os.path.join(_SCRATCH_HOME, "cache")
+os.environ.pop("SPAMFILTER_MODEL", None)
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SMS_FILE = SHARED_DATA / "sms_spam_collection" / "SMSSpamCollection"

@@ -164,3 +164,22 @@ def test_resume_without_a_saved_state_says_so(tmp_path: Path, sms_file: Path) ->
         "--out", str(tmp_path / "model"), "--resume",
     ])  # fmt: skip
     assert result.exit_code == 1 and "nothing to resume" in result.output
+
+
+def test_filter_finds_the_model_train_wrote_last(
+    tmp_path: Path, sms_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SPAMFILTER_MODEL", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    (tmp_path / "config.json").write_text(json.dumps({"n_embd": 32, "n_layer": 1, "n_head": 2}))
+    out = tmp_path / "somewhere" / "model"
+    result = CliRunner().invoke(cli, [
+        "train", "--model", str(tmp_path / "config.json"), "--weights", "random", "--data", str(sms_file),
+        "--epochs", "1", "--out", str(out), "--device", "cpu",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    from spamfilter.modeldir import default_model_dir
+
+    assert default_model_dir() == out.resolve()
+    result = CliRunner().invoke(cli, ["classify", "see you at lunch"])
+    assert result.exit_code == 0 and result.stdout.split("\t")[0] in ("spam", "not spam")
