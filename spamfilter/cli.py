@@ -344,9 +344,7 @@ variant_option = click.option(
 
 
 @cli.command(name="filter", context_settings=CONTEXT)
-@click.argument(
-    "input_path", metavar="[INPUT]", default="-", type=click.Path(allow_dash=True, dir_okay=False)
-)
+@click.argument("input_path", metavar="[INPUT]", default="-", type=click.Path(allow_dash=True))
 @model_option
 @click.option(
     "--format",
@@ -409,15 +407,20 @@ def filter_command(
     quiet: bool,
     progress: bool | None,
 ) -> None:
-    """Tag every message in INPUT (a file, or - for stdin) as spam or not spam.
+    """Tag every message in INPUT (a file, a Maildir or .eml folder, or - for stdin) as spam or not spam.
 
     \b
     mbox   -> mbox with X-Spam-Flag / X-Spam-Status added to each message
     email  -> one message with the headers added (pipeline mode: fail-safe)
     csv    -> the CSV with label and spam_probability columns added
     text   -> one message per line; label<TAB>probability<TAB>line
+    folder -> a Maildir or .eml folder: tagged copies under -o DIR, same relative paths
     """
     from . import filter as pipeline
+
+    if input_path != "-" and Path(input_path).is_dir():
+        _filter_folder(Path(input_path), output, model, threshold, gpu, batch_size, variant, quiet, progress)
+        return
 
     try:
         with contextlib.ExitStack() as stack:
@@ -465,6 +468,43 @@ def filter_command(
         _quiet_broken_pipe()
     except OSError as error:  # a full disk, an output that went away: say so, no traceback
         _fail(f"cannot write the output: {error.strerror or error}")
+    if not quiet:
+        click.echo(f"spamfilter: {pipeline.timed(summary, started).line()}", err=True)
+
+
+def _filter_folder(
+    source: Path,
+    output: str,
+    model: Path | None,
+    threshold: float | None,
+    gpu: bool,
+    batch_size: int,
+    variant: str | None,
+    quiet: bool,
+    progress: bool | None,
+) -> None:
+    from . import filter as pipeline
+
+    if output == "-":
+        raise click.UsageError("a folder as INPUT needs -o DIR for the tagged copies")
+    target = Path(output)
+    if target.resolve() == source.resolve() or target.resolve().is_relative_to(source.resolve()):
+        raise click.BadParameter("must be outside the input folder", param_hint="--output")
+    try:
+        classifier = _load_classifier(model, gpu, batch_size, variant)
+    except ModelDirectoryError as error:
+        _fail(str(error))
+    started = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        try:
+            cut = classifier.threshold if threshold is None else threshold
+            summary = pipeline.filter_folder(
+                source, target, classifier, cut, _progress_display(stack, progress)
+            )
+        except pipeline.FilterInputError as error:
+            raise click.UsageError(str(error)) from None
+        except OSError as error:
+            _fail(f"cannot write the output: {error.strerror or error}")
     if not quiet:
         click.echo(f"spamfilter: {pipeline.timed(summary, started).line()}", err=True)
 

@@ -10,6 +10,7 @@ import csv
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import BinaryIO, TextIO
 
 from . import __version__
@@ -18,6 +19,7 @@ from .mail import (
     insert_spam_headers,
     looks_like_email,
     looks_like_mbox,
+    mail_folder_files,
     split_mbox,
     without_from_line,
 )
@@ -214,6 +216,32 @@ def filter_mbox(
             target = spam_sink if (spam and spam_sink is not None) else sink
             target.write(insert_spam_headers(raw, spam, p, threshold, VERSION_TAG))
         sink.flush()
+    return summary
+
+
+def filter_folder(
+    source: Path,
+    target: Path,
+    classifier: Classifier,
+    threshold: float,
+    on_progress: Callable[[int], None] | None = None,
+) -> Summary:
+    """A Maildir or a folder of .eml files in; the same files, tagged, under ``target`` with the
+    same relative paths (the input folder is never changed)."""
+    summary = Summary(provider=classifier.provider, on_progress=on_progress)
+    try:
+        files = mail_folder_files(source)
+    except ValueError as error:
+        raise FilterInputError(str(error)) from None
+    for paths in _chunks(files):
+        raws = [path.read_bytes() for path in paths]
+        probabilities = classifier.spam_probability([extract_text(raw) for raw in raws])
+        for path, raw, p, spam in zip(
+            paths, raws, probabilities, _tally(summary, probabilities, threshold), strict=True
+        ):
+            destination = target / path.relative_to(source)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            destination.write_bytes(insert_spam_headers(raw, spam, float(p), threshold, VERSION_TAG))
     return summary
 
 

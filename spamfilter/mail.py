@@ -745,22 +745,27 @@ def iter_mail_source(path: Path) -> Iterator[bytes]:
             return iter([path.read_bytes()])
         raise ValueError(f"{path}: neither an mbox nor an RFC 822 message")
     if path.is_dir():
-        subfolders = [path / "cur", path / "new"]
-        if any(folder.is_dir() for folder in subfolders):
-            messages = [
-                entry
-                for folder in subfolders
-                if folder.is_dir()
-                for entry in sorted(folder.iterdir())
-                if entry.is_file() and not entry.name.startswith(".")
-            ]
-            return _iter_files(messages)
-        files = sorted(entry for entry in path.iterdir() if entry.is_file())
-        emls = [entry for entry in files if entry.suffix.lower() == ".eml"]
-        if emls:
-            return _iter_files(emls)
-        raise ValueError(f"{path}: a folder that is neither a Maildir nor holds .eml files")
+        return _iter_files(mail_folder_files(path))
     raise ValueError(f"{path}: no such file or folder")
+
+
+def mail_folder_files(path: Path) -> list[Path]:
+    """The message files of a Maildir (cur/ then new/, each sorted by name) or of a folder of
+    .eml files (sorted by name). Raises ValueError for a folder that is neither."""
+    subfolders = [path / "cur", path / "new"]
+    if any(folder.is_dir() for folder in subfolders):
+        return [
+            entry
+            for folder in subfolders
+            if folder.is_dir()
+            for entry in sorted(folder.iterdir())
+            if entry.is_file() and not entry.name.startswith(".")
+        ]
+    files = sorted(entry for entry in path.iterdir() if entry.is_file())
+    emls = [entry for entry in files if entry.suffix.lower() == ".eml"]
+    if emls:
+        return emls
+    raise ValueError(f"{path}: a folder that is neither a Maildir nor holds .eml files")
 
 
 def without_from_line(raw: bytes) -> bytes:

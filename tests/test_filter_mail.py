@@ -182,3 +182,34 @@ def test_progress_flag_shows_a_live_count_on_stderr(trained_model: Path) -> None
     assert result.exit_code == 0
     assert "10 messages" in result.stderr.splitlines()[0]  # the progress line, before the summary
     assert messages(result.stdout_bytes) and "10 messages" not in result.stdout
+
+
+def test_maildir_in_tagged_copies_out(trained_model: Path, tmp_path: Path) -> None:
+    maildir = tmp_path / "Maildir"
+    for sub in ("cur", "new", "tmp"):
+        (maildir / sub).mkdir(parents=True)
+    (maildir / "cur" / "1700000000.1.host:2,S").write_bytes(email("prize", SPAM_TEXT))
+    (maildir / "new" / "1700000001.2.host").write_bytes(email("lunch", HAM_TEXT, "\r\n"))
+    (maildir / "tmp" / "1700000002.3.host").write_bytes(b"delivery in progress")
+    out = tmp_path / "tagged"
+    result = run(["filter", str(maildir), "--model", str(trained_model), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert written == ["cur/1700000000.1.host:2,S", "new/1700000001.2.host"]
+    for name in written:
+        before, after = (maildir / name).read_bytes(), (out / name).read_bytes()
+        assert remove_spam_headers(after) == before and after.count(b"X-Spam-Flag: ") == 1
+    assert (out / written[0]).read_bytes().startswith(b"X-Spam-Flag: YES\n")
+    assert (out / written[1]).read_bytes().startswith(b"X-Spam-Flag: NO\r\n")
+    assert "2 messages" in result.stderr
+
+
+def test_eml_folder_needs_an_output_folder_outside_it(trained_model: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "mails"
+    folder.mkdir()
+    (folder / "a.eml").write_bytes(email("lunch", HAM_TEXT))
+    assert run(["filter", str(folder), "--model", str(trained_model)]).exit_code == 2
+    inside = run(["filter", str(folder), "--model", str(trained_model), "-o", str(folder / "out")])
+    assert inside.exit_code == 2 and "outside the input folder" in inside.output
+    result = run(["filter", str(folder), "--model", str(trained_model), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0 and (tmp_path / "out" / "a.eml").read_bytes().count(b"X-Spam-Status") == 1

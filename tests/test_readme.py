@@ -79,6 +79,8 @@ def _write_fixtures(folder: Path, sms_file: Path) -> None:
     write_split_csv(test, folder / "inbox.csv")
     (folder / "export.csv").write_text("id,body\n1,WINNER! Claim your prize\n2,see you at noon\n")
     (folder / "messages.txt").write_text("WINNER! Claim your prize\nsee you at noon\n")
+    (folder / "Maildir" / "new").mkdir(parents=True)
+    (folder / "Maildir" / "new" / "1700000000.1.host").write_bytes(b"Subject: hi\n\nsee you at noon\n")
 
 
 @pytest.mark.parametrize("example", runnable_examples(), ids=lambda e: " ".join(e[0])[:60])
@@ -97,4 +99,5 @@ def test_readme_example_runs(
     data = (tmp_path / feed).read_bytes() if feed else None
     result = CliRunner().invoke(cli, args, input=data)
     assert result.exit_code == 0, result.output
-    assert result.stdout_bytes or any(p.suffix == ".mbox" and p.stat().st_size for p in tmp_path.iterdir())
+    wrote_files = any(p.suffix == ".mbox" and p.stat().st_size for p in tmp_path.iterdir())
+    assert result.stdout_bytes or wrote_files or (tmp_path / "tagged" / "new" / "1700000000.1.host").is_file()
