@@ -702,6 +702,7 @@ def eval_command(
     rate, the confusion matrix, ROC AUC and which --threshold gives a chosen false-positive rate."""
     from .data import DataError, read_labelled, read_mail
     from .evaluate import evaluate, format_report, write_report
+    from .metrics import DEFAULT_TARGET_FPRS
 
     if (data is None) == (not (spam_sources or ham_sources)):
         raise click.UsageError("give DATA or --spam/--ham mailboxes (one of them)")
@@ -712,8 +713,13 @@ def eval_command(
         classifier = _load_classifier(model, gpu, variant=variant)
     except (DataError, ModelDirectoryError) as error:
         _fail(str(error))
-    targets = target_fprs or (0.001, 0.005, 0.01, 0.02, 0.05)
-    result = evaluate(classifier, frame["Text"].tolist(), frame["Label"].tolist(), threshold, targets)
+    result = evaluate(
+        classifier,
+        frame["Text"].tolist(),
+        frame["Label"].tolist(),
+        threshold,
+        target_fprs or DEFAULT_TARGET_FPRS,
+    )
     click.echo(format_report(result))
     try:
         record, plot = write_report(result, report or classifier.directory.path)

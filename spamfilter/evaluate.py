@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .metrics import compute_metrics, roc_curve, threshold_sweep
+from .metrics import DEFAULT_TARGET_FPRS, compute_metrics, roc_curve, threshold_sweep
 from .runtime import Classifier
 
 EVAL_RECORD = "eval.json"
@@ -22,7 +22,7 @@ def evaluate(
     texts: Sequence[str],
     labels: Sequence[int],
     threshold: float | None = None,
-    target_fprs: Sequence[float] = (0.001, 0.005, 0.01, 0.02, 0.05),
+    target_fprs: Sequence[float] = DEFAULT_TARGET_FPRS,
 ) -> dict[str, Any]:
     """Metrics at the threshold, ROC AUC, and the lowest threshold for each target false-positive rate."""
     cut = classifier.threshold if threshold is None else threshold

@@ -58,9 +58,10 @@ class Summary:
 
     def line(self) -> str:
         rate = self.messages / self.seconds if self.seconds > 0 else 0.0
+        extra = f"; {self.passed_through} non-message chunks passed through" if self.passed_through else ""
         return (
             f"{self.messages} messages: {self.spam} spam, {self.not_spam} not spam in {self.seconds:.2f} s "
-            f"({rate:.1f}/s) on {self.provider}"
+            f"({rate:.1f}/s) on {self.provider}{extra}"
         )
 
 

@@ -85,10 +85,13 @@ class OperatingPoint:
     recall: float
 
 
+DEFAULT_TARGET_FPRS = (0.001, 0.005, 0.01, 0.02, 0.05)
+
+
 def threshold_sweep(
     labels: Sequence[int] | np.ndarray,
     spam_probability: Sequence[float] | np.ndarray,
-    target_fprs: Sequence[float] = (0.001, 0.005, 0.01, 0.02, 0.05),
+    target_fprs: Sequence[float] = DEFAULT_TARGET_FPRS,
 ) -> list[OperatingPoint]:
     """For each target false-positive rate, the lowest threshold whose rate on these messages stays
     at or below it (catching the most spam while marking at most that share of ham as spam)."""

@@ -80,11 +80,6 @@ class ModelDirectory:
         return self.path / self.manifest.get("onnx", {}).get("file", ONNX_FILE)
 
     @property
-    def variants(self) -> tuple[str, ...]:
-        """ONNX variants to choose from: ``fp32`` always, ``int8`` when exported."""
-        return ("fp32", *(["int8"] if "int8" in self.manifest.get("variants", {}) else []))
-
-    @property
     def default_variant(self) -> str:
         return str(self.manifest.get("default_variant", "fp32"))
 

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 from .data import (
@@ -103,10 +102,6 @@ def load_splits(options: TrainOptions, on_download: DownloadProgress | None = No
     return random_split(balance(frame, seed), seed=seed), origin
 
 
-def encode(tokenizer: Tokenizer, frame: pd.DataFrame) -> list[list[int]]:
-    return tokenizer.encode_batch(frame["Text"].tolist())
-
-
 def fine_tune(
     options: TrainOptions,
     splits: Splits | None = None,
@@ -123,7 +118,10 @@ def fine_tune(
         stage("loading data")
         splits, data_origin = load_splits(options, on_download)
     tokenizer = Tokenizer()
-    rows = {name: encode(tokenizer, getattr(splits, name)) for name in ("train", "validation", "test")}
+    rows = {
+        name: tokenizer.encode_batch(getattr(splits, name)["Text"].tolist())
+        for name in ("train", "validation", "test")
+    }
     longest = max((len(r) for r in rows["train"]), default=1)
     stage("loading model")
     classifier, origin = build_classifier(options.model, options.weights, options.pooling, config.seed)

@@ -163,9 +163,15 @@ def test_int8_variant_is_recorded_with_its_agreement(tmp_path: Path, pooling: st
     _, out = _export(tmp_path, pooling, quantize="int8")
     manifest = json.loads((out / "spamfilter.json").read_text())
     int8 = manifest["variants"]["int8"]
-    assert 0.0 <= int8["agreement_with_fp32"] <= 1.0 and 0.0 <= int8["accuracy"] <= 1.0
+    # The recorded figures are recomputed here from the two ONNX files on the same test inputs.
+    from spamfilter.export import onnx_probabilities
+
+    ids, labels = _samples(8, 24), np.array([0, 1] * 4)
+    fp32_file = "model.dynamic.onnx" if pooling == "last-token" else "model.onnx"
+    fp32, quantized = (onnx_probabilities(out / name, ids) for name in (fp32_file, "model.int8.onnx"))
+    assert int8["agreement_with_fp32"] == pytest.approx(np.mean((fp32 >= 0.5) == (quantized >= 0.5)))
+    assert int8["accuracy"] == pytest.approx(np.mean((quantized >= 0.5) == (labels == 1)))
     assert (out / "model.int8.onnx").stat().st_size < (out / "model.onnx").stat().st_size
-    assert manifest["default_variant"] == ("int8" if int8["agreement_with_fp32"] >= 0.99 else "fp32")
     classifier = Classifier.load(out, variant="int8")
     assert classifier.variant == "int8"
     assert classifier.spam_probability(["hello there"]).shape == (1,)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -119,6 +120,22 @@ def test_pipeline_mode_keeps_a_huge_message_whole(trained_model: Path) -> None:
     result = run(["filter", "--model", str(trained_model), "--format", "email"], message)
     assert result.exit_code == 0
     assert remove_spam_headers(result.stdout_bytes) == message
+    # Classified from its first 512 KB: spam after the cap cannot change the score.
+    tail_spam = message + (SPAM_TEXT + "\n").encode() * 50
+    again = run(["filter", "--model", str(trained_model), "--format", "email"], tail_spam)
+    score = re.compile(rb"score=([0-9.]+)")
+    assert score.search(again.stdout_bytes).group(1) == score.search(result.stdout_bytes).group(1)  # type: ignore[union-attr]
+    assert remove_spam_headers(again.stdout_bytes) == tail_spam
+
+
+def test_bytes_before_the_first_from_line_pass_through_and_are_counted(trained_model: Path) -> None:
+    mbox = (
+        b"junk before the mailbox\n" + b"From a@example.org Mon Mar  4 09:12:45 2024\n" + email("x", HAM_TEXT)
+    )
+    result = run(["filter", "-", "--model", str(trained_model), "--format", "mbox"], mbox)
+    assert result.exit_code == 0 and remove_spam_headers(result.stdout_bytes) == mbox
+    assert result.stdout_bytes.startswith(b"junk before the mailbox\nFrom ")
+    assert "1 non-message chunks passed through" in result.stderr
 
 
 def _write_mbox(path: Path, texts: list[str], subject: str) -> None:
