@@ -6,6 +6,7 @@ are limited to ``--torch-limit`` messages per data set (their whole-process time
 extrapolated and labelled so).
 
     .venv/bin/python -m benchmarks.bench_filter            # defaults: 3 repeats, torch on 80 messages
+    python -m benchmarks.bench_filter --gpu                # torch and HF on CUDA, spamfilter --gpu (fp32)
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from benchmarks.common import (
     MAX_LENGTH,
     POOLINGS,
     ROOT,
-    SPAMFILTER,
     add_common_args,
     build_all,
     checked,
@@ -34,19 +34,21 @@ from benchmarks.common import (
     model_dir,
     run_child,
     sms_test_texts,
+    spamfilter_argv,
     table,
     write_csv,
     write_texts_json,
 )
 
-BATCH = 8
+BATCH = 8  # the reference recipe's and this benchmark's default; --batch-size changes it for every way
 SUMMARY = re.compile(r"(\d+) messages: .* in ([0-9.]+) s")
+CUDA = "CUDAExecutionProvider"
 
 
 # --------------------------------------------------------------------------- workers (child processes)
 
 
-def worker_torch_eager(texts: list[str], model: Path) -> dict[str, Any]:
+def worker_torch_eager(texts: list[str], model: Path, device: str, batch: int) -> dict[str, Any]:
     """The reference recipe: spamfilter's torch SpamClassifier, every message padded to 120, batch 8."""
     import torch
 
@@ -56,19 +58,20 @@ def worker_torch_eager(texts: list[str], model: Path) -> dict[str, Any]:
 
     loaded = time.perf_counter()
     classifier, _ = load_checkpoint(model / "model.pt")
+    classifier.to(device)
     tokenizer = Tokenizer()
     started = time.perf_counter()
     probabilities = []
     with torch.no_grad():
-        for begin in range(0, len(texts), BATCH):
-            rows = tokenizer.encode_batch(texts[begin : begin + BATCH])
-            ids = torch.as_tensor(tokenizer.pad(rows, MAX_LENGTH))
+        for begin in range(0, len(texts), batch):
+            rows = tokenizer.encode_batch(texts[begin : begin + batch])
+            ids = torch.as_tensor(tokenizer.pad(rows, MAX_LENGTH), device=device)
             probabilities += torch.softmax(classifier(ids), dim=-1)[:, 1].tolist()
     done = time.perf_counter()
     return {"n": len(probabilities), "load_s": started - loaded, "compute_s": done - started, "tokens": None}
 
 
-def worker_hf(texts: list[str], model: Path) -> dict[str, Any]:
+def worker_hf(texts: list[str], model: Path, device: str, batch: int) -> dict[str, Any]:
     """transformers' GPT2ForSequenceClassification: pad to each batch's longest, attention mask, batch 8."""
     import torch
 
@@ -76,22 +79,22 @@ def worker_hf(texts: list[str], model: Path) -> dict[str, Any]:
     from transformers import GPT2ForSequenceClassification, GPT2TokenizerFast
 
     loaded = time.perf_counter()
-    net = GPT2ForSequenceClassification.from_pretrained(model).eval()
+    net = GPT2ForSequenceClassification.from_pretrained(model).eval().to(device)
     tokenizer = GPT2TokenizerFast.from_pretrained(model)
     tokenizer.pad_token = tokenizer.eos_token
     started = time.perf_counter()
     probabilities, tokens = [], 0
     with torch.no_grad():
-        for begin in range(0, len(texts), BATCH):
-            batch = tokenizer(
-                texts[begin : begin + BATCH],
+        for begin in range(0, len(texts), batch):
+            inputs = tokenizer(
+                texts[begin : begin + batch],
                 padding=True,
                 truncation=True,
                 max_length=MAX_LENGTH,
                 return_tensors="pt",
-            )
-            tokens += int(batch["input_ids"].numel())
-            logits = net(**batch).logits
+            ).to(device)
+            tokens += int(inputs["input_ids"].numel())
+            logits = net(**inputs).logits
             probabilities += torch.softmax(logits, dim=-1)[:, 1].tolist()
     done = time.perf_counter()
     return {
@@ -105,15 +108,17 @@ def worker_hf(texts: list[str], model: Path) -> dict[str, Any]:
 def run_worker(args: argparse.Namespace) -> None:
     texts = json.loads(Path(args.texts).read_text(encoding="utf-8"))
     work = {"torch-eager": worker_torch_eager, "hf": worker_hf}[args.worker]
-    print(json.dumps(work(texts, Path(args.model))))
+    print(json.dumps(work(texts, Path(args.model), "cuda" if args.gpu else "cpu", args.batch_size)))
 
 
 # --------------------------------------------------------------------------- measurements
 
 
-def measure_torch(way: str, texts_file: Path, model: Path, repeats: int) -> dict[str, Any]:
-    argv = [sys.executable, "-m", "benchmarks.bench_filter", "--worker", way]
-    argv += ["--texts", str(texts_file), "--model", str(model)]
+def measure_torch(
+    way: str, texts_file: Path, model: Path, repeats: int, gpu: bool, batch: int
+) -> dict[str, Any]:
+    argv = [sys.executable, "-m", "benchmarks.bench_filter", "--worker", way, "--batch-size", str(batch)]
+    argv += ["--texts", str(texts_file), "--model", str(model)] + (["--gpu"] if gpu else [])
     runs = []
     for _ in range(repeats):
         run = checked(run_child(argv), way)
@@ -131,22 +136,27 @@ def measure_torch(way: str, texts_file: Path, model: Path, repeats: int) -> dict
     }
 
 
-def measure_cli(csv_file: Path, model: Path, variant: str, repeats: int) -> dict[str, Any]:
-    argv = [str(SPAMFILTER), "filter", "--model", str(model), "--variant", variant, "--format", "csv"]
-    argv += ["--batch-size", str(BATCH), str(csv_file)]
+def measure_cli(
+    csv_file: Path, model: Path, variant: str, repeats: int, gpu: bool, batch: int
+) -> dict[str, Any]:
+    argv = [*spamfilter_argv(), "filter", "--model", str(model), "--variant", variant, "--format", "csv"]
+    argv += ["--batch-size", str(batch), str(csv_file)] + (["--gpu"] if gpu else [])
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     runs = []
     for _ in range(repeats):
         run = checked(run_child(argv, env=env), f"spamfilter filter {variant}")
-        found = SUMMARY.search(run.stderr.decode(errors="replace"))
+        stderr = run.stderr.decode(errors="replace")
+        found = SUMMARY.search(stderr)
         if not found:
-            raise SystemExit(f"no summary line in: {run.stderr.decode(errors='replace')}")
+            raise SystemExit(f"no summary line in: {stderr}")
+        if gpu and CUDA not in stderr:  # the summary names the provider the session really got
+            raise SystemExit(f"--gpu did not run on CUDA: {stderr}")
         runs.append(
             {"n": int(found[1]), "compute_s": float(found[2]), "wall_s": run.seconds, "rss": run.max_rss_mib}
         )
     best = min(runs, key=lambda r: r["wall_s"])
     return {
-        "way": f"spamfilter {model.name.removeprefix('model-')} {variant}",
+        "way": f"spamfilter {model.name.removeprefix('model-')} {variant}" + (" --gpu" if gpu else ""),
         "n": best["n"],
         "wall_s": best["wall_s"],
         "compute_s": min(r["compute_s"] for r in runs),
@@ -230,6 +240,9 @@ def main() -> None:
     parser.add_argument("--full-repeats", type=int, default=None, help="repeats for full-set CLI runs")
     parser.add_argument("--skip-full", action="store_true", help="no CLI runs on the full set (extrapolate)")
     parser.add_argument("--poolings", nargs="+", choices=POOLINGS, default=list(POOLINGS))
+    parser.add_argument("--gpu", action="store_true", help="every way on CUDA (spamfilter: fp32 only)")
+    parser.add_argument("--batch-size", type=int, default=BATCH, help="messages per call, every way")
+    parser.add_argument("--out", default="bench_filter.json", help="results file in the workdir")
     parser.add_argument("--worker", choices=["torch-eager", "hf"], help=argparse.SUPPRESS)
     parser.add_argument("--texts", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
@@ -240,13 +253,20 @@ def main() -> None:
     os.chdir(ROOT)
     workdir: Path = args.workdir.resolve()
     log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
-    dirs = build_all(workdir, log)
+    # int8 (dynamic quantization) is a CPU format: the GPU run builds and measures fp32 only
+    variants = ("fp32",) if args.gpu else ("fp32", "int8")
+    dirs = build_all(workdir, log, args.poolings, quantize=None if args.gpu else "int8")
     hf_dir = hf_model_dir(workdir, log)
     sms, _ = sms_test_texts()
     data = {"sms": sms, "emails": make_emails(args.emails)}
     chosen = ["sms", "emails"] if args.data == "both" else [args.data]
-    print(f"machine: {machine_line()}\n")
-    out = workdir / "bench_filter.json"
+    if args.gpu:
+        import torch  # machine_line names the GPU when torch is loaded
+
+        if not torch.cuda.is_available():
+            raise SystemExit("--gpu: torch sees no CUDA device")
+    print(f"machine: {machine_line()}; batch size {args.batch_size}\n")
+    out = workdir / args.out
     results: dict[str, Any] = {"machine": machine_line(), "data": {}}
     if out.is_file():  # results of other data sets from earlier runs are kept
         results["data"] = json.loads(out.read_text()).get("data", {})
@@ -260,19 +280,22 @@ def main() -> None:
         if not args.skip_torch:
             for way, model in (("torch-eager", model_dir(workdir, "last")), ("hf", hf_dir)):
                 log(f"{name}: {way} on {limit} messages x{args.repeats}")
-                rows.append(measure_torch(way, subset_json, model, args.repeats))
+                rows.append(measure_torch(way, subset_json, model, args.repeats, args.gpu, args.batch_size))
         for pooling in args.poolings:
-            for variant in ("fp32", "int8"):
+            for variant in variants:
                 log(f"{name}: spamfilter {pooling} {variant} on {limit} and {len(texts)} messages")
-                rows.append(measure_cli(subset_csv, dirs[pooling], variant, args.repeats))
+                cli = (dirs[pooling], variant)
+                rows.append(measure_cli(subset_csv, *cli, args.repeats, args.gpu, args.batch_size))
                 if len(texts) != limit and not args.skip_full:
-                    rows.append(
-                        measure_cli(full_csv, dirs[pooling], variant, args.full_repeats or args.repeats)
-                    )
+                    repeats = args.full_repeats or args.repeats
+                    rows.append(measure_cli(full_csv, *cli, repeats, args.gpu, args.batch_size))
         rows = [rates(r, len(texts)) for r in rows]
         results["data"][name] = {"n_full": len(texts), "n_limit": limit, "rows": rows}
         print(report(name, rows, len(texts), limit) + "\n", flush=True)
         out.write_text(json.dumps(results, indent=2))
+    if "int8" not in variants:
+        print(f"\nresults: {out}")
+        return
     agreement = {}
     for pooling, path in dirs.items():
         manifest = json.loads((path / "spamfilter.json").read_text())

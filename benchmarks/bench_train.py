@@ -43,7 +43,9 @@ def arrays(limit_train: int | None, limit_eval: int | None) -> dict[str, tuple[A
     return out
 
 
-def one_run(data: dict[str, tuple[Any, Any]], epochs: int, cache_frozen: bool) -> dict[str, Any]:
+def one_run(
+    data: dict[str, tuple[Any, Any]], epochs: int, cache_frozen: bool, device: str = "cpu"
+) -> dict[str, Any]:
     import torch
 
     from spamfilter.model import GPT, GPTConfig, SpamClassifier, add_classification_head
@@ -63,6 +65,7 @@ def one_run(data: dict[str, tuple[Any, Any]], epochs: int, cache_frozen: bool) -
         config,
         on_step=lambda step, total, loss: step_times.append(time.perf_counter()),
         on_epoch=lambda rec: epoch_times.append(time.perf_counter()),
+        device=device,
     )
     total = time.perf_counter() - started
     steps_per_epoch = len(data["train"][0]) // config.batch_size
@@ -110,15 +113,16 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1, help="epochs actually run (the recipe: 5)")
     parser.add_argument("--train-limit", type=int, default=None, help="first N training messages")
     parser.add_argument("--eval-limit", type=int, default=None, help="first N validation and test messages")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     args = parser.parse_args()
     import torch
 
     torch.set_num_threads(cores())
-    print(f"machine: {machine_line()}; torch threads {torch.get_num_threads()}\n")
+    print(f"machine: {machine_line()}; torch threads {torch.get_num_threads()}; device {args.device}\n")
     data = arrays(args.train_limit, args.eval_limit)
     n = {name: len(ids) for name, (ids, _) in data.items()}
     print(f"data: {n}, padded to {data['train'][0].shape[1]} tokens; epochs run: {args.epochs}\n")
-    runs = [one_run(data, args.epochs, cache) for cache in (True, False)]
+    runs = [one_run(data, args.epochs, cache, args.device) for cache in (True, False)]
     cached, plain = runs
     losses_a, losses_b = cached["step_losses"], plain["step_losses"]
     max_diff = max(abs(a - b) for a, b in zip(losses_a, losses_b, strict=True))
@@ -167,7 +171,8 @@ def main() -> None:
         "max_loss_diff": max_diff,
     }
     args.workdir.mkdir(parents=True, exist_ok=True)
-    (args.workdir / "bench_train.json").write_text(json.dumps(summary, indent=2))
+    name = "bench_train.json" if args.device == "cpu" else f"bench_train_{args.device}.json"
+    (args.workdir / name).write_text(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":

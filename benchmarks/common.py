@@ -19,12 +19,21 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_WORKDIR = ROOT / "benchmarks" / ".work"
-SMS_FILE = ROOT.parent / "shared" / "data" / "sms_spam_collection" / "SMSSpamCollection"
+SMS_FILE = Path(
+    os.environ.get(
+        "SPAMFILTER_BENCH_SMS", ROOT.parent / "shared" / "data" / "sms_spam_collection" / "SMSSpamCollection"
+    )
+)
 VENV_BIN = Path(sys.executable).parent
 SPAMFILTER = VENV_BIN / "spamfilter"
 MAX_LENGTH = 120
 POOLINGS = ("last", "last-token")
 SEED = 123
+
+
+def spamfilter_argv() -> list[str]:
+    """The installed console script, or the package run as a module where it is not installed."""
+    return [str(SPAMFILTER)] if SPAMFILTER.is_file() else [sys.executable, "-m", "spamfilter"]
 
 
 def cores() -> int:
@@ -60,9 +69,12 @@ def machine_line() -> str:
         torch_version = "-"
     import onnxruntime
 
+    gpu = ""
+    if "torch" in sys.modules and torch.cuda.is_available():
+        gpu = f", GPU {torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"
     return (
         f"{model}, {cores()} cores in affinity (nproc {os.cpu_count()}), Python {platform.python_version()}, "
-        f"torch {torch_version}, onnxruntime {onnxruntime.__version__}"
+        f"torch {torch_version}, onnxruntime {onnxruntime.__version__}{gpu}"
     )
 
 
@@ -133,8 +145,9 @@ def model_dir(workdir: Path, pooling: str) -> Path:
     return workdir / f"model-{pooling}"
 
 
-def build_model_dir(workdir: Path, pooling: str, log: Any = print) -> Path:
-    """GPT-2-small-shaped, random weights (seed 123), classification head, exported with int8; cached."""
+def build_model_dir(workdir: Path, pooling: str, log: Any = print, quantize: str | None = "int8") -> Path:
+    """GPT-2-small-shaped, random weights (seed 123), classification head, exported (with int8 unless
+    ``quantize`` is None); cached."""
     out = model_dir(workdir, pooling)
     if (out / "spamfilter.json").is_file():
         return out
@@ -163,14 +176,16 @@ def build_model_dir(workdir: Path, pooling: str, log: Any = print) -> Path:
             "base_model": {"architecture": "gpt2-small", "weights": "random (benchmark)", "config": config},
             "recipe": {"pooling": pooling, "max_length": MAX_LENGTH, "note": "benchmark model, untrained"},
         },
-        quantize="int8",
+        quantize=quantize,
     )
     log(f"built {out} in {time.perf_counter() - started:.0f} s")
     return out
 
 
-def build_all(workdir: Path, log: Any = print) -> dict[str, Path]:
-    return {pooling: build_model_dir(workdir, pooling, log) for pooling in POOLINGS}
+def build_all(
+    workdir: Path, log: Any = print, poolings: Any = POOLINGS, quantize: str | None = "int8"
+) -> dict[str, Path]:
+    return {pooling: build_model_dir(workdir, pooling, log, quantize) for pooling in poolings}
 
 
 def hf_model_dir(workdir: Path, log: Any = print) -> Path:

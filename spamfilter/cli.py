@@ -313,15 +313,20 @@ def _report_export(console: Any, target: Path, manifest: dict[str, Any]) -> None
 # --------------------------------------------------------------------------- filter / classify
 
 
+# A GPU is only busy with many messages per call; on the CPU small batches lose nothing.
+CPU_BATCH = 8
+GPU_BATCH = 64
+
+
 def _load_classifier(
-    model: Path | None, gpu: bool, batch_size: int = 8, variant: str | None = None
+    model: Path | None, gpu: bool, batch_size: int | None = None, variant: str | None = None
 ) -> Classifier:
     from .runtime import Classifier
 
     return Classifier.load(
         model or default_model_dir(),
         gpu=gpu,
-        batch_size=batch_size,
+        batch_size=batch_size or (GPU_BATCH if gpu else CPU_BATCH),
         variant=variant,
         warn=lambda m: click.echo(f"spamfilter: {m}", err=True),
     )
@@ -375,7 +380,12 @@ variant_option = click.option(
     help="P(spam) at or above which a message is spam. Default: the model's (spamfilter.json).",
 )
 @gpu_option
-@click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1),
+    default=None,
+    help=f"Messages per model call.  [default: {CPU_BATCH}; {GPU_BATCH} with --gpu]",
+)
 @variant_option
 @click.option(
     "--strict",
@@ -400,7 +410,7 @@ def filter_command(
     text_column: str,
     threshold: float | None,
     gpu: bool,
-    batch_size: int,
+    batch_size: int | None,
     variant: str | None,
     strict: bool,
     verdict_exit: bool,
@@ -478,7 +488,7 @@ def _filter_folder(
     model: Path | None,
     threshold: float | None,
     gpu: bool,
-    batch_size: int,
+    batch_size: int | None,
     variant: str | None,
     quiet: bool,
     progress: bool | None,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -50,6 +52,9 @@ def create_session(
     providers = [CPU]
     if gpu:
         if CUDA in ort.get_available_providers():
+            _preload_cuda_libraries(ort)
+            # a CUDA provider that cannot start logs a multi-line error of its own; ours is one line
+            ort.set_default_logger_severity(4)
             providers = [CUDA, CPU]
         else:
             warn("--gpu: this onnxruntime has no CUDA support; running on the CPU")
@@ -65,6 +70,22 @@ def create_session(
     if gpu and providers[0] == CUDA and CUDA not in session.get_providers():
         warn("--gpu: CUDA is not usable here (no GPU or CUDA libraries); running on the CPU")
     return session
+
+
+def _preload_cuda_libraries(ort: Any) -> None:
+    """Load CUDA and cuDNN from the nvidia-* pip packages (as torch installs them) when they are there.
+
+    The filter never imports torch, which is what usually loads these libraries; without them the
+    CUDA provider would not start unless they are on the system library path. onnxruntime's helper
+    prints its findings on stdout, which in pipeline mode is the mail itself, so that is swallowed:
+    whether CUDA really started is checked on the session afterwards.
+    """
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None:  # onnxruntime before 1.21
+        return
+    # best effort: the check of the session's providers reports the outcome
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(Exception):
+        preload()
 
 
 def softmax_spam(logits: np.ndarray) -> np.ndarray:
