@@ -7,6 +7,7 @@ Heavy imports (torch, pandas) happen inside the commands that need them, so ``fi
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import sys
@@ -18,10 +19,11 @@ from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 import click
 
 from . import __version__
+from .interrupts import Interrupted, exit_code, stop_on_signals
 from .modeldir import ModelDirectoryError, default_model_dir, remember_model_dir, train_output_dir
 
 if TYPE_CHECKING:
-    from .filter import Summary
+    from .filter import FilterInterrupted, Summary
     from .runtime import Classifier
 
 EX_TEMPFAIL = 75  # sysexits.h: the mail system should retry later
@@ -332,6 +334,17 @@ def _load_classifier(
     )
 
 
+def _stopping_on_signals(command: Callable[..., None]) -> Callable[..., None]:
+    """Ctrl-C and SIGTERM end a filter run between messages, never halfway through writing one."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> None:
+        with stop_on_signals():
+            command(*args, **kwargs)
+
+    return run
+
+
 model_option = click.option(
     "-m",
     "--model",
@@ -401,6 +414,7 @@ variant_option = click.option(
     default=None,
     help="A live message count on stderr. Default: only when stderr is a terminal.",
 )
+@_stopping_on_signals
 def filter_command(
     input_path: str,
     model: Path | None,
@@ -472,6 +486,8 @@ def filter_command(
                 sink.flush()
             except pipeline.FilterInputError as error:
                 raise click.UsageError(str(error)) from None
+            except pipeline.FilterInterrupted as stop:
+                _interrupted(stop, started)
             except pipeline.ClassificationError as error:
                 _fail(str(error))
     except BrokenPipeError:
@@ -513,10 +529,21 @@ def _filter_folder(
             )
         except pipeline.FilterInputError as error:
             raise click.UsageError(str(error)) from None
+        except pipeline.FilterInterrupted as stop:
+            _interrupted(stop, started)
         except OSError as error:
             _fail(f"cannot write the output: {error.strerror or error}")
     if not quiet:
         click.echo(f"spamfilter: {pipeline.timed(summary, started).line()}", err=True)
+
+
+def _interrupted(stop: FilterInterrupted, started: float) -> NoReturn:
+    """Ctrl-C or SIGTERM: every message read is in the output; say how far the run got."""
+    from .filter import timed
+
+    summary = timed(stop.summary, started).line()
+    click.echo(f"spamfilter: {stop}: {summary}; the rest of the input was not read", err=True)
+    sys.exit(exit_code(stop.signum))
 
 
 def _same_file(a: str | None, b: str | None) -> bool:
@@ -620,8 +647,10 @@ def _pipeline_mode(
         classifier = _load_classifier(model, gpu, variant=variant)
         cut = classifier.threshold if threshold is None else threshold
         tagged, spam, _ = pipeline.classify_email(raw, classifier, cut)
-    except Exception as error:  # fail-safe: never lose the message
+    except (Exception, Interrupted) as error:  # fail-safe: never lose the message
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if isinstance(error, Interrupted):
+            reason = f"interrupted by {error}"
         if strict:
             click.echo(
                 f"spamfilter: message not tagged, exit {EX_TEMPFAIL} to retry later: {reason}", err=True

@@ -7,13 +7,16 @@ message read is written out, in input order.
 from __future__ import annotations
 
 import csv
+import signal
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
-from . import __version__
+import numpy as np
+
+from . import __version__, interrupts
 from .mail import (
     extract_text,
     insert_spam_headers,
@@ -43,11 +46,22 @@ class ClassificationError(Exception):
     """The model failed mid-run; the messages of the failed batch were written out unchanged."""
 
 
+class FilterInterrupted(Exception):
+    """A stop signal (Ctrl-C, SIGTERM) ended the run. Every message read was written out: those of
+    the chunk being classified untagged; the rest of the input was not read."""
+
+    def __init__(self, signum: int, summary: Summary) -> None:
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.signum = signum
+        self.summary = summary
+
+
 @dataclass
 class Summary:
     messages: int = 0
     spam: int = 0
     passed_through: int = 0  # written unchanged (not a message, e.g. bytes before the first From_)
+    untagged: int = 0  # messages written unchanged because the run stopped before they were classified
     seconds: float = 0.0
     provider: str = ""
     on_progress: Callable[[int], None] | None = field(default=None, repr=False)  # messages so far
@@ -58,7 +72,8 @@ class Summary:
 
     def line(self) -> str:
         rate = self.messages / self.seconds if self.seconds > 0 else 0.0
-        extra = f"; {self.passed_through} non-message chunks passed through" if self.passed_through else ""
+        extra = f"; {self.untagged} written untagged" if self.untagged else ""
+        extra += f"; {self.passed_through} non-message chunks passed through" if self.passed_through else ""
         return (
             f"{self.messages} messages: {self.spam} spam, {self.not_spam} not spam in {self.seconds:.2f} s "
             f"({rate:.1f}/s) on {self.provider}{extra}"
@@ -79,14 +94,37 @@ def detect_format(head: bytes, text_column: str = DEFAULT_TEXT_COLUMN) -> str:
 
 
 def _chunks(items: Iterable, size: int = CHUNK) -> Iterator[list]:
+    """Lists of ``size`` items; a shorter one as soon as a stop is requested, so that the messages
+    read so far go out (untagged, see ``_classify``) without waiting for more input."""
     batch: list = []
     for item in items:
         batch.append(item)
-        if len(batch) == size:
+        if len(batch) == size or interrupts.requested() is not None:
             yield batch
             batch = []
     if batch:
         yield batch
+
+
+def _classify(classifier: Classifier, texts: list[str]) -> np.ndarray:
+    """P(spam) for one chunk; the only step a stop signal cuts short (raising ``Interrupted``)."""
+    with interrupts.interruptible():
+        return classifier.spam_probability(texts)
+
+
+def _stopped(error: BaseException, summary: Summary, count: int, what: str) -> Exception:
+    """The exception that ends a run whose current chunk of ``count`` items was written untagged."""
+    summary.untagged += count
+    if isinstance(error, interrupts.Interrupted):
+        return FilterInterrupted(error.signum, summary)
+    return ClassificationError(f"classification failed; {count} {what}: {error}")
+
+
+def _stop_if_requested(summary: Summary) -> None:
+    """Between chunks, when everything read has been written: end the run on a stop request."""
+    signum = interrupts.requested()
+    if signum is not None:
+        raise FilterInterrupted(signum, summary)
 
 
 def _tally(summary: Summary, probabilities: Iterable[float], threshold: float) -> list[bool]:
@@ -124,21 +162,20 @@ def filter_csv(
     for rows in _chunks(reader):
         texts = [row[column] if column < len(row) else "" for row in rows]
         try:
-            probabilities = classifier.spam_probability(texts)
-        except Exception as error:
+            probabilities = _classify(classifier, texts)
+        except (Exception, interrupts.Interrupted) as error:
             writer.writerows(
                 row + [""] * (len(out_header) - len(row)) for row in rows
             )  # unlabelled, not lost
             sink.flush()
-            raise ClassificationError(
-                f"classification failed; {len(rows)} rows written unlabelled: {error}"
-            ) from error
+            raise _stopped(error, summary, len(rows), "rows written unlabelled") from error
         for row, p, spam in zip(rows, probabilities, _tally(summary, probabilities, threshold), strict=True):
             row = row + [""] * (len(out_header) - len(row))
             row[label_at] = "spam" if spam else "not spam"
             row[probability_at] = f"{p:.6f}"
             writer.writerow(row)
         sink.flush()
+        _stop_if_requested(summary)
     return summary
 
 
@@ -166,18 +203,17 @@ def filter_text(
     for lines in _chunks(source):
         texts = [line.rstrip("\r\n") for line in lines]
         try:
-            probabilities = classifier.spam_probability(texts)
-        except Exception as error:
+            probabilities = _classify(classifier, texts)
+        except (Exception, interrupts.Interrupted) as error:
             sink.writelines(f"\t\t{text}\n" for text in texts)  # unlabelled, not lost
             sink.flush()
-            raise ClassificationError(
-                f"classification failed; {len(texts)} lines written unlabelled: {error}"
-            ) from error
+            raise _stopped(error, summary, len(texts), "lines written unlabelled") from error
         for text, p, spam in zip(
             texts, probabilities, _tally(summary, probabilities, threshold), strict=True
         ):
             sink.write(f"{'spam' if spam else 'not spam'}\t{p:.6f}\t{text}\n")
         sink.flush()
+        _stop_if_requested(summary)
     return summary
 
 
@@ -197,15 +233,13 @@ def filter_mbox(
     for messages in _chunks(split_mbox(source)):
         mails = [m for m in messages if m.startswith(b"From ")]
         try:
-            scores = classifier.spam_probability([extract_text(without_from_line(m)) for m in mails])
-        except Exception as error:
+            scores = _classify(classifier, [extract_text(without_from_line(m)) for m in mails])
+        except (Exception, interrupts.Interrupted) as error:
             # Messages already read are never lost: they go out untagged before the run stops.
             for raw in messages:
                 sink.write(raw)
             sink.flush()
-            raise ClassificationError(
-                f"classification failed; {len(messages)} messages passed untagged: {error}"
-            ) from error
+            raise _stopped(error, summary, len(mails), "messages passed untagged") from error
         probabilities = iter(scores)
         for raw in messages:
             if not raw.startswith(b"From "):
@@ -217,6 +251,9 @@ def filter_mbox(
             target = spam_sink if (spam and spam_sink is not None) else sink
             target.write(insert_spam_headers(raw, spam, p, threshold, VERSION_TAG))
         sink.flush()
+        if spam_sink is not None:
+            spam_sink.flush()
+        _stop_if_requested(summary)
     return summary
 
 
@@ -236,13 +273,18 @@ def filter_folder(
         raise FilterInputError(str(error)) from None
     for paths in _chunks(files):
         raws = [path.read_bytes() for path in paths]
-        probabilities = classifier.spam_probability([extract_text(raw) for raw in raws])
+        try:
+            probabilities = _classify(classifier, [extract_text(raw) for raw in raws])
+        except interrupts.Interrupted as error:
+            # the input folder is never changed: its unclassified files are simply not copied
+            raise FilterInterrupted(error.signum, summary) from None
         for path, raw, p, spam in zip(
             paths, raws, probabilities, _tally(summary, probabilities, threshold), strict=True
         ):
             destination = target / path.relative_to(source)
             destination.parent.mkdir(parents=True, exist_ok=True)
             destination.write_bytes(insert_spam_headers(raw, spam, float(p), threshold, VERSION_TAG))
+        _stop_if_requested(summary)
     return summary
 
 
@@ -251,7 +293,7 @@ def classify_email(
 ) -> tuple[bytes, bool, float]:
     """One RFC 822 message: (message with headers, is spam, P(spam)). Larger than ``size_cap``:
     classified from its first ``size_cap`` bytes; the whole message is still written out."""
-    p = float(classifier.spam_probability([extract_text(raw[:size_cap])])[0])
+    p = float(_classify(classifier, [extract_text(raw[:size_cap])])[0])
     spam = p >= threshold
     return insert_spam_headers(raw, spam, p, threshold, VERSION_TAG), spam, p
 

@@ -1,0 +1,162 @@
+"""Ctrl-C (SIGINT) and SIGTERM in the middle of a filter run: real signals, sent to this process or
+to a real `spamfilter filter` child, at each stage of a chunk (reading, model call, writing)."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from spamfilter import filter as pipeline
+from spamfilter import interrupts
+from spamfilter.cli import cli
+from spamfilter.mail import remove_spam_headers, split_mbox
+from spamfilter.runtime import Classifier
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+SPAMFILTER = [sys.executable, "-m", "spamfilter"]
+SAMPLE = (EXAMPLES / "sample.mbox").read_bytes()  # 10 messages
+
+
+def messages(data: bytes) -> list[bytes]:
+    return list(split_mbox(io.BytesIO(data)))
+
+
+class SignalDuringModelCall:
+    """The real classifier; on its ``at``-th model call this process gets ``signum`` while the call
+    is running (the signal arrives between two onnxruntime batches)."""
+
+    def __init__(self, real: Classifier, signum: int, at: int = 1) -> None:
+        self.real, self.signum, self.at, self.calls = real, signum, at, 0
+        self.provider = real.provider
+        run = real.session.run
+
+        def run_then_signal(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            self.calls += 1
+            result = run(*args, **kwargs)
+            if self.calls == self.at:
+                os.kill(os.getpid(), self.signum)
+            return result
+
+        real.session.run = run_then_signal  # type: ignore[method-assign]
+
+    def spam_probability(self, texts: list[str]):  # noqa: ANN201 - mirrors Classifier
+        return self.real.spam_probability(texts)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_during_a_model_call_writes_the_chunk_untagged(trained_model: Path, signum: int) -> None:
+    data = SAMPLE * 30  # 300 messages: a full chunk of 256, then 44
+    classifier = SignalDuringModelCall(Classifier.load(trained_model, batch_size=8), signum, at=3)
+    out = io.BytesIO()
+    with interrupts.stop_on_signals(), pytest.raises(pipeline.FilterInterrupted) as stopped:
+        pipeline.filter_mbox(io.BytesIO(data), out, classifier, 0.5)  # type: ignore[arg-type]
+    assert stopped.value.signum == signum
+    assert stopped.value.summary.untagged == pipeline.CHUNK and stopped.value.summary.messages == 0
+    # the first chunk was being classified: it goes out exactly as it came in; the rest was not read
+    assert out.getvalue() == b"".join(messages(data)[: pipeline.CHUNK])
+    assert signal.getsignal(signum) is not interrupts._on_signal  # handlers restored afterwards
+
+
+class SignalOnWrite(io.BytesIO):
+    """An output that gets SIGTERM sent to this process while it writes message ``at``."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.at, self.writes = at, 0
+
+    def write(self, data) -> int:  # noqa: ANN001
+        self.writes += 1
+        if self.writes == self.at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return super().write(data)
+
+
+def test_signal_while_writing_finishes_the_chunk_then_stops(trained_model: Path) -> None:
+    data = SAMPLE * 60  # 600 messages: chunks of 256, 256, 88
+    out = SignalOnWrite(at=100)
+    with interrupts.stop_on_signals(), pytest.raises(pipeline.FilterInterrupted) as stopped:
+        pipeline.filter_mbox(io.BytesIO(data), out, Classifier.load(trained_model), 0.5)
+    written = messages(out.getvalue())
+    assert len(written) == pipeline.CHUNK  # the chunk being written is complete, nothing after it
+    assert all(m.count(b"\nX-Spam-Flag: ") == 1 for m in written)
+    assert [remove_spam_headers(m) for m in written] == messages(data)[: pipeline.CHUNK]
+    assert stopped.value.summary.messages == pipeline.CHUNK and stopped.value.summary.untagged == 0
+
+
+class SignalOnRead(io.BytesIO):
+    """An input that sends SIGINT to this process on its ``at``-th line (Ctrl-C while reading)."""
+
+    def __init__(self, data: bytes, at: int) -> None:
+        super().__init__(data)
+        self.at, self.lines = at, 0
+
+    def readline(self, size: int | None = -1) -> bytes:
+        self.lines += 1
+        if self.lines == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
+        return super().readline(size)
+
+
+def test_signal_while_reading_writes_what_was_read_untagged(trained_model: Path) -> None:
+    data = SAMPLE * 30
+    source = SignalOnRead(data, at=500)  # well inside the first chunk
+    out = io.BytesIO()
+    with interrupts.stop_on_signals(), pytest.raises(pipeline.FilterInterrupted) as stopped:
+        pipeline.filter_mbox(source, out, Classifier.load(trained_model), 0.5)  # type: ignore[arg-type]
+    written = messages(out.getvalue())
+    assert 0 < len(written) < pipeline.CHUNK  # what was read when the signal came, without waiting
+    assert written == messages(data)[: len(written)]  # untagged, complete messages, in order
+    assert stopped.value.summary.untagged == len(written)
+
+
+def test_signal_in_pipeline_mode_passes_the_message_through(
+    trained_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    message = messages(SAMPLE)[0].split(b"\n", 1)[1]  # one message, no From_ line
+    real = Classifier.spam_probability
+
+    def interrupted(self: Classifier, texts: list[str]):  # noqa: ANN202
+        os.kill(os.getpid(), signal.SIGTERM)  # the MTA's timeout, while the model runs
+        return real(self, texts)
+
+    monkeypatch.setattr(Classifier, "spam_probability", interrupted)
+    args = ["filter", "--format", "email", "--model", str(trained_model), "-"]
+    result = CliRunner().invoke(cli, args, input=message)
+    assert result.exit_code == 0 and result.stdout_bytes == message
+    assert "passed through untagged: interrupted by SIGTERM" in result.stderr
+    strict = CliRunner().invoke(cli, [*args, "--strict"], input=message)
+    assert strict.exit_code == 75 and strict.stdout_bytes == b""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_on_a_real_run(trained_model: Path, tmp_path: Path, signum: int) -> None:
+    # A whole `spamfilter filter big.mbox -o out.mbox` process, signalled once its output has begun.
+    big = tmp_path / "big.mbox"
+    big.write_bytes(SAMPLE * 1000)  # 10,000 messages: far more than it can tag before the signal
+    out = tmp_path / "out.mbox"
+    process = subprocess.Popen(
+        [*SPAMFILTER, "filter", str(big), "--model", str(trained_model), "-o", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while (not out.exists() or out.stat().st_size == 0) and process.poll() is None:
+        assert time.monotonic() < deadline, "no output after 120 s"
+        time.sleep(0.02)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+    text = stderr.decode()
+    assert process.returncode == 128 + signum, text
+    assert "Traceback" not in text and len(text.strip().splitlines()) == 1
+    assert text.startswith(f"spamfilter: interrupted by {signal.Signals(signum).name}: ")
+    assert text.rstrip().endswith("the rest of the input was not read")
+    written = messages(out.read_bytes())
+    assert 0 < len(written) < 10_000
+    assert [remove_spam_headers(m) for m in written] == messages(big.read_bytes())[: len(written)]
