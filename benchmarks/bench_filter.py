@@ -49,15 +49,24 @@ CUDA = "CUDAExecutionProvider"
 
 
 def worker_torch_eager(texts: list[str], model: Path, device: str, batch: int) -> dict[str, Any]:
-    """The reference recipe: spamfilter's torch SpamClassifier, every message padded to 120, batch 8."""
+    """The reference recipe: its model structure in torch eager (``reference_model``, the weights of
+    ``model.pt``), every message padded to 120, batch 8."""
     import torch
 
     torch.set_num_threads(cores())
+    from benchmarks.reference_model import ReferenceClassifier
     from spamfilter.export import load_checkpoint
     from spamfilter.tokenizer import Tokenizer
 
     loaded = time.perf_counter()
-    classifier, _ = load_checkpoint(model / "model.pt")
+    ours, _ = load_checkpoint(model / "model.pt")
+    classifier = ReferenceClassifier.from_classifier(ours)
+    probe = torch.randint(0, 50_000, (2, MAX_LENGTH))
+    with torch.no_grad():  # the same logits as spamfilter's model, or the comparison means nothing
+        difference = float((classifier(probe) - ours(probe)).abs().max())
+    if difference > 1e-4:
+        raise SystemExit(f"reference model differs from model.pt by {difference}")
+    del ours
     classifier.to(device)
     tokenizer = Tokenizer()
     started = time.perf_counter()

@@ -196,26 +196,34 @@ class SpamClassifier(nn.Module):
         if start >= len(gpt.h):
             return self.head(gpt.ln_f(x), input_ids)
         B, T, C = x.shape
-        if self.pooling == "last":
-            index = torch.full((B,), T - 1, dtype=torch.long, device=x.device)
-        else:
-            index = last_token_index(input_ids, self.pad_token_id)
-        rows = torch.arange(B, device=x.device)
         block = cast(Block, gpt.h[-1])
         attn = block.attn
         nh, hs = attn.n_head, C // attn.n_head
         h = block.ln_1(x)  # (B, T, C)
+        mask: torch.Tensor | None = None  # `last`: the last position sees every key
+        if self.pooling == "last":
+            # plain slicing (no index arithmetic), so that an exported graph keeps a dynamic batch
+            query_input, residual = h[:, -1], x[:, -1]
+        else:
+            index = last_token_index(input_ids, self.pad_token_id)
+            rows = torch.arange(B, device=x.device)
+            query_input, residual = h[rows, index], x[rows, index]
+            visible = torch.arange(T, device=x.device)[None, :] <= index[:, None]  # causal: keys up to it
+            mask = visible[:, None, None, :]
         weight, bias = attn.c_attn.weight, attn.c_attn.bias
         k, v = F.linear(h, weight[C:], bias[C:]).split(C, dim=2)  # (B, T, C) each
-        q = F.linear(h[rows, index], weight[:C], bias[:C])  # (B, C)
-        q = q.view(B, nh, 1, hs)
+        q = F.linear(query_input, weight[:C], bias[:C]).view(B, nh, 1, hs)
         k = k.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
-        visible = torch.arange(T, device=x.device)[None, :] <= index[:, None]  # causal: keys up to the query
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=visible[:, None, None, :])  # (B, nh, 1, hs)
-        pooled = x[rows, index] + attn.c_proj(y.reshape(B, C))  # (B, C)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, nh, 1, hs)
+        pooled = residual + attn.c_proj(y.reshape(B, C))  # (B, C)
         pooled = pooled + block.mlp(block.ln_2(pooled))
         return gpt.lm_head(gpt.ln_f(pooled))
+
+    def forward_pooled(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The logits of :meth:`forward`, with the last block computed only where the head reads
+        (what the exported ONNX model runs: about 7 % less work for GPT-2 small)."""
+        return self.logits_from_block(self.gpt.embed(input_ids), input_ids, 0)
 
     def head(self, hidden: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
         """Class logits from the final hidden states: (B, T, C) -> (B, 2)."""
