@@ -1,4 +1,5 @@
-"""Same process, same batch: torch eager vs onnxruntime (the package's own session settings) on one
+"""Same process, same batch: torch eager (the reference recipe's model structure and spamfilter's own
+model) vs onnxruntime (the package's own session settings) on one
 batch of 8 x 120 tokens, fp32 and int8. Isolates the inference engines from start-up and I/O.
 
     .venv/bin/python -m benchmarks.bench_kernels --repeats 5
@@ -36,6 +37,7 @@ def main() -> None:
     import numpy as np
     import torch
 
+    from benchmarks.reference_model import ReferenceClassifier
     from spamfilter.export import load_checkpoint
     from spamfilter.runtime import create_session
 
@@ -49,7 +51,16 @@ def main() -> None:
         with torch.no_grad():
             classifier(tensor)
 
-    rows = [["torch eager fp32", best_ms(torch_run, args.repeats)]]
+    reference = ReferenceClassifier.from_classifier(classifier)
+
+    def reference_run() -> None:
+        with torch.no_grad():
+            reference(tensor)
+
+    rows = [
+        ["torch eager fp32, the recipe's model structure (reference)", best_ms(reference_run, args.repeats)],
+        ["torch eager fp32, spamfilter's model", best_ms(torch_run, args.repeats)],
+    ]
     for name in ("model.onnx", "model.int8.onnx"):
         session = create_session(directory / name, threads=cores())
         rows.append(
