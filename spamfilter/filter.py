@@ -94,8 +94,8 @@ def detect_format(head: bytes, text_column: str = DEFAULT_TEXT_COLUMN) -> str:
 
 
 def _chunks(items: Iterable, size: int = CHUNK) -> Iterator[list]:
-    """Lists of ``size`` items; a shorter one as soon as a stop is requested, so that the messages
-    read so far go out (untagged, see ``_classify``) without waiting for more input."""
+    """Lists of ``size`` items; a shorter one as soon as a stop is requested and the item being
+    read is complete, so that what was read goes out (untagged, see ``_classify``) at once."""
     batch: list = []
     for item in items:
         batch.append(item)
