@@ -30,7 +30,7 @@ typecheck: install
 	$(BIN)/mypy spamfilter
 
 test: lint typecheck
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

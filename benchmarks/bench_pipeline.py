@@ -86,7 +86,7 @@ def breakdown_worker(model: Path, eml: Path, variant: str) -> dict[str, float]:
 
     marks["import spamfilter cli+filter"] = time.perf_counter() - t
     t = time.perf_counter()
-    directory = open_model_directory(model, verify_sha256=False)
+    directory = open_model_directory(model)
     path, _, _ = directory.variant_file(variant)
     marks["read manifest"] = time.perf_counter() - t
     t = time.perf_counter()

@@ -531,6 +531,8 @@ def _filter_folder(
             raise click.UsageError(str(error)) from None
         except pipeline.FilterInterrupted as stop:
             _interrupted(stop, started)
+        except pipeline.ClassificationError as error:
+            _fail(str(error))
         except OSError as error:
             _fail(f"cannot write the output: {error.strerror or error}")
     if not quiet:

@@ -199,13 +199,13 @@ def write_split_csv(frame: pd.DataFrame, path: Path) -> None:
 def read_mail(spam: list[Path], ham: list[Path]) -> pd.DataFrame:
     """Labelled messages from mailboxes (mbox, Maildir or a folder of .eml files), each reduced to
     the text the filter sees (:func:`spamfilter.mail.extract_text`, the same function)."""
-    from .mail import extract_text, iter_mail_source, without_from_line
+    from .mail import extract_text, iter_mail_source
 
     rows: list[tuple[int, str]] = []
     for label, paths in ((1, spam), (0, ham)):
         for path in paths:
             try:
-                rows.extend((label, extract_text(without_from_line(raw))) for raw in iter_mail_source(path))
+                rows.extend((label, extract_text(raw)) for raw in iter_mail_source(path))
             except (OSError, ValueError) as error:
                 raise DataError(f"cannot read mail from {path}: {error}") from None
     return pd.DataFrame(rows, columns=["Label", "Text"])

@@ -66,6 +66,9 @@ def format_report(report: dict[str, Any]) -> str:
         "  target FPR  threshold  FPR      recall",
     ]
     for point in report["threshold_sweep"]:
+        if point["threshold"] is None:
+            lines.append(f"  {point['target']:>10.2%}  none: ham scored 1.0")
+            continue
         lines.append(
             f"  {point['target']:>10.2%}  {point['threshold']:.4f}     {point['false_positive_rate']:<7.2%}  "
             f"{point['recall']:.2%}"

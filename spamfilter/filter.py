@@ -24,7 +24,6 @@ from .mail import (
     looks_like_mbox,
     mail_folder_files,
     split_mbox,
-    without_from_line,
 )
 from .runtime import Classifier
 
@@ -112,12 +111,13 @@ def _classify(classifier: Classifier, texts: list[str]) -> np.ndarray:
         return classifier.spam_probability(texts)
 
 
-def _stopped(error: BaseException, summary: Summary, count: int, what: str) -> Exception:
-    """The exception that ends a run whose current chunk of ``count`` items was written untagged."""
-    summary.untagged += count
+def _stopped(error: BaseException, summary: Summary, untagged: int, what: str) -> Exception:
+    """The exception that ends a run whose current chunk (``untagged`` messages) went out as it came
+    in; ``what`` says what became of it."""
+    summary.untagged += untagged
     if isinstance(error, interrupts.Interrupted):
         return FilterInterrupted(error.signum, summary)
-    return ClassificationError(f"classification failed; {count} {what}: {error}")
+    return ClassificationError(f"classification failed; {what}: {error}")
 
 
 def _stop_if_requested(summary: Summary) -> None:
@@ -168,7 +168,7 @@ def filter_csv(
                 row + [""] * (len(out_header) - len(row)) for row in rows
             )  # unlabelled, not lost
             sink.flush()
-            raise _stopped(error, summary, len(rows), "rows written unlabelled") from error
+            raise _stopped(error, summary, len(rows), f"{len(rows)} rows written unlabelled") from error
         for row, p, spam in zip(rows, probabilities, _tally(summary, probabilities, threshold), strict=True):
             row = row + [""] * (len(out_header) - len(row))
             row[label_at] = "spam" if spam else "not spam"
@@ -207,7 +207,7 @@ def filter_text(
         except (Exception, interrupts.Interrupted) as error:
             sink.writelines(f"\t\t{text}\n" for text in texts)  # unlabelled, not lost
             sink.flush()
-            raise _stopped(error, summary, len(texts), "lines written unlabelled") from error
+            raise _stopped(error, summary, len(texts), f"{len(texts)} lines written unlabelled") from error
         for text, p, spam in zip(
             texts, probabilities, _tally(summary, probabilities, threshold), strict=True
         ):
@@ -233,23 +233,22 @@ def filter_mbox(
     for messages in _chunks(split_mbox(source)):
         mails = [m for m in messages if m.startswith(b"From ")]
         try:
-            scores = _classify(classifier, [extract_text(without_from_line(m)) for m in mails])
+            scores = _classify(classifier, [extract_text(m) for m in mails])
         except (Exception, interrupts.Interrupted) as error:
             # Messages already read are never lost: they go out untagged before the run stops.
             for raw in messages:
                 sink.write(raw)
             sink.flush()
-            raise _stopped(error, summary, len(mails), "messages passed untagged") from error
-        probabilities = iter(scores)
+            raise _stopped(error, summary, len(mails), f"{len(mails)} messages passed untagged") from error
+        verdicts = iter(zip(scores, _tally(summary, scores, threshold), strict=True))
         for raw in messages:
             if not raw.startswith(b"From "):
                 sink.write(raw)  # bytes before the first From_ line: not a message, kept as they are
                 summary.passed_through += 1
                 continue
-            p = float(next(probabilities))
-            (spam,) = _tally(summary, [p], threshold)
+            p, spam = next(verdicts)
             target = spam_sink if (spam and spam_sink is not None) else sink
-            target.write(insert_spam_headers(raw, spam, p, threshold, VERSION_TAG))
+            target.write(insert_spam_headers(raw, spam, float(p), threshold, VERSION_TAG))
         sink.flush()
         if spam_sink is not None:
             spam_sink.flush()
@@ -275,9 +274,9 @@ def filter_folder(
         raws = [path.read_bytes() for path in paths]
         try:
             probabilities = _classify(classifier, [extract_text(raw) for raw in raws])
-        except interrupts.Interrupted as error:
+        except (Exception, interrupts.Interrupted) as error:
             # the input folder is never changed: its unclassified files are simply not copied
-            raise FilterInterrupted(error.signum, summary) from None
+            raise _stopped(error, summary, 0, f"{len(raws)} files not copied") from error
         for path, raw, p, spam in zip(
             paths, raws, probabilities, _tally(summary, probabilities, threshold), strict=True
         ):

@@ -766,8 +766,3 @@ def mail_folder_files(path: Path) -> list[Path]:
     if emls:
         return emls
     raise ValueError(f"{path}: a folder that is neither a Maildir nor holds .eml files")
-
-
-def without_from_line(raw: bytes) -> bytes:
-    """An mbox message without its ``From `` separator line: what the model and parsers read."""
-    return raw.split(b"\n", 1)[1] if raw.startswith(b"From ") and b"\n" in raw else raw

@@ -80,12 +80,20 @@ def compute_metrics(
 @dataclass(frozen=True)
 class OperatingPoint:
     target: float  # the false-positive rate asked for
-    threshold: float
+    threshold: float | None  # None: no threshold up to 1.0 keeps to the target (ham scored 1.0)
     false_positive_rate: float
     recall: float
 
 
 DEFAULT_TARGET_FPRS = (0.001, 0.005, 0.01, 0.02, 0.05)
+
+
+def _share_at_or_above(sorted_scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """For each threshold, the share of ``sorted_scores`` (ascending) that is >= it."""
+    if len(sorted_scores) == 0:
+        return np.zeros(len(thresholds))
+    below = np.searchsorted(sorted_scores, thresholds, side="left")
+    return (len(sorted_scores) - below) / len(sorted_scores)
 
 
 def threshold_sweep(
@@ -97,18 +105,20 @@ def threshold_sweep(
     at or below it (catching the most spam while marking at most that share of ham as spam)."""
     y = np.asarray(labels, dtype=np.int64)
     p = np.asarray(spam_probability, dtype=np.float64)
-    ham, spam = p[y == 0], p[y == 1]
-    candidates = np.unique(np.concatenate([p, [1.0 + 1e-9]]))
+    ham, spam = np.sort(p[y == 0]), np.sort(p[y == 1])
+    # Only the scores themselves change the rates, plus one step above the highest (flags nothing).
+    candidates = np.unique(p) if len(p) else np.zeros(1)
+    if candidates[-1] < 1.0:
+        candidates = np.append(candidates, np.nextafter(candidates[-1], np.inf))
+    fprs, recalls = _share_at_or_above(ham, candidates), _share_at_or_above(spam, candidates)
     points = []
     for target in target_fprs:
-        chosen = candidates[-1]
-        for threshold in candidates:  # ascending: the first that satisfies the target is the lowest
-            if len(ham) == 0 or np.mean(ham >= threshold) <= target:
-                chosen = threshold
-                break
-        fpr = float(np.mean(ham >= chosen)) if len(ham) else 0.0
-        recall = float(np.mean(spam >= chosen)) if len(spam) else 0.0
-        points.append(OperatingPoint(float(target), float(min(chosen, 1.0)), fpr, recall))
+        meets = np.flatnonzero(fprs <= target)  # fprs fall as the threshold rises: the first is lowest
+        if len(meets) == 0:
+            points.append(OperatingPoint(float(target), None, float(fprs[-1]), float(recalls[-1])))
+            continue
+        i = meets[0]
+        points.append(OperatingPoint(float(target), float(candidates[i]), float(fprs[i]), float(recalls[i])))
     return points
 
 
@@ -119,7 +129,6 @@ def roc_curve(
     y = np.asarray(labels, dtype=np.int64)
     p = np.asarray(spam_probability, dtype=np.float64)
     thresholds = np.concatenate([[np.inf], np.unique(p)[::-1]])
-    n_ham, n_spam = max(int((y == 0).sum()), 1), max(int((y == 1).sum()), 1)
-    fpr = np.array([((p >= t) & (y == 0)).sum() / n_ham for t in thresholds])
-    tpr = np.array([((p >= t) & (y == 1)).sum() / n_spam for t in thresholds])
+    fpr = _share_at_or_above(np.sort(p[y == 0]), thresholds)
+    tpr = _share_at_or_above(np.sort(p[y == 1]), thresholds)
     return fpr, tpr, thresholds

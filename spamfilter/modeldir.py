@@ -133,9 +133,10 @@ class ModelDirectory:
         return str(self.manifest["pooling"])
 
 
-def open_model_directory(path: Path, verify_sha256: bool = True) -> ModelDirectory:
-    """Check ``path`` up front: every file present (named with its path), the manifest complete, and
-    (unless ``verify_sha256`` is false) ``model.onnx`` equal to the sha256 recorded at export."""
+def open_model_directory(path: Path) -> ModelDirectory:
+    """Check ``path`` up front: every file present (named with its path) and the manifest complete.
+    The sha256 of a model file is checked where it is loaded (``checked_variant_file``), so that only
+    the variant actually used is read for it."""
     from .tokenizer import TOKENIZER_FILES
 
     if not path.is_dir():
@@ -163,6 +164,4 @@ def open_model_directory(path: Path, verify_sha256: bool = True) -> ModelDirecto
     for required in (directory.onnx_path, *(path / name for name in TOKENIZER_FILES)):
         if not required.is_file():
             raise ModelDirectoryError(f"{required} is missing from the model directory")
-    if verify_sha256:
-        directory.checked_variant_file("fp32")
     return directory

@@ -143,7 +143,7 @@ class Classifier:
 
     @classmethod
     def load(cls, path: str | Path, **options: Any) -> Classifier:
-        return cls(open_model_directory(Path(path), verify_sha256=False), **options)
+        return cls(open_model_directory(Path(path)), **options)
 
     @property
     def provider(self) -> str:

@@ -8,6 +8,7 @@ straightforward loop, several times faster.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -85,11 +86,12 @@ class EpochRecord:
 class TrainingRecord:
     config: dict[str, Any]
     trainable_parameters: int
+    inputs_sha256: str = ""  # of the three splits' ids and labels and the pooling: what --resume checks
     epochs: list[EpochRecord] = field(default_factory=list)
     eval_points: list[EvalPoint] = field(default_factory=list)
     step_losses: list[float] = field(default_factory=list)
     test: dict[str, Any] = field(default_factory=dict)
-    test_threshold_sweep: list[dict[str, float]] = field(default_factory=list)
+    test_threshold_sweep: list[dict[str, float | None]] = field(default_factory=list)
     test_spam_probability: list[float] = field(default_factory=list)
     train_accuracy: float = 0.0
     validation_accuracy: float = 0.0
@@ -194,7 +196,11 @@ def train_classifier(
     torch.manual_seed(config.seed)
     classifier.to(device)
     start_block = set_trainable(classifier, config.trainable)
-    record = TrainingRecord(config=asdict(config), trainable_parameters=count_trainable(classifier))
+    record = TrainingRecord(
+        config=asdict(config),
+        trainable_parameters=count_trainable(classifier),
+        inputs_sha256=_inputs_sha256(classifier.pooling, train, validation, test),
+    )
     classifier.eval()  # dropout is 0 anyway; eval mode keeps the cached and live paths identical
     splits = [
         _Inputs(classifier, ids, labels, start_block, config.cache_frozen, device)
@@ -263,6 +269,16 @@ def train_classifier(
     return record
 
 
+def _inputs_sha256(pooling: str, *splits: tuple[np.ndarray, np.ndarray]) -> str:
+    digest = hashlib.sha256(pooling.encode())
+    for ids, labels in splits:
+        for array in (ids, labels):
+            array = np.ascontiguousarray(array, dtype=np.int64)
+            digest.update(repr(array.shape).encode())
+            digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
 def _save_state(
     path: Path,
     classifier: SpamClassifier,
@@ -302,6 +318,8 @@ def _restore_state(
         state = torch.load(path, map_location="cpu", weights_only=True)
         if state["record"]["config"] != record.config:
             raise ValueError("it was saved with other training options")
+        if state["record"].get("inputs_sha256") != record.inputs_sha256:
+            raise ValueError("it was saved for other training data, --max-length or --pooling")
         classifier.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])

@@ -147,10 +147,21 @@ def test_metrics_against_brute_force() -> None:
         [int((~predicted & (labels == 1)).sum()), int((predicted & (labels == 1)).sum())],
     ]
     for point in threshold_sweep(labels, scores, (0.0, 0.05, 0.2)):
-        assert point.false_positive_rate <= point.target
+        assert point.threshold is not None and point.false_positive_rate <= point.target
+        assert point.false_positive_rate == np.mean(scores[labels == 0] >= point.threshold)
+        assert point.recall == np.mean(scores[labels == 1] >= point.threshold)
         lower = scores[scores < point.threshold]
         if len(lower):  # the next lower threshold would break the target: it is the lowest
             assert np.mean(scores[labels == 0] >= lower.max()) > point.target
+
+
+def test_threshold_sweep_says_when_no_threshold_keeps_to_the_target() -> None:
+    # A ham message at P(spam) = 1.0 is flagged by every threshold up to 1.0.
+    (zero, half) = threshold_sweep([0, 0, 1, 1], [1.0, 0.2, 1.0, 0.9], (0.0, 0.5))
+    assert zero.threshold is None and zero.false_positive_rate == 0.5
+    assert half.threshold == pytest.approx(0.9) and half.recall == 1.0
+    (point,) = threshold_sweep([0, 1], [0.3, 0.7], (0.0,))
+    assert 0.3 < point.threshold <= 0.7 and point.recall == 1.0
 
 
 def test_completed_training_leaves_no_resume_state(trained_model: Path) -> None:

@@ -111,6 +111,20 @@ def test_mid_run_failure_keeps_text_lines(trained_model: Path) -> None:
     assert len(written) == n and written[-1] == f"\t\tline {n - 1}"
 
 
+def test_mid_run_failure_in_folder_mode_keeps_the_chunks_done(trained_model: Path, tmp_path: Path) -> None:
+    source, target = tmp_path / "in", tmp_path / "out"
+    source.mkdir()
+    mails = [m.split(b"\n", 1)[1] for m in split_mbox(io.BytesIO((EXAMPLES / "sample.mbox").read_bytes()))]
+    for i in range(pipeline.CHUNK + 4):
+        (source / f"{i:04}.eml").write_bytes(mails[i % len(mails)])
+    classifier = FailingOnSecondBatch(Classifier.load(trained_model))
+    with pytest.raises(pipeline.ClassificationError, match="4 files not copied"):
+        pipeline.filter_folder(source, target, classifier, 0.5)  # type: ignore[arg-type]
+    copied = sorted(target.iterdir())
+    assert len(copied) == pipeline.CHUNK and all(b"X-Spam-Flag" in f.read_bytes() for f in copied)
+    assert len(list(source.iterdir())) == pipeline.CHUNK + 4  # the input folder is untouched
+
+
 def test_output_over_the_input_is_refused(trained_model: Path, tmp_path: Path) -> None:
     box = tmp_path / "inbox.mbox"
     original = (EXAMPLES / "sample.mbox").read_bytes()

@@ -830,3 +830,10 @@ def test_iter_mail_source_rejects_other_paths(tmp_path: Path, kind: str) -> None
 def test_looks_like(head: bytes, mbox: bool, mail: bool) -> None:
     assert looks_like_mbox(head) is mbox
     assert looks_like_email(head) is mail
+
+
+def test_the_mbox_from_line_is_not_part_of_the_text() -> None:
+    # filter and training hand whole mbox messages to extract_text: the From_ line must not count
+    for raw in split_mbox(io.BytesIO(SAMPLE_MBOX.read_bytes())):
+        assert raw.startswith(b"From ")
+        assert extract_text(raw) == extract_text(raw.split(b"\n", 1)[1])

@@ -100,12 +100,16 @@ class Interrupt(Exception):
     """Stands in for Ctrl-C after an epoch (KeyboardInterrupt itself would stop pytest)."""
 
 
+def _train_small(train, config: TrainingConfig, **options):  # noqa: ANN001, ANN003, ANN202
+    """A fresh small classifier trained on ``train`` (also its validation and test data)."""
+    classifier = _classifier(n_embd=32, n_layer=2, n_head=2, n_positions=64)
+    return train_classifier(classifier, train, train, train, config, **options)
+
+
 def test_resume_after_an_interrupted_epoch_gives_the_uninterrupted_run(tmp_path) -> None:
     data = _toy_data(48, 12, 5)
     config = TrainingConfig(epochs=3, lr=1e-3, eval_every=2)
-    whole = train_classifier(
-        _classifier(n_embd=32, n_layer=2, n_head=2, n_positions=64), data, data, data, config
-    )
+    whole = _train_small(data, config)
 
     state = tmp_path / "training-state.pt"
 
@@ -114,50 +118,21 @@ def test_resume_after_an_interrupted_epoch_gives_the_uninterrupted_run(tmp_path)
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        train_classifier(
-            _classifier(n_embd=32, n_layer=2, n_head=2, n_positions=64),
-            data,
-            data,
-            data,
-            config,
-            on_epoch=stop_after_first,
-            state_path=state,
-        )
+        _train_small(data, config, on_epoch=stop_after_first, state_path=state)
     assert state.is_file()
     # A fresh process would start from a fresh model: the saved state brings back the rest.
-    resumed = train_classifier(
-        _classifier(n_embd=32, n_layer=2, n_head=2, n_positions=64),
-        data,
-        data,
-        data,
-        config,
-        state_path=state,
-        resume=True,
-    )
+    resumed = _train_small(data, config, state_path=state, resume=True)
     assert len(resumed.step_losses) == len(whole.step_losses) == 18
     np.testing.assert_allclose(resumed.step_losses, whole.step_losses, rtol=1e-6, atol=1e-7)
     assert [e.epoch for e in resumed.epochs] == [1, 2, 3]
     assert resumed.test["accuracy"] == whole.test["accuracy"]
 
 
-def test_resume_refuses_a_state_from_other_options(tmp_path) -> None:
+def test_resume_refuses_a_state_from_other_options_or_data(tmp_path) -> None:
     data = _toy_data(16, 12, 5)
     state = tmp_path / "state.pt"
-    train_classifier(
-        _classifier(n_embd=32, n_layer=2, n_head=2, n_positions=64),
-        data,
-        data,
-        data,
-        TrainingConfig(epochs=1),
-        state_path=state,
-    )
+    _train_small(data, TrainingConfig(epochs=1), state_path=state)
     with pytest.raises(ValueError, match="other training options"):
-        train_classifier(
-            _classifier(n_embd=32, n_layer=2, n_head=2, n_positions=64),
-            data,
-            data,
-            data,
-            TrainingConfig(epochs=2, lr=1e-3),
-            state_path=state,
-            resume=True,
-        )
+        _train_small(data, TrainingConfig(epochs=2, lr=1e-3), state_path=state, resume=True)
+    with pytest.raises(ValueError, match="other training data"):
+        _train_small(_toy_data(16, 12, 6), TrainingConfig(epochs=1), state_path=state, resume=True)
