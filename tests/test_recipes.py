@@ -136,6 +136,16 @@ def ham() -> bytes:
 # --------------------------------------------------------------------------- procmail
 
 
+def install_for_user(home: Path, spamfilter_bin: Path, model: Path | None) -> None:
+    """spamfilter where the recipes look for it: ~/.local/bin/spamfilter, and (unless None) the
+    model as ~/.local/share/spamfilter/model."""
+    (home / ".local" / "bin").mkdir(parents=True)
+    (home / ".local" / "bin" / "spamfilter").symlink_to(spamfilter_bin)
+    if model is not None:
+        (home / ".local" / "share" / "spamfilter").mkdir(parents=True)
+        (home / ".local" / "share" / "spamfilter" / "model").symlink_to(model)
+
+
 def procmail_home(tmp_path: Path, spamfilter_bin: Path, model: Path | None) -> tuple[Path, Path]:
     """A home folder laid out as examples/recipes/procmailrc expects, and a verbatim copy of that rc.
 
@@ -144,11 +154,7 @@ def procmail_home(tmp_path: Path, spamfilter_bin: Path, model: Path | None) -> t
     The copy only gets the permissions procmail insists on (no group or world write)."""
     home = tmp_path / "pm-home"
     (home / "Mail").mkdir(parents=True)
-    (home / ".local" / "bin").mkdir(parents=True)
-    (home / ".local" / "bin" / "spamfilter").symlink_to(spamfilter_bin)
-    if model is not None:
-        (home / ".local" / "share" / "spamfilter").mkdir(parents=True)
-        (home / ".local" / "share" / "spamfilter" / "model").symlink_to(model)
+    install_for_user(home, spamfilter_bin, model)
     rc = tmp_path / "procmailrc"
     shutil.copyfile(RECIPES / "procmailrc", rc)
     rc.chmod(0o644)
@@ -459,11 +465,7 @@ def maildrop_home(tmp_path: Path, spamfilter_bin: Path, model: Path | None) -> t
     for maildir in (home / "Maildir", home / "Maildir" / ".Junk"):  # maildrop creates no Maildir
         for sub in ("cur", "new", "tmp"):
             (maildir / sub).mkdir(parents=True)
-    (home / ".local" / "bin").mkdir(parents=True)
-    (home / ".local" / "bin" / "spamfilter").symlink_to(spamfilter_bin)
-    if model is not None:
-        (home / ".local" / "share" / "spamfilter").mkdir(parents=True)
-        (home / ".local" / "share" / "spamfilter" / "model").symlink_to(model)
+    install_for_user(home, spamfilter_bin, model)
     rc = tmp_path / "mailfilter"
     rc.write_text(f'HOME="{home}"\n' + (RECIPES / "mailfilter").read_text())
     rc.chmod(0o600)
