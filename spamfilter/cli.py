@@ -619,8 +619,6 @@ def _open_output(path: str, stack: contextlib.ExitStack, append: bool = False) -
 
 def _quiet_broken_pipe() -> NoReturn:
     # The reader went away (e.g. `| head`): stop quietly, as cat does; silence the final flush.
-    import os
-
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     sys.exit(141)
