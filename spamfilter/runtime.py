@@ -34,6 +34,23 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def cpu_instruction_set() -> str:
+    """The machine and its widest integer-matmul instruction set, e.g. ``x86_64 avx512_vnni`` or
+    ``x86_64 avx2``: int8 kernels differ between them, so int8 figures say where they were measured."""
+    import platform
+
+    machine = platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
+    except OSError:  # not Linux
+        flags = []
+    for name in ("avx512_vnni", "avx_vnni", "avx512bw", "avx2"):
+        if name in flags:
+            return f"{machine} {name}"
+    return machine
+
+
 def create_session(
     model_path: Path, gpu: bool = False, threads: int | None = None, warn: Warn = _stderr
 ) -> Any:
