@@ -59,9 +59,9 @@ def cli() -> None:
 @cli.command(context_settings=CONTEXT)
 @click.option(
     "--model",
-    default="gpt2-small",
-    show_default=True,
-    help="gpt2-small|gpt2-medium|gpt2-large|gpt2-xl, or a Hugging Face config.json for another shape.",
+    default=None,
+    help="gpt2-small|gpt2-medium|gpt2-large|gpt2-xl, or a Hugging Face config.json for another shape. "
+    "Default: the shape of --weights PATH, else gpt2-small.",
 )
 @click.option(
     "--weights",
@@ -135,7 +135,7 @@ def cli() -> None:
     help="A progress bar on stderr. Default: only when stderr is a terminal.",
 )
 def train(
-    model: str,
+    model: str | None,
     weights: str | None,
     data: Path | None,
     spam_sources: tuple[Path, ...],
@@ -162,7 +162,7 @@ def train(
     from .data import DataError
     from .export import ExportError
     from .recipe import TrainOptions, fine_tune
-    from .train import TrainingConfig
+    from .train import TrainingConfig, epoch_of_step
     from .weights import WeightsError
 
     if data is not None and (spam_sources or ham_sources):
@@ -209,13 +209,14 @@ def train(
         display.update(download, completed=done, total=total, visible=True)
 
     def on_step(step: int, total: int, loss: float) -> None:
-        display.update(task, completed=step, total=total, loss=loss, visible=True)
+        description = f"epoch {epoch_of_step(step, total, epochs)}/{epochs}"
+        display.update(task, description=description, completed=step, total=total, loss=loss, visible=True)
 
-    def on_epoch(record) -> None:
+    def on_epoch(record) -> None:  # figures on the whole train and validation splits
         console.print(
-            f"epoch {record.epoch}: train loss {record.train_loss:.3f} acc {record.train_accuracy:.2%}"
-            f" | validation loss {record.validation_loss:.3f} acc {record.validation_accuracy:.2%}"
-            f" ({record.seconds:.1f} s)"
+            f"epoch {record.epoch}/{epochs}: train loss {record.train_loss:.3f}"
+            f" acc {record.train_accuracy:.2%} | validation loss {record.validation_loss:.3f}"
+            f" acc {record.validation_accuracy:.2%} ({record.seconds:.1f} s)"
         )
 
     try:

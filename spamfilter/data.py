@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import os
 import tempfile
+import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 from collections.abc import Callable
@@ -51,7 +53,8 @@ def download_sms(
 
     Each URL is tried in turn; the member is extracted by name only (no path from the archive is
     ever used), size-capped, and must match the known sha256 before it replaces the cache entry
-    atomically, so an interrupted download never leaves a corrupt cache.
+    atomically, so an interrupted download never leaves a corrupt cache. A host that cannot be
+    reached (no network, DNS, refused, timeout) is not tried again for its other URLs.
     """
     cache = cache or cache_dir()
     target = cache / SMS_MEMBER
@@ -59,14 +62,22 @@ def download_sms(
         return target
     cache.mkdir(parents=True, exist_ok=True)
     errors = []
+    unreachable: set[str] = set()
     for url in urls:
+        host = _network_host(url)
+        if host in unreachable:
+            continue
         with tempfile.TemporaryDirectory(dir=cache) as scratch:
             archive = Path(scratch) / "download.zip"
             try:
                 _http_fetch(url, archive, progress)
                 extracted = _extract_member(archive, Path(scratch) / SMS_MEMBER)
             except (OSError, DataError, zipfile.BadZipFile) as error:
-                errors.append(f"{url}: {error}")
+                if host and _is_connection_error(error):
+                    unreachable.add(host)
+                    errors.append(f"cannot reach {host}: {_reason(error)}")
+                else:
+                    errors.append(f"{url}: {error}")
                 continue
             if sha256_file(extracted) != SMS_SHA256:
                 errors.append(f"{url}: {SMS_MEMBER} does not match its sha256")
@@ -78,6 +89,26 @@ def download_sms(
         + "; ".join(errors)
         + "); without network pass a local copy with --data PATH"
     )
+
+
+def _network_host(url: str) -> str:
+    """The host:port of an http(s) URL; empty for other schemes (file: URLs reach no host)."""
+    parts = urllib.parse.urlsplit(url)
+    return parts.netloc if parts.scheme in ("http", "https") else ""
+
+
+def _is_connection_error(error: BaseException) -> bool:
+    """An error before any HTTP answer: the host is unreachable, not one of its files missing."""
+    if isinstance(error, urllib.error.HTTPError):
+        return False
+    if isinstance(error, urllib.error.URLError):
+        return isinstance(error.reason, OSError)
+    return isinstance(error, (ConnectionError, TimeoutError))
+
+
+def _reason(error: BaseException) -> str:
+    reason = error.reason if isinstance(error, urllib.error.URLError) else error
+    return str(reason) or type(reason).__name__
 
 
 def _http_fetch(url: str, destination: Path, progress: DownloadProgress | None = None) -> None:
@@ -164,8 +195,10 @@ def balance(frame: pd.DataFrame, seed: int = SEED) -> pd.DataFrame:
     counts = frame["Label"].value_counts()
     if len(counts) < 2:
         raise DataError("the data needs both spam and not-spam messages")
-    minority, majority = counts.idxmin(), counts.idxmax()
-    sampled = frame[frame["Label"] == majority].sample(counts.min(), random_state=seed)
+    # On a tie idxmin and idxmax name the same class: then ham is "sampled" (all of it), as the recipe.
+    majority = 1 if counts[1] > counts[0] else 0
+    minority = 1 - majority
+    sampled = frame[frame["Label"] == majority].sample(counts[minority], random_state=seed)
     return pd.concat([sampled, frame[frame["Label"] == minority]])
 
 

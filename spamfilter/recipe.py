@@ -28,12 +28,16 @@ from .train import EpochCallback, ProgressCallback, TrainingConfig, TrainingReco
 from .weights import HUB_REPOS, load_pretrained
 
 RANDOM_WEIGHTS = "random"
+DEFAULT_MODEL = "gpt2-small"
+CUSTOM_ARCHITECTURE = "custom"  # any shape that is not one of GPT2_SIZES; the dims are in the config
 TRAINING_STATE = "training-state.pt"  # in the output directory until the model directory is complete
 
 
 @dataclass
 class TrainOptions:
-    model: str = "gpt2-small"  # a size name, or a Hugging Face config.json / folder holding one
+    # A size name, or a Hugging Face config.json / folder holding one. None: the shape of the
+    # `weights` folder or file, else DEFAULT_MODEL. Given with a weights path, it must match it.
+    model: str | None = None
     weights: str | None = None  # None: the hub's weights for `model`; a path; or "random"
     data: Path | None = None  # None: the SMS Spam Collection, downloaded (unless spam/ham given)
     spam: list[Path] = field(default_factory=list)  # mailboxes of spam: mbox, Maildir, .eml folder
@@ -70,18 +74,46 @@ def architecture(model: str) -> GPTConfig:
         raise ValueError(f"--model {model}: not a GPT-2 config.json ({error})") from None
 
 
-def build_classifier(model: str, weights: str | None, pooling: str, seed: int) -> tuple[SpamClassifier, str]:
-    """The GPT-2 with its new head, and a description of where its weights came from."""
+def architecture_name(config: GPTConfig) -> str:
+    """The GPT-2 size whose configuration ``config`` is, else :data:`CUSTOM_ARCHITECTURE`."""
+    return next((name for name, size in GPT2_SIZES.items() if size == config), CUSTOM_ARCHITECTURE)
+
+
+def describe_shape(config: GPTConfig) -> str:
+    return (
+        f"{config.n_layer} layers, {config.n_embd} dims, {config.n_head} heads, "
+        f"{config.n_positions} positions, vocabulary {config.vocab_size}"
+    )
+
+
+def build_classifier(
+    model: str | None, weights: str | None, pooling: str, seed: int
+) -> tuple[SpamClassifier, str]:
+    """The GPT-2 with its new head, and a description of where its weights came from.
+
+    The shape is the one that was loaded: with ``weights`` a folder or file, its configuration.
+    A ``model`` given as well must then describe the same shape, or this raises ``ValueError``
+    (naming a size is no way to reshape weights, and silently ignoring it would mislabel them).
+    """
     if weights == RANDOM_WEIGHTS:
         torch.manual_seed(seed)
-        gpt = GPT(architecture(model))
+        gpt = GPT(architecture(model or DEFAULT_MODEL))
         origin = "random initialisation"
-    else:
-        source = weights if weights is not None else model
-        if weights is None and model not in HUB_REPOS:
+    elif weights is None:
+        model = model or DEFAULT_MODEL
+        if model not in HUB_REPOS:
             raise ValueError(f"--model {model} has no hub weights: pass --weights PATH or --weights random")
-        gpt = load_pretrained(source)
-        origin = str(source)
+        gpt = load_pretrained(model)
+        origin = model
+    else:
+        expected = architecture(model) if model is not None else None  # a bad --model fails before loading
+        gpt = load_pretrained(weights)
+        origin = weights
+        if expected is not None and gpt.config != expected:
+            raise ValueError(
+                f"--model {model} ({describe_shape(expected)}) does not match --weights {weights} "
+                f"({describe_shape(gpt.config)}): leave out --model to train the weights' own shape"
+            )
     torch.manual_seed(seed)  # the head's initialisation is part of the recipe's reproducibility
     return SpamClassifier(add_classification_head(gpt), pooling, PAD_TOKEN_ID), origin
 
@@ -153,8 +185,8 @@ def fine_tune(
     )
     stage("exporting to ONNX")
     manifest = {
-        "base_model": {
-            "architecture": options.model,
+        "base_model": {  # what was loaded, whatever --model said
+            "architecture": architecture_name(classifier.gpt.config),
             "weights": origin,
             "config": classifier.gpt.config.to_dict(),
         },

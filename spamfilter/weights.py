@@ -25,6 +25,11 @@ HUB_REPOS = {
 }
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+HUB_PROBE_TIMEOUT = 10.0  # seconds for one request that tells whether the hub can be reached at all
+LOCAL_WEIGHTS_HINT = (
+    f"pass local weights with --weights DIR (holding {CONFIG_FILE} and {WEIGHTS_FILE}) or "
+    "--weights FILE.safetensors, or train from scratch with --weights random"
+)
 
 _CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 _IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias")  # causal-mask buffers, not parameters
@@ -73,25 +78,74 @@ def resolve_source(source: str | Path, *, progress: bool = True) -> tuple[Path, 
 
 
 def download(size: str, *, progress: bool = True) -> tuple[Path, Path]:
-    """Download (or find in the Hugging Face cache) the hub's safetensors weights and config."""
-    from huggingface_hub import hf_hub_download
+    """Download (or find in the Hugging Face cache) the hub's safetensors weights and config.
+
+    Without network ``huggingface_hub`` retries each request for half a minute, a warning per
+    try; so one request first tells whether the hub answers at all. If it does not, the cache is
+    the only source, and a miss is one :class:`WeightsError` at once. ``HF_HUB_OFFLINE=1`` skips
+    that request (the hub library then reads only its cache).
+    """
+    from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
 
     repo = HUB_REPOS[size]
+    if not constants.HF_HUB_OFFLINE:
+        unreachable = _hub_unreachable(repo)
+        if unreachable is not None:
+            cached = _cached_download(repo)
+            if cached is not None:
+                return cached
+            raise WeightsError(
+                f"cannot download {size} ({constants.ENDPOINT}/{repo}): no network? the hub cannot "
+                f"be reached ({unreachable}) and the Hugging Face cache has no copy; {LOCAL_WEIGHTS_HINT} "
+                "(HF_HUB_OFFLINE=1 reads only the cache, without trying the network)"
+            )
     if not progress:
         disable_progress_bars()
     try:
         config = Path(hf_hub_download(repo, CONFIG_FILE))
         weights = Path(hf_hub_download(repo, WEIGHTS_FILE))
     except Exception as error:  # offline, HTTP errors, disk errors: one actionable message
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise WeightsError(
-            f"could not download {size} from https://huggingface.co/{repo} ({reason}); "
-            f"without network pass local weights: --weights DIR (with {CONFIG_FILE} and "
-            f"{WEIGHTS_FILE}) or --weights FILE.safetensors"
+            f"could not download {size} from {constants.ENDPOINT}/{repo} ({_first_line(error)}); "
+            f"without network {LOCAL_WEIGHTS_HINT}"
         ) from None
     finally:
         enable_progress_bars()
+    verify_hub_blob(weights)
+    return weights, config
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def _hub_unreachable(repo: str) -> str | None:
+    """Why the hub cannot be reached (one request, no retries, a short timeout), or None if it answers.
+
+    Any HTTP answer, an error status included, means there is network: the download itself then
+    runs as usual. The request goes through ``huggingface_hub``'s own session (its proxies and
+    certificates) to the URL the download starts with (``HF_ENDPOINT`` included).
+    """
+    from huggingface_hub import hf_hub_url
+    from huggingface_hub.utils import get_session
+
+    try:
+        get_session().head(hf_hub_url(repo, CONFIG_FILE), timeout=HUB_PROBE_TIMEOUT)
+    except Exception as error:  # DNS, refused, timeout, TLS: the client library's many types
+        return _first_line(error)
+    return None
+
+
+def _cached_download(repo: str) -> tuple[Path, Path] | None:
+    """The weights and config of ``repo`` from the Hugging Face cache, without the network."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        config = Path(hf_hub_download(repo, CONFIG_FILE, local_files_only=True))
+        weights = Path(hf_hub_download(repo, WEIGHTS_FILE, local_files_only=True))
+    except Exception:  # not cached (LocalEntryNotFoundError) or an unreadable cache
+        return None
     verify_hub_blob(weights)
     return weights, config
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import zipfile
 from pathlib import Path
 
@@ -33,6 +34,13 @@ def test_balance_and_split_sizes_are_the_recipes(sms_file: Path) -> None:
     pd.testing.assert_frame_equal(splits.test, again.test)
     other = random_split(balance(read_labelled(sms_file), seed=7), seed=7)
     assert not splits.test["Text"].equals(other.test["Text"])
+
+
+def test_balance_keeps_both_classes_when_they_are_already_even() -> None:
+    frame = pd.DataFrame({"Label": [1, 0, 1, 0, 1, 0], "Text": list("abcdef")})
+    balanced = balance(frame)
+    assert balanced["Label"].value_counts().to_dict() == {0: 3, 1: 3}
+    assert sorted(balanced["Text"]) == list("abcdef")
 
 
 def test_csv_with_header_and_label_words(tmp_path: Path) -> None:
@@ -94,3 +102,25 @@ def test_not_a_zip(tmp_path: Path) -> None:
     junk.write_bytes(b"<html>rate limited</html>")
     with pytest.raises(DataError, match="could not download"):
         download_sms(tmp_path / "cache", urls=(junk.as_uri(),))
+
+
+def _closed_loopback_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]  # closed again: connecting is refused
+
+
+def test_an_unreachable_host_is_tried_once_and_named_once(tmp_path: Path) -> None:
+    host = f"127.0.0.1:{_closed_loopback_port()}"
+    urls = (f"http://{host}/sms.zip", f"http://{host}/mirror/sms.zip")
+    with pytest.raises(DataError) as info:
+        download_sms(tmp_path / "cache", urls=urls)
+    message = str(info.value)
+    assert message.count(host) == 1 and "cannot reach" in message and "--data PATH" in message
+    assert "\n" not in message
+
+
+def test_an_unreachable_host_falls_back_to_another(tmp_path: Path, sms_file: Path) -> None:
+    good = _zip_with(tmp_path, {SMS_MEMBER: sms_file.read_bytes()})
+    urls = (f"http://127.0.0.1:{_closed_loopback_port()}/sms.zip", good.as_uri())
+    assert download_sms(tmp_path / "cache", urls=urls).read_bytes() == sms_file.read_bytes()

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner, Result
+from conftest import write_hf_checkpoint
 
+from spamfilter.cli import cli
 from spamfilter.model import GPT, GPTConfig, SpamClassifier, add_classification_head
 from spamfilter.train import TrainingConfig, count_trainable, set_trainable, train_classifier
 
@@ -82,6 +89,34 @@ def test_learns_a_separable_toy_task() -> None:
     assert record.test["n"] == 96
 
 
+def test_per_epoch_figures_are_on_the_whole_splits() -> None:
+    # 96 training messages (12 batches of 8) and 80 validation ones (10 batches): more than the
+    # 5 batches of a step-wise loss estimate. The validation split holds 40 training messages
+    # twice, once with each label: on the whole split every classifier scores exactly 50%, while
+    # its first 5 batches (the 40 with their true labels) score what the training reached.
+    ids, labels = _toy_data(96, 8, 2)
+    validation = (np.concatenate([ids[:40], ids[:40]]), np.concatenate([labels[:40], 1 - labels[:40]]))
+    classifier = _classifier("last-token", n_embd=32, n_layer=2, n_head=2, n_positions=64)
+    config = TrainingConfig(epochs=4, lr=3e-3, trainable="all", weight_decay=0.0)
+    record = train_classifier(classifier, (ids, labels), validation, validation, config)
+    last = record.epochs[-1]
+    assert last.epoch == 4
+    assert (last.train_accuracy, last.validation_accuracy) == (
+        record.train_accuracy,
+        record.validation_accuracy,
+    )
+    assert last.validation_accuracy == 0.5
+    # The trained model, evaluated here on every message, gives the same losses.
+    with torch.no_grad():
+        for (split_ids, split_labels), loss in (
+            ((ids, labels), last.train_loss),
+            (validation, last.validation_loss),
+        ):
+            logits = classifier(torch.as_tensor(split_ids))
+            expected = torch.nn.functional.cross_entropy(logits, torch.as_tensor(split_labels)).item()
+            assert loss == pytest.approx(expected, rel=1e-4)
+
+
 @pytest.mark.parametrize("pooling", ["last", "last-token"])
 @pytest.mark.parametrize("start", [0, 1, 2, 3])
 def test_logits_from_block_equal_the_full_forward(pooling: str, start: int) -> None:
@@ -136,3 +171,50 @@ def test_resume_refuses_a_state_from_other_options_or_data(tmp_path) -> None:
         _train_small(data, TrainingConfig(epochs=2, lr=1e-3), state_path=state, resume=True)
     with pytest.raises(ValueError, match="other training data"):
         _train_small(_toy_data(16, 12, 6), TrainingConfig(epochs=1), state_path=state, resume=True)
+
+
+def _small_sms(folder: Path, sms_file: Path) -> Path:
+    """20 spam and 20 ham lines of the SMS collection: a split of 28 / 4 / 8, 3 steps an epoch."""
+    lines = sms_file.read_text(encoding="utf-8").splitlines()
+    chosen = [line for line in lines if line.startswith("spam\t")][:20]
+    chosen += [line for line in lines if line.startswith("ham\t")][:20]
+    path = folder / "small.tsv"
+    path.write_text("\n".join(chosen) + "\n", encoding="utf-8")
+    return path
+
+
+def _train(*args: str) -> Result:
+    return CliRunner().invoke(cli, ["train", "--device", "cpu", "--epochs", "2", *args])
+
+
+def test_progress_bar_shows_the_epoch(tmp_path: Path, sms_file: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"n_embd": 32, "n_layer": 1, "n_head": 2}))
+    result = _train(
+        "--model", str(tmp_path / "config.json"), "--weights", "random",
+        "--data", str(_small_sms(tmp_path, sms_file)), "--out", str(tmp_path / "model"), "--progress",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    # The bar's last state (a console that is no terminal shows only that): epoch, steps, loss.
+    assert re.search(r"^epoch 2/2 [^:\n]*\b6/6 loss \d", result.output, re.MULTILINE), result.output
+    # And each epoch's figures, on the whole splits, say which epoch of how many.
+    assert re.search(r"^epoch 1/2: train loss .* acc .* \| validation loss", result.output, re.MULTILINE)
+
+
+def test_manifest_names_the_architecture_that_was_loaded(tmp_path: Path, sms_file: Path) -> None:
+    write_hf_checkpoint(tmp_path / "weights", n_embd=32, n_layer=2, n_head=2, n_positions=128)
+    data = str(_small_sms(tmp_path, sms_file))
+    result = _train("--weights", str(tmp_path / "weights"), "--data", data, "--out", str(tmp_path / "model"))
+    assert result.exit_code == 0, result.output
+    base = json.loads((tmp_path / "model" / "spamfilter.json").read_text())["base_model"]
+    assert base["architecture"] == "custom" and base["weights"] == str(tmp_path / "weights")
+    config = base["config"]
+    assert (config["n_layer"], config["n_embd"], config["n_head"], config["n_positions"]) == (2, 32, 2, 128)
+    # A size name that the weights do not have is refused, before any training.
+    result = _train(
+        "--model", "gpt2-small", "--weights", str(tmp_path / "weights"),
+        "--data", data, "--out", str(tmp_path / "other"),
+    )  # fmt: skip
+    assert result.exit_code == 1
+    error = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(error) == 1 and "does not match --weights" in error[0], result.output
+    assert not (tmp_path / "other" / "spamfilter.json").exists()
