@@ -1,18 +1,23 @@
 """The README's command lines cannot rot: every `spamfilter` command in its shell blocks exists and
-every option it uses is one that command accepts."""
+every option it uses is one that command accepts, its Python API snippet runs as written, and its
+install lines (and the examples') install this project, not the unrelated `spamfilter` on PyPI."""
 
 from __future__ import annotations
 
 import re
 import shlex
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from spamfilter.cli import cli
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+PROJECT = Path(__file__).resolve().parents[1]
+README = PROJECT / "README.md"
+EXAMPLES = PROJECT / "examples"
 
 
 def readme_commands() -> list[list[str]]:
@@ -107,3 +112,143 @@ def test_readme_example_runs(
 def _files(folder: Path) -> dict[Path, int]:
     """Every file under ``folder`` with its size (report files of eval included)."""
     return {path: path.stat().st_size for path in folder.rglob("*") if path.is_file()}
+
+
+# --- install lines ------------------------------------------------------------------------------
+
+TAKEN_ON_PYPI = "spamfilter"  # an unrelated project (3.0.0) owns this distribution name on PyPI
+_PACKAGE_COMMAND = re.compile(
+    r"\b(?:pip3?|pipx|uv\s+pip|uv\s+tool)\s+(?:install|uninstall|reinstall|upgrade|show)\b([^`\n#;&|)]*)"
+)
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def pyproject_field(field: str) -> str:
+    text = (PROJECT / "pyproject.toml").read_text(encoding="utf-8")
+    table = re.search(r"^\[project\]\n(.*?)(?=^\[|\Z)", text, re.M | re.S)
+    assert table, "pyproject.toml has no [project] table"
+    value = re.search(rf'^{field}\s*=\s*"([^"]+)"', table.group(1), re.M)
+    assert value, f"pyproject.toml [project] has no {field}"
+    return value.group(1)
+
+
+def package_arguments(text: str) -> list[str]:
+    """Every argument (options left out) of a pip / pipx / uv install, uninstall or show."""
+    found = []
+    for match in _PACKAGE_COMMAND.finditer(text):
+        try:
+            words = shlex.split(match.group(1))
+        except ValueError:
+            words = match.group(1).split()
+        found += [word for word in words if not word.startswith("-")]
+    return found
+
+
+def _is_path(argument: str) -> bool:
+    return argument.startswith((".", "/", "~")) or "/" in argument
+
+
+def documents() -> dict[str, str]:
+    files = {"README.md": README.read_text(encoding="utf-8")}
+    for path in sorted(EXAMPLES.rglob("*")):
+        if path.is_file():
+            files[str(path.relative_to(PROJECT))] = path.read_text(encoding="utf-8", errors="replace")
+    return files
+
+
+def test_the_distribution_name_is_not_the_one_taken_on_pypi() -> None:
+    assert _normalise(pyproject_field("name")) != TAKEN_ON_PYPI
+
+
+def test_install_lines_name_this_distribution_and_never_the_unrelated_one() -> None:
+    ours = _normalise(pyproject_field("name"))
+    wrong = []
+    for document, text in documents().items():
+        for argument in package_arguments(text):
+            name = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", argument)
+            if _is_path(argument) or not name or "spamfilter" not in name.group(0).lower():
+                continue  # a checkout, or another package (torch)
+            named = _normalise(name.group(0))
+            if named == TAKEN_ON_PYPI or named != ours:
+                wrong.append(f"{document}: {argument}")
+    assert not wrong, f"install lines that name the unrelated {TAKEN_ON_PYPI} or not {ours}: {wrong}"
+
+
+def test_the_readme_installs_from_a_checkout_and_names_the_distribution() -> None:
+    text = README.read_text(encoding="utf-8")
+    assert re.search(r"^pip install \.\s", text, re.M), "no `pip install .` in the README"
+    assert re.search(r"^pipx install \.\s", text, re.M), "no `pipx install .` in the README"
+    names = {_normalise(a) for a in package_arguments(text) if not _is_path(a) and "spamfilter" in a}
+    assert names == {_normalise(pyproject_field("name"))}
+    assert f"`{pyproject_field('name')}`" in text, "the README does not say what the distribution is called"
+
+
+def test_the_package_version_is_the_distribution_version() -> None:
+    from spamfilter import __version__
+
+    assert __version__ == pyproject_field("version")
+    result = CliRunner().invoke(cli, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.strip() == f"spamfilter, version {__version__}"
+
+
+# --- the Python API snippet ---------------------------------------------------------------------
+
+README_MODEL_DIR = "~/.local/share/spamfilter/model"  # the snippet's model directory, as written
+
+
+def python_api_snippet() -> str:
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("## Python API\n") :]
+    section = section[: section.find("\n## ", 1) if "\n## " in section[1:] else len(section)]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert len(blocks) == 1, "the Python API section should have one python block"
+    return blocks[0]
+
+
+def test_the_snippets_model_directory_is_where_train_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from spamfilter.modeldir import train_output_dir
+
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    monkeypatch.delenv("SPAMFILTER_MODEL", raising=False)
+    assert f'Path("{README_MODEL_DIR}").expanduser()' in python_api_snippet()
+    assert train_output_dir() == Path(README_MODEL_DIR).expanduser()
+
+
+def test_the_python_api_snippet_runs(
+    trained_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's snippet, run as written with only its model directory replaced."""
+    import torch
+
+    code = python_api_snippet()
+    assert code.count(f'"{README_MODEL_DIR}"') == 1, "the snippet no longer uses the default model directory"
+    code = code.replace(f'"{README_MODEL_DIR}"', repr(str(trained_model)))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    namespace: dict[str, Any] = {"__name__": "readme_python_api"}
+    exec(compile(code, "README.md (Python API)", "exec"), namespace)
+
+    clf, texts = namespace["clf"], namespace["texts"]
+    max_length = clf.directory.max_length
+    verdicts = namespace["verdicts"]
+    assert [label for label, _ in verdicts] == ["spam", "not spam"]  # as the snippet's comment says
+    assert all(isinstance(p, float) and 0.0 <= p <= 1.0 for _, p in verdicts)
+
+    p_spam = namespace["p_spam"]
+    assert isinstance(p_spam, np.ndarray) and p_spam.shape == (1,) and 0.0 <= p_spam[0] <= 1.0
+
+    rows, input_ids = namespace["rows"], namespace["input_ids"]
+    assert len(rows) == len(texts) and all(rows) and all(isinstance(i, int) for i in rows[0])
+    assert input_ids.dtype == np.int64 and input_ids.shape == (len(texts), max_length)
+    for row, padded in zip(rows, input_ids, strict=True):
+        assert list(padded[: len(row)]) == row and set(padded[len(row) :].tolist()) <= {50256}
+
+    logits = namespace["logits"]
+    assert isinstance(logits, torch.Tensor) and tuple(logits.shape) == (len(texts), 2)
+    torch_p_spam = torch.softmax(logits.double(), dim=1)[:, 1].numpy()
+    np.testing.assert_allclose(torch_p_spam, [p for _, p in verdicts], atol=1e-3)
+    assert namespace["checkpoint"]["max_length"] == max_length
