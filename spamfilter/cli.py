@@ -33,7 +33,8 @@ CONTEXT = {"help_option_names": ["-h", "--help"]}
 def _console():
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False)
+    # Off a terminal (logs, cron mail) one record stays on one line: rich would wrap at 80 columns.
+    return Console(stderr=True, highlight=False, soft_wrap=not sys.stderr.isatty())
 
 
 def _fail(message: str) -> NoReturn:
@@ -455,7 +456,14 @@ def filter_command(
                 # --strict and --exit-code only mean something for one message: a message that procmail
                 # hands over with its mbox From_ line must not be taken for a mailbox.
                 single = strict or verdict_exit
-                fmt = "email" if single else pipeline.detect_format(source.peek(4096)[:4096], text_column)
+                fmt = "email" if single else pipeline.detect_format(_peek(source), text_column)
+                if fmt == "text" and _given(click.get_current_context(), "text_column"):
+                    fmt = "csv"  # a text column was named: the input is a CSV, whatever its shape
+                if fmt == "binary":
+                    raise click.UsageError(
+                        f"{input_path} is binary (NUL bytes at its start), not mail, CSV or text; "
+                        "use --format text to classify its lines anyway"
+                    )
             if fmt == "email":
                 _pipeline_mode(
                     source, _open_output(output, stack), model, threshold, gpu, variant, strict, verdict_exit
@@ -475,14 +483,18 @@ def filter_command(
             cut = classifier.threshold if threshold is None else threshold
             started = time.perf_counter()
             sink = _open_output(output, stack)
-            on_progress = _progress_display(stack, progress)
+            on_progress = _progress_display(stack, progress, source)
             try:
+                # A pipe or a terminal may pause: what has arrived is classified after a short wait.
+                flush_after = None if _is_regular_file(source) else pipeline.IDLE_FLUSH_SECONDS
                 if fmt == "mbox":
                     spam_sink = _open_output(spam_output, stack, append=True) if spam_output else None
-                    summary = pipeline.filter_mbox(source, sink, classifier, cut, spam_sink, on_progress)
+                    summary = pipeline.filter_mbox(
+                        source, sink, classifier, cut, spam_sink, on_progress, flush_after
+                    )
                 else:
                     summary = _filter_text_format(
-                        fmt, source, sink, classifier, cut, text_column, on_progress
+                        fmt, source, sink, classifier, cut, text_column, on_progress, flush_after
                     )
                 sink.flush()
             except pipeline.FilterInputError as error:
@@ -493,10 +505,35 @@ def filter_command(
                 _fail(str(error))
     except BrokenPipeError:
         _quiet_broken_pipe()
+    except Interrupted as stop:  # while waiting for the first bytes: nothing was read
+        click.echo(f"spamfilter: interrupted by {stop} before any input arrived", err=True)
+        sys.exit(exit_code(stop.signum))
     except OSError as error:  # a full disk, an output that went away: say so, no traceback
         _fail(f"cannot write the output: {error.strerror or error}")
     if not quiet:
         click.echo(f"spamfilter: {pipeline.timed(summary, started).line()}", err=True)
+
+
+def _peek(source: io.BufferedReader) -> bytes:
+    """The first bytes, for format detection, without consuming them. Waiting for them (a terminal,
+    a quiet pipe) can be cut short by a stop signal: nothing has been read then."""
+    from .interrupts import interruptible
+
+    with interruptible():
+        return source.peek(4096)[:4096]
+
+
+def _given(context: click.Context, name: str) -> bool:
+    return context.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)
+
+
+def _is_regular_file(stream: BinaryIO) -> bool:
+    import stat
+
+    try:
+        return stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
+    except (OSError, ValueError, io.UnsupportedOperation):  # in-memory streams: no file descriptor
+        return False
 
 
 def _filter_folder(
@@ -558,18 +595,41 @@ def _same_file(a: str | None, b: str | None) -> bool:
         return False
 
 
-def _progress_display(stack: contextlib.ExitStack, wanted: bool | None) -> Callable[[int], None] | None:
-    """A live count of messages on stderr: with --progress, or by default when stderr is a terminal."""
+def _progress_display(
+    stack: contextlib.ExitStack, wanted: bool | None, source: BinaryIO | None = None
+) -> Callable[[int], None] | None:
+    """Live progress on stderr (with --progress, or by default when stderr is a terminal): messages
+    and their rate; for a file also how far through it the run is, as a bar, a percentage and the
+    time left."""
     if wanted is False or (wanted is None and not sys.stderr.isatty()):
         return None
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    display = Progress(
-        SpinnerColumn(), TextColumn("{task.completed} messages"), TimeElapsedColumn(), console=_console()
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        SpinnerColumn,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
     )
+
+    size = os.fstat(source.fileno()).st_size if source is not None and _is_regular_file(source) else None
+    count = TextColumn("{task.fields[messages]} messages ({task.fields[rate]})")
+    columns: list[Any] = [SpinnerColumn(), count]
+    if size:
+        columns += [BarColumn(), TaskProgressColumn(), TimeRemainingColumn()]
+    display = Progress(*columns, TimeElapsedColumn(), console=_console())
     stack.enter_context(display)
-    task = display.add_task("filter", total=None)
-    return lambda done: display.update(task, completed=done)
+    task = display.add_task("filter", total=size or None, messages=0, rate="-")
+    started = time.perf_counter()
+
+    def update(done: int) -> None:
+        elapsed = time.perf_counter() - started
+        rate = f"{done / elapsed:.1f}/s" if elapsed > 0 else "-"
+        position = os.lseek(source.fileno(), 0, os.SEEK_CUR) if size and source is not None else None
+        display.update(task, completed=position, messages=done, rate=rate)
+
+    return update
 
 
 def _filter_text_format(
@@ -580,6 +640,7 @@ def _filter_text_format(
     threshold: float,
     text_column: str,
     on_progress: Callable[[int], None] | None,
+    flush_after: float | None,
 ) -> Summary:
     from . import filter as pipeline
 
@@ -590,8 +651,10 @@ def _filter_text_format(
     )
     try:
         if fmt == "csv":
-            return pipeline.filter_csv(text_in, text_out, classifier, threshold, text_column, on_progress)
-        return pipeline.filter_text(text_in, text_out, classifier, threshold, on_progress)
+            return pipeline.filter_csv(
+                text_in, text_out, classifier, threshold, text_column, on_progress, flush_after
+            )
+        return pipeline.filter_text(text_in, text_out, classifier, threshold, on_progress, flush_after)
     finally:
         text_out.flush()
         # Detach so that the wrappers never close the streams underneath their owner.
@@ -695,8 +758,13 @@ def classify(
         _fail(str(error))
     items = [sys.stdin.read() if t == "-" else t for t in texts]
     for (label, p), text in zip(classifier.classify(items, threshold), items, strict=True):
-        shown = text if len(text) <= 60 else text[:57] + "..."
-        click.echo(f"{label}\t{p:.4f}\t{shown}")
+        click.echo(f"{label}\t{p:.4f}\t{_one_line_preview(text)}")
+
+
+def _one_line_preview(text: str, width: int = 60) -> str:
+    """A text on one output line: line breaks shown as spaces, long texts cut."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 3] + "..."
 
 
 @cli.command(name="eval", context_settings=CONTEXT)
@@ -722,7 +790,8 @@ def classify(
     "--report",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Folder for eval.json and roc.png. Default: the model directory.",
+    help="Folder to write eval.json and roc.png to. Default: none written (the model directory keeps "
+    "its training record).",
 )
 @gpu_option
 @variant_option
@@ -761,8 +830,11 @@ def eval_command(
         target_fprs or DEFAULT_TARGET_FPRS,
     )
     click.echo(format_report(result))
+    if report is None:  # never over the test report that train wrote into the model directory
+        click.echo("spamfilter: no files written; --report DIR keeps eval.json and roc.png", err=True)
+        return
     try:
-        record, plot = write_report(result, report or classifier.directory.path)
+        record, plot = write_report(result, report)
     except OSError as error:
         _fail(f"cannot write the report: {error}")
     click.echo(f"spamfilter: wrote {record} and {plot}", err=True)

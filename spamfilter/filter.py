@@ -7,11 +7,15 @@ message read is written out, in input order.
 from __future__ import annotations
 
 import csv
+import io
+import itertools
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from queue import Empty, Full, Queue
 from typing import BinaryIO, TextIO
 
 import numpy as np
@@ -63,6 +67,7 @@ class Summary:
     untagged: int = 0  # messages written unchanged because the run stopped before they were classified
     seconds: float = 0.0
     provider: str = ""
+    variant: str = ""  # which ONNX model of the directory ran: fp32 or int8
     on_progress: Callable[[int], None] | None = field(default=None, repr=False)  # messages so far
 
     @property
@@ -75,34 +80,120 @@ class Summary:
         extra += f"; {self.passed_through} non-message chunks passed through" if self.passed_through else ""
         return (
             f"{self.messages} messages: {self.spam} spam, {self.not_spam} not spam in {self.seconds:.2f} s "
-            f"({rate:.1f}/s) on {self.provider}{extra}"
+            f"({rate:.1f}/s), {self.variant} on {self.provider}{extra}"
         )
 
 
 def detect_format(head: bytes, text_column: str = DEFAULT_TEXT_COLUMN) -> str:
-    """Guess the input format from its first bytes."""
+    """Guess the input format from its first bytes: ``mbox``, ``email``, ``csv``, ``text``, or
+    ``binary`` (NUL bytes: no kind of mail or text this filter reads). Never raises."""
     if looks_like_mbox(head):
         return "mbox"
     if looks_like_email(head):
         return "email"
-    first_line = head.split(b"\n", 1)[0].decode("utf-8", "replace").strip("\r\ufeff")
-    fields = next(csv.reader([first_line]), [])
-    if any(f.strip().lower() == text_column.lower() for f in fields):
-        return "csv"
-    return "text"
+    if b"\0" in head:
+        return "binary"
+    return "csv" if looks_like_csv(head, text_column) else "text"
 
 
-def _chunks(items: Iterable, size: int = CHUNK) -> Iterator[list]:
-    """Lists of ``size`` items; a shorter one as soon as a stop is requested and the item being
-    read is complete, so that what was read goes out (untagged, see ``_classify``) at once."""
+CSV_SAMPLE_ROWS = 6
+
+
+def looks_like_csv(head: bytes, text_column: str = DEFAULT_TEXT_COLUMN) -> bool:
+    """A header row naming ``text_column``, or the shape of a CSV export: a header of two or more
+    distinct, short names (no leading space, as prose after a comma has) and rows with as many
+    fields. Line ends may be LF, CRLF or CR alone."""
+    text = head.decode("utf-8", "replace").lstrip("\ufeff")
+    try:
+        rows = list(itertools.islice(csv.reader(io.StringIO(text, newline="")), CSV_SAMPLE_ROWS))
+    except csv.Error:
+        return False
+    if not rows:
+        return False
+    header = rows[0]
+    if any(name.strip().lower() == text_column.lower() for name in header):
+        return True
+    if not text.endswith(("\n", "\r")) and len(rows) > 1:
+        rows.pop()  # the last row may be cut off where the peek ended
+    names = [name.strip() for name in header]
+    return (
+        len(header) >= 2
+        and all(names)
+        and len(set(names)) == len(names)
+        and not any(name[:1].isspace() or len(name) > 64 for name in header)
+        and all(len(row) == len(header) for row in rows[1:])
+    )
+
+
+IDLE_FLUSH_SECONDS = 0.25  # a slow stream's messages are classified after this long without a new one
+_POLL_SECONDS = 0.1  # how often a wait for input looks for a stop request
+_END = object()
+
+
+def _read_ahead(items: Iterator, queue: Queue, done: threading.Event) -> None:
+    """The reader thread: items into ``queue`` (bounded, so memory stays bounded), then ``_END`` with
+    the error that ended the input, if any."""
+    error: BaseException | None = None
+    try:
+        for item in items:
+            if not _put(queue, (item, None), done):
+                return
+    except BaseException as raised:  # handed to the main thread, which raises it in order
+        error = raised
+    _put(queue, (_END, error), done)
+
+
+def _put(queue: Queue, entry: tuple, done: threading.Event) -> bool:
+    while not done.is_set():
+        try:
+            queue.put(entry, timeout=_POLL_SECONDS)
+            return True
+        except Full:
+            continue
+    return False
+
+
+def _chunks(items: Iterable, size: int = CHUNK, flush_after: float | None = None) -> Iterator[list]:
+    """Lists of ``size`` items, read on a helper thread so that this one never blocks in a read:
+    a stop signal is seen within a fraction of a second even while a terminal or a slow pipe sends
+    nothing. A shorter list (possibly empty) as soon as a stop is requested, so that what was read
+    goes out (untagged, see ``_classify``) at once; with ``flush_after``, also after that many
+    seconds without a new item, so that a slow stream's messages are not held back for a full chunk."""
+    queue: Queue = Queue(maxsize=size)
+    done = threading.Event()
+    reader = threading.Thread(
+        target=_read_ahead, args=(iter(items), queue, done), name="spamfilter-reader", daemon=True
+    )
+    reader.start()
     batch: list = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size or interrupts.requested() is not None:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+    waited = 0.0
+    try:
+        while True:
+            if interrupts.requested() is not None:
+                yield batch  # what was read; the caller's model call raises the stop
+                batch = []
+                continue
+            try:
+                item, error = queue.get(timeout=_POLL_SECONDS)
+            except Empty:
+                waited += _POLL_SECONDS
+                if batch and flush_after is not None and waited >= flush_after:
+                    yield batch
+                    batch, waited = [], 0.0
+                continue
+            waited = 0.0
+            if item is _END:
+                if batch:
+                    yield batch
+                if error is not None:
+                    raise error
+                return
+            batch.append(item)
+            if len(batch) == size:
+                yield batch
+                batch = []
+    finally:
+        done.set()
 
 
 def _classify(classifier: Classifier, texts: list[str]) -> np.ndarray:
@@ -127,6 +218,10 @@ def _stop_if_requested(summary: Summary) -> None:
         raise FilterInterrupted(signum, summary)
 
 
+def _summary(classifier: Classifier, on_progress: Callable[[int], None] | None) -> Summary:
+    return Summary(provider=classifier.provider, variant=classifier.variant, on_progress=on_progress)
+
+
 def _tally(summary: Summary, probabilities: Iterable[float], threshold: float) -> list[bool]:
     verdicts = [p >= threshold for p in probabilities]
     summary.messages += len(verdicts)
@@ -143,9 +238,10 @@ def filter_csv(
     threshold: float,
     text_column: str = DEFAULT_TEXT_COLUMN,
     on_progress: Callable[[int], None] | None = None,
+    flush_after: float | None = None,
 ) -> Summary:
     """CSV in, the same CSV out with ``label`` and ``spam_probability`` set on every row."""
-    summary = Summary(provider=classifier.provider, on_progress=on_progress)
+    summary = _summary(classifier, on_progress)
     reader = csv.reader(source)
     header = next(reader, None)
     if header is None:
@@ -159,7 +255,7 @@ def filter_csv(
     # RFC 4180 line ends: with CRLF as the terminator a cell holding a lone CR is quoted too.
     writer = csv.writer(sink, lineterminator="\r\n")
     writer.writerow(out_header)
-    for rows in _chunks(reader):
+    for rows in _chunks(reader, flush_after=flush_after):
         texts = [row[column] if column < len(row) else "" for row in rows]
         try:
             probabilities = _classify(classifier, texts)
@@ -197,10 +293,11 @@ def filter_text(
     classifier: Classifier,
     threshold: float,
     on_progress: Callable[[int], None] | None = None,
+    flush_after: float | None = None,
 ) -> Summary:
     """One message per line in; ``label<TAB>spam_probability<TAB>line`` out."""
-    summary = Summary(provider=classifier.provider, on_progress=on_progress)
-    for lines in _chunks(source):
+    summary = _summary(classifier, on_progress)
+    for lines in _chunks(source, flush_after=flush_after):
         texts = [line.rstrip("\r\n") for line in lines]
         try:
             probabilities = _classify(classifier, texts)
@@ -224,13 +321,14 @@ def filter_mbox(
     threshold: float,
     spam_sink: BinaryIO | None = None,
     on_progress: Callable[[int], None] | None = None,
+    flush_after: float | None = None,
 ) -> Summary:
     """mbox in, mbox out: each message's bytes with the two spam headers added, in order.
 
     With ``spam_sink`` spam goes there and the rest to ``sink`` (``--spam-output``).
     """
-    summary = Summary(provider=classifier.provider, on_progress=on_progress)
-    for messages in _chunks(split_mbox(source)):
+    summary = _summary(classifier, on_progress)
+    for messages in _chunks(split_mbox(source), flush_after=flush_after):
         mails = [m for m in messages if m.startswith(b"From ")]
         try:
             scores = _classify(classifier, [extract_text(m) for m in mails])
@@ -265,7 +363,7 @@ def filter_folder(
 ) -> Summary:
     """A Maildir or a folder of .eml files in; the same files, tagged, under ``target`` with the
     same relative paths (the input folder is never changed)."""
-    summary = Summary(provider=classifier.provider, on_progress=on_progress)
+    summary = _summary(classifier, on_progress)
     try:
         files = mail_folder_files(source)
     except ValueError as error:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -194,3 +195,55 @@ def test_filter_finds_the_model_train_wrote_last(
     assert default_model_dir() == out.resolve()
     result = CliRunner().invoke(cli, ["classify", "see you at lunch"])
     assert result.exit_code == 0 and result.stdout.split("\t")[0] in ("spam", "not spam")
+
+
+def test_eval_without_report_leaves_the_model_directory_alone(
+    trained_model: Path, test_csv: Path, tmp_path: Path
+) -> None:
+    model = tmp_path / "model"
+    shutil.copytree(trained_model, model)
+    before = {p.name: p.read_bytes() for p in model.iterdir()}
+    result = CliRunner().invoke(cli, ["eval", str(test_csv), "--model", str(model)])
+    assert result.exit_code == 0, result.output
+    assert {p.name: p.read_bytes() for p in model.iterdir()} == before  # train's eval.json and roc.png kept
+    assert "--report" in result.stderr
+
+
+def test_log_records_stay_on_one_line_off_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
+    from spamfilter.cli import _console
+
+    record = "epoch 1: train loss 0.123 acc 97.21% | validation loss 0.456 acc 96.64% " * 3 + "(69.5 s)"
+    _console().print(record)
+    assert capsys.readouterr().err == record + "\n"
+
+
+def test_classify_stdin_prints_one_line_per_text(trained_model: Path) -> None:
+    result = CliRunner().invoke(
+        cli, ["classify", "--model", str(trained_model), "-"], input="WIN a prize\nnow, call us\n"
+    )
+    assert result.exit_code == 0, result.output
+    (line,) = result.stdout.splitlines()
+    label, probability, shown = line.split("\t")
+    assert label in ("spam", "not spam") and 0 <= float(probability) <= 1
+    assert shown == "WIN a prize now, call us"
+
+
+def test_filter_summary_names_the_variant_that_ran(trained_model: Path) -> None:
+    result = CliRunner().invoke(
+        cli, ["filter", "--model", str(trained_model), "--format", "text"], input="hi\n"
+    )
+    assert result.exit_code == 0, result.output
+    assert "1 messages: " in result.stderr and ", fp32 on CPUExecutionProvider" in result.stderr
+
+
+def test_filter_progress_on_a_file_shows_rate_share_and_time_left(
+    trained_model: Path, tmp_path: Path
+) -> None:
+    source = tmp_path / "in.txt"
+    source.write_text("hello there\n" * 20)
+    result = CliRunner().invoke(
+        cli, ["filter", "--model", str(trained_model), "--format", "text", "--progress", str(source)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "20 messages (" in result.stderr and "/s)" in result.stderr
+    assert "100%" in result.stderr and "0:00:00" in result.stderr

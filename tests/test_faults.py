@@ -64,7 +64,7 @@ class FailingOnSecondBatch:
     which cannot be caused on purpose here: the first call works, the second raises."""
 
     def __init__(self, real: Classifier) -> None:
-        self.real, self.calls, self.provider = real, 0, real.provider
+        self.real, self.calls, self.provider, self.variant = real, 0, real.provider, real.variant
 
     def spam_probability(self, texts: list[str]):  # noqa: ANN201 - mirrors Classifier
         self.calls += 1

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import io
 import os
+import select
 import signal
 import subprocess
 import sys
 import time
+import typing
 from pathlib import Path
 
 import pytest
@@ -35,7 +37,7 @@ class SignalDuringModelCall:
 
     def __init__(self, real: Classifier, signum: int, at: int = 1) -> None:
         self.real, self.signum, self.at, self.calls = real, signum, at, 0
-        self.provider = real.provider
+        self.provider, self.variant = real.provider, real.variant
         run = real.session.run
 
         def run_then_signal(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
@@ -161,3 +163,78 @@ def test_ctrl_c_on_a_real_run(trained_model: Path, tmp_path: Path, signum: int) 
     written = messages(out.read_bytes())
     assert 0 < len(written) < 10_000
     assert [remove_spam_headers(m) for m in written] == messages(big.read_bytes())[: len(written)]
+
+
+def _caught_signals(pid: int) -> int:
+    """The bitmask of signals a process has handlers for (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return int(line.split()[1], 16)
+    return 0
+
+
+def _wait_for_stop_handlers(process: subprocess.Popen) -> None:
+    # SIGTERM gets a handler only inside the filter run: from then on a signal is a stop request.
+    deadline = time.monotonic() + 120
+    while not _caught_signals(process.pid) & (1 << (signal.SIGTERM - 1)):
+        assert process.poll() is None and time.monotonic() < deadline, "filter never started"
+        time.sleep(0.02)
+
+
+def _read_lines(stream: typing.IO[bytes], n: int, timeout: float = 120) -> list[bytes]:
+    """``n`` lines from a pipe, waiting at most ``timeout`` seconds for them (a hung filter fails)."""
+    data = b""
+    deadline = time.monotonic() + timeout
+    while data.count(b"\n") < n:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"only {data!r} after {timeout} s"
+        if select.select([stream], [], [], remaining)[0]:
+            chunk = os.read(stream.fileno(), 65536)
+            assert chunk, f"output closed after {data!r}"
+            data += chunk
+    return data.splitlines()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_slow_stream_is_tagged_as_it_arrives_and_a_signal_stops_it_at_once(
+    trained_model: Path, signum: int
+) -> None:
+    # `tail -f log | spamfilter filter`: the writer keeps the pipe open and sends two lines.
+    process = subprocess.Popen(
+        [*SPAMFILTER, "filter", "--format", "text", "--model", str(trained_model), "-"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdin is not None and process.stdout is not None
+    try:
+        process.stdin.write(b"WIN a prize now\nlunch tomorrow?\n")
+        process.stdin.flush()
+        lines = _read_lines(process.stdout, 2)  # without waiting for 256 lines or the end of input
+        assert [line.split(b"\t")[2] for line in lines] == [b"WIN a prize now", b"lunch tomorrow?"]
+        assert all(line.split(b"\t")[0] in (b"spam", b"not spam") for line in lines)
+        process.send_signal(signum)  # the pipe is still open: reading must not hold the stop back
+        process.wait(timeout=60)  # (communicate would close the pipe)
+        stderr = process.stderr.read().decode()  # type: ignore[union-attr]
+    finally:
+        process.kill()
+    assert process.returncode == 128 + signum, stderr
+    assert f"interrupted by {signal.Signals(signum).name}: 2 messages" in stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_waiting_for_the_first_byte_stops_at_once(trained_model: Path, signum: int) -> None:
+    # `spamfilter filter` on a terminal or a quiet pipe: nothing has arrived when the user gives up.
+    process = subprocess.Popen(
+        [*SPAMFILTER, "filter", "--model", str(trained_model), "-"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        _wait_for_stop_handlers(process)
+        process.send_signal(signum)
+        process.wait(timeout=60)  # the pipe stays open (communicate would close it)
+        stdout, stderr = process.stdout.read(), process.stderr.read()  # type: ignore[union-attr]
+    finally:
+        process.kill()
+    text = stderr.decode()
+    assert process.returncode == 128 + signum, text
+    assert stdout == b"" and "Traceback" not in text and len(text.strip().splitlines()) == 1
+    assert f"interrupted by {signal.Signals(signum).name}" in text
