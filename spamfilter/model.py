@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, cast
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +51,11 @@ GPT2_SIZES: dict[str, GPTConfig] = {
 }
 
 
+def take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Row b's position ``index[b]``: (B, T, C), (B,) -> (B, 1, C)."""
+    return x[torch.arange(x.shape[0], device=x.device), index][:, None]
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
@@ -58,14 +63,24 @@ class CausalSelfAttention(nn.Module):
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)  # qkv with bias
         self.c_proj = nn.Linear(config.n_embd, config.n_embd)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, only: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, C) -> (B, T, C); with ``only`` (B,) -> (B, 1, C), row b's output at position
+        ``only[b]`` alone: one query there, keys and values up to it."""
         B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        if only is None:
+            q, k, v = self.c_attn(x).split(C, dim=2)  # (B, T, C) each
+            mask = None
+        else:
+            weight, bias = self.c_attn.weight, self.c_attn.bias
+            q = F.linear(take(x, only), weight[:C], bias[:C])  # (B, 1, C)
+            k, v = F.linear(x, weight[C:], bias[C:]).split(C, dim=2)  # (B, T, C) each
+            visible = torch.arange(T, device=x.device) <= only[:, None]  # (B, T): causal
+            mask = visible[:, None, None, :]  # (B, 1, 1, T)
+        q = q.view(B, -1, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, Tq, hs)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, nh, T, hs)
-        y = y.transpose(1, 2).reshape(B, T, C)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=only is None)
+        y = y.transpose(1, 2).reshape(B, -1, C)  # (B, Tq, C)
         return self.c_proj(y)
 
 
@@ -87,8 +102,12 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x: torch.Tensor, only: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, C) -> (B, T, C); with ``only`` (B,) -> (B, 1, C) at those positions alone."""
+        h = self.ln_1(x)  # (B, T, C): keys and values need every position
+        if only is not None:
+            x = take(x, only)  # (B, 1, C)
+        x = x + self.attn(h, only)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -128,10 +147,14 @@ class GPT(nn.Module):
         positions = torch.arange(T, device=input_ids.device)
         return self.wte(input_ids) + self.wpe(positions)  # (B, T, C)
 
-    def run_blocks(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
-        """Blocks ``start..`` then the final LayerNorm: (B, T, C) -> (B, T, C)."""
-        for block in self.h[start:]:
-            x = block(x)
+    def run_blocks(self, x: torch.Tensor, start: int = 0, only: torch.Tensor | None = None) -> torch.Tensor:
+        """Blocks ``start..`` then the final LayerNorm: (B, T, C) -> (B, T, C); with ``only`` (B,)
+        -> (B, 1, C), the last block computing those positions alone (see :class:`Block`)."""
+        blocks = self.h[start:]
+        for i, block in enumerate(blocks):
+            x = block(x, only if i == len(blocks) - 1 else None)
+        if only is not None and not blocks:
+            x = take(x, only)  # (B, 1, C)
         return self.ln_f(x)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -157,16 +180,6 @@ def last_token_index(input_ids: torch.Tensor, pad_token_id: int) -> torch.Tensor
     return (is_real * positions).amax(dim=1)
 
 
-def pool(hidden: torch.Tensor, input_ids: torch.Tensor, pooling: str, pad_token_id: int) -> torch.Tensor:
-    """Pick the position the classifier reads: (B, T, C) -> (B, C)."""
-    if pooling == "last":
-        return hidden[:, -1, :]
-    if pooling == "last-token":
-        index = last_token_index(input_ids, pad_token_id)
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), index]
-    raise ValueError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
-
-
 class SpamClassifier(nn.Module):
     """``input_ids (B, T) -> logits (B, 2)``: the module that is trained and exported to ONNX."""
 
@@ -181,50 +194,27 @@ class SpamClassifier(nn.Module):
         self.pad_token_id = pad_token_id
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.head(self.gpt.run_blocks(self.gpt.embed(input_ids)), input_ids)
+        """The plain full forward: every block at every position, then the pooled position."""
+        hidden = self.gpt.run_blocks(self.gpt.embed(input_ids))  # (B, T, C)
+        return self.gpt.lm_head(take(hidden, self.pooled_index(input_ids))[:, 0])
 
     def logits_from_block(self, x: torch.Tensor, input_ids: torch.Tensor, start: int) -> torch.Tensor:
         """Class logits from the input ``x`` (B, T, C) of block ``start``, for training.
 
-        The same answer as running blocks ``start..`` and :meth:`head`, with less work: only the
-        pooled position reaches the head, so the last block computes keys and values for every
-        position but queries, attention output and MLP for that position alone.
+        The logits of :meth:`forward` with less work: only the pooled position reaches the head,
+        so the last block computes keys and values for every position but queries, attention
+        output and MLP for that position alone.
         """
-        gpt = self.gpt
-        for block in gpt.h[start:-1]:
-            x = block(x)
-        if start >= len(gpt.h):
-            return self.head(gpt.ln_f(x), input_ids)
-        B, T, C = x.shape
-        block = cast(Block, gpt.h[-1])
-        attn = block.attn
-        nh, hs = attn.n_head, C // attn.n_head
-        h = block.ln_1(x)  # (B, T, C)
-        mask: torch.Tensor | None = None  # `last`: the last position sees every key
-        if self.pooling == "last":
-            # plain slicing (no index arithmetic), so that an exported graph keeps a dynamic batch
-            query_input, residual = h[:, -1], x[:, -1]
-        else:
-            index = last_token_index(input_ids, self.pad_token_id)
-            rows = torch.arange(B, device=x.device)
-            query_input, residual = h[rows, index], x[rows, index]
-            visible = torch.arange(T, device=x.device)[None, :] <= index[:, None]  # causal: keys up to it
-            mask = visible[:, None, None, :]
-        weight, bias = attn.c_attn.weight, attn.c_attn.bias
-        k, v = F.linear(h, weight[C:], bias[C:]).split(C, dim=2)  # (B, T, C) each
-        q = F.linear(query_input, weight[:C], bias[:C]).view(B, nh, 1, hs)
-        k = k.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
-        v = v.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, nh, 1, hs)
-        pooled = residual + attn.c_proj(y.reshape(B, C))  # (B, C)
-        pooled = pooled + block.mlp(block.ln_2(pooled))
-        return gpt.lm_head(gpt.ln_f(pooled))
+        pooled = self.gpt.run_blocks(x, start, only=self.pooled_index(input_ids))  # (B, 1, C)
+        return self.gpt.lm_head(pooled[:, 0])
 
     def forward_pooled(self, input_ids: torch.Tensor) -> torch.Tensor:
         """The logits of :meth:`forward`, with the last block computed only where the head reads
         (what the exported ONNX model runs: about 7 % less work for GPT-2 small)."""
         return self.logits_from_block(self.gpt.embed(input_ids), input_ids, 0)
 
-    def head(self, hidden: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-        """Class logits from the final hidden states: (B, T, C) -> (B, 2)."""
-        return self.gpt.lm_head(pool(hidden, input_ids, self.pooling, self.pad_token_id))
+    def pooled_index(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The position the head reads in each row: (B, T) -> (B,)."""
+        if self.pooling == "last":
+            return torch.full_like(input_ids[:, 0], input_ids.shape[1] - 1)
+        return last_token_index(input_ids, self.pad_token_id)
