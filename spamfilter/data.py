@@ -3,7 +3,6 @@ and the recipe's balancing and 70/10/20 split."""
 
 from __future__ import annotations
 
-import csv
 import os
 import tempfile
 import urllib.error
@@ -16,6 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .errors import DataError
+from .labelled import LabelledTexts, read_labelled_texts, read_mail_texts
 from .modeldir import LABELS, sha256_file
 
 SMS_URLS = (
@@ -28,12 +29,7 @@ SMS_SHA256 = "7d039a24a6083ed9ef0f806ebad56bbb976e3aeb8de05669173bfdc4996c239d"
 _MAX_ZIP_BYTES = 16 << 20  # the real zip is ~200 KB; anything huge is not it
 _MAX_MEMBER_BYTES = 4 << 20  # the real file is 477,907 bytes; stops a decompression bomb
 
-_LABEL_WORDS = {"ham": 0, "not spam": 0, "0": 0, "spam": 1, "1": 1}
 SEED = 123
-
-
-class DataError(Exception):
-    """Data that cannot be downloaded, read or understood."""
 
 
 def cache_dir() -> Path:
@@ -143,51 +139,19 @@ def _extract_member(archive: Path, destination: Path) -> Path:
 
 
 def read_labelled(path: Path) -> pd.DataFrame:
-    """Messages with columns ``Label`` (0 not spam / 1 spam) and ``Text``.
-
-    Accepts the UCI file (``ham<TAB>text`` per line, no header) and CSV/TSV files with a header
-    that names a label and a text column (any case; labels ham/spam/not spam/0/1).
-    The UCI file is read with ``QUOTE_NONE``: its texts contain stray double quotes that default
-    CSV quoting would use to merge lines, so all 5,574 messages are kept.
-    """
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            first_line = handle.readline()
-    except OSError as error:
-        raise DataError(f"cannot read {path}: {error.strerror}") from None
-    first_field = first_line.split("\t", 1)[0].strip().lower()
-    try:
-        if "\t" in first_line and first_field in ("ham", "spam"):
-            frame = pd.read_csv(
-                path,
-                sep="\t",
-                header=None,
-                names=["Label", "Text"],
-                quoting=csv.QUOTE_NONE,
-                dtype=str,
-                keep_default_na=False,
-                encoding_errors="replace",
-            )
-        else:
-            sep = "\t" if first_line.count("\t") > first_line.count(",") else ","
-            frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding_errors="replace")
-            frame = _pick_columns(frame, path)
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as error:
-        raise DataError(f"cannot parse {path}: {str(error).splitlines()[0]}") from None
-    labels = frame["Label"].str.strip().str.lower().map(_LABEL_WORDS)
-    if labels.isna().any():
-        bad = frame["Label"][labels.isna()].iloc[0]
-        raise DataError(f"{path}: unknown label {bad!r} (use spam / ham / not spam / 1 / 0)")
-    return pd.DataFrame({"Label": labels.astype(int), "Text": frame["Text"].astype(str)})
+    """Messages with columns ``Label`` (0 not spam / 1 spam) and ``Text``: the UCI file or a CSV/TSV
+    file with a label and a text column, read by :func:`spamfilter.labelled.read_labelled_texts`
+    (the same parser that ``eval`` uses without pandas)."""
+    return _frame(read_labelled_texts(path))
 
 
-def _pick_columns(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
-    by_lower = {str(c).strip().lower(): c for c in frame.columns}
-    label = next((by_lower[n] for n in ("label", "labels", "class", "category") if n in by_lower), None)
-    text = next((by_lower[n] for n in ("text", "message", "body", "content") if n in by_lower), None)
-    if label is None or text is None:
-        raise DataError(f"{path}: needs a label column and a text column; found {list(frame.columns)}")
-    return frame.rename(columns={label: "Label", text: "Text"})[["Label", "Text"]]
+def _frame(labelled: LabelledTexts) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "Label": pd.Series(labelled.labels, dtype="int64"),
+            "Text": pd.Series(labelled.texts, dtype=str),
+        }
+    )
 
 
 def balance(frame: pd.DataFrame, seed: int = SEED) -> pd.DataFrame:
@@ -231,14 +195,5 @@ def write_split_csv(frame: pd.DataFrame, path: Path) -> None:
 
 def read_mail(spam: list[Path], ham: list[Path]) -> pd.DataFrame:
     """Labelled messages from mailboxes (mbox, Maildir or a folder of .eml files), each reduced to
-    the text the filter sees (:func:`spamfilter.mail.extract_text`, the same function)."""
-    from .mail import extract_text, iter_mail_source
-
-    rows: list[tuple[int, str]] = []
-    for label, paths in ((1, spam), (0, ham)):
-        for path in paths:
-            try:
-                rows.extend((label, extract_text(raw)) for raw in iter_mail_source(path))
-            except (OSError, ValueError) as error:
-                raise DataError(f"cannot read mail from {path}: {error}") from None
-    return pd.DataFrame(rows, columns=["Label", "Text"])
+    the text the filter sees, read by :func:`spamfilter.labelled.read_mail_texts`."""
+    return _frame(read_mail_texts(spam, ham))

@@ -16,7 +16,10 @@ from spamfilter.data import (
     download_sms,
     random_split,
     read_labelled,
+    read_mail,
 )
+from spamfilter.errors import DataError as SpamfilterDataError
+from spamfilter.labelled import read_labelled_texts, read_mail_texts
 
 
 def test_full_file_is_read_without_merging_lines(sms_file: Path) -> None:
@@ -59,6 +62,40 @@ def test_missing_columns_and_bad_labels(tmp_path: Path) -> None:
     path.write_text("label,text\nmaybe,hello\n")
     with pytest.raises(DataError, match="unknown label 'maybe'"):
         read_labelled(path)
+
+
+def test_the_pandas_free_reader_is_the_one_parser(sms_file: Path, tmp_path: Path) -> None:
+    texts, labels = read_labelled_texts(sms_file)
+    frame = read_labelled(sms_file)
+    assert (len(texts), sum(labels)) == (5574, 747)
+    assert frame["Text"].tolist() == texts and frame["Label"].tolist() == labels
+    path = tmp_path / "mail.tsv"
+    path.write_text('Category\tMessage\tother\r\nspam\t"two\r\nlines"\tx\r\n\r\nham\tlunch\r\n')
+    assert read_labelled_texts(path) == (["two\r\nlines", "lunch"], [1, 0])  # CSV quoting with a header
+
+
+def test_reader_errors_are_one_line_data_errors(tmp_path: Path) -> None:
+    assert DataError is SpamfilterDataError
+    path = tmp_path / "wide.csv"
+    path.write_text("label,text\nspam,a\nham,b,c\n")
+    with pytest.raises(DataError, match=r"cannot parse .*wide.csv: line 3 has 3 fields"):
+        read_labelled_texts(path)
+    with pytest.raises(DataError, match="cannot read"):
+        read_labelled_texts(tmp_path / "missing.csv")
+
+
+def test_mail_readers_label_spam_then_ham(tmp_path: Path) -> None:
+    (tmp_path / "spam.mbox").write_bytes(
+        b"From a@b Thu Jan  1 00:00:00 2004\nSubject: WIN\n\ncash now\n\n"
+        b"From c@d Thu Jan  1 00:00:00 2004\nSubject: FREE\n\nprize\n"
+    )
+    (tmp_path / "ham").mkdir()
+    (tmp_path / "ham" / "1.eml").write_bytes(b"Subject: lunch\n\nat one?\n")
+    texts, labels = read_mail_texts([tmp_path / "spam.mbox"], [tmp_path / "ham"])
+    assert labels == [1, 1, 0] and "WIN" in texts[0] and "at one?" in texts[2]
+    assert read_mail([tmp_path / "spam.mbox"], [tmp_path / "ham"])["Text"].tolist() == texts
+    with pytest.raises(DataError, match="cannot read mail from"):
+        read_mail_texts([tmp_path / "nowhere"], [])
 
 
 def _zip_with(tmp_path: Path, members: dict[str, bytes]) -> Path:
