@@ -2,7 +2,7 @@
 often the verdict changes, whether onnxruntime's int8 kernels on this CPU compute exactly what the
 quantized graph means (ONNX's reference evaluator, plain numpy integer arithmetic), size and speed.
 
-    python -m benchmarks.bench_quantize --model DIR [--exact-messages 16]
+    python -m benchmarks.bench_quantize --model DIR [--exact-messages 16] [--limit N]
 
 DIR is a model directory written by ``spamfilter train`` (its ``model.pt`` carries the test split).
 The figures depend on the CPU's integer kernels (AVX2, AVX-512, VNNI): the table names the one used.
@@ -29,13 +29,13 @@ BATCH = 8
 
 def _probabilities(path: Path, ids: np.ndarray) -> tuple[np.ndarray, float]:
     """P(spam) in batches of 8 as the filter runs them, and the messages per second of the model calls."""
-    from spamfilter.runtime import create_session, run_batches
-    from spamfilter.tokenizer import PAD_TOKEN_ID
+    from spamfilter.export import onnx_probabilities
+    from spamfilter.runtime import create_session
 
     session = create_session(path)
-    run_batches(session, ids[:BATCH], BATCH, PAD_TOKEN_ID)  # warm-up
+    onnx_probabilities(session, ids[:BATCH], BATCH)  # warm-up
     started = time.perf_counter()
-    probabilities = run_batches(session, ids, BATCH, PAD_TOKEN_ID)
+    probabilities = onnx_probabilities(session, ids, BATCH)
     return probabilities, len(ids) / (time.perf_counter() - started)
 
 
@@ -50,17 +50,18 @@ def _exactness(path: Path, ids: np.ndarray) -> float:
     fast = create_session(path).run(["logits"], {"input_ids": ids})[0]
     graph = version_converter.convert_version(onnx.load(str(path)), 21)
     exact = ReferenceEvaluator(graph).run(["logits"], {"input_ids": ids})[0]
-    return float(
-        np.abs(softmax_spam(fast.astype(np.float64)) - softmax_spam(exact.astype(np.float64))).max()
-    )
+    return float(np.abs(softmax_spam(fast.astype(np.float64)) - softmax_spam(exact.astype(np.float64))).max())
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", type=Path, required=True, help="a model directory with model.pt")
     parser.add_argument(
         "--exact-messages", type=int, default=16, help="test messages checked against the reference evaluator"
     )
+    parser.add_argument("--limit", type=int, default=None, help="only the first N test messages")
     args = parser.parse_args()
 
     import torch
@@ -73,13 +74,13 @@ def main() -> None:
 
     directory = open_model_directory(args.model)
     data = torch.load(args.model / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
-    ids = data["test_input_ids"].numpy()
-    labels = data["test_labels"].numpy()
-    fp32_file, _, _ = directory.variant_file("fp32")
+    ids = data["test_input_ids"].numpy()[: args.limit]
+    labels = data["test_labels"].numpy()[: args.limit]
+    fp32_file, _ = directory.variant_file("fp32")
     fp32, fp32_rate = _probabilities(fp32_file, ids)
     print(f"# {machine_line()}; int8 kernels: {cpu_instruction_set()}")
     print(
-        f"# model {args.model}: pooling {directory.pooling}, max_length {directory.max_length}, "
+        f"# model {args.model}: pooling {directory.manifest.pooling}, max_length {directory.max_length}, "
         f"{len(ids)} test messages; batches of {BATCH}"
     )
     print(

@@ -12,22 +12,26 @@ import io
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 
 import click
 
-from . import __version__
+from . import __version__, interrupts
+from .errors import EX_USAGE, SpamfilterError
 from .interrupts import Interrupted, exit_code, stop_on_signals
-from .modeldir import ModelDirectoryError, default_model_dir, remember_model_dir, train_output_dir
+from .modeldir import default_model_dir, remember_model_dir, train_output_dir
 
 if TYPE_CHECKING:
-    from .filter import FilterInterrupted, Summary
+    from .pipeline import FilterInterrupted
     from .runtime import Classifier
 
-EX_TEMPFAIL = 75  # sysexits.h: the mail system should retry later
 CONTEXT = {"help_option_names": ["-h", "--help"]}
+TRAIN_EXTRA_HINT = (
+    "training needs the train extra: pip install 'spamfilter-gpt2[train]' "
+    "(in a clone: pip install '.[train]')"
+)
 
 
 def _console():
@@ -35,6 +39,30 @@ def _console():
 
     # Off a terminal (logs, cron mail) one record stays on one line: rich would wrap at 80 columns.
     return Console(stderr=True, highlight=False, soft_wrap=not sys.stderr.isatty())
+
+
+class _LibraryError(click.ClickException):
+    """A library error shown as click shows errors: ``Error: <sentence>``, with the error's exit code."""
+
+    def __init__(self, error: SpamfilterError) -> None:
+        super().__init__(str(error))
+        self.code = error.exit_code
+
+    @property
+    def exit_code(self) -> int:  # type: ignore[override]
+        return self.code
+
+
+@contextlib.contextmanager
+def _library_errors() -> Iterator[None]:
+    """The one mapping from the library's errors to exit codes: usage errors 2 (with click's usage
+    line), the others their own code (1 unless they say otherwise)."""
+    try:
+        yield
+    except SpamfilterError as error:
+        if error.exit_code == EX_USAGE:
+            raise click.UsageError(str(error)) from None
+        raise _LibraryError(error) from None
 
 
 def _fail(message: str) -> NoReturn:
@@ -160,17 +188,17 @@ def train(
     After each epoch the training state is saved in the output directory; if a run is interrupted,
     the same command with --resume continues after the last finished epoch."""
     console = _console()
-    from .data import DataError
-    from .export import ExportError
-    from .recipe import TrainOptions, fine_tune
-    from .train import TrainingConfig, epoch_of_step
-    from .weights import WeightsError
+    try:
+        from .export import describe_export
+        from .recipe import TrainOptions, describe_result, fine_tune, resolve_device
+        from .train import TrainingConfig, epoch_of_step
+    except ImportError as error:  # a base (filter-only) install
+        _fail(f"{TRAIN_EXTRA_HINT} ({error})")
+    from .mail import check_sources
 
-    if data is not None and (spam_sources or ham_sources):
-        raise click.UsageError("give either --data or --spam/--ham, not both")
-    if bool(spam_sources) != bool(ham_sources):
-        raise click.UsageError("--spam and --ham go together")
-    torch_device = _pick_device(device)
+    with _library_errors():
+        check_sources(data, spam_sources, ham_sources, "--data", required=False)
+        torch_device = resolve_device(device)
     options = TrainOptions(
         model=model,
         weights=weights,
@@ -221,7 +249,7 @@ def train(
         )
 
     try:
-        with display:
+        with _library_errors(), display:
             result = fine_tune(
                 options,
                 on_step=on_step,
@@ -229,34 +257,14 @@ def train(
                 on_stage=lambda s: console.print(f"[dim]{s}…[/dim]"),
                 on_download=on_download,
             )
-    except (DataError, WeightsError, ExportError, ValueError, OSError) as error:
+    except OSError as error:
         _fail(str(error))
     except KeyboardInterrupt:
         console.print(f"interrupted: continue with the same command and --resume (state in {options.out})")
         sys.exit(130)
-    test = result.record.test
-    console.print(
-        f"trainable parameters {result.record.trainable_parameters:,}; max_length {result.max_length}; "
-        f"{result.record.seconds:.1f} s\n"
-        f"train accuracy {result.record.train_accuracy:.2%} | validation accuracy "
-        f"{result.record.validation_accuracy:.2%}\n"
-        f"test: accuracy {test['accuracy']:.2%} precision {test['precision']:.2%} "
-        f"recall {test['recall']:.2%} "
-        f"F1 {test['f1']:.2%} false-positive rate {test['false_positive_rate']:.2%} (n={test['n']})\n"
-        f"model directory: {options.out}"
-    )
-    _report_export(console, options.out, result.manifest)
+    for line in [*describe_result(result, options.out), *describe_export(options.out, result.manifest)]:
+        console.print(line)
     remember_model_dir(options.out)
-
-
-def _pick_device(choice: str) -> str:
-    import torch
-
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise click.BadParameter("CUDA is not available to torch here", param_hint="--device")
-    if choice == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return choice
 
 
 @cli.command(context_settings=CONTEXT)
@@ -271,55 +279,20 @@ def _pick_device(choice: str) -> str:
 def export(checkpoint: Path, out: Path | None, quantize: str | None) -> None:
     """Export a checkpoint (model.pt, or a model directory) to ONNX again."""
     console = _console()
-    from .export import ExportError, load_checkpoint, write_model_directory
-    from .modeldir import CHECKPOINT_FILE
-
-    path = checkpoint / CHECKPOINT_FILE if checkpoint.is_dir() else checkpoint
-    target = out or path.parent
     try:
-        classifier, data = load_checkpoint(path)
-        if "test_input_ids" not in data:
-            raise ExportError(f"{path} carries no test messages to verify the export with")
-        with console.status("exporting to ONNX and checking it against torch…"):  # shown on a terminal
-            manifest = write_model_directory(
-                target,
-                classifier,
-                max_length=data["max_length"],
-                test_ids=data["test_input_ids"].numpy(),
-                test_labels=data["test_labels"].numpy(),
-                manifest=dict(data.get("manifest", {})),
-                write_checkpoint=target.resolve() != path.parent.resolve(),
-                quantize=quantize,
-            )
-    except (ExportError, OSError) as error:
+        from .export import describe_export, reexport
+    except ImportError as error:  # a base (filter-only) install
+        _fail(f"{TRAIN_EXTRA_HINT} ({error})")
+    try:
+        with _library_errors(), console.status("exporting to ONNX and checking it against torch…"):
+            target, manifest = reexport(checkpoint, out, quantize)
+    except OSError as error:
         _fail(str(error))
-    except KeyError as error:
-        _fail(f"{path} is not a spamfilter checkpoint: no {error}")
-    _report_export(console, target, manifest)
-
-
-def _report_export(console: Any, target: Path, manifest: dict[str, Any]) -> None:
-    evaluation = manifest["onnx_evaluation"]
-    console.print(
-        f"exported {target / manifest['onnx']['file']}: max |logit difference| vs torch "
-        f"{manifest['onnx']['parity_max_abs_diff']:.1e}; fp32 test accuracy {evaluation['fp32_accuracy']:.2%}"
-    )
-    int8 = manifest["variants"].get("int8")
-    if int8:
-        console.print(
-            f"int8: {target / int8['file']}: test accuracy {int8['accuracy']:.2%}, "
-            f"verdicts agree with fp32 on "
-            f"{int8['agreement_with_fp32']:.2%} of {evaluation['n']} test messages; default variant "
-            f"{manifest['default_variant']}"
-        )
+    for line in describe_export(target, manifest):
+        console.print(line)
 
 
 # --------------------------------------------------------------------------- filter / classify
-
-
-# A GPU is only busy with many messages per call; on the CPU small batches lose nothing.
-CPU_BATCH = 8
-GPU_BATCH = 64
 
 
 def _load_classifier(
@@ -327,13 +300,14 @@ def _load_classifier(
 ) -> Classifier:
     from .runtime import Classifier
 
-    return Classifier.load(
-        model or default_model_dir(),
-        gpu=gpu,
-        batch_size=batch_size or (GPU_BATCH if gpu else CPU_BATCH),
-        variant=variant,
-        warn=lambda m: click.echo(f"spamfilter: {m}", err=True),
-    )
+    with _library_errors():
+        return Classifier.load(
+            model or default_model_dir(), gpu=gpu, batch_size=batch_size, variant=variant, warn=_warn
+        )
+
+
+def _warn(message: str) -> None:
+    click.echo(f"spamfilter: {message}", err=True)
 
 
 def _stopping_on_signals(command: Callable[..., None]) -> Callable[..., None]:
@@ -399,7 +373,7 @@ variant_option = click.option(
     "--batch-size",
     type=click.IntRange(1),
     default=None,
-    help=f"Messages per model call.  [default: {CPU_BATCH}; {GPU_BATCH} with --gpu]",
+    help="Messages per model call.  [default: 8; 64 with --gpu]",
 )
 @variant_option
 @click.option(
@@ -442,33 +416,25 @@ def filter_command(
     text   -> one message per line; label<TAB>probability<TAB>line
     folder -> a Maildir or .eml folder: tagged copies under -o DIR, same relative paths
     """
-    from . import filter as pipeline
+    from . import pipeline
 
     if input_path != "-" and Path(input_path).is_dir():
         _filter_folder(Path(input_path), output, model, threshold, gpu, batch_size, variant, quiet, progress)
         return
-
+    summary = None
     try:
-        with contextlib.ExitStack() as stack:
+        with contextlib.ExitStack() as stack, _library_errors():
             source = _open_input(input_path, stack)
-            fmt = input_format
-            if fmt == "auto":
-                # --strict and --exit-code only mean something for one message: a message that procmail
-                # hands over with its mbox From_ line must not be taken for a mailbox.
-                single = strict or verdict_exit
-                fmt = "email" if single else pipeline.detect_format(_peek(source), text_column)
-                if fmt == "text" and _given(click.get_current_context(), "text_column"):
-                    fmt = "csv"  # a text column was named: the input is a CSV, whatever its shape
-                if fmt == "binary":
-                    raise click.UsageError(
-                        f"{input_path} is binary (NUL bytes at its start), not mail, CSV or text; "
-                        "use --format text to classify its lines anyway"
-                    )
+            fmt = pipeline.choose_format(
+                input_format,
+                lambda: _peek(source),
+                text_column,
+                text_column_given=_given(click.get_current_context(), "text_column"),
+                single_message=strict or verdict_exit,
+            )
             if fmt == "email":
-                _pipeline_mode(
-                    source, _open_output(output, stack), model, threshold, gpu, variant, strict, verdict_exit
-                )
-                return
+                sink = _open_output(output, stack)
+                _pipeline_mode(source, sink, model, threshold, gpu, variant, strict, verdict_exit)
             if spam_output and fmt != "mbox":
                 raise click.BadParameter("only mbox output can be split", param_hint="--spam-output")
             for target, hint in ((output, "--output"), (spam_output, "--spam-output")):
@@ -476,33 +442,23 @@ def filter_command(
                     raise click.BadParameter(
                         "is the input file: write elsewhere, then move it over the input", param_hint=hint
                     )
-            try:
-                classifier = _load_classifier(model, gpu, batch_size, variant)
-            except ModelDirectoryError as error:
-                _fail(str(error))
-            cut = classifier.threshold if threshold is None else threshold
+            classifier = _load_classifier(model, gpu, batch_size, variant)
             started = time.perf_counter()
-            sink = _open_output(output, stack)
-            on_progress = _progress_display(stack, progress, source)
             try:
-                # A pipe or a terminal may pause: what has arrived is classified after a short wait.
-                flush_after = None if _is_regular_file(source) else pipeline.IDLE_FLUSH_SECONDS
-                if fmt == "mbox":
-                    spam_sink = _open_output(spam_output, stack, append=True) if spam_output else None
-                    summary = pipeline.filter_mbox(
-                        source, sink, classifier, cut, spam_sink, on_progress, flush_after
-                    )
-                else:
-                    summary = _filter_text_format(
-                        fmt, source, sink, classifier, cut, text_column, on_progress, flush_after
-                    )
-                sink.flush()
-            except pipeline.FilterInputError as error:
-                raise click.UsageError(str(error)) from None
+                summary = pipeline.filter_stream(
+                    fmt,
+                    source,
+                    _open_output(output, stack),
+                    classifier,
+                    classifier.threshold if threshold is None else threshold,
+                    text_column=text_column,
+                    spam_sink=_open_output(spam_output, stack, append=True) if spam_output else None,
+                    on_progress=_progress_display(stack, progress, source),
+                    # A pipe or a terminal may pause: what has arrived is classified after a short wait.
+                    flush_after=None if _is_regular_file(source) else pipeline.IDLE_FLUSH_SECONDS,
+                )
             except pipeline.FilterInterrupted as stop:
                 _interrupted(stop, started)
-            except pipeline.ClassificationError as error:
-                _fail(str(error))
     except BrokenPipeError:
         _quiet_broken_pipe()
     except Interrupted as stop:  # while waiting for the first bytes: nothing was read
@@ -510,7 +466,7 @@ def filter_command(
         sys.exit(exit_code(stop.signum))
     except OSError as error:  # a full disk, an output that went away: say so, no traceback
         _fail(f"cannot write the output: {error.strerror or error}")
-    if not quiet:
+    if not quiet and summary is not None:
         click.echo(f"spamfilter: {pipeline.timed(summary, started).line()}", err=True)
 
 
@@ -547,30 +503,20 @@ def _filter_folder(
     quiet: bool,
     progress: bool | None,
 ) -> None:
-    from . import filter as pipeline
+    from . import pipeline
 
     if output == "-":
         raise click.UsageError("a folder as INPUT needs -o DIR for the tagged copies")
-    target = Path(output)
-    if target.resolve() == source.resolve() or target.resolve().is_relative_to(source.resolve()):
-        raise click.BadParameter("must be outside the input folder", param_hint="--output")
-    try:
-        classifier = _load_classifier(model, gpu, batch_size, variant)
-    except ModelDirectoryError as error:
-        _fail(str(error))
+    classifier = _load_classifier(model, gpu, batch_size, variant)
     started = time.perf_counter()
-    with contextlib.ExitStack() as stack:
+    with contextlib.ExitStack() as stack, _library_errors():
         try:
             cut = classifier.threshold if threshold is None else threshold
             summary = pipeline.filter_folder(
-                source, target, classifier, cut, _progress_display(stack, progress)
+                source, Path(output), classifier, cut, _progress_display(stack, progress)
             )
-        except pipeline.FilterInputError as error:
-            raise click.UsageError(str(error)) from None
         except pipeline.FilterInterrupted as stop:
             _interrupted(stop, started)
-        except pipeline.ClassificationError as error:
-            _fail(str(error))
         except OSError as error:
             _fail(f"cannot write the output: {error.strerror or error}")
     if not quiet:
@@ -579,7 +525,7 @@ def _filter_folder(
 
 def _interrupted(stop: FilterInterrupted, started: float) -> NoReturn:
     """Ctrl-C or SIGTERM: every message read is in the output; say how far the run got."""
-    from .filter import timed
+    from .pipeline import timed
 
     summary = timed(stop.summary, started).line()
     click.echo(f"spamfilter: {stop}: {summary}; the rest of the input was not read", err=True)
@@ -632,44 +578,28 @@ def _progress_display(
     return update
 
 
-def _filter_text_format(
-    fmt: str,
-    source: BinaryIO,
-    sink: BinaryIO,
-    classifier: Classifier,
-    threshold: float,
-    text_column: str,
-    on_progress: Callable[[int], None] | None,
-    flush_after: float | None,
-) -> Summary:
-    from . import filter as pipeline
-
-    # surrogateescape: bytes that are not UTF-8 pass through to the output unchanged.
-    text_in = io.TextIOWrapper(source, encoding="utf-8", errors="surrogateescape", newline="")
-    text_out = io.TextIOWrapper(
-        sink, encoding="utf-8", errors="surrogateescape", newline="", write_through=True
-    )
-    try:
-        if fmt == "csv":
-            return pipeline.filter_csv(
-                text_in, text_out, classifier, threshold, text_column, on_progress, flush_after
-            )
-        return pipeline.filter_text(text_in, text_out, classifier, threshold, on_progress, flush_after)
-    finally:
-        text_out.flush()
-        # Detach so that the wrappers never close the streams underneath their owner.
-        text_in.detach()
-        text_out.detach()
-
-
 def _open_input(path: str, stack: contextlib.ExitStack) -> io.BufferedReader:
     if path == "-":
         stdin = sys.stdin.buffer
-        return stdin if isinstance(stdin, io.BufferedReader) else io.BufferedReader(stdin)  # type: ignore[arg-type]
+        try:
+            # A reader of our own on a copy of the descriptor: the reader thread may still be
+            # waiting in it when a stop signal ends the run, and Python's own sys.stdin must not
+            # be busy then (closing it at exit would abort the process). Nor is this one closed
+            # after a stop: closing would wait for that read.
+            reader = open(os.dup(stdin.fileno()), "rb")  # noqa: SIM115 - closed by the callback
+            stack.callback(_close_unless_stopping, reader)
+            return reader
+        except (OSError, ValueError, io.UnsupportedOperation):  # an in-memory stdin (tests, embedding)
+            return stdin if isinstance(stdin, io.BufferedReader) else io.BufferedReader(stdin)  # type: ignore[arg-type]
     try:
         return stack.enter_context(open(path, "rb"))
     except OSError as error:
         raise click.BadParameter(f"cannot read {path}: {error.strerror}", param_hint="INPUT") from None
+
+
+def _close_unless_stopping(stream: BinaryIO) -> None:
+    if interrupts.requested() is None:
+        stream.close()
 
 
 def _open_output(path: str, stack: contextlib.ExitStack, append: bool = False) -> BinaryIO:
@@ -697,49 +627,24 @@ def _pipeline_mode(
     variant: str | None,
     strict: bool,
     verdict_exit: bool,
-) -> None:
-    """One message: fail-safe like spamc. On any failure the original bytes go out unchanged and the
-    exit code is 0, or 75 with --strict so that the mail system retries."""
-    from . import filter as pipeline
+) -> NoReturn:
+    """One message: fail-safe like spamc (``pipeline.tag_message``). On any failure the original
+    bytes go out unchanged and the exit code is 0; with --strict nothing goes out and the exit code
+    is 75, so that the mail system keeps the message and retries."""
+    from .pipeline import deliver, tag_message
+    from .runtime import Classifier
 
-    raw = source.read()
-    if not raw.strip():
-        click.echo("spamfilter: empty input: no message to tag", err=True)
-        _write_all(sink, raw)
-        sys.exit(EX_TEMPFAIL if strict else 0)
-    try:
-        classifier = _load_classifier(model, gpu, variant=variant)
-        cut = classifier.threshold if threshold is None else threshold
-        tagged, spam, _ = pipeline.classify_email(raw, classifier, cut)
-    except (Exception, Interrupted) as error:  # fail-safe: never lose the message
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        if isinstance(error, Interrupted):
-            reason = f"interrupted by {error}"
-        if strict:
-            click.echo(
-                f"spamfilter: message not tagged, exit {EX_TEMPFAIL} to retry later: {reason}", err=True
-            )
-            sys.exit(EX_TEMPFAIL)
-        click.echo(f"spamfilter: message passed through untagged: {reason}", err=True)
-        _write_all(sink, raw)
-        sys.exit(0)
-    _write_all(sink, tagged)
-    sys.exit(1 if (verdict_exit and spam) else 0)
+    def load() -> Classifier:
+        return Classifier.load(model or default_model_dir(), gpu=gpu, variant=variant, warn=_warn)
 
-
-def _write_all(sink: BinaryIO, data: bytes) -> None:
-    """Pipeline output. If it cannot be written the message would be lost: exit 75 so that the
-    mail system keeps it and retries."""
-    try:
-        sink.write(data)
-        sink.flush()
-    except BrokenPipeError:
-        _quiet_broken_pipe()
-    except OSError as error:
-        click.echo(
-            f"spamfilter: cannot write the message ({error.strerror or error}); exit 75 to retry", err=True
-        )
-        sys.exit(EX_TEMPFAIL)
+    outcome = tag_message(source.read(), load, threshold)
+    if outcome.error is not None and strict:
+        click.echo(f"spamfilter: message not tagged, exit 75 to retry later: {outcome.error}", err=True)
+    else:
+        if outcome.error is not None:
+            click.echo(f"spamfilter: message passed through untagged: {outcome.error}", err=True)
+        deliver(sink, outcome.message)  # DeliveryError (exit 75) if it cannot be written
+    sys.exit(outcome.exit_code(strict, verdict_exit))
 
 
 @cli.command(context_settings=CONTEXT)
@@ -752,10 +657,7 @@ def classify(
     texts: tuple[str, ...], model: Path | None, threshold: float | None, gpu: bool, variant: str | None
 ) -> None:
     """Classify each TEXT ('-' reads one text from stdin): prints label and P(spam)."""
-    try:
-        classifier = _load_classifier(model, gpu, variant=variant)
-    except ModelDirectoryError as error:
-        _fail(str(error))
+    classifier = _load_classifier(model, gpu, variant=variant)
     items = [sys.stdin.read() if t == "-" else t for t in texts]
     for (label, p), text in zip(classifier.classify(items, threshold), items, strict=True):
         click.echo(f"{label}\t{p:.4f}\t{_one_line_preview(text)}")
@@ -809,35 +711,27 @@ def eval_command(
     """Measure a model on labelled messages: DATA (the UCI file, or CSV/TSV with label and text
     columns) or --spam/--ham mailboxes. Prints accuracy, precision, recall, F1, the false-positive
     rate, the confusion matrix, ROC AUC and which --threshold gives a chosen false-positive rate."""
-    from .data import DataError, read_labelled, read_mail
     from .evaluate import evaluate, format_report, write_report
+    from .labelled import read_labelled_texts, read_mail_texts
+    from .mail import check_sources
     from .metrics import DEFAULT_TARGET_FPRS
 
-    if (data is None) == (not (spam_sources or ham_sources)):
-        raise click.UsageError("give DATA or --spam/--ham mailboxes (one of them)")
-    if (spam_sources or ham_sources) and not (spam_sources and ham_sources):
-        raise click.UsageError("--spam and --ham go together")
-    try:
-        frame = read_labelled(data) if data is not None else read_mail(list(spam_sources), list(ham_sources))
-        classifier = _load_classifier(model, gpu, variant=variant)
-    except (DataError, ModelDirectoryError) as error:
-        _fail(str(error))
-    result = evaluate(
-        classifier,
-        frame["Text"].tolist(),
-        frame["Label"].tolist(),
-        threshold,
-        target_fprs or DEFAULT_TARGET_FPRS,
-    )
+    with _library_errors():
+        check_sources(data, spam_sources, ham_sources, "DATA", required=True)
+        texts, labels = (
+            read_labelled_texts(data) if data is not None else read_mail_texts(spam_sources, ham_sources)
+        )
+    classifier = _load_classifier(model, gpu, variant=variant)
+    result = evaluate(classifier, texts, labels, threshold, target_fprs or DEFAULT_TARGET_FPRS)
     click.echo(format_report(result))
     if report is None:  # never over the test report that train wrote into the model directory
         click.echo("spamfilter: no files written; --report DIR keeps eval.json and roc.png", err=True)
         return
     try:
-        record, plot = write_report(result, report)
+        written = write_report(result, report)
     except OSError as error:
         _fail(f"cannot write the report: {error}")
-    click.echo(f"spamfilter: wrote {record} and {plot}", err=True)
+    click.echo(f"spamfilter: wrote {' and '.join(map(str, written))}", err=True)
 
 
 def main() -> None:

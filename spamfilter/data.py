@@ -17,7 +17,7 @@ import pandas as pd
 
 from .errors import DataError
 from .labelled import LabelledTexts, read_labelled_texts, read_mail_texts
-from .modeldir import LABELS, sha256_file
+from .modeldir import sha256_file
 
 SMS_URLS = (
     "https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip",
@@ -185,12 +185,6 @@ def random_split(
         shuffled[train_end:validation_end].reset_index(drop=True),
         shuffled[validation_end:].reset_index(drop=True),
     )
-
-
-def write_split_csv(frame: pd.DataFrame, path: Path) -> None:
-    """A split as CSV with ``Label`` (spam / not spam) and ``Text``: what ``filter`` reads."""
-    out = pd.DataFrame({"Label": frame["Label"].map(lambda i: LABELS[i]), "Text": frame["Text"]})
-    out.to_csv(path, index=False)
 
 
 def read_mail(spam: list[Path], ham: list[Path]) -> pd.DataFrame:

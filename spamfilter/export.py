@@ -18,29 +18,37 @@ import numpy as np
 import torch
 
 from . import __version__
+from .errors import ExportError, first_line
 from .model import GPT, GPTConfig, SpamClassifier, add_classification_head
 from .modeldir import (
     CHECKPOINT_FILE,
     DYNAMIC_ONNX_FILE,
     FORMAT_VERSION,
     INT8_ONNX_FILE,
-    LABELS,
     MANIFEST_FILE,
     ONNX_FILE,
     TRAINING_PLOT,
     TRAINING_RECORD,
+    Manifest,
+    OnnxFile,
+    Variant,
     sha256_file,
 )
-from .tokenizer import PAD_TOKEN_ID, TOKENIZER_FILES, packaged_tokenizer_dir
+from .runtime import (
+    LogitsFunction,
+    accepts_shorter_inputs,
+    batched_logits,
+    cpu_instruction_set,
+    create_session,
+    session_logits,
+    softmax_spam,
+)
+from .tokenizer import PAD_TOKEN_ID, TOKENIZER_FILES, packaged_tokenizer_dir, unpad
 
 PARITY_TOLERANCE = 1e-4
 PARITY_EXAMPLES = 64  # test messages run through both torch and onnxruntime
 INT8_MIN_AGREEMENT = 0.99  # int8 becomes the default variant only at this verdict agreement
 ONNX_OPSET = 17
-
-
-class ExportError(Exception):
-    """An export that failed or whose ONNX model does not agree with torch."""
 
 
 class _PooledForward(torch.nn.Module):
@@ -86,24 +94,52 @@ def check_parity(
     classifier: SpamClassifier, session: Any, name: str, input_ids: np.ndarray, batch_size: int = 16
 ) -> float:
     """Largest absolute logit difference between torch and the onnxruntime ``session`` (of the file
-    ``name``) on ``input_ids``.
+    ``name``) on right-padded ``input_ids``, both run through the package's batching path (trimmed
+    batches where the ONNX model accepts them).
 
     Raises ``ExportError`` above ``PARITY_TOLERANCE``.
     """
     classifier = classifier.eval().cpu()
-    worst = 0.0
-    with torch.no_grad():
-        for begin in range(0, len(input_ids), batch_size):
-            batch = np.ascontiguousarray(input_ids[begin : begin + batch_size])
-            expected = classifier(torch.as_tensor(batch)).numpy()
-            actual = session.run(["logits"], {"input_ids": batch})[0]
-            worst = max(worst, float(np.abs(expected - actual).max()))
+
+    def torch_logits(ids: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return classifier(torch.as_tensor(ids)).numpy()
+
+    trim, pad = accepts_shorter_inputs(session), classifier.pad_token_id
+    expected = _batched(torch_logits, input_ids, batch_size, trim, pad)
+    actual = _batched(session_logits(session), input_ids, batch_size, trim, pad)
+    worst = float(np.abs(expected - actual).max()) if len(input_ids) else 0.0
     if worst > PARITY_TOLERANCE:
         raise ExportError(
             f"onnxruntime and torch disagree on {name}: max |logit difference| {worst:.2e} "
             f"> {PARITY_TOLERANCE:.0e}"
         )
     return worst
+
+
+def onnx_probabilities(
+    session: Any, input_ids: np.ndarray, batch_size: int = 16, pad_token_id: int = PAD_TOKEN_ID
+) -> np.ndarray:
+    """P(spam) from an onnxruntime session (or an ONNX file) on right-padded ids."""
+    if isinstance(session, (str, Path)):
+        session = create_session(Path(session))
+    trim = accepts_shorter_inputs(session)
+    logits = _batched(session_logits(session), input_ids, batch_size, trim, pad_token_id)
+    return softmax_spam(logits)
+
+
+def _batched(
+    logits: LogitsFunction, input_ids: np.ndarray, batch_size: int, trim: bool, pad_token_id: int
+) -> np.ndarray:
+    rows = unpad(input_ids, pad_token_id)
+    return batched_logits(
+        rows,
+        logits,
+        batch_size=batch_size,
+        max_length=input_ids.shape[1],
+        pad_token_id=pad_token_id,
+        trim=trim,
+    )
 
 
 def save_checkpoint(classifier: SpamClassifier, path: Path, max_length: int, extra: dict[str, Any]) -> None:
@@ -132,8 +168,7 @@ def load_checkpoint(path: Path) -> tuple[SpamClassifier, dict[str, Any]]:
     except FileNotFoundError:
         raise ExportError(f"checkpoint not found: {path}") from None
     except Exception as error:  # torch.load raises many types (unpickling, zip, key, shape errors)
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ExportError(f"{path} is not a spamfilter checkpoint: {reason}") from None
+        raise ExportError(f"{path} is not a spamfilter checkpoint: {first_line(error)}") from None
     return classifier.eval(), data
 
 
@@ -179,14 +214,6 @@ def quantize_int8(
         root.setLevel(level)
 
 
-def onnx_probabilities(path: Path, input_ids: np.ndarray, batch_size: int = 16) -> np.ndarray:
-    """P(spam) from an ONNX file on fixed-length ids (trimmed to the longest row when it can)."""
-    from .runtime import create_session, run_batches
-
-    session = create_session(path)
-    return run_batches(session, input_ids, batch_size, PAD_TOKEN_ID)
-
-
 def write_model_directory(
     out: Path,
     classifier: SpamClassifier,
@@ -198,8 +225,9 @@ def write_model_directory(
     training_record: dict[str, Any] | None = None,
     write_checkpoint: bool = True,
     quantize: str | None = None,
-) -> dict[str, Any]:
+) -> Manifest:
     """Export and verify, then write every file of the model directory; returns the manifest.
+    ``manifest`` describes where the model came from: ``base_model``, ``recipe`` and ``metrics``.
 
     Every file is built and checked in a staging folder first and moved into ``out`` at the end,
     ``spamfilter.json`` last: a failed export never damages a working model directory.
@@ -241,42 +269,36 @@ def _build(
     training_record: dict[str, Any] | None,
     write_checkpoint: bool,
     quantize: str | None,
-) -> dict[str, Any]:
-    from .runtime import cpu_instruction_set, create_session, run_batches
-
+) -> Manifest:
     parity_ids = test_ids[:PARITY_EXAMPLES]
     export_onnx(classifier, folder / ONNX_FILE, max_length)
     # one session per file, used for its parity check and then for the test messages
     session = create_session(folder / ONNX_FILE)
     fixed = check_parity(classifier, session, ONNX_FILE, parity_ids)
-    variants: dict[str, Any] = {}
+    variants: dict[str, Variant] = {}
     fastest_fp32 = folder / ONNX_FILE
     if classifier.pooling == "last-token":
         fastest_fp32 = folder / DYNAMIC_ONNX_FILE
         export_onnx(classifier, fastest_fp32, max_length, dynamic_length=True)
         session = create_session(fastest_fp32)
-        check_parity(classifier, session, DYNAMIC_ONNX_FILE, _trimmed(parity_ids))
-        variants["fp32-dynamic"] = {
-            "file": DYNAMIC_ONNX_FILE,
-            "sha256": sha256_file(fastest_fp32),
-            "dynamic_length": True,
-        }
-    fp32 = run_batches(session, test_ids, 16, PAD_TOKEN_ID)
+        check_parity(classifier, session, DYNAMIC_ONNX_FILE, parity_ids)
+        variants["fp32-dynamic"] = Variant(DYNAMIC_ONNX_FILE, sha256_file(fastest_fp32), dynamic_length=True)
+    fp32 = onnx_probabilities(session, test_ids, pad_token_id=classifier.pad_token_id)
     del session  # an fp32 gpt2-small session holds ~0.5 GB
     evaluation = {"n": len(test_ids), "fp32_accuracy": _accuracy(fp32, test_labels)}
     if quantize == "int8":
         quantize_int8(fastest_fp32, folder / INT8_ONNX_FILE)
-        int8 = onnx_probabilities(folder / INT8_ONNX_FILE, test_ids)
-        variants["int8"] = {
-            "file": INT8_ONNX_FILE,
-            "sha256": sha256_file(folder / INT8_ONNX_FILE),
-            "dynamic_length": classifier.pooling == "last-token",
-            "quantization": INT8_SCHEME,
-            "agreement_with_fp32": float(np.mean((int8 >= 0.5) == (fp32 >= 0.5))) if len(fp32) else 1.0,
-            "max_abs_probability_diff": float(np.abs(int8 - fp32).max()) if len(fp32) else 0.0,
-            "accuracy": _accuracy(int8, test_labels),
-            "measured_on": cpu_instruction_set(),
-        }
+        int8 = onnx_probabilities(folder / INT8_ONNX_FILE, test_ids, pad_token_id=classifier.pad_token_id)
+        variants["int8"] = Variant(
+            INT8_ONNX_FILE,
+            sha256_file(folder / INT8_ONNX_FILE),
+            dynamic_length=classifier.pooling == "last-token",
+            quantization=INT8_SCHEME,
+            agreement_with_fp32=float(np.mean((int8 >= 0.5) == (fp32 >= 0.5))) if len(fp32) else 1.0,
+            max_abs_probability_diff=float(np.abs(int8 - fp32).max()) if len(fp32) else 0.0,
+            accuracy=_accuracy(int8, test_labels),
+            measured_on=cpu_instruction_set(),
+        )
     for name in TOKENIZER_FILES:
         shutil.copyfile(packaged_tokenizer_dir() / name, folder / name)
     if write_checkpoint:
@@ -291,36 +313,64 @@ def _build(
         from .plots import plot_training
 
         plot_training(training_record, folder / TRAINING_PLOT)
-    use_int8 = "int8" in variants and variants["int8"]["agreement_with_fp32"] >= INT8_MIN_AGREEMENT
-    full = {
-        "format_version": FORMAT_VERSION,
-        "labels": list(LABELS),
-        "max_length": max_length,
-        "pad_token_id": classifier.pad_token_id,
-        "pooling": classifier.pooling,
-        "threshold": 0.5,
-        **manifest,
-        "onnx": {
-            "file": ONNX_FILE,
-            "sha256": sha256_file(folder / ONNX_FILE),
-            "opset": ONNX_OPSET,
-            "parity_max_abs_diff": fixed,
-            "parity_examples": len(parity_ids),
-        },
-        "variants": variants,
-        "default_variant": "int8" if use_int8 else "fp32",
-        "onnx_evaluation": evaluation,
-        "spamfilter_version": __version__,
-    }
-    (folder / MANIFEST_FILE).write_text(json.dumps(full, indent=2) + "\n")
+    int8_agreement = variants["int8"].agreement_with_fp32 if "int8" in variants else None
+    full = Manifest(
+        max_length=max_length,
+        pad_token_id=classifier.pad_token_id,
+        pooling=classifier.pooling,
+        threshold=0.5,
+        onnx=OnnxFile(ONNX_FILE, sha256_file(folder / ONNX_FILE), ONNX_OPSET, fixed, len(parity_ids)),
+        variants=variants,
+        default_variant="int8" if (int8_agreement or 0.0) >= INT8_MIN_AGREEMENT else "fp32",
+        onnx_evaluation=evaluation,
+        base_model=dict(manifest.get("base_model", {})),
+        recipe=dict(manifest.get("recipe", {})),
+        metrics=dict(manifest.get("metrics", {})),
+        spamfilter_version=__version__,
+    )
+    full.write(folder / MANIFEST_FILE)
     return full
-
-
-def _trimmed(ids: np.ndarray) -> np.ndarray:
-    """The ids cut after their longest real row: what the dynamic model sees at run time."""
-    real = (ids != PAD_TOKEN_ID).any(axis=0).nonzero()[0]
-    return ids[:, : int(real.max()) + 1] if len(real) else ids[:, :1]
 
 
 def _accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean((probabilities >= 0.5) == (labels == 1))) if len(labels) else float("nan")
+
+
+def reexport(checkpoint: Path, out: Path | None = None, quantize: str | None = None) -> tuple[Path, Manifest]:
+    """Export a checkpoint (``model.pt``, or the model directory holding one) again, verified on
+    the test messages it carries; returns the model directory written and its manifest."""
+    path = checkpoint / CHECKPOINT_FILE if checkpoint.is_dir() else checkpoint
+    target = out or path.parent
+    classifier, data = load_checkpoint(path)
+    missing = [key for key in ("max_length", "test_input_ids", "test_labels") if key not in data]
+    if missing:
+        raise ExportError(f"{path} carries no {', '.join(missing)} to verify the export with")
+    manifest = write_model_directory(
+        target,
+        classifier,
+        max_length=int(data["max_length"]),
+        test_ids=data["test_input_ids"].numpy(),
+        test_labels=data["test_labels"].numpy(),
+        manifest=dict(data.get("manifest", {})),
+        write_checkpoint=target.resolve() != path.parent.resolve(),
+        quantize=quantize,
+    )
+    return target, manifest
+
+
+def describe_export(target: Path, manifest: Manifest) -> list[str]:
+    """What an export wrote and how it checked, a line per model file."""
+    evaluation = manifest.onnx_evaluation
+    lines = [
+        f"exported {target / manifest.onnx.file}: max |logit difference| vs torch "
+        f"{manifest.onnx.parity_max_abs_diff:.1e}; fp32 test accuracy {evaluation['fp32_accuracy']:.2%}"
+    ]
+    int8 = manifest.variants.get("int8")
+    if int8 is not None:
+        lines.append(
+            f"int8: {target / int8.file}: test accuracy {int8.accuracy:.2%}, verdicts agree with fp32 on "
+            f"{int8.agreement_with_fp32:.2%} of {evaluation['n']:.0f} test messages (largest P(spam) "
+            f"difference {int8.max_abs_probability_diff:.3f}, {int8.measured_on}); default variant "
+            f"{manifest.default_variant}"
+        )
+    return lines

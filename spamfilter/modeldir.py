@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .errors import ModelDirectoryError
 
 FORMAT_VERSION = 1
 LABELS = ("not spam", "spam")  # index = class id
@@ -19,10 +21,6 @@ CHECKPOINT_FILE = "model.pt"
 TRAINING_RECORD = "training.json"
 TRAINING_PLOT = "training.png"
 _REQUIRED_KEYS = ("format_version", "labels", "max_length", "pad_token_id", "pooling", "threshold")
-
-
-class ModelDirectoryError(Exception):
-    """A model directory that is missing, incomplete or does not match its manifest."""
 
 
 def sha256_file(path: Path) -> str:
@@ -71,42 +69,132 @@ def remember_model_dir(path: Path) -> None:
 
 
 @dataclass(frozen=True)
+class OnnxFile:
+    """``model.onnx``: the fixed-length fp32 export and how it was checked against torch."""
+
+    file: str = ONNX_FILE
+    sha256: str | None = None
+    opset: int | None = None
+    parity_max_abs_diff: float | None = None
+    parity_examples: int | None = None
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Another ONNX file of the directory (``fp32-dynamic``, ``int8``) and what was measured of it."""
+
+    file: str
+    sha256: str | None = None
+    dynamic_length: bool = False  # accepts inputs shorter than max_length
+    quantization: dict[str, Any] | None = None
+    agreement_with_fp32: float | None = None  # share of test verdicts equal to fp32's
+    max_abs_probability_diff: float | None = None  # largest P(spam) difference from fp32 on the test split
+    accuracy: float | None = None
+    measured_on: str | None = None  # machine and integer instruction set (int8 differs with them)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """``spamfilter.json``: what any runtime needs to use the model, and where it came from."""
+
+    max_length: int
+    pad_token_id: int
+    pooling: str
+    threshold: float
+    onnx: OnnxFile = field(default_factory=OnnxFile)
+    variants: dict[str, Variant] = field(default_factory=dict)
+    default_variant: str = "fp32"
+    onnx_evaluation: dict[str, float] = field(default_factory=dict)  # n, fp32_accuracy
+    base_model: dict[str, Any] = field(default_factory=dict)
+    recipe: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+    labels: tuple[str, ...] = LABELS
+    spamfilter_version: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form; fields that were not measured are left out."""
+        data = asdict(self)
+        data["labels"] = list(self.labels)
+        data["onnx"] = _without_none(data["onnx"])
+        data["variants"] = {name: _without_none(entry) for name, entry in data["variants"].items()}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any, origin: Path) -> Manifest:
+        """A manifest read from ``origin``; ``ModelDirectoryError`` names what is wrong with it."""
+        if not isinstance(data, dict):
+            raise ModelDirectoryError(f"{origin} is not a spamfilter manifest")
+        missing = [key for key in _REQUIRED_KEYS if key not in data]
+        if missing:
+            raise ModelDirectoryError(f"{origin} lacks {', '.join(missing)}")
+        if data["format_version"] != FORMAT_VERSION:
+            raise ModelDirectoryError(
+                f"{origin} has format_version {data['format_version']}; "
+                f"this spamfilter reads {FORMAT_VERSION}"
+            )
+        try:
+            return cls(
+                max_length=int(data["max_length"]),
+                pad_token_id=int(data["pad_token_id"]),
+                pooling=str(data["pooling"]),
+                threshold=float(data["threshold"]),
+                onnx=OnnxFile(**data.get("onnx", {})),
+                variants={name: Variant(**entry) for name, entry in data.get("variants", {}).items()},
+                default_variant=str(data.get("default_variant", "fp32")),
+                onnx_evaluation=dict(data.get("onnx_evaluation", {})),
+                base_model=dict(data.get("base_model", {})),
+                recipe=dict(data.get("recipe", {})),
+                metrics=dict(data.get("metrics", {})),
+                labels=tuple(data["labels"]),
+                spamfilter_version=str(data.get("spamfilter_version", "")),
+            )
+        except (TypeError, ValueError, AttributeError) as error:
+            raise ModelDirectoryError(f"{origin} is not a spamfilter manifest: {error}") from None
+
+    def write(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+
+def _without_none(values: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in values.items() if value is not None}
+
+
+@dataclass(frozen=True)
 class ModelDirectory:
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
 
     @property
     def onnx_path(self) -> Path:
-        return self.path / self.manifest.get("onnx", {}).get("file", ONNX_FILE)
+        return self.path / self.manifest.onnx.file
 
     @property
     def default_variant(self) -> str:
-        return str(self.manifest.get("default_variant", "fp32"))
+        return self.manifest.default_variant
 
-    def variant_file(self, variant: str) -> tuple[Path, str | None, bool]:
-        """(file, expected sha256, has a dynamic sequence axis) for ``fp32`` or ``int8``.
+    def variant_file(self, variant: str) -> tuple[Path, str | None]:
+        """(file, expected sha256) for ``fp32`` or ``int8``.
 
         fp32 uses the dynamic-length export where there is one: its answers equal the fixed one's.
         """
-        extra = self.manifest.get("variants", {})
+        extra = self.manifest.variants
         if variant == "int8":
             if "int8" not in extra:
                 raise ModelDirectoryError(
                     f"{self.path} has no int8 model: run 'spamfilter export {self.path} --quantize int8'"
                 )
-            entry = extra["int8"]
-        elif variant == "fp32" and "fp32-dynamic" in extra:
-            entry = extra["fp32-dynamic"]
-        elif variant == "fp32":
-            entry = {**self.manifest.get("onnx", {}), "file": self.onnx_path.name, "dynamic_length": False}
-        else:
-            raise ModelDirectoryError(f"unknown model variant {variant!r}; choose fp32 or int8")
-        return self.path / entry["file"], entry.get("sha256"), bool(entry.get("dynamic_length"))
+            return self.path / extra["int8"].file, extra["int8"].sha256
+        if variant == "fp32" and "fp32-dynamic" in extra:
+            return self.path / extra["fp32-dynamic"].file, extra["fp32-dynamic"].sha256
+        if variant == "fp32":
+            return self.onnx_path, self.manifest.onnx.sha256
+        raise ModelDirectoryError(f"unknown model variant {variant!r}; choose fp32 or int8")
 
-    def checked_variant_file(self, variant: str) -> tuple[Path, bool]:
+    def checked_variant_file(self, variant: str) -> Path:
         """The variant's file after checking it exists and matches its recorded sha256, so a truncated
         or swapped file is caught before onnxruntime sees it."""
-        path, expected, dynamic = self.variant_file(variant)
+        path, expected = self.variant_file(variant)
         if not path.is_file():
             raise ModelDirectoryError(f"{path} is missing from the model directory")
         if expected and sha256_file(path) != expected:
@@ -114,23 +202,19 @@ class ModelDirectory:
                 f"{path} does not match the sha256 in {MANIFEST_FILE}: "
                 "the file is damaged or replaced; export again"
             )
-        return path, dynamic
+        return path
 
     @property
     def max_length(self) -> int:
-        return int(self.manifest["max_length"])
+        return self.manifest.max_length
 
     @property
     def pad_token_id(self) -> int:
-        return int(self.manifest["pad_token_id"])
+        return self.manifest.pad_token_id
 
     @property
     def threshold(self) -> float:
-        return float(self.manifest["threshold"])
-
-    @property
-    def pooling(self) -> str:
-        return str(self.manifest["pooling"])
+        return self.manifest.threshold
 
 
 def open_model_directory(path: Path) -> ModelDirectory:
@@ -147,20 +231,10 @@ def open_model_directory(path: Path) -> ModelDirectory:
     if not manifest_path.is_file():
         raise ModelDirectoryError(f"{manifest_path} is missing: {path} is not a spamfilter model directory")
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        data = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ModelDirectoryError(f"{manifest_path} is not readable JSON: {error}") from None
-    if not isinstance(manifest, dict):
-        raise ModelDirectoryError(f"{manifest_path} is not a spamfilter manifest")
-    missing_keys = [key for key in _REQUIRED_KEYS if key not in manifest]
-    if missing_keys:
-        raise ModelDirectoryError(f"{manifest_path} lacks {', '.join(missing_keys)}")
-    if manifest["format_version"] != FORMAT_VERSION:
-        raise ModelDirectoryError(
-            f"{manifest_path} has format_version {manifest['format_version']}; "
-            f"this spamfilter reads {FORMAT_VERSION}"
-        )
-    directory = ModelDirectory(path, manifest)
+    directory = ModelDirectory(path, Manifest.from_dict(data, manifest_path))
     for required in (directory.onnx_path, *(path / name for name in TOKENIZER_FILES)):
         if not required.is_file():
             raise ModelDirectoryError(f"{required} is missing from the model directory")

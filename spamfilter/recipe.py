@@ -6,13 +6,11 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from .data import (
-    DataError,
     DownloadProgress,
     Splits,
     balance,
@@ -21,8 +19,11 @@ from .data import (
     read_labelled,
     read_mail,
 )
+from .errors import TrainingError, UsageError
 from .export import write_model_directory
+from .mail import check_sources
 from .model import GPT, GPT2_SIZES, GPTConfig, SpamClassifier, add_classification_head
+from .modeldir import Manifest
 from .tokenizer import PAD_TOKEN_ID, Tokenizer
 from .train import EpochCallback, ProgressCallback, TrainingConfig, TrainingRecord, train_classifier
 from .weights import HUB_REPOS, load_pretrained
@@ -54,7 +55,7 @@ class TrainOptions:
 @dataclass
 class TrainResult:
     record: TrainingRecord
-    manifest: dict[str, Any]
+    manifest: Manifest
     splits: Splits
     max_length: int
 
@@ -67,11 +68,11 @@ def architecture(model: str) -> GPTConfig:
     if path.is_dir():
         path = path / "config.json"
     if not path.is_file():
-        raise ValueError(f"--model {model}: give one of {', '.join(GPT2_SIZES)} or a config.json")
+        raise TrainingError(f"--model {model}: give one of {', '.join(GPT2_SIZES)} or a config.json")
     try:
         return GPTConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
     except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as error:
-        raise ValueError(f"--model {model}: not a GPT-2 config.json ({error})") from None
+        raise TrainingError(f"--model {model}: not a GPT-2 config.json ({error})") from None
 
 
 def architecture_name(config: GPTConfig) -> str:
@@ -92,7 +93,7 @@ def build_classifier(
     """The GPT-2 with its new head, and a description of where its weights came from.
 
     The shape is the one that was loaded: with ``weights`` a folder or file, its configuration.
-    A ``model`` given as well must then describe the same shape, or this raises ``ValueError``
+    A ``model`` given as well must then describe the same shape, or this raises ``TrainingError``
     (naming a size is no way to reshape weights, and silently ignoring it would mislabel them).
     """
     if weights == RANDOM_WEIGHTS:
@@ -102,7 +103,9 @@ def build_classifier(
     elif weights is None:
         model = model or DEFAULT_MODEL
         if model not in HUB_REPOS:
-            raise ValueError(f"--model {model} has no hub weights: pass --weights PATH or --weights random")
+            raise TrainingError(
+                f"--model {model} has no hub weights: pass --weights PATH or --weights random"
+            )
         gpt = load_pretrained(model)
         origin = model
     else:
@@ -110,7 +113,7 @@ def build_classifier(
         gpt = load_pretrained(weights)
         origin = weights
         if expected is not None and gpt.config != expected:
-            raise ValueError(
+            raise TrainingError(
                 f"--model {model} ({describe_shape(expected)}) does not match --weights {weights} "
                 f"({describe_shape(gpt.config)}): leave out --model to train the weights' own shape"
             )
@@ -118,12 +121,36 @@ def build_classifier(
     return SpamClassifier(add_classification_head(gpt), pooling, PAD_TOKEN_ID), origin
 
 
+def resolve_device(choice: str) -> str:
+    """``auto``, ``cpu`` or ``cuda`` to the torch device to train on; ``cuda`` must really be there."""
+    if choice not in ("auto", "cpu", "cuda"):
+        raise UsageError(f"--device {choice}: choose auto, cpu or cuda")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: CUDA is not available to torch here")
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return choice
+
+
+def describe_result(result: TrainResult, out: Path) -> list[str]:
+    """The end of a training run in a few lines: what trained, how it scored, where it went."""
+    record, test = result.record, result.record.test
+    return [
+        f"trainable parameters {record.trainable_parameters:,}; max_length {result.max_length}; "
+        f"{record.seconds:.1f} s",
+        f"train accuracy {record.train_accuracy:.2%} | validation accuracy {record.validation_accuracy:.2%}",
+        f"test: accuracy {test['accuracy']:.2%} precision {test['precision']:.2%} "
+        f"recall {test['recall']:.2%} F1 {test['f1']:.2%} "
+        f"false-positive rate {test['false_positive_rate']:.2%} (n={test['n']})",
+        f"model directory: {out}",
+    ]
+
+
 def load_splits(options: TrainOptions, on_download: DownloadProgress | None = None) -> tuple[Splits, str]:
     """Balanced, split data: from mailboxes, a labelled file, or the SMS Spam Collection."""
     seed = options.training.seed
-    if options.spam or options.ham:
-        if not (options.spam and options.ham):
-            raise DataError("training on mail needs both --spam and --ham mailboxes")
+    check_sources(options.data, options.spam, options.ham, "--data", required=False)
+    if options.spam:
         frame = read_mail(options.spam, options.ham)
         origin = (
             "mail: spam " + ", ".join(map(str, options.spam)) + "; ham " + ", ".join(map(str, options.ham))
@@ -159,7 +186,7 @@ def fine_tune(
     classifier, origin = build_classifier(options.model, options.weights, options.pooling, config.seed)
     max_length = options.max_length or longest
     if max_length > classifier.gpt.config.n_positions:
-        raise ValueError(
+        raise TrainingError(
             f"--max-length {max_length} exceeds the model's context of {classifier.gpt.config.n_positions}"
         )
     arrays = {
@@ -170,7 +197,7 @@ def fine_tune(
     options.out.mkdir(parents=True, exist_ok=True)
     state_path = options.out / TRAINING_STATE
     if options.resume and not state_path.is_file():
-        raise ValueError(f"nothing to resume: no {state_path}")
+        raise TrainingError(f"nothing to resume: no {state_path}")
     record = train_classifier(
         classifier,
         arrays["train"],
@@ -214,18 +241,12 @@ def fine_tune(
         training_record=record.to_dict(),
         quantize=options.quantize,
     )
-    from .evaluate import write_report
+    from .evaluate import EvalReport, write_report
 
-    write_report(
-        {
-            "metrics": record.test,
-            "threshold_sweep": record.test_threshold_sweep,
-            "variant": "torch",
-            "provider": str(options.device),
-            "spam_probability": record.test_spam_probability,
-            "labels": arrays["test"][1].tolist(),
-        },
-        options.out,
+    # The test split's report, as `spamfilter eval` would write it, from the torch model's scores.
+    report = EvalReport.of(
+        arrays["test"][1], record.test_spam_probability, 0.5, variant="torch", provider=str(options.device)
     )
+    write_report(report, options.out)
     state_path.unlink(missing_ok=True)  # the model directory is complete: nothing left to resume
     return TrainResult(record, written, splits, max_length)

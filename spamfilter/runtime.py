@@ -12,11 +12,14 @@ from typing import Any
 
 import numpy as np
 
+from .errors import InstallError, first_line
 from .modeldir import ModelDirectory, ModelDirectoryError, open_model_directory
-from .tokenizer import Tokenizer
+from .tokenizer import Tokenizer, pad_rows
 
 MIN_CHARS_KEPT = 20_000
 CHARS_PER_TOKEN_KEPT = 64  # far above GPT-2's longest tokens: the first max_length tokens are intact
+CPU_BATCH = 8  # messages per model call by default
+GPU_BATCH = 64
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 Warn = Callable[[str], None]
@@ -59,7 +62,12 @@ def create_session(
     ``get_available_providers()`` lists CUDA wherever the GPU build is installed, even without a
     GPU or CUDA libraries, so the providers the session actually got are checked afterwards.
     """
-    import onnxruntime as ort
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise InstallError(
+            "no onnxruntime installed: pip install 'spamfilter-gpt2[cpu]' (or [gpu] for CUDA)"
+        ) from None
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or available_cores()
@@ -79,11 +87,9 @@ def create_session(
         session = ort.InferenceSession(str(model_path), sess_options=options, providers=providers)
     except Exception as error:  # onnxruntime raises its own exception types for bad files
         if gpu and providers[0] == CUDA:
-            warn(f"--gpu: CUDA could not start ({str(error).splitlines()[0]}); running on the CPU")
+            warn(f"--gpu: CUDA could not start ({first_line(error)}); running on the CPU")
             return create_session(model_path, gpu=False, threads=threads, warn=warn)
-        raise ModelDirectoryError(
-            f"onnxruntime cannot load {model_path}: {str(error).splitlines()[0]}"
-        ) from None
+        raise ModelDirectoryError(f"onnxruntime cannot load {model_path}: {first_line(error)}") from None
     if gpu and providers[0] == CUDA and CUDA not in session.get_providers():
         warn("--gpu: CUDA is not usable here (no GPU or CUDA libraries); running on the CPU")
     return session
@@ -112,22 +118,43 @@ def softmax_spam(logits: np.ndarray) -> np.ndarray:
     return exp[:, 1] / exp.sum(axis=1)
 
 
-def has_dynamic_length(session: Any) -> bool:
+def accepts_shorter_inputs(session: Any) -> bool:
+    """Whether the model takes ids shorter than its ``max_length`` (a dynamic sequence axis, as the
+    last-token export has). The one place this is decided: the session's own input shape."""
     return not isinstance(session.get_inputs()[0].shape[1], int)
 
 
-def run_batches(session: Any, input_ids: np.ndarray, batch_size: int, pad_token_id: int) -> np.ndarray:
-    """P(spam) for rows of fixed-length ids; a dynamic-length model gets each batch cut after its
-    longest real row (padding after the last real token cannot change its answer)."""
-    dynamic = has_dynamic_length(session)
-    out = np.empty(len(input_ids), dtype=np.float64)
-    for begin in range(0, len(input_ids), batch_size):
-        batch = input_ids[begin : begin + batch_size]
-        if dynamic:
-            real = (batch != pad_token_id).any(axis=0).nonzero()[0]
-            batch = batch[:, : int(real.max()) + 1 if len(real) else 1]
-        logits = session.run(["logits"], {"input_ids": np.ascontiguousarray(batch)})[0]
-        out[begin : begin + len(batch)] = softmax_spam(logits.astype(np.float64))
+def session_logits(session: Any) -> LogitsFunction:
+    """``ids -> logits`` through an onnxruntime session."""
+    return lambda ids: session.run(["logits"], {"input_ids": ids})[0]
+
+
+LogitsFunction = Callable[[np.ndarray], np.ndarray]  # int64 (batch, length) -> float (batch, 2)
+
+
+def batched_logits(
+    rows: Sequence[Sequence[int]] | Sequence[np.ndarray],
+    logits: LogitsFunction,
+    *,
+    batch_size: int,
+    max_length: int,
+    pad_token_id: int,
+    trim: bool,
+) -> np.ndarray:
+    """Logits ``(n, 2)`` for rows of token ids, in input order: the one batching path of the
+    package (the classifier, the export's checks). Rows are cut to ``max_length``, sorted by
+    length and run ``batch_size`` at a time, each batch right-padded to ``max_length`` or, with
+    ``trim`` (a model that accepts shorter inputs), only to its longest row: padding after a
+    message's last real token cannot change its answer under the causal mask."""
+    out = np.empty((len(rows), 2), dtype=np.float64)
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+    for begin in range(0, len(order), batch_size):
+        chosen = order[begin : begin + batch_size]
+        length = max_length
+        if trim:
+            length = max(1, min(max_length, max(len(rows[i]) for i in chosen)))
+        ids = pad_rows((rows[i] for i in chosen), length, pad_token_id)
+        out[chosen] = logits(ids)
     return out
 
 
@@ -144,19 +171,21 @@ class Classifier:
         directory: ModelDirectory,
         gpu: bool = False,
         threads: int | None = None,
-        batch_size: int = 8,
+        batch_size: int | None = None,
         variant: str | None = None,
         warn: Warn = _stderr,
     ) -> None:
         self.directory = directory
         self.variant = variant or directory.default_variant
         try:
-            path, self.dynamic_length = directory.checked_variant_file(self.variant)
+            path = directory.checked_variant_file(self.variant)
             self.tokenizer = Tokenizer(directory.path)
         except (OSError, ValueError) as error:  # unreadable files, damaged tokenizer files
             raise ModelDirectoryError(f"cannot use the model in {directory.path}: {error}") from None
         self.session = create_session(path, gpu=gpu, threads=threads, warn=warn)
-        self.batch_size = batch_size
+        self.dynamic_length = accepts_shorter_inputs(self.session)
+        # A GPU is only busy with many messages per call; on the CPU small batches lose nothing.
+        self.batch_size = batch_size or (GPU_BATCH if gpu else CPU_BATCH)
 
     @classmethod
     def load(cls, path: str | Path, **options: Any) -> Classifier:
@@ -172,25 +201,19 @@ class Classifier:
 
     def spam_probability(self, texts: Sequence[str]) -> np.ndarray:
         """P(spam) per text, in input order."""
-        if not texts:
-            return np.zeros(0, dtype=np.float64)
         max_length = self.directory.max_length
         # Only the first max_length tokens count: a bounded prefix keeps a huge text from stalling BPE.
         cap = max(MIN_CHARS_KEPT, CHARS_PER_TOKEN_KEPT * max_length)
         rows = self.tokenizer.encode_batch([text[:cap] for text in texts])
-        # Batches group texts of similar token length: with a dynamic-length model each batch is
-        # only as long as its longest text; the answers go back to input order.
-        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
-        out = np.empty(len(rows), dtype=np.float64)
-        for begin in range(0, len(order), self.batch_size):
-            chosen = order[begin : begin + self.batch_size]
-            length = max_length
-            if self.dynamic_length:
-                length = max(1, min(max_length, max(len(rows[i]) for i in chosen)))
-            ids = self.tokenizer.pad((rows[i] for i in chosen), length)
-            logits = self.session.run(["logits"], {"input_ids": ids})[0]
-            out[chosen] = softmax_spam(logits.astype(np.float64))
-        return out
+        logits = batched_logits(
+            rows,
+            session_logits(self.session),
+            batch_size=self.batch_size,
+            max_length=max_length,
+            pad_token_id=self.directory.pad_token_id,
+            trim=self.dynamic_length,
+        )
+        return softmax_spam(logits)
 
     def classify(self, texts: Sequence[str], threshold: float | None = None) -> list[tuple[str, float]]:
         """``(label, spam probability)`` per text."""

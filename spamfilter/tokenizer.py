@@ -77,11 +77,30 @@ class Tokenizer:
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         return self.encoding.encode_ordinary_batch(list(texts), num_threads=1)
 
-    def pad(self, rows: Iterable[Sequence[int]], max_length: int) -> np.ndarray:
-        """Truncate each row to ``max_length`` and right-pad it with ``PAD_TOKEN_ID``: int64 array."""
-        rows = list(rows)
-        out = np.full((len(rows), max_length), PAD_TOKEN_ID, dtype=np.int64)
-        for i, row in enumerate(rows):
-            clipped = row[:max_length]
-            out[i, : len(clipped)] = clipped
-        return out
+    def pad(
+        self, rows: Iterable[Sequence[int]], max_length: int, pad_token_id: int = PAD_TOKEN_ID
+    ) -> np.ndarray:
+        """Truncate each row to ``max_length`` and right-pad it with ``pad_token_id``: int64 array."""
+        return pad_rows(rows, max_length, pad_token_id)
+
+
+def pad_rows(
+    rows: Iterable[Sequence[int] | np.ndarray], max_length: int, pad_token_id: int = PAD_TOKEN_ID
+) -> np.ndarray:
+    """Each row truncated to ``max_length`` and right-padded with ``pad_token_id``: an int64 array."""
+    rows = list(rows)
+    out = np.full((len(rows), max_length), pad_token_id, dtype=np.int64)
+    for i, row in enumerate(rows):
+        clipped = row[:max_length]
+        out[i, : len(clipped)] = clipped
+    return out
+
+
+def unpad(ids: np.ndarray, pad_token_id: int = PAD_TOKEN_ID) -> list[np.ndarray]:
+    """The rows of a right-padded id array without their padding (at least one id each). A message
+    never holds the padding id itself: its text is encoded as ordinary text."""
+    rows = []
+    for row in ids:
+        real = np.flatnonzero(row != pad_token_id)
+        rows.append(row[: int(real[-1]) + 1 if len(real) else 1])
+    return rows

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .errors import TrainingError, first_line
 from .metrics import Metrics, compute_metrics, threshold_sweep
 from .model import SpamClassifier
 
@@ -48,7 +49,9 @@ def set_trainable(classifier: SpamClassifier, trainable: str) -> int:
     n_layer = gpt.config.n_layer
     first_block = {"last-block": n_layer - 1, "last-two-blocks": n_layer - 2, "all": 0, "head": n_layer}
     if trainable not in first_block:
-        raise ValueError(f"unknown --trainable {trainable!r}; choose one of {', '.join(TRAINABLE_CHOICES)}")
+        raise TrainingError(
+            f"unknown --trainable {trainable!r}; choose one of {', '.join(TRAINABLE_CHOICES)}"
+        )
     start = max(first_block[trainable], 0)
     for parameter in classifier.parameters():
         parameter.requires_grad = trainable == "all"
@@ -348,7 +351,7 @@ def _restore_state(
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
     except Exception as error:  # torch.load and load_state_dict raise many types
-        raise ValueError(f"cannot resume from {path}: {str(error).splitlines()[0]}") from None
+        raise TrainingError(f"cannot resume from {path}: {first_line(error)}") from None
     saved = state["record"]
     record.epochs = [EpochRecord(**e) for e in saved["epochs"]]
     record.eval_points = [EvalPoint(**p) for p in saved["eval_points"]]

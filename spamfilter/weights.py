@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from .errors import WeightsError, first_line
 from .model import GPT, GPT2_SIZES, GPTConfig
 from .modeldir import sha256_file
 
@@ -35,10 +36,6 @@ _CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight"
 _IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias")  # causal-mask buffers, not parameters
 _HEADS_BY_WIDTH = {config.n_embd: config.n_head for config in GPT2_SIZES.values()}
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-class WeightsError(Exception):
-    """Weights that cannot be found, downloaded or matched to GPT-2."""
 
 
 def load_pretrained(source: str | Path, *, progress: bool = True) -> GPT:
@@ -107,17 +104,13 @@ def download(size: str, *, progress: bool = True) -> tuple[Path, Path]:
         weights = Path(hf_hub_download(repo, WEIGHTS_FILE))
     except Exception as error:  # offline, HTTP errors, disk errors: one actionable message
         raise WeightsError(
-            f"could not download {size} from {constants.ENDPOINT}/{repo} ({_first_line(error)}); "
+            f"could not download {size} from {constants.ENDPOINT}/{repo} ({first_line(error)}); "
             f"without network {LOCAL_WEIGHTS_HINT}"
         ) from None
     finally:
         enable_progress_bars()
     verify_hub_blob(weights)
     return weights, config
-
-
-def _first_line(error: BaseException) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def _hub_unreachable(repo: str) -> str | None:
@@ -133,7 +126,7 @@ def _hub_unreachable(repo: str) -> str | None:
     try:
         get_session().head(hf_hub_url(repo, CONFIG_FILE), timeout=HUB_PROBE_TIMEOUT)
     except Exception as error:  # DNS, refused, timeout, TLS: the client library's many types
-        return _first_line(error)
+        return first_line(error)
     return None
 
 

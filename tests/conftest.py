@@ -4,11 +4,15 @@ pretrained weights cannot be downloaded here."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 # The tests never touch the user's folders: the model pointer and caches go to a scratch folder.
@@ -106,3 +110,83 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory, sms_file: Path) -> P
     )
     assert result.exit_code == 0, result.output
     return out
+
+
+# --- helpers shared by the test files --------------------------------------------------------
+
+
+def split_messages(data: bytes) -> list[bytes]:
+    """An mbox's messages, each with its exact bytes."""
+    from spamfilter.mail import split_mbox
+
+    return list(split_mbox(io.BytesIO(data)))
+
+
+def make_email(
+    subject: str,
+    body: str,
+    *,
+    sender: str = "someone@example.org",
+    newline: str = "\n",
+    extra: str = "",
+) -> bytes:
+    """An RFC 822 message as an MTA hands it on: Return-Path first, 8-bit UTF-8 text; ``extra`` is
+    more header lines (each ending with ``newline``)."""
+    lines = [
+        f"Return-Path: <{sender}>",
+        f"From: <{sender}>",
+        "To: alice@example.org",
+        f"Subject: {subject}",
+        "Date: Mon, 4 Mar 2024 09:12:41 +0000",
+        f"Message-ID: <{'.'.join(subject.lower().split()) or 'empty'}@example.org>",
+        "MIME-Version: 1.0",
+        'Content-Type: text/plain; charset="utf-8"',
+        "Content-Transfer-Encoding: 8bit",
+    ]
+    return (newline.join(lines) + newline + extra + newline + body + newline).encode("utf-8")
+
+
+def write_split_csv(frame, path: Path) -> Path:  # noqa: ANN001 - a pandas DataFrame
+    """A split as the CSV that ``filter`` and ``eval`` read: ``Label`` (spam / not spam) and ``Text``."""
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["Label", "Text"])
+        for label, text in zip(frame["Label"], frame["Text"], strict=True):
+            writer.writerow(["spam" if label == 1 else "not spam", text])
+    return path
+
+
+@pytest.fixture(scope="session")
+def test_csv(tmp_path_factory: pytest.TempPathFactory, sms_file: Path) -> Path:
+    """The SMS test split (300 messages) as a labelled CSV."""
+    from spamfilter.data import balance, random_split, read_labelled
+
+    return write_split_csv(
+        random_split(balance(read_labelled(sms_file))).test, tmp_path_factory.mktemp("data") / "test.csv"
+    )
+
+
+class StandIn:
+    """A test's stand-in for ``runtime.Classifier``: delegates to a real one (it satisfies
+    ``pipeline.Scorer``); subclasses change ``spam_probability`` to cause what cannot be caused
+    on purpose here (an onnxruntime failure, a signal at an exact moment)."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+
+    @property
+    def provider(self) -> str:
+        return str(self.real.provider)
+
+    @property
+    def variant(self) -> str:
+        return str(self.real.variant)
+
+    @property
+    def threshold(self) -> float:
+        return float(self.real.threshold)
+
+    def spam_probability(self, texts: Sequence[str]) -> np.ndarray:
+        return self.real.spam_probability(texts)

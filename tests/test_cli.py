@@ -14,7 +14,6 @@ from click.testing import CliRunner
 
 from spamfilter import __version__
 from spamfilter.cli import cli
-from spamfilter.data import balance, random_split, read_labelled, write_split_csv
 from spamfilter.metrics import compute_metrics, roc_auc, threshold_sweep
 
 COMMANDS = ["train", "export", "filter", "classify", "eval"]
@@ -39,7 +38,8 @@ def test_unknown_option_is_a_usage_error() -> None:
     assert result.exit_code == 2 and "No such option" in result.output
 
 
-def test_python_dash_m_and_filter_path_never_import_torch_or_pandas() -> None:
+def test_python_dash_m_runs_the_command_line_without_torch_or_pandas() -> None:
+    # `filter --help` only; tests/test_install.py runs the real filter path with torch unimportable.
     code = (
         "import sys, runpy; sys.argv = ['spamfilter', 'filter', '--help'];\n"
         "try:\n    runpy.run_module('spamfilter', run_name='__main__')\nexcept SystemExit as e:\n"
@@ -50,13 +50,6 @@ def test_python_dash_m_and_filter_path_never_import_torch_or_pandas() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "Usage: spamfilter filter" in result.stdout
     assert "HEAVY []" in result.stdout
-
-
-@pytest.fixture(scope="module")
-def test_csv(tmp_path_factory: pytest.TempPathFactory, sms_file: Path) -> Path:
-    path = tmp_path_factory.mktemp("eval") / "test.csv"
-    write_split_csv(random_split(balance(read_labelled(sms_file))).test, path)
-    return path
 
 
 def test_eval_reports_metrics_sweep_and_plots(trained_model: Path, test_csv: Path, tmp_path: Path) -> None:

@@ -11,14 +11,6 @@ import pytest
 from click.testing import CliRunner
 
 from spamfilter.cli import cli
-from spamfilter.data import balance, random_split, read_labelled, write_split_csv
-
-
-@pytest.fixture(scope="module")
-def test_csv(tmp_path_factory: pytest.TempPathFactory, sms_file: Path) -> Path:
-    path = tmp_path_factory.mktemp("data") / "test.csv"
-    write_split_csv(random_split(balance(read_labelled(sms_file))).test, path)
-    return path
 
 
 def test_training_reaches_the_reference_random_weights_accuracy(trained_model: Path) -> None:

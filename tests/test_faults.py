@@ -5,12 +5,17 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
+from click.testing import CliRunner
+from conftest import StandIn, split_messages
 
-from spamfilter import filter as pipeline
-from spamfilter.mail import remove_spam_headers, split_mbox
+from spamfilter import pipeline
+from spamfilter.cli import cli
+from spamfilter.mail import remove_spam_headers
 from spamfilter.runtime import Classifier
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -59,14 +64,15 @@ def test_unwritable_output_location_is_a_usage_error(trained_model: Path, tmp_pa
     assert result.returncode == 2 and "cannot write" in result.stderr and "Traceback" not in result.stderr
 
 
-class FailingOnSecondBatch:
+class FailingOnSecondBatch(StandIn):
     """Stands in for an onnxruntime failure in the middle of a run (out of memory, a lost GPU),
     which cannot be caused on purpose here: the first call works, the second raises."""
 
     def __init__(self, real: Classifier) -> None:
-        self.real, self.calls, self.provider, self.variant = real, 0, real.provider, real.variant
+        super().__init__(real)
+        self.calls = 0
 
-    def spam_probability(self, texts: list[str]):  # noqa: ANN201 - mirrors Classifier
+    def spam_probability(self, texts: Sequence[str]) -> np.ndarray:
         self.calls += 1
         if self.calls == 2:
             raise RuntimeError("simulated onnxruntime failure")
@@ -79,12 +85,12 @@ def test_mid_run_failure_loses_no_message_that_was_read(trained_model: Path) -> 
     classifier = FailingOnSecondBatch(Classifier.load(trained_model))
     out = io.BytesIO()
     with pytest.raises(pipeline.ClassificationError, match=f"{chunk} messages passed untagged"):
-        pipeline.filter_mbox(io.BytesIO(data), out, classifier, 0.5)  # type: ignore[arg-type]
-    written = list(split_mbox(io.BytesIO(out.getvalue())))
+        pipeline.filter_mbox(io.BytesIO(data), out, classifier, 0.5)
+    written = split_messages(out.getvalue())
     assert len(written) == 2 * chunk  # the first chunk tagged, the failed chunk passed through as it was
     assert all(b"X-Spam-Flag" in m for m in written[:chunk])
     assert all(b"X-Spam-Flag" not in m for m in written[chunk:])
-    original = list(split_mbox(io.BytesIO(data)))[: 2 * chunk]
+    original = split_messages(data)[: 2 * chunk]
     assert [remove_spam_headers(m) for m in written] == original
 
 
@@ -94,7 +100,7 @@ def test_mid_run_failure_keeps_csv_rows(trained_model: Path) -> None:
     classifier = FailingOnSecondBatch(Classifier.load(trained_model))
     out = io.StringIO()
     with pytest.raises(pipeline.ClassificationError, match="36 rows written unlabelled"):
-        pipeline.filter_csv(io.StringIO(rows), out, classifier, 0.5)  # type: ignore[arg-type]
+        pipeline.filter_csv(io.StringIO(rows), out, classifier, 0.5)
     lines = out.getvalue().splitlines()
     assert len(lines) == n + 1 and lines[0] == "Text,label,spam_probability"
     assert lines[-1] == f"message number {n - 1},,"
@@ -106,7 +112,7 @@ def test_mid_run_failure_keeps_text_lines(trained_model: Path) -> None:
     classifier = FailingOnSecondBatch(Classifier.load(trained_model))
     out = io.StringIO()
     with pytest.raises(pipeline.ClassificationError, match="6 lines written unlabelled"):
-        pipeline.filter_text(io.StringIO(lines), out, classifier, 0.5)  # type: ignore[arg-type]
+        pipeline.filter_text(io.StringIO(lines), out, classifier, 0.5)
     written = out.getvalue().splitlines()
     assert len(written) == n and written[-1] == f"\t\tline {n - 1}"
 
@@ -114,12 +120,12 @@ def test_mid_run_failure_keeps_text_lines(trained_model: Path) -> None:
 def test_mid_run_failure_in_folder_mode_keeps_the_chunks_done(trained_model: Path, tmp_path: Path) -> None:
     source, target = tmp_path / "in", tmp_path / "out"
     source.mkdir()
-    mails = [m.split(b"\n", 1)[1] for m in split_mbox(io.BytesIO((EXAMPLES / "sample.mbox").read_bytes()))]
+    mails = [m.split(b"\n", 1)[1] for m in split_messages((EXAMPLES / "sample.mbox").read_bytes())]
     for i in range(pipeline.CHUNK + 4):
         (source / f"{i:04}.eml").write_bytes(mails[i % len(mails)])
     classifier = FailingOnSecondBatch(Classifier.load(trained_model))
     with pytest.raises(pipeline.ClassificationError, match="4 files not copied"):
-        pipeline.filter_folder(source, target, classifier, 0.5)  # type: ignore[arg-type]
+        pipeline.filter_folder(source, target, classifier, 0.5)
     copied = sorted(target.iterdir())
     assert len(copied) == pipeline.CHUNK and all(b"X-Spam-Flag" in f.read_bytes() for f in copied)
     assert len(list(source.iterdir())) == pipeline.CHUNK + 4  # the input folder is untouched
@@ -149,3 +155,13 @@ def test_damaged_tokenizer_in_the_model_directory_is_one_line(trained_model: Pat
     )
     assert result.returncode == 1
     assert result.stderr.startswith("Error: cannot use the model in") and "Traceback" not in result.stderr
+
+
+def test_pipeline_output_that_cannot_be_written_asks_for_a_retry(trained_model: Path) -> None:
+    # The message would be lost: exit 75 (EX_TEMPFAIL) makes the mail system keep it and retry.
+    message = split_messages((EXAMPLES / "sample.mbox").read_bytes())[0].split(b"\n", 1)[1]
+    result = CliRunner().invoke(
+        cli, ["filter", "--model", str(trained_model), "--format", "email", "-o", "/dev/full"], input=message
+    )
+    assert result.exit_code == 75, result.output
+    assert "cannot write the message" in result.output and "Traceback" not in result.output

@@ -2,36 +2,20 @@
 
 from __future__ import annotations
 
-import io
 import json
 import re
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import make_email, split_messages
 
 from spamfilter.cli import cli
-from spamfilter.mail import remove_spam_headers, split_mbox
+from spamfilter.mail import remove_spam_headers
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SPAM_TEXT = "WINNER!! You have won a 1000 pound prize. Call 09061701461 to claim now. Free entry!"
 HAM_TEXT = "Are we still meeting for lunch tomorrow at noon? Let me know."
-
-
-def email(subject: str, body: str, newline: str = "\n", extra: str = "") -> bytes:
-    lines = [
-        "From: Someone <someone@example.org>",
-        "To: you@example.org",
-        f"Subject: {subject}",
-        "Message-ID: <1@example.org>",
-        "MIME-Version: 1.0",
-        "Content-Type: text/plain; charset=utf-8",
-    ]
-    return (newline.join(lines) + newline + extra + newline + body + newline).encode()
-
-
-def messages(data: bytes) -> list[bytes]:
-    return list(split_mbox(io.BytesIO(data)))
 
 
 def run(args: list[str], data: bytes | None = None):
@@ -42,8 +26,8 @@ def test_mbox_round_trip_keeps_every_byte(trained_model: Path) -> None:
     original = (EXAMPLES / "sample.mbox").read_bytes()
     result = run(["filter", str(EXAMPLES / "sample.mbox"), "--model", str(trained_model)])
     assert result.exit_code == 0, result.output
-    out = messages(result.stdout_bytes)
-    assert len(out) == len(messages(original)) == 10
+    out = split_messages(result.stdout_bytes)
+    assert len(out) == len(split_messages(original)) == 10
     assert all(m.count(b"\nX-Spam-Flag: ") == 1 and b"\nX-Spam-Status: " in m for m in out)
     assert b"".join(remove_spam_headers(m) for m in out) == original
     assert "10 messages" in result.stderr
@@ -51,12 +35,12 @@ def test_mbox_round_trip_keeps_every_byte(trained_model: Path) -> None:
 
 def test_mbox_from_stdin_with_crlf_and_hostile_messages(trained_model: Path) -> None:
     bodies = [
-        email("prize", SPAM_TEXT, "\r\n"),
-        email("lunch", HAM_TEXT + " <|endoftext|> literally", "\r\n"),
+        make_email("prize", SPAM_TEXT, newline="\r\n"),
+        make_email("lunch", HAM_TEXT + " <|endoftext|> literally", newline="\r\n"),
         b"Subject: =?utf-8?B?broken?=\r\nContent-Type: text/plain; charset=x-unknown\r\n\r\n"
         b"\xff\xfe\x00ok\r\n",
         b"no header separator at all, just text\r\n",
-        email("html", "", "\r\n", "Content-Type: text/html\r\n").replace(
+        make_email("html", "", newline="\r\n", extra="Content-Type: text/html\r\n").replace(
             b"\r\n\r\n", b"\r\n\r\n<p>Cheap <b>meds</b> &amp; more</p>", 1
         ),
         b"Subject: huge\r\n\r\n" + b"A" * 700_000 + b"\r\n",
@@ -64,9 +48,9 @@ def test_mbox_from_stdin_with_crlf_and_hostile_messages(trained_model: Path) -> 
     mbox = b"".join(b"From sender@example.org Mon Mar  4 09:12:45 2024\r\n" + m + b"\r\n" for m in bodies)
     result = run(["filter", "-", "--model", str(trained_model)], mbox)
     assert result.exit_code == 0, result.output
-    out = messages(result.stdout_bytes)
+    out = split_messages(result.stdout_bytes)
     assert len(out) == len(bodies)
-    for before, after in zip(messages(mbox), out, strict=True):
+    for before, after in zip(split_messages(mbox), out, strict=True):
         assert b"\r\nX-Spam-Flag: " in after and b"\r\nX-Spam-Status: " in after
         assert remove_spam_headers(after) == before
 
@@ -74,17 +58,17 @@ def test_mbox_from_stdin_with_crlf_and_hostile_messages(trained_model: Path) -> 
 def test_spam_output_splits_the_mailbox(trained_model: Path, tmp_path: Path) -> None:
     mbox = b"".join(
         b"From a@example.org Mon Mar  4 09:12:45 2024\n" + m + b"\n"
-        for m in (email("prize", SPAM_TEXT), email("lunch", HAM_TEXT))
+        for m in (make_email("prize", SPAM_TEXT), make_email("lunch", HAM_TEXT))
     )
     spam_box = tmp_path / "spam.mbox"
     result = run(["filter", "-", "--model", str(trained_model), "--spam-output", str(spam_box)], mbox)
     assert result.exit_code == 0, result.output
-    assert [b"Subject: lunch" in m for m in messages(result.stdout_bytes)] == [True]
-    assert [b"Subject: prize" in m for m in messages(spam_box.read_bytes())] == [True]
+    assert [b"Subject: lunch" in m for m in split_messages(result.stdout_bytes)] == [True]
+    assert [b"Subject: prize" in m for m in split_messages(spam_box.read_bytes())] == [True]
 
 
 def test_pipeline_mode_tags_one_message(trained_model: Path) -> None:
-    message = email("Free prize", SPAM_TEXT, extra="X-Spam-Flag: NO\nX-Spam-Status: No, old\n")
+    message = make_email("Free prize", SPAM_TEXT, extra="X-Spam-Flag: NO\nX-Spam-Status: No, old\n")
     result = run(["filter", "--model", str(trained_model)], message)
     assert result.exit_code == 0, result.output
     assert result.stdout_bytes.startswith(b"X-Spam-Flag: YES\nX-Spam-Status: Yes, score=")
@@ -95,13 +79,13 @@ def test_pipeline_mode_tags_one_message(trained_model: Path) -> None:
 @pytest.mark.parametrize(("text", "code"), [(SPAM_TEXT, 1), (HAM_TEXT, 0)])
 def test_exit_code_is_the_verdict(trained_model: Path, text: str, code: int) -> None:
     result = run(
-        ["filter", "--model", str(trained_model), "--exit-code", "--format", "email"], email("x", text)
+        ["filter", "--model", str(trained_model), "--exit-code", "--format", "email"], make_email("x", text)
     )
     assert result.exit_code == code
 
 
 def test_pipeline_mode_is_fail_safe(tmp_path: Path) -> None:
-    message = email("hello", HAM_TEXT)
+    message = make_email("hello", HAM_TEXT)
     result = run(["filter", "--model", str(tmp_path / "missing")], message)
     assert result.exit_code == 0
     assert result.stdout_bytes == message
@@ -109,13 +93,13 @@ def test_pipeline_mode_is_fail_safe(tmp_path: Path) -> None:
 
 
 def test_pipeline_mode_strict_asks_for_a_retry(tmp_path: Path) -> None:
-    result = run(["filter", "--model", str(tmp_path / "missing"), "--strict"], email("hello", HAM_TEXT))
+    result = run(["filter", "--model", str(tmp_path / "missing"), "--strict"], make_email("hello", HAM_TEXT))
     assert result.exit_code == 75
     assert result.stdout_bytes == b""
 
 
 def test_pipeline_mode_keeps_a_huge_message_whole(trained_model: Path) -> None:
-    message = email("big", HAM_TEXT + "\n" + "filler line\n" * 100_000)
+    message = make_email("big", HAM_TEXT + "\n" + "filler line\n" * 100_000)
     assert len(message) > 512 * 1024
     result = run(["filter", "--model", str(trained_model), "--format", "email"], message)
     assert result.exit_code == 0
@@ -130,7 +114,9 @@ def test_pipeline_mode_keeps_a_huge_message_whole(trained_model: Path) -> None:
 
 def test_bytes_before_the_first_from_line_pass_through_and_are_counted(trained_model: Path) -> None:
     mbox = (
-        b"junk before the mailbox\n" + b"From a@example.org Mon Mar  4 09:12:45 2024\n" + email("x", HAM_TEXT)
+        b"junk before the mailbox\n"
+        + b"From a@example.org Mon Mar  4 09:12:45 2024\n"
+        + make_email("x", HAM_TEXT)
     )
     result = run(["filter", "-", "--model", str(trained_model), "--format", "mbox"], mbox)
     assert result.exit_code == 0 and remove_spam_headers(result.stdout_bytes) == mbox
@@ -140,7 +126,9 @@ def test_bytes_before_the_first_from_line_pass_through_and_are_counted(trained_m
 
 def _write_mbox(path: Path, texts: list[str], subject: str) -> None:
     path.write_bytes(
-        b"".join(b"From a@example.org Mon Mar  4 09:12:45 2024\n" + email(subject, t) + b"\n" for t in texts)
+        b"".join(
+            b"From a@example.org Mon Mar  4 09:12:45 2024\n" + make_email(subject, t) + b"\n" for t in texts
+        )
     )
 
 
@@ -151,7 +139,7 @@ def test_train_on_mailboxes(tmp_path: Path) -> None:
     ham_dir = tmp_path / "ham"  # a folder of .eml files
     ham_dir.mkdir()
     for i, text in enumerate(ham_texts):
-        (ham_dir / f"{i:03d}.eml").write_bytes(email("lunch", text))
+        (ham_dir / f"{i:03d}.eml").write_bytes(make_email("lunch", text))
     (tmp_path / "config.json").write_text(
         json.dumps({"n_embd": 32, "n_layer": 1, "n_head": 2, "n_positions": 128})
     )
@@ -178,14 +166,14 @@ def test_train_rejects_data_and_mailboxes_together(tmp_path: Path, sms_file: Pat
 
 def test_single_message_with_from_line_and_exit_code_is_pipeline_mode(trained_model: Path) -> None:
     # procmail hands a message over with its mbox From_ line: --exit-code must still give the verdict.
-    message = b"From a@example.org Mon Mar  4 09:12:45 2024\n" + email("prize", SPAM_TEXT)
+    message = b"From a@example.org Mon Mar  4 09:12:45 2024\n" + make_email("prize", SPAM_TEXT)
     result = run(["filter", "--model", str(trained_model), "--exit-code"], message)
     assert result.exit_code == 1
     assert result.stdout_bytes.startswith(b"From a@example.org Mon Mar  4 09:12:45 2024\nX-Spam-Flag: YES\n")
 
 
 def test_strict_failure_says_it_will_be_retried(tmp_path: Path) -> None:
-    result = run(["filter", "--model", str(tmp_path / "missing"), "--strict"], email("hello", HAM_TEXT))
+    result = run(["filter", "--model", str(tmp_path / "missing"), "--strict"], make_email("hello", HAM_TEXT))
     assert result.exit_code == 75 and "retry" in result.stderr and "passed through" not in result.stderr
 
 
@@ -198,15 +186,15 @@ def test_progress_flag_shows_a_live_count_on_stderr(trained_model: Path) -> None
     result = run(["filter", str(EXAMPLES / "sample.mbox"), "--model", str(trained_model), "--progress"])
     assert result.exit_code == 0
     assert "10 messages" in result.stderr.splitlines()[0]  # the progress line, before the summary
-    assert messages(result.stdout_bytes) and "10 messages" not in result.stdout
+    assert split_messages(result.stdout_bytes) and "10 messages" not in result.stdout
 
 
 def test_maildir_in_tagged_copies_out(trained_model: Path, tmp_path: Path) -> None:
     maildir = tmp_path / "Maildir"
     for sub in ("cur", "new", "tmp"):
         (maildir / sub).mkdir(parents=True)
-    (maildir / "cur" / "1700000000.1.host:2,S").write_bytes(email("prize", SPAM_TEXT))
-    (maildir / "new" / "1700000001.2.host").write_bytes(email("lunch", HAM_TEXT, "\r\n"))
+    (maildir / "cur" / "1700000000.1.host:2,S").write_bytes(make_email("prize", SPAM_TEXT))
+    (maildir / "new" / "1700000001.2.host").write_bytes(make_email("lunch", HAM_TEXT, newline="\r\n"))
     (maildir / "tmp" / "1700000002.3.host").write_bytes(b"delivery in progress")
     out = tmp_path / "tagged"
     result = run(["filter", str(maildir), "--model", str(trained_model), "-o", str(out)])
@@ -224,7 +212,7 @@ def test_maildir_in_tagged_copies_out(trained_model: Path, tmp_path: Path) -> No
 def test_eml_folder_needs_an_output_folder_outside_it(trained_model: Path, tmp_path: Path) -> None:
     folder = tmp_path / "mails"
     folder.mkdir()
-    (folder / "a.eml").write_bytes(email("lunch", HAM_TEXT))
+    (folder / "a.eml").write_bytes(make_email("lunch", HAM_TEXT))
     assert run(["filter", str(folder), "--model", str(trained_model)]).exit_code == 2
     inside = run(["filter", str(folder), "--model", str(trained_model), "-o", str(folder / "out")])
     assert inside.exit_code == 2 and "outside the input folder" in inside.output

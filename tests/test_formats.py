@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from spamfilter.cli import cli
-from spamfilter.filter import detect_format
+from spamfilter.mail import detect_format
 
 
 @pytest.mark.parametrize(

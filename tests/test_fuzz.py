@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import split_messages
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spamfilter import filter as pipeline
+from spamfilter import pipeline
 from spamfilter.cli import cli
-from spamfilter.mail import remove_spam_headers, split_mbox
+from spamfilter.mail import remove_spam_headers
 from spamfilter.runtime import Classifier
 
 INSERTED = re.compile(rb"^(From [^\n]*\n)X-Spam-Flag: [^\r\n]*\r?\nX-Spam-Status: [^\r\n]*\r?\n")
@@ -48,8 +49,8 @@ def test_any_mbox_comes_out_whole(classifier: Classifier, bodies: list[bytes], n
     )
     out = io.BytesIO()
     summary = pipeline.filter_mbox(io.BytesIO(data), out, classifier, 0.5)
-    written = list(split_mbox(io.BytesIO(out.getvalue())))
-    original = list(split_mbox(io.BytesIO(data)))
+    written = split_messages(out.getvalue())
+    original = split_messages(data)
     assert len(written) == len(original) == summary.messages
     for before, after in zip(original, written, strict=True):
         if b"X-SPAM-" in before.upper():  # the sender's own spam headers are replaced, as SpamAssassin does

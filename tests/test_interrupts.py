@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import StandIn, split_messages
 
-from spamfilter import filter as pipeline
-from spamfilter import interrupts
+from spamfilter import interrupts, pipeline
 from spamfilter.cli import cli
-from spamfilter.mail import remove_spam_headers, split_mbox
+from spamfilter.mail import remove_spam_headers
 from spamfilter.runtime import Classifier
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -27,17 +27,13 @@ SPAMFILTER = [sys.executable, "-m", "spamfilter"]
 SAMPLE = (EXAMPLES / "sample.mbox").read_bytes()  # 10 messages
 
 
-def messages(data: bytes) -> list[bytes]:
-    return list(split_mbox(io.BytesIO(data)))
-
-
-class SignalDuringModelCall:
+class SignalDuringModelCall(StandIn):
     """The real classifier; on its ``at``-th model call this process gets ``signum`` while the call
     is running (the signal arrives between two onnxruntime batches)."""
 
     def __init__(self, real: Classifier, signum: int, at: int = 1) -> None:
-        self.real, self.signum, self.at, self.calls = real, signum, at, 0
-        self.provider, self.variant = real.provider, real.variant
+        super().__init__(real)
+        self.signum, self.at, self.calls = signum, at, 0
         run = real.session.run
 
         def run_then_signal(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
@@ -49,9 +45,6 @@ class SignalDuringModelCall:
 
         real.session.run = run_then_signal  # type: ignore[method-assign]
 
-    def spam_probability(self, texts: list[str]):  # noqa: ANN201 - mirrors Classifier
-        return self.real.spam_probability(texts)
-
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_signal_during_a_model_call_writes_the_chunk_untagged(trained_model: Path, signum: int) -> None:
@@ -60,11 +53,11 @@ def test_signal_during_a_model_call_writes_the_chunk_untagged(trained_model: Pat
     classifier = SignalDuringModelCall(Classifier.load(trained_model, batch_size=8), signum, at=3)
     out = io.BytesIO()
     with interrupts.stop_on_signals(), pytest.raises(pipeline.FilterInterrupted) as stopped:
-        pipeline.filter_mbox(io.BytesIO(data), out, classifier, 0.5)  # type: ignore[arg-type]
+        pipeline.filter_mbox(io.BytesIO(data), out, classifier, 0.5)
     assert stopped.value.signum == signum
     assert stopped.value.summary.untagged == pipeline.CHUNK and stopped.value.summary.messages == 0
     # the first chunk was being classified: it goes out exactly as it came in; the rest was not read
-    assert out.getvalue() == b"".join(messages(data)[: pipeline.CHUNK])
+    assert out.getvalue() == b"".join(split_messages(data)[: pipeline.CHUNK])
     assert signal.getsignal(signum) == before  # the previous handler is back afterwards
 
 
@@ -87,10 +80,10 @@ def test_signal_while_writing_finishes_the_chunk_then_stops(trained_model: Path)
     out = SignalOnWrite(at=100)
     with interrupts.stop_on_signals(), pytest.raises(pipeline.FilterInterrupted) as stopped:
         pipeline.filter_mbox(io.BytesIO(data), out, Classifier.load(trained_model), 0.5)
-    written = messages(out.getvalue())
+    written = split_messages(out.getvalue())
     assert len(written) == pipeline.CHUNK  # the chunk being written is complete, nothing after it
     assert all(m.count(b"\nX-Spam-Flag: ") == 1 for m in written)
-    assert [remove_spam_headers(m) for m in written] == messages(data)[: pipeline.CHUNK]
+    assert [remove_spam_headers(m) for m in written] == split_messages(data)[: pipeline.CHUNK]
     assert stopped.value.summary.messages == pipeline.CHUNK and stopped.value.summary.untagged == 0
 
 
@@ -114,16 +107,16 @@ def test_signal_while_reading_writes_what_was_read_untagged(trained_model: Path)
     out = io.BytesIO()
     with interrupts.stop_on_signals(), pytest.raises(pipeline.FilterInterrupted) as stopped:
         pipeline.filter_mbox(source, out, Classifier.load(trained_model), 0.5)  # type: ignore[arg-type]
-    written = messages(out.getvalue())
+    written = split_messages(out.getvalue())
     assert 0 < len(written) < pipeline.CHUNK  # what was read when the signal came, without waiting
-    assert written == messages(data)[: len(written)]  # untagged, complete messages, in order
+    assert written == split_messages(data)[: len(written)]  # untagged, complete messages, in order
     assert stopped.value.summary.untagged == len(written)
 
 
 def test_signal_in_pipeline_mode_passes_the_message_through(
     trained_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    message = messages(SAMPLE)[0].split(b"\n", 1)[1]  # one message, no From_ line
+    message = split_messages(SAMPLE)[0].split(b"\n", 1)[1]  # one message, no From_ line
     real = Classifier.spam_probability
 
     def interrupted(self: Classifier, texts: list[str]):  # noqa: ANN202
@@ -160,9 +153,9 @@ def test_ctrl_c_on_a_real_run(trained_model: Path, tmp_path: Path, signum: int) 
     assert "Traceback" not in text and len(text.strip().splitlines()) == 1
     assert text.startswith(f"spamfilter: interrupted by {signal.Signals(signum).name}: ")
     assert text.rstrip().endswith("the rest of the input was not read")
-    written = messages(out.read_bytes())
+    written = split_messages(out.read_bytes())
     assert 0 < len(written) < 10_000
-    assert [remove_spam_headers(m) for m in written] == messages(big.read_bytes())[: len(written)]
+    assert [remove_spam_headers(m) for m in written] == split_messages(big.read_bytes())[: len(written)]
 
 
 def _caught_signals(pid: int) -> int:
@@ -200,41 +193,42 @@ def test_a_slow_stream_is_tagged_as_it_arrives_and_a_signal_stops_it_at_once(
     trained_model: Path, signum: int
 ) -> None:
     # `tail -f log | spamfilter filter`: the writer keeps the pipe open and sends two lines.
-    process = subprocess.Popen(
+    with subprocess.Popen(
         [*SPAMFILTER, "filter", "--format", "text", "--model", str(trained_model), "-"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    assert process.stdin is not None and process.stdout is not None
-    try:
-        process.stdin.write(b"WIN a prize now\nlunch tomorrow?\n")
-        process.stdin.flush()
-        lines = _read_lines(process.stdout, 2)  # without waiting for 256 lines or the end of input
-        assert [line.split(b"\t")[2] for line in lines] == [b"WIN a prize now", b"lunch tomorrow?"]
-        assert all(line.split(b"\t")[0] in (b"spam", b"not spam") for line in lines)
-        process.send_signal(signum)  # the pipe is still open: reading must not hold the stop back
-        process.wait(timeout=60)  # (communicate would close the pipe)
-        stderr = process.stderr.read().decode()  # type: ignore[union-attr]
-    finally:
-        process.kill()
+    ) as process:  # fmt: skip
+        assert process.stdin and process.stdout and process.stderr
+        try:
+            process.stdin.write(b"WIN a prize now\nlunch tomorrow?\n")
+            process.stdin.flush()
+            lines = _read_lines(process.stdout, 2)  # without waiting for 256 lines or the end of input
+            process.send_signal(signum)  # the pipe is still open: reading must not hold the stop back
+            process.wait(timeout=60)  # (communicate would close the pipe)
+        finally:
+            process.kill()
+        stderr = process.stderr.read().decode()
+    assert [line.split(b"\t")[2] for line in lines] == [b"WIN a prize now", b"lunch tomorrow?"]
+    assert all(line.split(b"\t")[0] in (b"spam", b"not spam") for line in lines)
     assert process.returncode == 128 + signum, stderr
+    assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, stderr
     assert f"interrupted by {signal.Signals(signum).name}: 2 messages" in stderr
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_while_waiting_for_the_first_byte_stops_at_once(trained_model: Path, signum: int) -> None:
     # `spamfilter filter` on a terminal or a quiet pipe: nothing has arrived when the user gives up.
-    process = subprocess.Popen(
+    with subprocess.Popen(
         [*SPAMFILTER, "filter", "--model", str(trained_model), "-"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        _wait_for_stop_handlers(process)
-        process.send_signal(signum)
-        process.wait(timeout=60)  # the pipe stays open (communicate would close it)
-        stdout, stderr = process.stdout.read(), process.stderr.read()  # type: ignore[union-attr]
-    finally:
-        process.kill()
-    text = stderr.decode()
+    ) as process:  # fmt: skip
+        assert process.stdout and process.stderr
+        try:
+            _wait_for_stop_handlers(process)
+            process.send_signal(signum)
+            process.wait(timeout=60)  # the pipe stays open (communicate would close it)
+        finally:
+            process.kill()
+        stdout, text = process.stdout.read(), process.stderr.read().decode()
     assert process.returncode == 128 + signum, text
     assert stdout == b"" and "Traceback" not in text and len(text.strip().splitlines()) == 1
     assert f"interrupted by {signal.Signals(signum).name}" in text

@@ -16,7 +16,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spamfilter import mail
 from spamfilter.mail import (
     SPAM_HEADER_NAMES,
     extract_text,
@@ -28,6 +27,8 @@ from spamfilter.mail import (
     spam_status_value,
     split_mbox,
 )
+from spamfilter.mail import headers as mail_headers
+from spamfilter.mail import text as mail_text
 
 SAMPLE_MBOX = Path(__file__).resolve().parents[1] / "examples" / "sample.mbox"
 
@@ -441,7 +442,7 @@ mail_like = st.lists(mail_piece, max_size=40).map(b"".join)
 @given(raw=st.one_of(st.binary(max_size=400), mail_like), max_chars=st.integers(0, 300))
 def test_extract_text_never_raises(raw: bytes, max_chars: int) -> None:
     # The private function, without the catch-all fallback around it, so that a bug cannot hide.
-    text = mail._extract_text(raw, max_chars)
+    text = mail_text._extract_text(raw, max_chars)
     assert isinstance(text, str) and len(text) <= max_chars and "\x00" not in text
     assert extract_text(raw, max_chars=max_chars) == text
 
@@ -596,7 +597,7 @@ def test_insert_then_remove_is_remove(raw: bytes, is_spam: bool, score: float) -
     flag = b"YES" if is_spam else b"NO"
     status = spam_status_value(is_spam, score, 0.5, "spamfilter-0.1.0").encode()
     new = b"X-Spam-Flag: " + flag + eol + b"X-Spam-Status: " + status + eol
-    assert out.replace(new, b"", 1) == mail._drop_spam_fields(raw, drop_stray_lines=False)
+    assert out.replace(new, b"", 1) == mail_headers._drop_spam_fields(raw, drop_stray_lines=False)
 
 
 # --- split_mbox -------------------------------------------------------------------------------

@@ -74,7 +74,9 @@ def runnable_examples() -> list[tuple[list[str], str | None]]:
 
 
 def _write_fixtures(folder: Path, sms_file: Path) -> None:
-    from spamfilter.data import balance, random_split, read_labelled, write_split_csv
+    from conftest import write_split_csv
+
+    from spamfilter.data import balance, random_split, read_labelled
 
     examples = Path(__file__).resolve().parents[1] / "examples"
     (folder / "inbox.mbox").write_bytes((examples / "sample.mbox").read_bytes())

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import make_email
 
 from spamfilter.mail import remove_spam_headers, split_mbox
 
@@ -49,25 +50,6 @@ def require_tool(name: str, package: str = "procmail") -> str:
             pytest.fail(f"{reason}; CI must install it")
         pytest.skip(reason)
     return path
-
-
-def message(subject: str, body: str, sender: str, eol: str = "\n") -> bytes:
-    """An RFC 822 message as an MTA hands it on, with its Return-Path first and 8-bit UTF-8 text."""
-    lines = [
-        f"Return-Path: <{sender}>",
-        f"From: <{sender}>",
-        "To: alice@example.org",
-        f"Subject: {subject}",
-        "Date: Mon, 4 Mar 2024 09:12:41 +0000",
-        f"Message-ID: <{'.'.join(subject.lower().split())}@example.org>",
-        "MIME-Version: 1.0",
-        'Content-Type: text/plain; charset="utf-8"',
-        "Content-Transfer-Encoding: 8bit",
-        "",
-        body,
-        "",
-    ]
-    return eol.join(lines).encode("utf-8")
 
 
 def with_envelope(raw: bytes, sender: str) -> bytes:
@@ -125,12 +107,12 @@ def env(tmp_path: Path, spamfilter_bin: Path, trained_model: Path) -> dict[str, 
 
 @pytest.fixture
 def spam() -> bytes:
-    return message("Claim your prize now", SPAM_TEXT, "lotto@prize.example")
+    return make_email("Claim your prize now", SPAM_TEXT, sender="lotto@prize.example")
 
 
 @pytest.fixture
 def ham() -> bytes:
-    return message("Lunch tomorrow", HAM_TEXT, "bob@example.org")
+    return make_email("Lunch tomorrow", HAM_TEXT, sender="bob@example.org")
 
 
 # --------------------------------------------------------------------------- procmail

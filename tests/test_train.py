@@ -13,6 +13,7 @@ from click.testing import CliRunner, Result
 from conftest import write_hf_checkpoint
 
 from spamfilter.cli import cli
+from spamfilter.errors import TrainingError
 from spamfilter.model import GPT, GPTConfig, SpamClassifier, add_classification_head
 from spamfilter.train import TrainingConfig, count_trainable, set_trainable, train_classifier
 
@@ -167,9 +168,9 @@ def test_resume_refuses_a_state_from_other_options_or_data(tmp_path) -> None:
     data = _toy_data(16, 12, 5)
     state = tmp_path / "state.pt"
     _train_small(data, TrainingConfig(epochs=1), state_path=state)
-    with pytest.raises(ValueError, match="other training options"):
+    with pytest.raises(TrainingError, match="other training options"):
         _train_small(data, TrainingConfig(epochs=2, lr=1e-3), state_path=state, resume=True)
-    with pytest.raises(ValueError, match="other training data"):
+    with pytest.raises(TrainingError, match="other training data"):
         _train_small(_toy_data(16, 12, 6), TrainingConfig(epochs=1), state_path=state, resume=True)
 
 

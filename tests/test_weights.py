@@ -14,6 +14,7 @@ import torch
 from conftest import write_hf_checkpoint
 from safetensors.torch import save_file
 
+from spamfilter.errors import TrainingError
 from spamfilter.model import GPT2_SIZES, GPTConfig
 from spamfilter.recipe import build_classifier
 from spamfilter.weights import WeightsError, load_pretrained
@@ -174,6 +175,7 @@ def test_weights_folder_gives_the_shape_and_a_different_model_is_an_error(tmp_pa
     assert origin == str(tmp_path / "c")
     same, _ = build_classifier(str(tmp_path / "c" / "config.json"), str(tmp_path / "c"), "last", 123)
     assert same.gpt.config == classifier.gpt.config
-    with pytest.raises(ValueError, match=r"--model gpt2-small \(12 layers.*does not match --weights") as info:
+    mismatch = r"--model gpt2-small \(12 layers.*does not match --weights"
+    with pytest.raises(TrainingError, match=mismatch) as info:
         build_classifier("gpt2-small", str(tmp_path / "c"), "last", 123)
     assert "2 layers, 32 dims, 2 heads" in str(info.value)

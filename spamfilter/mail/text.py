@@ -1,13 +1,7 @@
-"""Mail handling for the filter: what text the model sees, mbox splitting and the X-Spam headers.
+"""The text the model sees of an email: decoded Subject and readable body.
 
-Standard library only, on purpose: this module sits on the cold-start path of mail pipelines
-(procmail, maildrop, ``formail -s``), where importing torch or pandas would cost more than the
-classification itself.
-
-Everything here works on raw bytes. Mail is full of wrong charsets, broken MIME and 8-bit
-headers, and a filter must deliver every message it is given: ``extract_text`` never raises and
-bounds its work on hostile input, while ``split_mbox`` and the header functions change nothing
-but what they are documented to change, byte for byte.
+Mail is full of wrong charsets, broken MIME and 8-bit headers: ``extract_text`` never raises and
+bounds its work on hostile input. Standard library only (the cold-start path of mail pipelines).
 """
 
 from __future__ import annotations
@@ -17,219 +11,17 @@ import codecs
 import email.message
 import html
 import re
-import typing
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
-__all__ = [
-    "SPAM_HEADER_NAMES",
-    "extract_text",
-    "insert_spam_headers",
-    "iter_mail_source",
-    "looks_like_email",
-    "looks_like_mbox",
-    "remove_spam_headers",
-    "spam_status_value",
-    "split_mbox",
-]
-
-SPAM_HEADER_NAMES: tuple[str, ...] = ("X-Spam-Flag", "X-Spam-Status")
-_SPAM_NAMES = frozenset(name.lower().encode("ascii") for name in SPAM_HEADER_NAMES)
+from .headers import first_values, header_start, is_blank_line, scan_headers
 
 # Bounds for extract_text. Real mail stays far below them; hostile mail must not be able to turn
 # one message into seconds of CPU or hundreds of megabytes of memory.
 _MAX_PARTS = 1000  # MIME parts looked at per message
 _MAX_DEPTH = 64  # nesting of multipart/message parts followed; real mail rarely exceeds 5
 _MAX_HEADER_FIELDS = 10_000  # header fields parsed per part before we just look for the body
-_MAX_VALUE_BYTES = 16_384  # read of one header value (Subject, Content-Type, ...)
 _PLAIN_BYTES_PER_CHAR = 4  # the most bytes one character takes in UTF-8 (or UTF-16/32)
 _HTML_BYTES_PER_CHAR = 16  # markup is verbose: allow for tags, styles and entities
-
-# RFC 5322 field name: printable ASCII except ':'. 8-bit bytes are accepted too, as broken
-# mailers emit them and the field is still a header to any reader. Whitespace before the colon
-# is obsolete syntax that old mailers still emit. The length bound keeps a megabyte-long line
-# without a colon from costing more than a bounded match.
-_FIELD_NAME = re.compile(rb"([!-9;-~\x80-\xff]{1,998})[ \t]*:")
-_FROM_FIELD = re.compile(rb"From[ \t]*:")  # a 'From:' header, not an mbox 'From ' line
-
-
-# --- header blocks --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Field:
-    name: bytes | None  # lower-cased; None for indented lines with no field above them
-    start: int  # offset of the field's first line
-    value_start: int  # offset just after the colon
-
-
-@dataclass(frozen=True)
-class _HeaderBlock:
-    fields: list[_Field]  # field i runs from fields[i].start to fields[i + 1].start or `end`
-    end: int  # offset of the first byte after the header block (blank line or first body line)
-
-    def field_end(self, index: int) -> int:
-        return self.fields[index + 1].start if index + 1 < len(self.fields) else self.end
-
-
-def _is_blank_line(raw: bytes, pos: int, stop: int) -> bool:
-    return raw.startswith(b"\n", pos, stop) or raw.startswith(b"\r\n", pos, stop)
-
-
-def _find_blank_line(raw: bytes, pos: int, stop: int) -> int:
-    """Offset of the first empty line at or after the line starting at `pos`, or `stop`."""
-    if _is_blank_line(raw, pos, stop):
-        return pos
-    ends = (raw.find(b"\n\n", pos, stop), raw.find(b"\n\r\n", pos, stop))
-    return min((i + 1 for i in ends if i >= 0), default=stop)
-
-
-def _scan_headers(raw: bytes, start: int, stop: int, max_fields: int | None = None) -> _HeaderBlock:
-    """The header block of the message (or MIME part) in raw[start:stop].
-
-    The block ends at the first empty line (LF or CRLF), which is not part of it. A message with
-    no empty line at all, or with body text straight after its headers, ends its block at the
-    first line that is neither a field ("Name: value") nor a continuation (leading space or
-    tab): that line is the first body line. This is how the header functions find where to
-    stop, and how extract_text finds the body of sloppy mail.
-    """
-    fields: list[_Field] = []
-    pos = start
-    while pos < stop:
-        newline = raw.find(b"\n", pos, stop)
-        line_end = stop if newline < 0 else newline + 1
-        first = raw[pos]
-        if first in b" \t":
-            if not fields:
-                # An indented line with no field above it: keep it as a nameless field so that
-                # it stays inside the block (see remove_spam_headers for why that matters).
-                fields.append(_Field(None, pos, pos))
-        elif _is_blank_line(raw, pos, line_end):
-            break
-        else:
-            match = _FIELD_NAME.match(raw, pos, line_end)
-            if match is None:
-                break
-            if max_fields is not None and len(fields) >= max_fields:
-                # Enough fields to know what the part is; don't walk a million more lines in
-                # Python when a C-level search can find where the body starts.
-                return _HeaderBlock(fields, _find_blank_line(raw, pos, stop))
-            fields.append(_Field(match.group(1).lower(), pos, match.end()))
-        pos = line_end
-    return _HeaderBlock(fields, pos)
-
-
-def _header_start(raw: bytes) -> int:
-    """Offset where the header block starts: after an mbox 'From ' line, if there is one.
-
-    The 'From ' line only counts when it ends in a newline; inserting headers after an
-    unterminated one would glue them onto it.
-    """
-    if raw.startswith(b"From ") and not _FROM_FIELD.match(raw):
-        newline = raw.find(b"\n")
-        if newline >= 0:
-            return newline + 1
-    return 0
-
-
-def _field_value(raw: bytes, block: _HeaderBlock, index: int, limit: int | None = None) -> bytes:
-    """The unfolded value of one field: line breaks of the folding dropped, outer space stripped."""
-    field = block.fields[index]
-    end = block.field_end(index)
-    if limit is not None:
-        end = min(end, field.value_start + limit)
-    value = raw[field.value_start : end]
-    return value.replace(b"\r", b"").replace(b"\n", b"").strip(b" \t")
-
-
-def _first_values(raw: bytes, block: _HeaderBlock, names: set[bytes]) -> dict[bytes, bytes]:
-    """The first occurrence of each wanted field, as mail parsers use the first one too."""
-    values: dict[bytes, bytes] = {}
-    for index, field in enumerate(block.fields):
-        if field.name in names and field.name not in values:
-            values[field.name] = _field_value(raw, block, index, _MAX_VALUE_BYTES)
-            if len(values) == len(names):
-                break
-    return values
-
-
-# --- X-Spam headers ---------------------------------------------------------------------------
-
-
-def spam_status_value(is_spam: bool, score: float, threshold: float, version: str = "") -> str:
-    """The X-Spam-Status value, SpamAssassin style, so that existing procmail/Sieve rules such as
-    ``^X-Spam-Status: Yes`` keep working, e.g.
-    ``Yes, score=0.973 required=0.500 tests=GPT2_SPAM_CLASSIFIER version=spamfilter-0.1.0``.
-
-    `version` is written as given (pass e.g. ``f"spamfilter-{__version__}"``); empty leaves the
-    ``version=`` item out.
-    """
-    if any(ch.isspace() or not ch.isprintable() for ch in version):
-        # A line break here would let the caller inject headers; any space would break the
-        # "key=value" items that rules parse.
-        raise ValueError(f"version must not contain whitespace or control characters: {version!r}")
-    value = f"{'Yes' if is_spam else 'No'}, score={score:.3f} required={threshold:.3f}"
-    value += " tests=GPT2_SPAM_CLASSIFIER"
-    if version:
-        value += f" version={version}"
-    return value
-
-
-def remove_spam_headers(raw: bytes) -> bytes:
-    """raw without its X-Spam-Flag / X-Spam-Status fields (any letter case, folded lines too).
-
-    Only whole header lines are removed; every other byte is kept. One malformed case is also
-    dropped: indented lines at the very top of the header block, which belong to no field. Once
-    insert_spam_headers has put its fields above them they read as continuation lines of
-    X-Spam-Status, so treating them alike here is what makes
-    ``remove_spam_headers(insert_spam_headers(m, ...)) == remove_spam_headers(m)`` hold for all
-    input. Real mail never starts its header block with an indented line.
-    """
-    return _drop_spam_fields(raw, drop_stray_lines=True)
-
-
-def _drop_spam_fields(raw: bytes, drop_stray_lines: bool) -> bytes:
-    start = _header_start(raw)
-    block = _scan_headers(raw, start, len(raw))
-    names = [field.name for field in block.fields]
-    drop = [
-        index
-        for index, name in enumerate(names)
-        if name in _SPAM_NAMES or (name is None and drop_stray_lines)
-    ]
-    if not drop:
-        return raw
-    pieces = []
-    kept_from = 0
-    for index in drop:
-        pieces.append(raw[kept_from : block.fields[index].start])
-        kept_from = block.field_end(index)
-    pieces.append(raw[kept_from:])
-    return b"".join(pieces)
-
-
-def insert_spam_headers(
-    raw: bytes, is_spam: bool, score: float, threshold: float, version: str = ""
-) -> bytes:
-    """raw with fresh X-Spam-Flag and X-Spam-Status fields at the top of its header block.
-
-    Existing X-Spam-Flag / X-Spam-Status fields are removed first so a message filtered twice
-    carries one verdict. The new fields go right after the mbox 'From ' line when the message
-    starts with one, else at the very start, and end in the message's own line ending: CRLF when
-    its first line ends in CRLF, LF otherwise. The message is never re-serialised: nothing else
-    changes, byte for byte.
-    """
-    newline = raw.find(b"\n")
-    eol = b"\r\n" if newline > 0 and raw[newline - 1] == 0x0D else b"\n"
-    flag = b"YES" if is_spam else b"NO"
-    status = spam_status_value(is_spam, score, threshold, version).encode("ascii")
-    new_fields = b"X-Spam-Flag: " + flag + eol + b"X-Spam-Status: " + status + eol
-    # The insertion point comes from raw, not from the cleaned copy: removing fields can leave
-    # a 'From ' body line at the top, which must not turn into an mbox separator line.
-    start = _header_start(raw)
-    cleaned = _drop_spam_fields(raw, drop_stray_lines=False)  # keeps raw[:start] as it is
-    return cleaned[:start] + new_fields + cleaned[start:]
 
 
 # --- charsets and transfer encodings ----------------------------------------------------------
@@ -454,8 +246,8 @@ _PART_FIELDS = {b"content-type", b"content-transfer-encoding", b"content-disposi
 
 def _read_part(raw: bytes, start: int, end: int, default_type: str = "text/plain") -> _Part:
     """The headers of the message or MIME part in raw[start:end] that decide how to read it."""
-    block = _scan_headers(raw, start, end, _MAX_HEADER_FIELDS)
-    values = _first_values(raw, block, _PART_FIELDS)
+    block = scan_headers(raw, start, end, _MAX_HEADER_FIELDS)
+    values = first_values(raw, block, _PART_FIELDS)
     # Parameter parsing (quoting, RFC 2231 continuations) is delegated to the email package.
     # Latin-1 maps bytes to characters one to one, so a boundary survives the round trip.
     headers = email.message.Message()
@@ -470,7 +262,7 @@ def _read_part(raw: bytes, start: int, end: int, default_type: str = "text/plain
             boundary = param.encode("latin-1", errors="replace")
     disposition = values.get(b"content-disposition", b"").split(b";", 1)[0].strip().lower()
     body_start = block.end
-    if _is_blank_line(raw, body_start, end):
+    if is_blank_line(raw, body_start, end):
         body_start = raw.find(b"\n", body_start, end) + 1
     return _Part(
         content_type=content_type,
@@ -658,111 +450,10 @@ def extract_text(raw: bytes, max_chars: int = 20000) -> str:
 
 
 def _extract_text(raw: bytes, max_chars: int) -> str:
-    start = _header_start(raw)
-    block = _scan_headers(raw, start, len(raw), _MAX_HEADER_FIELDS)
-    subject_value = _first_values(raw, block, {b"subject"}).get(b"subject", b"")
+    start = header_start(raw)
+    block = scan_headers(raw, start, len(raw), _MAX_HEADER_FIELDS)
+    subject_value = first_values(raw, block, {b"subject"}).get(b"subject", b"")
     subject = " ".join(_decode_rfc2047(subject_value).replace("\x00", "").split())
     budget = _Budget(chars=max_chars, decoded_bytes=32 * max_chars + 2**20, parts=_MAX_PARTS)
     body = "\n\n".join(_body_texts(raw, start, budget)).replace("\x00", "")
     return f"{subject}\n{body}"[:max_chars]
-
-
-# --- mailboxes --------------------------------------------------------------------------------
-
-
-def looks_like_mbox(head: bytes) -> bool:
-    """Whether the first bytes of a file are those of an mbox: a 'From ' separator line."""
-    return head.startswith(b"From ")
-
-
-def looks_like_email(head: bytes) -> bool:
-    """Whether the first bytes of a file are those of a single RFC 822 message: the first line
-    is a header field such as "Received: ..." or "Return-Path: <...>" (and not an mbox)."""
-    return not looks_like_mbox(head) and _FIELD_NAME.match(head.split(b"\n", 1)[0]) is not None
-
-
-def split_mbox(stream: typing.BinaryIO, max_message_bytes: int | None = None) -> Iterator[bytes]:
-    """Stream an mbox (mboxo/mboxrd) from a non-seekable binary stream, yielding each message's
-    exact bytes, including its leading 'From ' separator line. b''.join(all yielded) == input
-    bytes exactly.
-
-    Separator rule: a line starting with "From " begins a new message when it is the first line
-    of the input or follows an empty line (LF or CRLF). That is where every mbox writer puts
-    them, so a "From " line inside a body that a sloppy writer forgot to escape does not split
-    the message as Python's mailbox module would (it splits at every "From " line). Escaped
-    ">From " lines are ordinary body lines and are left as they are. The empty line before a
-    separator stays with the message it ends.
-
-    Input that does not start with "From " is yielded up to the first separator as one
-    "message", so that nothing is lost; the caller decides what to do with it.
-
-    The stream is read line by line and only the current message is held in memory. With
-    `max_message_bytes`, a message growing past it raises ValueError instead of being held.
-    """
-    message = bytearray()
-    follows_empty_line = True  # the start of the input counts as a message boundary
-    number = 1
-    for line in iter(stream.readline, b""):
-        if follows_empty_line and message and line.startswith(b"From "):
-            yield bytes(message)
-            message.clear()
-            number += 1
-        message += line
-        if max_message_bytes is not None and len(message) > max_message_bytes:
-            raise ValueError(f"mbox message {number} is larger than {max_message_bytes} bytes")
-        follows_empty_line = line in (b"\n", b"\r\n")
-    if message:
-        yield bytes(message)
-
-
-def _iter_mbox_file(path: Path) -> Iterator[bytes]:
-    with path.open("rb") as stream:
-        yield from split_mbox(stream)
-
-
-def _iter_files(paths: list[Path]) -> Iterator[bytes]:
-    for path in paths:
-        yield path.read_bytes()
-
-
-def iter_mail_source(path: Path) -> Iterator[bytes]:
-    """Messages from an mbox file, a Maildir (cur/ and new/ subfolders), or a folder of .eml
-    files (sorted by name, for reproducibility). Raises ValueError with a one-line message for a
-    path that is none of these.
-
-    A single file holding one RFC 822 message is accepted too, and an empty file is an empty
-    mbox. Maildir messages come from cur/ then new/, each sorted by name (Maildir names start
-    with the delivery time); tmp/ holds deliveries in progress and is left alone. The path is
-    checked when this is called, not when the first message is read.
-    """
-    path = Path(path)
-    if path.is_file():
-        with path.open("rb") as stream:
-            head = stream.read(4096)
-        if not head or looks_like_mbox(head):
-            return _iter_mbox_file(path)
-        if looks_like_email(head):
-            return iter([path.read_bytes()])
-        raise ValueError(f"{path}: neither an mbox nor an RFC 822 message")
-    if path.is_dir():
-        return _iter_files(mail_folder_files(path))
-    raise ValueError(f"{path}: no such file or folder")
-
-
-def mail_folder_files(path: Path) -> list[Path]:
-    """The message files of a Maildir (cur/ then new/, each sorted by name) or of a folder of
-    .eml files (sorted by name). Raises ValueError for a folder that is neither."""
-    subfolders = [path / "cur", path / "new"]
-    if any(folder.is_dir() for folder in subfolders):
-        return [
-            entry
-            for folder in subfolders
-            if folder.is_dir()
-            for entry in sorted(folder.iterdir())
-            if entry.is_file() and not entry.name.startswith(".")
-        ]
-    files = sorted(entry for entry in path.iterdir() if entry.is_file())
-    emls = [entry for entry in files if entry.suffix.lower() == ".eml"]
-    if emls:
-        return emls
-    raise ValueError(f"{path}: a folder that is neither a Maildir nor holds .eml files")

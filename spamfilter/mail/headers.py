@@ -1,0 +1,199 @@
+"""Header blocks and the X-Spam headers: find fields in raw bytes, and add or remove the two
+spam headers while every other byte of the message stays as it was.
+
+Standard library only: this sits on the cold-start path of mail pipelines.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+SPAM_HEADER_NAMES: tuple[str, ...] = ("X-Spam-Flag", "X-Spam-Status")
+_SPAM_NAMES = frozenset(name.lower().encode("ascii") for name in SPAM_HEADER_NAMES)
+_MAX_VALUE_BYTES = 16_384  # read of one header value (Subject, Content-Type, ...)
+
+# RFC 5322 field name: printable ASCII except ':'. 8-bit bytes are accepted too, as broken
+# mailers emit them and the field is still a header to any reader. Whitespace before the colon
+# is obsolete syntax that old mailers still emit. The length bound keeps a megabyte-long line
+# without a colon from costing more than a bounded match.
+FIELD_NAME = re.compile(rb"([!-9;-~\x80-\xff]{1,998})[ \t]*:")
+_FROM_FIELD = re.compile(rb"From[ \t]*:")  # a 'From:' header, not an mbox 'From ' line
+
+
+# --- header blocks --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Field:
+    name: bytes | None  # lower-cased; None for indented lines with no field above them
+    start: int  # offset of the field's first line
+    value_start: int  # offset just after the colon
+
+
+@dataclass(frozen=True)
+class _HeaderBlock:
+    fields: list[_Field]  # field i runs from fields[i].start to fields[i + 1].start or `end`
+    end: int  # offset of the first byte after the header block (blank line or first body line)
+
+    def field_end(self, index: int) -> int:
+        return self.fields[index + 1].start if index + 1 < len(self.fields) else self.end
+
+
+def is_blank_line(raw: bytes, pos: int, stop: int) -> bool:
+    return raw.startswith(b"\n", pos, stop) or raw.startswith(b"\r\n", pos, stop)
+
+
+def _find_blank_line(raw: bytes, pos: int, stop: int) -> int:
+    """Offset of the first empty line at or after the line starting at `pos`, or `stop`."""
+    if is_blank_line(raw, pos, stop):
+        return pos
+    ends = (raw.find(b"\n\n", pos, stop), raw.find(b"\n\r\n", pos, stop))
+    return min((i + 1 for i in ends if i >= 0), default=stop)
+
+
+def scan_headers(raw: bytes, start: int, stop: int, max_fields: int | None = None) -> _HeaderBlock:
+    """The header block of the message (or MIME part) in raw[start:stop].
+
+    The block ends at the first empty line (LF or CRLF), which is not part of it. A message with
+    no empty line at all, or with body text straight after its headers, ends its block at the
+    first line that is neither a field ("Name: value") nor a continuation (leading space or
+    tab): that line is the first body line. This is how the header functions find where to
+    stop, and how extract_text finds the body of sloppy mail.
+    """
+    fields: list[_Field] = []
+    pos = start
+    while pos < stop:
+        newline = raw.find(b"\n", pos, stop)
+        line_end = stop if newline < 0 else newline + 1
+        first = raw[pos]
+        if first in b" \t":
+            if not fields:
+                # An indented line with no field above it: keep it as a nameless field so that
+                # it stays inside the block (see remove_spam_headers for why that matters).
+                fields.append(_Field(None, pos, pos))
+        elif is_blank_line(raw, pos, line_end):
+            break
+        else:
+            match = FIELD_NAME.match(raw, pos, line_end)
+            if match is None:
+                break
+            if max_fields is not None and len(fields) >= max_fields:
+                # Enough fields to know what the part is; don't walk a million more lines in
+                # Python when a C-level search can find where the body starts.
+                return _HeaderBlock(fields, _find_blank_line(raw, pos, stop))
+            fields.append(_Field(match.group(1).lower(), pos, match.end()))
+        pos = line_end
+    return _HeaderBlock(fields, pos)
+
+
+def header_start(raw: bytes) -> int:
+    """Offset where the header block starts: after an mbox 'From ' line, if there is one.
+
+    The 'From ' line only counts when it ends in a newline; inserting headers after an
+    unterminated one would glue them onto it.
+    """
+    if raw.startswith(b"From ") and not _FROM_FIELD.match(raw):
+        newline = raw.find(b"\n")
+        if newline >= 0:
+            return newline + 1
+    return 0
+
+
+def _field_value(raw: bytes, block: _HeaderBlock, index: int, limit: int | None = None) -> bytes:
+    """The unfolded value of one field: line breaks of the folding dropped, outer space stripped."""
+    field = block.fields[index]
+    end = block.field_end(index)
+    if limit is not None:
+        end = min(end, field.value_start + limit)
+    value = raw[field.value_start : end]
+    return value.replace(b"\r", b"").replace(b"\n", b"").strip(b" \t")
+
+
+def first_values(raw: bytes, block: _HeaderBlock, names: set[bytes]) -> dict[bytes, bytes]:
+    """The first occurrence of each wanted field, as mail parsers use the first one too."""
+    values: dict[bytes, bytes] = {}
+    for index, field in enumerate(block.fields):
+        if field.name in names and field.name not in values:
+            values[field.name] = _field_value(raw, block, index, _MAX_VALUE_BYTES)
+            if len(values) == len(names):
+                break
+    return values
+
+
+# --- X-Spam headers ---------------------------------------------------------------------------
+
+
+def spam_status_value(is_spam: bool, score: float, threshold: float, version: str = "") -> str:
+    """The X-Spam-Status value, SpamAssassin style, so that existing procmail/Sieve rules such as
+    ``^X-Spam-Status: Yes`` keep working, e.g.
+    ``Yes, score=0.973 required=0.500 tests=GPT2_SPAM_CLASSIFIER version=spamfilter-0.1.0``.
+
+    `version` is written as given (pass e.g. ``f"spamfilter-{__version__}"``); empty leaves the
+    ``version=`` item out.
+    """
+    if any(ch.isspace() or not ch.isprintable() for ch in version):
+        # A line break here would let the caller inject headers; any space would break the
+        # "key=value" items that rules parse.
+        raise ValueError(f"version must not contain whitespace or control characters: {version!r}")
+    value = f"{'Yes' if is_spam else 'No'}, score={score:.3f} required={threshold:.3f}"
+    value += " tests=GPT2_SPAM_CLASSIFIER"
+    if version:
+        value += f" version={version}"
+    return value
+
+
+def remove_spam_headers(raw: bytes) -> bytes:
+    """raw without its X-Spam-Flag / X-Spam-Status fields (any letter case, folded lines too).
+
+    Only whole header lines are removed; every other byte is kept. One malformed case is also
+    dropped: indented lines at the very top of the header block, which belong to no field. Once
+    insert_spam_headers has put its fields above them they read as continuation lines of
+    X-Spam-Status, so treating them alike here is what makes
+    ``remove_spam_headers(insert_spam_headers(m, ...)) == remove_spam_headers(m)`` hold for all
+    input. Real mail never starts its header block with an indented line.
+    """
+    return _drop_spam_fields(raw, drop_stray_lines=True)
+
+
+def _drop_spam_fields(raw: bytes, drop_stray_lines: bool) -> bytes:
+    start = header_start(raw)
+    block = scan_headers(raw, start, len(raw))
+    names = [field.name for field in block.fields]
+    drop = [
+        index
+        for index, name in enumerate(names)
+        if name in _SPAM_NAMES or (name is None and drop_stray_lines)
+    ]
+    if not drop:
+        return raw
+    pieces = []
+    kept_from = 0
+    for index in drop:
+        pieces.append(raw[kept_from : block.fields[index].start])
+        kept_from = block.field_end(index)
+    pieces.append(raw[kept_from:])
+    return b"".join(pieces)
+
+
+def insert_spam_headers(
+    raw: bytes, is_spam: bool, score: float, threshold: float, version: str = ""
+) -> bytes:
+    """raw with fresh X-Spam-Flag and X-Spam-Status fields at the top of its header block.
+
+    Existing X-Spam-Flag / X-Spam-Status fields are removed first so a message filtered twice
+    carries one verdict. The new fields go right after the mbox 'From ' line when the message
+    starts with one, else at the very start, and end in the message's own line ending: CRLF when
+    its first line ends in CRLF, LF otherwise. The message is never re-serialised: nothing else
+    changes, byte for byte.
+    """
+    newline = raw.find(b"\n")
+    eol = b"\r\n" if newline > 0 and raw[newline - 1] == 0x0D else b"\n"
+    flag = b"YES" if is_spam else b"NO"
+    status = spam_status_value(is_spam, score, threshold, version).encode("ascii")
+    new_fields = b"X-Spam-Flag: " + flag + eol + b"X-Spam-Status: " + status + eol
+    # The insertion point comes from raw, not from the cleaned copy: removing fields can leave
+    # a 'From ' body line at the top, which must not turn into an mbox separator line.
+    start = header_start(raw)
+    cleaned = _drop_spam_fields(raw, drop_stray_lines=False)  # keeps raw[:start] as it is
+    return cleaned[:start] + new_fields + cleaned[start:]

@@ -1,0 +1,532 @@
+"""The filter pipeline: read messages, classify them in chunks, write every one out, in order; and
+one message tagged fail-safely (pipeline mode now, the service next).
+
+Every format streams: memory is bounded by one chunk whatever the size of the input, and every
+message read is written out, in input order, tagged or (when the run stops or the model fails)
+as it came in.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from queue import Empty, Queue
+from typing import Any, BinaryIO, Protocol, TextIO
+
+import numpy as np
+
+from . import __version__, interrupts
+from .errors import EX_TEMPFAIL, ClassificationError, SpamfilterError, UsageError, first_line
+from .mail import detect_format, extract_text, insert_spam_headers, mail_folder_files, split_mbox
+
+LABEL_COLUMN = "label"
+PROBABILITY_COLUMN = "spam_probability"
+DEFAULT_TEXT_COLUMN = "Text"
+VERSION_TAG = f"spamfilter-{__version__}"
+PIPELINE_SIZE_CAP = 512 * 1024  # as spamc: larger messages are classified from their beginning
+CHUNK = 256  # messages per classification call: bounds memory, keeps batches full
+IDLE_FLUSH_SECONDS = 0.25  # a slow stream's messages are classified after this long without a new one
+_POLL_SECONDS = 0.1  # how often a wait for input looks for a stop request
+FORMATS = ("auto", "mbox", "email", "csv", "text")
+
+csv.field_size_limit(1 << 28)  # whole emails in one CSV field are normal here
+
+
+class Scorer(Protocol):
+    """What the pipeline needs of a classifier (``runtime.Classifier``, or a test's stand-in)."""
+
+    @property
+    def provider(self) -> str: ...
+
+    @property
+    def variant(self) -> str: ...
+
+    @property
+    def threshold(self) -> float: ...
+
+    def spam_probability(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+class DeliveryError(SpamfilterError):
+    """Pipeline mode could not write the message out: the mail system must keep it and retry."""
+
+    exit_code = EX_TEMPFAIL
+
+
+class FilterInterrupted(Exception):
+    """A stop signal (Ctrl-C, SIGTERM) ended the run. Every message read was written out: those of
+    the chunk being classified untagged; the rest of the input was not read."""
+
+    def __init__(self, signum: int, summary: Summary) -> None:
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.signum = signum
+        self.summary = summary
+
+
+@dataclass
+class Summary:
+    messages: int = 0
+    spam: int = 0
+    passed_through: int = 0  # written unchanged (not a message, e.g. bytes before the first From_)
+    untagged: int = 0  # messages written unchanged because the run stopped before they were classified
+    seconds: float = 0.0
+    provider: str = ""
+    variant: str = ""  # which ONNX model of the directory ran: fp32 or int8
+    on_progress: Callable[[int], None] | None = field(default=None, repr=False)  # messages so far
+
+    @property
+    def not_spam(self) -> int:
+        return self.messages - self.spam
+
+    def line(self) -> str:
+        rate = self.messages / self.seconds if self.seconds > 0 else 0.0
+        extra = f"; {self.untagged} written untagged" if self.untagged else ""
+        extra += f"; {self.passed_through} non-message chunks passed through" if self.passed_through else ""
+        return (
+            f"{self.messages} messages: {self.spam} spam, {self.not_spam} not spam in {self.seconds:.2f} s "
+            f"({rate:.1f}/s), {self.variant} on {self.provider}{extra}"
+        )
+
+
+def timed(summary: Summary, started: float) -> Summary:
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+# --------------------------------------------------------------------------- choosing the format
+
+
+def choose_format(
+    requested: str,
+    peek: Callable[[], bytes],
+    text_column: str = DEFAULT_TEXT_COLUMN,
+    text_column_given: bool = False,
+    single_message: bool = False,
+) -> str:
+    """The format to read: ``requested`` unless it is ``auto``; then one message where only one can
+    be meant (``single_message``: --strict and --exit-code, as procmail hands a message over with
+    its From_ line), else what the first bytes (``peek()``) look like. A named text column makes
+    the input a CSV whatever its shape. Binary input is a usage error."""
+    if requested != "auto":
+        return requested
+    if single_message:
+        return "email"
+    found = detect_format(peek(), text_column)
+    if found == "text" and text_column_given:
+        return "csv"
+    if found == "binary":
+        raise UsageError(
+            "the input is binary (NUL bytes at its start), not mail, CSV or text; "
+            "use --format text to classify its lines anyway"
+        )
+    return found
+
+
+# --------------------------------------------------------------------------- reading ahead
+
+
+_END = object()
+
+
+def _read_ahead(items: Iterator, queue: Queue, room: threading.Semaphore, done: threading.Event) -> None:
+    """The reader thread: an item is read only when the queue has room for it (memory stays
+    bounded) and is put there at once, so that every item read is in the queue; then ``_END`` with
+    the error that ended the input, if any."""
+    error: BaseException | None = None
+    try:
+        while True:
+            while not room.acquire(timeout=_POLL_SECONDS):
+                if done.is_set():
+                    return
+            if done.is_set():
+                return
+            try:
+                item = next(items)
+            except StopIteration:
+                break
+            queue.put((item, None))  # unbounded: never blocks
+    except BaseException as raised:  # handed to the main thread, which raises it in order
+        error = raised
+    queue.put((_END, error))
+
+
+def _chunks(items: Iterable, size: int = CHUNK, flush_after: float | None = None) -> Iterator[list]:
+    """Lists of ``size`` items, read (and reduced to text) on a helper thread, so that this one
+    never blocks in a read: a stop signal is seen within a fraction of a second even while a
+    terminal or a slow pipe sends nothing, and reading overlaps the model calls. As soon as a stop
+    is requested, everything read so far comes as one last list (possibly empty; the caller's
+    model call then raises the stop, and the list goes out untagged); with ``flush_after``, a list
+    also comes after that many seconds without a new item, so that a slow stream's messages are not
+    held back for a full chunk."""
+    queue: Queue = Queue()
+    room = threading.Semaphore(size)
+    done = threading.Event()
+    reader = threading.Thread(
+        target=_read_ahead, args=(iter(items), queue, room, done), name="spamfilter-reader", daemon=True
+    )
+    reader.start()
+    batch: list = []
+    waited = 0.0
+    try:
+        while True:
+            if interrupts.requested() is not None:
+                yield batch + _everything_read(queue, reader, done)
+                return
+            try:
+                item, error = queue.get(timeout=_POLL_SECONDS)
+            except Empty:
+                waited += _POLL_SECONDS
+                if batch and flush_after is not None and waited >= flush_after:
+                    yield batch
+                    batch, waited = [], 0.0
+                continue
+            waited = 0.0
+            if item is _END:
+                if batch:
+                    yield batch
+                if error is not None:
+                    raise error
+                return
+            room.release()
+            batch.append(item)
+            if len(batch) == size:
+                yield batch
+                batch = []
+    finally:
+        done.set()
+
+
+def _everything_read(queue: Queue, reader: threading.Thread, done: threading.Event) -> list:
+    """On a stop: the items the reader thread has read and not yet handed over. It reads no more
+    once ``done`` is set; an item it is still putting away arrives within moments, while a read
+    still waiting for input has read no whole item."""
+    done.set()
+    reader.join(timeout=0.5)
+    items: list = []
+    while True:
+        try:
+            item, _ = queue.get_nowait()
+        except Empty:
+            return items
+        if item is not _END:
+            items.append(item)
+
+
+# --------------------------------------------------------------------------- the chunk loop
+
+
+def _classify(classifier: Scorer, texts: list[str]) -> np.ndarray:
+    """P(spam) for one chunk; the only step a stop signal cuts short (raising ``Interrupted``)."""
+    with interrupts.interruptible():
+        return classifier.spam_probability(texts)
+
+
+@dataclass
+class _Format:
+    """How one format reads and writes. ``items`` yields ``(item, text)``; a text of None is not a
+    message (bytes before an mbox's first From_ line) and is written as it came."""
+
+    items: Iterable[tuple[Any, str | None]]
+    write_tagged: Callable[[Any, float, bool], object]
+    write_untagged: Callable[[Any], object]  # as it came in: when the run stops before classifying it
+    flush: Callable[[], None]
+    untagged_note: str  # what became of a failed chunk's messages: "messages passed untagged"
+    keeps_failed_chunk: bool = True  # False: the failed chunk is not written (folder mode)
+
+
+def _run(
+    fmt: _Format,
+    classifier: Scorer,
+    threshold: float,
+    on_progress: Callable[[int], None] | None,
+    flush_after: float | None,
+) -> Summary:
+    """The one chunk loop of every format: classify a chunk, write it out in order, then stop if
+    asked to. A chunk whose model call fails or is interrupted goes out as it came in."""
+    summary = Summary(provider=classifier.provider, variant=classifier.variant, on_progress=on_progress)
+    for chunk in _chunks(fmt.items, flush_after=flush_after):
+        texts = [text for _, text in chunk if text is not None]
+        try:
+            probabilities = _classify(classifier, texts)
+        except (Exception, interrupts.Interrupted) as error:
+            if fmt.keeps_failed_chunk:
+                for item, _ in chunk:
+                    fmt.write_untagged(item)  # never lost
+                fmt.flush()
+                summary.untagged += len(texts)
+            note = f"{len(texts)} {fmt.untagged_note}"
+            if isinstance(error, interrupts.Interrupted):
+                raise FilterInterrupted(error.signum, summary) from error
+            raise ClassificationError(f"classification failed; {note}: {first_line(error)}") from error
+        verdicts = [p >= threshold for p in probabilities]
+        summary.messages += len(verdicts)
+        summary.spam += sum(verdicts)
+        scored = iter(zip(probabilities, verdicts, strict=True))
+        for item, text in chunk:
+            if text is None:
+                fmt.write_untagged(item)
+                summary.passed_through += 1
+            else:
+                p, spam = next(scored)
+                fmt.write_tagged(item, float(p), spam)
+        fmt.flush()
+        if on_progress is not None:
+            on_progress(summary.messages)
+        signum = interrupts.requested()  # between chunks everything read has been written
+        if signum is not None:
+            raise FilterInterrupted(signum, summary)
+    return summary
+
+
+# --------------------------------------------------------------------------- the formats
+
+
+def filter_mbox(
+    source: BinaryIO,
+    sink: BinaryIO,
+    classifier: Scorer,
+    threshold: float,
+    spam_sink: BinaryIO | None = None,
+    on_progress: Callable[[int], None] | None = None,
+    flush_after: float | None = None,
+) -> Summary:
+    """mbox in, mbox out: each message's bytes with the two spam headers added, in order.
+
+    With ``spam_sink`` spam goes there and the rest to ``sink`` (``--spam-output``).
+    """
+
+    def tagged(raw: bytes, p: float, spam: bool) -> None:
+        target = spam_sink if (spam and spam_sink is not None) else sink
+        target.write(insert_spam_headers(raw, spam, p, threshold, VERSION_TAG))
+
+    def flush() -> None:
+        sink.flush()
+        if spam_sink is not None:
+            spam_sink.flush()
+
+    items = ((raw, extract_text(raw) if raw.startswith(b"From ") else None) for raw in split_mbox(source))
+    fmt = _Format(items, tagged, sink.write, flush, "messages passed untagged")
+    return _run(fmt, classifier, threshold, on_progress, flush_after)
+
+
+def filter_csv(
+    source: TextIO,
+    sink: TextIO,
+    classifier: Scorer,
+    threshold: float,
+    text_column: str = DEFAULT_TEXT_COLUMN,
+    on_progress: Callable[[int], None] | None = None,
+    flush_after: float | None = None,
+) -> Summary:
+    """CSV in, the same CSV out with ``label`` and ``spam_probability`` set on every row."""
+    reader = csv.reader(source)
+    header = next(reader, None)
+    if header is None:
+        return Summary(provider=classifier.provider, variant=classifier.variant)
+    column = find_column(header, text_column)
+    out_header = list(header)
+    for name in (LABEL_COLUMN, PROBABILITY_COLUMN):
+        if name not in out_header:
+            out_header.append(name)
+    label_at, probability_at = out_header.index(LABEL_COLUMN), out_header.index(PROBABILITY_COLUMN)
+    # RFC 4180 line ends: with CRLF as the terminator a cell holding a lone CR is quoted too.
+    writer = csv.writer(sink, lineterminator="\r\n")
+    writer.writerow(out_header)
+
+    def full(row: list[str]) -> list[str]:
+        return row + [""] * (len(out_header) - len(row))
+
+    def tagged(row: list[str], p: float, spam: bool) -> None:
+        row = full(row)
+        row[label_at], row[probability_at] = ("spam" if spam else "not spam"), f"{p:.6f}"
+        writer.writerow(row)
+
+    items = ((row, row[column] if column < len(row) else "") for row in reader)
+    fmt = _Format(
+        items, tagged, lambda row: writer.writerow(full(row)), sink.flush, "rows written unlabelled"
+    )
+    return _run(fmt, classifier, threshold, on_progress, flush_after)
+
+
+def find_column(header: list[str], wanted: str) -> int:
+    """The index of the text column (exact name first, then ignoring case); a usage error that
+    lists the columns there are otherwise."""
+    cleaned = [h.strip().lstrip("\ufeff") for h in header]
+    if wanted in cleaned:
+        return cleaned.index(wanted)
+    lowered = [h.lower() for h in cleaned]
+    if wanted.lower() in lowered:
+        return lowered.index(wanted.lower())
+    raise UsageError(f"no column {wanted!r} in the CSV header ({', '.join(cleaned)}); use --text-column")
+
+
+def filter_text(
+    source: TextIO,
+    sink: TextIO,
+    classifier: Scorer,
+    threshold: float,
+    on_progress: Callable[[int], None] | None = None,
+    flush_after: float | None = None,
+) -> Summary:
+    """One message per line in; ``label<TAB>spam_probability<TAB>line`` out."""
+
+    def tagged(text: str, p: float, spam: bool) -> None:
+        sink.write(f"{'spam' if spam else 'not spam'}\t{p:.6f}\t{text}\n")
+
+    items = ((text, text) for text in (line.rstrip("\r\n") for line in source))
+    fmt = _Format(
+        items, tagged, lambda text: sink.write(f"\t\t{text}\n"), sink.flush, "lines written unlabelled"
+    )
+    return _run(fmt, classifier, threshold, on_progress, flush_after)
+
+
+def filter_stream(
+    fmt: str,
+    source: BinaryIO,
+    sink: BinaryIO,
+    classifier: Scorer,
+    threshold: float,
+    *,
+    text_column: str = DEFAULT_TEXT_COLUMN,
+    spam_sink: BinaryIO | None = None,
+    on_progress: Callable[[int], None] | None = None,
+    flush_after: float | None = None,
+) -> Summary:
+    """A byte stream of ``fmt`` (``mbox``, ``csv`` or ``text``) in, the tagged stream out."""
+    if fmt == "mbox":
+        return filter_mbox(source, sink, classifier, threshold, spam_sink, on_progress, flush_after)
+    if spam_sink is not None:
+        raise UsageError("only mbox output can be split (--spam-output)")
+    if fmt not in ("csv", "text"):
+        raise UsageError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    # surrogateescape: bytes that are not UTF-8 pass through to the output unchanged.
+    text_in = io.TextIOWrapper(source, encoding="utf-8", errors="surrogateescape", newline="")
+    text_out = io.TextIOWrapper(
+        sink, encoding="utf-8", errors="surrogateescape", newline="", write_through=True
+    )
+    try:
+        if fmt == "csv":
+            return filter_csv(text_in, text_out, classifier, threshold, text_column, on_progress, flush_after)
+        return filter_text(text_in, text_out, classifier, threshold, on_progress, flush_after)
+    finally:
+        text_out.flush()
+        # Detach so that the wrappers never close the streams underneath their owner. After a stop
+        # the reader thread may still wait in a read holding the input's lock: that one is left be.
+        if interrupts.requested() is None:
+            text_in.detach()
+        text_out.detach()
+
+
+def filter_folder(
+    source: Path,
+    target: Path,
+    classifier: Scorer,
+    threshold: float,
+    on_progress: Callable[[int], None] | None = None,
+) -> Summary:
+    """A Maildir or a folder of .eml files in; the same files, tagged, under ``target`` with the
+    same relative paths (the input folder is never changed; the files of a chunk whose
+    classification failed are not copied)."""
+    resolved_source, resolved_target = source.resolve(), target.resolve()
+    if resolved_target == resolved_source or resolved_target.is_relative_to(resolved_source):
+        raise UsageError("the output folder must be outside the input folder")
+    try:
+        files = mail_folder_files(source)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+    def read(path: Path) -> tuple[tuple[Path, bytes], str]:
+        raw = path.read_bytes()
+        return (path, raw), extract_text(raw)
+
+    def tagged(item: tuple[Path, bytes], p: float, spam: bool) -> None:
+        path, raw = item
+        destination = target / path.relative_to(source)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        destination.write_bytes(insert_spam_headers(raw, spam, p, threshold, VERSION_TAG))
+
+    fmt = _Format(
+        (read(path) for path in files),
+        tagged,
+        lambda item: None,
+        lambda: None,
+        "files not copied",
+        keeps_failed_chunk=False,
+    )
+    return _run(fmt, classifier, threshold, on_progress, None)
+
+
+# --------------------------------------------------------------------------- one message
+
+
+@dataclass(frozen=True)
+class Tagged:
+    """What became of one message: ``message`` is what goes out (tagged, or as it came in)."""
+
+    message: bytes
+    spam: bool | None = None  # None: not classified, see ``error``
+    probability: float | None = None
+    error: str | None = None
+
+    def exit_code(self, strict: bool = False, verdict_exit: bool = False) -> int:
+        """spamc's convention: 0, or 75 (retry later) for a failure with ``strict``; with
+        ``verdict_exit`` 1 for spam."""
+        if self.error is not None:
+            return EX_TEMPFAIL if strict else 0
+        return 1 if (verdict_exit and self.spam) else 0
+
+
+def tag_message(
+    raw: bytes,
+    load: Callable[[], Scorer],
+    threshold: float | None = None,
+    size_cap: int = PIPELINE_SIZE_CAP,
+) -> Tagged:
+    """One RFC 822 message, fail-safe: never raises (a stop signal included); on any failure the
+    message comes back unchanged with the reason. ``load`` gives the classifier (loading it is part
+    of what may fail). A message over ``size_cap`` bytes is classified from its beginning and
+    written out whole."""
+    if not raw.strip():
+        return Tagged(raw, error="empty input: no message to tag")
+    try:
+        classifier = load()
+        cut = classifier.threshold if threshold is None else threshold
+        p = float(_classify(classifier, [extract_text(raw[:size_cap])])[0])
+    except interrupts.Interrupted as stop:
+        return Tagged(raw, error=f"interrupted by {stop}")
+    except Exception as error:  # fail-safe: the message is never lost
+        return Tagged(raw, error=first_line(error))
+    spam = p >= cut
+    return Tagged(insert_spam_headers(raw, spam, p, cut, VERSION_TAG), spam, p)
+
+
+def deliver(sink: BinaryIO, data: bytes) -> None:
+    """Write pipeline mode's message. A failure would lose it: ``DeliveryError`` (exit 75) makes
+    the mail system keep it and retry. A reader that went away raises ``BrokenPipeError``.
+
+    A real file is written with ``os.write``, past Python's buffer: a write that fails leaves
+    nothing behind for a later flush to fail on again (and turn exit 75 into another code)."""
+    try:
+        sink.flush()
+        try:
+            descriptor = sink.fileno()
+        except (OSError, ValueError, io.UnsupportedOperation):  # an in-memory stream
+            sink.write(data)
+            sink.flush()
+            return
+        view = memoryview(data)
+        while view:
+            view = view[os.write(descriptor, view) :]
+    except BrokenPipeError:
+        raise
+    except OSError as error:
+        raise DeliveryError(
+            f"cannot write the message ({error.strerror or error}); exit 75 to retry"
+        ) from None
