@@ -20,8 +20,8 @@ import numpy as np
 OPTIONS = {
     "int8 full range (before)": {"weights": "int8", "per_channel": False, "reduce_range": False},
     "int8 per-channel": {"weights": "int8", "per_channel": True, "reduce_range": False},
-    "int8 7-bit": {"weights": "int8", "per_channel": False, "reduce_range": True},
-    "int8 7-bit per-channel (default)": {"weights": "int8", "per_channel": True, "reduce_range": True},
+    "int8 7-bit (default)": {"weights": "int8", "per_channel": False, "reduce_range": True},
+    "int8 7-bit per-channel": {"weights": "int8", "per_channel": True, "reduce_range": True},
     "uint8 weights (u8u8)": {"weights": "uint8", "per_channel": False, "reduce_range": False},
 }
 BATCH = 8

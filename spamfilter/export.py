@@ -174,21 +174,22 @@ def load_checkpoint(path: Path) -> tuple[SpamClassifier, dict[str, Any]]:
 
 # How the int8 model is made. onnxruntime's x86 kernels multiply uint8 activations by int8 weights
 # with VPMADDUBSW, which adds pairs of products into int16 and saturates on CPUs without VNNI (most
-# AVX2 servers): full-range int8 weights gave scores off by 0.06-0.13 there and exact ones on VNNI
-# CPUs. 7-bit weights (reduce_range) keep every pair sum below 2**15, so the integer arithmetic is
-# exact on every CPU; per-channel scales win back the precision of the lost bit
-# (benchmarks/bench_quantize.py measures the options).
+# AVX2 servers), while VNNI CPUs compute them exactly: with full-range int8 weights the same model
+# scored differently by CPU (by up to 0.06-0.13 in P(spam) on the test suite's small models). 7-bit
+# weights (reduce_range) keep every pair sum below 2**15, so the integer arithmetic is exact on every
+# CPU. Per-tensor scales: onnxruntime's per-channel option made a GPT-2-small-shaped model less
+# exact, not more (benchmarks/bench_quantize.py measures the options; benchmarks/RESULTS.md).
 INT8_SCHEME = {
     "method": "dynamic",
     "weights": "int8",
-    "per_channel": True,
+    "per_channel": False,
     "reduce_range": True,
     "activations": "uint8, scaled per batch at run time",
 }
 
 
 def quantize_int8(
-    source: Path, target: Path, *, weights: str = "int8", per_channel: bool = True, reduce_range: bool = True
+    source: Path, target: Path, *, weights: str = "int8", per_channel: bool = False, reduce_range: bool = True
 ) -> None:
     """Dynamic int8 quantization of the weights of every MatMul (activations quantized at run time).
 

@@ -15,7 +15,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from queue import Empty, Queue
 from typing import Any, BinaryIO, Protocol, TextIO
@@ -79,7 +79,6 @@ class Summary:
     seconds: float = 0.0
     provider: str = ""
     variant: str = ""  # which ONNX model of the directory ran: fp32 or int8
-    on_progress: Callable[[int], None] | None = field(default=None, repr=False)  # messages so far
 
     @property
     def not_spam(self) -> int:
@@ -250,7 +249,7 @@ def _run(
 ) -> Summary:
     """The one chunk loop of every format: classify a chunk, write it out in order, then stop if
     asked to. A chunk whose model call fails or is interrupted goes out as it came in."""
-    summary = Summary(provider=classifier.provider, variant=classifier.variant, on_progress=on_progress)
+    summary = Summary(provider=classifier.provider, variant=classifier.variant)
     for chunk in _chunks(fmt.items, flush_after=flush_after):
         texts = [text for _, text in chunk if text is not None]
         try:

@@ -171,7 +171,7 @@ def test_int8_variant_is_recorded_with_its_agreement(tmp_path: Path, pooling: st
     with torch.no_grad():
         fp32 = torch.softmax(classifier(torch.as_tensor(ids)), dim=-1)[:, 1].double().numpy()
     quantized = onnx_probabilities(out / "model.int8.onnx", ids)
-    # A statement about the model, whatever CPU runs it: 7-bit per-channel weights and 8-bit activations
+    # A statement about the model, whatever CPU runs it: 7-bit weights and 8-bit activations
     # move this model's P(spam) by about 0.01 (0.06-0.13 with full-range weights that saturate on AVX2).
     assert np.abs(quantized - fp32).max() < 0.03
     assert int8["agreement_with_fp32"] == pytest.approx(np.mean((fp32 >= 0.5) == (quantized >= 0.5)))
