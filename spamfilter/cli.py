@@ -734,6 +734,147 @@ def eval_command(
     click.echo(f"spamfilter: wrote {' and '.join(map(str, written))}", err=True)
 
 
+# --------------------------------------------------------------------------- serve
+
+
+def _octal_mode(_context: click.Context, _param: click.Parameter, value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        mode = int(value, 8)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an octal mode such as 0660") from None
+    if not 0 <= mode <= 0o777:
+        raise click.BadParameter(f"{value!r} is not a mode between 0000 and 0777")
+    return mode
+
+
+@cli.command(context_settings=CONTEXT)
+@model_option
+@click.option(
+    "-l",
+    "--listen",
+    "listen",
+    multiple=True,
+    metavar="ADDR",
+    help="HOST:PORT, [IPv6]:PORT or unix:PATH; repeatable. Default: 127.0.0.1:11783 (783 needs root).",
+)
+@gpu_option
+@variant_option
+@click.option("--threshold", type=click.FloatRange(0, 1), default=None, help="Default: the model's.")
+@click.option(
+    "--batch-max", type=click.IntRange(1), default=32, show_default=True, help="Most messages per model call."
+)
+@click.option(
+    "--batch-wait-ms",
+    type=click.FloatRange(0),
+    default=5.0,
+    show_default=True,
+    help="How long a batch waits for more messages once its first has come.",
+)
+@click.option(
+    "--max-size",
+    type=click.IntRange(1),
+    default=512_000,
+    show_default=True,
+    help="Largest message in bytes (spamc's -s default); larger ones get an error reply and spamc "
+    "delivers them untagged.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0.1),
+    default=30.0,
+    show_default=True,
+    help="Seconds a client has to send its whole request, and to take its reply.",
+)
+@click.option("--max-connections", type=click.IntRange(1), default=64, show_default=True)
+@click.option(
+    "-A",
+    "--allow",
+    multiple=True,
+    metavar="NETS",
+    help="Client addresses or networks allowed over TCP (comma-separated, repeatable). Default: loopback.",
+)
+@click.option("--socket-mode", callback=_octal_mode, default=None, help="Mode of unix sockets, e.g. 0660.")
+@click.option("--socket-owner", default=None, metavar="USER[:GROUP]", help="Owner of unix sockets.")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
+@click.option(
+    "--tls-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="With --tls-cert: TCP listeners speak TLS (spamc -S).",
+)
+@click.option(
+    "--metrics", default=None, metavar="HOST:PORT", help="Serve Prometheus /metrics and /health here."
+)
+@click.option("--syslog", is_flag=True, help="Also log to the local syslog (facility mail).")
+@click.option(
+    "--log-interval",
+    type=click.FloatRange(0),
+    default=0.0,
+    help="Log a summary every this many seconds instead of one line per request.",
+)
+def serve(
+    model: Path | None,
+    listen: tuple[str, ...],
+    gpu: bool,
+    variant: str | None,
+    threshold: float | None,
+    batch_max: int,
+    batch_wait_ms: float,
+    max_size: int,
+    timeout: float,
+    max_connections: int,
+    allow: tuple[str, ...],
+    socket_mode: int | None,
+    socket_owner: str | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    metrics: str | None,
+    syslog: bool,
+    log_interval: float,
+) -> None:
+    """Serve the model to spamd clients (spamc, Exim's spam condition, ...) until SIGTERM.
+
+    Speaks spamd's protocol: PROCESS returns the message as `filter` tags it; CHECK and friends
+    report P(spam) x 10 against the threshold x 10 (0.5 reads as 5.0). Concurrent messages are
+    classified together. SIGHUP reloads the model directory (a broken one is refused).
+    """
+    from .service.access import DEFAULT_LISTEN, parse_address, parse_networks, tls_context
+    from .service.observe import setup_logging
+    from .service.server import ServiceSettings
+    from .service.server import serve as run_service
+
+    directory = model or default_model_dir()
+    with _library_errors():
+        settings = ServiceSettings(
+            listen=[parse_address(text) for text in (listen or (DEFAULT_LISTEN,))],
+            allow=parse_networks(allow),
+            max_size=max_size,
+            timeout=timeout,
+            max_connections=max_connections,
+            batch_max=batch_max,
+            batch_wait=batch_wait_ms / 1000,
+            threshold=threshold,
+            socket_mode=socket_mode,
+            socket_owner=socket_owner,
+            tls=tls_context(tls_cert, tls_key),
+            metrics=parse_address(metrics, "--metrics") if metrics else None,
+            log_interval=log_interval,
+            model_name=str(directory),
+        )
+        logger = setup_logging(syslog)
+
+        def load() -> Classifier:
+            from .runtime import Classifier
+
+            return Classifier.load(directory, gpu=gpu, variant=variant, warn=logger.warning)
+
+        scorer = load()
+        logger.info("model %s: %s on %s", directory, scorer.variant, scorer.provider)
+        run_service(settings, scorer, load, logger)
+
+
 def main() -> None:
     try:
         cli(prog_name="spamfilter")

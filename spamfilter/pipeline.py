@@ -473,6 +473,7 @@ class Tagged:
     spam: bool | None = None  # None: not classified, see ``error``
     probability: float | None = None
     error: str | None = None
+    threshold: float | None = None  # the cut it was judged by
 
     def exit_code(self, strict: bool = False, verdict_exit: bool = False) -> int:
         """spamc's convention: 0, or 75 (retry later) for a failure with ``strict``; with
@@ -493,17 +494,32 @@ def tag_message(
     of what may fail). A message over ``size_cap`` bytes is classified from its beginning and
     written out whole."""
     if not raw.strip():
-        return Tagged(raw, error="empty input: no message to tag")
+        return Tagged(raw, error=EMPTY_MESSAGE)
     try:
         classifier = load()
         cut = classifier.threshold if threshold is None else threshold
-        p = float(_classify(classifier, [extract_text(raw[:size_cap])])[0])
+        p = float(_classify(classifier, [message_text(raw, size_cap)])[0])
     except interrupts.Interrupted as stop:
         return Tagged(raw, error=f"interrupted by {stop}")
     except Exception as error:  # fail-safe: the message is never lost
         return Tagged(raw, error=first_line(error))
-    spam = p >= cut
-    return Tagged(insert_spam_headers(raw, spam, p, cut, VERSION_TAG), spam, p)
+    return tagged_message(raw, p, cut)
+
+
+EMPTY_MESSAGE = "empty input: no message to tag"
+
+
+def message_text(raw: bytes, size_cap: int = PIPELINE_SIZE_CAP) -> str:
+    """What the model reads of one message handed over alone (pipeline mode, the service): the
+    text of its first ``size_cap`` bytes."""
+    return extract_text(raw[:size_cap])
+
+
+def tagged_message(raw: bytes, probability: float, threshold: float) -> Tagged:
+    """One classified message with its two headers: the same bytes wherever it was classified."""
+    spam = probability >= threshold
+    tagged = insert_spam_headers(raw, spam, probability, threshold, VERSION_TAG)
+    return Tagged(tagged, spam, probability, threshold=threshold)
 
 
 def deliver(sink: BinaryIO, data: bytes) -> None:

@@ -1,0 +1,117 @@
+"""Micro-batching: messages that arrive together are classified together.
+
+Each connection hands its message to ``MicroBatcher.tag`` and awaits the result. One task collects
+what is waiting (up to ``max_batch`` messages, waiting at most ``max_wait`` seconds for more once
+the first has come) and runs the whole batch on one worker thread, off the event loop: text
+extraction, then ``Scorer.spam_probability`` (the library's one batching path, which sorts the
+texts by length and pads each ONNX batch only to its longest). While a batch runs, the next one
+gathers, so a busy server runs full batches and an idle one answers a lone message at once.
+
+One model is in memory however many clients there are; ``swap`` replaces it between batches
+(SIGHUP's reload).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from ..pipeline import Scorer, Tagged, message_text, tagged_message
+
+BatchObserver = Callable[[int, float], None]  # (messages in the batch, seconds the model took)
+
+
+@dataclass
+class _Waiting:
+    raw: bytes
+    result: asyncio.Future[Tagged]
+
+
+class MicroBatcher:
+    def __init__(
+        self,
+        scorer: Scorer,
+        max_batch: int,
+        max_wait: float,
+        threshold: float | None = None,
+        on_batch: BatchObserver | None = None,
+    ) -> None:
+        self.scorer = scorer
+        self.max_batch = max_batch
+        self.max_wait = max_wait
+        self.threshold = threshold  # None: the model's own
+        self.on_batch = on_batch
+        self._queue: asyncio.Queue[_Waiting] = asyncio.Queue()
+        # One thread: batches run one after another, and onnxruntime uses the cores inside each.
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spamfilter-model")
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._collect(), name="micro-batcher")
+
+    async def stop(self) -> None:
+        """After the last request has been answered: end the collecting task and the worker."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._worker.shutdown(wait=True)
+
+    def swap(self, scorer: Scorer) -> None:
+        """Use another model from the next batch on (the running batch keeps the one it has)."""
+        self.scorer = scorer
+
+    async def tag(self, raw: bytes) -> Tagged:
+        """The message tagged as ``filter --format email`` tags it; on a model error it comes back
+        unchanged with ``error`` set. Raises nothing of the model's."""
+        result: asyncio.Future[Tagged] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Waiting(raw, result))
+        return await result
+
+    async def _collect(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            deadline = loop.time() + self.max_wait
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(self._queue.get_nowait())
+                    continue
+                except asyncio.QueueEmpty:
+                    pass
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), left))
+                except asyncio.TimeoutError:
+                    break
+            batch = [waiting for waiting in batch if not waiting.result.done()]  # callers gone
+            if not batch:
+                continue
+            scorer, threshold = self.scorer, self.threshold
+            outcomes = await loop.run_in_executor(
+                self._worker, self._run, scorer, threshold, [waiting.raw for waiting in batch]
+            )
+            for waiting, outcome in zip(batch, outcomes, strict=True):
+                if not waiting.result.done():
+                    waiting.result.set_result(outcome)
+
+    def _run(self, scorer: Scorer, threshold: float | None, raws: list[bytes]) -> list[Tagged]:
+        """On the worker thread: never raises; a failed batch comes back untagged, with the reason."""
+        started = time.perf_counter()
+        try:
+            cut = scorer.threshold if threshold is None else threshold
+            probabilities = scorer.spam_probability([message_text(raw) for raw in raws])
+            pairs = zip(raws, probabilities, strict=True)
+            outcomes = [tagged_message(raw, float(p), cut) for raw, p in pairs]
+        except Exception as error:  # the model failed: every message goes back unchanged
+            reason = " ".join(str(error).split()) or type(error).__name__
+            outcomes = [Tagged(raw, error=f"model error: {reason}"[:300]) for raw in raws]
+        if self.on_batch is not None:
+            self.on_batch(len(raws), time.perf_counter() - started)
+        return outcomes

@@ -1,0 +1,142 @@
+"""What the service tells its operator: log lines (stderr, optionally syslog), Prometheus metrics
+and a health endpoint. Nothing here ever sees a message's content: a log line names the command,
+the peer, the verdict, the size and the time."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import logging.handlers
+import sys
+import time
+from dataclasses import dataclass, field
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+LOGGER_NAME = "spamfilter.serve"
+_MAX_HTTP_HEAD = 8192
+
+
+def setup_logging(use_syslog: bool) -> logging.Logger:
+    """Lines on stderr; with ``use_syslog`` also to the local syslog (facility mail, as spamd)."""
+    logger = logging.getLogger(LOGGER_NAME)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(logging.Formatter("%(asctime)s spamfilter serve[%(process)d]: %(message)s"))
+    logger.addHandler(console)
+    if use_syslog:
+        address = "/dev/log" if sys.platform.startswith("linux") else ("localhost", 514)
+        syslog = logging.handlers.SysLogHandler(address, logging.handlers.SysLogHandler.LOG_MAIL)
+        syslog.setFormatter(logging.Formatter("spamfilter[%(process)d]: %(message)s"))
+        logger.addHandler(syslog)
+    return logger
+
+
+class Metrics:
+    """The service's Prometheus metrics, in a registry of its own."""
+
+    def __init__(self) -> None:
+        disable_created_metrics()  # the *_created series would only double the output
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "spamfilter_requests",
+            "Requests by spamd command and outcome (ok, error, refused, timeout).",
+            ["command", "outcome"],
+            registry=self.registry,
+        )
+        self.verdicts = Counter(
+            "spamfilter_verdicts", "Classified messages by verdict.", ["verdict"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "spamfilter_request_seconds",
+            "Time from a request's first byte to its reply.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "spamfilter_batch_size",
+            "Messages per model call (micro-batch).",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=self.registry,
+        )
+        self.batch_seconds = Histogram(
+            "spamfilter_batch_seconds",
+            "Time the model took per micro-batch (text extraction included).",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=self.registry,
+        )
+        self.connections = Gauge("spamfilter_connections", "Open client connections.", registry=self.registry)
+        self.reloads = Counter(
+            "spamfilter_reloads", "Model reloads (SIGHUP) by outcome.", ["outcome"], registry=self.registry
+        )
+        self.model = Info("spamfilter_model", "The model being served.", registry=self.registry)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+@dataclass
+class Tally:
+    """Counts for the summary log line (``--log-interval``)."""
+
+    requests: int = 0
+    spam: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    since: float = field(default_factory=time.monotonic)
+
+    def line(self) -> str:
+        mean = 1000 * self.seconds / self.requests if self.requests else 0.0
+        span = time.monotonic() - self.since
+        return (
+            f"{self.requests} requests in the last {span:.0f} s: {self.spam} spam, {self.errors} errors, "
+            f"mean {mean:.1f} ms"
+        )
+
+
+class HttpEndpoint:
+    """``GET /metrics`` (Prometheus text format) and ``GET /health`` (JSON, 200 while a model is
+    loaded) on their own listener: a minimal HTTP/1.0 server, one request per connection."""
+
+    def __init__(self, metrics: Metrics, health: dict[str, str], timeout: float) -> None:
+        self.metrics = metrics
+        self.health = health  # updated in place by the service (model, variant, provider)
+        self.timeout = timeout
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.timeout)
+            method, _, rest = head.decode("latin-1").partition(" ")
+            path = rest.split(" ", 1)[0].split("?", 1)[0]
+            if method not in ("GET", "HEAD"):
+                status, kind, body = "405 Method Not Allowed", "text/plain", b"GET only\n"
+            elif path == "/metrics":
+                status, kind, body = "200 OK", CONTENT_TYPE_LATEST, self.metrics.exposition()
+            elif path in ("/health", "/healthz"):
+                status, kind = "200 OK", "application/json"
+                body = (json.dumps({"status": "ok", **self.health}) + "\n").encode()
+            else:
+                status, kind, body = "404 Not Found", "text/plain", b"try /metrics or /health\n"
+            header = (
+                f"HTTP/1.0 {status}\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\n"
+                "Connection: close\r\n\r\n"
+            ).encode("latin-1")
+            writer.write(header if method == "HEAD" else header + body)
+            await asyncio.wait_for(writer.drain(), self.timeout)
+        except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
+            pass
+        finally:
+            writer.close()

@@ -1,0 +1,276 @@
+"""spamd's wire protocol (SpamAssassin's ``spamd/PROTOCOL``), as the real spamd speaks it.
+
+A request is a command line (``PROCESS SPAMC/1.5``), header lines (``Content-length``, ``User``,
+``Compress``, TELL's ``Message-class``/``Set``/``Remove``), a blank line and the message. A reply
+is a status line, header lines and a body whose shape depends on the client's protocol version:
+Exim sends ``REPORT SPAMC/1.2`` and accepts only the 1.2 shape (no ``Content-length``), so every
+reply is built by the rules of ``spamd.raw``'s ``check()``.
+
+Reading is bounded everywhere: the line length (the stream's limit), 255 header lines, the
+message size (``max_size``, also after zlib inflation) and, by the caller, the time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import zlib
+from dataclasses import dataclass, field
+
+# sysexits.h, as spamd's %resphash names them
+EX_OK = 0
+EX_UNAVAILABLE = 69
+EX_SOFTWARE = 70
+EX_TEMPFAIL = 75
+EX_PROTOCOL = 76
+EX_TIMEOUT = 79
+
+CHECKING = ("CHECK", "SYMBOLS", "REPORT", "REPORT_IFSPAM", "PROCESS", "HEADERS")
+COMMANDS = (*CHECKING, "TELL", "PING", "SKIP")
+MAX_HEADER_LINES = 255  # as spamd: a bound against a client that never ends its headers
+RULE_NAME = "GPT2_SPAM_CLASSIFIER"  # the one "rule" (SYMBOLS, REPORT, X-Spam-Status tests=)
+
+_REQUEST_LINE = re.compile(rb"^([A-Z_]+) SPAMC/(\d{1,3}\.\d{1,3})\r?\n$")
+_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
+_USER = re.compile(r"^[\x20-\x7e\x80-\xff]*$")
+
+
+class RequestError(Exception):
+    """A request answered with an error status line, spamd style; ``code`` from sysexits.h."""
+
+    def __init__(self, code: int, text: str) -> None:
+        super().__init__(text)
+        self.code = code
+        self.text = text
+
+    def reply(self) -> bytes:
+        return error_reply(self.code, self.text)
+
+
+def protocol_error(detail: str) -> RequestError:
+    return RequestError(EX_PROTOCOL, f"Bad header line: {detail}")
+
+
+def unavailable(detail: str) -> RequestError:
+    return RequestError(EX_UNAVAILABLE, f"Service Unavailable: {detail}")
+
+
+def error_reply(code: int, text: str) -> bytes:
+    """spamd's one-line error reply; the connection closes after it."""
+    line = " ".join(text.split())  # never a line break: the client reads one line
+    return f"SPAMD/1.0 {code} {line}\r\n".encode("utf-8", "replace")
+
+
+@dataclass
+class Request:
+    command: str
+    version: float
+    headers: dict[str, str] = field(default_factory=dict)  # names lower-cased, last one wins
+    message: bytes = b""
+
+    @property
+    def user(self) -> str:
+        return self.headers.get("user", "")
+
+
+async def read_request(reader: asyncio.StreamReader, max_size: int) -> Request | None:
+    """One request from the stream; None when the client closed before sending a command line.
+    Raises ``RequestError`` for anything spamd would refuse; a message over ``max_size`` bytes
+    (compressed or inflated) is refused before more of it is read."""
+    line = await _read_line(reader)
+    if not line:
+        return None
+    matched = _REQUEST_LINE.match(line)
+    if matched is None:
+        raise protocol_error(_printable(line))
+    command = matched.group(1).decode("ascii")
+    version = float(matched.group(2))
+    if command not in COMMANDS:
+        raise protocol_error(_printable(line))
+    request = Request(command, version)
+    # Version 1.0 clients send no headers; PING and SKIP only from 1.5 on (spamd bug 6187).
+    has_headers = version >= 1.5 if command in ("PING", "SKIP") else version > 1.0
+    if has_headers:
+        request.headers = await _read_headers(reader)
+    if command in ("PING", "SKIP"):
+        return request
+    request.message = await _read_body(reader, request.headers, max_size)
+    return request
+
+
+async def _read_line(reader: asyncio.StreamReader) -> bytes:
+    try:
+        return await reader.readuntil(b"\n")
+    except asyncio.IncompleteReadError as partial:
+        if partial.partial:
+            raise protocol_error("(closed in the middle of a line)") from None
+        return b""
+    except asyncio.LimitOverrunError:
+        raise protocol_error("(line too long)") from None
+
+
+async def _read_headers(reader: asyncio.StreamReader) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for _ in range(MAX_HEADER_LINES + 1):
+        line = await _read_line(reader)
+        if not line:
+            raise protocol_error("(EOF during headers)")
+        text = line.rstrip(b"\r\n").decode("latin-1")
+        if not text:
+            return headers
+        name, colon, value = text.partition(":")
+        if not colon or not name or " " in name:
+            raise protocol_error("(header not in 'Name: value' format)")
+        _check_header(name.lower(), value.strip())
+        headers[name.lower()] = value.strip()
+    raise protocol_error("(too many headers)")
+
+
+def _check_header(name: str, value: str) -> None:
+    if name == "content-length" and not value.isdigit():
+        raise protocol_error("(Content-Length contains non-numeric bytes)")
+    if name == "compress" and value.lower() != "zlib":
+        raise protocol_error(f"(compression type not supported: {_printable(value.encode())})")
+    if name == "user" and not _USER.match(value):
+        raise protocol_error("(User header contains control chars)")
+    if name == "message-class" and value.lower() not in ("spam", "ham"):
+        raise protocol_error("(Message-class header contains invalid class)")
+
+
+async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str], max_size: int) -> bytes:
+    length = int(headers["content-length"]) if "content-length" in headers else None
+    compressed = "compress" in headers
+    if compressed and length is None:
+        raise unavailable("Compress requires Content-length header")
+    if length is not None and length > max_size:
+        raise too_large(length, max_size)
+    if length is None:  # spamc before 1.2, and hand-written clients: the message ends at EOF
+        body = await reader.read(max_size + 1)
+        while len(body) <= max_size:
+            more = await reader.read(max_size + 1 - len(body))
+            if not more:
+                break
+            body += more
+        if len(body) > max_size:
+            raise too_large(len(body), max_size)
+    else:
+        try:
+            body = await reader.readexactly(length)
+        except asyncio.IncompleteReadError as short:
+            raise protocol_error(
+                f"(Content-Length mismatch: Expected {length} bytes, got {len(short.partial)} bytes)"
+            ) from None
+    return inflate(body, max_size) if compressed else body
+
+
+def inflate(data: bytes, max_size: int) -> bytes:
+    """A zlib body, refused beyond ``max_size`` bytes inflated (a small bomb stays small)."""
+    inflater = zlib.decompressobj()
+    try:
+        out = inflater.decompress(data, max_size + 1)
+    except zlib.error as error:
+        raise unavailable(f"zlib: {error}") from None
+    if len(out) > max_size:
+        raise too_large(len(out), max_size, "inflated ")
+    if not inflater.eof:
+        raise unavailable("zlib: failed to find end of zlib stream")
+    return out
+
+
+def too_large(size: int, max_size: int, what: str = "") -> RequestError:
+    return unavailable(f"{what}message of {size} bytes is over the server's --max-size of {max_size} bytes")
+
+
+def _printable(raw: bytes, limit: int = 80) -> str:
+    text = raw.rstrip(b"\r\n").decode("latin-1")
+    text = "".join(ch if ch.isprintable() else "?" for ch in text)
+    return text[:limit] + ("..." if len(text) > limit else "")
+
+
+# --------------------------------------------------------------------------- scores and replies
+
+
+def spamd_scores(probability: float, threshold: float) -> tuple[float, float]:
+    """P(spam) and the threshold as spamd's ``score / threshold``: ten times each, so that the
+    default threshold 0.5 reads as SpamAssassin's 5.0, and Exim's ``$spam_score_int`` (score × 10)
+    runs from 0 to 100. Shown with one decimal, as spamc prints them: the threshold rounded up,
+    the score rounded towards its verdict (up for spam, down otherwise), so that ``score >=
+    threshold`` (Exim's test) holds exactly when the verdict is spam."""
+    required = _round_up(10 * threshold)
+    score = _round_up(10 * probability) if probability >= threshold else _round_down(10 * probability)
+    return score, required
+
+
+def _round_up(value: float) -> float:
+    return math.ceil(round(value * 10, 6)) / 10
+
+
+def _round_down(value: float) -> float:
+    return math.floor(round(value * 10, 6)) / 10
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a checking command needs of one classified message."""
+
+    spam: bool
+    probability: float
+    threshold: float
+    tagged: bytes  # the message as ``filter --format email`` writes it
+
+
+def check_reply(request: Request, verdict: Verdict) -> bytes:
+    """The reply to CHECK, SYMBOLS, REPORT, REPORT_IFSPAM, PROCESS or HEADERS, shaped by the
+    client's protocol version exactly as spamd shapes it."""
+    score, required = spamd_scores(verdict.probability, verdict.threshold)
+    if request.command == "REPORT_IFSPAM":
+        answer = "Yes" if verdict.spam else "No"
+    else:
+        answer = "True" if verdict.spam else "False"
+    spam_header = f"Spam: {answer} ; {score:.1f} / {required:.1f}".encode("ascii")
+    version = request.version
+    if request.command in ("PROCESS", "HEADERS"):
+        body = verdict.tagged if request.command == "PROCESS" else headers_only(verdict.tagged)
+        if version >= 1.3:
+            head = b"SPAMD/1.1 0 EX_OK\r\nContent-length: %d\r\n%s\r\n\r\n" % (len(body), spam_header)
+        elif version >= 1.2:
+            head = b"SPAMD/1.1 0 EX_OK\r\nContent-length: %d\r\n\r\n" % len(body)
+        else:
+            head = b"SPAMD/1.0 0 EX_OK\r\n"
+        return head + body
+    if request.command == "CHECK":
+        return b"SPAMD/1.1 0 EX_OK\r\n" + spam_header + b"\r\n\r\n"
+    if request.command == "SYMBOLS":
+        body = RULE_NAME.encode("ascii") + (b"\r\n" if version < 1.3 else b"")
+    elif request.command == "REPORT" or verdict.spam:
+        body = report(verdict, score, required).encode("utf-8")
+    else:  # REPORT_IFSPAM for a message that is not spam
+        body = b""
+    if version >= 1.3:
+        return b"SPAMD/1.1 0 EX_OK\r\nContent-length: %d\r\n%s\r\n\r\n" % (len(body), spam_header) + body
+    return b"SPAMD/1.1 0 EX_OK\r\n" + spam_header + b"\r\n\r\n" + body
+
+
+def headers_only(message: bytes) -> bytes:
+    """HEADERS: the message up to and including the blank line after its header block (spamd cuts
+    at the first ``\r?\n\r?\n``)."""
+    blank = _BLANK_LINE.search(message)
+    return message if blank is None else message[: blank.end()]
+
+
+def report(verdict: Verdict, score: float, required: float) -> str:
+    """REPORT's text, laid out like SpamAssassin's "Content analysis details" table."""
+    summary = "This message is probably spam." if verdict.spam else "This message is probably not spam."
+    return (
+        f"{summary}\n\n"
+        f"Content analysis details:   ({score:.1f} points, {required:.1f} required)\n\n"
+        " pts rule name              description\n"
+        "---- ---------------------- --------------------------------------------------\n"
+        f"{score:4.1f} {RULE_NAME:<22} GPT-2 classifier: P(spam) = {verdict.probability:.3f}, "
+        f"threshold {verdict.threshold:.3f}\n"
+    )
+
+
+def ping_reply() -> bytes:
+    return b"SPAMD/1.5 0 PONG\r\n"

@@ -1,0 +1,350 @@
+"""The spamd-protocol daemon: listeners, one request per connection, limits, reload and shutdown.
+
+Every connection gets one request and one reply, as with spamd. The rules that keep a mail flow
+safe: a peer outside the allow-list is closed before a byte is read; a request must arrive whole
+within ``timeout`` seconds and its reply be taken within as long; at most ``max_connections``
+are served at once (more wait, up to ``timeout``, for a slot); bad requests get spamd's error
+replies, a model failure gets an error reply (so spamc's safe fallback delivers the mail
+untagged); SIGHUP loads the model directory again and swaps it in only if it works; SIGTERM and
+SIGINT stop accepting, answer every request already taken, and return.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import signal
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..errors import SpamfilterError, first_line
+from ..pipeline import EMPTY_MESSAGE, Scorer
+from . import protocol
+from .access import Address, Network, peer_allowed, prepare_socket_path, secure_socket
+from .batcher import MicroBatcher
+from .observe import HttpEndpoint, Metrics, Tally
+
+STREAM_LIMIT = 64 * 1024  # longest request line or header line
+
+
+class ListenError(SpamfilterError):
+    """An address the service cannot listen on (in use, not ours, no such interface)."""
+
+
+@dataclass
+class ServiceSettings:
+    listen: list[Address]
+    allow: list[Network]
+    max_size: int = 512_000  # spamc's default -s: the largest message spamc sends
+    timeout: float = 30.0  # spamd's --timeout-tcp
+    max_connections: int = 64
+    batch_max: int = 32
+    batch_wait: float = 0.005
+    threshold: float | None = None
+    socket_mode: int | None = None
+    socket_owner: str | None = None
+    tls: ssl.SSLContext | None = None
+    metrics: Address | None = None
+    log_interval: float = 0.0  # 0: one line per request
+    model_name: str = ""
+    extra_health: dict[str, str] = field(default_factory=dict)
+
+
+class SpamdService:
+    def __init__(
+        self, settings: ServiceSettings, scorer: Scorer, load: Callable[[], Scorer], logger: logging.Logger
+    ) -> None:
+        self.settings = settings
+        self.load = load  # loads the model directory again (SIGHUP)
+        self.log = logger
+        self.metrics = Metrics()
+        self.batcher = MicroBatcher(
+            scorer, settings.batch_max, settings.batch_wait, settings.threshold, self._batch_done
+        )
+        self.health: dict[str, str] = {}
+        self._describe(scorer)
+        self._slots = asyncio.Semaphore(settings.max_connections)
+        self._waiting = 0
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._servers: list[asyncio.AbstractServer] = []
+        self._stop = asyncio.Event()
+        self._reloading: asyncio.Task[bool] | None = None
+        self._tally = Tally()
+        self.bound: list[str] = []  # what each listener really bound (port 0 becomes a port)
+
+    # ----------------------------------------------------------------------- life cycle
+
+    async def run(self) -> None:
+        """Serve until SIGTERM/SIGINT (or ``stop()``), then finish what is in flight."""
+        loop = asyncio.get_running_loop()
+        self.batcher.start()
+        try:
+            for address in self.settings.listen:
+                await self._listen(address)
+            if self.settings.metrics is not None:
+                await self._listen_http(self.settings.metrics)
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, self.stop, signum)
+            loop.add_signal_handler(signal.SIGHUP, self._reload_soon)
+            summary = loop.create_task(self._summaries()) if self.settings.log_interval > 0 else None
+            await self._stop.wait()
+            if summary is not None:
+                summary.cancel()
+        finally:
+            await self._shut_down()
+
+    def stop(self, signum: int | None = None) -> None:
+        if not self._stop.is_set():
+            name = signal.Signals(signum).name if signum else "stop"
+            self.log.info("%s: no new connections; finishing %d in flight", name, len(self._handlers))
+        self._stop.set()
+
+    async def _listen(self, address: Address) -> None:
+        try:
+            await self._bind(address)
+        except OSError as error:
+            raise ListenError(f"cannot listen on {address}: {error.strerror or error}") from None
+
+    async def _listen_http(self, address: Address) -> None:
+        endpoint = HttpEndpoint(self.metrics, self.health, self.settings.timeout)
+        try:
+            server = await asyncio.start_server(endpoint.handle, address.host, address.port)
+        except OSError as error:
+            raise ListenError(f"cannot listen on --metrics {address}: {error.strerror or error}") from None
+        self._servers.append(server)
+        self.log.info("metrics on http://%s/metrics, health on /health", _bound(server))
+
+    async def _bind(self, address: Address) -> None:
+        if address.path is not None:
+            prepare_socket_path(address.path)
+            server = await asyncio.start_unix_server(self._accept, address.path, limit=STREAM_LIMIT)
+            secure_socket(address.path, self.settings.socket_mode, self.settings.socket_owner)
+        else:
+            server = await asyncio.start_server(
+                self._accept, address.host, address.port, limit=STREAM_LIMIT, ssl=self.settings.tls
+            )
+        self._servers.append(server)
+        where = _bound(server) if address.path is None else str(address)
+        self.bound.append(where)
+        tls = " (TLS)" if self.settings.tls is not None and address.path is None else ""
+        self.log.info("listening on %s%s (spamd protocol)", where, tls)
+
+    async def _shut_down(self) -> None:
+        for server in self._servers:
+            server.close()
+        if self._handlers:
+            # Each handler is bounded by the read and write timeouts plus the model's time.
+            await asyncio.wait(set(self._handlers))
+        if self._reloading is not None:
+            with contextlib.suppress(BaseException):
+                await self._reloading
+        await self.batcher.stop()
+        for address in self.settings.listen:
+            if address.path is not None:
+                with contextlib.suppress(OSError):
+                    address.path.unlink()
+        self.log.info("stopped")
+
+    # ----------------------------------------------------------------------- reload
+
+    def _reload_soon(self) -> None:
+        if self._reloading is None or self._reloading.done():
+            self._reloading = asyncio.get_running_loop().create_task(self.reload())
+
+    async def reload(self) -> bool:
+        """Load the model directory again; swap it in only if it loads and classifies. One log line."""
+        loop = asyncio.get_running_loop()
+        try:
+            scorer = await loop.run_in_executor(None, self._load_and_check)
+        except Exception as error:
+            self.metrics.reloads.labels("refused").inc()
+            self.log.error("reload refused, still serving the previous model: %s", first_line(error))
+            return False
+        self.batcher.swap(scorer)
+        self._describe(scorer)
+        self.metrics.reloads.labels("ok").inc()
+        self.log.info("reloaded %s: %s on %s", self.settings.model_name, scorer.variant, scorer.provider)
+        return True
+
+    def _load_and_check(self) -> Scorer:
+        scorer = self.load()
+        probability = float(scorer.spam_probability(["Reload check: is this model able to classify?"])[0])
+        if not 0.0 <= probability <= 1.0 or math.isnan(probability):
+            raise ValueError(f"the new model answers P(spam) = {probability}")
+        return scorer
+
+    def _threshold(self, scorer: Scorer) -> float:
+        return scorer.threshold if self.settings.threshold is None else self.settings.threshold
+
+    def _describe(self, scorer: Scorer) -> None:
+        identity = {
+            "model": self.settings.model_name,
+            "variant": scorer.variant,
+            "provider": scorer.provider,
+            "threshold": f"{self._threshold(scorer):.4f}",
+            "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **self.settings.extra_health,
+        }
+        self.health.clear()
+        self.health.update(identity)
+        self.metrics.model.info(identity)
+
+    # ----------------------------------------------------------------------- connections
+
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Called for each new connection (a plain callback, so that the task is ours to track)."""
+        task = asyncio.get_running_loop().create_task(self._connection(reader, writer))
+        self._handlers.add(task)
+        task.add_done_callback(self._handlers.discard)
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        peer_name = _peer_text(peer)
+        if not peer_allowed(peer, self.settings.allow):
+            self.metrics.requests.labels("", "refused").inc()
+            self.log.warning("refused connection from %s: not in --allow", peer_name)
+            writer.transport.abort()
+            return
+        if self._waiting >= self.settings.max_connections:  # a queue as long as the pool: enough
+            await self._answer(writer, protocol.error_reply(protocol.EX_TEMPFAIL, "Too many connections"))
+            self.metrics.requests.labels("", "busy").inc()
+            return
+        self._waiting += 1
+        try:
+            await asyncio.wait_for(self._slots.acquire(), self.settings.timeout)
+        except asyncio.TimeoutError:
+            await self._answer(writer, protocol.error_reply(protocol.EX_TEMPFAIL, "Too many connections"))
+            self.metrics.requests.labels("", "busy").inc()
+            return
+        finally:
+            self._waiting -= 1
+        self.metrics.connections.inc()
+        try:
+            await self._serve_one(reader, writer, peer_name)
+        finally:
+            self.metrics.connections.dec()
+            self._slots.release()
+
+    async def _serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str) -> None:
+        started = time.perf_counter()
+        command, outcome, detail, reply = "", "error", "", b""
+        try:
+            request = await asyncio.wait_for(
+                protocol.read_request(reader, self.settings.max_size), self.settings.timeout
+            )
+            if request is None:
+                outcome = "closed"
+            else:
+                command = request.command
+                reply, outcome, detail = await self._respond(request)
+        except protocol.RequestError as error:
+            reply, detail = error.reply(), error.text
+        except asyncio.TimeoutError:
+            seconds = f"{self.settings.timeout:g}"
+            reply = protocol.error_reply(
+                protocol.EX_TIMEOUT, f"Timeout: ({seconds} second socket timeout reading input from client)"
+            )
+            outcome, detail = "timeout", "request not complete in time"
+        except (ConnectionError, OSError) as error:  # the client went away mid-request
+            outcome, detail = "closed", first_line(error)
+        if reply:
+            await self._answer(writer, reply)
+        else:
+            writer.close()
+        self._record(command, outcome, peer, detail, started)
+
+    async def _respond(self, request: protocol.Request) -> tuple[bytes, str, str]:
+        """(reply, outcome, log detail) for a request read whole."""
+        if request.command == "PING":
+            return protocol.ping_reply(), "ok", ""
+        if request.command == "SKIP":
+            return b"", "ok", ""
+        if request.command == "TELL":
+            error = protocol.unavailable(
+                "TELL (learning from corrections) is not supported by this spamfilter version"
+            )
+            return error.reply(), "error", error.text
+        if not request.message.strip():
+            error = protocol.unavailable(EMPTY_MESSAGE)
+            return error.reply(), "error", error.text
+        outcome = await self.batcher.tag(request.message)
+        if outcome.error is not None or outcome.probability is None or outcome.threshold is None:
+            error = protocol.unavailable(outcome.error or "not classified")
+            return error.reply(), "error", error.text
+        verdict = protocol.Verdict(
+            bool(outcome.spam), outcome.probability, outcome.threshold, tagged=outcome.message
+        )
+        self.metrics.verdicts.labels("spam" if verdict.spam else "ham").inc()
+        score, required = protocol.spamd_scores(verdict.probability, verdict.threshold)
+        detail = (
+            f"{'spam' if verdict.spam else 'clean'} ({score:.1f}/{required:.1f}) "
+            f"p={verdict.probability:.3f}, {len(request.message)} bytes"
+            + (f", user={request.user}" if request.user else "")
+        )
+        return protocol.check_reply(request, verdict), "ok", detail
+
+    async def _answer(self, writer: asyncio.StreamWriter, reply: bytes) -> None:
+        """Write the reply and close; a client that does not take it in time is dropped."""
+        try:
+            writer.write(reply)
+            await asyncio.wait_for(writer.drain(), self.settings.timeout)
+            if writer.can_write_eof():
+                writer.write_eof()
+        except (asyncio.TimeoutError, ConnectionError, OSError):
+            writer.transport.abort()
+            return
+        finally:
+            writer.close()
+
+    def _record(self, command: str, outcome: str, peer: str, detail: str, started: float) -> None:
+        seconds = time.perf_counter() - started
+        self.metrics.requests.labels(command, outcome).inc()
+        self.metrics.latency.observe(seconds)
+        self._tally.requests += 1
+        self._tally.seconds += seconds
+        self._tally.errors += outcome not in ("ok",)
+        self._tally.spam += detail.startswith("spam")
+        if self.settings.log_interval <= 0:
+            what = command or "(no command)"
+            said = f": {detail}" if detail else ""
+            self.log.info("%s from %s: %s%s in %.1f ms", what, peer, outcome, said, 1000 * seconds)
+
+    def _batch_done(self, size: int, seconds: float) -> None:
+        # Called on the worker thread: prometheus_client's metrics are thread-safe.
+        self.metrics.batch_size.observe(size)
+        self.metrics.batch_seconds.observe(seconds)
+
+    async def _summaries(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.log_interval)
+            self.log.info(self._tally.line())
+            self._tally = Tally()
+
+
+def _bound(server: asyncio.AbstractServer) -> str:
+    sockets = getattr(server, "sockets", None) or []
+    names = []
+    for sock in sockets:
+        name = sock.getsockname()
+        names.append(f"[{name[0]}]:{name[1]}" if ":" in str(name[0]) else f"{name[0]}:{name[1]}")
+    return ", ".join(names)
+
+
+def _peer_text(peer: object) -> str:
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return "unix socket"
+
+
+def serve(
+    settings: ServiceSettings,
+    scorer: Scorer,
+    load: Callable[[], Scorer],
+    logger: logging.Logger,
+) -> None:
+    """Run the service on a fresh event loop until a stop signal; returns when it has stopped."""
+    asyncio.run(SpamdService(settings, scorer, load, logger).run())
