@@ -196,18 +196,22 @@ def spamd_scores(probability: float, threshold: float) -> tuple[float, float]:
     default threshold 0.5 reads as SpamAssassin's 5.0, and Exim's ``$spam_score_int`` (score × 10)
     runs from 0 to 100. Shown with one decimal, as spamc prints them: the threshold rounded up,
     the score rounded towards its verdict (up for spam, down otherwise), so that ``score >=
-    threshold`` (Exim's test) holds exactly when the verdict is spam."""
+    threshold`` (Exim's test) holds exactly when the verdict is spam. Within 0.1 of ten times P."""
     required = _round_up(10 * threshold)
-    score = _round_up(10 * probability) if probability >= threshold else _round_down(10 * probability)
+    if probability >= threshold:
+        score = max(_round_up(10 * probability), required)
+    else:  # also when rounding brought the two together (P just under a threshold near 0)
+        score = min(_round_down(10 * probability), round(required - 0.1, 1))
     return score, required
 
 
 def _round_up(value: float) -> float:
-    return math.ceil(round(value * 10, 6)) / 10
+    # round(…, 6) first: 10 * 0.7 is 7.000000000000001, which must not become 7.1
+    return round(math.ceil(round(value * 10, 6)) / 10, 1)
 
 
 def _round_down(value: float) -> float:
-    return math.floor(round(value * 10, 6)) / 10
+    return round(math.floor(round(value * 10, 6)) / 10, 1)
 
 
 @dataclass(frozen=True)

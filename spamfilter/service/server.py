@@ -27,8 +27,12 @@ from . import protocol
 from .access import Address, Network, peer_allowed, prepare_socket_path, secure_socket
 from .batcher import MicroBatcher
 from .observe import HttpEndpoint, Metrics, Tally
+from .tls import TlsWriter, start_tls_server
+
+Writer = asyncio.StreamWriter | TlsWriter
 
 STREAM_LIMIT = 64 * 1024  # longest request line or header line
+LINGER_SECONDS = 2.0  # how long a refused request's rest is read and dropped before closing
 
 
 class ListenError(SpamfilterError):
@@ -78,8 +82,9 @@ class SpamdService:
 
     # ----------------------------------------------------------------------- life cycle
 
-    async def run(self) -> None:
-        """Serve until SIGTERM/SIGINT (or ``stop()``), then finish what is in flight."""
+    async def run(self, handle_signals: bool = True) -> None:
+        """Serve until SIGTERM/SIGINT (or ``stop()``), then finish what is in flight. Signals can
+        only be handled on the main thread: elsewhere pass ``handle_signals=False``."""
         loop = asyncio.get_running_loop()
         self.batcher.start()
         try:
@@ -87,9 +92,10 @@ class SpamdService:
                 await self._listen(address)
             if self.settings.metrics is not None:
                 await self._listen_http(self.settings.metrics)
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(signum, self.stop, signum)
-            loop.add_signal_handler(signal.SIGHUP, self._reload_soon)
+            if handle_signals:
+                for signum in (signal.SIGTERM, signal.SIGINT):
+                    loop.add_signal_handler(signum, self.stop, signum)
+                loop.add_signal_handler(signal.SIGHUP, self._reload_soon)
             summary = loop.create_task(self._summaries()) if self.settings.log_interval > 0 else None
             await self._stop.wait()
             if summary is not None:
@@ -119,14 +125,17 @@ class SpamdService:
         self.log.info("metrics on http://%s/metrics, health on /health", _bound(server))
 
     async def _bind(self, address: Address) -> None:
+        server: asyncio.AbstractServer
         if address.path is not None:
             prepare_socket_path(address.path)
             server = await asyncio.start_unix_server(self._accept, address.path, limit=STREAM_LIMIT)
             secure_socket(address.path, self.settings.socket_mode, self.settings.socket_owner)
-        else:
-            server = await asyncio.start_server(
-                self._accept, address.host, address.port, limit=STREAM_LIMIT, ssl=self.settings.tls
+        elif self.settings.tls is not None:
+            server = await start_tls_server(
+                self._accept, address.host, address.port, self.settings.tls, STREAM_LIMIT
             )
+        else:
+            server = await asyncio.start_server(self._accept, address.host, address.port, limit=STREAM_LIMIT)
         self._servers.append(server)
         where = _bound(server) if address.path is None else str(address)
         self.bound.append(where)
@@ -195,13 +204,13 @@ class SpamdService:
 
     # ----------------------------------------------------------------------- connections
 
-    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _accept(self, reader: asyncio.StreamReader, writer: Writer) -> None:
         """Called for each new connection (a plain callback, so that the task is ours to track)."""
         task = asyncio.get_running_loop().create_task(self._connection(reader, writer))
         self._handlers.add(task)
         task.add_done_callback(self._handlers.discard)
 
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _connection(self, reader: asyncio.StreamReader, writer: Writer) -> None:
         peer = writer.get_extra_info("peername")
         peer_name = _peer_text(peer)
         if not peer_allowed(peer, self.settings.allow):
@@ -209,19 +218,11 @@ class SpamdService:
             self.log.warning("refused connection from %s: not in --allow", peer_name)
             writer.transport.abort()
             return
-        if self._waiting >= self.settings.max_connections:  # a queue as long as the pool: enough
+        if not await self._slot():
             await self._answer(writer, protocol.error_reply(protocol.EX_TEMPFAIL, "Too many connections"))
             self.metrics.requests.labels("", "busy").inc()
+            self.log.warning("too many connections: answered %s with 75 (retry later)", peer_name)
             return
-        self._waiting += 1
-        try:
-            await asyncio.wait_for(self._slots.acquire(), self.settings.timeout)
-        except asyncio.TimeoutError:
-            await self._answer(writer, protocol.error_reply(protocol.EX_TEMPFAIL, "Too many connections"))
-            self.metrics.requests.labels("", "busy").inc()
-            return
-        finally:
-            self._waiting -= 1
         self.metrics.connections.inc()
         try:
             await self._serve_one(reader, writer, peer_name)
@@ -229,7 +230,26 @@ class SpamdService:
             self.metrics.connections.dec()
             self._slots.release()
 
-    async def _serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str) -> None:
+    async def _slot(self) -> bool:
+        """One of the ``max_connections`` slots. When all are taken, as many connections again may
+        wait for one, each for up to twice the timeout and the linger (by then a stalled holder has
+        been cut off);
+        beyond that a connection is turned away at once."""
+        if not self._slots.locked():
+            await self._slots.acquire()  # free: taken without waiting
+            return True
+        if self._waiting >= self.settings.max_connections:
+            return False
+        self._waiting += 1
+        try:
+            await asyncio.wait_for(self._slots.acquire(), 2 * self.settings.timeout + LINGER_SECONDS)
+        except asyncio.TimeoutError:
+            return False
+        finally:
+            self._waiting -= 1
+        return True
+
+    async def _serve_one(self, reader: asyncio.StreamReader, writer: Writer, peer: str) -> None:
         started = time.perf_counter()
         command, outcome, detail, reply = "", "error", "", b""
         try:
@@ -252,7 +272,7 @@ class SpamdService:
         except (ConnectionError, OSError) as error:  # the client went away mid-request
             outcome, detail = "closed", first_line(error)
         if reply:
-            await self._answer(writer, reply)
+            await self._answer(writer, reply, reader)
         else:
             writer.close()
         self._record(command, outcome, peer, detail, started)
@@ -287,13 +307,17 @@ class SpamdService:
         )
         return protocol.check_reply(request, verdict), "ok", detail
 
-    async def _answer(self, writer: asyncio.StreamWriter, reply: bytes) -> None:
-        """Write the reply and close; a client that does not take it in time is dropped."""
+    async def _answer(self, writer: Writer, reply: bytes, reader: asyncio.StreamReader | None = None) -> None:
+        """Write the reply and close; a client that does not take it in time is dropped. What the
+        client still sends (the rest of a refused request) is read and dropped for a moment first:
+        closing a socket with unread data resets it, and the reset can destroy the reply."""
         try:
             writer.write(reply)
             await asyncio.wait_for(writer.drain(), self.settings.timeout)
             if writer.can_write_eof():
                 writer.write_eof()
+            if reader is not None:
+                await asyncio.wait_for(_discard(reader), LINGER_SECONDS)
         except (asyncio.TimeoutError, ConnectionError, OSError):
             writer.transport.abort()
             return
@@ -323,6 +347,11 @@ class SpamdService:
             await asyncio.sleep(self.settings.log_interval)
             self.log.info(self._tally.line())
             self._tally = Tally()
+
+
+async def _discard(reader: asyncio.StreamReader) -> None:
+    while await reader.read(65536):
+        pass
 
 
 def _bound(server: asyncio.AbstractServer) -> str:

@@ -1,0 +1,116 @@
+"""A real ``spamfilter serve`` process for the service's tests: started on a free port, its log
+collected, stopped with a signal."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+LISTENING = re.compile(r"listening on (\S+)")
+METRICS = re.compile(r"metrics on http://(\S+)/metrics")
+START_TIMEOUT = 60.0
+
+
+class Server:
+    """``spamfilter serve ARGS`` in a child process. ``address``: ``(host, port)`` of its first TCP
+    listener; ``log()``: everything it wrote to stderr so far."""
+
+    def __init__(self, model: Path, *args: str, listen: tuple[str, ...] = ("127.0.0.1:0",)) -> None:
+        command = [sys.executable, "-m", "spamfilter", "serve", "--model", str(model)]
+        for address in listen:
+            command += ["--listen", address]
+        self.process = subprocess.Popen(
+            [*command, *args], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        self._lines: list[str] = []
+        self._reader = threading.Thread(target=self._collect, daemon=True)
+        self._reader.start()
+        self.listening = self._wait_for(LISTENING, len(listen))
+        tcp = [where for where in self.listening if not where.startswith("unix:")]
+        self.address = _split(tcp[0]) if tcp else ("", 0)
+        self.metrics = self._wait_for(METRICS, 1)[0] if "--metrics" in args else ""
+
+    @property
+    def port(self) -> int:
+        return self.address[1]
+
+    def _collect(self) -> None:
+        assert self.process.stderr is not None
+        for raw in self.process.stderr:
+            self._lines.append(raw.decode("utf-8", "replace"))
+
+    def log(self) -> str:
+        return "".join(self._lines)
+
+    def _wait_for(self, pattern: re.Pattern[str], count: int) -> list[str]:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            found = [m.group(1) for m in pattern.finditer(self.log())]
+            if len(found) >= count:
+                return found
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.stop()
+        raise AssertionError(f"the server did not start (exit {self.process.returncode}):\n{self.log()}")
+
+    def wait_for_log(self, text: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.log():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not logged:\n{self.log()}")
+            time.sleep(0.05)
+
+    def send_signal(self, signum: int) -> None:
+        os.kill(self.process.pid, signum)
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+        if self.process.poll() is None:
+            self.send_signal(signum)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._reader.join(5)
+        if self.process.stderr is not None:
+            self.process.stderr.close()
+        return self.process.returncode
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+
+def _split(where: str) -> tuple[str, int]:
+    host, _, port = where.split(",")[0].strip().rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def request(address: tuple[str, int], data: bytes, timeout: float = 30.0, shut: bool = True) -> bytes:
+    """Send raw bytes, half-close, and read the whole reply (a hand-written client)."""
+    with socket.create_connection(address, timeout=timeout) as conn:
+        conn.sendall(data)
+        if shut:
+            conn.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := conn.recv(65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def spamd_request(command: str, message: bytes = b"", version: str = "1.5", **headers: str) -> bytes:
+    lines = [f"{command} SPAMC/{version}"]
+    if command not in ("PING", "SKIP"):
+        lines.append(f"Content-length: {len(message)}")
+    lines += [f"{name.replace('_', '-')}: {value}" for name, value in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + message
