@@ -763,7 +763,10 @@ def _octal_mode(_context: click.Context, _param: click.Parameter, value: str | N
 @variant_option
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None, help="Default: the model's.")
 @click.option(
-    "--batch-max", type=click.IntRange(1), default=32, show_default=True, help="Most messages per model call."
+    "--batch-max",
+    type=click.IntRange(1),
+    default=None,
+    help="Most messages per model call. Default: 32, with --gpu 128.",
 )
 @click.option(
     "--batch-wait-ms",
@@ -807,7 +810,15 @@ def _octal_mode(_context: click.Context, _param: click.Parameter, value: str | N
 @click.option(
     "--metrics", default=None, metavar="HOST:PORT", help="Serve Prometheus /metrics and /health here."
 )
-@click.option("--syslog", is_flag=True, help="Also log to the local syslog (facility mail).")
+@click.option(
+    "--syslog",
+    "syslog_address",
+    is_flag=False,
+    flag_value="/dev/log",
+    default=None,
+    metavar="[SOCKET|HOST:PORT]",
+    help="Also log to syslog, facility mail (default socket /dev/log).",
+)
 @click.option(
     "--log-interval",
     type=click.FloatRange(0),
@@ -820,7 +831,7 @@ def serve(
     gpu: bool,
     variant: str | None,
     threshold: float | None,
-    batch_max: int,
+    batch_max: int | None,
     batch_wait_ms: float,
     max_size: int,
     timeout: float,
@@ -831,7 +842,7 @@ def serve(
     tls_cert: Path | None,
     tls_key: Path | None,
     metrics: str | None,
-    syslog: bool,
+    syslog_address: str | None,
     log_interval: float,
 ) -> None:
     """Serve the model to spamd clients (spamc, Exim's spam condition, ...) until SIGTERM.
@@ -853,7 +864,7 @@ def serve(
             max_size=max_size,
             timeout=timeout,
             max_connections=max_connections,
-            batch_max=batch_max,
+            batch_max=batch_max or (128 if gpu else 32),
             batch_wait=batch_wait_ms / 1000,
             threshold=threshold,
             socket_mode=socket_mode,
@@ -863,7 +874,7 @@ def serve(
             log_interval=log_interval,
             model_name=str(directory),
         )
-        logger = setup_logging(syslog)
+        logger = setup_logging(syslog_address)
 
         def load() -> Classifier:
             from .runtime import Classifier

@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 import logging.handlers
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -23,12 +24,15 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from ..errors import UsageError
+
 LOGGER_NAME = "spamfilter.serve"
 _MAX_HTTP_HEAD = 8192
 
 
-def setup_logging(use_syslog: bool) -> logging.Logger:
-    """Lines on stderr; with ``use_syslog`` also to the local syslog (facility mail, as spamd)."""
+def setup_logging(syslog_address: str | None = None) -> logging.Logger:
+    """Lines on stderr; with ``syslog_address`` (a unix socket such as /dev/log, or HOST:PORT for
+    UDP) also to syslog, facility mail, as spamd logs."""
     logger = logging.getLogger(LOGGER_NAME)
     logger.setLevel(logging.INFO)
     logger.propagate = False
@@ -37,12 +41,27 @@ def setup_logging(use_syslog: bool) -> logging.Logger:
     console = logging.StreamHandler(sys.stderr)
     console.setFormatter(logging.Formatter("%(asctime)s spamfilter serve[%(process)d]: %(message)s"))
     logger.addHandler(console)
-    if use_syslog:
-        address = "/dev/log" if sys.platform.startswith("linux") else ("localhost", 514)
-        syslog = logging.handlers.SysLogHandler(address, logging.handlers.SysLogHandler.LOG_MAIL)
+    if syslog_address:
+        host, colon, port = syslog_address.rpartition(":")
+        address: str | tuple[str, int] = (host, int(port)) if colon and port.isdigit() else syslog_address
+        if isinstance(address, str) and not os.path.exists(address):
+            raise UsageError(f"--syslog {address}: no such socket (is a syslog daemon running?)")
+        syslog = _QuietSysLogHandler(address, logging.handlers.SysLogHandler.LOG_MAIL)
         syslog.setFormatter(logging.Formatter("spamfilter[%(process)d]: %(message)s"))
         logger.addHandler(syslog)
     return logger
+
+
+class _QuietSysLogHandler(logging.handlers.SysLogHandler):
+    """A syslog that goes away (restarted, full) costs one line on stderr, not a traceback per
+    record; the handler reconnects by itself when it comes back."""
+
+    _said = False
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        if not self._said:
+            self._said = True
+            sys.stderr.write("spamfilter serve: syslog unreachable; logging on stderr only\n")
 
 
 class Metrics:
