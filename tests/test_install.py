@@ -204,3 +204,22 @@ def test_one_onnxruntime_build_per_extra() -> None:
     assert _names(extras["gpu"]) == {"onnxruntime-gpu"}
     for name, requirements in extras.items():
         assert len(_names(requirements) & builds) <= 1, name
+
+
+def test_classifying_writes_nothing_to_home_and_sends_no_telemetry(
+    trained_model: Path, tmp_path: Path
+) -> None:
+    # onnxruntime on Linux otherwise writes ~/.cache/Microsoft/DeveloperTools/.onnxruntime/{deviceid,
+    # onnxruntime.db} (its telemetry) on the first session; spamfilter turns that off.
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {key: value for key, value in os.environ.items() if key != "ORT_DISABLE_TELEMETRY"}
+    done = subprocess.run(
+        [sys.executable, "-m", "spamfilter", "classify", "--model", str(trained_model), "lunch at noon?"],
+        env={**env, "HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert [str(path.relative_to(home)) for path in home.rglob("*")] == []
