@@ -759,6 +759,32 @@ def _octal_mode(_context: click.Context, _param: click.Parameter, value: str | N
     metavar="ADDR",
     help="HOST:PORT, [IPv6]:PORT or unix:PATH; repeatable. Default: 127.0.0.1:11783 (783 needs root).",
 )
+@click.option(
+    "--milter",
+    "milter",
+    multiple=True,
+    metavar="ADDR",
+    help="Also (or only) speak the milter protocol here, for Postfix and Sendmail: HOST:PORT or unix:PATH.",
+)
+@click.option(
+    "--reject-above",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Milter: refuse mail with P(spam) at or above this with a 550 during SMTP.",
+)
+@click.option(
+    "--quarantine-above",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Milter: put mail with P(spam) at or above this in the MTA's quarantine (hold queue).",
+)
+@click.option(
+    "--milter-error",
+    type=click.Choice(["accept", "tempfail"]),
+    default="accept",
+    show_default=True,
+    help="Milter: what the MTA is told when a message cannot be classified (accept it untagged, or 4xx).",
+)
 @gpu_option
 @variant_option
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None, help="Default: the model's.")
@@ -828,6 +854,10 @@ def _octal_mode(_context: click.Context, _param: click.Parameter, value: str | N
 def serve(
     model: Path | None,
     listen: tuple[str, ...],
+    milter: tuple[str, ...],
+    reject_above: float | None,
+    quarantine_above: float | None,
+    milter_error: str,
     gpu: bool,
     variant: str | None,
     threshold: float | None,
@@ -845,13 +875,15 @@ def serve(
     syslog_address: str | None,
     log_interval: float,
 ) -> None:
-    """Serve the model to spamd clients (spamc, Exim's spam condition, ...) until SIGTERM.
+    """Serve the model to spamd clients (spamc, Exim's spam condition, ...) and milter MTAs until
+    SIGTERM.
 
     Speaks spamd's protocol: PROCESS returns the message as `filter` tags it; CHECK and friends
     report P(spam) x 10 against the threshold x 10 (0.5 reads as 5.0). Concurrent messages are
     classified together. SIGHUP reloads the model directory (a broken one is refused).
     """
     from .service.access import DEFAULT_LISTEN, parse_address, parse_networks, tls_context
+    from .service.milter import MilterPolicy
     from .service.observe import setup_logging
     from .service.server import ServiceSettings
     from .service.server import serve as run_service
@@ -859,7 +891,10 @@ def serve(
     directory = model or default_model_dir()
     with _library_errors():
         settings = ServiceSettings(
-            listen=[parse_address(text) for text in (listen or (DEFAULT_LISTEN,))],
+            # The spamd listener by default, unless only milter listeners are asked for.
+            listen=[parse_address(text) for text in (listen or (() if milter else (DEFAULT_LISTEN,)))],
+            milter=[parse_address(text, "--milter") for text in milter],
+            milter_policy=MilterPolicy(reject_above, quarantine_above, milter_error),
             allow=parse_networks(allow),
             max_size=max_size,
             timeout=timeout,

@@ -22,16 +22,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..errors import SpamfilterError, first_line
-from ..pipeline import EMPTY_MESSAGE, Scorer
+from ..pipeline import EMPTY_MESSAGE, Scorer, Tagged
 from . import protocol
 from .access import Address, Network, peer_allowed, prepare_socket_path, secure_socket
 from .batcher import MicroBatcher
+from .milter import MilterError, MilterPolicy, milter_session
 from .observe import HttpEndpoint, Metrics, Tally
 from .tls import TlsWriter, start_tls_server
 
 Writer = asyncio.StreamWriter | TlsWriter
 
 STREAM_LIMIT = 64 * 1024  # longest request line or header line
+MILTER_IDLE_FACTOR = 10  # an MTA waits on its SMTP client between messages: 10x --timeout (300 s)
 LINGER_SECONDS = 2.0  # how long a refused request's rest is read and dropped before closing
 
 
@@ -54,6 +56,8 @@ class ServiceSettings:
     tls: ssl.SSLContext | None = None
     metrics: Address | None = None
     log_interval: float = 0.0  # 0: one line per request
+    milter: list[Address] = field(default_factory=list)
+    milter_policy: MilterPolicy = field(default_factory=MilterPolicy)
     model_name: str = ""
     extra_health: dict[str, str] = field(default_factory=dict)
 
@@ -90,6 +94,8 @@ class SpamdService:
         try:
             for address in self.settings.listen:
                 await self._listen(address)
+            for address in self.settings.milter:
+                await self._listen(address, milter=True)
             if self.settings.metrics is not None:
                 await self._listen_http(self.settings.metrics)
             if handle_signals:
@@ -109,9 +115,9 @@ class SpamdService:
             self.log.info("%s: no new connections; finishing %d in flight", name, len(self._handlers))
         self._stop.set()
 
-    async def _listen(self, address: Address) -> None:
+    async def _listen(self, address: Address, milter: bool = False) -> None:
         try:
-            await self._bind(address)
+            await self._bind(address, milter)
         except OSError as error:
             raise ListenError(f"cannot listen on {address}: {error.strerror or error}") from None
 
@@ -124,12 +130,15 @@ class SpamdService:
         self._servers.append(server)
         self.log.info("metrics on http://%s/metrics, health on /health", _bound(server))
 
-    async def _bind(self, address: Address) -> None:
+    async def _bind(self, address: Address, milter: bool) -> None:
         server: asyncio.AbstractServer
+        accept = self._accept_milter if milter else self._accept
         if address.path is not None:
             prepare_socket_path(address.path)
-            server = await asyncio.start_unix_server(self._accept, address.path, limit=STREAM_LIMIT)
+            server = await asyncio.start_unix_server(accept, address.path, limit=STREAM_LIMIT)
             secure_socket(address.path, self.settings.socket_mode, self.settings.socket_owner)
+        elif milter:  # MTAs speak milter in the clear (on loopback or a unix socket)
+            server = await asyncio.start_server(accept, address.host, address.port, limit=STREAM_LIMIT)
         elif self.settings.tls is not None:
             server = await start_tls_server(
                 self._accept, address.host, address.port, self.settings.tls, STREAM_LIMIT
@@ -139,8 +148,8 @@ class SpamdService:
         self._servers.append(server)
         where = _bound(server) if address.path is None else str(address)
         self.bound.append(where)
-        tls = " (TLS)" if self.settings.tls is not None and address.path is None else ""
-        self.log.info("listening on %s%s (spamd protocol)", where, tls)
+        tls = " (TLS)" if self.settings.tls is not None and address.path is None and not milter else ""
+        self.log.info("listening on %s%s (%s protocol)", where, tls, "milter" if milter else "spamd")
 
     async def _shut_down(self) -> None:
         for server in self._servers:
@@ -152,7 +161,7 @@ class SpamdService:
             with contextlib.suppress(BaseException):
                 await self._reloading
         await self.batcher.stop()
-        for address in self.settings.listen:
+        for address in [*self.settings.listen, *self.settings.milter]:
             if address.path is not None:
                 with contextlib.suppress(OSError):
                     address.path.unlink()
@@ -229,6 +238,59 @@ class SpamdService:
         finally:
             self.metrics.connections.dec()
             self._slots.release()
+
+    def _accept_milter(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.get_running_loop().create_task(self._milter_connection(reader, writer))
+        self._handlers.add(task)
+        task.add_done_callback(self._handlers.discard)
+
+    async def _milter_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """An MTA's milter connection: many messages, until it quits or the service stops (then
+        after the message being classified). No connection slot: the MTA bounds its own."""
+        peer = writer.get_extra_info("peername")
+        peer_name = _peer_text(peer)
+        if not peer_allowed(peer, self.settings.allow):
+            self.metrics.requests.labels("MILTER", "refused").inc()
+            self.log.warning("refused milter connection from %s: not in --allow", peer_name)
+            writer.transport.abort()
+            return
+
+        async def write(data: bytes) -> None:
+            writer.write(data)
+            await asyncio.wait_for(writer.drain(), self.settings.timeout)
+
+        started = time.perf_counter()
+
+        async def tag(raw: bytes) -> Tagged:
+            nonlocal started
+            started = time.perf_counter()
+            return await self.batcher.tag(raw)
+
+        def verdict(outcome: Tagged, action: str) -> None:
+            detail = f"{action}, {len(outcome.message)} bytes"
+            if outcome.probability is not None:
+                self.metrics.verdicts.labels("spam" if outcome.spam else "ham").inc()
+                detail = f"{'spam' if outcome.spam else 'clean'} p={outcome.probability:.3f}, " + detail
+            else:
+                detail += f": {outcome.error}"
+            self._record("MILTER", "ok" if action != "error" else "error", peer_name, detail, started)
+
+        try:
+            await milter_session(
+                reader,
+                write,
+                tag,
+                self.settings.milter_policy,
+                self.settings.max_size,
+                MILTER_IDLE_FACTOR * self.settings.timeout,
+                verdict,
+                self._stop,
+            )
+        except (MilterError, asyncio.TimeoutError, ConnectionError, OSError) as error:
+            self.metrics.requests.labels("MILTER", "closed").inc()
+            self.log.warning("milter connection from %s closed: %s", peer_name, first_line(error))
+        finally:
+            writer.close()
 
     async def _slot(self) -> bool:
         """One of the ``max_connections`` slots. When all are taken, as many connections again may

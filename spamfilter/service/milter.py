@@ -1,0 +1,246 @@
+"""The milter protocol (Sendmail's libmilter, version 6, as Postfix and Sendmail speak it): the MTA
+side hands over each message while the sender is still connected; at its end the classifier's
+verdict becomes header changes (earlier X-Spam-Flag / X-Spam-Status removed, the two fields
+inserted at the top, as ``filter --format email`` writes them), a 5xx reply (``reject_above``) or
+a quarantine (``quarantine_above``).
+
+A packet is a 4-byte big-endian length, a command byte and its data. The milter asks only for
+what it uses: headers and body, no replies to the steps before them, and header values with
+their leading space (so the message is put back together byte for byte). The body is kept up to
+``max_size`` bytes, what the classifier reads; the rest is only counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from ..mail import spam_status_value
+from ..pipeline import VERSION_TAG, Tagged
+
+VERSION = 6
+MAX_PACKET = 1 << 20  # Postfix sends body chunks of 64 KB; anything far larger is not a milter peer
+
+# Commands from the MTA (libmilter's mfdef.h)
+ABORT, BODY, CONNECT, MACRO, BODYEOB, HELO, QUIT_NC, HEADER = b"ABCDEHKL"
+MAIL, EOH, OPTNEG, QUIT, RCPT, DATA, UNKNOWN = b"MNOQRTU"
+# Replies and actions
+ACCEPT, CONTINUE, REPLYCODE, TEMPFAIL = b"acyt"
+CHGHEADER, INSHEADER, QUARANTINE = b"miq"
+
+# Actions we may take (SMFIF_*) and the protocol steps we do not want (SMFIP_*).
+SMFIF_ADDHDRS, SMFIF_CHGHDRS, SMFIF_QUARANTINE = 0x01, 0x10, 0x20
+SMFIP_NOCONNECT, SMFIP_NOHELO, SMFIP_NOMAIL, SMFIP_NORCPT = 0x01, 0x02, 0x04, 0x08
+SMFIP_NOUNKNOWN, SMFIP_NODATA = 0x100, 0x200
+SMFIP_NR_HDR, SMFIP_NR_EOH, SMFIP_NR_BODY = 0x80, 0x40000, 0x80000
+# The "no reply" bit of each step: without it negotiated, the step is answered with CONTINUE.
+NO_REPLY = {
+    CONNECT: 0x1000,
+    HELO: 0x2000,
+    MAIL: 0x4000,
+    RCPT: 0x8000,
+    DATA: 0x10000,
+    UNKNOWN: 0x20000,
+    EOH: SMFIP_NR_EOH,
+    HEADER: SMFIP_NR_HDR,
+    BODY: SMFIP_NR_BODY,
+}
+SMFIP_HDR_LEADSPC = 0x100000
+WANTED_ACTIONS = SMFIF_ADDHDRS | SMFIF_CHGHDRS | SMFIF_QUARANTINE
+SKIPPED_STEPS = SMFIP_NOCONNECT | SMFIP_NOHELO | SMFIP_NOMAIL | SMFIP_NORCPT | SMFIP_NOUNKNOWN | SMFIP_NODATA
+QUIET_STEPS = SMFIP_NR_HDR | SMFIP_NR_EOH | SMFIP_NR_BODY
+_SPAM_FIELDS = (b"x-spam-flag", b"x-spam-status")
+
+
+class MilterError(Exception):
+    """A peer that does not speak the milter protocol: the connection is closed."""
+
+
+@dataclass
+class MilterPolicy:
+    reject_above: float | None = None  # P(spam) at or above: 550 during SMTP
+    quarantine_above: float | None = None  # P(spam) at or above: the MTA's quarantine (held)
+    on_error: str = "accept"  # accept (untagged) or tempfail, as Postfix's milter_default_action
+
+
+@dataclass
+class _Message:
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    body: bytearray = field(default_factory=bytearray)
+    body_size: int = 0
+
+
+def packet(command: int, data: bytes = b"") -> bytes:
+    return struct.pack(">I", len(data) + 1) + bytes([command]) + data
+
+
+async def read_packet(reader: asyncio.StreamReader) -> tuple[int, bytes] | None:
+    """The next (command, data), or None at the end of the connection."""
+    try:
+        head = await reader.readexactly(4)
+    except asyncio.IncompleteReadError as short:
+        if short.partial:
+            raise MilterError("connection closed inside a packet length") from None
+        return None
+    (length,) = struct.unpack(">I", head)
+    if not 1 <= length <= MAX_PACKET:
+        raise MilterError(f"packet length {length} out of range")
+    try:
+        data = await reader.readexactly(length)
+    except asyncio.IncompleteReadError:
+        raise MilterError("connection closed inside a packet") from None
+    return data[0], data[1:]
+
+
+def negotiate(data: bytes) -> bytes:
+    """Our answer to the MTA's SMFIC_OPTNEG: version 6, the actions we use, the steps we skip."""
+    if len(data) < 12:
+        raise MilterError("option negotiation too short")
+    version, offered_actions, offered_steps = struct.unpack(">III", data[:12])
+    if version < 2:
+        raise MilterError(f"milter protocol version {version} is too old")
+    actions = WANTED_ACTIONS & offered_actions
+    steps = (SKIPPED_STEPS | QUIET_STEPS | SMFIP_HDR_LEADSPC) & offered_steps
+    return packet(OPTNEG, struct.pack(">III", min(version, VERSION), actions, steps))
+
+
+def message_bytes(message: _Message, leading_space: bool) -> bytes:
+    """The message as the MTA will write it (LF line ends): headers, a blank line, the body."""
+    lines = []
+    for name, value in message.headers:
+        separator = b":" if leading_space else b": "
+        lines.append(name + separator + value.replace(b"\r\n", b"\n") + b"\n")
+    return b"".join(lines) + b"\n" + bytes(message.body).replace(b"\r\n", b"\n")
+
+
+def header_actions(message: _Message, outcome: Tagged, leading_space: bool) -> list[bytes]:
+    """Earlier X-Spam-Flag / X-Spam-Status removed (by their index among fields of that name),
+    the two new fields inserted at the top: what ``insert_spam_headers`` does to the bytes."""
+    removals = []
+    seen: dict[bytes, int] = {}
+    for name, _value in message.headers:
+        key = name.lower()
+        seen[key] = seen.get(key, 0) + 1
+        if key in _SPAM_FIELDS:
+            # Removing is changing the field to an empty value; each index counts fields of one name.
+            removals.append(packet(CHGHEADER, struct.pack(">I", seen[key]) + name + b"\0\0"))
+    actions = removals[::-1]  # the last first: no removal moves an index still to come
+    assert outcome.probability is not None and outcome.threshold is not None
+    spam = bool(outcome.spam)
+    status = spam_status_value(spam, outcome.probability, outcome.threshold, VERSION_TAG).encode()
+    space = b" " if leading_space else b""
+    # Inserted at index 0 in reverse order, so that X-Spam-Flag ends up first.
+    for name, value in ((b"X-Spam-Status", status), (b"X-Spam-Flag", b"YES" if spam else b"NO")):
+        actions.append(packet(INSHEADER, struct.pack(">I", 0) + name + b"\0" + space + value + b"\0"))
+    return actions
+
+
+Tagger = Callable[[bytes], Awaitable[Tagged]]
+
+
+async def milter_session(
+    reader: asyncio.StreamReader,
+    write: Callable[[bytes], Awaitable[None]],
+    tag: Tagger,
+    policy: MilterPolicy,
+    max_size: int,
+    timeout: float,
+    on_verdict: Callable[[Tagged, str], None] | None = None,
+    stopping: asyncio.Event | None = None,
+) -> None:
+    """One MTA connection: any number of messages, until QUIT or the end of the connection, or
+    ``stopping`` (the service's SIGTERM) while no message is being classified. ``write`` sends bytes
+    (and waits until they are taken); ``tag`` classifies one message."""
+    message = _Message()
+    leading_space = False
+    steps = 0  # the protocol bits agreed on
+    stop = stopping or asyncio.Event()
+    while True:
+        received = await _next_packet(reader, timeout, stop)
+        if received is None:
+            return
+        command, data = received
+        if command == OPTNEG:
+            answer = negotiate(data)
+            steps = struct.unpack(">III", answer[5:17])[2]
+            leading_space = bool(steps & SMFIP_HDR_LEADSPC)
+            await write(answer)
+        elif command == MACRO:
+            pass  # {i}, {mail_addr}, ...: nothing the classifier needs
+        elif command == ABORT:
+            message = _Message()
+        elif command == HEADER:
+            name, _, rest = data.partition(b"\0")
+            message.headers.append((name, rest.rstrip(b"\0")))
+        elif command == BODY:
+            message.body_size += len(data)
+            room = max_size - len(message.body)
+            if room > 0:
+                message.body += data[:room]
+        elif command == BODYEOB:
+            if data:  # the last body chunk may come with the end
+                message.body += data[: max(0, max_size - len(message.body))]
+            for reply in await _end_of_message(message, leading_space, tag, policy, on_verdict):
+                await write(reply)
+            message = _Message()
+        elif command in (QUIT, QUIT_NC):
+            if command == QUIT:
+                return
+            message = _Message()
+        elif command not in NO_REPLY:
+            raise MilterError(f"unknown milter command {bytes([command])!r}")
+        if command in NO_REPLY and not steps & NO_REPLY[command]:
+            # A step the MTA sends (it may not offer to skip it) and wants answered.
+            await write(packet(CONTINUE))
+
+
+async def _next_packet(
+    reader: asyncio.StreamReader, timeout: float, stop: asyncio.Event
+) -> tuple[int, bytes] | None:
+    """The next packet; None at the end of the connection or once ``stop`` is set (the MTA then
+    does what its milter_default_action says for a message it was sending)."""
+    if stop.is_set():
+        return None
+    reading = asyncio.ensure_future(read_packet(reader))
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        done, _ = await asyncio.wait({reading, stopped}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if reading in done:
+        return reading.result()
+    reading.cancel()
+    if not done:
+        raise asyncio.TimeoutError
+    return None
+
+
+async def _end_of_message(
+    message: _Message,
+    leading_space: bool,
+    tag: Tagger,
+    policy: MilterPolicy,
+    on_verdict: Callable[[Tagged, str], None] | None,
+) -> list[bytes]:
+    raw = message_bytes(message, leading_space)
+    outcome = await tag(raw)
+    if outcome.error is not None or outcome.probability is None:
+        if on_verdict is not None:
+            on_verdict(outcome, "error")
+        return [packet(TEMPFAIL if policy.on_error == "tempfail" else ACCEPT)]
+    p = outcome.probability
+    if policy.reject_above is not None and p >= policy.reject_above:
+        if on_verdict is not None:
+            on_verdict(outcome, "rejected")
+        text = f"550 5.7.1 Message refused as spam (P(spam) {p:.3f})"
+        return [packet(REPLYCODE, text.encode() + b"\0")]
+    replies = header_actions(message, outcome, leading_space)
+    action = "tagged"
+    if policy.quarantine_above is not None and p >= policy.quarantine_above:
+        replies.append(packet(QUARANTINE, f"spam, P(spam) {p:.3f}".encode() + b"\0"))
+        action = "quarantined"
+    if on_verdict is not None:
+        on_verdict(outcome, action)
+    return [*replies, packet(ACCEPT)]

@@ -1,0 +1,196 @@
+"""The milter front end of ``spamfilter serve``, driven from the MTA side by the independent
+``miltertest`` package: option negotiation with and without "no reply" steps, header actions
+that reproduce ``filter --format email``, bodies over 64 KB, several messages on one connection,
+an abort mid-message, unknown macros, the reject and quarantine policies, and a peer that does
+not speak milter. Every server runs the session's small real model."""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import miltertest
+import pytest
+from conftest import make_email
+from miltertest import constants as smfi
+from spamd_server import Server
+
+from spamfilter.pipeline import tag_message
+from spamfilter.runtime import Classifier
+
+SPAM = make_email("You have WON", "WINNER!! You have won a £1000 prize. Call 09061701461 to claim now")
+HAM = make_email("lunch", "Are we still meeting for lunch tomorrow at noon? I'll bring the notes.")
+MILTER = re.compile(r"listening on (\S+):(\d+) \(milter protocol\)")
+# What an MTA that wants every step answered offers: all v6 steps but the "no reply" ones.
+NR_BITS = 0x80 | 0x1000 | 0x2000 | 0x4000 | 0x8000 | 0x10000 | 0x20000 | 0x40000 | 0x80000
+
+
+def start(model: Path, *args: str) -> tuple[Server, tuple[str, int]]:
+    server = Server(model, "--milter", "127.0.0.1:0", *args)
+    server.wait_for_log("(milter protocol)")
+    found = MILTER.search(server.log())
+    assert found is not None, server.log()
+    return server, (found.group(1), int(found.group(2)))
+
+
+@pytest.fixture(scope="module")
+def milter(trained_model: Path) -> Iterator[tuple[str, int]]:
+    server, address = start(trained_model, "--quarantine-above", "0.9")
+    yield address
+    assert server.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def classifier(trained_model: Path) -> Classifier:
+    return Classifier.load(trained_model)
+
+
+def connect(address: tuple[str, int], protocol: int = smfi.SMFI_V6_PROT) -> miltertest.MilterConnection:
+    conn = miltertest.MilterConnection(socket.create_connection(address, timeout=60))
+    conn.optneg_mta(protocol=protocol)
+    return conn
+
+
+def quit_(conn: miltertest.MilterConnection) -> None:
+    """QUIT has no reply: the milter closes the connection."""
+    conn._send(smfi.SMFIC_QUIT)
+    assert conn.recv(eof_ok=True) is None
+    conn.sock.close()
+
+
+def split(message: bytes) -> tuple[list[tuple[str, str]], bytes]:
+    """Header fields (values with their leading space, as with SMFIP_HDR_LEADSPC) and body."""
+    head, _, body = message.partition(b"\n\n")
+    fields: list[tuple[str, str]] = []
+    for line in head.decode().split("\n"):
+        if line[:1] in (" ", "\t"):
+            name, value = fields[-1]
+            fields[-1] = (name, value + "\n" + line)
+        else:
+            name, _, value = line.partition(":")
+            fields.append((name, value))
+    return fields, body
+
+
+def send_message(conn: miltertest.MilterConnection, message: bytes, replies: bool) -> list:
+    """One message, the way an MTA sends it; the end-of-message replies."""
+    fields, body = split(message)
+    leading = bool(conn.protocol_flags & smfi.SMFIP_HDR_LEADSPC)
+    for name, value in fields:
+        value = value if leading else value.lstrip(" ")
+        if replies:
+            conn.send(smfi.SMFIC_HEADER, name=name, value=value)
+        else:
+            conn._send(smfi.SMFIC_HEADER, name=name, value=value)
+    text = body.decode().replace("\n", "\r\n")  # miltertest sends str, encoded as UTF-8
+    for begin in range(0, len(text), smfi.MILTER_CHUNK_SIZE // 2):  # at most 64 KB in UTF-8
+        chunk = text[begin : begin + smfi.MILTER_CHUNK_SIZE // 2]
+        if replies:
+            conn.send(smfi.SMFIC_BODY, buf=chunk)
+        else:
+            conn._send(smfi.SMFIC_BODY, buf=chunk)
+    replies = conn.send_eom()
+    if replies[-1][0] == smfi.SMFIR_QUARANTINE:  # miltertest stops there; the final reply follows
+        replies.append(conn.recv())
+    return replies
+
+
+def apply(message: bytes, actions: list) -> bytes:
+    """What an MTA does with the header actions: removals by index per name, insertions at 0."""
+    fields, body = split(message)
+    for command, args in actions:
+        if command == smfi.SMFIR_CHGHEADER:
+            matching = [i for i, (name, _) in enumerate(fields) if name.lower() == args["name"].lower()]
+            assert args["value"] == ""
+            del fields[matching[args["index"] - 1]]
+        elif command == smfi.SMFIR_INSHEADER:
+            assert args["index"] == 0
+            fields.insert(0, (args["name"], args["value"]))
+    head = "".join(f"{name}:{value}\n" for name, value in fields)
+    return head.encode() + b"\n" + body
+
+
+@pytest.mark.parametrize("replies", [False, True], ids=["no-reply steps", "every step answered"])
+def test_header_actions_give_exactly_what_filter_writes(
+    milter: tuple[str, int], classifier: Classifier, replies: bool
+) -> None:
+    conn = connect(milter, smfi.SMFI_V6_PROT & ~NR_BITS if replies else smfi.SMFI_V6_PROT)
+    assert bool(conn.protocol_flags & smfi.SMFIP_NR_HDR) is not replies
+    stale = make_email(
+        "old verdict", "Are we still on for Friday?", extra="X-Spam-Flag: YES\nX-Spam-Status: Yes, x\n"
+    )
+    for message in (HAM, stale):
+        actions = send_message(conn, message, replies)
+        assert actions[-1][0] == smfi.SMFIR_ACCEPT
+        expected = tag_message(message, lambda: classifier).message
+        assert apply(message, actions[:-1]) == expected
+    quit_(conn)
+
+
+def test_body_over_64k_and_several_messages_on_one_connection(
+    milter: tuple[str, int], classifier: Classifier
+) -> None:
+    long_body = "Minutes of the meeting.\n" + "The budget line was discussed again at length.\n" * 6000
+    long = make_email("minutes", long_body)
+    assert len(long) > 3 * 65535
+    conn = connect(milter)
+    for message in (long, HAM, SPAM, HAM):
+        actions = send_message(conn, message, replies=False)
+        assert apply(message, actions[:-1]) == tag_message(message, lambda: classifier).message
+    quit_(conn)
+
+
+def test_abort_mid_message_and_unknown_macros(milter: tuple[str, int], classifier: Classifier) -> None:
+    conn = connect(milter)
+    conn.send_macro(smfi.SMFIC_MAIL, **{"{mail_addr}": "a@example.org", "{x-unknown-macro}": "whatever"})
+    conn.send_macro("Z", **{"{no_such_stage}": "1"})
+    fields, _ = split(SPAM)
+    for name, value in fields[:3]:
+        conn._send(smfi.SMFIC_HEADER, name=name, value=value)
+    conn._send(smfi.SMFIC_BODY, buf="half a body of a message that the client gave up on\r\n")
+    conn._send(smfi.SMFIC_ABORT)
+    actions = send_message(conn, HAM, replies=False)  # nothing of the aborted one is left
+    assert apply(HAM, actions[:-1]) == tag_message(HAM, lambda: classifier).message
+    quit_(conn)
+
+
+def test_quarantine_above(milter: tuple[str, int], classifier: Classifier) -> None:
+    p = float(tag_message(SPAM, lambda: classifier).probability or 0)
+    assert p >= 0.9, "the test's spam must be confident"
+    conn = connect(milter)
+    actions = send_message(conn, SPAM, replies=False)
+    assert (smfi.SMFIR_QUARANTINE, {"reason": f"spam, P(spam) {p:.3f}"}) in actions
+    assert actions[-1][0] == smfi.SMFIR_ACCEPT
+    assert apply(SPAM, actions[:-1]) == tag_message(SPAM, lambda: classifier).message  # tagged too
+    ham = send_message(conn, HAM, replies=False)
+    assert not [action for action in ham if action[0] == smfi.SMFIR_QUARANTINE]
+    quit_(conn)
+
+
+def test_reject_above_refuses_with_550(trained_model: Path, classifier: Classifier) -> None:
+    server, address = start(trained_model, "--reject-above", "0.5")
+    try:
+        conn = connect(address)
+        actions = send_message(conn, SPAM, replies=False)
+        assert [(command, args["smtpcode"]) for command, args in actions] == [(smfi.SMFIR_REPLYCODE, "550")]
+        assert actions[0][1]["text"].startswith("5.7.1 Message refused as spam (P(spam) ")
+        ham = send_message(conn, HAM, replies=False)
+        assert ham[-1][0] == smfi.SMFIR_ACCEPT
+        quit_(conn)
+    finally:
+        assert server.stop() == 0
+    assert "MILTER from" in server.log() and "rejected" in server.log()
+
+
+def test_a_peer_that_does_not_speak_milter_is_dropped(
+    milter: tuple[str, int], classifier: Classifier
+) -> None:
+    with socket.create_connection(milter, timeout=30) as garbage:
+        garbage.sendall(b"\xff\xff\xff\xffGET / HTTP/1.0\r\n\r\n")
+        assert garbage.recv(100) == b""  # closed, nothing answered
+    conn = connect(milter)  # the server goes on
+    actions = send_message(conn, HAM, replies=False)
+    assert actions[-1][0] == smfi.SMFIR_ACCEPT
+    quit_(conn)
