@@ -1,7 +1,9 @@
-"""The spamd-protocol daemon: latency, throughput and memory through real ``spamc`` processes.
+"""The spamd-protocol daemon: latency, throughput and memory through real ``spamc`` processes
+(and with ``--milter``, through milter connections as an MTA holds them).
 
     .venv/bin/python -m benchmarks.bench_serve --model DIR                   # spamfilter serve, sms + email
     .venv/bin/python -m benchmarks.bench_serve --model DIR --peer both       # and SpamAssassin's spamd
+    .venv/bin/python -m benchmarks.bench_serve --model DIR --milter          # and serve's milter front
     .venv/bin/python -m benchmarks.bench_serve --peer spamd --concurrency 1,4 --messages 8   # a quick look
     .venv/bin/python -m benchmarks.bench_serve --model DIR --soak 100000 --concurrency 1 --messages 32
 
@@ -12,6 +14,20 @@ until ``--messages`` messages have been sent; every spamc run is timed (spawn to
 or output without a fresh ``X-Spam-Status:`` (and for spamfilter ``X-Spam-Flag:``) header, counts as an
 error: spamc passes a message through unchanged when it cannot get a verdict, so the old X-Spam-* headers
 of the SpamAssassin corpus are removed from the messages first.
+
+With ``--milter``, ``spamfilter serve`` also gets ``--milter 127.0.0.1:0`` (one server, both fronts;
+the milter port is read from its log), and after the spamc levels each level runs again over the
+milter protocol, with the same messages: that many client threads, each holding ONE milter connection
+(as each of an MTA's smtpd processes does), opened and option-negotiated (``miltertest``, the MTA
+side, version 6) before the clock starts, each sending its share of the messages over it and QUIT at
+the end. A message is timed from its first header to the final end-of-message reply: the header
+fields, end of headers, the body in chunks of at most 64 KB (CRLF line ends, as an MTA sends it), end
+of message, then the verdict's actions and ACCEPT; the steps whose "no reply" bits are negotiated go
+out without a wait, buffered into few writes, as Postfix sends them. So unlike the spamc figures it
+includes no process spawn and no connection set-up per message: it is the daemon's own time per
+message plus one loopback exchange. Replies without an X-Spam-Flag insert action, or that end in
+anything but ACCEPT, count as an error. miltertest sends text as UTF-8: the few corpus messages that
+are not UTF-8 are read as Latin-1, so their 8-bit bytes travel as two bytes each.
 
 Messages: ``sms`` are the SMS Spam Collection's texts, each wrapped as a small RFC 822 message; ``email``
 are the SpamAssassin corpus (ham, hard ham and spam, shuffled), without their mbox ``From `` lines and
@@ -67,6 +83,7 @@ MAILBOXES = ("easy_ham.mbox", "hard_ham.mbox", "spam.mbox")
 SPAMC_MAX_BYTES = 500 * 1024  # spamc -s default: larger messages go through unchecked
 HOST = "127.0.0.1"
 SUMMARY = re.compile(r"(\d+) messages: .* in ([0-9.]+) s")
+MILTER_LISTENING = re.compile(rf"listening on {re.escape(HOST)}:(\d+) \(milter protocol\)")
 KINDS = ("sms", "email")
 PEERS = {"spamfilter": ["spamfilter"], "spamd": ["spamd"], "both": ["spamfilter", "spamd"]}
 TRIVIAL = "trivial"
@@ -243,6 +260,8 @@ class Server:
     ready_s: float = 0.0
     exit_code: int | None = None
     log_file: Any = None
+    milter: bool = False  # also a milter listener, on the port its log names (milter_port)
+    milter_port: int = 0
 
     def start(self, timeout: float) -> None:
         log(f"{self.name}: starting {shlex.join(self.argv)}")
@@ -260,12 +279,21 @@ class Server:
                         f"{self.name} did not answer PING in {timeout:.0f} s:\n{self.log_tail()}"
                     )
                 time.sleep(0.2)
+            while self.milter and not self.milter_port:
+                found = MILTER_LISTENING.search(self.log_tail(200_000))
+                if found:
+                    self.milter_port = int(found[1])
+                elif self.process.poll() is not None or time.perf_counter() - started > timeout:
+                    raise SystemExit(f"{self.name} has no milter listener:\n{self.log_tail()}")
+                else:
+                    time.sleep(0.05)
         except BaseException:  # not ready, or interrupted: leave nothing running
             if self.process.poll() is None:
                 self.stop()
             raise
         self.ready_s = time.perf_counter() - started
-        log(f"{self.name}: ready after {self.ready_s:.1f} s on port {self.port}")
+        milter = f", milter on port {self.milter_port}" if self.milter else ""
+        log(f"{self.name}: ready after {self.ready_s:.1f} s on port {self.port}{milter}")
 
     def memory(self) -> dict[str, float]:
         assert self.process is not None
@@ -324,11 +352,13 @@ def reap_orphans(timeout: float = 10) -> int:
 def spamfilter_server(args: argparse.Namespace, model: Path, scratch: Path) -> Server:
     port = free_port()
     argv = [*SPAMFILTER, "serve", "--model", str(model), "--listen", f"{HOST}:{port}"]
+    if args.milter:
+        argv += ["--milter", f"{HOST}:0"]
     if args.batch_max is not None:
         argv += ["--batch-max", str(args.batch_max)]
     if args.batch_wait_ms is not None:
         argv += ["--batch-wait-ms", str(args.batch_wait_ms)]
-    return Server("spamfilter", argv + (["--gpu"] if args.gpu else []), port, scratch)
+    return Server("spamfilter", argv + (["--gpu"] if args.gpu else []), port, scratch, milter=args.milter)
 
 
 def spamd_server(args: argparse.Namespace, scratch: Path) -> Server:
@@ -496,6 +526,207 @@ def process_levels(
 def _pong(output: bytes) -> str | None:
     """spamc -K prints the answer's status line without its PONG: ``SPAMD/1.5 0``."""
     return None if re.match(rb"SPAMD/\d+\.\d+ 0\b", output) else f"bad PING answer {output[:40]!r}"
+
+
+# --------------------------------------------------------------------------- milter load (--milter)
+
+
+@dataclass
+class MilterMessage:
+    """A message as an MTA hands it to a milter: header fields (values with their leading space,
+    folded lines joined with LF) and body chunks of at most 64 KB, CRLF line ends."""
+
+    fields: list[tuple[str, str]]
+    chunks: list[str]
+
+
+def milter_message(raw: bytes) -> MilterMessage:
+    from miltertest import constants as smfi
+
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError:  # miltertest sends str as UTF-8; see the module docstring
+        text = raw.decode("latin-1")
+    head, _, body = text.partition("\n\n")
+    fields: list[tuple[str, str]] = []
+    for line in head.split("\n"):
+        if line[:1] in (" ", "\t") and fields:
+            name, value = fields[-1]
+            fields[-1] = (name, value + "\n" + line)
+        else:
+            name, _, value = line.partition(":")
+            fields.append((name, value))
+    data = body.replace("\n", "\r\n").encode()
+    chunks, begin = [], 0
+    while begin < len(data):
+        end = min(len(data), begin + smfi.MILTER_CHUNK_SIZE)
+        while end < len(data) and data[end] & 0xC0 == 0x80:  # not inside a UTF-8 character
+            end -= 1
+        chunks.append(data[begin:end].decode())
+        begin = end
+    return MilterMessage(fields, chunks)
+
+
+class Coalescing:
+    """A socket written as Postfix writes its milter stream (a VSTREAM): the packets that get no
+    reply are buffered and go out together, at 64 KB or before the next read. Without it each
+    header would be a small segment of its own, held back by Nagle's algorithm (an artefact of
+    this client, some 40 ms a message on loopback)."""
+
+    def __init__(self, sock: socket.socket, limit: int = 1 << 16) -> None:
+        self.sock, self.limit, self.pending = sock, limit, bytearray()
+
+    def sendall(self, data: bytes) -> None:
+        self.pending += data
+        if len(self.pending) >= self.limit:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.sock.sendall(self.pending)
+            self.pending.clear()
+
+    def recv(self, size: int) -> bytes:
+        self.flush()
+        return self.sock.recv(size)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def milter_connect(port: int) -> Any:
+    """A milter connection, option-negotiated as an MTA (every v6 action and step offered)."""
+    import miltertest
+
+    conn = miltertest.MilterConnection(Coalescing(socket.create_connection((HOST, port), timeout=300)))
+    conn.optneg_mta()
+    return conn
+
+
+def milter_send(conn: Any, message: MilterMessage) -> str | None:
+    """One message over ``conn``, as an MTA sends it; None when the replies insert X-Spam-Flag and
+    end in ACCEPT."""
+    from miltertest import constants as smfi
+
+    flags = conn.protocol_flags
+    header = conn._send if flags & smfi.SMFIP_NR_HDR else conn.send  # send waits for CONTINUE
+    leading = bool(flags & smfi.SMFIP_HDR_LEADSPC)
+    for name, value in message.fields:
+        header(smfi.SMFIC_HEADER, name=name, value=value if leading else value.lstrip(" "))
+    if not flags & smfi.SMFIP_NOEOH:
+        (conn._send if flags & smfi.SMFIP_NR_EOH else conn.send)(smfi.SMFIC_EOH)
+    body = conn._send if flags & smfi.SMFIP_NR_BODY else conn.send
+    for chunk in message.chunks:
+        body(smfi.SMFIC_BODY, buf=chunk)
+    replies = conn.send_eom()
+    if replies[-1][0] == smfi.SMFIR_QUARANTINE:  # miltertest stops there; the final reply follows
+        replies.append(conn.recv())
+    if not any(c == smfi.SMFIR_INSHEADER and a["name"].lower() == "x-spam-flag" for c, a in replies):
+        return f"no X-Spam-Flag insert in {[c for c, _ in replies]}"
+    if replies[-1][0] != smfi.SMFIR_ACCEPT:
+        return f"ended with {replies[-1][0]!r}, not ACCEPT"
+    return None
+
+
+def milter_quit(conn: Any) -> None:
+    """QUIT has no reply: the milter closes the connection."""
+    import miltertest
+    from miltertest import constants as smfi
+
+    try:
+        conn._send(smfi.SMFIC_QUIT)
+        conn.recv(eof_ok=True)
+    except (OSError, miltertest.MilterError, miltertest.codec.MilterProtoError):
+        pass  # it was closed, or not at a message boundary: closed here either way
+    finally:
+        conn.sock.close()
+
+
+def milter_load(port: int, messages: Sequence[MilterMessage], n: int, clients: int) -> Level:
+    """n messages over ``clients`` milter connections, one per thread, opened before the clock starts."""
+    import miltertest
+
+    failures = (OSError, miltertest.MilterError, miltertest.codec.MilterProtoError)
+    lock = threading.Lock()
+    indices = iter(range(n))
+    results: list[tuple[float, str | None]] = []
+    start = threading.Barrier(clients + 1)
+    stopping = threading.Event()
+    refused: list[str] = []
+
+    def client() -> None:
+        try:
+            conn = milter_connect(port)
+        except failures as error:
+            refused.append(f"{type(error).__name__}: {error}")
+            start.abort()
+            return
+        try:
+            try:
+                start.wait()
+            except threading.BrokenBarrierError:  # another client could not connect
+                return
+            while not stopping.is_set():
+                with lock:
+                    index = next(indices, None)
+                if index is None:
+                    return
+                began = time.perf_counter()
+                try:
+                    if conn is None:  # the last one failed: as an MTA does, a new connection
+                        conn = milter_connect(port)
+                    problem = milter_send(conn, messages[index % len(messages)])
+                except failures as error:
+                    problem = f"{type(error).__name__}: {error}"
+                    if conn is not None:
+                        conn.sock.close()
+                    conn = None
+                seconds = time.perf_counter() - began
+                with lock:
+                    results.append((seconds, problem))
+        finally:
+            if conn is not None:
+                milter_quit(conn)
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    try:
+        start.wait()
+    except threading.BrokenBarrierError:
+        _join(threads)
+        raise SystemExit(f"no milter connection to {HOST}:{port}: {refused[0]}") from None
+    began = time.perf_counter()
+    try:
+        _join(threads)
+    except BaseException:  # Ctrl-C, SIGTERM: let each client finish its message, send no more
+        stopping.set()
+        _join(threads)
+        raise
+    wall = time.perf_counter() - began
+    problems = [p for _, p in results if p]
+    return Level("", clients, n, len(problems), wall, [s for s, _ in results], next(iter(problems), None))
+
+
+def milter_levels(server: Server, pools: dict[str, list[bytes]], args: argparse.Namespace) -> list[Level]:
+    levels = []
+    for kind in args.kind:
+        messages = [milter_message(raw) for raw in pools[kind][: args.messages]]
+        if args.warmup:
+            milter_load(server.milter_port, messages, args.warmup, 1)  # not counted
+        for clients in args.concurrency:
+            level = milter_load(server.milter_port, messages, args.messages, clients)
+            level.kind = kind
+            level.memory = server.memory()
+            levels.append(level)
+            p50, p99 = level.percentile_ms(0.5), level.percentile_ms(0.99)
+            log(
+                f"{server.name} milter {kind} x{clients}: {level.rate:.1f} msgs/s, p50 {p50:.0f} ms, "
+                f"p99 {p99:.0f} ms, {level.errors} errors"
+                + (f" (first: {level.first_error})" if level.first_error else "")
+                + f", RSS {level.memory['rss_mib']:.0f} MiB"
+            )
+    return levels
 
 
 # --------------------------------------------------------------------------- the protocol, for --soak
@@ -669,10 +900,14 @@ def print_server(server: Server, levels: list[Level], per_process: dict[str, dic
     print(f"\n## {server.name}: `{shlex.join(server.argv)}`\n")
     print(f"ready (PING answered) {server.ready_s:.1f} s after start.\n")
     print(level_table(levels, per_process))
+    print_first_errors(levels)
+    print(flush=True)
+
+
+def print_first_errors(levels: list[Level]) -> None:
     errors = [f"{lv.kind} x{lv.clients}: {lv.first_error}" for lv in levels if lv.first_error]
     if errors:
         print("\nfirst error per level: " + "; ".join(errors))
-    print(flush=True)
 
 
 def comparison_table(
@@ -680,17 +915,20 @@ def comparison_table(
     levels: dict[str, list[Level]],
     batch: dict[str, Any] | None,
     per_process: dict[str, Any] | None,
+    milter: dict[str, list[Level]] | None = None,
 ) -> str:
     """msgs/s of every way for one kind of message."""
     headers = ["way", "clients", "n", "errors", "wall s", "msgs/s", "s/msg", "peak RSS MiB"]
     rows = []
-    for name, measured in levels.items():
+    ways = [(f"{name} via spamc", name, measured) for name, measured in levels.items()]
+    ways += [(f"{name} via milter", name, measured) for name, measured in (milter or {}).items()]
+    for way, name, measured in ways:
         for level in measured:
             if level.kind == kind:
                 peak = (level.memory or {}).get("hwm_mib")
                 rows.append(
                     [
-                        f"{name} via spamc",
+                        way,
                         level.clients,
                         level.n,
                         level.errors,
@@ -729,18 +967,21 @@ def comparison_table(
     return table(headers, rows)
 
 
-def memory_table(levels: dict[str, list[Level]], servers: dict[str, Server]) -> str:
+def memory_table(
+    levels: dict[str, list[Level]], servers: dict[str, Server], milter: dict[str, list[Level]] | None = None
+) -> str:
     headers = ["server", "after", "VmRSS MiB", "VmHWM MiB", "tree RSS MiB", "tree PSS MiB", "processes"]
     rows = []
     for name, measured in levels.items():
         if name == TRIVIAL:
             continue
-        for level in measured:
+        fronts = [("", measured), (" via milter", (milter or {}).get(name, []))]
+        for front, level in [(front, level) for front, each in fronts for level in each]:
             memory = level.memory or {}
             rows.append(
                 [
                     name,
-                    f"{level.kind} x{level.clients} ({level.n} requests)",
+                    f"{level.kind} x{level.clients}{front} ({level.n} requests)",
                     *(
                         f"{memory.get(k, 0):.0f}"
                         for k in ("rss_mib", "hwm_mib", "tree_rss_mib", "tree_pss_mib")
@@ -769,6 +1010,31 @@ def peer_table(levels: dict[str, list[Level]]) -> str:
                 f"{mine.rate:.1f}",
                 f"{theirs.rate:.1f}",
                 f"{mine.rate / theirs.rate:.1f}x",
+                f"{ms(mine.percentile_ms(0.5))} / {ms(mine.percentile_ms(0.99))}",
+                f"{ms(theirs.percentile_ms(0.5))} / {ms(theirs.percentile_ms(0.99))}",
+            ]
+        )
+    return table(headers, rows)
+
+
+def front_table(spamc: list[Level], milter: list[Level]) -> str:
+    """One server through spamc (a process and a connection per message) and through milter
+    (a held connection per client), level by level."""
+    by_level = {(lv.kind, lv.clients): lv for lv in spamc}
+    headers = ["messages", "clients", "spamc msgs/s", "milter msgs/s", "milter / spamc"]
+    headers += ["spamc p50 / p99 ms", "milter p50 / p99 ms"]
+    rows = []
+    for theirs in milter:
+        mine = by_level.get((theirs.kind, theirs.clients))
+        if mine is None:
+            continue
+        rows.append(
+            [
+                theirs.kind,
+                theirs.clients,
+                f"{mine.rate:.1f}",
+                f"{theirs.rate:.1f}",
+                f"{theirs.rate / mine.rate:.1f}x",
                 f"{ms(mine.percentile_ms(0.5))} / {ms(mine.percentile_ms(0.99))}",
                 f"{ms(theirs.percentile_ms(0.5))} / {ms(theirs.percentile_ms(0.99))}",
             ]
@@ -811,6 +1077,12 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--messages", type=int, default=256, help="messages per level (default 256)")
     parser.add_argument("--kind", type=kind_list, default=list(KINDS), help="sms,email (default both)")
+    parser.add_argument(
+        "--milter",
+        action="store_true",
+        help="also serve milter (spamfilter serve --milter) and run every level over it, a held "
+        "connection per client (needs the spamfilter peer)",
+    )
     parser.add_argument("--gpu", action="store_true", help="spamfilter serve --gpu (and the filter runs)")
     parser.add_argument("--batch-max", type=int, default=None, help="passed to spamfilter serve")
     parser.add_argument("--batch-wait-ms", type=float, default=None, help="passed to spamfilter serve")
@@ -827,7 +1099,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--start-timeout", type=float, default=300, help="seconds to wait for PING")
     parser.add_argument("--json", type=Path, default=None, help="save the results here")
     parser.add_argument("--trivial-target", type=int, help=argparse.SUPPRESS)
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.milter and "spamfilter" not in PEERS[args.peer]:
+        parser.error("--milter needs the spamfilter peer (--peer spamfilter or both)")
+    return args
 
 
 def main() -> None:
@@ -863,7 +1138,12 @@ def main() -> None:
     if model:
         print(model_line(model))
     print(f"command: {command}")
-    print(f"client: {spamc_version} ({SPAMC}), one process per message; {args.messages} messages per level\n")
+    print(f"client: {spamc_version} ({SPAMC}), one process per message; {args.messages} messages per level")
+    if args.milter:
+        from importlib.metadata import version
+
+        print(f"milter client: miltertest {version('miltertest')}, one held connection per client thread")
+    print()
 
     pools: dict[str, list[bytes]] = {}
     if "sms" in args.kind or args.soak:
@@ -889,6 +1169,7 @@ def main() -> None:
         "soak": {},
     }
     levels: dict[str, list[Level]] = {}
+    milter: dict[str, list[Level]] = {}
     servers: dict[str, Server] = {}
     batch: dict[str, dict[str, Any]] = {}
     per_process: dict[str, dict[str, Any]] = {}
@@ -921,6 +1202,14 @@ def main() -> None:
                     print(level_table(levels[name], with_memory=False), flush=True)
                 else:  # the process-per-message ratio is spamfilter's own
                     print_server(server, levels[name], per_process if name == "spamfilter" else None)
+                if server.milter:
+                    milter[name] = milter_levels(server, pools, args)
+                    how = "a held milter connection per client (miltertest), first header to final reply"
+                    print(f"\n## {name} via milter on port {server.milter_port}: {how}\n")
+                    print(level_table(milter[name], per_process if name == "spamfilter" else None))
+                    print_first_errors(milter[name])
+                    print(f"\n### {name}: spamc against milter\n")
+                    print(front_table(levels[name], milter[name]), flush=True)
                 if args.soak and name != TRIVIAL:
                     how = f"{args.soak_connections} connections of a Python client (no spamc)"
                     print(f"\n### {name}: soak, {args.soak} SMS-length messages, {how}\n", flush=True)
@@ -943,10 +1232,13 @@ def main() -> None:
                 "exit_code": code,
                 "levels": [level.summary() for level in levels[name]],
             }
+            if name in milter:
+                results["servers"][name]["milter_port"] = server.milter_port
+                results["servers"][name]["milter_levels"] = [level.summary() for level in milter[name]]
 
     for kind in args.kind:
         print(f"\n## {kind}: throughput, every way\n")
-        print(comparison_table(kind, levels, batch.get(kind), per_process.get(kind)))
+        print(comparison_table(kind, levels, batch.get(kind), per_process.get(kind), milter))
         print(
             "\npeak RSS: a server's VmHWM (spamd: its parent; its children are in the memory table); "
             "a filter process's own peak (wait4)"
@@ -957,7 +1249,7 @@ def main() -> None:
         print("\n## spamfilter against spamd\n")
         print(peer_table(levels))
     print("\n## server memory after each level (the tree: the server and its child processes)\n")
-    print(memory_table(levels, servers))
+    print(memory_table(levels, servers, milter))
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(results, indent=2))
