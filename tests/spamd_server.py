@@ -14,27 +14,45 @@ import time
 from pathlib import Path
 
 LISTENING = re.compile(r"listening on (\S+)")
+MILTER_LISTENING = re.compile(r"listening on (.+?) \(milter protocol\)")
 METRICS = re.compile(r"metrics on http://(\S+)/metrics")
 START_TIMEOUT = 60.0
 
 
 class Server:
     """``spamfilter serve ARGS`` in a child process. ``address``: ``(host, port)`` of its first TCP
-    listener; ``log()``: everything it wrote to stderr so far."""
+    listener; ``log()``: everything it wrote to stderr so far. ``milter``: addresses passed as
+    ``--milter`` (waited for too; ``milter_address`` is the first TCP one)."""
 
-    def __init__(self, model: Path, *args: str, listen: tuple[str, ...] = ("127.0.0.1:0",)) -> None:
+    def __init__(
+        self,
+        model: Path,
+        *args: str,
+        listen: tuple[str, ...] = ("127.0.0.1:0",),
+        milter: tuple[str, ...] = (),
+    ) -> None:
         command = [sys.executable, "-m", "spamfilter", "serve", "--model", str(model)]
         for address in listen:
             command += ["--listen", address]
+        for address in milter:
+            command += ["--milter", address]
         self.process = subprocess.Popen(
             [*command, *args], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
         self._lines: list[str] = []
         self._reader = threading.Thread(target=self._collect, daemon=True)
         self._reader.start()
-        self.listening = self._wait_for(LISTENING, len(listen))
-        tcp = [where for where in self.listening if not where.startswith("unix:")]
+        self.listening = self._wait_for(LISTENING, len(listen) + len(milter))
+        milters = self._wait_for(MILTER_LISTENING, len(milter)) if milter else []
+        first_milters = {where.split(",")[0] for where in milters}
+        tcp = [
+            where
+            for where in self.listening
+            if not where.startswith("unix:") and where.rstrip(",") not in first_milters
+        ]
         self.address = _split(tcp[0]) if tcp else ("", 0)
+        milter_tcp = [where for where in milters if not where.startswith("unix:")]
+        self.milter_address = _split(milter_tcp[0]) if milter_tcp else ("", 0)
         self.metrics = self._wait_for(METRICS, 1)[0] if "--metrics" in args else ""
 
     @property
