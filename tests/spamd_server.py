@@ -3,6 +3,7 @@ collected, stopped with a signal."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -11,7 +12,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 LISTENING = re.compile(r"listening on (\S+)")
 MILTER_LISTENING = re.compile(r"listening on (.+?) \(milter protocol\)")
@@ -132,3 +135,38 @@ def spamd_request(command: str, message: bytes = b"", version: str = "1.5", **he
         lines.append(f"Content-length: {len(message)}")
     lines += [f"{name.replace('_', '-')}: {value}" for name, value in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + message
+
+
+@contextlib.contextmanager
+def service_in_thread(settings: Any, scorer: Any) -> Iterator[list[str]]:
+    """A ``SpamdService`` run in this process on a thread of its own (signals stay with the main
+    thread), for a model that is a test's stand-in; yields what its listeners bound."""
+    import asyncio
+    import logging
+
+    from spamfilter.service.server import SpamdService
+
+    ready = threading.Event()
+    holder: dict[str, Any] = {}
+
+    def run() -> None:
+        async def main() -> None:
+            service = SpamdService(settings, scorer, lambda: scorer, logging.getLogger("test-serve"))
+            holder["service"], holder["loop"] = service, asyncio.get_running_loop()
+            task = asyncio.create_task(service.run(handle_signals=False))
+            while len(service.bound) < len(settings.listen) + len(settings.milter) and not task.done():
+                await asyncio.sleep(0.01)
+            ready.set()
+            await task
+
+        asyncio.run(main())
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert ready.wait(30), "the in-process service did not start"
+    try:
+        yield list(holder["service"].bound)
+    finally:
+        holder["loop"].call_soon_threadsafe(holder["service"].stop)
+        thread.join(30)
+        assert not thread.is_alive()

@@ -10,15 +10,19 @@ import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import miltertest
 import pytest
-from conftest import make_email
+from conftest import StandIn, make_email
 from miltertest import constants as smfi
-from spamd_server import Server
+from spamd_server import Server, service_in_thread
 
 from spamfilter.pipeline import tag_message
 from spamfilter.runtime import Classifier
+from spamfilter.service.access import parse_address, parse_networks
+from spamfilter.service.milter import MilterPolicy
+from spamfilter.service.server import ServiceSettings
 
 SPAM = make_email("You have WON", "WINNER!! You have won a £1000 prize. Call 09061701461 to claim now")
 HAM = make_email("lunch", "Are we still meeting for lunch tomorrow at noon? I'll bring the notes.")
@@ -194,3 +198,27 @@ def test_a_peer_that_does_not_speak_milter_is_dropped(
     actions = send_message(conn, HAM, replies=False)
     assert actions[-1][0] == smfi.SMFIR_ACCEPT
     quit_(conn)
+
+
+class FailingModel(StandIn):
+    """The model failing at run time: a real onnxruntime failure cannot be caused on purpose."""
+
+    def spam_probability(self, texts: Any) -> Any:
+        raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : simulated failure")
+
+
+@pytest.mark.parametrize(
+    ("policy", "reply"), [("accept", smfi.SMFIR_ACCEPT), ("tempfail", smfi.SMFIR_TEMPFAIL)]
+)
+def test_a_model_error_follows_the_error_policy(trained_model: Path, policy: str, reply: str) -> None:
+    settings = ServiceSettings(
+        listen=[],
+        milter=[parse_address("127.0.0.1:0")],
+        milter_policy=MilterPolicy(on_error=policy),
+        allow=parse_networks(()),
+    )
+    with service_in_thread(settings, FailingModel(Classifier.load(trained_model))) as bound:
+        host, port = bound[0].rsplit(":", 1)
+        conn = connect((host, int(port)))
+        assert send_message(conn, SPAM, replies=False) == [(reply, {})]  # no header changes: untagged
+        quit_(conn)

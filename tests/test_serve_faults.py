@@ -4,8 +4,8 @@ socket mode, TLS). Real server processes and Debian's spamc, as in test_serve.py
 
 from __future__ import annotations
 
-import asyncio
-import logging
+import os
+import pwd
 import shutil
 import signal
 import socket
@@ -21,12 +21,12 @@ from typing import Any
 
 import pytest
 from conftest import StandIn, make_email
-from spamd_server import Server, request, spamd_request
+from spamd_server import Server, request, service_in_thread, spamd_request
 from test_recipes import require_tool
 
 from spamfilter.runtime import Classifier
 from spamfilter.service.access import parse_address, parse_networks
-from spamfilter.service.server import ServiceSettings, SpamdService
+from spamfilter.service.server import ServiceSettings
 
 SPAM = make_email("You have WON", "WINNER!! You have won a £1000 prize. Call 09061701461 to claim now")
 HAM = make_email("lunch", "Are we still meeting for lunch tomorrow at noon? I'll bring the notes.")
@@ -216,8 +216,12 @@ def test_peer_outside_the_allow_list_is_refused_before_a_byte_is_read(
 
 def test_unix_socket_with_mode(trained_model: Path, tmp_path: Path, spamc: str) -> None:
     path = tmp_path / "spamd.sock"
-    with Server(trained_model, "--socket-mode", "0600", listen=(f"unix:{path}",)) as running:
+    # Giving a socket away needs root (CI's case); another user can only name himself.
+    owner = "nobody" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
+    args = ("--socket-mode", "0600", "--socket-owner", owner)
+    with Server(trained_model, *args, listen=(f"unix:{path}",)) as running:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert path.stat().st_uid == pwd.getpwnam(owner).pw_uid
         done = subprocess.run([spamc, "-U", str(path), "-c"], input=SPAM, capture_output=True, timeout=60)
         assert done.returncode == 1 and done.stdout.endswith(b"/5.0\n")
         assert running.stop() == 0
@@ -282,33 +286,9 @@ class FailingModel(StandIn):
 
 def test_a_model_error_is_an_error_reply_and_spamc_delivers_untagged(trained_model: Path, spamc: str) -> None:
     settings = ServiceSettings(listen=[parse_address("127.0.0.1:0")], allow=parse_networks(()), timeout=5)
-    failing = FailingModel(Classifier.load(trained_model))
-    service_ready = threading.Event()
-    holder: dict[str, Any] = {}
-
-    def run() -> None:
-        async def main() -> None:
-            service = SpamdService(settings, failing, lambda: failing, logging.getLogger("test-serve"))
-            holder["service"], holder["loop"] = service, asyncio.get_running_loop()
-            task = asyncio.create_task(service.run(handle_signals=False))
-            while not service.bound:
-                await asyncio.sleep(0.01)
-            service_ready.set()
-            await task
-
-        asyncio.run(main())
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    assert service_ready.wait(30)
-    service = holder["service"]
-    host, port = service.bound[0].rsplit(":", 1)
-    try:
+    with service_in_thread(settings, FailingModel(Classifier.load(trained_model))) as bound:
+        host, port = bound[0].rsplit(":", 1)
         done = spamc_run(spamc, (host, int(port)), SPAM)
         assert (done.returncode, done.stdout) == (0, SPAM)
         reply = request((host, int(port)), spamd_request("CHECK", SPAM))
         assert reply.startswith(b"SPAMD/1.0 69 Service Unavailable: model error: [ONNXRuntimeError]")
-    finally:
-        holder["loop"].call_soon_threadsafe(service.stop)
-        thread.join(30)
-    assert not thread.is_alive()
