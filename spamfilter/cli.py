@@ -10,6 +10,7 @@ import contextlib
 import functools
 import io
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -879,8 +880,9 @@ def serve(
     SIGTERM.
 
     Speaks spamd's protocol: PROCESS returns the message as `filter` tags it; CHECK and friends
-    report P(spam) x 10 against the threshold x 10 (0.5 reads as 5.0). Concurrent messages are
-    classified together. SIGHUP reloads the model directory (a broken one is refused).
+    report P(spam) on spamd's scale, the threshold reading 5.0 (10 x P at threshold 0.5).
+    Concurrent messages are classified together. SIGHUP reloads the model directory (a broken one
+    is refused).
     """
     from .service.access import DEFAULT_LISTEN, parse_address, parse_networks, tls_context
     from .service.milter import MilterPolicy
@@ -889,6 +891,8 @@ def serve(
     from .service.server import serve as run_service
 
     directory = model or default_model_dir()
+    # A reload asked for while the model loads would otherwise kill the process (SIGHUP's default).
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     with _library_errors():
         settings = ServiceSettings(
             # The spamd listener by default, unless only milter listeners are asked for.
@@ -905,7 +909,7 @@ def serve(
             socket_mode=socket_mode,
             socket_owner=socket_owner,
             tls=tls_context(tls_cert, tls_key),
-            metrics=parse_address(metrics, "--metrics") if metrics else None,
+            metrics=parse_address(metrics, "--metrics", tcp_only=True) if metrics else None,
             log_interval=log_interval,
             model_name=str(directory),
         )
@@ -914,7 +918,9 @@ def serve(
         def load() -> Classifier:
             from .runtime import Classifier
 
-            return Classifier.load(directory, gpu=gpu, variant=variant, warn=logger.warning)
+            return Classifier.load(
+                directory, gpu=gpu, variant=variant, batch_size=settings.batch_max, warn=logger.warning
+            )
 
         scorer = load()
         logger.info("model %s: %s on %s", directory, scorer.variant, scorer.provider)

@@ -4,6 +4,7 @@ socket mode, TLS). Real server processes and Debian's spamc, as in test_serve.py
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pwd
 import shutil
@@ -19,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import aiospamc
 import pytest
 from conftest import StandIn, make_email
 from spamd_server import Server, request, service_in_thread, spamd_request
@@ -113,6 +115,7 @@ def test_oversized_message(strict_server: Server, spamc: str) -> None:
         (b"CHECK SPAMC/1.5\r\nContent-length: 9", b"SPAMD/1.0 76 Bad header line: (closed in the middle"),
         (b"CHECK SPAMC/1.5\r\n", b"SPAMD/1.0 76 Bad header line: (EOF during headers)"),
         (b"CHECK SPAMC/1.5\r\nUser: a\x01b\r\n\r\n", b"SPAMD/1.0 76 Bad header line: (User header"),
+        (b"CHECK SPAMC/1.5\r\nContent-length: \xb2\r\n\r\n", b"SPAMD/1.0 76 Bad header line: (Content-"),
         (b"X" * 70000 + b"\r\n", b"SPAMD/1.0 76 Bad header line: (line too long)"),
     ],
 )
@@ -241,6 +244,11 @@ def test_tls_with_spamc(trained_model: Path, tmp_path: Path, spamc: str) -> None
         assert done.returncode == 1 and done.stdout.endswith(b"/5.0\n"), done.stderr
         plain = spamc_run(spamc, running.address, SPAM)  # no TLS: no answer, fallback
         assert plain.stdout == SPAM
+        # A client that cannot half-close TLS and reads to the end (aiospamc) gets close_notify
+        # right after the reply, not after the server's linger.
+        started = time.monotonic()
+        pong = asyncio.run(aiospamc.ping(host=running.address[0], port=running.port, verify=False))
+        assert pong.message == "PONG" and time.monotonic() - started < 1.5
         context = ssl.create_default_context(cafile=str(cert))
         raw = socket.create_connection(running.address, timeout=10)
         with context.wrap_socket(raw, server_hostname="localhost") as conn:
@@ -255,6 +263,7 @@ def test_tls_with_spamc(trained_model: Path, tmp_path: Path, spamc: str) -> None
         (["--allow", "not-a-net"], "--allow not-a-net: not an address or network"),
         (["--socket-mode", "999"], "not an octal mode"),
         (["--metrics", "x"], "--metrics x: expected HOST:PORT"),
+        (["--metrics", "unix:/tmp/m.sock"], "--metrics unix:/tmp/m.sock: expected HOST:PORT"),
     ],
 )
 def test_bad_options_are_one_line_usage_errors(trained_model: Path, args: list[str], message: str) -> None:

@@ -38,8 +38,10 @@ class Address:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
-def parse_address(text: str, option: str = "--listen") -> Address:
+def parse_address(text: str, option: str = "--listen", tcp_only: bool = False) -> Address:
     """``HOST:PORT``, ``[IPv6]:PORT``, ``:PORT`` (loopback) or ``unix:PATH``."""
+    if text.startswith("unix:") and tcp_only:
+        raise UsageError(f"{option} {text}: expected HOST:PORT (HTTP listens on TCP only)")
     if text.startswith("unix:"):
         if not text[5:]:
             raise UsageError(f"{option} {text}: give the socket's path, e.g. unix:/run/spamfilter/spamd.sock")

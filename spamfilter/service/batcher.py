@@ -20,6 +20,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..pipeline import Scorer, Tagged, message_text, tagged_message
 
 BatchObserver = Callable[[int, float], None]  # (messages in the batch, seconds the model took)
@@ -107,6 +109,8 @@ class MicroBatcher:
         try:
             cut = scorer.threshold if threshold is None else threshold
             probabilities = scorer.spam_probability([message_text(raw) for raw in raws])
+            if not np.all(np.isfinite(probabilities)):
+                raise ValueError("the model answered a P(spam) that is not a number")
             pairs = zip(raws, probabilities, strict=True)
             outcomes = [tagged_message(raw, float(p), cut) for raw, p in pairs]
         except Exception as error:  # the model failed: every message goes back unchanged

@@ -21,6 +21,7 @@ from ..mail import spam_status_value
 from ..pipeline import VERSION_TAG, Tagged
 
 VERSION = 6
+IDLE_SECONDS = 7210.0  # between messages an MTA waits on its SMTP client; libmilter allows this long
 MAX_PACKET = 1 << 20  # Postfix sends body chunks of 64 KB; anything far larger is not a milter peer
 
 # Commands from the MTA (libmilter's mfdef.h)
@@ -158,7 +159,9 @@ async def milter_session(
     steps = 0  # the protocol bits agreed on
     stop = stopping or asyncio.Event()
     while True:
-        received = await _next_packet(reader, timeout, stop)
+        # Inside a message a silent MTA is a stuck one; between messages it waits on its client.
+        in_message = bool(message.headers or message.body_size)
+        received = await _next_packet(reader, timeout if in_message else IDLE_SECONDS, stop)
         if received is None:
             return
         command, data = received

@@ -30,6 +30,7 @@ CHECKING = ("CHECK", "SYMBOLS", "REPORT", "REPORT_IFSPAM", "PROCESS", "HEADERS")
 COMMANDS = (*CHECKING, "TELL", "PING", "SKIP")
 MAX_HEADER_LINES = 255  # as spamd: a bound against a client that never ends its headers
 RULE_NAME = "GPT2_SPAM_CLASSIFIER"  # the one "rule" (SYMBOLS, REPORT, X-Spam-Status tests=)
+REQUIRED = 5.0  # the threshold as spamd clients see it (see spamd_scores)
 
 _REQUEST_LINE = re.compile(rb"^([A-Z_]+) SPAMC/(\d{1,3}\.\d{1,3})\r?\n$")
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
@@ -128,7 +129,7 @@ async def _read_headers(reader: asyncio.StreamReader) -> dict[str, str]:
 
 
 def _check_header(name: str, value: str) -> None:
-    if name == "content-length" and not value.isdigit():
+    if name == "content-length" and not (value.isascii() and value.isdigit()):
         raise protocol_error("(Content-Length contains non-numeric bytes)")
     if name == "compress" and value.lower() != "zlib":
         raise protocol_error(f"(compression type not supported: {_printable(value.encode())})")
@@ -192,17 +193,17 @@ def _printable(raw: bytes, limit: int = 80) -> str:
 
 
 def spamd_scores(probability: float, threshold: float) -> tuple[float, float]:
-    """P(spam) and the threshold as spamd's ``score / threshold``: ten times each, so that the
-    default threshold 0.5 reads as SpamAssassin's 5.0, and Exim's ``$spam_score_int`` (score × 10)
-    runs from 0 to 100. Shown with one decimal, as spamc prints them: the threshold rounded up,
-    the score rounded towards its verdict (up for spam, down otherwise), so that ``score >=
-    threshold`` (Exim's test) holds exactly when the verdict is spam. Within 0.1 of ten times P."""
-    required = _round_up(10 * threshold)
+    """P(spam) as spamd's ``score / threshold``. The threshold always reads 5.0, SpamAssassin's
+    default, which clients and rules assume (rspamd's spamassassin scanner matches ``/ 5.0``; Exim
+    rules test ``$spam_score_int > 50``): P from 0 to the threshold maps linearly onto 0-5, from the
+    threshold to 1 onto 5-10. With the default threshold 0.5 the score is 10 x P. One decimal, as
+    spamc prints it, rounded towards the verdict (up for spam, down otherwise), so that ``score >=
+    5.0`` (Exim's and spamc's test) holds exactly when the verdict is spam."""
     if probability >= threshold:
-        score = max(_round_up(10 * probability), required)
-    else:  # also when rounding brought the two together (P just under a threshold near 0)
-        score = min(_round_down(10 * probability), round(required - 0.1, 1))
-    return score, required
+        raw = 10.0 if threshold >= 1 else 5 + 5 * (probability - threshold) / (1 - threshold)
+        return max(_round_up(raw), REQUIRED), REQUIRED
+    raw = 5 * probability / threshold  # threshold > probability >= 0 here
+    return min(_round_down(raw), REQUIRED - 0.1), REQUIRED
 
 
 def _round_up(value: float) -> float:

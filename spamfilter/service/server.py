@@ -33,7 +33,7 @@ from .tls import TlsWriter, start_tls_server
 Writer = asyncio.StreamWriter | TlsWriter
 
 STREAM_LIMIT = 64 * 1024  # longest request line or header line
-MILTER_IDLE_FACTOR = 10  # an MTA waits on its SMTP client between messages: 10x --timeout (300 s)
+MILTER_PACKET_FACTOR = 10  # inside a message an MTA sends within 10x --timeout (Postfix: 300 s)
 LINGER_SECONDS = 2.0  # how long a refused request's rest is read and dropped before closing
 
 
@@ -81,6 +81,7 @@ class SpamdService:
         self._servers: list[asyncio.AbstractServer] = []
         self._stop = asyncio.Event()
         self._reloading: asyncio.Task[bool] | None = None
+        self._reload_again = False
         self._tally = Tally()
         self.bound: list[str] = []  # what each listener really bound (port 0 becomes a port)
 
@@ -171,7 +172,16 @@ class SpamdService:
 
     def _reload_soon(self) -> None:
         if self._reloading is None or self._reloading.done():
-            self._reloading = asyncio.get_running_loop().create_task(self.reload())
+            self._reloading = asyncio.get_running_loop().create_task(self._reload_until_current())
+        else:  # a deploy signalled again while a load runs: load once more after it
+            self._reload_again = True
+
+    async def _reload_until_current(self) -> bool:
+        loaded = await self.reload()
+        while self._reload_again:
+            self._reload_again = False
+            loaded = await self.reload()
+        return loaded
 
     async def reload(self) -> bool:
         """Load the model directory again; swap it in only if it loads and classifies. One log line."""
@@ -228,7 +238,11 @@ class SpamdService:
             writer.transport.abort()
             return
         if not await self._slot():
-            await self._answer(writer, protocol.error_reply(protocol.EX_TEMPFAIL, "Too many connections"))
+            if isinstance(writer, TlsWriter):  # nothing can be written before the handshake
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(writer.handshaken.wait(), self.settings.timeout)
+            busy = protocol.error_reply(protocol.EX_TEMPFAIL, "Too many connections")
+            await self._answer(writer, busy, reader)
             self.metrics.requests.labels("", "busy").inc()
             self.log.warning("too many connections: answered %s with 75 (retry later)", peer_name)
             return
@@ -282,7 +296,7 @@ class SpamdService:
                 tag,
                 self.settings.milter_policy,
                 self.settings.max_size,
-                MILTER_IDLE_FACTOR * self.settings.timeout,
+                MILTER_PACKET_FACTOR * self.settings.timeout,
                 verdict,
                 self._stop,
             )
@@ -333,6 +347,10 @@ class SpamdService:
             outcome, detail = "timeout", "request not complete in time"
         except (ConnectionError, OSError) as error:  # the client went away mid-request
             outcome, detail = "closed", first_line(error)
+        except Exception as error:  # a bug: one line, an error reply, the connection closed
+            detail = first_line(error)
+            self.log.error("internal error on %s from %s: %s", command or "a request", peer, detail)
+            reply = protocol.error_reply(protocol.EX_SOFTWARE, "Internal error")
         if reply:
             await self._answer(writer, reply, reader)
         else:

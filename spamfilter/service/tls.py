@@ -26,6 +26,7 @@ class TlsWriter:
         self.transport = transport
         self._tls = tls
         self._outgoing = outgoing
+        self.handshaken = asyncio.Event()  # nothing can be written before it
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return self.transport.get_extra_info(name, default)
@@ -48,10 +49,14 @@ class TlsWriter:
             await asyncio.sleep(0.01)
 
     def can_write_eof(self) -> bool:
-        return False
+        return self.handshaken.is_set()
 
     def write_eof(self) -> None:
-        raise NotImplementedError("TLS has no half-close")
+        """TLS's end of data: close_notify. The client may still send (its own close_notify), and
+        a client that reads until the end (aiospamc) gets it at once."""
+        with contextlib.suppress(ssl.SSLWantReadError):
+            self._tls.unwrap()
+        self.flush()
 
     def close(self) -> None:
         if self.transport.is_closing():
@@ -90,6 +95,7 @@ class TlsServerProtocol(asyncio.Protocol):
             if not self._handshaken:
                 self._tls.do_handshake()
                 self._handshaken = True
+                self._writer.handshaken.set()
             while True:
                 chunk = self._tls.read(_CHUNK)
                 if not chunk:
@@ -99,6 +105,8 @@ class TlsServerProtocol(asyncio.Protocol):
         except ssl.SSLWantReadError:
             pass
         except ssl.SSLZeroReturnError:  # the client's close_notify
+            self._reader.feed_eof()
+        except ValueError:  # data after our close_notify (unwrap done): nothing more is read
             self._reader.feed_eof()
         except ssl.SSLError as error:
             self._reader.set_exception(ConnectionResetError(f"TLS: {error.reason or error}"))
