@@ -111,7 +111,8 @@ def cli() -> None:
     "spam_sources",
     multiple=True,
     type=click.Path(exists=True, path_type=Path),
-    help="Spam to train on: an mbox, a Maildir or a folder of .eml files (repeatable).",
+    help="Spam to train on: an mbox, a Maildir, a folder of message files or a .tar/.tar.gz/.tar.bz2 "
+    "of them (repeatable).",
 )
 @click.option(
     "--ham",
@@ -257,6 +258,7 @@ def train(
                 on_epoch=on_epoch,
                 on_stage=lambda s: console.print(f"[dim]{s}…[/dim]"),
                 on_download=on_download,
+                on_warning=_warn,
             )
     except OSError as error:
         _fail(str(error))
@@ -678,7 +680,8 @@ def _one_line_preview(text: str, width: int = 60) -> str:
     "spam_sources",
     multiple=True,
     type=click.Path(exists=True, path_type=Path),
-    help="Spam mailbox (mbox, Maildir, .eml folder), repeatable; with --ham instead of DATA.",
+    help="Spam: mbox, Maildir, folder of messages or .tar(.gz/.bz2) of them, repeatable; with --ham "
+    "instead of DATA.",
 )
 @click.option("--ham", "ham_sources", multiple=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None, help="Default: the model's.")
@@ -719,9 +722,10 @@ def eval_command(
 
     with _library_errors():
         check_sources(data, spam_sources, ham_sources, "DATA", required=True)
-        texts, labels = (
-            read_labelled_texts(data) if data is not None else read_mail_texts(spam_sources, ham_sources)
-        )
+        if data is not None:
+            texts, labels = read_labelled_texts(data)
+        else:
+            texts, labels = read_mail_texts(spam_sources, ham_sources, _warn)
     classifier = _load_classifier(model, gpu, variant=variant)
     result = evaluate(classifier, texts, labels, threshold, target_fprs or DEFAULT_TARGET_FPRS)
     click.echo(format_report(result))

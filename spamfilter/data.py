@@ -187,7 +187,8 @@ def random_split(
     )
 
 
-def read_mail(spam: list[Path], ham: list[Path]) -> pd.DataFrame:
-    """Labelled messages from mailboxes (mbox, Maildir or a folder of .eml files), each reduced to
-    the text the filter sees, read by :func:`spamfilter.labelled.read_mail_texts`."""
-    return _frame(read_mail_texts(spam, ham))
+def read_mail(spam: list[Path], ham: list[Path], warn: Callable[[str], None] | None = None) -> pd.DataFrame:
+    """Labelled messages from mail sources (mbox, Maildir, a folder of message files or a tar
+    archive of them), each reduced to the text the filter sees, read by
+    :func:`spamfilter.labelled.read_mail_texts` (which tells ``warn`` what it skipped or dropped)."""
+    return _frame(read_mail_texts(spam, ham, warn))

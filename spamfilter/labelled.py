@@ -1,5 +1,5 @@
 """Labelled messages as plain lists, for ``eval`` and training alike: the UCI SMS file, CSV/TSV
-files with a label and a text column, and spam / ham mailboxes.
+files with a label and a text column, and spam / ham mail sources (mailboxes, folders, tar archives).
 
 Standard library only, on purpose: ``eval`` runs in the base install (onnxruntime, no torch, no
 pandas). :mod:`spamfilter.data` builds its DataFrames from these readers, so there is one parser.
@@ -8,12 +8,15 @@ pandas). :mod:`spamfilter.data` builds its DataFrames from these readers, so the
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Iterator
+import hashlib
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-from .errors import DataError
-from .mail import extract_text, iter_mail_source
+from .errors import DataError, first_line
+from .mail import describe_skipped, extract_text, iter_mail_source
 
 LABEL_WORDS = {"ham": 0, "not spam": 0, "0": 0, "spam": 1, "1": 1}
 LABEL_COLUMNS = ("label", "labels", "class", "category")
@@ -97,18 +100,71 @@ def _header_rows(handle: Iterable[str], path: Path, sep: str) -> Iterator[tuple[
         yield (row[label] if label < len(row) else ""), (row[text] if text < len(row) else "")
 
 
-def read_mail_texts(spam: Iterable[Path], ham: Iterable[Path]) -> LabelledTexts:
-    """Messages from spam and ham mailboxes (mbox, Maildir or a folder of .eml files), spam first,
-    each reduced to the text the filter sees (:func:`spamfilter.mail.extract_text`, the same
-    function)."""
+def read_mail_texts(
+    spam: Iterable[Path], ham: Iterable[Path], warn: Callable[[str], None] | None = None
+) -> LabelledTexts:
+    """Messages from spam and ham mail sources (mbox, Maildir, a folder of message files, or a
+    tar archive of them: see :func:`spamfilter.mail.iter_mail_source`), spam first, each reduced
+    to the text the filter sees (:func:`spamfilter.mail.extract_text`, the same function).
+
+    ``warn`` gets one line per source with files that were skipped (not a message, too large, a
+    link...), and one line when the same message was given as both spam and ham: every copy of
+    it is then dropped from both classes (see :func:`message_key` for what counts as the same).
+    Every failure, a corrupt or truncated archive included, is a :class:`DataError`.
+    """
     texts: list[str] = []
     labels: list[int] = []
+    keys: list[bytes] = []
     for label, paths in ((1, spam), (0, ham)):
         for path in paths:
+            skipped: Counter[str] = Counter()
             try:
-                for raw in iter_mail_source(Path(path)):
+                for raw in iter_mail_source(Path(path), skipped):
+                    keys.append(message_key(raw))
                     texts.append(extract_text(raw))
                     labels.append(label)
             except (OSError, ValueError) as error:
-                raise DataError(f"cannot read mail from {path}: {error}") from None
-    return LabelledTexts(texts, labels)
+                raise DataError(f"cannot read mail from {path}: {first_line(error)}") from None
+            if sum(skipped.values()) and warn is not None:
+                warn(f"{path}: {describe_skipped(skipped)}")
+    spam_keys = {key for key, label in zip(keys, labels, strict=True) if label == 1}
+    both = {key for key, label in zip(keys, labels, strict=True) if label == 0 and key in spam_keys}
+    if not both:
+        return LabelledTexts(texts, labels)
+    keep = [key not in both for key in keys]
+    dropped = Counter(label for label, kept in zip(labels, keep, strict=True) if not kept)
+    if warn is not None:
+        warn(
+            f"{len(both)} {'message was' if len(both) == 1 else 'messages were'} given as both spam and ham: "
+            f"dropped from both classes ({dropped[1]} spam and {dropped[0]} ham copies)"
+        )
+    return LabelledTexts(
+        [text for text, kept in zip(texts, keep, strict=True) if kept],
+        [label for label, kept in zip(labels, keep, strict=True) if kept],
+    )
+
+
+_X_SPAM_FIELD = re.compile(rb"x-spam-[!-9;-~]*[ \t]*:", re.IGNORECASE)
+
+
+def message_key(raw: bytes) -> bytes:
+    """What makes two messages "the same" across classes: the SHA-256 of the bytes without the mbox
+    'From ' line (its envelope date differs between two mailboxes holding one message), without
+    any X-Spam-* header field (SpamAssassin's and this filter's verdicts, added after delivery),
+    with LF line ends and without trailing blank lines (an mbox keeps one before the next 'From ')."""
+    data = raw.replace(b"\r\n", b"\n")
+    if data.startswith(b"From ") and b"\n" in data and not re.match(rb"From[ \t]*:", data):
+        data = data.split(b"\n", 1)[1]
+    head, separator, body = data.partition(b"\n\n")
+    kept: list[bytes] = []
+    dropping = False
+    for line in head.split(b"\n"):
+        if line[:1] in (b" ", b"\t"):
+            if not dropping:
+                kept.append(line)
+            continue
+        dropping = _X_SPAM_FIELD.match(line) is not None
+        if not dropping:
+            kept.append(line)
+    data = b"\n".join(kept) + separator + body
+    return hashlib.sha256(data.rstrip(b"\n")).digest()

@@ -41,7 +41,7 @@ class TrainOptions:
     model: str | None = None
     weights: str | None = None  # None: the hub's weights for `model`; a path; or "random"
     data: Path | None = None  # None: the SMS Spam Collection, downloaded (unless spam/ham given)
-    spam: list[Path] = field(default_factory=list)  # mailboxes of spam: mbox, Maildir, .eml folder
+    spam: list[Path] = field(default_factory=list)  # spam: mbox, Maildir, folder of messages, tar
     ham: list[Path] = field(default_factory=list)
     max_length: int | None = None  # None: the longest training message
     pooling: str = "last"
@@ -146,12 +146,17 @@ def describe_result(result: TrainResult, out: Path) -> list[str]:
     ]
 
 
-def load_splits(options: TrainOptions, on_download: DownloadProgress | None = None) -> tuple[Splits, str]:
-    """Balanced, split data: from mailboxes, a labelled file, or the SMS Spam Collection."""
+def load_splits(
+    options: TrainOptions,
+    on_download: DownloadProgress | None = None,
+    on_warning: Callable[[str], None] | None = None,
+) -> tuple[Splits, str]:
+    """Balanced, split data: from mail sources, a labelled file, or the SMS Spam Collection.
+    ``on_warning`` hears of skipped files and of messages given as both spam and ham."""
     seed = options.training.seed
     check_sources(options.data, options.spam, options.ham, "--data", required=False)
     if options.spam:
-        frame = read_mail(options.spam, options.ham)
+        frame = read_mail(options.spam, options.ham, on_warning)
         origin = (
             "mail: spam " + ", ".join(map(str, options.spam)) + "; ham " + ", ".join(map(str, options.ham))
         )
@@ -169,13 +174,14 @@ def fine_tune(
     on_epoch: EpochCallback | None = None,
     on_stage: Callable[[str], None] | None = None,
     on_download: DownloadProgress | None = None,
+    on_warning: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Run the whole recipe and write the model directory to ``options.out``."""
     stage = on_stage or (lambda _: None)
     config = options.training
     if splits is None:
         stage("loading data")
-        splits, data_origin = load_splits(options, on_download)
+        splits, data_origin = load_splits(options, on_download, on_warning)
     tokenizer = Tokenizer()
     rows = {
         name: tokenizer.encode_batch(getattr(splits, name)["Text"].tolist())

@@ -2,8 +2,8 @@
 
 - ``headers``: the X-Spam headers inserted into and removed from raw bytes, every other byte kept;
 - ``text``: the text the model sees of an email, never raising, with bounded work;
-- ``mailboxes``: mbox streams, Maildirs and message folders read as they are, and the input formats
-  told apart.
+- ``mailboxes``: mbox streams, Maildirs, message folders and tar archives read as they are, and
+  the input formats told apart.
 
 Standard library only, on purpose: this sits on the cold-start path of mail pipelines (procmail,
 maildrop, ``formail -s``), where importing torch or pandas would cost more than the classification.
@@ -14,11 +14,13 @@ from __future__ import annotations
 from .headers import SPAM_HEADER_NAMES, insert_spam_headers, remove_spam_headers, spam_status_value
 from .mailboxes import (
     check_sources,
+    describe_skipped,
     detect_format,
     iter_mail_source,
     looks_like_csv,
     looks_like_email,
     looks_like_mbox,
+    looks_like_message,
     mail_folder_files,
     split_mbox,
 )
@@ -27,6 +29,7 @@ from .text import extract_text
 __all__ = [
     "SPAM_HEADER_NAMES",
     "check_sources",
+    "describe_skipped",
     "detect_format",
     "extract_text",
     "insert_spam_headers",
@@ -34,6 +37,7 @@ __all__ = [
     "looks_like_csv",
     "looks_like_email",
     "looks_like_mbox",
+    "looks_like_message",
     "mail_folder_files",
     "remove_spam_headers",
     "spam_status_value",

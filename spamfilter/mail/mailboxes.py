@@ -1,4 +1,5 @@
-"""Mailboxes: mbox streams, Maildirs and folders of messages, and telling the input formats apart.
+"""Mailboxes: mbox streams, Maildirs, folders of messages and tar archives of them, and telling the
+input formats apart.
 
 ``split_mbox`` yields every byte of its input, message by message; the format guesses look at the
 first bytes only and never raise.
@@ -10,8 +11,9 @@ import csv
 import io
 import itertools
 import typing
+from collections import Counter
 from collections.abc import Iterator, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from .headers import FIELD_NAME
 
@@ -71,34 +73,83 @@ def _iter_files(paths: list[Path]) -> Iterator[bytes]:
         yield path.read_bytes()
 
 
-def iter_mail_source(path: Path) -> Iterator[bytes]:
-    """Messages from an mbox file, a Maildir (cur/ and new/ subfolders), or a folder of .eml
-    files (sorted by name, for reproducibility). Raises ValueError with a one-line message for a
-    path that is none of these.
+# Limits for reading a tar archive of messages (a tar bomb stops with an error, not a full disk or
+# memory: nothing is extracted, and one member at most is held in memory).
+MAX_MEMBER_BYTES = 10 << 20  # a larger member is skipped and counted
+MAX_ARCHIVE_MEMBERS = 1_000_000  # more members than this: the archive is refused
+MAX_ARCHIVE_BYTES = 4 << 30  # more message bytes than this: the archive is refused
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tbz", ".tar.xz", ".txz")
+_COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")
+
+# The reasons a file or member is skipped, as counted in ``skipped``.
+SKIPPED_NOT_MAIL = "not a message"
+SKIPPED_TOO_LARGE = f"larger than {MAX_MEMBER_BYTES >> 20} MiB"
+SKIPPED_NOT_REGULAR = "a link or special file"
+SKIPPED_UNSAFE_PATH = "an absolute or '..' path"
+
+
+def looks_like_message(head: bytes) -> bool:
+    """Whether the first bytes of a file are those of one message: RFC 822 header fields, possibly
+    after an mbox 'From ' line (the SpamAssassin corpus files start with one)."""
+    return detect_format(head) in ("mbox", "email")
+
+
+def looks_like_tar(path: Path, head: bytes) -> bool:
+    """A tar archive, plain or compressed (gzip, bzip2, xz), by its name or its first bytes."""
+    return (
+        path.name.lower().endswith(TAR_SUFFIXES)
+        or head.startswith(_COMPRESSED_MAGIC)
+        or head[257:262] == b"ustar"
+    )
+
+
+def _read_head(path: Path, size: int = 4096) -> bytes:
+    try:
+        with path.open("rb") as stream:
+            return stream.read(size)
+    except OSError as error:
+        raise ValueError(f"cannot read {path}: {error.strerror or error}") from None
+
+
+def iter_mail_source(path: Path, skipped: Counter[str] | None = None) -> Iterator[bytes]:
+    """Messages from an mbox file, a Maildir (cur/ and new/ subfolders), a folder of message files
+    (sorted by name, for reproducibility), or a tar archive of message files (``.tar``, ``.tar.gz``
+    / ``.tgz``, ``.tar.bz2``, ``.tar.xz``, read as a stream without extracting anything). Raises
+    ValueError with a one-line message for a path that is none of these.
 
     A single file holding one RFC 822 message is accepted too, and an empty file is an empty
     mbox. Maildir messages come from cur/ then new/, each sorted by name (Maildir names start
-    with the delivery time); tmp/ holds deliveries in progress and is left alone. The path is
-    checked when this is called, not when the first message is read.
+    with the delivery time); tmp/ holds deliveries in progress and is left alone. In a plain
+    folder and in an archive, a file is a message by its content (:func:`looks_like_message`),
+    whatever its name; other files (the corpus's ``cmds``, a README) are skipped and counted in
+    ``skipped`` by reason, as are archive members that are links, special files, have an absolute
+    or '..' path, or are larger than :data:`MAX_MEMBER_BYTES`. The path is checked when this is
+    called, not when the first message is read; a corrupt or truncated archive raises ValueError
+    while it is read.
     """
     path = Path(path)
+    counts: Counter[str] = Counter() if skipped is None else skipped
     if path.is_file():
-        with path.open("rb") as stream:
-            head = stream.read(4096)
+        head = _read_head(path, 4096)
+        if looks_like_tar(path, head):
+            return _iter_tar(path, counts)
         kind = detect_format(head) if head else "mbox"  # an empty file is an empty mbox
         if kind == "mbox":
             return _iter_mbox_file(path)
         if kind == "email":
             return iter([path.read_bytes()])
-        raise ValueError(f"{path}: neither an mbox nor an RFC 822 message")
+        raise ValueError(f"{path}: neither an mbox, an RFC 822 message nor a tar archive")
     if path.is_dir():
-        return _iter_files(mail_folder_files(path))
+        return _iter_files(mail_folder_files(path, counts))
     raise ValueError(f"{path}: no such file or folder")
 
 
-def mail_folder_files(path: Path) -> list[Path]:
-    """The message files of a Maildir (cur/ then new/, each sorted by name) or of a folder of
-    .eml files (sorted by name). Raises ValueError for a folder that is neither."""
+def mail_folder_files(path: Path, skipped: Counter[str] | None = None) -> list[Path]:
+    """The message files of a Maildir (cur/ then new/, each sorted by name) or of a folder (sorted
+    by name): its ``.eml`` files if it has any (other files then left alone, as ever), else every
+    file whose first bytes are those of a message whatever its name (the SpamAssassin corpus's
+    ``00001.7c53…``); the other files are skipped and counted in ``skipped``. Hidden files are
+    ignored. Raises ValueError for a folder that holds no messages, or a file that cannot be read."""
     subfolders = [path / "cur", path / "new"]
     if any(folder.is_dir() for folder in subfolders):
         return [
@@ -108,11 +159,75 @@ def mail_folder_files(path: Path) -> list[Path]:
             for entry in sorted(folder.iterdir())
             if entry.is_file() and not entry.name.startswith(".")
         ]
-    files = sorted(entry for entry in path.iterdir() if entry.is_file())
+    files = sorted(entry for entry in path.iterdir() if entry.is_file() and not entry.name.startswith("."))
     emls = [entry for entry in files if entry.suffix.lower() == ".eml"]
-    if emls:
+    if emls:  # a folder of .eml files, as before: other files in it are left alone
         return emls
-    raise ValueError(f"{path}: a folder that is neither a Maildir nor holds .eml files")
+    messages = [entry for entry in files if looks_like_message(_read_head(entry, 1024))]
+    if skipped is not None and len(files) > len(messages):
+        skipped[SKIPPED_NOT_MAIL] += len(files) - len(messages)
+    if messages:
+        return messages
+    raise ValueError(f"{path}: a folder that is neither a Maildir nor holds mail files")
+
+
+def _unsafe_member_name(name: str) -> bool:
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    return name.startswith(("/", "\\")) or ".." in parts or (bool(parts) and parts[0].endswith(":"))
+
+
+def _iter_tar(path: Path, skipped: Counter[str]) -> Iterator[bytes]:
+    """The message members of a tar archive in archive order, streamed ("r|*": no seeking, nothing
+    written to disk, one member in memory at a time). Raises ValueError for a corrupt or truncated
+    archive, or one past :data:`MAX_ARCHIVE_MEMBERS` / :data:`MAX_ARCHIVE_BYTES`."""
+    import lzma  # here, not at the top: the mail pipelines' cold start never needs them
+    import tarfile
+    import zlib
+
+    members = 0
+    total = 0
+    try:
+        with tarfile.open(path, mode="r|*") as archive:
+            for info in archive:
+                members += 1
+                if members > MAX_ARCHIVE_MEMBERS:
+                    raise ValueError(f"{path}: more than {MAX_ARCHIVE_MEMBERS} archive members, not read on")
+                if info.isdir():
+                    continue
+                if not info.isreg():
+                    skipped[SKIPPED_NOT_REGULAR] += 1
+                    continue
+                if _unsafe_member_name(info.name):
+                    skipped[SKIPPED_UNSAFE_PATH] += 1
+                    continue
+                if info.size > MAX_MEMBER_BYTES:
+                    skipped[SKIPPED_TOO_LARGE] += 1
+                    continue
+                total += info.size
+                if total > MAX_ARCHIVE_BYTES:
+                    raise ValueError(f"{path}: more than {MAX_ARCHIVE_BYTES} bytes of members, not read on")
+                member = archive.extractfile(info)
+                raw = member.read() if member is not None else b""
+                if len(raw) != info.size:
+                    raise ValueError(f"{path}: truncated archive (member {info.name!r} cut short)")
+                if not looks_like_message(raw[:1024]):
+                    skipped[SKIPPED_NOT_MAIL] += 1
+                    continue
+                yield raw
+    except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError) as error:
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{path}: corrupt or truncated archive ({detail})") from None
+    except OSError as error:  # bz2 reports bad data as OSError
+        raise ValueError(f"{path}: corrupt or truncated archive ({error.strerror or error})") from None
+
+
+def describe_skipped(skipped: Counter[str]) -> str:
+    """'3 files skipped: 2 not a message, 1 a link or special file' (empty when nothing was)."""
+    total = sum(skipped.values())
+    if not total:
+        return ""
+    reasons = ", ".join(f"{count} {reason}" for reason, count in skipped.most_common())
+    return f"{total} {'file' if total == 1 else 'files'} skipped: {reasons}"
 
 
 # --- telling the formats apart --------------------------------------------------------------
