@@ -446,6 +446,8 @@ def filter_command(
                         "is the input file: write elsewhere, then move it over the input", param_hint=hint
                     )
             classifier = _load_classifier(model, gpu, batch_size, variant)
+            if fmt == "mbox" and not quiet:
+                _warn_if_not_for_mail(classifier)
             started = time.perf_counter()
             try:
                 summary = pipeline.filter_stream(
@@ -511,6 +513,8 @@ def _filter_folder(
     if output == "-":
         raise click.UsageError("a folder as INPUT needs -o DIR for the tagged copies")
     classifier = _load_classifier(model, gpu, batch_size, variant)
+    if not quiet:
+        _warn_if_not_for_mail(classifier)
     started = time.perf_counter()
     with contextlib.ExitStack() as stack, _library_errors():
         try:
@@ -524,6 +528,14 @@ def _filter_folder(
             _fail(f"cannot write the output: {error.strerror or error}")
     if not quiet:
         click.echo(f"spamfilter: {pipeline.timed(summary, started).line()}", err=True)
+
+
+def _warn_if_not_for_mail(classifier: Classifier) -> None:
+    """The domain guard: once per run over mail (mbox, a folder) with a model trained on SMS.
+    Pipeline mode stays silent: each message is a run of its own, and mail logs would fill up."""
+    warning = classifier.directory.manifest.mail_warning()
+    if warning is not None:
+        _warn(warning)
 
 
 def _interrupted(stop: FilterInterrupted, started: float) -> NoReturn:
@@ -928,6 +940,9 @@ def serve(
 
         scorer = load()
         logger.info("model %s: %s on %s", directory, scorer.variant, scorer.provider)
+        warning = scorer.directory.manifest.mail_warning()
+        if warning is not None:
+            logger.warning(warning)
         run_service(settings, scorer, load, logger)
 
 

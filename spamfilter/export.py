@@ -228,7 +228,8 @@ def write_model_directory(
     quantize: str | None = None,
 ) -> Manifest:
     """Export and verify, then write every file of the model directory; returns the manifest.
-    ``manifest`` describes where the model came from: ``base_model``, ``recipe`` and ``metrics``.
+    ``manifest`` describes where the model came from: ``base_model``, ``recipe``, ``training_data``
+    and ``metrics``.
 
     Every file is built and checked in a staging folder first and moved into ``out`` at the end,
     ``spamfilter.json`` last: a failed export never damages a working model directory.
@@ -327,6 +328,7 @@ def _build(
         base_model=dict(manifest.get("base_model", {})),
         recipe=dict(manifest.get("recipe", {})),
         metrics=dict(manifest.get("metrics", {})),
+        training_data=dict(manifest.get("training_data", {})),
         spamfilter_version=__version__,
     )
     full.write(folder / MANIFEST_FILE)

@@ -108,9 +108,29 @@ class Manifest:
     base_model: dict[str, Any] = field(default_factory=dict)
     recipe: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    training_data: dict[str, Any] = field(default_factory=dict)  # kind (sms, mail, labelled), sizes
     format_version: int = FORMAT_VERSION
     labels: tuple[str, ...] = LABELS
     spamfilter_version: str = ""
+
+    @property
+    def trained_on(self) -> str:
+        """``sms``, ``mail``, ``labelled`` (a CSV of unknown kind) or ``""`` (not recorded). Models
+        written before the field existed are recognised by their data file's name."""
+        kind = str(self.training_data.get("kind", ""))
+        if not kind and str(self.recipe.get("data", "")).endswith("SMSSpamCollection"):
+            return "sms"
+        return kind
+
+    def mail_warning(self) -> str | None:
+        """One line for a filter run over mail with a model trained on SMS, else None."""
+        if self.trained_on != "sms":
+            return None
+        return (
+            "this model was trained on SMS messages: its accuracy on email is unknown (SMS models "
+            "mark much legitimate mail as spam); train one on mail: "
+            "spamfilter train --spam SPAM_MAIL --ham WANTED_MAIL"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form; fields that were not measured are left out."""
@@ -146,6 +166,7 @@ class Manifest:
                 base_model=dict(data.get("base_model", {})),
                 recipe=dict(data.get("recipe", {})),
                 metrics=dict(data.get("metrics", {})),
+                training_data=dict(data.get("training_data", {})),
                 labels=tuple(data["labels"]),
                 spamfilter_version=str(data.get("spamfilter_version", "")),
             )

@@ -166,6 +166,16 @@ def load_splits(
     return random_split(balance(frame, seed), seed=seed), origin
 
 
+def training_data_kind(options: TrainOptions, data_origin: str) -> str:
+    """What the model learnt from, for the domain guard: mail (--spam/--ham), sms (the SMS Spam
+    Collection, downloaded or given), or labelled (another labelled file: unknown kind)."""
+    if options.spam or data_origin.startswith("mail:"):
+        return "mail"
+    if options.data is None or data_origin.endswith("SMSSpamCollection"):
+        return "sms"
+    return "labelled"
+
+
 def fine_tune(
     options: TrainOptions,
     splits: Splits | None = None,
@@ -217,6 +227,7 @@ def fine_tune(
         resume=options.resume,
     )
     stage("exporting to ONNX")
+    every_split = (splits.train, splits.validation, splits.test)
     manifest = {
         "base_model": {  # what was loaded, whatever --model said
             "architecture": architecture_name(classifier.gpt.config),
@@ -229,6 +240,11 @@ def fine_tune(
             "max_length": max_length,
             "data": data_origin,
             "split_sizes": [len(splits.train), len(splits.validation), len(splits.test)],
+        },
+        "training_data": {
+            "kind": training_data_kind(options, data_origin),
+            "messages": sum(len(split) for split in every_split),
+            "spam": int(sum((split["Label"] == 1).sum() for split in every_split)),
         },
         "metrics": {
             "train_accuracy": record.train_accuracy,
