@@ -472,14 +472,32 @@ def spamc_load(
             with lock:
                 results.append((seconds, problem))
 
+    return run_clients(client, clients, n, start, stopping, results)
+
+
+def run_clients(
+    client: Callable[[], None],
+    clients: int,
+    n: int,
+    start: threading.Barrier,
+    stopping: threading.Event,
+    results: list[tuple[float, str | None]],
+) -> Level:
+    """Start ``clients`` threads running ``client``, time from the common start (``start``, a
+    barrier they wait on too) to the last one's end; a stop signal sets ``stopping`` and lets each
+    finish the message it has. ``start.wait()`` raises BrokenBarrierError if a client aborted it."""
     threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
     for thread in threads:
         thread.start()
-    start.wait()
+    try:
+        start.wait()
+    except threading.BrokenBarrierError:
+        _join(threads)
+        raise
     began = time.perf_counter()
     try:
         _join(threads)
-    except BaseException:  # Ctrl-C, SIGTERM: let the running spamc processes finish, start no more
+    except BaseException:  # Ctrl-C, SIGTERM: let each client finish its message, send no more
         stopping.set()
         _join(threads)
         raise
@@ -688,24 +706,10 @@ def milter_load(port: int, messages: Sequence[MilterMessage], n: int, clients: i
             if conn is not None:
                 milter_quit(conn)
 
-    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
-    for thread in threads:
-        thread.start()
     try:
-        start.wait()
+        return run_clients(client, clients, n, start, stopping, results)
     except threading.BrokenBarrierError:
-        _join(threads)
         raise SystemExit(f"no milter connection to {HOST}:{port}: {refused[0]}") from None
-    began = time.perf_counter()
-    try:
-        _join(threads)
-    except BaseException:  # Ctrl-C, SIGTERM: let each client finish its message, send no more
-        stopping.set()
-        _join(threads)
-        raise
-    wall = time.perf_counter() - began
-    problems = [p for _, p in results if p]
-    return Level("", clients, n, len(problems), wall, [s for s, _ in results], next(iter(problems), None))
 
 
 def milter_levels(server: Server, pools: dict[str, list[bytes]], args: argparse.Namespace) -> list[Level]:

@@ -4,6 +4,7 @@ collected, stopped with a signal."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import signal
@@ -110,6 +111,24 @@ class Server:
 
     def __exit__(self, *_exc: object) -> None:
         self.stop()
+
+
+@functools.cache
+def _filter_email(model: str, message: bytes) -> bytes:
+    done = subprocess.run(
+        [sys.executable, "-m", "spamfilter", "filter", "--format", "email", "--quiet", "--model", model],
+        input=message,
+        capture_output=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    return done.stdout
+
+
+def filter_email(model: Path, message: bytes) -> bytes:
+    """What ``spamfilter filter --format email`` writes for the message (a real run, cached: the
+    same message and model give the same bytes)."""
+    return _filter_email(str(model), message)
 
 
 def _split(where: str) -> tuple[str, int]:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +16,7 @@ import pytest
 from conftest import make_email
 from exim_harness import closed_port
 from postfix_harness import Postfix, group_alive, postfix_unavailable
-from spamd_server import Server
+from spamd_server import Server, filter_email
 
 SPAM_TEXT = "WINNER!! You have won a £1000 prize. Call 09061701461 to claim now"
 HAM_TEXT = "Are we still meeting for lunch tomorrow at noon?"
@@ -105,20 +103,6 @@ def without(raw: bytes, *drop: str) -> bytes:
 
 def first_fields_removed(raw: bytes, count: int) -> bytes:
     return b"\n".join(fields(raw)[count:]) + b"\n\n" + raw.split(b"\n\n", 1)[1]
-
-
-def filter_email(model: Path, raw: bytes) -> bytes:
-    """``spamfilter filter --format email`` on one message."""
-    command = [sys.executable, "-m", "spamfilter", "filter", "--format", "email", "--quiet", "-"]
-    done = subprocess.run(
-        [*command, "--model", str(model)],
-        input=raw,
-        capture_output=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr.decode(errors="replace")
-    return done.stdout
 
 
 def score(raw: bytes) -> float:

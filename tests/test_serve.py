@@ -12,7 +12,6 @@ import json
 import re
 import socket
 import subprocess
-import sys
 import urllib.request
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +23,7 @@ import pytest
 from conftest import make_email, split_messages
 from hypothesis import given
 from hypothesis import strategies as st
-from spamd_server import Server, request, spamd_request
+from spamd_server import Server, filter_email, request, spamd_request
 from test_recipes import require_tool
 
 from spamfilter.pipeline import tag_message
@@ -66,18 +65,6 @@ def run_spamc(spamc: str, server: Server, message: bytes, *options: str) -> subp
     return subprocess.run(
         [spamc, "-d", host, "-p", str(port), *options], input=message, capture_output=True, timeout=60
     )
-
-
-def filter_email(model: Path, message: bytes) -> bytes:
-    """What ``spamfilter filter --format email`` writes for the message."""
-    done = subprocess.run(
-        [sys.executable, "-m", "spamfilter", "filter", "--format", "email", "--model", str(model)],
-        input=message,
-        capture_output=True,
-        timeout=120,
-        check=True,
-    )
-    return done.stdout
 
 
 # --------------------------------------------------------------------------- spamc

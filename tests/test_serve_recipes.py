@@ -13,7 +13,6 @@ fake sendmail. Every server runs the session's small real model.
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import shlex
@@ -26,7 +25,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import make_email
 from exim_harness import closed_port, exim_supports_spam, find_exim, parse_replies, smtp_dialog
-from spamd_server import Server
+from spamd_server import Server, filter_email
 from test_recipes import (
     FAKE_SENDMAIL,
     HAM_TEXT,
@@ -83,7 +82,6 @@ def recipe_for_port(name: str, port: int, pattern: re.Pattern[str] = SPAMC_ADDRE
     return "".join(lines)
 
 
-@functools.cache
 def _filter_email(model: str, message: bytes) -> bytes:
     done = subprocess.run(
         [sys.executable, "-m", "spamfilter", "filter", "--format", "email", "--quiet", "--model", model],
@@ -93,11 +91,6 @@ def _filter_email(model: str, message: bytes) -> bytes:
         check=True,
     )
     return done.stdout
-
-
-def filter_email(model: Path, message: bytes) -> bytes:
-    """What ``spamfilter filter --format email`` writes for the message."""
-    return _filter_email(str(model), message)
 
 
 def test_the_recipes_and_the_unit_name_the_daemons_default_address() -> None:

@@ -18,8 +18,9 @@ import math
 import signal
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import SpamfilterError, first_line
 from ..pipeline import EMPTY_MESSAGE, Scorer, Tagged
@@ -224,18 +225,32 @@ class SpamdService:
     # ----------------------------------------------------------------------- connections
 
     def _accept(self, reader: asyncio.StreamReader, writer: Writer) -> None:
-        """Called for each new connection (a plain callback, so that the task is ours to track)."""
-        task = asyncio.get_running_loop().create_task(self._connection(reader, writer))
+        """Called for each new spamd connection (a plain callback, so that the task is ours to
+        track until shutdown)."""
+        self._track(self._connection(reader, writer))
+
+    def _accept_milter(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._track(self._milter_connection(reader, writer))
+
+    def _track(self, handler: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(handler)
         self._handlers.add(task)
         task.add_done_callback(self._handlers.discard)
 
-    async def _connection(self, reader: asyncio.StreamReader, writer: Writer) -> None:
+    def _refused(self, writer: Writer, command: str) -> str | None:
+        """The peer's name, or None after closing a peer outside --allow before a byte is read."""
         peer = writer.get_extra_info("peername")
-        peer_name = _peer_text(peer)
-        if not peer_allowed(peer, self.settings.allow):
-            self.metrics.requests.labels("", "refused").inc()
-            self.log.warning("refused connection from %s: not in --allow", peer_name)
-            writer.transport.abort()
+        if peer_allowed(peer, self.settings.allow):
+            return _peer_text(peer)
+        self.metrics.requests.labels(command, "refused").inc()
+        kind = "milter connection" if command == "MILTER" else "connection"
+        self.log.warning("refused %s from %s: not in --allow", kind, _peer_text(peer))
+        writer.transport.abort()
+        return None
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: Writer) -> None:
+        peer_name = self._refused(writer, "")
+        if peer_name is None:
             return
         if not await self._slot():
             if isinstance(writer, TlsWriter):  # nothing can be written before the handshake
@@ -253,20 +268,11 @@ class SpamdService:
             self.metrics.connections.dec()
             self._slots.release()
 
-    def _accept_milter(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.get_running_loop().create_task(self._milter_connection(reader, writer))
-        self._handlers.add(task)
-        task.add_done_callback(self._handlers.discard)
-
     async def _milter_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """An MTA's milter connection: many messages, until it quits or the service stops (then
         after the message being classified). No connection slot: the MTA bounds its own."""
-        peer = writer.get_extra_info("peername")
-        peer_name = _peer_text(peer)
-        if not peer_allowed(peer, self.settings.allow):
-            self.metrics.requests.labels("MILTER", "refused").inc()
-            self.log.warning("refused milter connection from %s: not in --allow", peer_name)
-            writer.transport.abort()
+        peer_name = self._refused(writer, "MILTER")
+        if peer_name is None:
             return
 
         async def write(data: bytes) -> None:
