@@ -82,17 +82,6 @@ def recipe_for_port(name: str, port: int, pattern: re.Pattern[str] = SPAMC_ADDRE
     return "".join(lines)
 
 
-def _filter_email(model: str, message: bytes) -> bytes:
-    done = subprocess.run(
-        [sys.executable, "-m", "spamfilter", "filter", "--format", "email", "--quiet", "--model", model],
-        input=message,
-        capture_output=True,
-        timeout=120,
-        check=True,
-    )
-    return done.stdout
-
-
 def test_the_recipes_and_the_unit_name_the_daemons_default_address() -> None:
     assert DEFAULT_PORT == 11783
     for name in ("procmailrc-spamc", "mailfilter-spamc", "postfix-master-spamc.cf"):
