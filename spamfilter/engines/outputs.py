@@ -1,0 +1,154 @@
+"""The Ray engine's output folder: what is written where, and when an input counts as done.
+
+    DIR/<input name>                 the tagged mbox / CSV / message, or the folder of tagged copies
+    DIR/verdicts.parquet             every message of this run's inputs: source, position, ...
+    DIR/.spamfilter-ray/<name>/      an input in progress: one file per chunk (and its verdicts)
+    DIR/.spamfilter-ray/done/<name>  .json: the record that it is complete; .parquet: its verdicts
+
+An input's output appears only whole: its chunks are joined into a temporary file (or folder) that
+is renamed into place, and only then is its record written. A rerun skips an input whose record
+matches (same source, model and options) and redoes any other from scratch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+WORK = ".spamfilter-ray"
+VERDICTS = "verdicts.parquet"
+RESERVED_NAMES = (WORK, VERDICTS)
+ROW_GROUP = 65_536  # rows per Parquet row group: the pieces (a chunk, an input) are often far smaller
+
+
+def _schema() -> Any:
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("source", pa.string()),
+            ("position", pa.int64()),  # of the message among its input's messages, from 0
+            ("path", pa.string()),  # a folder's message file, relative to the folder
+            ("message_id", pa.string()),
+            ("label", pa.string()),
+            ("spam_probability", pa.float64()),
+        ]
+    )
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write a file that is either absent or whole, whatever stops the writer."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)
+
+
+class OutputFolder:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.work = root / WORK
+        self.done = self.work / "done"
+
+    def prepare(self) -> None:
+        self.done.mkdir(parents=True, exist_ok=True)
+
+    def output(self, name: str) -> Path:
+        return self.root / name
+
+    def chunk_file(self, name: str, number: int) -> Path:
+        return self.work / name / f"{number:09d}"
+
+    def verdicts_file(self, name: str, number: int) -> Path:
+        return self.work / name / f"{number:09d}.parquet"
+
+    def tree(self, name: str) -> Path:
+        """Where a folder input's tagged copies go until the folder is complete."""
+        return self.work / name / "tree"
+
+    # ----------------------------------------------------------------------- an input's life
+
+    def is_complete(self, name: str, fingerprint: dict[str, Any]) -> bool:
+        try:
+            record = json.loads((self.done / f"{name}.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return (
+            record.get("fingerprint") == fingerprint
+            and self.output(name).exists()
+            and (self.done / f"{name}.parquet").is_file()
+        )
+
+    def start(self, name: str) -> None:
+        """Forget an earlier, unfinished (or outdated) attempt at this input."""
+        (self.done / f"{name}.json").unlink(missing_ok=True)
+        shutil.rmtree(self.work / name, ignore_errors=True)
+        (self.work / name).mkdir(parents=True)
+
+    def discard(self, name: str) -> None:
+        shutil.rmtree(self.work / name, ignore_errors=True)
+
+    def finish(
+        self, name: str, kind: str, chunks: int, fingerprint: dict[str, Any], totals: dict[str, int]
+    ) -> None:
+        """Put a complete input's output in place, then record it as complete."""
+        target = self.output(name)
+        if kind == "folder":
+            _replace_folder(self.tree(name), target, self.work / name / "replaced")
+        else:
+            temporary = target.with_name(f".{name}.{os.getpid()}.tmp")
+            with open(temporary, "wb") as out:
+                for number in range(chunks):
+                    with open(self.chunk_file(name, number), "rb") as part:
+                        shutil.copyfileobj(part, out, 1 << 20)
+            os.replace(temporary, target)
+        pieces = [self.verdicts_file(name, number) for number in range(chunks)]
+        _join_tables(pieces, self.done / f"{name}.parquet")
+        record = {"fingerprint": fingerprint, **totals}
+        write_atomically(self.done / f"{name}.json", json.dumps(record, indent=1).encode())
+        self.discard(name)
+
+    def write_verdict_table(self, names: Sequence[str]) -> Path:
+        """DIR/verdicts.parquet: the verdicts of these (complete) inputs, in this order."""
+        target = self.root / VERDICTS
+        _join_tables([self.done / f"{name}.parquet" for name in names], target)
+        return target
+
+
+def write_verdicts(path: Path, columns: dict[str, list[Any]]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pq.write_table(pa.table(columns, schema=_schema()), temporary)
+    os.replace(temporary, path)
+
+
+def _join_tables(pieces: Iterable[Path], target: Path) -> None:
+    """One Parquet file of many, read a piece at a time (memory: one row group)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    group: list[Any] = []
+    with pq.ParquetWriter(temporary, _schema()) as writer:
+        for piece in pieces:
+            group.append(pq.read_table(piece, schema=_schema()))
+            if sum(table.num_rows for table in group) >= ROW_GROUP:
+                writer.write_table(pa.concat_tables(group))
+                group = []
+        writer.write_table(pa.concat_tables(group) if group else _schema().empty_table())
+    os.replace(temporary, target)
+
+
+def _replace_folder(source: Path, target: Path, aside: Path) -> None:
+    """Rename ``source`` to ``target``; a ``target`` already there (an earlier run's) is moved aside
+    first and removed after, so that ``target`` is never half old, half new."""
+    source.mkdir(parents=True, exist_ok=True)  # a chunk-less folder still gets its (empty) output
+    if target.exists():
+        os.replace(target, aside)
+    os.replace(source, target)
+    shutil.rmtree(aside, ignore_errors=True)

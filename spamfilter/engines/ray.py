@@ -1,0 +1,470 @@
+"""``spamfilter filter --engine ray``: the same filter on Ray Data, for archives beyond one machine.
+
+    inputs -> plan (a CPU task per input: its chunks) -> read (CPU tasks: bytes to text)
+           -> score (an actor pool: one onnxruntime session per worker, CPU or GPU)
+           -> write (CPU tasks: each chunk's tagged bytes and verdicts, under DIR/.spamfilter-ray)
+    driver: an input whose chunks are all written is joined into DIR/<name> and recorded as complete
+
+Ray Data streams: the chunks in flight are bounded by its backpressure, not by the inputs' size.
+Every node reads the inputs and writes under DIR, so on a cluster both are on a file system all
+nodes share (or the inputs are fsspec URLs), and spamfilter is installed on every node. Only this
+module imports ray.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+
+from .. import interrupts
+from ..errors import ClassificationError, SpamfilterError, UsageError, first_line
+from ..modeldir import ModelDirectory, open_model_directory
+from ..pipeline import DEFAULT_TEXT_COLUMN
+from ..runtime import CPU_BATCH, GPU_BATCH, Classifier, available_cores, chars_kept
+from .chunks import Chunk, Input, InputError, describe_input, is_url, plan, read, write
+from .outputs import RESERVED_NAMES, OutputFolder, write_verdicts
+
+EX_INPUTS_FAILED = 65  # sysexits.h EX_DATAERR: some inputs could not be filtered; the others are complete
+WORKER_MEMORY = 512 << 20  # a scoring worker's memory besides its model: tokenizer, arena, a chunk
+_PLAN_GROUP = 16  # chunks per batch out of a plan task: the read tasks start before the plan ends
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Where and how wide to run."""
+
+    address: str | None = None  # None: $RAY_ADDRESS if set, else Ray embedded on this machine
+    workers: int = 1  # scoring actors
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: int = 1  # CPUs a worker reserves, and its onnxruntime threads
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every stage needs, shipped to the workers with the stage functions."""
+
+    inputs: tuple[Input, ...]
+    out: str
+    threshold: float
+    text_column: str
+    chars_kept: int
+
+
+@dataclass
+class Run:
+    """What a run did, for the summary line and the exit code."""
+
+    inputs: int = 0
+    complete: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # complete from an earlier run
+    failed: dict[str, str] = field(default_factory=dict)  # source -> why
+    messages: int = 0
+    spam: int = 0
+    seconds: float = 0.0
+    startup_seconds: float = 0.0  # of Ray itself (0 when it was running already)
+    workers: int = 0
+    verdicts: Path | None = None
+    interrupted: int | None = None  # the stop signal's number
+
+    def line(self) -> str:
+        rate = self.messages / self.seconds if self.seconds > 0 else 0.0
+        parts = [f"{len(self.complete)} filtered"]
+        if self.skipped:
+            parts.append(f"{len(self.skipped)} already complete (skipped)")
+        if self.failed:
+            parts.append(f"{len(self.failed)} failed")
+        return (
+            f"ray: {self.inputs} inputs: {', '.join(parts)}; {self.messages} messages: {self.spam} spam, "
+            f"{self.messages - self.spam} not spam in {self.seconds:.2f} s ({rate:.1f}/s) on "
+            f"{self.workers} scoring workers (Ray start-up {self.startup_seconds:.1f} s)"
+        )
+
+
+class InputsFailed(SpamfilterError):
+    """Some inputs could not be filtered; every other one is complete."""
+
+    exit_code = EX_INPUTS_FAILED
+
+
+def _stderr(message: str) -> None:
+    print(f"spamfilter: {message}", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- the stages
+
+
+def _plan_stage(batch: Any, job: Job) -> Iterator[dict[str, list[bytes]]]:
+    for index in batch["input"]:
+        group: list[bytes] = []
+        for chunk in plan(int(index), job.inputs[int(index)], job.text_column):
+            group.append(pickle.dumps(chunk))
+            if len(group) == _PLAN_GROUP:
+                yield {"chunk": group}
+                group = []
+        if group:
+            yield {"chunk": group}
+
+
+def _read_stage(row: dict[str, Any], job: Job) -> dict[str, bytes]:
+    chunk: Chunk = pickle.loads(row["chunk"])
+    return {"chunk": pickle.dumps(read(chunk, job.inputs[chunk.input], job.chars_kept))}
+
+
+class ChunkScorer:
+    """A scoring worker: one onnxruntime session kept for the whole run, one chunk per call (the
+    local engine's model call for that chunk)."""
+
+    def __init__(self, model: str, gpu: bool, batch_size: int, variant: str, threads: int) -> None:
+        self.classifier = Classifier.load(
+            model, gpu=gpu, batch_size=batch_size, variant=variant, threads=threads
+        )
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[bytes]]:
+        return {"chunk": [self.score(blob) for blob in batch["chunk"]]}
+
+    def score(self, blob: bytes) -> bytes:
+        chunk: Chunk = pickle.loads(blob)
+        if chunk.error is None:
+            try:
+                chunk.probabilities = [float(p) for p in self.classifier.spam_probability(chunk.texts)]
+            except Exception as error:  # the input fails, not the run
+                chunk.error = f"classification failed: {first_line(error)}"
+        chunk.texts = []  # the writer re-reads the bytes; the texts would only travel
+        return pickle.dumps(chunk)
+
+
+def _write_stage(row: dict[str, Any], job: Job) -> dict[str, Any]:
+    chunk: Chunk = pickle.loads(row["chunk"])
+    item, out = job.inputs[chunk.input], OutputFolder(Path(job.out))
+    error = chunk.error
+    if error is None:
+        target = out.tree(item.name) if item.kind == "folder" else out.chunk_file(item.name, chunk.number)
+        try:
+            verdicts = write(chunk, item, job.threshold, target)
+            write_verdicts(out.verdicts_file(item.name, chunk.number), verdicts)
+        except (OSError, ValueError) as failure:
+            error = f"{item.source}: {getattr(failure, 'strerror', None) or first_line(failure)}"
+    return {
+        "input": chunk.input,
+        "number": chunk.number,
+        "last": chunk.last,
+        "messages": len(chunk.probabilities),
+        "spam": sum(p >= job.threshold for p in chunk.probabilities),
+        "error": error or "",
+    }
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclass
+class _Progress:
+    """One pending input at the driver."""
+
+    written: set[int] = field(default_factory=set)
+    chunks: int | None = None  # known when its last chunk is written
+    messages: int = 0
+    spam: int = 0
+    error: str | None = None
+
+
+def filter_with_ray(
+    sources: Sequence[str],
+    out_dir: Path,
+    model: Path,
+    cluster: Cluster = Cluster(),
+    *,
+    threshold: float | None = None,
+    variant: str | None = None,
+    batch_size: int | None = None,
+    text_column: str = DEFAULT_TEXT_COLUMN,
+    text_column_given: bool = False,
+    input_format: str = "auto",
+    progress: bool = False,
+    report: Callable[[str], None] = _stderr,
+    on_complete: Callable[[str], None] | None = None,
+    scorer: type = ChunkScorer,
+) -> Run:
+    """Filter every input into ``out_dir`` and write ``out_dir/verdicts.parquet``. Inputs that
+    cannot be read are reported by name and counted in ``Run.failed`` while the others finish;
+    inputs complete from an earlier run with the same model and options are skipped. ``scorer``:
+    the scoring workers' class (tests give one that fails on purpose)."""
+    started = time.perf_counter()
+    scoring = _Scoring.of(model, variant, batch_size, cluster)
+    cut = scoring.directory.threshold if threshold is None else threshold
+    run = Run(inputs=len(sources), workers=cluster.workers)
+    inputs = _describe(sources, input_format, text_column, text_column_given, run, report)
+    _check_outputs(inputs, out_dir)
+    out = OutputFolder(out_dir.resolve())
+    try:
+        out.prepare()
+    except OSError as error:
+        raise UsageError(f"cannot create {out_dir}: {error.strerror or error}") from None
+    options = {**scoring.identity(), "threshold": cut}
+    fingerprints = [_fingerprint(item, options, text_column) for item in inputs]
+    pending = []
+    for index, item in enumerate(inputs):
+        if out.is_complete(item.name, fingerprints[index]):
+            run.skipped.append(item.name)
+            report(f"{item.source}: already complete in {out.output(item.name)}, skipped")
+        else:
+            pending.append(index)
+    job = Job(tuple(inputs), str(out.root), cut, text_column, chars_kept(scoring.directory.max_length))
+    started_ray = False
+    try:
+        if pending:
+            started_ray, run.startup_seconds = _connect(cluster, report)
+            dataset = _dataset(job, pending, scorer, scoring, cluster, out, progress)
+            _drive(dataset, job, pending, fingerprints, out, run, report, on_complete)
+    finally:
+        done = set(run.complete) | set(run.skipped)
+        run.verdicts = out.write_verdict_table([item.name for item in inputs if item.name in done])
+        for index in pending:
+            if inputs[index].name not in done and run.interrupted is None:
+                out.discard(inputs[index].name)
+        if started_ray:
+            ray.shutdown()
+        run.seconds = time.perf_counter() - started
+    return run
+
+
+@dataclass(frozen=True)
+class _Scoring:
+    """The model the workers load, checked once here rather than failing in every worker."""
+
+    directory: ModelDirectory
+    variant: str
+    batch_size: int
+    gpu: bool
+    threads: int
+    model_file: Path
+
+    @classmethod
+    def of(cls, model: Path, variant: str | None, batch_size: int | None, cluster: Cluster) -> _Scoring:
+        directory = open_model_directory(model)
+        variant = variant or directory.default_variant
+        gpu = cluster.gpus_per_worker > 0
+        batch = batch_size or (GPU_BATCH if gpu else CPU_BATCH)  # as the local engine's Classifier
+        model_file = directory.checked_variant_file(variant)
+        return cls(directory, variant, batch, gpu, cluster.cpus_per_worker, model_file)
+
+    def identity(self) -> dict[str, Any]:
+        """What the verdicts depend on, for the completion records."""
+        model = self.directory.variant_file(self.variant)[1] or str(self.model_file.stat().st_mtime_ns)
+        return {"model": model, "variant": self.variant, "batch_size": self.batch_size}
+
+    def worker_arguments(self) -> dict[str, Any]:
+        return {
+            "model": str(self.directory.path.resolve()),
+            "gpu": self.gpu,
+            "batch_size": self.batch_size,
+            "variant": self.variant,
+            "threads": self.threads,
+        }
+
+
+def _describe(
+    sources: Sequence[str],
+    input_format: str,
+    text_column: str,
+    text_column_given: bool,
+    run: Run,
+    report: Callable[[str], None],
+) -> list[Input]:
+    """The inputs this engine can filter; the others reported and counted as failed."""
+    inputs = []
+    for source in sources:
+        try:
+            inputs.append(describe_input(source, input_format, text_column, text_column_given))
+        except InputError as error:
+            run.failed[source] = str(error)
+            report(str(error))
+    return inputs
+
+
+def _check_outputs(inputs: Sequence[Input], out_dir: Path) -> None:
+    """Usage errors before anything runs: two outputs of one name, or an output over an input."""
+    names = [item.name for item in inputs]
+    clashes = sorted({name for name in names if names.count(name) > 1})
+    if clashes:
+        raise UsageError(
+            f"several inputs would write {', '.join(clashes)} in {out_dir}: rename or filter them apart"
+        )
+    reserved = sorted(set(names) & set(RESERVED_NAMES))
+    if reserved:
+        raise UsageError(f"an input named {reserved[0]} would clash with the engine's own file in {out_dir}")
+    root = out_dir.resolve()
+    for item in inputs:
+        if is_url(item.source):
+            continue
+        source = Path(item.source)
+        if root == source or root.is_relative_to(source) or (root / item.name) == source:
+            raise UsageError(
+                f"the output folder {out_dir} would overwrite or sit inside the input {item.source}"
+            )
+
+
+def _fingerprint(item: Input, options: dict[str, Any], text_column: str) -> dict[str, Any]:
+    """What an input's output depends on: a rerun redoes it when any of this changed."""
+    if is_url(item.source):
+        import fsspec
+
+        filesystem, path = fsspec.core.url_to_fs(item.source)
+        info = filesystem.info(path)
+        stamp = [info.get("size"), str(info.get("mtime") or info.get("LastModified") or info.get("ETag"))]
+    elif item.kind == "folder":
+        # A folder's (and a Maildir's cur/ and new/) modification time changes when a file is added
+        # or removed.
+        root = Path(item.source)
+        stamp = [(root / sub).stat().st_mtime_ns for sub in ("", "cur", "new") if (root / sub).is_dir()]
+    else:
+        status = Path(item.source).stat()
+        stamp = [status.st_size, status.st_mtime_ns]
+    column = text_column if item.kind == "csv" else None
+    return {"source": item.source, "kind": item.kind, "stamp": stamp, "text_column": column, **options}
+
+
+def _connect(cluster: Cluster, report: Callable[[str], None]) -> tuple[bool, float]:
+    """Join the cluster at the address, or start Ray here; whether we started it, and how long that
+    took. A Ray already running in this process (a notebook, a test) is used as it is."""
+    address = cluster.address or os.environ.get("RAY_ADDRESS")
+    started, ours = time.perf_counter(), not ray.is_initialized()
+    try:
+        if ours and address:
+            ray.init(address=address, logging_level=logging.WARNING)
+        elif ours:
+            # Ray's CPUs are scheduling slots: the workers' slots plus one, so that reading and
+            # writing always have one even where the workers take every core.
+            cpus = max(available_cores(), cluster.workers * cluster.cpus_per_worker + 1)
+            ray.init(num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING)
+    except Exception as error:  # ConnectionError, RuntimeError, ...: one line, no traceback
+        where = f"join the Ray cluster at {address}" if address else "start Ray on this machine"
+        raise SpamfilterError(f"cannot {where}: {first_line(error)}") from None
+    seconds = time.perf_counter() - started if ours else 0.0
+    try:
+        _check_gpus(cluster, may_grow=bool(address), report=report)
+    except SpamfilterError:
+        if ours:
+            ray.shutdown()
+        raise
+    return ours, seconds
+
+
+def _check_gpus(cluster: Cluster, may_grow: bool, report: Callable[[str], None]) -> None:
+    """Workers that ask for GPUs Ray does not have would wait for ever: refused here, unless the
+    cluster may still get them (an autoscaler adds GPU nodes when the workers ask)."""
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if cluster.gpus_per_worker <= gpus:
+        return
+    if not may_grow:
+        raise SpamfilterError(f"--gpus-per-worker {cluster.gpus_per_worker:g}: Ray finds {gpus:g} GPUs here")
+    report(
+        f"--gpus-per-worker {cluster.gpus_per_worker:g}: the cluster has {gpus:g} GPUs now; "
+        "the workers wait for GPU nodes to join"
+    )
+
+
+def scoring_options(cluster: Cluster, model_bytes: int) -> dict[str, Any]:
+    """The actor pool's options: its size and each worker's resources. A worker that dies is
+    replaced and its chunk runs again on the new one: Ray Data's actor pools restart their actors
+    and retry their calls without limit (``max_restarts=-1``, ``max_task_retries=-1``) unless told
+    otherwise."""
+    return {
+        "compute": ray.data.ActorPoolStrategy(size=cluster.workers),
+        "num_cpus": cluster.cpus_per_worker,
+        "num_gpus": cluster.gpus_per_worker or None,
+        # The model's weights twice (the file read, the session's copy) and room for a chunk's
+        # tensors. Reserving it keeps Ray from packing more workers on a node than fit, and (as the
+        # reading tasks reserve none) keeps Ray Data from fusing reading into the scoring workers.
+        "memory": 2 * model_bytes + WORKER_MEMORY,
+        "batch_size": 1,  # one chunk per call: the local engine's model call
+    }
+
+
+def _dataset(
+    job: Job,
+    pending: list[int],
+    scorer: type,
+    scoring: _Scoring,
+    cluster: Cluster,
+    out: OutputFolder,
+    progress: bool,
+) -> Any:
+    for index in pending:
+        out.start(job.inputs[index].name)
+    ray.data.DataContext.get_current().enable_progress_bars = progress
+    if not progress:  # Ray Data's own lines (execution plan, timings) are progress reports too
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+    dataset: ray.data.Dataset = ray.data.from_items(
+        [{"input": index} for index in pending], override_num_blocks=len(pending)
+    )
+    # Planning reserves half a CPU (it waits on reads), reading a whole one (extraction is CPU
+    # work): with different reservations Ray Data keeps them apart, so a big mbox's chunks are read
+    # in parallel rather than one after another in its planning task.
+    dataset = dataset.map_batches(partial(_plan_stage, job=job), batch_size=1, num_cpus=0.5)
+    dataset = dataset.map(partial(_read_stage, job=job), num_cpus=1)
+    options = scoring_options(cluster, scoring.model_file.stat().st_size)
+    dataset = dataset.map_batches(scorer, fn_constructor_kwargs=scoring.worker_arguments(), **options)
+    return dataset.map(partial(_write_stage, job=job), num_cpus=0.5)
+
+
+def _drive(
+    dataset: Any,
+    job: Job,
+    pending: list[int],
+    fingerprints: list[dict[str, Any]],
+    out: OutputFolder,
+    run: Run,
+    report: Callable[[str], None],
+    on_complete: Callable[[str], None] | None,
+) -> None:
+    """Follow the written chunks; join each input as soon as all of its chunks are written."""
+    states = {index: _Progress() for index in pending}
+    rows = iter(dataset.iter_rows())
+    try:
+        for row in rows:
+            index = int(row["input"])
+            item, state = job.inputs[index], states[index]
+            if row["error"] and state.error is None:
+                state.error = str(row["error"])
+                run.failed[item.source] = state.error
+                report(state.error)
+            if state.error is None:
+                state.written.add(int(row["number"]))
+                state.messages += int(row["messages"])
+                state.spam += int(row["spam"])
+                if row["last"]:
+                    state.chunks = int(row["number"]) + 1
+                if len(state.written) == state.chunks:
+                    totals = {"messages": state.messages, "spam": state.spam}
+                    out.finish(item.name, item.kind, state.chunks, fingerprints[index], totals)
+                    run.complete.append(item.name)
+                    run.messages += state.messages
+                    run.spam += state.spam
+                    where = out.output(item.name)
+                    report(f"{item.source}: {state.messages} messages, {state.spam} spam -> {where}")
+                    if on_complete is not None:
+                        on_complete(item.name)
+            signum = interrupts.requested()
+            if signum is not None:
+                run.interrupted = signum
+                return
+    except (SpamfilterError, KeyboardInterrupt):
+        raise
+    except Exception as error:  # Ray's own failures (a worker that cannot start, ...): one line
+        raise ClassificationError(f"the Ray run stopped: {first_line(error)}") from None
+    finally:
+        close = getattr(rows, "close", None)
+        if close is not None:
+            close()
