@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 import click
 
 from . import __version__, interrupts
-from .errors import EX_USAGE, SpamfilterError
+from .errors import EX_USAGE, SpamfilterError, first_line
 from .interrupts import Interrupted, exit_code, stop_on_signals
-from .modeldir import default_model_dir, remember_model_dir, train_output_dir
+from .modeldir import default_model_dir, open_model_directory, remember_model_dir, train_output_dir
 
 if TYPE_CHECKING:
     from .pipeline import FilterInterrupted
@@ -154,10 +154,32 @@ def cli() -> None:
 )
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option(
-    "--quantize",
-    type=click.Choice(["int8"]),
+    "--balance",
+    type=click.Choice(["undersample", "weight"]),
     default=None,
-    help="Also write an int8 model (faster; used by filter when it agrees with fp32 on >= 99%).",
+    help="undersample: drop ham down to the spam count (the SMS recipe); weight: keep every message "
+    "and weight the loss by class.  [default: weight for --spam/--ham, else undersample]",
+)
+@click.option(
+    "--keep-best/--keep-last",
+    default=None,
+    help="Keep the epoch with the lowest validation loss, stopping after 2 epochs without a better one; "
+    "or the last epoch (the SMS recipe).  [default: keep-best for --spam/--ham]",
+)
+@click.option(
+    "--target-fpr",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=None,
+    help="Choose the threshold on the validation split so that at most this share of ham is marked "
+    "spam.  [default: 0.005 for --spam/--ham; else the threshold is 0.5]",
+)
+@click.option(
+    "--quantize",
+    type=click.Choice(["int8", "none"]),
+    default="int8",
+    show_default=True,
+    help="Also write an int8 model: the default variant where its verdicts agree with fp32's on >= 99% "
+    "of the test split (model.onnx stays; --variant fp32 selects it).",
 )
 @click.option("--resume", is_flag=True, help="Continue an interrupted run after its last finished epoch.")
 @click.option(
@@ -181,7 +203,10 @@ def train(
     pooling: str,
     out: Path | None,
     device: str,
-    quantize: str | None,
+    balance: str | None,
+    keep_best: bool | None,
+    target_fpr: float | None,
+    quantize: str,
     resume: bool,
     progress: bool | None,
 ) -> None:
@@ -209,6 +234,9 @@ def train(
         ham=list(ham_sources),
         max_length=max_length,
         pooling=pooling,
+        balance=balance,
+        keep_best=keep_best,
+        target_fpr=target_fpr,
         training=TrainingConfig(
             epochs=epochs,
             batch_size=batch_size,
@@ -219,7 +247,7 @@ def train(
         ),
         out=out or train_output_dir(),
         device=torch_device,
-        quantize=quantize,
+        quantize=None if quantize == "none" else quantize,
         resume=resume,
     )
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -751,6 +779,97 @@ def eval_command(
     click.echo(f"spamfilter: wrote {' and '.join(map(str, written))}", err=True)
 
 
+# --------------------------------------------------------------------------- learn
+
+
+@cli.command(context_settings=CONTEXT)
+@model_option
+@click.option(
+    "--spam",
+    "spam_sources",
+    multiple=True,
+    type=click.Path(allow_dash=True, path_type=Path),
+    help="Messages that are spam: a message file, an mbox, a Maildir, a folder or tar of messages, or - "
+    "for one message on stdin (repeatable).",
+)
+@click.option(
+    "--ham",
+    "ham_sources",
+    multiple=True,
+    type=click.Path(allow_dash=True, path_type=Path),
+    help="Messages that are not spam, as --spam.",
+)
+@click.option(
+    "--retrain-after",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Retrain once this many corrections are waiting; until then they are only kept.",
+)
+@click.option("--retrain", "retrain_now", is_flag=True, help="Retrain now on every correction kept.")
+def learn(
+    model: Path | None,
+    spam_sources: tuple[Path, ...],
+    ham_sources: tuple[Path, ...],
+    retrain_after: int,
+    retrain_now: bool,
+) -> None:
+    """Correct the model, as sa-learn and bogofilter -s/-n do: the messages are kept in the model
+    directory (corrections/), and the model's head is retrained on them and the training messages.
+    A retrain that makes the held-out split worse is refused (exit 3) and the model stays as it was."""
+    try:
+        from .learn import Corrections, retrain
+    except ImportError as error:  # a base (filter-only) install: retraining needs torch
+        _fail(f"{TRAIN_EXTRA_HINT} ({error})")
+    if not (spam_sources or ham_sources or retrain_now):
+        raise click.UsageError("give --spam or --ham MESSAGES, or --retrain")
+    directory = model or default_model_dir()
+    with _library_errors():
+        open_model_directory(directory)
+        corrections = Corrections(directory)
+        kept = {1: 0, 0: 0}
+        for label, sources in ((1, spam_sources), (0, ham_sources)):
+            for raw in _read_messages(sources):
+                kept[label] += corrections.add(raw, label)
+        pending = corrections.pending()
+        if spam_sources or ham_sources:
+            click.echo(
+                f"spamfilter: kept {kept[1]} new spam and {kept[0]} new ham corrections; "
+                f"{pending} waiting to be learnt",
+                err=True,
+            )
+        if not retrain_now and pending < retrain_after:
+            return
+        if pending == 0 and not retrain_now:
+            return
+        result = retrain(directory, on_stage=lambda stage: click.echo(f"spamfilter: {stage}…", err=True))
+    for line in result.lines():
+        click.echo(line)
+    if result.unlearnt:
+        _warn(f"{result.unlearnt} corrections are still scored against their class by the retrained head")
+
+
+def _read_messages(sources: tuple[Path, ...]) -> Iterator[bytes]:
+    """Every message of the given files and mail sources; - is one message on stdin."""
+    from collections import Counter
+
+    from .corrections import MAX_CORRECTION_BYTES
+    from .errors import DataError
+    from .mail import describe_skipped, iter_mail_source
+
+    for source in sources:
+        if str(source) == "-":
+            yield sys.stdin.buffer.read(MAX_CORRECTION_BYTES)
+            continue
+        skipped: Counter[str] = Counter()
+        try:
+            yield from iter_mail_source(source, skipped)
+        except (OSError, ValueError) as error:
+            raise DataError(f"cannot read mail from {source}: {first_line(error)}") from None
+        if sum(skipped.values()):
+            _warn(f"{source}: {describe_skipped(skipped)}")
+
+
 # --------------------------------------------------------------------------- serve
 
 
@@ -868,6 +987,19 @@ def _octal_mode(_context: click.Context, _param: click.Parameter, value: str | N
     default=0.0,
     help="Log a summary every this many seconds instead of one line per request.",
 )
+@click.option(
+    "--allow-tell",
+    is_flag=True,
+    help="Accept TELL (spamc -L spam|ham|forget): file the message under the model's corrections/.",
+)
+@click.option(
+    "--learn-after",
+    type=click.IntRange(0),
+    default=50,
+    show_default=True,
+    help="With --allow-tell: retrain (spamfilter learn --retrain) once this many corrections wait, and "
+    "load the result; 0: never (run spamfilter learn --retrain yourself, e.g. from cron).",
+)
 def serve(
     model: Path | None,
     listen: tuple[str, ...],
@@ -891,6 +1023,8 @@ def serve(
     metrics: str | None,
     syslog_address: str | None,
     log_interval: float,
+    allow_tell: bool,
+    learn_after: int,
 ) -> None:
     """Serve the model to spamd clients (spamc, Exim's spam condition, ...) and milter MTAs until
     SIGTERM.
@@ -928,6 +1062,9 @@ def serve(
             metrics=parse_address(metrics, "--metrics", tcp_only=True) if metrics else None,
             log_interval=log_interval,
             model_name=str(directory),
+            corrections=directory if allow_tell else None,
+            learn_after=learn_after if allow_tell else 0,
+            learn_command=[sys.executable, "-m", "spamfilter", "learn", "--retrain", "-m", str(directory)],
         )
         logger = setup_logging(syslog_address)
 

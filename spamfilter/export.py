@@ -229,7 +229,8 @@ def write_model_directory(
 ) -> Manifest:
     """Export and verify, then write every file of the model directory; returns the manifest.
     ``manifest`` describes where the model came from: ``base_model``, ``recipe``, ``training_data``
-    and ``metrics``.
+    and ``metrics``, and holds the decision ``threshold`` (default 0.5) that the verdicts compared
+    below are taken at.
 
     Every file is built and checked in a staging folder first and moved into ``out`` at the end,
     ``spamfilter.json`` last: a failed export never damages a working model directory.
@@ -287,7 +288,8 @@ def _build(
         variants["fp32-dynamic"] = Variant(DYNAMIC_ONNX_FILE, sha256_file(fastest_fp32), dynamic_length=True)
     fp32 = onnx_probabilities(session, test_ids, pad_token_id=classifier.pad_token_id)
     del session  # an fp32 gpt2-small session holds ~0.5 GB
-    evaluation = {"n": len(test_ids), "fp32_accuracy": _accuracy(fp32, test_labels)}
+    threshold = float(manifest.get("threshold", 0.5))  # the verdicts compared are the ones filter gives
+    evaluation = {"n": len(test_ids), "fp32_accuracy": _accuracy(fp32, test_labels, threshold)}
     if quantize == "int8":
         quantize_int8(fastest_fp32, folder / INT8_ONNX_FILE)
         int8 = onnx_probabilities(folder / INT8_ONNX_FILE, test_ids, pad_token_id=classifier.pad_token_id)
@@ -296,9 +298,11 @@ def _build(
             sha256_file(folder / INT8_ONNX_FILE),
             dynamic_length=classifier.pooling == "last-token",
             quantization=INT8_SCHEME,
-            agreement_with_fp32=float(np.mean((int8 >= 0.5) == (fp32 >= 0.5))) if len(fp32) else 1.0,
+            agreement_with_fp32=(
+                float(np.mean((int8 >= threshold) == (fp32 >= threshold))) if len(fp32) else 1.0
+            ),
             max_abs_probability_diff=float(np.abs(int8 - fp32).max()) if len(fp32) else 0.0,
-            accuracy=_accuracy(int8, test_labels),
+            accuracy=_accuracy(int8, test_labels, threshold),
             measured_on=cpu_instruction_set(),
         )
     for name in TOKENIZER_FILES:
@@ -320,7 +324,7 @@ def _build(
         max_length=max_length,
         pad_token_id=classifier.pad_token_id,
         pooling=classifier.pooling,
-        threshold=0.5,
+        threshold=threshold,
         onnx=OnnxFile(ONNX_FILE, sha256_file(folder / ONNX_FILE), ONNX_OPSET, fixed, len(parity_ids)),
         variants=variants,
         default_variant="int8" if (int8_agreement or 0.0) >= INT8_MIN_AGREEMENT else "fp32",
@@ -335,8 +339,8 @@ def _build(
     return full
 
 
-def _accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
-    return float(np.mean((probabilities >= 0.5) == (labels == 1))) if len(labels) else float("nan")
+def _accuracy(probabilities: np.ndarray, labels: np.ndarray, threshold: float) -> float:
+    return float(np.mean((probabilities >= threshold) == (labels == 1))) if len(labels) else float("nan")
 
 
 def reexport(checkpoint: Path, out: Path | None = None, quantize: str | None = None) -> tuple[Path, Manifest]:

@@ -122,6 +122,55 @@ def threshold_sweep(
     return points
 
 
+@dataclass(frozen=True)
+class Calibration:
+    """The decision threshold chosen on the validation split for a ham false-positive budget."""
+
+    target_fpr: float
+    threshold: float
+    validation_fpr: float  # at ``threshold``, on the messages it was chosen on
+    validation_recall: float
+    validation_ham: int
+    validation_spam: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def calibrate_threshold(
+    labels: Sequence[int] | np.ndarray, spam_probability: Sequence[float] | np.ndarray, target_fpr: float
+) -> Calibration:
+    """The threshold that catches the most spam while marking at most ``target_fpr`` of the ham.
+
+    :func:`threshold_sweep`'s lowest threshold is the score of a message itself; the threshold set
+    here lies halfway between it and the next lower score, which flags the same messages but leaves a
+    margin on both sides for mail the model has not seen. Clamped to [0.001, 0.999] so that the
+    verdict never rests on a probability that rounds to 0 or 1.
+    """
+    y = np.asarray(labels, dtype=np.int64)
+    p = np.asarray(spam_probability, dtype=np.float64)
+    if not (y == 0).any() or not (y == 1).any():
+        raise ValueError("the validation split needs both spam and not-spam messages to calibrate on")
+    point = threshold_sweep(y, p, [target_fpr])[0]
+    if point.threshold is None:
+        threshold = 1.0
+    else:
+        lower = p[p < point.threshold]
+        halfway = (point.threshold + lower.max()) / 2 if len(lower) else point.threshold
+        # Two adjacent floats have no float between them: then the sweep's own threshold.
+        threshold = halfway if len(lower) and halfway > lower.max() else point.threshold
+    threshold = float(min(max(threshold, 0.001), 0.999))
+    ham, spam = p[y == 0], p[y == 1]
+    return Calibration(
+        target_fpr=float(target_fpr),
+        threshold=threshold,
+        validation_fpr=float(np.mean(ham >= threshold)),
+        validation_recall=float(np.mean(spam >= threshold)),
+        validation_ham=int(len(ham)),
+        validation_spam=int(len(spam)),
+    )
+
+
 def roc_curve(
     labels: Sequence[int] | np.ndarray, spam_probability: Sequence[float] | np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -208,6 +208,12 @@ class SpamClassifier(nn.Module):
         pooled = self.gpt.run_blocks(x, start, only=self.pooled_index(input_ids))  # (B, 1, C)
         return self.gpt.lm_head(pooled[:, 0])
 
+    def features(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """What the head reads: the pooled position after the final LayerNorm, (B, T) -> (B, C). The
+        head is linear, so ``lm_head(features(ids))`` are the logits; ``spamfilter learn`` retrains
+        the head on these."""
+        return self.gpt.run_blocks(self.gpt.embed(input_ids), 0, only=self.pooled_index(input_ids))[:, 0]
+
     def forward_pooled(self, input_ids: torch.Tensor) -> torch.Tensor:
         """The logits of :meth:`forward`, with the last block computed only where the head reads
         (what the exported ONNX model runs: about 7 % less work for GPT-2 small)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +19,10 @@ from .data import (
     read_labelled,
     read_mail,
 )
-from .errors import TrainingError, UsageError
+from .errors import DataError, TrainingError, UsageError
 from .export import write_model_directory
 from .mail import check_sources
+from .metrics import Calibration, calibrate_threshold, compute_metrics
 from .model import GPT, GPT2_SIZES, GPTConfig, SpamClassifier, add_classification_head
 from .modeldir import Manifest
 from .tokenizer import PAD_TOKEN_ID, Tokenizer
@@ -32,6 +33,10 @@ RANDOM_WEIGHTS = "random"
 DEFAULT_MODEL = "gpt2-small"
 CUSTOM_ARCHITECTURE = "custom"  # any shape that is not one of GPT2_SIZES; the dims are in the config
 TRAINING_STATE = "training-state.pt"  # in the output directory until the model directory is complete
+BALANCE_CHOICES = ("undersample", "weight")
+# Ham marked as spam that mail users accept: SpamAssassin's is about 1 in 400 (0.25 %).
+MAIL_TARGET_FPR = 0.005
+MAIL_PATIENCE = 2  # epochs without a better validation loss before training on mail stops
 
 
 @dataclass
@@ -46,9 +51,15 @@ class TrainOptions:
     max_length: int | None = None  # None: the longest training message
     pooling: str = "last"
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    # The recipe's mail settings; None picks them by the data: for mail (--spam/--ham) all the ham
+    # with a weighted loss, the best epoch by validation loss, and a threshold for MAIL_TARGET_FPR;
+    # for SMS and other labelled files the seed recipe exactly (undersampling, last epoch, 0.5).
+    balance: str | None = None
+    keep_best: bool | None = None
+    target_fpr: float | None = None
     out: Path = Path("model")
     device: str = "cpu"
-    quantize: str | None = None  # "int8": also write model.int8.onnx
+    quantize: str | None = "int8"  # also write model.int8.onnx (the default variant where it agrees)
     resume: bool = False  # continue from the state saved after the last finished epoch
 
 
@@ -58,6 +69,8 @@ class TrainResult:
     manifest: Manifest
     splits: Splits
     max_length: int
+    threshold: float = 0.5
+    calibration: Calibration | None = None
 
 
 def architecture(model: str) -> GPTConfig:
@@ -134,16 +147,26 @@ def resolve_device(choice: str) -> str:
 
 def describe_result(result: TrainResult, out: Path) -> list[str]:
     """The end of a training run in a few lines: what trained, how it scored, where it went."""
-    record, test = result.record, result.record.test
-    return [
+    record, test = result.record, result.manifest.metrics.get("test", result.record.test)
+    lines = [
         f"trainable parameters {record.trainable_parameters:,}; max_length {result.max_length}; "
-        f"{record.seconds:.1f} s",
+        f"{record.seconds:.1f} s; weights of epoch {record.best_epoch}",
         f"train accuracy {record.train_accuracy:.2%} | validation accuracy {record.validation_accuracy:.2%}",
-        f"test: accuracy {test['accuracy']:.2%} precision {test['precision']:.2%} "
-        f"recall {test['recall']:.2%} F1 {test['f1']:.2%} "
+    ]
+    calibration = result.calibration
+    if calibration is not None:
+        lines.append(
+            f"threshold {calibration.threshold:.4f}: chosen on the validation split for a false-positive "
+            f"rate of at most {calibration.target_fpr:.2%} (there: {calibration.validation_fpr:.2%} of "
+            f"{calibration.validation_ham} ham, recall {calibration.validation_recall:.2%})"
+        )
+    lines += [
+        f"test at threshold {result.threshold:.4f}: accuracy {test['accuracy']:.2%} "
+        f"precision {test['precision']:.2%} recall {test['recall']:.2%} F1 {test['f1']:.2%} "
         f"false-positive rate {test['false_positive_rate']:.2%} (n={test['n']})",
         f"model directory: {out}",
     ]
+    return lines
 
 
 def load_splits(
@@ -155,6 +178,7 @@ def load_splits(
     ``on_warning`` hears of skipped files and of messages given as both spam and ham."""
     seed = options.training.seed
     check_sources(options.data, options.spam, options.ham, "--data", required=False)
+    undersample = mail_settings(options).balance == "undersample"
     if options.spam:
         frame = read_mail(options.spam, options.ham, on_warning)
         origin = (
@@ -163,7 +187,26 @@ def load_splits(
     else:
         path = options.data if options.data is not None else download_sms(progress=on_download)
         frame, origin = read_labelled(path), str(Path(path).resolve())
-    return random_split(balance(frame, seed), seed=seed), origin
+    if not undersample and frame["Label"].nunique() < 2:
+        raise DataError("the data needs both spam and not-spam messages")
+    return random_split(balance(frame, seed) if undersample else frame, seed=seed), origin
+
+
+def mail_settings(options: TrainOptions) -> TrainOptions:
+    """``options`` with the recipe's data-dependent settings decided (see :class:`TrainOptions`)."""
+    mail = bool(options.spam)
+    balance_choice = options.balance or ("weight" if mail else "undersample")
+    if balance_choice not in BALANCE_CHOICES:
+        raise UsageError(f"--balance {balance_choice}: choose {' or '.join(BALANCE_CHOICES)}")
+    keep_best = mail if options.keep_best is None else options.keep_best
+    training = replace(
+        options.training,
+        weighted_loss=balance_choice == "weight",
+        keep_best=keep_best,
+        patience=options.training.patience or (MAIL_PATIENCE if keep_best and mail else 0),
+    )
+    target = options.target_fpr if options.target_fpr is not None else (MAIL_TARGET_FPR if mail else None)
+    return replace(options, balance=balance_choice, keep_best=keep_best, target_fpr=target, training=training)
 
 
 def training_data_kind(options: TrainOptions, data_origin: str) -> str:
@@ -188,6 +231,7 @@ def fine_tune(
 ) -> TrainResult:
     """Run the whole recipe and write the model directory to ``options.out``."""
     stage = on_stage or (lambda _: None)
+    options = mail_settings(options)
     config = options.training
     if splits is None:
         stage("loading data")
@@ -226,6 +270,13 @@ def fine_tune(
         state_path=state_path,
         resume=options.resume,
     )
+    threshold, calibration = 0.5, None
+    if options.target_fpr is not None:
+        calibration = calibrate_threshold(
+            arrays["validation"][1], record.validation_spam_probability, options.target_fpr
+        )
+        threshold = calibration.threshold
+    test_labels, test_probabilities = arrays["test"][1], record.test_spam_probability
     stage("exporting to ONNX")
     every_split = (splits.train, splits.validation, splits.test)
     manifest = {
@@ -238,6 +289,8 @@ def fine_tune(
             **record.config,
             "pooling": options.pooling,
             "max_length": max_length,
+            "balance": options.balance,
+            "target_fpr": options.target_fpr,
             "data": data_origin,
             "split_sizes": [len(splits.train), len(splits.validation), len(splits.test)],
         },
@@ -249,9 +302,12 @@ def fine_tune(
         "metrics": {
             "train_accuracy": record.train_accuracy,
             "validation_accuracy": record.validation_accuracy,
-            "test": record.test,
+            "best_epoch": record.best_epoch,
+            "test": compute_metrics(test_labels, test_probabilities, threshold).to_dict(),
             "test_threshold_sweep": record.test_threshold_sweep,
+            **({"calibration": calibration.to_dict()} if calibration is not None else {}),
         },
+        "threshold": threshold,
     }
     written = write_model_directory(
         options.out,
@@ -264,11 +320,14 @@ def fine_tune(
         quantize=options.quantize,
     )
     from .evaluate import EvalReport, write_report
+    from .learn import write_features
+
+    write_features(options.out, classifier, arrays)  # what `spamfilter learn` retrains the head on
 
     # The test split's report, as `spamfilter eval` would write it, from the torch model's scores.
     report = EvalReport.of(
-        arrays["test"][1], record.test_spam_probability, 0.5, variant="torch", provider=str(options.device)
+        test_labels, test_probabilities, threshold, variant="torch", provider=str(options.device)
     )
     write_report(report, options.out)
     state_path.unlink(missing_ok=True)  # the model directory is complete: nothing left to resume
-    return TrainResult(record, written, splits, max_length)
+    return TrainResult(record, written, splits, max_length, threshold, calibration)

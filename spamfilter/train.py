@@ -37,6 +37,13 @@ class TrainingConfig:
     eval_every: int = 50  # steps between loss estimates
     eval_batches: int = 5  # batches per step-wise loss estimate, as the reference recipe
     cache_frozen: bool = True
+    # Mail has ~5x more ham than spam: weighting the loss by inverse class frequency keeps all of it
+    # (the SMS recipe undersamples ham instead, and trains unweighted).
+    weighted_loss: bool = False
+    # Keep the weights of the epoch with the lowest validation loss (a larger model overfits mail
+    # within two epochs); stop after `patience` epochs without improvement (0: run every epoch).
+    keep_best: bool = False
+    patience: int = 0
 
 
 def set_trainable(classifier: SpamClassifier, trainable: str) -> int:
@@ -100,6 +107,9 @@ class TrainingRecord:
     test_spam_probability: list[float] = field(default_factory=list)
     train_accuracy: float = 0.0
     validation_accuracy: float = 0.0
+    best_epoch: int = 0  # the epoch whose weights were kept (the last one unless keep_best)
+    class_weights: list[float] = field(default_factory=list)  # of the loss, not-spam then spam
+    validation_spam_probability: list[float] = field(default_factory=list)  # for the threshold
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -232,6 +242,9 @@ def train_classifier(
         for ids, labels in (train, validation, test)
     ]
     train_data, validation_data, test_data = splits
+    weights = _class_weights(train[1]) if config.weighted_loss else None
+    record.class_weights = weights.tolist() if weights is not None else []
+    loss_weight = weights.to(device) if weights is not None else None
     optimizer = torch.optim.AdamW(
         [p for p in classifier.parameters() if p.requires_grad],
         lr=config.lr,
@@ -243,17 +256,22 @@ def train_classifier(
     step = examples_seen = 0
     first_epoch = 1
     last_epoch: EpochRecord | None = None  # of this process: the final model's whole-split figures
+    best = _BestEpoch(classifier)
     if resume and state_path is not None and state_path.is_file():
         first_epoch, step, examples_seen = _restore_state(
-            state_path, classifier, optimizer, generator, record
+            state_path, classifier, optimizer, generator, record, best
         )
     for epoch in range(first_epoch, config.epochs + 1):
+        if config.keep_best and best.out_of_patience(epoch, config.patience):
+            break
         epoch_started = time.perf_counter()
         order = torch.randperm(len(train_data), generator=generator).to(device)
         for b in range(steps_per_epoch):
             index = order[b * config.batch_size : (b + 1) * config.batch_size]
             optimizer.zero_grad()
-            loss = F.cross_entropy(train_data.logits(classifier, index), train_data.labels[index])
+            loss = F.cross_entropy(
+                train_data.logits(classifier, index), train_data.labels[index], weight=loss_weight
+            )
             loss.backward()
             optimizer.step()
             step += 1
@@ -277,10 +295,18 @@ def train_classifier(
         )
         record.epochs.append(epoch_record)
         last_epoch = epoch_record
+        best.offer(epoch_record, classifier)
         if state_path is not None:
-            _save_state(state_path, classifier, optimizer, generator, record, epoch, step, examples_seen)
+            _save_state(
+                state_path, classifier, optimizer, generator, record, epoch, step, examples_seen, best
+            )
         if on_epoch is not None:
             on_epoch(epoch_record)
+    record.best_epoch = record.epochs[-1].epoch if record.epochs else 0
+    if config.keep_best and best.epoch and best.epoch != record.best_epoch:
+        best.restore(classifier)
+        record.best_epoch = best.epoch
+        last_epoch = next(e for e in record.epochs if e.epoch == best.epoch)
     if last_epoch is not None:  # the model has not changed since: no second pass over the splits
         record.train_accuracy = last_epoch.train_accuracy
         record.validation_accuracy = last_epoch.validation_accuracy
@@ -292,8 +318,53 @@ def train_classifier(
     record.test = test_metrics.to_dict()
     record.test_threshold_sweep = [asdict(point) for point in threshold_sweep(test[1], probabilities)]
     record.test_spam_probability = probabilities.tolist()
+    record.validation_spam_probability = spam_probabilities(classifier, validation_data).tolist()
     record.seconds = time.perf_counter() - started
     return record
+
+
+def _class_weights(labels: np.ndarray) -> torch.Tensor:
+    """Inverse class frequency, scaled so that a balanced split gets (1, 1): each class then adds
+    as much to the loss as it would after undersampling, without discarding any message."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=2).astype(np.float64)
+    if (counts == 0).any():
+        raise TrainingError("the training split needs both spam and not-spam messages")
+    return torch.tensor(counts.sum() / (2 * counts), dtype=torch.float32)
+
+
+class _BestEpoch:
+    """The trainable weights of the epoch with the lowest validation loss so far (a copy on the CPU:
+    only what trains, so gpt2-small's frozen blocks are not copied)."""
+
+    def __init__(self, classifier: SpamClassifier) -> None:
+        self.names = [name for name, p in classifier.named_parameters() if p.requires_grad]
+        self.epoch = 0
+        self.loss = float("inf")
+        self.weights: dict[str, torch.Tensor] = {}
+
+    def offer(self, record: EpochRecord, classifier: SpamClassifier) -> None:
+        if record.validation_loss < self.loss:  # NaN never improves
+            self.epoch, self.loss = record.epoch, record.validation_loss
+            parameters = dict(classifier.named_parameters())
+            self.weights = {name: parameters[name].detach().cpu().clone() for name in self.names}
+
+    def out_of_patience(self, epoch: int, patience: int) -> bool:
+        """Whether ``patience`` epochs have passed since the best one (before running ``epoch``)."""
+        return patience > 0 and self.epoch > 0 and epoch - 1 - self.epoch >= patience
+
+    def restore(self, classifier: SpamClassifier) -> None:
+        parameters = dict(classifier.named_parameters())
+        with torch.no_grad():
+            for name, value in self.weights.items():
+                parameters[name].copy_(value)
+
+    def state(self) -> dict[str, object]:
+        return {"epoch": self.epoch, "loss": self.loss, "weights": self.weights}
+
+    def load(self, state: dict[str, object]) -> None:
+        self.epoch = int(state["epoch"])  # type: ignore[call-overload]
+        self.loss = float(state["loss"])  # type: ignore[arg-type]
+        self.weights = dict(state["weights"])  # type: ignore[call-overload]
 
 
 def _inputs_sha256(pooling: str, *splits: tuple[np.ndarray, np.ndarray]) -> str:
@@ -315,6 +386,7 @@ def _save_state(
     epoch: int,
     step: int,
     examples_seen: int,
+    best: _BestEpoch,
 ) -> None:
     """Everything needed to continue after ``epoch``; written to a scratch file, then renamed."""
     scratch = path.with_name(path.name + ".partial")
@@ -327,6 +399,7 @@ def _save_state(
             "optimizer": optimizer.state_dict(),
             "generator": generator.get_state(),
             "record": record.to_dict(),
+            "best": best.state(),
         },
         scratch,
     )
@@ -339,6 +412,7 @@ def _restore_state(
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
     record: TrainingRecord,
+    best: _BestEpoch,
 ) -> tuple[int, int, int]:
     """Load a saved state (``weights_only``: no code from the file); returns (next epoch, step, seen)."""
     try:
@@ -350,6 +424,8 @@ def _restore_state(
         classifier.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
+        if "best" in state:
+            best.load(state["best"])
     except Exception as error:  # torch.load and load_state_dict raise many types
         raise TrainingError(f"cannot resume from {path}: {first_line(error)}") from None
     saved = state["record"]

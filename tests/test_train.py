@@ -219,3 +219,53 @@ def test_manifest_names_the_architecture_that_was_loaded(tmp_path: Path, sms_fil
     error = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert len(error) == 1 and "does not match --weights" in error[0], result.output
     assert not (tmp_path / "other" / "spamfilter.json").exists()
+
+
+def _flipped_validation(n: int = 64) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Training data and the same messages with the other label: the better the model fits the
+    training split, the worse its validation loss, so the best epoch comes early."""
+    ids, labels = _toy_data(n, 8, 7)
+    return (ids, labels), (ids, 1 - labels)
+
+
+def test_keep_best_restores_the_epoch_with_the_lowest_validation_loss() -> None:
+    train, validation = _flipped_validation()
+    classifier = _classifier("last-token", n_embd=32, n_layer=2, n_head=2, n_positions=64)
+    config = TrainingConfig(epochs=5, lr=3e-3, trainable="all", weight_decay=0.0, keep_best=True)
+    record = train_classifier(classifier, train, validation, validation, config)
+    losses = [e.validation_loss for e in record.epochs]
+    assert len(losses) == 5
+    assert record.best_epoch == int(np.argmin(losses)) + 1 < 5
+    with torch.no_grad():
+        logits = classifier(torch.as_tensor(validation[0]))
+        loss = torch.nn.functional.cross_entropy(logits, torch.as_tensor(validation[1])).item()
+    assert loss == pytest.approx(min(losses), rel=1e-4)  # the kept weights are that epoch's
+    assert record.validation_accuracy == record.epochs[record.best_epoch - 1].validation_accuracy
+
+
+def test_patience_stops_after_epochs_without_a_better_validation_loss() -> None:
+    train, validation = _flipped_validation()
+    classifier = _classifier("last-token", n_embd=32, n_layer=2, n_head=2, n_positions=64)
+    config = TrainingConfig(epochs=8, lr=3e-3, trainable="all", weight_decay=0.0, keep_best=True, patience=2)
+    record = train_classifier(classifier, train, validation, validation, config)
+    assert len(record.epochs) == record.best_epoch + 2 < 8
+
+
+def test_weighted_loss_weights_each_class_by_its_inverse_frequency() -> None:
+    ids, _ = _toy_data(32, 8, 3)
+    labels = np.array([1] * 8 + [0] * 24, dtype=np.int64)  # one spam in four, as mail
+    config = TrainingConfig(epochs=1, batch_size=32, lr=1e-9, trainable="all", weighted_loss=True)
+    fresh = _classifier("last-token", n_embd=32, n_layer=2, n_head=2, n_positions=64)
+    with torch.no_grad():
+        logits = fresh(torch.as_tensor(ids))
+    weight = torch.tensor([32 / (2 * 24), 32 / (2 * 8)])
+    expected = torch.nn.functional.cross_entropy(logits, torch.as_tensor(labels), weight=weight).item()
+    record = train_classifier(
+        _classifier("last-token", n_embd=32, n_layer=2, n_head=2, n_positions=64),
+        (ids, labels),
+        (ids, labels),
+        (ids, labels),
+        config,
+    )
+    assert record.class_weights == pytest.approx([32 / 48, 2.0])
+    assert record.step_losses[0] == pytest.approx(expected, rel=1e-5)

@@ -277,5 +277,28 @@ def report(verdict: Verdict, score: float, required: float) -> str:
     )
 
 
+def tell_reply(did_set: list[str], did_remove: list[str]) -> bytes:
+    """TELL's reply as spamd writes it (its header block is followed by two line ends, not one);
+    spamc -L reads DidSet/DidRemove to say whether the message was learnt or already known."""
+    head = b"".join(
+        b"%s: %s\r\n" % (name, ",".join(values).encode("ascii"))
+        for name, values in ((b"DidSet", did_set), (b"DidRemove", did_remove))
+        if values
+    )
+    return b"SPAMD/1.1 0 EX_OK\r\n" + head + b"\r\n\r\n"
+
+
+def tell_targets(request: Request) -> tuple[set[str], set[str]]:
+    """The databases a TELL sets and removes the message in (local, remote), checked as spamd does."""
+    sets = {part.strip().lower() for part in request.headers.get("set", "").split(",") if part.strip()}
+    removes = {part.strip().lower() for part in request.headers.get("remove", "").split(",") if part.strip()}
+    for where in ("local", "remote"):
+        if where in sets and where in removes:
+            raise protocol_error(f"Unable to set {where} and remove {where} in the same operation.")
+    if sets and "message-class" not in request.headers:
+        raise protocol_error("(Message-class header required to set)")
+    return sets, removes
+
+
 def ping_reply() -> bytes:
     return b"SPAMD/1.5 0 PONG\r\n"

@@ -20,8 +20,10 @@ import ssl
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from ..corrections import Corrections
 from ..errors import SpamfilterError, first_line
 from ..pipeline import EMPTY_MESSAGE, Scorer, Tagged
 from . import protocol
@@ -61,6 +63,12 @@ class ServiceSettings:
     milter_policy: MilterPolicy = field(default_factory=MilterPolicy)
     model_name: str = ""
     extra_health: dict[str, str] = field(default_factory=dict)
+    # TELL: the model directory whose corrections/ it files messages in (None: TELL refused, as
+    # spamd without --allow-tell); with learn_after > 0, this many waiting corrections start
+    # `learn_command` (a retrain) and a successful one is loaded as SIGHUP would.
+    corrections: Path | None = None
+    learn_after: int = 0
+    learn_command: list[str] = field(default_factory=list)
 
 
 class SpamdService:
@@ -84,6 +92,7 @@ class SpamdService:
         self._reloading: asyncio.Task[bool] | None = None
         self._reload_again = False
         self._tally = Tally()
+        self._retraining: asyncio.Task[None] | None = None
         self.bound: list[str] = []  # what each listener really bound (port 0 becomes a port)
 
     # ----------------------------------------------------------------------- life cycle
@@ -370,10 +379,7 @@ class SpamdService:
         if request.command == "SKIP":
             return b"", "ok", ""
         if request.command == "TELL":
-            error = protocol.unavailable(
-                "TELL (learning from corrections) is not supported by this spamfilter version"
-            )
-            return error.reply(), "error", error.text
+            return await self._tell(request)
         if not request.message.strip():
             error = protocol.unavailable(EMPTY_MESSAGE)
             return error.reply(), "error", error.text
@@ -392,6 +398,54 @@ class SpamdService:
             + (f", user={request.user}" if request.user else "")
         )
         return protocol.check_reply(request, verdict), "ok", detail
+
+    async def _tell(self, request: protocol.Request) -> tuple[bytes, str, str]:
+        """File the message under corrections/ (Set: local) or take it out (Remove: local); remote
+        reporting (Razor, Pyzor) has no counterpart here and does nothing, as in a spamd without it."""
+        if self.settings.corrections is None:
+            error = protocol.unavailable("TELL commands are not enabled, set the --allow-tell switch.")
+            return error.reply(), "error", error.text
+        sets, removes = protocol.tell_targets(request)
+        corrections = Corrections(self.settings.corrections)
+        label = 1 if request.headers.get("message-class", "").lower() == "spam" else 0
+        loop = asyncio.get_running_loop()
+        did_set, did_remove = [], []
+        if "local" in sets and await loop.run_in_executor(None, corrections.add, request.message, label):
+            did_set.append("local")
+        if "local" in removes and await loop.run_in_executor(None, corrections.remove, request.message):
+            did_remove.append("local")
+        what = ("spam" if label else "ham") if did_set else ("removed" if did_remove else "nothing new")
+        self._retrain_if_due(corrections)
+        return protocol.tell_reply(did_set, did_remove), "ok", f"tell: {what}"
+
+    def _retrain_if_due(self, corrections: Corrections) -> None:
+        if self.settings.learn_after <= 0 or not self.settings.learn_command:
+            return
+        if self._retraining is not None and not self._retraining.done():
+            return  # the running retrain is followed by the next TELL's check
+        if corrections.pending() >= self.settings.learn_after:
+            self._retraining = asyncio.get_running_loop().create_task(self._retrain())
+
+    async def _retrain(self) -> None:
+        """Run the retrain in its own process (torch stays out of the service's) and load its model."""
+        self.log.info("retraining on the corrections: %s", " ".join(self.settings.learn_command))
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *self.settings.learn_command,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+            output, _ = await process.communicate()
+        except OSError as error:
+            self.log.error("cannot start the retrain: %s", error.strerror or error)
+            return
+        lines = output.decode("utf-8", "replace").strip().splitlines()
+        if process.returncode == 0:
+            self.log.info("retrained: %s", lines[-1] if lines else "done")
+            self._reload_soon()
+        else:
+            self.log.error("retrain exited %s: %s", process.returncode, lines[-1] if lines else "no output")
 
     async def _answer(self, writer: Writer, reply: bytes, reader: asyncio.StreamReader | None = None) -> None:
         """Write the reply and close; a client that does not take it in time is dropped. What the

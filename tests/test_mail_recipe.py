@@ -1,0 +1,104 @@
+"""The recipe for mail: all the ham with a weighted loss, the best epoch, a threshold chosen for a
+false-positive budget, int8 by default; and the SMS recipe left exactly as it was.
+
+The mail model trains through the real CLI on 200 messages of the SpamAssassin public corpus."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from safetensors.numpy import load_file
+
+from spamfilter.cli import cli
+from spamfilter.learn import FEATURES_FILE
+from spamfilter.mail import iter_mail_source
+
+CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "spamassassin"
+SPAM, HAM = 40, 160
+
+
+def _mbox(path: Path, messages: list[bytes]) -> Path:
+    with open(path, "wb") as out:
+        for raw in messages:
+            if not raw.startswith(b"From "):
+                out.write(b"From sender@example.org Mon Jan  1 00:00:00 2024\n")
+            out.write(raw.rstrip(b"\n") + b"\n\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def mail_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    root = tmp_path_factory.mktemp("mail-recipe")
+    spam = _mbox(root / "spam.mbox", list(iter_mail_source(CORPUS / "spam.mbox"))[:SPAM])
+    ham_messages = list(iter_mail_source(CORPUS / "easy_ham.mbox"))[: HAM - 20]
+    ham_messages += list(iter_mail_source(CORPUS / "hard_ham.mbox"))[:20]
+    ham = _mbox(root / "ham.mbox", ham_messages)
+    config = root / "config.json"
+    config.write_text(json.dumps({"n_embd": 64, "n_layer": 2, "n_head": 2, "n_positions": 128}))
+    out = root / "model"
+    result = CliRunner().invoke(
+        cli,
+        ["train", "--model", str(config), "--weights", "random", "--trainable", "all", "--spam", str(spam)]
+        + ["--ham", str(ham), "--max-length", "96", "--epochs", "3", "--lr", "1e-3", "--device", "cpu"]
+        + ["--out", str(out)],
+    )
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_mail_keeps_every_message_and_weights_the_loss(mail_run: tuple[Path, str]) -> None:
+    out, _ = mail_run
+    manifest = json.loads((out / "spamfilter.json").read_text())
+    record = json.loads((out / "training.json").read_text())
+    assert manifest["recipe"]["balance"] == "weight"
+    assert sum(manifest["recipe"]["split_sizes"]) == SPAM + HAM  # no ham was discarded
+    assert manifest["training_data"] == {"kind": "mail", "messages": SPAM + HAM, "spam": SPAM}
+    train_labels = load_file(out / FEATURES_FILE)["train_labels"]
+    n, spam = len(train_labels), int(train_labels.sum())
+    assert record["class_weights"] == pytest.approx([n / (2 * (n - spam)), n / (2 * spam)])
+    assert record["config"]["keep_best"] is True
+
+
+def test_mail_keeps_the_epoch_with_the_lowest_validation_loss(mail_run: tuple[Path, str]) -> None:
+    out, output = mail_run
+    record = json.loads((out / "training.json").read_text())
+    losses = [epoch["validation_loss"] for epoch in record["epochs"]]
+    assert record["best_epoch"] == losses.index(min(losses)) + 1
+    assert f"weights of epoch {record['best_epoch']}" in output
+
+
+def test_mail_threshold_is_chosen_for_the_false_positive_budget(mail_run: tuple[Path, str]) -> None:
+    out, output = mail_run
+    manifest = json.loads((out / "spamfilter.json").read_text())
+    calibration = manifest["metrics"]["calibration"]
+    assert manifest["recipe"]["target_fpr"] == calibration["target_fpr"] == 0.005
+    assert manifest["threshold"] == calibration["threshold"]
+    assert calibration["validation_fpr"] <= 0.005
+    test = manifest["metrics"]["test"]
+    assert test["threshold"] == manifest["threshold"]  # the test figures are at the stored threshold
+    assert f"threshold {manifest['threshold']:.4f}: chosen on the validation split" in output
+    eval_record = json.loads((out / "eval.json").read_text())
+    assert eval_record["metrics"]["threshold"] == manifest["threshold"]
+
+
+def test_int8_is_written_and_is_the_default_where_it_agrees(mail_run: tuple[Path, str]) -> None:
+    out, _ = mail_run
+    manifest = json.loads((out / "spamfilter.json").read_text())
+    int8 = manifest["variants"]["int8"]
+    assert (out / int8["file"]).is_file() and (out / "model.onnx").is_file()
+    assert manifest["default_variant"] == ("int8" if int8["agreement_with_fp32"] >= 0.99 else "fp32")
+
+
+def test_the_sms_recipe_is_unchanged(trained_model: Path) -> None:
+    manifest = json.loads((trained_model / "spamfilter.json").read_text())
+    record = json.loads((trained_model / "training.json").read_text())
+    assert manifest["recipe"]["balance"] == "undersample"
+    assert manifest["recipe"]["target_fpr"] is None
+    assert manifest["threshold"] == 0.5 and "calibration" not in manifest["metrics"]
+    assert record["config"]["keep_best"] is False and record["config"]["weighted_loss"] is False
+    assert record["best_epoch"] == len(record["epochs"]) == 5
+    train, validation, test = manifest["recipe"]["split_sizes"]
+    assert (train + validation + test) == 2 * manifest["training_data"]["spam"]  # balanced by undersampling
