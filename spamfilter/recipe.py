@@ -36,7 +36,7 @@ TRAINING_STATE = "training-state.pt"  # in the output directory until the model 
 BALANCE_CHOICES = ("undersample", "weight")
 # Ham marked as spam that mail users accept: SpamAssassin's is about 1 in 400 (0.25 %).
 MAIL_TARGET_FPR = 0.005
-MAIL_PATIENCE = 2  # epochs without a better validation loss before training on mail stops
+KEEP_BEST_PATIENCE = 2  # with --keep-best: epochs without a better validation loss before stopping
 
 
 @dataclass
@@ -203,7 +203,7 @@ def mail_settings(options: TrainOptions) -> TrainOptions:
         options.training,
         weighted_loss=balance_choice == "weight",
         keep_best=keep_best,
-        patience=options.training.patience or (MAIL_PATIENCE if keep_best and mail else 0),
+        patience=options.training.patience or (KEEP_BEST_PATIENCE if keep_best else 0),
     )
     target = options.target_fpr if options.target_fpr is not None else (MAIL_TARGET_FPR if mail else None)
     return replace(options, balance=balance_choice, keep_best=keep_best, target_fpr=target, training=training)
