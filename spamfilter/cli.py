@@ -369,7 +369,7 @@ variant_option = click.option(
 
 
 @cli.command(name="filter", context_settings=CONTEXT)
-@click.argument("input_path", metavar="[INPUT]", default="-", type=click.Path(allow_dash=True))
+@click.argument("input_paths", metavar="[INPUT]...", nargs=-1, type=click.Path(allow_dash=True))
 @model_option
 @click.option(
     "--format",
@@ -382,9 +382,9 @@ variant_option = click.option(
 @click.option(
     "-o",
     "--output",
-    type=click.Path(allow_dash=True, dir_okay=False),
+    type=click.Path(allow_dash=True),
     default="-",
-    help="Where results go (default stdout).",
+    help="Where results go (default stdout); a folder for a folder INPUT and for --engine ray.",
 )
 @click.option(
     "--spam-output",
@@ -421,9 +421,33 @@ variant_option = click.option(
     default=None,
     help="A live message count on stderr. Default: only when stderr is a terminal.",
 )
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="ray: several INPUTs (mbox, Maildir, .eml folder, CSV; paths or fsspec URLs) into -o DIR on Ray "
+    "Data, embedded here or on a cluster.",
+)
+@click.option(
+    "--ray-address",
+    envvar="RAY_ADDRESS",
+    default=None,
+    metavar="ADDR",
+    help="--engine ray: join the Ray cluster there ($RAY_ADDRESS). Default: start Ray on this machine.",
+)
+@click.option(
+    "--workers", type=click.IntRange(1), default=1, show_default=True, help="--engine ray: scoring workers."
+)
+@click.option(
+    "--gpus-per-worker",
+    type=click.FloatRange(0),
+    default=0.0,
+    help="--engine ray: GPUs each scoring worker takes (CUDA); 0 runs them on CPUs.",
+)
 @_stopping_on_signals
 def filter_command(
-    input_path: str,
+    input_paths: tuple[str, ...],
     model: Path | None,
     input_format: str,
     output: str,
@@ -437,6 +461,10 @@ def filter_command(
     verdict_exit: bool,
     quiet: bool,
     progress: bool | None,
+    engine: str,
+    ray_address: str | None,
+    workers: int,
+    gpus_per_worker: float,
 ) -> None:
     """Tag every message in INPUT (a file, a Maildir or .eml folder, or - for stdin) as spam or not spam.
 
@@ -446,9 +474,17 @@ def filter_command(
     csv    -> the CSV with label and spam_probability columns added
     text   -> one message per line; label<TAB>probability<TAB>line
     folder -> a Maildir or .eml folder: tagged copies under -o DIR, same relative paths
+
+    With --engine ray: every INPUT's output under -o DIR with the INPUT's name, and DIR/verdicts.parquet.
     """
     from . import pipeline
 
+    context = click.get_current_context()
+    if engine == "ray":
+        _filter_with_ray(context, input_paths, output, model, threshold, batch_size, variant, quiet, progress)
+        return
+    _local_engine_only(context, input_paths, output)
+    input_path = input_paths[0] if input_paths else "-"
     if input_path != "-" and Path(input_path).is_dir():
         _filter_folder(Path(input_path), output, model, threshold, gpu, batch_size, variant, quiet, progress)
         return
@@ -460,7 +496,7 @@ def filter_command(
                 input_format,
                 lambda: _peek(source),
                 text_column,
-                text_column_given=_given(click.get_current_context(), "text_column"),
+                text_column_given=_given(context, "text_column"),
                 single_message=strict or verdict_exit,
             )
             if fmt == "email":
@@ -501,6 +537,76 @@ def filter_command(
         _fail(f"cannot write the output: {error.strerror or error}")
     if not quiet and summary is not None:
         click.echo(f"spamfilter: {pipeline.timed(summary, started).line()}", err=True)
+
+
+RAY_ONLY_OPTIONS = ("ray_address", "workers", "gpus_per_worker")
+LOCAL_ONLY_OPTIONS = ("spam_output", "strict", "verdict_exit", "gpu")
+
+
+def _local_engine_only(context: click.Context, inputs: tuple[str, ...], output: str) -> None:
+    """The local engine reads one INPUT; the Ray engine's options are no use to it."""
+    if len(inputs) > 1:
+        raise click.UsageError("several INPUTs need --engine ray (and -o DIR)")
+    for name in RAY_ONLY_OPTIONS:
+        if context.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
+            raise click.UsageError(f"--{name.replace('_', '-')} goes with --engine ray")
+    if output != "-" and Path(output).is_dir():  # as click's own check said before -o took folders
+        raise click.BadParameter(f"File {output!r} is a directory.", param_hint="'-o' / '--output'")
+
+
+def _filter_with_ray(
+    context: click.Context,
+    inputs: tuple[str, ...],
+    output: str,
+    model: Path | None,
+    threshold: float | None,
+    batch_size: int | None,
+    variant: str | None,
+    quiet: bool,
+    progress: bool | None,
+) -> None:
+    """--engine ray: the engine's module (and ray) is imported only here."""
+    for name in LOCAL_ONLY_OPTIONS:
+        if _given(context, name):
+            hint = "; use --gpus-per-worker" if name == "gpu" else ""
+            raise click.UsageError(f"--{name.replace('_', '-')} goes with the local engine{hint}")
+    if not inputs or "-" in inputs:
+        raise click.UsageError("--engine ray reads INPUT paths or URLs, not stdin")
+    if output == "-":
+        raise click.UsageError("--engine ray needs -o DIR for its outputs")
+    if context.params["input_format"] == "text":
+        raise click.BadParameter("--engine ray reads mbox, email and csv", param_hint="--format")
+    try:
+        from .engines import ray as ray_engine
+    except ImportError:
+        _fail("--engine ray needs the ray extra: pip install 'spamfilter-gpt2[ray]'")
+    params = context.params
+    cluster = ray_engine.Cluster(params["ray_address"], params["workers"], params["gpus_per_worker"])
+    report = _warn if not quiet else (lambda message: None)
+    with _library_errors():
+        run = ray_engine.filter_with_ray(
+            inputs,
+            Path(output),
+            model or default_model_dir(),
+            cluster,
+            threshold=threshold,
+            variant=variant,
+            batch_size=batch_size,
+            text_column=context.params["text_column"],
+            text_column_given=_given(context, "text_column"),
+            input_format=context.params["input_format"],
+            progress=bool(progress),
+            report=report,
+        )
+        if not quiet or run.failed or run.interrupted:
+            _warn(f"{run.line()}; verdicts in {run.verdicts}")
+        if run.interrupted is not None:
+            sys.exit(exit_code(run.interrupted))
+        if run.failed:
+            failed = ", ".join(run.failed)
+            raise ray_engine.InputsFailed(
+                f"{len(run.failed)} of {run.inputs} inputs failed ({failed}); the others are complete"
+            )
 
 
 def _peek(source: io.BufferedReader) -> bytes:

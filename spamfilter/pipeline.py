@@ -310,9 +310,14 @@ def filter_mbox(
         if spam_sink is not None:
             spam_sink.flush()
 
-    items = ((raw, extract_text(raw) if raw.startswith(b"From ") else None) for raw in split_mbox(source))
-    fmt = _Format(items, tagged, sink.write, flush, "messages passed untagged")
+    fmt = _Format(mbox_items(source), tagged, sink.write, flush, "messages passed untagged")
     return _run(fmt, classifier, threshold, on_progress, flush_after)
+
+
+def mbox_items(source: BinaryIO) -> Iterator[tuple[bytes, str | None]]:
+    """An mbox's items as the filter reads them: each message's bytes with the text the model sees,
+    and bytes before the first From_ line (not a message) with None."""
+    return ((raw, extract_text(raw) if raw.startswith(b"From ") else None) for raw in split_mbox(source))
 
 
 def filter_csv(
@@ -329,29 +334,54 @@ def filter_csv(
     header = next(reader, None)
     if header is None:
         return Summary(provider=classifier.provider, variant=classifier.variant)
-    column = find_column(header, text_column)
-    out_header = list(header)
-    for name in (LABEL_COLUMN, PROBABILITY_COLUMN):
-        if name not in out_header:
-            out_header.append(name)
-    label_at, probability_at = out_header.index(LABEL_COLUMN), out_header.index(PROBABILITY_COLUMN)
-    # RFC 4180 line ends: with CRLF as the terminator a cell holding a lone CR is quoted too.
-    writer = csv.writer(sink, lineterminator="\r\n")
-    writer.writerow(out_header)
-
-    def full(row: list[str]) -> list[str]:
-        return row + [""] * (len(out_header) - len(row))
+    layout = CsvLayout.of(header, text_column)
+    writer = csv_writer(sink)
+    writer.writerow(layout.header)
 
     def tagged(row: list[str], p: float, spam: bool) -> None:
-        row = full(row)
-        row[label_at], row[probability_at] = ("spam" if spam else "not spam"), f"{p:.6f}"
-        writer.writerow(row)
+        writer.writerow(layout.tagged(row, p, spam))
 
-    items = ((row, row[column] if column < len(row) else "") for row in reader)
+    items = ((row, layout.text(row)) for row in reader)
     fmt = _Format(
-        items, tagged, lambda row: writer.writerow(full(row)), sink.flush, "rows written unlabelled"
+        items, tagged, lambda row: writer.writerow(layout.full(row)), sink.flush, "rows written unlabelled"
     )
     return _run(fmt, classifier, threshold, on_progress, flush_after)
+
+
+@dataclass(frozen=True)
+class CsvLayout:
+    """The CSV out: the input's columns plus ``label`` and ``spam_probability`` (set in place where
+    the input has them already), the text read from the text column."""
+
+    header: list[str]
+    column: int  # of the text
+    label_at: int
+    probability_at: int
+
+    @classmethod
+    def of(cls, header: list[str], text_column: str) -> CsvLayout:
+        column = find_column(header, text_column)
+        out_header = list(header)
+        for name in (LABEL_COLUMN, PROBABILITY_COLUMN):
+            if name not in out_header:
+                out_header.append(name)
+        return cls(out_header, column, out_header.index(LABEL_COLUMN), out_header.index(PROBABILITY_COLUMN))
+
+    def text(self, row: list[str]) -> str:
+        return row[self.column] if self.column < len(row) else ""
+
+    def full(self, row: list[str]) -> list[str]:
+        return row + [""] * (len(self.header) - len(row))
+
+    def tagged(self, row: list[str], p: float, spam: bool) -> list[str]:
+        row = self.full(row)
+        row[self.label_at], row[self.probability_at] = ("spam" if spam else "not spam"), f"{p:.6f}"
+        return row
+
+
+def csv_writer(sink: TextIO) -> Any:
+    # RFC 4180 line ends: with CRLF as the terminator a cell holding a lone CR is quoted too.
+    return csv.writer(sink, lineterminator="\r\n")
 
 
 def find_column(header: list[str], wanted: str) -> int:
@@ -405,11 +435,7 @@ def filter_stream(
         raise UsageError("only mbox output can be split (--spam-output)")
     if fmt not in ("csv", "text"):
         raise UsageError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    # surrogateescape: bytes that are not UTF-8 pass through to the output unchanged.
-    text_in = io.TextIOWrapper(source, encoding="utf-8", errors="surrogateescape", newline="")
-    text_out = io.TextIOWrapper(
-        sink, encoding="utf-8", errors="surrogateescape", newline="", write_through=True
-    )
+    text_in, text_out = text_stream(source), text_stream(sink)
     try:
         if fmt == "csv":
             return filter_csv(text_in, text_out, classifier, threshold, text_column, on_progress, flush_after)
@@ -421,6 +447,14 @@ def filter_stream(
         if interrupts.requested() is None:
             text_in.detach()
         text_out.detach()
+
+
+def text_stream(stream: BinaryIO) -> io.TextIOWrapper:
+    """CSV and text formats' view of a byte stream. surrogateescape: bytes that are not UTF-8 pass
+    through to the output unchanged."""
+    return io.TextIOWrapper(
+        stream, encoding="utf-8", errors="surrogateescape", newline="", write_through=True
+    )
 
 
 def filter_folder(

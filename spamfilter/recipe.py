@@ -272,10 +272,17 @@ def fine_tune(
     )
     threshold, calibration = 0.5, None
     if options.target_fpr is not None:
-        calibration = calibrate_threshold(
-            arrays["validation"][1], record.validation_spam_probability, options.target_fpr
-        )
-        threshold = calibration.threshold
+        try:
+            calibration = calibrate_threshold(
+                arrays["validation"][1], record.validation_spam_probability, options.target_fpr
+            )
+            threshold = calibration.threshold
+        except ValueError:  # a handful of messages: the validation split lacks a class
+            if on_warning is not None:
+                on_warning(
+                    "the validation split lacks spam or ham, so no threshold could be chosen for "
+                    f"--target-fpr {options.target_fpr}: it stays 0.5 (train on more mail)"
+                )
     test_labels, test_probabilities = arrays["test"][1], record.test_spam_probability
     stage("exporting to ONNX")
     every_split = (splits.train, splits.validation, splits.test)

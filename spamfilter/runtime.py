@@ -177,6 +177,12 @@ def _fits(shortest: int, length: int) -> bool:
     return length <= max(1.25 * shortest, shortest + 8)
 
 
+def chars_kept(max_length: int) -> int:
+    """How much of a text the model reads: only the first ``max_length`` tokens count, and a bounded
+    prefix keeps a huge text from stalling BPE (or from filling the Ray engine's object store)."""
+    return max(MIN_CHARS_KEPT, CHARS_PER_TOKEN_KEPT * max_length)
+
+
 class Classifier:
     """A loaded model directory: texts in, spam probabilities out.
 
@@ -221,8 +227,7 @@ class Classifier:
     def spam_probability(self, texts: Sequence[str]) -> np.ndarray:
         """P(spam) per text, in input order."""
         max_length = self.directory.max_length
-        # Only the first max_length tokens count: a bounded prefix keeps a huge text from stalling BPE.
-        cap = max(MIN_CHARS_KEPT, CHARS_PER_TOKEN_KEPT * max_length)
+        cap = chars_kept(max_length)
         rows = self.tokenizer.encode_batch([text[:cap] for text in texts])
         logits = batched_logits(
             rows,

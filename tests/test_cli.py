@@ -226,7 +226,8 @@ def test_filter_summary_names_the_variant_that_ran(trained_model: Path) -> None:
         cli, ["filter", "--model", str(trained_model), "--format", "text"], input="hi\n"
     )
     assert result.exit_code == 0, result.output
-    assert "1 messages: " in result.stderr and ", fp32 on CPUExecutionProvider" in result.stderr
+    default = json.loads((trained_model / "spamfilter.json").read_text())["default_variant"]
+    assert "1 messages: " in result.stderr and f", {default} on CPUExecutionProvider" in result.stderr
 
 
 def test_filter_progress_on_a_file_shows_rate_share_and_time_left(

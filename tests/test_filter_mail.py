@@ -150,12 +150,12 @@ def test_train_on_mailboxes(tmp_path: Path) -> None:
         "--max-length", "64", "--epochs", "1", "--out", str(out), "--device", "cpu", "--progress",
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "training" in result.stderr and "3/3" in result.stderr  # the progress bar: 28 messages, batch 8
+    assert "training" in result.stderr and "3/3" in result.stderr  # the progress bar: 30 messages, batch 8
     manifest = json.loads((out / "spamfilter.json").read_text())
     assert manifest["max_length"] == 64
-    assert manifest["recipe"]["split_sizes"] == [28, 4, 8]  # 20 + 20 balanced, 70/10/20
+    assert manifest["recipe"]["split_sizes"] == [30, 4, 10]  # all 44 kept (mail: no undersampling), 70/10/20
     assert "spam.mbox" in manifest["recipe"]["data"]
-    assert manifest["training_data"] == {"kind": "mail", "messages": 40, "spam": 20}
+    assert manifest["training_data"] == {"kind": "mail", "messages": 44, "spam": 20}
 
 
 def test_train_rejects_data_and_mailboxes_together(tmp_path: Path, sms_file: Path) -> None:
