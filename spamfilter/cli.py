@@ -924,12 +924,28 @@ def learn(
     directory (corrections/), and the model's head is retrained on them and the training messages.
     A retrain that makes the held-out split worse is refused (exit 3) and the model stays as it was."""
     try:
-        from .learn import Corrections, retrain
-    except ImportError as error:  # a base (filter-only) install: retraining needs torch
+        import torch  # noqa: F401 - the train extra's: retraining needs it
+    except ImportError as error:  # a base (filter-only) install
         _fail(f"{TRAIN_EXTRA_HINT} ({error})")
     if not (spam_sources or ham_sources or retrain_now):
         raise click.UsageError("give --spam or --ham MESSAGES, or --retrain")
     directory = model or default_model_dir()
+    try:
+        _learn(directory, spam_sources, ham_sources, retrain_after, retrain_now)
+    except OSError as error:  # a read-only model directory, a full disk, a correction not readable
+        where = f" ({error.filename})" if error.filename else ""
+        _fail(f"cannot update {directory}: {error.strerror or error}{where}")
+
+
+def _learn(
+    directory: Path,
+    spam_sources: tuple[Path, ...],
+    ham_sources: tuple[Path, ...],
+    retrain_after: int,
+    retrain_now: bool,
+) -> None:
+    from .learn import Corrections, retrain
+
     with _library_errors():
         open_model_directory(directory)
         corrections = Corrections(directory)
@@ -965,7 +981,15 @@ def _read_messages(sources: tuple[Path, ...]) -> Iterator[bytes]:
 
     for source in sources:
         if str(source) == "-":
-            yield sys.stdin.buffer.read(MAX_CORRECTION_BYTES)
+            message = sys.stdin.buffer.read(MAX_CORRECTION_BYTES + 1)
+            if not message.strip():
+                raise click.UsageError("no message on stdin")
+            if len(message) > MAX_CORRECTION_BYTES:
+                _warn(
+                    f"the message on stdin is kept to its first {MAX_CORRECTION_BYTES} bytes, "
+                    "as filter reads it"
+                )
+            yield message[:MAX_CORRECTION_BYTES]
             continue
         skipped: Counter[str] = Counter()
         try:

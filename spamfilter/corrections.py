@@ -63,9 +63,13 @@ class Corrections:
             return {}
 
     def pending(self) -> int:
-        """Corrections the current head was not trained with (new ones, or ones that changed class)."""
+        """Corrections the current head does not reflect: new ones, ones that changed class, and
+        forgotten ones it was trained with."""
         learnt = self.learnt()
-        return sum(1 for key, label, _ in self if learnt.get(key) != label)
+        kept = {key: label for key, label, _ in self}
+        changed = sum(1 for key, label in kept.items() if learnt.get(key) != label)
+        forgotten = sum(1 for key in learnt if key not in kept)  # the head still carries them
+        return changed + forgotten
 
     def mark_learnt(self, keys: dict[str, int]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

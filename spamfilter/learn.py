@@ -1,4 +1,4 @@
-"""``spamfilter learn``: corrections kept with the model, and its head retrained on them in seconds.
+"""``spamfilter learn``: corrections kept with the model, and its head retrained on them.
 
 Training writes ``learn.safetensors``: for every message of the train, validation and test splits,
 the vector the classification head reads (the pooled position after the final LayerNorm). The
@@ -13,12 +13,14 @@ left as it was and the caller is told why.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import math
 import os
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -128,7 +130,7 @@ class LearnResult:
     before: HeldOut
     after: HeldOut
     unlearnt: int  # corrections the new head still scores against their class
-    seconds: float
+    seconds: float  # the whole retrain: reading, the regression, and writing the model files
 
     def lines(self) -> list[str]:
         c = self.corrections
@@ -196,10 +198,33 @@ def fit_head(
     return new_weight.detach(), new_bias.detach()
 
 
+LOCK_FILE = ".learn.lock"
+
+
+@contextlib.contextmanager
+def _exclusive(model_dir: Path) -> Iterator[None]:
+    """One retrain of a model directory at a time (the service's and a cron job's, say): a second
+    one would write model files from a head the first one's record does not describe."""
+    with open(model_dir / LOCK_FILE, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SpamfilterError(
+                f"another retrain of {model_dir} is running; try again when it ends"
+            ) from None
+        yield
+
+
 def retrain(model_dir: Path, on_stage: Callable[[str], None] | None = None) -> LearnResult:
     """Retrain the head of ``model_dir`` on its training features and its corrections, and write
     the model directory again if the held-out split did not get worse; ``RetrainRefused`` if it did
     (the directory is then unchanged)."""
+    open_model_directory(model_dir)  # a missing directory is named before a lock file is made in it
+    with _exclusive(model_dir):
+        return _retrain(model_dir, on_stage)
+
+
+def _retrain(model_dir: Path, on_stage: Callable[[str], None] | None) -> LearnResult:
     from .export import load_checkpoint, write_model_directory
     from .tokenizer import Tokenizer
 
@@ -210,13 +235,15 @@ def retrain(model_dir: Path, on_stage: Callable[[str], None] | None = None) -> L
     saved = _read_features(model_dir)
     classifier, checkpoint = load_checkpoint(model_dir / CHECKPOINT_FILE)
     corrections = list(Corrections(model_dir))
-    if not corrections:
+    if not corrections and not Corrections(model_dir).learnt():  # (all forgotten: retrain without them)
         raise SpamfilterError(f"no corrections in {model_dir / CORRECTIONS_DIR}: learn --spam/--ham MESSAGES")
     stage(f"reading {len(corrections)} corrections")
     tokenizer = Tokenizer()
     texts = [message_text(path.read_bytes()) for _, _, path in corrections]
     ids = tokenizer.pad(tokenizer.encode_batch(texts), manifest.max_length, manifest.pad_token_id)
-    correction_features = torch.from_numpy(pooled_features(classifier, ids))
+    correction_features = torch.from_numpy(
+        pooled_features(classifier, ids.reshape(len(texts), manifest.max_length))
+    )
     correction_labels = torch.tensor([label for _, label, _ in corrections], dtype=torch.long)
 
     train_x = torch.from_numpy(saved["train_features"])
@@ -280,7 +307,7 @@ def retrain(model_dir: Path, on_stage: Callable[[str], None] | None = None) -> L
         EvalReport.of(test_y, test_probabilities, threshold, variant="torch", provider="cpu"), model_dir
     )
     Corrections(model_dir).mark_learnt({key: label for key, label, _ in corrections})
-    return result
+    return replace(result, seconds=time.perf_counter() - started)
 
 
 def _threshold(

@@ -36,6 +36,7 @@ TRAINING_STATE = "training-state.pt"  # in the output directory until the model 
 BALANCE_CHOICES = ("undersample", "weight")
 # Ham marked as spam that mail users accept: SpamAssassin's is about 1 in 400 (0.25 %).
 MAIL_TARGET_FPR = 0.005
+MAIL_MAX_LENGTH = 256  # tokens read of a message; see default_max_length
 KEEP_BEST_PATIENCE = 2  # with --keep-best: epochs without a better validation loss before stopping
 
 
@@ -209,6 +210,15 @@ def mail_settings(options: TrainOptions) -> TrainOptions:
     return replace(options, balance=balance_choice, keep_best=keep_best, target_fpr=target, training=training)
 
 
+def default_max_length(options: TrainOptions, longest: int, context: int) -> int:
+    """Without --max-length: the longest training message (the seed recipe), except for mail, whose
+    longest message runs to thousands of tokens: MAIL_MAX_LENGTH, or the model's context if shorter
+    (the length measured best per time on the SpamAssassin corpus, benchmarks/bench_recipe.py)."""
+    if options.spam:
+        return min(longest, MAIL_MAX_LENGTH, context)
+    return longest
+
+
 def training_data_kind(options: TrainOptions, data_origin: str) -> str:
     """What the model learnt from, for the domain guard: mail (--spam/--ham), sms (the SMS Spam
     Collection, downloaded or given), or labelled (another labelled file: unknown kind)."""
@@ -244,7 +254,7 @@ def fine_tune(
     longest = max((len(r) for r in rows["train"]), default=1)
     stage("loading model")
     classifier, origin = build_classifier(options.model, options.weights, options.pooling, config.seed)
-    max_length = options.max_length or longest
+    max_length = options.max_length or default_max_length(options, longest, classifier.gpt.config.n_positions)
     if max_length > classifier.gpt.config.n_positions:
         raise TrainingError(
             f"--max-length {max_length} exceeds the model's context of {classifier.gpt.config.n_positions}"

@@ -37,7 +37,7 @@ def _digests(folder: Path) -> dict[str, str]:
     return {
         path.name: hashlib.sha256(path.read_bytes()).hexdigest()
         for path in folder.iterdir()
-        if path.is_file()
+        if path.is_file() and not path.name.startswith(".")  # not the retrain's lock file
     }
 
 
@@ -75,6 +75,14 @@ def test_a_corrected_false_positive_moves_to_ham(model_copy: Path, tmp_path: Pat
     assert learnt["after"]["ham_marked_spam"] <= learnt["before"]["ham_marked_spam"]
     assert Corrections(model_copy).pending() == 0
     assert len(list((model_copy / CORRECTIONS_DIR / "ham").glob("*.eml"))) == 1
+    # Forgotten, the correction is pending again (the head still carries it) until a retrain
+    # without it.
+    assert Corrections(model_copy).remove(raw)
+    assert Corrections(model_copy).pending() == 1
+    again = _learn("--retrain", "--model", str(model_copy))
+    assert again.exit_code == 0, again.output
+    assert "retrained the head on 0 spam and 0 ham corrections" in again.output
+    assert Corrections(model_copy).pending() == 0
 
 
 def test_a_harmful_retrain_is_refused_and_changes_nothing(
@@ -119,6 +127,8 @@ def test_learn_says_what_is_wrong_in_one_line(model_copy: Path, tmp_path: Path) 
     runner = CliRunner()
     nothing = runner.invoke(cli, ["learn", "--model", str(model_copy)])
     assert nothing.exit_code == 2 and "give --spam or --ham" in nothing.output
+    empty = runner.invoke(cli, ["learn", "--spam", "-", "--model", str(model_copy)], input=b"")
+    assert empty.exit_code == 2 and "no message on stdin" in empty.output
     (model_copy / FEATURES_FILE).unlink()
     (tmp_path / "m.eml").write_bytes(b"Subject: hi\n\nhello\n")
     old = runner.invoke(cli, ["learn", "--ham", str(tmp_path / "m.eml"), "--model", str(model_copy)])

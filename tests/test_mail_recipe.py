@@ -102,3 +102,13 @@ def test_the_sms_recipe_is_unchanged(trained_model: Path) -> None:
     assert record["best_epoch"] == len(record["epochs"]) == 5
     train, validation, test = manifest["recipe"]["split_sizes"]
     assert (train + validation + test) == 2 * manifest["training_data"]["spam"]  # balanced by undersampling
+
+
+def test_mail_reads_256_tokens_unless_told_otherwise() -> None:
+    from spamfilter.recipe import TrainOptions, default_max_length
+
+    mail = TrainOptions(spam=[Path("spam.mbox")], ham=[Path("ham.mbox")])
+    assert default_max_length(mail, longest=16_134, context=1024) == 256  # the corpus's longest spam
+    assert default_max_length(mail, longest=90, context=1024) == 90
+    assert default_max_length(mail, longest=16_134, context=128) == 128
+    assert default_max_length(TrainOptions(), longest=120, context=1024) == 120  # the SMS recipe's own

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import aiospamc
@@ -101,3 +102,29 @@ def test_enough_corrections_retrain_and_the_service_loads_the_result(model_copy:
         server.wait_for_log("reloaded", timeout=60)
         assert check() == 0  # the served model now calls it ham
     assert Corrections(model_copy).pending() == 0
+
+
+def test_a_correction_that_cannot_be_kept_gets_an_error_reply(model_copy: Path) -> None:
+    (model_copy / CORRECTIONS_DIR).write_text("not a folder")  # root writes anywhere: this cannot be
+    with Server(model_copy, "--allow-tell", "--learn-after", "0") as server:
+        refused = spamc_learn(server, MESSAGE, "spam")
+        server.wait_for_log("TELL: cannot keep the correction")
+    assert refused.returncode != 0
+    assert b"successfully" not in refused.stdout
+
+
+def test_a_failed_retrain_is_not_retried_until_another_correction_comes(model_copy: Path) -> None:
+    (model_copy / "learn.safetensors").unlink()  # every retrain of this model fails
+    other = make_email("second", "Another message, filed as spam by the user.")
+    with Server(model_copy, "--allow-tell", "--learn-after", "1") as server:
+        assert spamc_learn(server, MESSAGE, "spam").returncode == 0
+        server.wait_for_log("retrain exited 1", timeout=120)
+        assert spamc_learn(server, MESSAGE, "spam").returncode == 0  # nothing new: no second attempt
+        assert spamc_learn(server, other, "spam").returncode == 0  # a new one: try again
+        server.wait_for_log("tell: spam", timeout=60)
+        deadline = time.monotonic() + 120
+        while server.log().count("retrain exited 1") < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        log = server.log()
+    assert log.count("retraining on the corrections") == 2
+    assert "learn.safetensors is missing" in log

@@ -9,8 +9,9 @@ from hypothesis import strategies as st
 
 from spamfilter.metrics import calibrate_threshold, threshold_sweep
 
+# Scores inside (0.001, 0.999), where no clamp applies (clamping has its own test below).
 scores = st.lists(
-    st.tuples(st.integers(0, 1), st.floats(0, 1, allow_nan=False)), min_size=2, max_size=300
+    st.tuples(st.integers(0, 1), st.floats(0.002, 0.998, allow_nan=False)), min_size=2, max_size=300
 ).filter(lambda rows: {label for label, _ in rows} == {0, 1})
 
 
@@ -19,19 +20,19 @@ def test_the_threshold_keeps_to_the_budget_and_flags_what_the_sweep_flags(rows, 
     labels = np.array([label for label, _ in rows])
     probabilities = np.array([p for _, p in rows])
     chosen = calibrate_threshold(labels, probabilities, target)
-    assert 0.001 <= chosen.threshold <= 0.999
     point = threshold_sweep(labels, probabilities, [target])[0]
-    if point.threshold is not None and 0.001 < chosen.threshold < 0.999:  # not clamped
-        assert chosen.validation_fpr == pytest.approx(point.false_positive_rate)
-        assert chosen.validation_recall == pytest.approx(point.recall)
-        assert chosen.validation_fpr <= target
-        assert chosen.threshold <= point.threshold
-    else:  # clamped: only where the sweep's threshold lies outside [0.001, 0.999] or does not exist
-        assert (
-            point.threshold is None
-            or not 0.001 < point.threshold < 0.999
-            or chosen.threshold in (0.001, 0.999)
-        )
+    assert point.threshold is not None  # one step above the highest score always flags no ham
+    assert chosen.validation_fpr <= target
+    assert chosen.validation_fpr == pytest.approx(point.false_positive_rate)
+    assert chosen.validation_recall == pytest.approx(point.recall)
+    assert chosen.threshold <= point.threshold
+
+
+def test_a_clamped_threshold_reports_its_real_rates() -> None:
+    # Ham scored 1.0: no threshold up to 1 keeps it out; the clamp at 0.999 says what it flags.
+    chosen = calibrate_threshold(np.array([0, 1]), np.array([1.0, 1.0]), 0.0)
+    assert chosen.threshold == 0.999
+    assert (chosen.validation_fpr, chosen.validation_recall) == (1.0, 1.0)
 
 
 def test_the_threshold_lies_between_the_scores_it_separates() -> None:

@@ -25,6 +25,7 @@ EX_SOFTWARE = 70
 EX_TEMPFAIL = 75
 EX_PROTOCOL = 76
 EX_TIMEOUT = 79
+EX_CANTCREAT = 73  # sysexits.h: an output file cannot be created (TELL's correction)
 
 CHECKING = ("CHECK", "SYMBOLS", "REPORT", "REPORT_IFSPAM", "PROCESS", "HEADERS")
 COMMANDS = (*CHECKING, "TELL", "PING", "SKIP")

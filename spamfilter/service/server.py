@@ -93,6 +93,7 @@ class SpamdService:
         self._reload_again = False
         self._tally = Tally()
         self._retraining: asyncio.Task[None] | None = None
+        self._failed_with: int | None = None  # corrections pending when the last retrain failed
         self.bound: list[str] = []  # what each listener really bound (port 0 becomes a port)
 
     # ----------------------------------------------------------------------- life cycle
@@ -410,10 +411,15 @@ class SpamdService:
         label = 1 if request.headers.get("message-class", "").lower() == "spam" else 0
         loop = asyncio.get_running_loop()
         did_set, did_remove = [], []
-        if "local" in sets and await loop.run_in_executor(None, corrections.add, request.message, label):
-            did_set.append("local")
-        if "local" in removes and await loop.run_in_executor(None, corrections.remove, request.message):
-            did_remove.append("local")
+        try:
+            if "local" in sets and await loop.run_in_executor(None, corrections.add, request.message, label):
+                did_set.append("local")
+            if "local" in removes and await loop.run_in_executor(None, corrections.remove, request.message):
+                did_remove.append("local")
+        except OSError as error:  # the service's user cannot write corrections/: say so, to both sides
+            detail = f"cannot keep the correction in {corrections.root}: {error.strerror or error}"
+            self.log.error("TELL: %s", detail)
+            return protocol.error_reply(protocol.EX_CANTCREAT, detail), "error", detail
         what = ("spam" if label else "ham") if did_set else ("removed" if did_remove else "nothing new")
         self._retrain_if_due(corrections)
         return protocol.tell_reply(did_set, did_remove), "ok", f"tell: {what}"
@@ -423,10 +429,13 @@ class SpamdService:
             return
         if self._retraining is not None and not self._retraining.done():
             return  # the running retrain is followed by the next TELL's check
-        if corrections.pending() >= self.settings.learn_after:
-            self._retraining = asyncio.get_running_loop().create_task(self._retrain())
+        pending = corrections.pending()
+        # After a retrain that failed or was refused, the same corrections would fail again: wait
+        # for another one before trying (a misfiled message is taken out with spamc -L forget).
+        if pending >= self.settings.learn_after and pending != self._failed_with:
+            self._retraining = asyncio.get_running_loop().create_task(self._retrain(pending))
 
-    async def _retrain(self) -> None:
+    async def _retrain(self, pending: int) -> None:
         """Run the retrain in its own process (torch stays out of the service's) and load its model."""
         self.log.info("retraining on the corrections: %s", " ".join(self.settings.learn_command))
         try:
@@ -438,13 +447,16 @@ class SpamdService:
             )
             output, _ = await process.communicate()
         except OSError as error:
+            self._failed_with = pending
             self.log.error("cannot start the retrain: %s", error.strerror or error)
             return
         lines = output.decode("utf-8", "replace").strip().splitlines()
         if process.returncode == 0:
+            self._failed_with = None
             self.log.info("retrained: %s", lines[-1] if lines else "done")
             self._reload_soon()
         else:
+            self._failed_with = pending
             self.log.error("retrain exited %s: %s", process.returncode, lines[-1] if lines else "no output")
 
     async def _answer(self, writer: Writer, reply: bytes, reader: asyncio.StreamReader | None = None) -> None:
