@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,12 +25,14 @@ from ray import cloudpickle
 from spamfilter.cli import cli
 from spamfilter.engines import chunks
 from spamfilter.engines.ray import ChunkScorer, Cluster, filter_with_ray, scoring_options
+from spamfilter.errors import UsageError
 from spamfilter.mail import split_mbox
 from spamfilter.pipeline import CHUNK
 
 PROJECT = Path(__file__).resolve().parents[1]
 CORPUS = SHARED_DATA / "spamassassin"
 SAMPLE = PROJECT / "examples" / "sample.mbox"
+SMS_WARNING = "this model was trained on SMS messages"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -102,6 +107,7 @@ def test_outputs_are_the_local_engines_byte_for_byte(
     assert result.exit_code == 0, result.output
     _assert_same_as_local(trained_model, inputs, out, tmp_path)
     assert f"ray: {len(inputs)} inputs: {len(inputs)} filtered" in result.stderr
+    assert result.stderr.count(SMS_WARNING) == 1, "the domain guard, once per run over mail"
 
     table = pq.read_table(out / "verdicts.parquet").to_pylist()
     by_source = {str(source): [row for row in table if row["source"] == str(source)] for source in inputs}
@@ -212,6 +218,8 @@ def test_usage_errors_are_one_line_and_exit_2(trained_model: Path, tmp_path: Pat
         (["--engine", "ray", str(SAMPLE), "-o", str(tmp_path), "--format", "text"], "mbox, email and csv"),
         (["--engine", "ray", str(SAMPLE), str(SAMPLE), "-o", str(tmp_path)], "several inputs would write"),
         (["--engine", "ray", str(SAMPLE), "-o", str(SAMPLE.parent)], "would overwrite or sit inside"),
+        (["--engine", "ray", f"file://{tmp_path}/..", "-o", str(tmp_path)], "'..' cannot name its output"),
+        (["--engine", "ray", "/", "-o", str(tmp_path)], "'/' cannot name its output"),
         ([str(SAMPLE), str(SAMPLE)], "several INPUTs need --engine ray"),
         ([str(SAMPLE), "--workers", "2"], "--workers goes with --engine ray"),
     ]
@@ -262,3 +270,143 @@ print(sorted(name for name in sys.modules if name.split(".")[0] == "ray"))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_what_the_engine_did_not_write_is_never_replaced(trained_model: Path, tmp_path: Path) -> None:
+    """`filter --engine ray /backup/Maildir -o ~` must not touch ~/Maildir: an output name taken by
+    a folder or a file the engine has no record of writing is a usage error, before anything is
+    written. What its records say it wrote is replaced, a folder by a file too."""
+    home = tmp_path / "home"
+    (home / "Maildir" / "cur").mkdir(parents=True)
+    (home / "Maildir" / "cur" / "mine").write_bytes(b"Subject: keep me\n\nhello\n")
+    (home / "sample.mbox").write_bytes(b"my own mbox\n")
+    backup = tmp_path / "backup" / "Maildir"
+    for folder in ("cur", "new"):
+        (backup / folder).mkdir(parents=True)
+    (backup / "cur" / "1.eml").write_bytes(_messages(SAMPLE)[0].split(b"\n", 1)[1])
+    a_file = tmp_path / "files" / "Maildir"  # a file input named as an existing folder
+    a_file.parent.mkdir()
+    a_file.write_bytes(SAMPLE.read_bytes())
+    before = sorted((p, p.read_bytes() if p.is_file() else None) for p in home.rglob("*"))
+    for source in (backup, SAMPLE, a_file):
+        result = _ray_cli(trained_model, [source], home)
+        assert result.exit_code == 2, result.output
+        assert f"{home / source.name} exists and is no output of --engine ray" in result.stderr
+        assert "Traceback" not in result.output
+    assert sorted((p, p.read_bytes() if p.is_file() else None) for p in home.rglob("*")) == before
+    assert not (home / ".spamfilter-ray").exists() and not (home / "verdicts.parquet").exists()
+
+    # The engine's own output: a folder, then a file of the same name over it, then a folder again.
+    out = tmp_path / "out"
+    for attempt, source in enumerate((backup, a_file, backup)):
+        result = _ray_cli(trained_model, [source], out)
+        assert result.exit_code == 0, result.output
+        assert (out / "Maildir").is_dir() == source.is_dir()
+        (tmp_path / f"run{attempt}").mkdir()
+        _assert_same_as_local(trained_model, [source], out, tmp_path / f"run{attempt}")
+    assert not any((out / ".spamfilter-ray").glob("Maildir*")), "no work left behind"
+
+
+def test_an_empty_maildir_is_filtered_into_an_empty_folder(trained_model: Path, tmp_path: Path) -> None:
+    """Nothing in cur/ and new/: the input is complete (an empty folder; the local engine writes no
+    message and succeeds), counted, and skipped by a rerun; it was once never completed nor failed."""
+    empty = tmp_path / "empty"
+    for folder in ("cur", "new", "tmp"):
+        (empty / folder).mkdir(parents=True)
+    out = tmp_path / "out"
+    result = _ray_cli(trained_model, [empty, SAMPLE], out)
+    assert result.exit_code == 0, result.output
+    assert "ray: 2 inputs: 2 filtered" in result.stderr
+    assert (out / "empty").is_dir() and not any((out / "empty").iterdir())
+    assert {row["source"] for row in pq.read_table(out / "verdicts.parquet").to_pylist()} == {str(SAMPLE)}
+    rerun = _ray_cli(trained_model, [empty], out)
+    assert rerun.exit_code == 0 and f"{empty}: already complete" in rerun.stderr, rerun.output
+
+
+class KillsEveryWorker(ChunkScorer):
+    """The first input's chunks kill whichever worker scores them (a message that crashes the model
+    runtime, or needs more memory than a worker has)."""
+
+    def score_chunk(self, chunk):  # type: ignore[no-untyped-def]
+        if chunk.input == 0:
+            import os
+
+            os._exit(1)
+        super().score_chunk(chunk)
+
+
+def test_a_chunk_that_kills_every_worker_fails_its_input_only(trained_model: Path, tmp_path: Path) -> None:
+    """Retried a few times, not for ever (Ray Data's default); then that input is named as failed
+    and the others are complete."""
+    poison = tmp_path / "poison.mbox"
+    poison.write_bytes(SAMPLE.read_bytes())
+    out = tmp_path / "out"
+    lines: list[str] = []
+    run = filter_with_ray(
+        [str(poison), str(SAMPLE)], out, trained_model, scorer=KillsEveryWorker, report=lines.append
+    )
+    assert list(run.failed) == [str(poison)] and run.complete == [SAMPLE.name], lines
+    assert "scoring workers died on it" in run.failed[str(poison)]
+    assert any(line.startswith(f"{poison}: ") for line in lines)
+    assert (
+        not (out / poison.name).exists()
+        and not (out / ".spamfilter-ray" / "done" / "poison.mbox.json").exists()
+    )
+    _assert_same_as_local(trained_model, [SAMPLE], out, tmp_path)
+    options = scoring_options(Cluster(), model_bytes=0)
+    assert 0 < options["max_restarts"] < 10 and 0 < options["max_task_retries"] < 10
+
+
+def test_output_names_are_names() -> None:
+    for source in ("s3://bucket/..", "s3://bucket/.", "s3://", "/", "gs://b/x/../"):
+        with pytest.raises(UsageError):
+            chunks.output_name(source)
+    assert chunks.output_name("s3://bucket/mail/inbox.mbox") == "inbox.mbox"
+    assert chunks.output_name("s3://bucket/Maildir/") == "Maildir"
+
+
+def test_the_domain_guard_warns_once_for_mail_only(
+    trained_model: Path, tmp_path: Path, test_csv: Path
+) -> None:
+    """Refused before Ray's workers start (no GPU here), after the guard has spoken."""
+    gpu = ("--gpus-per-worker", "1")
+    for sources, extra, warned in (
+        ([SAMPLE], gpu, True),
+        ([test_csv], gpu, False),
+        ([SAMPLE], (*gpu, "-q"), False),
+    ):
+        result = _ray_cli(trained_model, sources, tmp_path / "out", *extra)
+        assert result.exit_code == 1, result.output
+        assert result.stderr.count(SMS_WARNING) == int(warned), (sources, extra, result.stderr)
+
+
+def test_a_stop_signal_ends_a_waiting_run_at_once(trained_model: Path, tmp_path: Path) -> None:
+    """Ctrl-C while the run waits for a chunk that does not come (here: workers waiting for GPUs a
+    cluster may yet get): the run stops within seconds, exit 130, not when the next chunk arrives."""
+    address = ray.get_runtime_context().gcs_address
+    spamfilter = Path(sys.executable).parent / "spamfilter"
+    args = [str(spamfilter), "filter", "--engine", "ray", "-m", str(trained_model), str(SAMPLE)]
+    args += ["-o", str(tmp_path / "out"), "--ray-address", address, "--gpus-per-worker", "1"]
+    process = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stderr is not None
+        seen = []
+        for line in process.stderr:
+            seen.append(line)
+            if "the workers wait for GPU nodes to join" in line:
+                break
+        else:
+            pytest.fail("".join(seen))
+        time.sleep(3)  # into the wait for the first chunk
+        assert process.poll() is None
+        sent = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        rest = process.communicate(timeout=60)[1]
+        stopped = time.monotonic() - sent
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 130, "".join(seen) + rest
+    assert stopped < 20, stopped
+    assert "ray: 1 inputs: 0 filtered" in rest and "Traceback" not in rest

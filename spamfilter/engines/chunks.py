@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..errors import first_line
+from ..errors import UsageError, first_line
 from ..mail import detect_format, extract_text, mail_folder_files, split_mbox
 from ..mail.headers import first_values, header_start, scan_headers
 from ..pipeline import CHUNK, CsvLayout, csv_writer, mbox_items, message_text, tagged_message, text_stream
@@ -76,7 +76,14 @@ def open_source(source: str) -> BinaryIO:
 
 
 def output_name(source: str) -> str:
-    return source.rstrip("/").rsplit("/", 1)[-1]
+    """The name of a source's output under the output folder: its last path component. Raises
+    ``UsageError`` where that is no name (``s3://bucket/..``, a root): it would write over, or
+    above, the output folder."""
+    path = source.split("://", 1)[1] if is_url(source) else source
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    if name in ("", ".", ".."):
+        raise UsageError(f"{source}: {name or '/'!r} cannot name its output; give the file or folder itself")
+    return name
 
 
 def describe_input(source: str, requested: str, text_column: str, text_column_given: bool) -> Input:
@@ -85,8 +92,9 @@ def describe_input(source: str, requested: str, text_column: str, text_column_gi
     if not is_url(source):
         path = Path(source)
         if path.is_dir():
-            return Input(str(path.resolve()), path.resolve().name, "folder")
+            return Input(str(path.resolve()), output_name(str(path.resolve())), "folder")
         source = str(path.resolve())
+    name = output_name(source)  # before reading it: a source that names no output is a usage error
     try:
         with open_source(source) as stream:
             head = stream.read(_HEAD_BYTES)
@@ -101,7 +109,7 @@ def describe_input(source: str, requested: str, text_column: str, text_column_gi
     if kind not in KINDS:
         found = "binary (NUL bytes at its start)" if kind == "binary" else "plain text"
         raise InputError(f"{source}: {found}, not an mbox, a message, a mail folder or a CSV file")
-    return Input(source, output_name(source), kind)
+    return Input(source, name, kind)
 
 
 def _reason(error: BaseException) -> str:
@@ -137,6 +145,9 @@ def _plan_mbox(index: int, item: Input, _text_column: str) -> Iterator[Chunk]:
 def _plan_folder(index: int, item: Input, _text_column: str) -> Iterator[Chunk]:
     root = Path(item.source)
     files = [path.relative_to(root).as_posix() for path in mail_folder_files(root)]
+    if not files:  # a Maildir with nothing in cur/ and new/: complete, with an empty folder as its output
+        yield Chunk(index, 0, 0, 0, last=True)
+        return
     starts = range(0, len(files), CHUNK)
     for number, first in enumerate(starts):
         paths = files[first : first + CHUNK]

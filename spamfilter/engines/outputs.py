@@ -4,10 +4,16 @@
     DIR/verdicts.parquet             every message of this run's inputs: source, position, ...
     DIR/.spamfilter-ray/<name>/      an input in progress: one file per chunk (and its verdicts)
     DIR/.spamfilter-ray/done/<name>  .json: the record that it is complete; .parquet: its verdicts
+    DIR/.spamfilter-ray/done/scoring/  a marker per chunk being scored (<input>.<chunk>.<unique>):
+                                     one left behind is a chunk whose scoring worker died
 
 An input's output appears only whole: its chunks are joined into a temporary file (or folder) that
 is renamed into place, and only then is its record written. A rerun skips an input whose record
 matches (same source, model and options) and redoes any other from scratch.
+
+The records are also what the engine owns: an input's record is written (as a claim, without a
+fingerprint) before anything of it is, so ``DIR/<name>`` is replaced only when a record says this
+engine wrote it. Anything else there is the user's, and the run is refused before it starts.
 """
 
 from __future__ import annotations
@@ -52,9 +58,23 @@ class OutputFolder:
         self.root = root
         self.work = root / WORK
         self.done = self.work / "done"
+        self.markers = self.done / "scoring"  # in done/, where no input's name can clash with it
 
     def prepare(self) -> None:
         self.done.mkdir(parents=True, exist_ok=True)
+
+    def clear_markers(self) -> None:
+        shutil.rmtree(self.markers, ignore_errors=True)
+        self.markers.mkdir(parents=True)
+
+    def killers(self, deaths: int) -> set[int]:
+        """The inputs (their indexes) of chunks whose scoring workers died at least ``deaths`` times
+        while scoring them: their markers left behind."""
+        counts: dict[tuple[str, str], int] = {}
+        for marker in self.markers.glob("*.*.*"):
+            index, number, _ = marker.name.split(".", 2)
+            counts[index, number] = counts.get((index, number), 0) + 1
+        return {int(index) for (index, _), count in counts.items() if count >= deaths}
 
     def output(self, name: str) -> Path:
         return self.root / name
@@ -82,11 +102,29 @@ class OutputFolder:
             and (self.done / f"{name}.parquet").is_file()
         )
 
+    def owns(self, name: str) -> bool:
+        """Whether ``DIR/<name>`` is absent, or a record says this engine wrote it (a claim made
+        before writing, or the record of a complete input)."""
+        if not os.path.lexists(self.output(name)):
+            return True
+        try:
+            record = json.loads((self.done / f"{name}.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return isinstance(record, dict) and "fingerprint" in record
+
     def start(self, name: str) -> None:
-        """Forget an earlier, unfinished (or outdated) attempt at this input."""
-        (self.done / f"{name}.json").unlink(missing_ok=True)
+        """Forget an earlier, unfinished (or outdated) attempt at this input, and claim its output
+        name: a record without a fingerprint (never complete) that says the output is the engine's."""
+        write_atomically(self.done / f"{name}.json", json.dumps({"fingerprint": None}).encode())
         shutil.rmtree(self.work / name, ignore_errors=True)
         (self.work / name).mkdir(parents=True)
+
+    def abandon(self, name: str) -> None:
+        """An input that failed: its work goes, and its claim too where it wrote no output."""
+        self.discard(name)
+        if not os.path.lexists(self.output(name)):
+            (self.done / f"{name}.json").unlink(missing_ok=True)
 
     def discard(self, name: str) -> None:
         shutil.rmtree(self.work / name, ignore_errors=True)
@@ -97,14 +135,15 @@ class OutputFolder:
         """Put a complete input's output in place, then record it as complete."""
         target = self.output(name)
         if kind == "folder":
-            _replace_folder(self.tree(name), target, self.work / name / "replaced")
+            joined = self.tree(name)
+            joined.mkdir(parents=True, exist_ok=True)  # a chunk-less folder still gets its (empty) output
         else:
-            temporary = target.with_name(f".{name}.{os.getpid()}.tmp")
-            with open(temporary, "wb") as out:
+            joined = self.work / name / "joined"
+            with open(joined, "wb") as out:
                 for number in range(chunks):
                     with open(self.chunk_file(name, number), "rb") as part:
                         shutil.copyfileobj(part, out, 1 << 20)
-            os.replace(temporary, target)
+        _put_in_place(joined, target, self.work / name / "replaced")
         pieces = [self.verdicts_file(name, number) for number in range(chunks)]
         _join_tables(pieces, self.done / f"{name}.parquet")
         record = {"fingerprint": fingerprint, **totals}
@@ -144,11 +183,15 @@ def _join_tables(pieces: Iterable[Path], target: Path) -> None:
     os.replace(temporary, target)
 
 
-def _replace_folder(source: Path, target: Path, aside: Path) -> None:
-    """Rename ``source`` to ``target``; a ``target`` already there (an earlier run's) is moved aside
-    first and removed after, so that ``target`` is never half old, half new."""
-    source.mkdir(parents=True, exist_ok=True)  # a chunk-less folder still gets its (empty) output
-    if target.exists():
+def _put_in_place(source: Path, target: Path, aside: Path) -> None:
+    """Rename ``source`` (a file or a folder) to ``target``. A ``target`` already there (an earlier
+    run's: the caller checked) that a rename cannot replace at once (a folder, or a file where a
+    folder goes) is moved aside first and removed after, so that ``target`` is never half old, half
+    new."""
+    if os.path.lexists(target) and (source.is_dir() or (target.is_dir() and not target.is_symlink())):
         os.replace(target, aside)
     os.replace(source, target)
-    shutil.rmtree(aside, ignore_errors=True)
+    if aside.is_dir() and not aside.is_symlink():
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        aside.unlink(missing_ok=True)

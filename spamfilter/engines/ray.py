@@ -18,6 +18,7 @@ import os
 import pickle
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -38,6 +39,12 @@ from .outputs import RESERVED_NAMES, OutputFolder, write_verdicts
 EX_INPUTS_FAILED = 65  # sysexits.h EX_DATAERR: some inputs could not be filtered; the others are complete
 WORKER_MEMORY = 512 << 20  # a scoring worker's memory besides its model: tokenizer, arena, a chunk
 _PLAN_GROUP = 16  # chunks per batch out of a plan task: the read tasks start before the plan ends
+# A scoring worker that dies is restarted and its chunk retried, this many times (Ray Data's default
+# is without limit: a chunk that kills every worker it meets would stop the run for ever).
+MAX_RESTARTS = 3
+MAX_TASK_RETRIES = 3
+KILLER_DEATHS = 2  # a chunk that was running when its worker died this often is what kills them
+MAIL_KINDS = ("mbox", "email", "folder")  # for the domain guard: a CSV's texts may be anything
 
 
 @dataclass(frozen=True)
@@ -123,25 +130,38 @@ def _read_stage(row: dict[str, Any], job: Job) -> dict[str, bytes]:
 
 class ChunkScorer:
     """A scoring worker: one onnxruntime session kept for the whole run, one chunk per call (the
-    local engine's model call for that chunk)."""
+    local engine's model call for that chunk). While it scores a chunk, a marker file under
+    ``markers`` names the chunk: one left behind is a chunk that was running when its worker died."""
 
-    def __init__(self, model: str, gpu: bool, batch_size: int, variant: str, threads: int) -> None:
+    def __init__(
+        self, model: str, gpu: bool, batch_size: int, variant: str, threads: int, markers: str | None = None
+    ) -> None:
         self.classifier = Classifier.load(
             model, gpu=gpu, batch_size=batch_size, variant=variant, threads=threads
         )
+        self.markers = Path(markers) if markers else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[bytes]]:
         return {"chunk": [self.score(blob) for blob in batch["chunk"]]}
 
     def score(self, blob: bytes) -> bytes:
         chunk: Chunk = pickle.loads(blob)
+        marker = None
+        if self.markers is not None:
+            marker = self.markers / f"{chunk.input}.{chunk.number}.{uuid.uuid4().hex}"
+            marker.touch()
+        self.score_chunk(chunk)
+        if marker is not None:
+            marker.unlink(missing_ok=True)
+        chunk.texts = []  # the writer re-reads the bytes; the texts would only travel
+        return pickle.dumps(chunk)
+
+    def score_chunk(self, chunk: Chunk) -> None:
         if chunk.error is None:
             try:
                 chunk.probabilities = [float(p) for p in self.classifier.spam_probability(chunk.texts)]
             except Exception as error:  # the input fails, not the run
                 chunk.error = f"classification failed: {first_line(error)}"
-        chunk.texts = []  # the writer re-reads the bytes; the texts would only travel
-        return pickle.dumps(chunk)
 
 
 def _write_stage(row: dict[str, Any], job: Job) -> dict[str, Any]:
@@ -207,6 +227,11 @@ def filter_with_ray(
     inputs = _describe(sources, input_format, text_column, text_column_given, run, report)
     _check_outputs(inputs, out_dir)
     out = OutputFolder(out_dir.resolve())
+    _check_ownership(inputs, out)
+    if any(item.kind in MAIL_KINDS for item in inputs):  # the domain guard, once per run
+        warning = scoring.directory.manifest.mail_warning()
+        if warning is not None:
+            report(warning)
     try:
         out.prepare()
     except OSError as error:
@@ -225,14 +250,33 @@ def filter_with_ray(
     try:
         if pending:
             started_ray, run.startup_seconds = _connect(cluster, report)
-            dataset = _dataset(job, pending, scorer, scoring, cluster, out, progress)
-            _drive(dataset, job, pending, fingerprints, out, run, report, on_complete)
+        remaining = pending
+        while remaining:
+            dataset = _dataset(job, remaining, scorer, scoring, cluster, out, progress)
+            killers = _drive(dataset, job, remaining, fingerprints, out, run, report, on_complete)
+            if run.interrupted is not None or not killers:
+                break
+            # The run stopped on a chunk that killed its scoring workers: its input fails, and the
+            # others are run again (those complete already are not).
+            for index in killers:
+                item = inputs[index]
+                run.failed[item.source] = (
+                    f"{item.source}: its scoring workers died on it, {MAX_TASK_RETRIES + 1} tries "
+                    "(out of memory, or a crash in the model runtime); not filtered"
+                )
+                report(run.failed[item.source])
+                out.abandon(item.name)
+            remaining = [
+                index
+                for index in remaining
+                if inputs[index].name not in run.complete and inputs[index].source not in run.failed
+            ]
     finally:
         done = set(run.complete) | set(run.skipped)
         run.verdicts = out.write_verdict_table([item.name for item in inputs if item.name in done])
         for index in pending:
             if inputs[index].name not in done and run.interrupted is None:
-                out.discard(inputs[index].name)
+                out.abandon(inputs[index].name)
         if started_ray:
             ray.shutdown()
         run.seconds = time.perf_counter() - started
@@ -315,6 +359,17 @@ def _check_outputs(inputs: Sequence[Input], out_dir: Path) -> None:
             )
 
 
+def _check_ownership(inputs: Sequence[Input], out: OutputFolder) -> None:
+    """A usage error before anything is written: an output would replace something that this
+    engine's records do not say it wrote (the user's own Maildir, a file of the same name)."""
+    theirs = [str(out.output(item.name)) for item in inputs if not out.owns(item.name)]
+    if theirs:
+        more = f" (and {len(theirs) - 1} more)" if len(theirs) > 1 else ""
+        raise UsageError(
+            f"{theirs[0]}{more} exists and is no output of --engine ray: move it, or write to another -o DIR"
+        )
+
+
 def _fingerprint(item: Input, options: dict[str, Any], text_column: str) -> dict[str, Any]:
     """What an input's output depends on: a rerun redoes it when any of this changed."""
     if is_url(item.source):
@@ -377,9 +432,8 @@ def _check_gpus(cluster: Cluster, may_grow: bool, report: Callable[[str], None])
 
 def scoring_options(cluster: Cluster, model_bytes: int) -> dict[str, Any]:
     """The actor pool's options: its size and each worker's resources. A worker that dies is
-    replaced and its chunk runs again on the new one: Ray Data's actor pools restart their actors
-    and retry their calls without limit (``max_restarts=-1``, ``max_task_retries=-1``) unless told
-    otherwise."""
+    restarted and its chunk runs again, a few times (Ray Data's actor pools would restart and retry
+    without limit: ``max_restarts=-1``, ``max_task_retries=-1``)."""
     return {
         "compute": ray.data.ActorPoolStrategy(size=cluster.workers),
         "num_cpus": cluster.cpus_per_worker,
@@ -389,6 +443,8 @@ def scoring_options(cluster: Cluster, model_bytes: int) -> dict[str, Any]:
         # reading tasks reserve none) keeps Ray Data from fusing reading into the scoring workers.
         "memory": 2 * model_bytes + WORKER_MEMORY,
         "batch_size": 1,  # one chunk per call: the local engine's model call
+        "max_restarts": MAX_RESTARTS,
+        "max_task_retries": MAX_TASK_RETRIES,
     }
 
 
@@ -403,6 +459,7 @@ def _dataset(
 ) -> Any:
     for index in pending:
         out.start(job.inputs[index].name)
+    out.clear_markers()
     ray.data.DataContext.get_current().enable_progress_bars = progress
     if not progress:  # Ray Data's own lines (execution plan, timings) are progress reports too
         logging.getLogger("ray.data").setLevel(logging.WARNING)
@@ -415,7 +472,8 @@ def _dataset(
     dataset = dataset.map_batches(partial(_plan_stage, job=job), batch_size=1, num_cpus=0.5)
     dataset = dataset.map(partial(_read_stage, job=job), num_cpus=1)
     options = scoring_options(cluster, scoring.model_file.stat().st_size)
-    dataset = dataset.map_batches(scorer, fn_constructor_kwargs=scoring.worker_arguments(), **options)
+    arguments = {**scoring.worker_arguments(), "markers": str(out.markers)}
+    dataset = dataset.map_batches(scorer, fn_constructor_kwargs=arguments, **options)
     return dataset.map(partial(_write_stage, job=job), num_cpus=0.5)
 
 
@@ -428,12 +486,19 @@ def _drive(
     run: Run,
     report: Callable[[str], None],
     on_complete: Callable[[str], None] | None,
-) -> None:
-    """Follow the written chunks; join each input as soon as all of its chunks are written."""
+) -> set[int]:
+    """Follow the written chunks; join each input as soon as all of its chunks are written. Returns
+    the inputs whose chunks killed their scoring workers, when that stopped the run (Ray gave up on
+    the chunk); raises for any other failure of Ray's. A stop signal ends the wait for the next
+    chunk at once (the CLI's, under ``interrupts.stop_on_signals``)."""
     states = {index: _Progress() for index in pending}
     rows = iter(dataset.iter_rows())
     try:
-        for row in rows:
+        while True:
+            with interrupts.interruptible():
+                row = next(rows, None)
+            if row is None:
+                return set()
             index = int(row["input"])
             item, state = job.inputs[index], states[index]
             if row["error"] and state.error is None:
@@ -456,13 +521,15 @@ def _drive(
                     report(f"{item.source}: {state.messages} messages, {state.spam} spam -> {where}")
                     if on_complete is not None:
                         on_complete(item.name)
-            signum = interrupts.requested()
-            if signum is not None:
-                run.interrupted = signum
-                return
+    except interrupts.Interrupted as stop:
+        run.interrupted = stop.signum
+        return set()
     except (SpamfilterError, KeyboardInterrupt):
         raise
     except Exception as error:  # Ray's own failures (a worker that cannot start, ...): one line
+        killers = {index for index in out.killers(KILLER_DEATHS) if index in states}
+        if killers:
+            return killers
         raise ClassificationError(f"the Ray run stopped: {first_line(error)}") from None
     finally:
         close = getattr(rows, "close", None)
