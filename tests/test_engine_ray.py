@@ -323,6 +323,19 @@ def test_an_empty_maildir_is_filtered_into_an_empty_folder(trained_model: Path, 
     assert rerun.exit_code == 0 and f"{empty}: already complete" in rerun.stderr, rerun.output
 
 
+def test_an_input_named_like_the_engines_own_folders(trained_model: Path, tmp_path: Path) -> None:
+    """An input called ``done`` once had its working folder where the completion records live."""
+    named = tmp_path / "in"
+    named.mkdir()
+    (named / "done").write_bytes(SAMPLE.read_bytes())
+    (named / "inputs").write_bytes(SAMPLE.read_bytes())
+    first = _ray_cli(trained_model, [named / "done", named / "inputs"], tmp_path / "out")
+    assert first.exit_code == 0, first.output
+    _assert_same_as_local(trained_model, [named / "done", named / "inputs"], tmp_path / "out", tmp_path)
+    rerun = _ray_cli(trained_model, [named / "done", named / "inputs"], tmp_path / "out")
+    assert rerun.exit_code == 0 and rerun.stderr.count(": already complete in") == 2, rerun.output
+
+
 class KillsEveryWorker(ChunkScorer):
     """The first input's chunks kill whichever worker scores them (a message that crashes the model
     runtime, or needs more memory than a worker has)."""

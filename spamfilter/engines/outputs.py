@@ -58,6 +58,7 @@ class OutputFolder:
         self.root = root
         self.work = root / WORK
         self.done = self.work / "done"
+        self.inputs = self.work / "inputs"  # one working folder per input: no name clashes with done/
         self.markers = self.done / "scoring"  # in done/, where no input's name can clash with it
 
     def prepare(self) -> None:
@@ -80,14 +81,14 @@ class OutputFolder:
         return self.root / name
 
     def chunk_file(self, name: str, number: int) -> Path:
-        return self.work / name / f"{number:09d}"
+        return self.inputs / name / f"{number:09d}"
 
     def verdicts_file(self, name: str, number: int) -> Path:
-        return self.work / name / f"{number:09d}.parquet"
+        return self.inputs / name / f"{number:09d}.parquet"
 
     def tree(self, name: str) -> Path:
         """Where a folder input's tagged copies go until the folder is complete."""
-        return self.work / name / "tree"
+        return self.inputs / name / "tree"
 
     # ----------------------------------------------------------------------- an input's life
 
@@ -117,8 +118,8 @@ class OutputFolder:
         """Forget an earlier, unfinished (or outdated) attempt at this input, and claim its output
         name: a record without a fingerprint (never complete) that says the output is the engine's."""
         write_atomically(self.done / f"{name}.json", json.dumps({"fingerprint": None}).encode())
-        shutil.rmtree(self.work / name, ignore_errors=True)
-        (self.work / name).mkdir(parents=True)
+        shutil.rmtree(self.inputs / name, ignore_errors=True)
+        (self.inputs / name).mkdir(parents=True)
 
     def abandon(self, name: str) -> None:
         """An input that failed: its work goes, and its claim too where it wrote no output."""
@@ -127,7 +128,7 @@ class OutputFolder:
             (self.done / f"{name}.json").unlink(missing_ok=True)
 
     def discard(self, name: str) -> None:
-        shutil.rmtree(self.work / name, ignore_errors=True)
+        shutil.rmtree(self.inputs / name, ignore_errors=True)
 
     def finish(
         self, name: str, kind: str, chunks: int, fingerprint: dict[str, Any], totals: dict[str, int]
@@ -138,12 +139,12 @@ class OutputFolder:
             joined = self.tree(name)
             joined.mkdir(parents=True, exist_ok=True)  # a chunk-less folder still gets its (empty) output
         else:
-            joined = self.work / name / "joined"
+            joined = self.inputs / name / "joined"
             with open(joined, "wb") as out:
                 for number in range(chunks):
                     with open(self.chunk_file(name, number), "rb") as part:
                         shutil.copyfileobj(part, out, 1 << 20)
-        _put_in_place(joined, target, self.work / name / "replaced")
+        _put_in_place(joined, target, self.inputs / name / "replaced")
         pieces = [self.verdicts_file(name, number) for number in range(chunks)]
         _join_tables(pieces, self.done / f"{name}.parquet")
         record = {"fingerprint": fingerprint, **totals}
