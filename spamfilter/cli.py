@@ -142,9 +142,10 @@ def cli() -> None:
 @click.option(
     "--pooling",
     type=click.Choice(["last", "last-token"]),
-    default="last",
+    default="last-token",
     show_default=True,
-    help="last: the last padded position (the reference recipe); last-token: each message's last real token.",
+    help="last-token: each message's last real token (measured at least as good, and faster: shorter "
+    "inputs); last: the last padded position, the reference recipe exactly.",
 )
 @click.option(
     "--out",

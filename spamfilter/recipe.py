@@ -50,7 +50,9 @@ class TrainOptions:
     spam: list[Path] = field(default_factory=list)  # spam: mbox, Maildir, folder of messages, tar
     ham: list[Path] = field(default_factory=list)
     max_length: int | None = None  # None: the longest training message
-    pooling: str = "last"
+    # The last real token: on SMS its author measured 98.33 % against 95.67 % for the seed's last
+    # padded position ("last", kept exactly), on mail bench_recipe measured it at least as well.
+    pooling: str = "last-token"
     training: TrainingConfig = field(default_factory=TrainingConfig)
     # The recipe's mail settings; None picks them by the data: for mail (--spam/--ham) all the ham
     # with a weighted loss, the best epoch by validation loss, and a threshold for MAIL_TARGET_FPR;
