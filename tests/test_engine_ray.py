@@ -336,6 +336,17 @@ def test_an_input_named_like_the_engines_own_folders(trained_model: Path, tmp_pa
     assert rerun.exit_code == 0 and rerun.stderr.count(": already complete in") == 2, rerun.output
 
 
+def test_a_linked_input_keeps_its_own_name(trained_model: Path, tmp_path: Path) -> None:
+    """``inbox.mbox -> archive/2019.mbox``: the output and the verdicts say inbox.mbox, as given."""
+    link = tmp_path / "inbox.mbox"
+    link.symlink_to(SAMPLE)
+    result = _ray_cli(trained_model, [link], tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "inbox.mbox").is_file() and not (tmp_path / "out" / SAMPLE.name).exists()
+    sources = {row["source"] for row in pq.read_table(tmp_path / "out" / "verdicts.parquet").to_pylist()}
+    assert sources == {str(link)}
+
+
 class KillsEveryWorker(ChunkScorer):
     """The first input's chunks kill whichever worker scores them (a message that crashes the model
     runtime, or needs more memory than a worker has)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,10 +91,12 @@ def describe_input(source: str, requested: str, text_column: str, text_column_gi
     """What an input is, from its first bytes as the local engine decides (``--format auto``), or as
     ``requested``. Raises ``InputError`` for one this engine cannot filter."""
     if not is_url(source):
-        path = Path(source)
-        if path.is_dir():
-            return Input(str(path.resolve()), output_name(str(path.resolve())), "folder")
-        source = str(path.resolve())
+        # Absolute as given, links not followed: a linked input keeps its own name for its output
+        # and in the verdict table (resolving would name them after the link's target).
+        absolute = os.path.abspath(source)
+        if Path(absolute).is_dir():
+            return Input(absolute, output_name(absolute), "folder")
+        source = absolute
     name = output_name(source)  # before reading it: a source that names no output is a usage error
     try:
         with open_source(source) as stream:
