@@ -84,8 +84,8 @@ ROWS = [
     replace(BASE, name="len128", what="--max-length 128", max_length=128),
     replace(BASE, name="+sender", what="+ the sender's display name and domain", parts="text+sender"),
     replace(BASE, name="+links", what="+ the hosts of the links", parts="text+links"),
-    replace(BASE, name="body-only", what="the body without the Subject", parts="body"),
     replace(BASE, name="len512", what="--max-length 512", max_length=512),
+    replace(BASE, name="body-only", what="the body without the Subject", parts="body"),
 ]
 
 

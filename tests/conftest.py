@@ -115,6 +115,15 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory, sms_file: Path) -> P
 # --- helpers shared by the test files --------------------------------------------------------
 
 
+def default_model_file(model: Path) -> Path:
+    """The ONNX file that filter and serve load from ``model`` (its default variant: int8 where it
+    agrees with fp32): the one to damage in a fault test."""
+    from spamfilter.modeldir import open_model_directory
+
+    directory = open_model_directory(model)
+    return directory.variant_file(directory.default_variant)[0]
+
+
 def split_messages(data: bytes) -> list[bytes]:
     """An mbox's messages, each with its exact bytes."""
     from spamfilter.mail import split_mbox

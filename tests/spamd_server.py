@@ -114,9 +114,9 @@ class Server:
 
 
 @functools.cache
-def _filter_email(model: str, message: bytes) -> bytes:
+def _filter_email(model: str, message: bytes, *options: str) -> bytes:
     done = subprocess.run(
-        [sys.executable, "-m", "spamfilter", "filter", "--format", "email", "--quiet", "--model", model],
+        [sys.executable, "-m", "spamfilter", "filter", "--format", "email", "-q", "-m", model, *options],
         input=message,
         capture_output=True,
         timeout=300,
@@ -125,10 +125,10 @@ def _filter_email(model: str, message: bytes) -> bytes:
     return done.stdout
 
 
-def filter_email(model: Path, message: bytes) -> bytes:
-    """What ``spamfilter filter --format email`` writes for the message (a real run, cached: the
-    same message and model give the same bytes)."""
-    return _filter_email(str(model), message)
+def filter_email(model: Path, message: bytes, *options: str) -> bytes:
+    """What ``spamfilter filter --format email [OPTIONS]`` writes for the message (a real run,
+    cached: the same message, model and options give the same bytes)."""
+    return _filter_email(str(model), message, *options)
 
 
 def _split(where: str) -> tuple[str, int]:

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import make_email
+from conftest import default_model_file, make_email
 
 from spamfilter.mail import remove_spam_headers, split_mbox
 
@@ -289,7 +289,7 @@ def broken_model(tmp_path: Path, trained_model: Path) -> Path:
     """A copy of the model directory whose ONNX file no longer matches its recorded sha256."""
     copy = tmp_path / "broken-model"
     shutil.copytree(trained_model, copy)
-    onnx = copy / "model.onnx"
+    onnx = default_model_file(copy)
     onnx.write_bytes(onnx.read_bytes()[:-16])
     return copy
 

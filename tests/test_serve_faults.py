@@ -22,7 +22,7 @@ from typing import Any
 
 import aiospamc
 import pytest
-from conftest import StandIn, make_email
+from conftest import StandIn, default_model_file, make_email
 from spamd_server import Server, request, service_in_thread, spamd_request
 from test_recipes import require_tool
 
@@ -155,7 +155,7 @@ def test_sighup_refuses_a_damaged_model_and_takes_a_good_one(
     shutil.copytree(trained_model, model)
     with Server(model) as running:
         before = spamc_run(spamc, running.address, SPAM, "-c").stdout
-        onnx = model / "model.onnx"
+        onnx = default_model_file(model)
         good = onnx.read_bytes()
         onnx.write_bytes(good[: len(good) // 2])  # a truncated copy, as a half-finished deploy leaves it
         running.send_signal(signal.SIGHUP)
@@ -168,7 +168,7 @@ def test_sighup_refuses_a_damaged_model_and_takes_a_good_one(
         assert running.stop() == 0
     lines = running.log().splitlines()
     refused = [line for line in lines if "reload refused" in line]
-    assert len(refused) == 1 and "model.onnx" in refused[0], refused
+    assert len(refused) == 1 and onnx.name in refused[0], refused
 
 
 def test_sigterm_under_load_answers_every_request_taken(trained_model: Path, spamc: str) -> None:
