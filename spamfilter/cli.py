@@ -86,6 +86,23 @@ def cli() -> None:
 # --------------------------------------------------------------------------- train / export
 
 
+def mail_sources_options(spam: str, ham: str, stdin: bool = False) -> Callable[[Any], Any]:
+    """``--spam`` and ``--ham`` as train, eval and learn take them: mail sources, repeatable; with
+    ``stdin``, ``-`` is one message on standard input."""
+    kinds = "a message file, an mbox, a Maildir, a folder of message files or a .tar/.tar.gz/.tar.bz2"
+    where = f"{kinds} of them" + (", or - for one message on stdin" if stdin else "")
+    path = click.Path(allow_dash=True, path_type=Path) if stdin else click.Path(exists=True, path_type=Path)
+
+    def add(command: Any) -> Any:
+        for name, what in (("--ham", ham), ("--spam", spam)):  # the last applied is listed first
+            command = click.option(
+                name, f"{name[2:]}_sources", multiple=True, type=path, help=f"{what}: {where} (repeatable)."
+            )(command)
+        return command
+
+    return add
+
+
 @cli.command(context_settings=CONTEXT)
 @click.option(
     "--model",
@@ -106,21 +123,7 @@ def cli() -> None:
     help="Labelled messages: the UCI SMSSpamCollection file or a CSV/TSV with label and text columns. "
     "Default: download the SMS Spam Collection.",
 )
-@click.option(
-    "--spam",
-    "spam_sources",
-    multiple=True,
-    type=click.Path(exists=True, path_type=Path),
-    help="Spam to train on: an mbox, a Maildir, a folder of message files or a .tar/.tar.gz/.tar.bz2 "
-    "of them (repeatable).",
-)
-@click.option(
-    "--ham",
-    "ham_sources",
-    multiple=True,
-    type=click.Path(exists=True, path_type=Path),
-    help="Wanted mail to train on, as --spam (repeatable).",
-)
+@mail_sources_options("Spam to train on", "Wanted mail to train on")
 @click.option("--epochs", type=click.IntRange(1), default=5, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=5e-5, show_default=True)
@@ -822,15 +825,7 @@ def _one_line_preview(text: str, width: int = 60) -> str:
 @cli.command(name="eval", context_settings=CONTEXT)
 @click.argument("data", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @model_option
-@click.option(
-    "--spam",
-    "spam_sources",
-    multiple=True,
-    type=click.Path(exists=True, path_type=Path),
-    help="Spam: mbox, Maildir, folder of messages or .tar(.gz/.bz2) of them, repeatable; with --ham "
-    "instead of DATA.",
-)
-@click.option("--ham", "ham_sources", multiple=True, type=click.Path(exists=True, path_type=Path))
+@mail_sources_options("Spam (with --ham, instead of DATA)", "Wanted mail")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None, help="Default: the model's.")
 @click.option(
     "--target-fpr",
@@ -891,21 +886,7 @@ def eval_command(
 
 @cli.command(context_settings=CONTEXT)
 @model_option
-@click.option(
-    "--spam",
-    "spam_sources",
-    multiple=True,
-    type=click.Path(allow_dash=True, path_type=Path),
-    help="Messages that are spam: a message file, an mbox, a Maildir, a folder or tar of messages, or - "
-    "for one message on stdin (repeatable).",
-)
-@click.option(
-    "--ham",
-    "ham_sources",
-    multiple=True,
-    type=click.Path(allow_dash=True, path_type=Path),
-    help="Messages that are not spam, as --spam.",
-)
+@mail_sources_options("Messages that are spam", "Messages that are not spam", stdin=True)
 @click.option(
     "--retrain-after",
     type=click.IntRange(1),
