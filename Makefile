@@ -37,7 +37,7 @@ lint: install
 	$(BIN)/ruff format --check spamfilter tests benchmarks
 
 typecheck: install
-	$(BIN)/mypy spamfilter
+	$(BIN)/mypy spamfilter benchmarks
 
 test: lint typecheck
 	$(BIN)/python -m pytest

@@ -85,7 +85,8 @@ def worker_hf(texts: list[str], model: Path, device: str, batch: int) -> dict[st
     import torch
 
     torch.set_num_threads(cores())
-    from transformers import GPT2ForSequenceClassification, GPT2TokenizerFast
+    # transformers 5 resolves GPT2TokenizerFast to GPT2Tokenizer at runtime only; 4.x exports it
+    from transformers import GPT2ForSequenceClassification, GPT2TokenizerFast  # type: ignore[attr-defined, unused-ignore]
 
     loaded = time.perf_counter()
     net = GPT2ForSequenceClassification.from_pretrained(model).eval().to(device)

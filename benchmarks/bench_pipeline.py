@@ -87,7 +87,7 @@ def breakdown_worker(model: Path, eml: Path, variant: str) -> dict[str, float]:
     marks["import spamfilter cli+filter"] = time.perf_counter() - t
     t = time.perf_counter()
     directory = open_model_directory(model)
-    path, _, _ = directory.variant_file(variant)
+    path, _ = directory.variant_file(variant)  # (file, expected sha256)
     marks["read manifest"] = time.perf_counter() - t
     t = time.perf_counter()
     sha256_file(path)
@@ -129,7 +129,8 @@ def main() -> None:
     eml = write_eml(workdir / "inputs" / "one.eml")
     print(f"machine: {machine_line()}\n")
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    rows, results = [], {}
+    rows: list[list[str]] = []
+    results: dict[str, dict[str, Any]] = {}  # per-run figures, then the import and stage reports
     for pooling in POOLINGS:
         for variant in ("fp32", "int8"):
             times, rss = [], 0.0

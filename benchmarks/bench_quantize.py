@@ -14,6 +14,7 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -49,7 +50,8 @@ def _exactness(path: Path, ids: np.ndarray) -> float:
 
     fast = create_session(path).run(["logits"], {"input_ids": ids})[0]
     graph = version_converter.convert_version(onnx.load(str(path)), 21)
-    exact = ReferenceEvaluator(graph).run(["logits"], {"input_ids": ids})[0]
+    # run() returns a list of the requested outputs (a dict only with intermediate=True)
+    exact = cast("list[np.ndarray]", ReferenceEvaluator(graph).run(["logits"], {"input_ids": ids}))[0]
     return float(np.abs(softmax_spam(fast.astype(np.float64)) - softmax_spam(exact.astype(np.float64))).max())
 
 

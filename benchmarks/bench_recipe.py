@@ -12,8 +12,13 @@ readable body), and additions of the sender (display name and domain) or of the 
 
     python -m benchmarks.bench_recipe                 # every row (about an hour on 2 cores)
     python -m benchmarks.bench_recipe --rows seed,mail   # some rows
+    python -m benchmarks.bench_recipe --rows base,+links,body-only --seed 7   # another split
+    python -m benchmarks.bench_recipe --pooled base,+links,body-only          # summed over splits
 
-Results are cached per row in ``benchmarks/.work/recipe/results.json``; ``--fresh`` retrains.
+Results are cached per row in ``benchmarks/.work/recipe/results.json`` (``split-<seed>/`` for the
+other seeds); ``--fresh`` retrains. ``--seed`` changes both the split and the initial weights, so
+rows that differ by a message or two can be compared over several splits: ``--pooled`` sums each
+row's test confusion over every split measured.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from .common import DEFAULT_WORKDIR
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "spamassassin"
 SOURCES = (("spam.mbox", 1), ("easy_ham.mbox", 0), ("hard_ham.mbox", 0))
 OUT = DEFAULT_WORKDIR / "recipe"
+SEED = 123  # the split and the initial weights of every row unless --seed says otherwise
 SHAPE = {"n_embd": 128, "n_layer": 2, "n_head": 2, "n_positions": 512, "vocab_size": 50257}
 
 
@@ -68,6 +74,7 @@ MAIL = Row("mail", "the mail recipe: all ham, weighted loss, best epoch (of 8), 
 BASE = replace(MAIL, epochs=3)
 ROWS = [
     MAIL,
+    replace(BASE, name="base", what="the mail recipe, at most 3 epochs (the ablations' budget)"),
     replace(
         BASE,
         name="seed",
@@ -128,19 +135,23 @@ def load_corpus() -> tuple[list[bytes], np.ndarray]:
     return raws, np.asarray(labels, dtype=np.int64)
 
 
-def splits_for(raws: list[bytes], labels: np.ndarray, parts: str) -> Splits:
+def splits_for(raws: list[bytes], labels: np.ndarray, parts: str, seed: int = SEED) -> Splits:
     frame = pd.DataFrame({"Label": labels, "Text": [PARTS[parts](raw) for raw in raws]})
-    return random_split(frame, seed=123)  # the same rows in every split, whatever the parts
+    return random_split(frame, seed=seed)  # the same messages in each split, whatever the parts
 
 
 # --------------------------------------------------------------------------- one row
 
 
-def measure(row: Row, raws: list[bytes], labels: np.ndarray) -> dict[str, Any]:
-    out = OUT / row.name
+def workdir(seed: int) -> Path:
+    return OUT if seed == SEED else OUT / f"split-{seed}"
+
+
+def measure(row: Row, raws: list[bytes], labels: np.ndarray, seed: int = SEED) -> dict[str, Any]:
+    out = workdir(seed) / row.name
     config_file = OUT / "shape.json"
     config_file.write_text(json.dumps(SHAPE))
-    splits = splits_for(raws, labels, row.parts)
+    splits = splits_for(raws, labels, row.parts, seed)
     options = TrainOptions(
         model=str(config_file),
         weights="random",
@@ -149,7 +160,7 @@ def measure(row: Row, raws: list[bytes], labels: np.ndarray) -> dict[str, Any]:
         balance=row.balance,
         keep_best=row.keep_best,
         target_fpr=row.target_fpr,
-        training=TrainingConfig(epochs=row.epochs, lr=row.lr, trainable="all", **row.extra),
+        training=TrainingConfig(epochs=row.epochs, lr=row.lr, trainable="all", seed=seed, **row.extra),
         out=out,
     )
     started = time.perf_counter()
@@ -180,16 +191,16 @@ def measure(row: Row, raws: list[bytes], labels: np.ndarray) -> dict[str, Any]:
         "epochs_run": len(result.record.epochs),
         "validation_losses": [round(e.validation_loss, 4) for e in result.record.epochs],
         "train_seconds": seconds,
-        **speed(row, splits.test["Text"].tolist()),
+        **speed(out, splits.test["Text"].tolist()),
     }
 
 
-def speed(row: Row, texts: list[str], repeats: int = 3) -> dict[str, Any]:
+def speed(model_dir: Path, texts: list[str], repeats: int = 3) -> dict[str, Any]:
     """The filter's msgs/s over the test split: the model directory's default variant, batch 8
     (filter's default), best of ``repeats`` passes after a warm-up."""
     from spamfilter.runtime import Classifier
 
-    classifier = Classifier.load(OUT / row.name)
+    classifier = Classifier.load(model_dir)
     classifier.spam_probability(texts[:16])
     best = float("inf")
     for _ in range(repeats):
@@ -215,11 +226,36 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def pooled_table(names: list[str]) -> str:
+    """Each row's test errors summed over every split it was measured on."""
+    caches = [OUT / "results.json", *sorted(OUT.glob("split-*/results.json"))]
+    measured = [json.loads(path.read_text()) for path in caches if path.is_file()]
+    lines = [
+        "| row | splits | spam missed | ham marked spam | spam recall | ham FPR | per split (missed / FP) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name in names:
+        found = [results[name] for results in measured if name in results]
+        if not found:
+            continue
+        (ham_ok, fp), (missed, caught) = np.sum([r["confusion"] for r in found], axis=0).tolist()
+        each = ", ".join(f"{r['confusion'][1][0]} / {r['confusion'][0][1]}" for r in found)
+        lines.append(
+            f"| {name} | {len(found)} | {missed} of {missed + caught} | {fp} of {fp + ham_ok} | "
+            f"{caught / (missed + caught):.2%} | {fp / (fp + ham_ok):.2%} | {each} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rows", default=",".join(row.name for row in ROWS))
+    parser.add_argument("--seed", type=int, default=SEED, help="the split's and the initial weights'")
+    parser.add_argument(
+        "--pooled", metavar="ROWS", help="sum these rows' test errors over every split measured, and stop"
+    )
     parser.add_argument("--fresh", action="store_true", help="retrain rows already measured")
     parser.add_argument(
         "--speed-only",
@@ -227,23 +263,29 @@ def main() -> None:
         help="measure msgs/s again for the rows trained (a quiet machine)",
     )
     args = parser.parse_args()
-    OUT.mkdir(parents=True, exist_ok=True)
-    cache = OUT / "results.json"
-    done: dict[str, Any] = json.loads(cache.read_text()) if cache.is_file() and not args.fresh else {}
+    if args.pooled:
+        print(pooled_table(args.pooled.split(",")))
+        return
+    out = workdir(args.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    cache = out / "results.json"
+    done: dict[str, Any] = json.loads(cache.read_text()) if cache.is_file() else {}
     raws, labels = load_corpus()
     print(f"{len(raws)} messages: {int(labels.sum())} spam, {int((labels == 0).sum())} ham")
     wanted = args.rows.split(",")
+    if args.fresh:  # the rows asked for are trained again; the others stay in the cache
+        done = {name: result for name, result in done.items() if name not in wanted}
     if args.speed_only:
         for row in ROWS:
             if row.name in wanted and row.name in done:
-                texts = splits_for(raws, labels, row.parts).test["Text"].tolist()
-                done[row.name].update(speed(row, texts))
+                texts = splits_for(raws, labels, row.parts, args.seed).test["Text"].tolist()
+                done[row.name].update(speed(out / row.name, texts))
         cache.write_text(json.dumps(done, indent=2))
     for row in ROWS:
-        if row.name not in wanted or row.name in done:
+        if row.name not in wanted or row.name in done or args.speed_only:
             continue
         print(f"training {row.name}: {row.what} ...", flush=True)
-        done[row.name] = measure(row, raws, labels)
+        done[row.name] = measure(row, raws, labels, args.seed)
         cache.write_text(json.dumps(done, indent=2))
         print(table([done[row.name]]), flush=True)
     print(table([done[row.name] for row in ROWS if row.name in done]))

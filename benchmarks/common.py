@@ -61,6 +61,7 @@ def machine_line() -> str:
                 break
     except OSError:
         pass
+    torch_version: str  # torch.__version__ is a TorchVersion (a str subclass); "-" without torch
     try:
         import torch
 
@@ -198,7 +199,9 @@ def hf_model_dir(workdir: Path, log: Any = print) -> Path:
 
     log(f"building {out} (transformers GPT2ForSequenceClassification, random weights) ...")
     torch.manual_seed(SEED)
-    config = GPT2Config(n_embd=768, n_layer=12, n_head=12, num_labels=2, pad_token_id=50256)
+    config = GPT2Config(n_embd=768, n_layer=12, n_head=12, pad_token_id=50256)
+    # set after construction: transformers 5 types GPT2Config's keywords as its own fields only
+    config.num_labels = 2
     GPT2ForSequenceClassification(config).eval().save_pretrained(out)
     return _with_hf_tokenizer(out)
 

@@ -20,9 +20,12 @@ both compute the same logits; ``benchmarks.bench_filter`` checks that before tim
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from torch import nn
+
+from spamfilter.model import Block, SpamClassifier
 
 
 class WrittenOutLayerNorm(nn.Module):
@@ -45,6 +48,8 @@ class WrittenOutGELU(nn.Module):
 
 
 class MaskedAttention(nn.Module):
+    mask: torch.Tensor  # the registered buffer (nn.Module's __getattr__ would type it Tensor | Module)
+
     def __init__(self, dim: int, heads: int, context: int) -> None:
         super().__init__()
         self.heads, self.head_dim = heads, dim // heads
@@ -99,9 +104,9 @@ class ReferenceClassifier(nn.Module):
         return logits[:, -1, :]
 
     @classmethod
-    def from_classifier(cls, classifier: nn.Module) -> ReferenceClassifier:
+    def from_classifier(cls, classifier: SpamClassifier) -> ReferenceClassifier:
         """The same weights as a spamfilter ``SpamClassifier`` with pooling ``last``."""
-        gpt = classifier.gpt  # type: ignore[attr-defined]
+        gpt = classifier.gpt
         config = gpt.config
         model = cls(
             config.n_embd,
@@ -115,6 +120,8 @@ class ReferenceClassifier(nn.Module):
             model.token_embedding.weight.copy_(gpt.wte.weight)
             model.position_embedding.weight.copy_(gpt.wpe.weight)
             for ours, theirs in zip(model.blocks, gpt.h, strict=True):
+                # nn.Sequential and nn.ModuleList yield plain nn.Module: narrow to the blocks they hold
+                assert isinstance(ours, ReferenceBlock) and isinstance(theirs, Block)
                 weights = theirs.attn.c_attn.weight.split(config.n_embd, dim=0)
                 biases = theirs.attn.c_attn.bias.split(config.n_embd, dim=0)
                 projections = (ours.attention.query, ours.attention.key, ours.attention.value)
@@ -122,8 +129,8 @@ class ReferenceClassifier(nn.Module):
                     linear.weight.copy_(weight)
                     linear.bias.copy_(bias)
                 _copy_linear(ours.attention.out, theirs.attn.c_proj)
-                _copy_linear(ours.feed_forward[0], theirs.mlp.c_fc)
-                _copy_linear(ours.feed_forward[2], theirs.mlp.c_proj)
+                _copy_linear(cast(nn.Linear, ours.feed_forward[0]), theirs.mlp.c_fc)
+                _copy_linear(cast(nn.Linear, ours.feed_forward[2]), theirs.mlp.c_proj)
                 _copy_norm(ours.norm1, theirs.ln_1)
                 _copy_norm(ours.norm2, theirs.ln_2)
             _copy_norm(model.final_norm, gpt.ln_f)
