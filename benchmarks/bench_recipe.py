@@ -228,18 +228,21 @@ def table(results: list[dict[str, Any]]) -> str:
 
 def pooled_table(names: list[str]) -> str:
     """Each row's test errors summed over every split it was measured on."""
-    caches = [OUT / "results.json", *sorted(OUT.glob("split-*/results.json"))]
-    measured = [json.loads(path.read_text()) for path in caches if path.is_file()]
+    caches = {SEED: OUT / "results.json"}
+    caches.update({int(path.parent.name[6:]): path for path in OUT.glob("split-*/results.json")})
+    measured = {seed: json.loads(path.read_text()) for seed, path in sorted(caches.items()) if path.is_file()}
     lines = [
-        "| row | splits | spam missed | ham marked spam | spam recall | ham FPR | per split (missed / FP) |",
+        "| row | splits | spam missed | ham marked spam | spam recall | ham FPR | seed: missed / FP |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name in names:
-        found = [results[name] for results in measured if name in results]
+        found = {seed: results[name] for seed, results in measured.items() if name in results}
         if not found:
             continue
-        (ham_ok, fp), (missed, caught) = np.sum([r["confusion"] for r in found], axis=0).tolist()
-        each = ", ".join(f"{r['confusion'][1][0]} / {r['confusion'][0][1]}" for r in found)
+        (ham_ok, fp), (missed, caught) = np.sum([r["confusion"] for r in found.values()], axis=0).tolist()
+        each = ", ".join(
+            f"{seed}: {r['confusion'][1][0]} / {r['confusion'][0][1]}" for seed, r in found.items()
+        )
         lines.append(
             f"| {name} | {len(found)} | {missed} of {missed + caught} | {fp} of {fp + ham_ok} | "
             f"{caught / (missed + caught):.2%} | {fp / (fp + ham_ok):.2%} | {each} |"
