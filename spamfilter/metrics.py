@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -168,6 +169,24 @@ def calibrate_threshold(
         validation_recall=float(np.mean(spam >= threshold)),
         validation_ham=int(len(ham)),
         validation_spam=int(len(spam)),
+    )
+
+
+def coarse_calibration(calibration: Calibration) -> str | None:
+    """Why a calibrated threshold is only a rough guide, or None.
+
+    A budget that allows fewer than two validation ham to be marked spam puts the threshold next to
+    one or two messages' scores: on the SpamAssassin corpus (281 validation ham, 0.5 %) the test
+    false-positive rate it gave ranged from 0.18 % to 0.91 % over three splits.
+    """
+    allowed = math.floor(calibration.target_fpr * calibration.validation_ham + 1e-9)
+    if allowed >= 2:
+        return None
+    return (
+        f"the threshold rests on {calibration.validation_ham} validation ham, of which a "
+        f"{calibration.target_fpr:.2%} budget allows {allowed} to be marked spam: on new mail the "
+        "rate may be several times the target (more ham gives a finer threshold; "
+        "'spamfilter eval' shows the trade-off)"
     )
 
 

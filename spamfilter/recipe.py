@@ -22,7 +22,7 @@ from .data import (
 from .errors import DataError, TrainingError, UsageError
 from .export import write_model_directory
 from .mail import check_sources
-from .metrics import Calibration, calibrate_threshold, compute_metrics
+from .metrics import Calibration, calibrate_threshold, coarse_calibration, compute_metrics
 from .model import GPT, GPT2_SIZES, GPTConfig, SpamClassifier, add_classification_head
 from .modeldir import Manifest
 from .tokenizer import PAD_TOKEN_ID, Tokenizer
@@ -289,6 +289,9 @@ def fine_tune(
                 arrays["validation"][1], record.validation_spam_probability, options.target_fpr
             )
             threshold = calibration.threshold
+            coarse = coarse_calibration(calibration)
+            if coarse is not None and on_warning is not None:
+                on_warning(coarse)
         except ValueError:  # a handful of messages: the validation split lacks a class
             if on_warning is not None:
                 on_warning(

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from spamfilter.metrics import calibrate_threshold, threshold_sweep
+from spamfilter.metrics import Calibration, calibrate_threshold, coarse_calibration, threshold_sweep
 
 # Scores inside (0.001, 0.999), where no clamp applies (clamping has its own test below).
 scores = st.lists(
@@ -51,3 +51,18 @@ def test_the_threshold_lies_between_the_scores_it_separates() -> None:
 def test_calibration_needs_both_classes() -> None:
     with pytest.raises(ValueError, match="both spam and not-spam"):
         calibrate_threshold(np.array([0, 0]), np.array([0.1, 0.2]), 0.01)
+
+
+@pytest.mark.parametrize(
+    ("ham", "target", "allowed"), [(281, 0.005, 1), (100, 0.005, 0), (399, 0.005, 1), (1000, 0.001, 1)]
+)
+def test_a_budget_of_fewer_than_two_ham_is_called_coarse(ham: int, target: float, allowed: int) -> None:
+    calibration = Calibration(target, 0.7, 0.0, 0.9, validation_ham=ham, validation_spam=50)
+    warning = coarse_calibration(calibration)
+    assert warning is not None
+    assert f"rests on {ham} validation ham" in warning and f"allows {allowed} to be marked spam" in warning
+
+
+@pytest.mark.parametrize(("ham", "target"), [(400, 0.005), (2000, 0.001), (281, 0.01)])
+def test_a_budget_of_two_or_more_ham_is_not_called_coarse(ham: int, target: float) -> None:
+    assert coarse_calibration(Calibration(target, 0.7, 0.0, 0.9, ham, 50)) is None
