@@ -64,20 +64,15 @@ def pooled_features(classifier: SpamClassifier, ids: np.ndarray, device: str = "
     return torch.cat(out).numpy() if out else np.zeros((0, size), dtype=np.float32)
 
 
-def write_features(
-    folder: Path,
-    classifier: SpamClassifier,
-    splits: dict[str, tuple[np.ndarray, np.ndarray]],
-    device: str = "cpu",
-) -> Path:
-    """``learn.safetensors`` for the three splits (ids and labels per split), written atomically."""
+def write_features(folder: Path, features: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> Path:
+    """``learn.safetensors``: the features (what the head reads) and labels of the three splits,
+    written atomically."""
     from safetensors.numpy import save_file
 
     tensors: dict[str, np.ndarray] = {}
     for name in SPLITS:
-        ids, labels = splits[name]
-        tensors[f"{name}_features"] = pooled_features(classifier, ids, device)
-        tensors[f"{name}_labels"] = np.asarray(labels, dtype=np.int64)
+        tensors[f"{name}_features"] = np.ascontiguousarray(features[name], dtype=np.float32)
+        tensors[f"{name}_labels"] = np.asarray(labels[name], dtype=np.int64)
     target = folder / FEATURES_FILE
     handle, scratch = tempfile.mkstemp(prefix=".learn-", dir=folder)
     os.close(handle)

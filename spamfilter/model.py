@@ -205,14 +205,17 @@ class SpamClassifier(nn.Module):
         so the last block computes keys and values for every position but queries, attention
         output and MLP for that position alone.
         """
-        pooled = self.gpt.run_blocks(x, start, only=self.pooled_index(input_ids))  # (B, 1, C)
-        return self.gpt.lm_head(pooled[:, 0])
+        return self.gpt.lm_head(self.features_from_block(x, input_ids, start))
+
+    def features_from_block(self, x: torch.Tensor, input_ids: torch.Tensor, start: int) -> torch.Tensor:
+        """What the head reads, from the input ``x`` (B, T, C) of block ``start``: (B, C)."""
+        return self.gpt.run_blocks(x, start, only=self.pooled_index(input_ids))[:, 0]
 
     def features(self, input_ids: torch.Tensor) -> torch.Tensor:
         """What the head reads: the pooled position after the final LayerNorm, (B, T) -> (B, C). The
         head is linear, so ``lm_head(features(ids))`` are the logits; ``spamfilter learn`` retrains
         the head on these."""
-        return self.gpt.run_blocks(self.gpt.embed(input_ids), 0, only=self.pooled_index(input_ids))[:, 0]
+        return self.features_from_block(self.gpt.embed(input_ids), input_ids, 0)
 
     def forward_pooled(self, input_ids: torch.Tensor) -> torch.Tensor:
         """The logits of :meth:`forward`, with the last block computed only where the head reads

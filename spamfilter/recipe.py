@@ -270,6 +270,7 @@ def fine_tune(
     state_path = options.out / TRAINING_STATE
     if options.resume and not state_path.is_file():
         raise TrainingError(f"nothing to resume: no {state_path}")
+    features: dict[str, np.ndarray] = {}  # what the head reads, from the training run's cache
     record = train_classifier(
         classifier,
         arrays["train"],
@@ -281,6 +282,7 @@ def fine_tune(
         on_epoch=on_epoch,
         state_path=state_path,
         resume=options.resume,
+        features=features,
     )
     threshold, calibration = 0.5, None
     if options.target_fpr is not None:
@@ -344,7 +346,8 @@ def fine_tune(
     from .evaluate import EvalReport, write_report
     from .learn import write_features
 
-    write_features(options.out, classifier, arrays)  # what `spamfilter learn` retrains the head on
+    split_labels = {name: labels for name, (_, labels) in arrays.items()}
+    write_features(options.out, features, split_labels)  # what `spamfilter learn` retrains the head on
 
     # The test split's report, as `spamfilter eval` would write it, from the torch model's scores.
     report = EvalReport.of(

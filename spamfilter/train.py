@@ -152,6 +152,20 @@ class _Inputs:
             return classifier(ids)
         return classifier.logits_from_block(self.hidden[index], ids, self.start_block)
 
+    def features(self, classifier: SpamClassifier) -> np.ndarray:
+        """(N, C) float32: what the head reads of every row, from the frozen blocks' cached output
+        where there is one (a second full pass over gpt2-small would take as long as the cache)."""
+        parts = []
+        with torch.no_grad():
+            for index in _batches(len(self), EVAL_BATCH_SIZE):
+                ids = self.ids[index]
+                if self.hidden is None:
+                    parts.append(classifier.features(ids))
+                else:
+                    parts.append(classifier.features_from_block(self.hidden[index], ids, self.start_block))
+        size = classifier.gpt.config.n_embd
+        return torch.cat(parts).float().cpu().numpy() if parts else np.zeros((0, size), dtype=np.float32)
+
 
 EVAL_BATCH_SIZE = 32  # batch size of whole-split evaluation (no gradients: larger than training's)
 
@@ -214,6 +228,7 @@ def train_classifier(
     on_epoch: EpochCallback | None = None,
     state_path: Path | None = None,
     resume: bool = False,
+    features: dict[str, np.ndarray] | None = None,
 ) -> TrainingRecord:
     """Fine-tune ``classifier`` in place on (ids, labels) arrays and evaluate it.
 
@@ -319,6 +334,9 @@ def train_classifier(
     record.test_threshold_sweep = [asdict(point) for point in threshold_sweep(test[1], probabilities)]
     record.test_spam_probability = probabilities.tolist()
     record.validation_spam_probability = spam_probabilities(classifier, validation_data).tolist()
+    if features is not None:  # what the head reads of each split, for `spamfilter learn`
+        for name, data in zip(("train", "validation", "test"), splits, strict=True):
+            features[name] = data.features(classifier)
     record.seconds = time.perf_counter() - started
     return record
 

@@ -132,6 +132,28 @@ def test_logits_from_block_equal_the_full_forward(pooling: str, start: int) -> N
         )
 
 
+@pytest.mark.parametrize(
+    ("trainable", "cache_frozen"), [("last-block", True), ("all", True), ("last-block", False)]
+)
+def test_the_features_for_learn_are_what_the_trained_head_reads(trainable: str, cache_frozen: bool) -> None:
+    """train_classifier hands `spamfilter learn` each split's features from its frozen-block cache
+    (no second full pass): they must equal the full forward's, and the head on them the logits."""
+    pooling = "last-token"
+    classifier = _classifier(pooling, n_embd=32, n_layer=3, n_head=2, n_positions=64)
+    train, validation, test = _toy_data(16, 12, 0), _toy_data(8, 12, 1), _toy_data(6, 12, 2)
+    features: dict[str, np.ndarray] = {}
+    config = TrainingConfig(epochs=1, batch_size=8, lr=1e-2, trainable=trainable, cache_frozen=cache_frozen)
+    train_classifier(classifier, train, validation, test, config, features=features)
+    assert sorted(features) == ["test", "train", "validation"]
+    for name, (ids, _) in {"train": train, "validation": validation, "test": test}.items():
+        with torch.no_grad():
+            full = classifier.features(torch.as_tensor(ids))
+            logits = classifier(torch.as_tensor(ids))
+        assert features[name].shape == (len(ids), 32) and features[name].dtype == np.float32
+        torch.testing.assert_close(torch.from_numpy(features[name]), full, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(classifier.gpt.lm_head(torch.from_numpy(features[name])), logits)
+
+
 class Interrupt(Exception):
     """Stands in for Ctrl-C after an epoch (KeyboardInterrupt itself would stop pytest)."""
 
