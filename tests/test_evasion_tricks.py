@@ -1,0 +1,211 @@
+"""The spammers' tricks of ``spamfilter.evasion`` on real corpus spam: each result is a well-formed
+message whose reader still sees the spam, with the trick plainly there."""
+
+from __future__ import annotations
+
+import email
+import html
+import random
+import re
+from email.message import EmailMessage
+from email.policy import default
+from pathlib import Path
+
+import pytest
+
+from spamfilter.evasion import HIDDEN_STYLES, HOMOGLYPHS, TRICKS, ZERO_WIDTH, ham_paragraphs
+from spamfilter.mail import split_mbox
+
+CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "spamassassin"
+_MIME_FIELD = re.compile(rb"(?i)(content-|mime-version)")
+_FROM_ORIGINAL = frozenset(TRICKS) - {"link_only"}
+
+
+def _messages(name: str) -> list[bytes]:
+    with open(CORPUS / name, "rb") as handle:
+        return list(split_mbox(handle))
+
+
+def _parse(raw: bytes) -> EmailMessage:
+    message = email.message_from_bytes(raw, policy=default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def _first(spam: list[bytes], shape: str) -> bytes:
+    """The first corpus spam of a shape (a top-level content type), ASCII, without defects, with a
+    link in it: enough for every trick, link_only included."""
+    for raw in spam:
+        message = _parse(raw)
+        parts = list(message.walk())
+        if (
+            message.get_content_type() == shape
+            and not any(part.defects for part in parts)
+            and all(part.get_content_charset() in (None, "us-ascii", "iso-8859-1") for part in parts)
+            and any(part.get_content_type() == "text/plain" for part in parts) == (shape != "text/html")
+            and b"http://" in raw
+            and raw.isascii()
+        ):
+            return raw
+    raise AssertionError(f"no {shape} spam in the corpus")
+
+
+@pytest.fixture(scope="module")
+def pool() -> list[str]:
+    return ham_paragraphs(_messages("easy_ham.mbox")[:300])
+
+
+@pytest.fixture(scope="module", params=["text/plain", "text/html", "multipart/alternative", "crlf"])
+def spam(request: pytest.FixtureRequest) -> bytes:
+    messages = _messages("spam.mbox")
+    if request.param == "crlf":
+        return _first(messages, "text/plain").replace(b"\n", b"\r\n")
+    return _first(messages, request.param)
+
+
+def _head(raw: bytes) -> bytes:
+    return re.split(rb"\r?\n\r?\n", raw, maxsplit=1)[0]
+
+
+def _fields(raw: bytes) -> list[bytes]:
+    """The header fields (continuation lines included) other than the MIME ones, byte for byte."""
+    fields = re.split(rb"\r?\n(?![ \t])", _head(raw))
+    return [field for field in fields if not _MIME_FIELD.match(field)]
+
+
+def _texts(raw: bytes) -> dict[str, str]:
+    """The decoded text of each text part, by subtype, as the email package reads it."""
+    texts: dict[str, str] = {}
+    for part in _parse(raw).walk():
+        if part.get_content_maintype() == "text" and part.get_content_subtype() not in texts:
+            assert isinstance(part, EmailMessage)
+            text = part.get_content()
+            if part.get_content_charset() == "iso-8859-1":  # read as mail clients read it
+                text = text.encode("latin-1").decode("cp1252", errors="replace")
+            texts[part.get_content_subtype()] = text
+    return texts
+
+
+def _visible_words(raw: bytes) -> list[str]:
+    """The words a reader sees, with zero-width characters dropped and look-alikes read back."""
+    readable = {glyph: letter for letter, glyph in HOMOGLYPHS.items()}
+    words = []
+    for subtype, text in _texts(raw).items():
+        if subtype == "html":
+            text = html.unescape(re.sub(r"(?s)<(style|script).*?</\1>|<[^>]*>", " ", text))
+        text = "".join(readable.get(ch, ch) for ch in text if ch not in ZERO_WIDTH)
+        words += text.split()
+    return words
+
+
+@pytest.mark.parametrize("name", sorted(TRICKS))
+def test_trick_keeps_a_well_formed_message(name: str, spam: bytes, pool: list[str]) -> None:
+    changed = TRICKS[name](spam, random.Random(7), pool)
+    assert changed != spam
+    assert changed == TRICKS[name](spam, random.Random(7), pool)  # deterministic given the Random
+    message = _parse(changed)
+    assert not [part.defects for part in message.walk() if part.defects]
+    assert _fields(changed) == _fields(spam)  # every other header byte kept
+    assert changed.count(b"\r\n") == (changed.count(b"\n") if b"\r\n" in spam else 0)
+    for part in message.walk():
+        if part.get_content_maintype() == "text":
+            assert part["Content-Transfer-Encoding"] in (None, "7bit", "8bit", "quoted-printable", "base64")
+            assert changed.isascii()  # re-encoded: no raw 8-bit bytes on the wire
+
+
+@pytest.mark.parametrize("name", sorted(_FROM_ORIGINAL))
+def test_reader_still_sees_the_spam(name: str, spam: bytes, pool: list[str]) -> None:
+    changed = TRICKS[name](spam, random.Random(7), pool)
+    seen = set(_visible_words(changed))
+    missing = [word for word in _visible_words(spam) if word not in seen]
+    assert not missing, missing[:10]
+
+
+def _plain_or_html(raw: bytes) -> str:
+    texts = _texts(raw)
+    return texts.get("plain") or texts["html"]
+
+
+def test_quoted_ham_prefix_quotes_a_ham_paragraph_first(spam: bytes, pool: list[str]) -> None:
+    text = _plain_or_html(TRICKS["quoted_ham_prefix"](spam, random.Random(1), pool))
+    if "plain" in _texts(spam):
+        lines = text.splitlines()
+        assert re.fullmatch(r"On \w{3}, .* wrote:", lines[0])
+        assert lines[1].startswith("> ")
+        quoted = " ".join(line[2:] for line in lines[1:] if line.startswith("> "))
+        assert quoted in pool
+    else:
+        assert re.search(r"(?s)<p>On \w{3}, .*? wrote:</p>\s*<blockquote", text)
+
+
+def test_hidden_html_words_hides_150_ham_words(spam: bytes, pool: list[str]) -> None:
+    changed = TRICKS["hidden_html_words"](spam, random.Random(1), pool)
+    markup = _texts(changed)["html"]  # a plain-text spam became HTML
+    hidden = re.findall(r'<div style="([^"]*)">([^<]*)</div>', markup)
+    assert {style for style, _ in hidden} == set(HIDDEN_STYLES)
+    words = " ".join(text for _, text in hidden).split()
+    assert len(words) == 150
+    vocabulary = {word.lower() for paragraph in pool for word in re.findall(r"\w+", paragraph)}
+    assert set(words) <= vocabulary
+    if "plain" in _texts(spam) and "html" in _texts(spam):  # the alternative plain text unchanged
+        assert _texts(changed)["plain"] == _texts(spam)["plain"]
+
+
+def test_ham_words_appended_at_the_end(spam: bytes, pool: list[str]) -> None:
+    text = _plain_or_html(TRICKS["ham_words_appended"](spam, random.Random(1), pool))
+    tail = re.sub(r"<[^>]*>", " ", text).split()[-150:]
+    vocabulary = {word.lower() for paragraph in pool for word in re.findall(r"\w+", paragraph)}
+    assert set(tail) <= vocabulary
+
+
+def test_zero_width_inside_every_word(spam: bytes, pool: list[str]) -> None:
+    text = _plain_or_html(TRICKS["zero_width"](spam, random.Random(1), pool))
+    text = re.sub(r"(?is)<(style|script).*?</\1>|<[^>]*>|&#?\w+;|https?://\S+|\S+@\S+", " ", text)
+    words = re.findall(r"[^\W\d_][^\s\d_.,;:!?()\"'/-]+", text)
+    assert words
+    assert [word for word in words if not set(word) & set(ZERO_WIDTH)] == []
+
+
+def test_homoglyphs_in_most_words(spam: bytes, pool: list[str]) -> None:
+    text = _plain_or_html(TRICKS["homoglyphs"](spam, random.Random(1), pool))
+    words = re.findall(r"[^\W\d_]{4,}", re.sub(r"<[^>]*>|https?://\S+|\S+@\S+", " ", text))
+    disguised = [word for word in words if set(word) & set(HOMOGLYPHS.values())]
+    assert len(disguised) > 0.6 * len(words)
+
+
+def test_base64_body_same_text(spam: bytes, pool: list[str]) -> None:
+    changed = TRICKS["base64_body"](spam, random.Random(1), pool)
+    for part in _parse(changed).walk():
+        if part.get_content_maintype() == "text":
+            assert part["Content-Transfer-Encoding"] == "base64"
+    normalise = {key: value.replace("\r\n", "\n") for key, value in _texts(spam).items()}
+    assert _texts(changed) == normalise
+
+
+def test_long_ham_preamble_before_the_spam(spam: bytes, pool: list[str]) -> None:
+    original = " ".join(_visible_words(spam))
+    changed = " ".join(_visible_words(TRICKS["long_ham_preamble"](spam, random.Random(1), pool)))
+    preamble = changed[: changed.index(original[:200])]
+    assert len(preamble) >= 8000
+    assert preamble.split()[:10] == next(p for p in pool if p.startswith(preamble[:40])).split()[:10]
+
+
+def test_link_only_keeps_a_link_and_little_else(spam: bytes, pool: list[str]) -> None:
+    changed = TRICKS["link_only"](spam, random.Random(1), pool)
+    message = _parse(changed)
+    assert message.get_content_type() == "text/html"
+    assert message["Subject"] == _parse(spam)["Subject"]
+    links = re.findall(r'href="([^"]+)"', message.get_content())
+    assert links and all(html.unescape(link).encode() in spam for link in links)
+    assert len(_visible_words(changed)) <= 3
+
+
+def test_message_without_text_is_left_alone(pool: list[str]) -> None:
+    raw = b"From: a@example.com\nSubject: hi\nContent-Type: application/octet-stream\n\nAAAA\n"
+    for trick in TRICKS.values():
+        assert trick(raw, random.Random(1), pool) == raw
+
+
+def test_ham_paragraphs_are_prose(pool: list[str]) -> None:
+    assert len(pool) > 100
+    assert all(len(p.split()) >= 12 and "://" not in p and not p.startswith(">") for p in pool)
