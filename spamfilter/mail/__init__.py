@@ -1,12 +1,15 @@
 """Mail for the filter, one promise per module:
 
 - ``headers``: the X-Spam headers inserted into and removed from raw bytes, every other byte kept;
-- ``text``: the text the model sees of an email, never raising, with bounded work;
+- ``text``: the text the model sees of an email, never raising, with bounded work; with
+  ``render`` (HTML as a client shows it), ``normalise`` (Unicode disguises undone) and ``quotes``
+  (quoted replies);
 - ``mailboxes``: mbox streams, Maildirs, message folders and tar archives read as they are, and
   the input formats told apart.
 
-Standard library only, on purpose: this sits on the cold-start path of mail pipelines (procmail,
-maildrop, ``formail -s``), where importing torch or pandas would cost more than the classification.
+Light imports only, on purpose (the standard library, lexbor's HTML parser and Unicode's
+confusables data): this sits on the cold-start path of mail pipelines (procmail, maildrop,
+``formail -s``), where importing torch or pandas would cost more than the classification.
 """
 
 from __future__ import annotations

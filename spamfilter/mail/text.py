@@ -1,7 +1,8 @@
 """The text the model sees of an email: decoded Subject and readable body.
 
 Mail is full of wrong charsets, broken MIME and 8-bit headers: ``extract_text`` never raises and
-bounds its work on hostile input. Standard library only (the cold-start path of mail pipelines).
+bounds its work on hostile input. HTML is rendered as a mail client shows it (:mod:`.render`), Unicode
+disguises undone (:mod:`.normalise`) and quoted replies weighed (:mod:`.quotes`).
 """
 
 from __future__ import annotations
@@ -9,11 +10,13 @@ from __future__ import annotations
 import binascii
 import codecs
 import email.message
-import html
 import re
 from dataclasses import dataclass
 
 from .headers import first_values, header_start, is_blank_line, scan_headers
+from .normalise import normalise
+from .quotes import drop_quoted
+from .render import visible_text
 
 # Bounds for extract_text. Real mail stays far below them; hostile mail must not be able to turn
 # one message into seconds of CPU or hundreds of megabytes of memory.
@@ -148,69 +151,7 @@ def _decode_rfc2047(value: bytes) -> str:
     return "".join(pieces)
 
 
-# --- HTML -------------------------------------------------------------------------------------
-
-# html.parser is not used: on the CPython releases this project supports it can be quadratic on
-# unclosed constructs (on 3.11, 320 KB of "<a" took 73 s), and spam is exactly where such HTML
-# turns up. This tokenizer is linear: each step searches forward once and never rescans. Its one
-# simplification, a '>' inside a quoted attribute ending the tag early, costs a few stray
-# characters of text at worst.
-_TAG_START = re.compile(r"<(!--|[!?]|/?[A-Za-z])")
-_TAG_NAME = re.compile(r"</?([A-Za-z][A-Za-z0-9:-]*)")
-_IMG_ALT = re.compile(r"""\salt\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+))""", re.IGNORECASE)
-_SKIPPED_CONTENT = {
-    name: re.compile(rf"</{name}\s*>", re.IGNORECASE) for name in ("script", "style", "template")
-}
-_BLOCK_TAGS = frozenset(
-    {
-        *("address", "article", "aside", "blockquote", "br", "center", "dd", "div", "dl", "dt"),
-        *("fieldset", "figcaption", "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5"),
-        *("h6", "header", "hr", "li", "main", "nav", "ol", "p", "pre", "section", "table"),
-        *("tbody", "tfoot", "thead", "title", "tr", "ul"),
-    }
-)
-_CELL_TAGS = frozenset({"td", "th"})
 _BLANK_LINES = re.compile(r"\n{3,}")
-
-
-def _html_to_text(markup: str) -> str:
-    """Readable text from HTML: tags and comments dropped, script/style content dropped, block
-    elements and <br> as line breaks, image alt text kept, entities unescaped, whitespace
-    collapsed."""
-    out: list[str] = []
-    pos = 0
-    while True:
-        match = _TAG_START.search(markup, pos)
-        if match is None:
-            out.append(markup[pos:])
-            break
-        out.append(markup[pos : match.start()])
-        if match.group(1) == "!--":
-            close = markup.find("-->", match.end())
-            if close < 0:
-                break  # an unclosed comment hides the rest, as in a browser
-            pos = close + 3
-            continue
-        close = markup.find(">", match.end())
-        if close < 0:
-            break  # a tag cut off at the end shows nothing
-        tag = markup[match.start() : close + 1]
-        pos = close + 1
-        name_match = _TAG_NAME.match(tag)
-        name = name_match.group(1).lower() if name_match else ""
-        if name in _SKIPPED_CONTENT and not tag.startswith("</") and not tag.endswith("/>"):
-            end_tag = _SKIPPED_CONTENT[name].search(markup, pos)
-            pos = end_tag.end() if end_tag else len(markup)
-            out.append("\n")
-        elif name in _BLOCK_TAGS:
-            out.append("\n")
-        elif name in _CELL_TAGS:
-            out.append(" ")
-        elif name == "img" and (alt := _IMG_ALT.search(tag)):
-            out.append(" " + next(group for group in alt.groups() if group is not None) + " ")
-    text = html.unescape("".join(out))
-    lines = (" ".join(line.split()) for line in text.split("\n"))
-    return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
 
 
 def _clean_plain(text: str) -> str:
@@ -381,7 +322,7 @@ def _part_text(raw: bytes, part: _Part, budget: _Budget) -> str:
     budget.decoded_bytes -= len(data)
     # NULs go after decoding: in UTF-16 text they are half of every ASCII character.
     text = _decode_bytes(data, part.charset, final=complete).replace("\x00", "")
-    text = _html_to_text(text) if is_html else _clean_plain(text)
+    text = visible_text(text) if is_html else _clean_plain(text)
     budget.chars -= len(text)
     return text
 
@@ -453,7 +394,8 @@ def _extract_text(raw: bytes, max_chars: int) -> str:
     start = header_start(raw)
     block = scan_headers(raw, start, len(raw), _MAX_HEADER_FIELDS)
     subject_value = first_values(raw, block, {b"subject"}).get(b"subject", b"")
-    subject = " ".join(_decode_rfc2047(subject_value).replace("\x00", "").split())
+    subject = " ".join(normalise(_decode_rfc2047(subject_value).replace("\x00", "")).split())
     budget = _Budget(chars=max_chars, decoded_bytes=32 * max_chars + 2**20, parts=_MAX_PARTS)
     body = "\n\n".join(_body_texts(raw, start, budget)).replace("\x00", "")
+    body = drop_quoted(normalise(body))
     return f"{subject}\n{body}"[:max_chars]

@@ -1,0 +1,94 @@
+"""Unicode as a reader reads it: the disguises that change code points but not what is seen undone.
+
+Spam writes "ｆｒｅｅ" in full-width letters, "v​i​a​g​r​a" with zero-width spaces between the
+letters and "раураl" with Cyrillic letters that look Latin, so that a tokenizer sees rare tokens
+where a reader sees common words. ``normalise`` applies, in order:
+
+1. NFKC: compatibility forms (full-width, mathematical alphanumerics, ligatures) to plain letters;
+2. removal of format characters (Unicode category Cf: zero-width spaces and joiners, the soft
+   hyphen, bidirectional controls, the byte-order mark, tag characters) and of the few invisible
+   letters that are not Cf (the Hangul fillers, the combining grapheme joiner);
+3. look-alikes mapped to the ASCII letters they imitate, from Unicode's confusables data (as
+   shipped by the ``confusable-homoglyphs`` package), but only where the text is disguised Latin:
+   in a word that mixes ASCII letters with look-alikes, and in any word of a text whose letters
+   are mostly ASCII. A Russian or Greek message stays Russian or Greek.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import unicodedata
+from importlib import resources
+
+_INVISIBLE_LETTERS = "\u034f\u115f\u1160\u17b4\u17b5\u3164\uffa0\u2800"
+_WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
+_MOSTLY_ASCII = 0.5  # share of letters that must be ASCII for whole look-alike words to be mapped
+
+
+@functools.cache
+def _format_characters() -> dict[int, None]:
+    """A str.translate table deleting every Cf character and the invisible letters."""
+    table: dict[int, None] = {ord(c): None for c in _INVISIBLE_LETTERS}
+    # Outside the BMP, format characters live only in these blocks (Egyptian hieroglyph and
+    # shorthand format controls, musical symbol beams, tags); scanning all 1.1 million code
+    # points would cost a cold start a third of a second.
+    planes = (range(0x10000), range(0x110BD, 0x110CE), range(0x13430, 0x13460), range(0x1BCA0, 0x1BCA4))
+    for block in (*planes, range(0x1D173, 0x1D17B), range(0xE0000, 0xE0080)):
+        for code in block:
+            if unicodedata.category(chr(code)) == "Cf":
+                table[code] = None
+    return table
+
+
+@functools.cache
+def _look_alikes() -> dict[int, str]:
+    """A str.translate table from every non-ASCII letter that Unicode lists as confusable with
+    an ASCII letter to that letter (the data is symmetric: each entry lists its homoglyphs)."""
+    source = resources.files("confusable_homoglyphs").joinpath("confusables.json")
+    data = json.loads(source.read_text("utf-8"))
+    table: dict[int, str] = {}
+    for character, glyphs in data.items():
+        if len(character) != 1 or character.isascii() or not character.isalpha():
+            continue
+        targets = [glyph.get("c", "") for glyph in glyphs]
+        targets = [t for t in targets if len(t) == 1 and t.isascii() and t.isalpha()]
+        # Unicode files Cyrillic "І" under "l" (its skeleton); a reader sees the letter of the
+        # same case, "I".
+        same_case = [t for t in targets if t.isupper() == character.isupper()]
+        if targets:
+            table[ord(character)] = (same_case or targets)[0]
+    return table
+
+
+def _unmask_words(text: str) -> str:
+    table = _look_alikes()
+
+    def unmask_mixed(match: re.Match[str]) -> str:
+        word = match.group(0)
+        if word.isascii() or not any(c.isascii() for c in word):
+            return word
+        return word.translate(table)  # ASCII letters beside look-alikes: disguised Latin
+
+    text = _WORD.sub(unmask_mixed, text)
+    letters = "".join(_WORD.findall(text))
+    if not letters or sum(c.isascii() for c in letters) / len(letters) < _MOSTLY_ASCII:
+        return text  # a Russian or Greek text: its words are its own
+
+    def unmask_whole(match: re.Match[str]) -> str:
+        mapped = match.group(0).translate(table)
+        return mapped if mapped.isascii() else match.group(0)
+
+    return _WORD.sub(unmask_whole, text)
+
+
+def normalise(text: str) -> str:
+    """``text`` with compatibility forms folded, invisible characters removed and Latin
+    look-alikes unmasked (see the module's documentation). Pure ASCII text is returned as it is."""
+    if text.isascii():
+        return text
+    text = unicodedata.normalize("NFKC", text).translate(_format_characters())
+    if text.isascii():
+        return text
+    return _unmask_words(text)

@@ -1,0 +1,268 @@
+"""HTML as a mail client shows it: the text a reader sees, and nothing a spammer hid.
+
+Spam hides ham words where a reader never sees them (``display:none``, a zero font size, white
+text on white, an element squeezed to nothing) so that a text classifier reads the ham and not the
+offer. This module parses the HTML with lexbor (an HTML5 parser in C, through selectolax: linear,
+no recursion limit, the tree a browser builds from the same sloppy markup) and walks the tree with
+an explicit stack, dropping what a mail client would not display:
+
+- ``<head>``, ``<title>``, ``<style>``, ``<script>``, ``<template>``, comments;
+- elements hidden by an inline ``style``, by a ``<style>`` rule whose selector matches them, or by
+  the ``hidden`` attribute: ``display:none``, ``visibility:hidden``, a font size under 2 px,
+  ``opacity`` under 0.1, a zero width or height with overflow hidden, text pushed thousands of
+  pixels off the page, ``mso-hide:all``;
+- text in (nearly) the colour of its background, colours inherited as CSS inherits them.
+
+Link text and image alt text are kept; block elements become line breaks, table cells spaces.
+Quotations of earlier mail (``<blockquote type="cite">``, the webmail quote classes) come out as
+``>`` lines, as a plain-text reply would quote them, for :mod:`.quotes` to weigh.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from selectolax.lexbor import LexborHTMLParser, LexborNode
+
+_MAX_STYLE_RULES = 256  # <style> rules applied per message: spam templates use a handful
+_MAX_SELECTOR_CHARS = 200
+_MAX_STYLE_CHARS = 100_000  # of all <style> text looked at
+
+_SKIPPED = frozenset({"head", "title", "style", "script", "template", "-comment", "!doctype", "svg"})
+_BLOCK_TAGS = frozenset(
+    {
+        *("address", "article", "aside", "blockquote", "br", "center", "dd", "div", "dl", "dt"),
+        *("fieldset", "figcaption", "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5"),
+        *("h6", "header", "hr", "li", "main", "nav", "ol", "p", "pre", "section", "table"),
+        *("tbody", "tfoot", "thead", "tr", "ul"),
+    }
+)
+_CELL_TAGS = frozenset({"td", "th"})
+_BLANK_LINES = re.compile(r"\n{3,}")
+# Begin and end of a quotation in the collected text: NUL never occurs in it (extract_text removes
+# NULs before rendering), so no markup can forge one.
+_QUOTE_BEGIN, _QUOTE_END = "\x00[", "\x00]"
+_QUOTE_CLASSES = ("gmail_quote", "moz-cite", "yahoo_quoted", "protonmail_quote", "divrplyfwdmsg")
+
+Colour = tuple[int, int, int]
+_WHITE: Colour = (255, 255, 255)
+_BLACK: Colour = (0, 0, 0)
+# The colours that spam uses by name (CSS knows 148; the rest are as good as any other colour
+# here: text in them is only hidden on a background of the same name).
+_NAMED_COLOURS: dict[str, Colour] = {
+    "white": _WHITE,
+    "black": _BLACK,
+    "snow": (255, 250, 250),
+    "ivory": (255, 255, 240),
+    "whitesmoke": (245, 245, 245),
+    "ghostwhite": (248, 248, 255),
+    "floralwhite": (255, 250, 240),
+    "azure": (240, 255, 255),
+    "mintcream": (245, 255, 250),
+    "red": (255, 0, 0),
+    "green": (0, 128, 0),
+    "blue": (0, 0, 255),
+    "yellow": (255, 255, 0),
+    "silver": (192, 192, 192),
+    "gray": (128, 128, 128),
+    "grey": (128, 128, 128),
+    "navy": (0, 0, 128),
+    "lightgray": (211, 211, 211),
+    "lightgrey": (211, 211, 211),
+}
+_COLOUR_DISTANCE = 24  # sum of channel differences under which text cannot be told from its ground
+
+_DECLARATION = re.compile(r"([a-zA-Z-]+)\s*:\s*([^;]*)")
+_RULE = re.compile(r"([^{}]{1,2000})\{([^{}]*)\}")
+_LENGTH = re.compile(r"^(-?[0-9]*\.?[0-9]+)\s*(px|pt|em|rem|%|ex|ch|vw|vh|cm|mm|in)?$")
+_HEX = re.compile(r"^#([0-9a-f]{3}|[0-9a-f]{6})$")
+_NUMBER = r"\s*([0-9.]+%?)\s*"
+_RGB = re.compile(rf"^rgba?\({_NUMBER}[, ]{_NUMBER}[, ]{_NUMBER}(?:[,/]{_NUMBER})?\)$")
+
+
+def _declarations(style: str) -> dict[str, str]:
+    found = {}
+    for name, value in _DECLARATION.findall(style[:4000]):
+        found[name.lower()] = value.replace("!important", "").strip().lower()
+    return found
+
+
+def _pixels(value: str) -> float | None:
+    """A CSS length in pixels (roughly: 1pt is 4/3 px, 1em 16 px), or None for anything else."""
+    match = _LENGTH.match(value.strip())
+    if match is None:
+        return None
+    number, unit = float(match.group(1)), match.group(2) or "px"
+    scale = {"pt": 4 / 3, "em": 16, "rem": 16, "ex": 8, "ch": 8, "%": 0.16, "cm": 38, "mm": 3.8, "in": 96}
+    return number * scale.get(unit, 1.0)
+
+
+def _colour(value: str) -> Colour | None:
+    value = value.strip().lower()
+    if value in _NAMED_COLOURS:
+        return _NAMED_COLOURS[value]
+    match = _HEX.match(value) or _HEX.match("#" + value)  # bgcolor=ffffff is common in mail
+    if match:
+        digits = match.group(1)
+        if len(digits) == 3:
+            digits = "".join(c * 2 for c in digits)
+        return (int(digits[0:2], 16), int(digits[2:4], 16), int(digits[4:6], 16))
+    match = _RGB.match(value)
+    if match:
+        if match.group(4) is not None and _channel(match.group(4), 1.0) < 0.1:
+            return None  # transparent: the ground shows through (handled as opacity elsewhere)
+        red, green, blue = (int(min(255.0, _channel(match.group(i), 255.0))) for i in (1, 2, 3))
+        return (red, green, blue)
+    return None
+
+
+def _channel(text: str, full: float) -> float:
+    return float(text[:-1]) * full / 100 if text.endswith("%") else float(text)
+
+
+def _hides(declarations: dict[str, str]) -> bool:
+    """Whether these CSS declarations make an element and its content invisible."""
+    if declarations.get("display", "").startswith("none"):
+        return True
+    if declarations.get("visibility", "") in ("hidden", "collapse"):
+        return True
+    if declarations.get("mso-hide", "") == "all":
+        return True
+    size = _pixels(declarations.get("font-size", "x"))
+    if size is not None and size < 2:
+        return True
+    opacity = declarations.get("opacity", "")
+    if opacity and _LENGTH.match(opacity) and _channel(opacity, 1.0) < 0.1:
+        return True
+    clipped = declarations.get("overflow", "") in ("hidden", "clip")
+    for box in ("width", "height", "max-width", "max-height"):
+        length = _pixels(declarations.get(box, "x"))
+        if length is not None and length <= 1 and clipped:
+            return True
+    for offset in ("left", "top", "text-indent", "margin-left", "margin-top"):
+        length = _pixels(declarations.get(offset, "x"))
+        if length is not None and length <= -500:
+            return True  # pushed off the page
+    return False
+
+
+@dataclass(frozen=True)
+class _Ink:
+    """The colours text is drawn in and on, as inherited from the ancestors."""
+
+    colour: Colour
+    ground: Colour
+
+    def under(self, node: LexborNode, declarations: dict[str, str]) -> _Ink:
+        attributes = node.attributes
+        colour = _colour(declarations.get("color", "") or (attributes.get("color") or ""))
+        ground_value = declarations.get("background-color", "") or declarations.get("background", "")
+        ground = _colour(ground_value.split()[0] if ground_value else "")
+        if ground is None:
+            ground = _colour(attributes.get("bgcolor") or "")
+        return _Ink(colour or self.colour, ground or self.ground)
+
+    @property
+    def invisible(self) -> bool:
+        return sum(abs(a - b) for a, b in zip(self.colour, self.ground, strict=True)) < _COLOUR_DISTANCE
+
+
+def _drop_hidden_by_rules(tree: LexborHTMLParser) -> None:
+    """Remove the elements that a <style> rule hides (class and id rules are how templates do it)."""
+    sheets = "".join(node.text(deep=True) for node in tree.css("style"))[:_MAX_STYLE_CHARS]
+    sheets = re.sub(r"/\*.*?\*/", "", sheets, flags=re.DOTALL)
+    for count, (selectors, body) in enumerate(_RULE.findall(sheets)):
+        if count >= _MAX_STYLE_RULES:
+            break
+        if not _hides(_declarations(body)):
+            continue
+        for selector in selectors.split(","):
+            selector = selector.strip()
+            if not selector or len(selector) > _MAX_SELECTOR_CHARS or selector.startswith("@"):
+                continue
+            try:
+                matched = tree.css(selector)
+            except Exception:  # a selector lexbor does not understand hides nothing
+                continue
+            for node in matched:
+                if node.tag not in ("html", "body"):
+                    node.decompose()
+
+
+def visible_text(markup: str) -> str:
+    """The text a mail client shows for ``markup``, whitespace collapsed, lines kept."""
+    tree = LexborHTMLParser(markup)
+    _drop_hidden_by_rules(tree)
+    out: list[str] = []
+    root = tree.root
+    if root is None:
+        return ""
+    # Explicit stack: spam nests elements thousands deep. A str entry is text to emit on the way out.
+    stack: list[tuple[LexborNode, _Ink] | str] = [(root, _Ink(_BLACK, _WHITE))]
+    while stack:
+        entry = stack.pop()
+        if isinstance(entry, str):
+            out.append(entry)
+            continue
+        node, ink = entry
+        tag = node.tag or ""
+        if tag == "-text":
+            if not ink.invisible:
+                out.append(node.text_content or "")
+            continue
+        if tag in _SKIPPED:
+            continue
+        attributes = node.attributes
+        declarations = _declarations(attributes.get("style") or "")
+        if "hidden" in attributes or _hides(declarations):
+            continue
+        if tag == "font" and (attributes.get("size") or "").strip() in ("0", "-7", "-6"):
+            continue
+        ink = ink.under(node, declarations)
+        if tag == "img":
+            alt = attributes.get("alt")
+            if alt and not ink.invisible:
+                out.append(f" {alt} ")
+            continue
+        separator = "\n" if tag in _BLOCK_TAGS else " " if tag in _CELL_TAGS else ""
+        if _is_quotation(tag, attributes):
+            out.append(_QUOTE_BEGIN)
+            stack.append(_QUOTE_END)
+        out.append(separator)
+        stack.append("" if tag == "br" else separator)
+        children = []
+        child = node.child
+        while child is not None:
+            children.append(child)
+            child = child.next
+        stack.extend((child, ink) for child in reversed(children))
+    return _BLANK_LINES.sub("\n\n", "\n".join(_quoted_lines("".join(out)))).strip()
+
+
+def _is_quotation(tag: str, attributes: dict[str, str | None]) -> bool:
+    if tag == "blockquote" and (attributes.get("type") or "").lower() == "cite":
+        return True
+    classes = (attributes.get("class") or "").lower()
+    return tag in ("div", "blockquote") and any(name in classes for name in _QUOTE_CLASSES)
+
+
+def _quoted_lines(text: str) -> list[str]:
+    """Whitespace collapsed per line, and the lines inside quotation markers prefixed with '>'."""
+    lines: list[str] = []
+    depth = 0
+    for piece in re.split(r"(\x00[\[\]])", text):
+        if piece == _QUOTE_BEGIN:
+            depth += 1
+            lines.append("")
+        elif piece == _QUOTE_END:
+            depth = max(0, depth - 1)
+            lines.append("")
+        else:
+            for number, line in enumerate(piece.split("\n")):
+                words = " ".join(line.split())
+                if number == 0 and lines and lines[-1]:
+                    lines[-1] = f"{lines[-1]} {words}".strip() if words else lines[-1]
+                elif words or not depth:
+                    lines.append(("> " * depth + words) if words else "")
+    return lines
