@@ -54,11 +54,15 @@ def _look_alikes() -> dict[int, str]:
             continue
         targets = [glyph.get("c", "") for glyph in glyphs]
         targets = [t for t in targets if len(t) == 1 and t.isascii() and t.isalpha()]
-        # Unicode files Cyrillic "І" under "l" (its skeleton); a reader sees the letter of the
-        # same case, "I".
+        if not targets:
+            continue
         same_case = [t for t in targets if t.isupper() == character.isupper()]
-        if targets:
-            table[ord(character)] = (same_case or targets)[0]
+        target = (same_case or targets)[0]
+        # A plain vertical stroke: Unicode's skeleton files Cyrillic "І" under "l" and the
+        # palochka "ӏ" under "i"; a reader sees "I" among capitals and "l" among small letters.
+        if target in "lI" or "PALOCHKA" in unicodedata.name(character, ""):
+            target = "I" if character.isupper() else "l"
+        table[ord(character)] = target
     return table
 
 

@@ -71,6 +71,8 @@ _NAMED_COLOURS: dict[str, Colour] = {
     "lightgray": (211, 211, 211),
     "lightgrey": (211, 211, 211),
 }
+_LINK_BLUE: Colour = (0, 0, 238)
+_COLOUR_IN_SHORTHAND = re.compile(r"rgba?\([^)]*\)|#[0-9a-f]{3,6}\b|\b[a-z]+\b")
 _COLOUR_DISTANCE = 24  # sum of channel differences under which text cannot be told from its ground
 
 _DECLARATION = re.compile(r"([a-zA-Z-]+)\s*:\s*([^;]*)")
@@ -157,8 +159,14 @@ class _Ink:
     def under(self, node: LexborNode, declarations: dict[str, str]) -> _Ink:
         attributes = node.attributes
         colour = _colour(declarations.get("color", "") or (attributes.get("color") or ""))
-        ground_value = declarations.get("background-color", "") or declarations.get("background", "")
-        ground = _colour(ground_value.split()[0] if ground_value else "")
+        if colour is None and node.tag == "a" and attributes.get("href"):
+            colour = _LINK_BLUE  # a link has a colour of its own unless styled
+        ground = _colour(declarations.get("background-color", ""))
+        if ground is None and "background" in declarations:  # the shorthand: find its colour
+            for found in _COLOUR_IN_SHORTHAND.finditer(declarations["background"][:200]):
+                ground = _colour(found.group(0))
+                if ground is not None:
+                    break
         if ground is None:
             ground = _colour(attributes.get("bgcolor") or "")
         return _Ink(colour or self.colour, ground or self.ground)
@@ -208,8 +216,9 @@ def visible_text(markup: str) -> str:
         node, ink = entry
         tag = node.tag or ""
         if tag == "-text":
-            if not ink.invisible:
-                out.append(node.text_content or "")
+            text = node.text_content or ""
+            if not ink.invisible or not text.strip():  # white space separates words in any colour
+                out.append(text)
             continue
         if tag in _SKIPPED:
             continue
@@ -221,8 +230,8 @@ def visible_text(markup: str) -> str:
             continue
         ink = ink.under(node, declarations)
         if tag == "img":
-            alt = attributes.get("alt")
-            if alt and not ink.invisible:
+            alt = attributes.get("alt")  # drawn as an image, whatever the text colour
+            if alt:
                 out.append(f" {alt} ")
             continue
         separator = "\n" if tag in _BLOCK_TAGS else " " if tag in _CELL_TAGS else ""
