@@ -149,10 +149,7 @@ class Manifest:
         if missing:
             raise ModelDirectoryError(f"{origin} lacks {', '.join(missing)}")
         if data["format_version"] != FORMAT_VERSION:
-            raise ModelDirectoryError(
-                f"{origin} has format_version {data['format_version']}; "
-                f"this spamfilter reads {FORMAT_VERSION}"
-            )
+            raise ModelDirectoryError(_format_version_mismatch(origin, data["format_version"]))
         try:
             return cls(
                 max_length=int(data["max_length"]),
@@ -175,6 +172,26 @@ class Manifest:
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+
+def _format_version_mismatch(origin: Path, found: Any) -> str:
+    """What to do about a manifest of another format: which spamfilter wrote it decides the fix."""
+    newer = isinstance(found, int) and not isinstance(found, bool) and found > FORMAT_VERSION
+    older = isinstance(found, int) and not isinstance(found, bool) and found < FORMAT_VERSION
+    if newer:
+        return (
+            f"{origin} was written by a newer spamfilter (format_version {found}; this one reads "
+            f"{FORMAT_VERSION}): upgrade spamfilter (pull and reinstall it), or retrain with "
+            "`spamfilter train`"
+        )
+    if older:
+        return (
+            f"{origin} was written by an older spamfilter (format_version {found}; this one reads "
+            f"{FORMAT_VERSION}): retrain with `spamfilter train`, or use the spamfilter that wrote it"
+        )
+    return (
+        f"{origin} has format_version {found!r}, not one a spamfilter writes: retrain with `spamfilter train`"
+    )
 
 
 def _without_none(values: dict[str, Any]) -> dict[str, Any]:
@@ -253,7 +270,13 @@ def open_model_directory(path: Path) -> ModelDirectory:
         raise ModelDirectoryError(f"{manifest_path} is missing: {path} is not a spamfilter model directory")
     try:
         data = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except PermissionError:
+        raise ModelDirectoryError(
+            f"permission denied reading {manifest_path}; check the file's owner/mode"
+        ) from None
+    except OSError as error:
+        raise ModelDirectoryError(f"cannot read {manifest_path}: {error.strerror or error}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ModelDirectoryError(f"{manifest_path} is not readable JSON: {error}") from None
     directory = ModelDirectory(path, Manifest.from_dict(data, manifest_path))
     for required in (directory.onnx_path, *(path / name for name in TOKENIZER_FILES)):

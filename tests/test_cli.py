@@ -241,3 +241,44 @@ def test_filter_progress_on_a_file_shows_rate_share_and_time_left(
     assert result.exit_code == 0, result.output
     assert "20 messages (" in result.stderr and "/s)" in result.stderr
     assert "100%" in result.stderr and "0:00:00" in result.stderr
+
+
+# --- errors that name the fix ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("version", "expected"),
+    [
+        (2, "written by a newer spamfilter (format_version 2; this one reads 1): upgrade spamfilter"),
+        (0, "written by an older spamfilter (format_version 0; this one reads 1): retrain with"),
+    ],
+)
+def test_a_manifest_of_another_format_says_what_to_do(
+    trained_model: Path, tmp_path: Path, version: int, expected: str
+) -> None:
+    model = tmp_path / "model"
+    shutil.copytree(trained_model, model)
+    manifest = json.loads((model / "spamfilter.json").read_text())
+    (model / "spamfilter.json").write_text(json.dumps({**manifest, "format_version": version}))
+    result = CliRunner().invoke(cli, ["classify", "--model", str(model), "hello"])
+    assert result.exit_code == 1
+    assert expected in result.output and "spamfilter train" in result.output, result.output
+
+
+def test_an_unreadable_manifest_says_permission_denied_without_an_errno(
+    trained_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The tests run as root here, where chmod 000 still reads: the refusal is made to happen.
+    manifest = trained_model / "spamfilter.json"
+    read_text = Path.read_text
+
+    def refuse(self: Path, *args: object, **kwargs: object) -> str:
+        if self == manifest:
+            raise PermissionError(13, "Permission denied", str(self))
+        return read_text(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "read_text", refuse)
+    result = CliRunner().invoke(cli, ["classify", "--model", str(trained_model), "hello"])
+    assert result.exit_code == 1
+    assert f"permission denied reading {manifest}; check the file's owner/mode" in result.output
+    assert "Errno" not in result.output, result.output
