@@ -13,12 +13,14 @@ module imports ray.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
 import sys
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -33,6 +35,7 @@ from ..errors import ClassificationError, SpamfilterError, UsageError, first_lin
 from ..modeldir import ModelDirectory, open_model_directory
 from ..pipeline import DEFAULT_TEXT_COLUMN
 from ..runtime import CPU_BATCH, GPU_BATCH, Classifier, available_cores, chars_kept
+from . import session
 from .chunks import Chunk, Input, InputError, describe_input, is_url, plan, read, write
 from .outputs import RESERVED_NAMES, OutputFolder, write_verdicts
 
@@ -246,10 +249,12 @@ def filter_with_ray(
         else:
             pending.append(index)
     job = Job(tuple(inputs), str(out.root), cut, text_column, chars_kept(scoring.directory.max_length))
-    started_ray = False
+    started_ray, quiet = False, contextlib.ExitStack()
     try:
         if pending:
             started_ray, run.startup_seconds = _connect(cluster, report)
+            if not progress:  # (a progress display needs stderr to stay the terminal)
+                quiet.enter_context(session.cpp_log_kept_off_stderr())
         remaining = pending
         while remaining:
             dataset = _dataset(job, remaining, scorer, scoring, cluster, out, progress)
@@ -279,6 +284,7 @@ def filter_with_ray(
                 out.abandon(inputs[index].name)
         if started_ray:
             ray.shutdown()
+        quiet.close()
         run.seconds = time.perf_counter() - started
     return run
 
@@ -391,43 +397,12 @@ def _fingerprint(item: Input, options: dict[str, Any], text_column: str) -> dict
 
 
 def _connect(cluster: Cluster, report: Callable[[str], None]) -> tuple[bool, float]:
-    """Join the cluster at the address, or start Ray here; whether we started it, and how long that
-    took. A Ray already running in this process (a notebook, a test) is used as it is."""
-    address = cluster.address or os.environ.get("RAY_ADDRESS")
-    started, ours = time.perf_counter(), not ray.is_initialized()
-    try:
-        if ours and address:
-            ray.init(address=address, logging_level=logging.WARNING)
-        elif ours:
-            # Ray's CPUs are scheduling slots: the workers' slots plus one, so that reading and
-            # writing always have one even where the workers take every core.
-            cpus = max(available_cores(), cluster.workers * cluster.cpus_per_worker + 1)
-            ray.init(num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING)
-    except Exception as error:  # ConnectionError, RuntimeError, ...: one line, no traceback
-        where = f"join the Ray cluster at {address}" if address else "start Ray on this machine"
-        raise SpamfilterError(f"cannot {where}: {first_line(error)}") from None
-    seconds = time.perf_counter() - started if ours else 0.0
-    try:
-        _check_gpus(cluster, may_grow=bool(address), report=report)
-    except SpamfilterError:
-        if ours:
-            ray.shutdown()
-        raise
-    return ours, seconds
-
-
-def _check_gpus(cluster: Cluster, may_grow: bool, report: Callable[[str], None]) -> None:
-    """Workers that ask for GPUs Ray does not have would wait for ever: refused here, unless the
-    cluster may still get them (an autoscaler adds GPU nodes when the workers ask)."""
-    gpus = ray.cluster_resources().get("GPU", 0)
-    if cluster.gpus_per_worker <= gpus:
-        return
-    if not may_grow:
-        raise SpamfilterError(f"--gpus-per-worker {cluster.gpus_per_worker:g}: Ray finds {gpus:g} GPUs here")
-    report(
-        f"--gpus-per-worker {cluster.gpus_per_worker:g}: the cluster has {gpus:g} GPUs now; "
-        "the workers wait for GPU nodes to join"
-    )
+    """Join the cluster at the address (or ``$RAY_ADDRESS``), or start Ray here (``session``)."""
+    address = cluster.address or os.environ.get("RAY_ADDRESS") or None
+    # Ray's CPUs are scheduling slots: the workers' slots plus one, so that reading and writing
+    # always have one even where the workers take every core.
+    cpus = max(available_cores(), cluster.workers * cluster.cpus_per_worker + 1)
+    return session.connect(session.Where(address, cpus, cluster.gpus_per_worker), report)
 
 
 def scoring_options(cluster: Cluster, model_bytes: int) -> dict[str, Any]:
@@ -462,7 +437,7 @@ def _dataset(
     out.clear_markers()
     ray.data.DataContext.get_current().enable_progress_bars = progress
     if not progress:  # Ray Data's own lines (execution plan, timings) are progress reports too
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
     dataset: ray.data.Dataset = ray.data.from_items(
         [{"input": index} for index in pending], override_num_blocks=len(pending)
     )
@@ -473,7 +448,12 @@ def _dataset(
     dataset = dataset.map(partial(_read_stage, job=job), num_cpus=1)
     options = scoring_options(cluster, scoring.model_file.stat().st_size)
     arguments = {**scoring.worker_arguments(), "markers": str(out.markers)}
-    dataset = dataset.map_batches(scorer, fn_constructor_kwargs=arguments, **options)
+    with warnings.catch_warnings():
+        # Ray Data deprecates its remote arguments for named parameters, but max_restarts and
+        # max_task_retries have none yet: without them a chunk that kills its workers is retried
+        # for ever (scoring_options).
+        warnings.filterwarnings("ignore", message=r"`ray_remote_args` is deprecated")
+        dataset = dataset.map_batches(scorer, fn_constructor_kwargs=arguments, **options)
     return dataset.map(partial(_write_stage, job=job), num_cpus=0.5)
 
 
