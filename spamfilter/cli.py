@@ -189,7 +189,8 @@ def mail_sources_options(spam: str, ham: str, stdin: bool = False) -> Callable[[
 @click.option(
     "--progress/--no-progress",
     default=None,
-    help="A progress bar on stderr. Default: only when stderr is a terminal.",
+    help="Progress within each epoch on stderr: a live bar on a terminal, else (a log) a line a minute. "
+    "Phases and each epoch's figures are printed either way.  [default: progress]",
 )
 def train(
     model: str | None,
@@ -222,7 +223,7 @@ def train(
     try:
         from .export import describe_export
         from .recipe import TrainOptions, describe_result, fine_tune, resolve_device
-        from .train import TrainingConfig, epoch_of_step
+        from .train import TrainingConfig
     except ImportError as error:  # a base (filter-only) install
         _fail(f"{TRAIN_EXTRA_HINT} ({error})")
     from .mail import check_sources
@@ -254,43 +255,18 @@ def train(
         quantize=None if quantize == "none" else quantize,
         resume=resume,
     )
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from .train_progress import TrainingProgress
 
-    display = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.3f}"),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not (console.is_terminal if progress is None else progress),
-    )
-    task = display.add_task("training", total=None, loss=float("nan"), visible=False)
-    download = display.add_task("downloading data", total=None, loss=float("nan"), visible=False)
-
-    def on_download(done: int, total: int | None) -> None:
-        display.update(download, completed=done, total=total, visible=True)
-
-    def on_step(step: int, total: int, loss: float) -> None:
-        description = f"epoch {epoch_of_step(step, total, epochs)}/{epochs}"
-        display.update(task, description=description, completed=step, total=total, loss=loss, visible=True)
-
-    def on_epoch(record) -> None:  # figures on the whole train and validation splits
-        console.print(
-            f"epoch {record.epoch}/{epochs}: train loss {record.train_loss:.3f}"
-            f" acc {record.train_accuracy:.2%} | validation loss {record.validation_loss:.3f}"
-            f" acc {record.validation_accuracy:.2%} ({record.seconds:.1f} s)"
-        )
-
+    display = TrainingProgress(console, epochs, steps=progress is not False)
     try:
         with _library_errors(), display:
             result = fine_tune(
                 options,
-                on_step=on_step,
-                on_epoch=on_epoch,
-                on_stage=lambda s: console.print(f"[dim]{s}…[/dim]"),
-                on_download=on_download,
-                on_warning=_warn,
+                on_step=display.step,
+                on_epoch=display.epoch,
+                on_stage=display.stage,
+                on_download=display.download,
+                on_warning=display.warn,
             )
     except OSError as error:
         _fail(str(error))

@@ -248,6 +248,7 @@ def fine_tune(
     if splits is None:
         stage("loading data")
         splits, data_origin = load_splits(options, on_download, on_warning)
+    stage("tokenising")
     tokenizer = Tokenizer()
     rows = {
         name: tokenizer.encode_batch(getattr(splits, name)["Text"].tolist())
@@ -280,6 +281,7 @@ def fine_tune(
         device=options.device,
         on_step=on_step,
         on_epoch=on_epoch,
+        on_stage=stage,
         state_path=state_path,
         resume=options.resume,
         features=features,

@@ -202,6 +202,7 @@ def spam_probabilities(
 
 ProgressCallback = Callable[[int, int, float], None]  # (step, total steps, loss)
 EpochCallback = Callable[[EpochRecord], None]
+StageCallback = Callable[[str], None]  # a phase of the run begins (for a log: what it is doing)
 
 
 def epoch_of_step(step: int, total_steps: int, epochs: int) -> int:
@@ -226,6 +227,7 @@ def train_classifier(
     device: str | torch.device = "cpu",
     on_step: ProgressCallback | None = None,
     on_epoch: EpochCallback | None = None,
+    on_stage: StageCallback | None = None,
     state_path: Path | None = None,
     resume: bool = False,
     features: dict[str, np.ndarray] | None = None,
@@ -242,6 +244,7 @@ def train_classifier(
     continues from it, giving the same result as an uninterrupted run.
     """
     started = time.perf_counter()
+    stage = on_stage or (lambda _: None)
     device = torch.device(device)
     torch.manual_seed(config.seed)
     classifier.to(device)
@@ -252,6 +255,8 @@ def train_classifier(
         inputs_sha256=_inputs_sha256(classifier.pooling, train, validation, test),
     )
     classifier.eval()  # dropout is 0 anyway; eval mode keeps the cached and live paths identical
+    if config.cache_frozen and start_block > 0:  # a full forward pass over every message: it takes a while
+        stage(f"computing the {start_block} frozen blocks' output once for all epochs")
     splits = [
         _Inputs(classifier, ids, labels, start_block, config.cache_frozen, device)
         for ids, labels in (train, validation, test)
@@ -278,6 +283,10 @@ def train_classifier(
         )
     for epoch in range(first_epoch, config.epochs + 1):
         if config.keep_best and best.out_of_patience(epoch, config.patience):
+            stage(
+                f"stopping early: no better validation loss in the {config.patience} epochs after "
+                f"epoch {best.epoch}"
+            )
             break
         epoch_started = time.perf_counter()
         order = torch.randperm(len(train_data), generator=generator).to(device)
@@ -328,6 +337,7 @@ def train_classifier(
     else:  # resumed after the last epoch had finished
         record.train_accuracy = _loss_and_accuracy(classifier, train_data, EVAL_BATCH_SIZE)[1]
         record.validation_accuracy = _loss_and_accuracy(classifier, validation_data, EVAL_BATCH_SIZE)[1]
+    stage("evaluating on the test split")
     probabilities = spam_probabilities(classifier, test_data)
     test_metrics: Metrics = compute_metrics(test[1], probabilities)
     record.test = test_metrics.to_dict()

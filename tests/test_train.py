@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -208,19 +207,6 @@ def _small_sms(folder: Path, sms_file: Path) -> Path:
 
 def _train(*args: str) -> Result:
     return CliRunner().invoke(cli, ["train", "--device", "cpu", "--epochs", "2", *args])
-
-
-def test_progress_bar_shows_the_epoch(tmp_path: Path, sms_file: Path) -> None:
-    (tmp_path / "config.json").write_text(json.dumps({"n_embd": 32, "n_layer": 1, "n_head": 2}))
-    result = _train(
-        "--model", str(tmp_path / "config.json"), "--weights", "random",
-        "--data", str(_small_sms(tmp_path, sms_file)), "--out", str(tmp_path / "model"), "--progress",
-    )  # fmt: skip
-    assert result.exit_code == 0, result.output
-    # The bar's last state (a console that is no terminal shows only that): epoch, steps, loss.
-    assert re.search(r"^epoch 2/2 [^:\n]*\b6/6 loss \d", result.output, re.MULTILINE), result.output
-    # And each epoch's figures, on the whole splits, say which epoch of how many.
-    assert re.search(r"^epoch 1/2: train loss .* acc .* \| validation loss", result.output, re.MULTILINE)
 
 
 def test_manifest_names_the_architecture_that_was_loaded(tmp_path: Path, sms_file: Path) -> None:
