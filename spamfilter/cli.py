@@ -171,6 +171,12 @@ def mail_sources_options(spam: str, ham: str, stdin: bool = False) -> Callable[[
     "or the last epoch (the SMS recipe).  [default: keep-best for --spam/--ham]",
 )
 @click.option(
+    "--augment/--no-augment",
+    default=None,
+    help="Also train on two copies of each training spam with ordinary ham text before and after "
+    "its body, so that padding around an offer does not hide it.  [default: augment for --spam/--ham]",
+)
+@click.option(
     "--target-fpr",
     type=click.FloatRange(0, 1, max_open=True),
     default=None,
@@ -210,6 +216,7 @@ def train(
     device: str,
     balance: str | None,
     keep_best: bool | None,
+    augment: bool | None,
     target_fpr: float | None,
     quantize: str,
     resume: bool,
@@ -231,6 +238,12 @@ def train(
     with _library_errors():
         check_sources(data, spam_sources, ham_sources, "--data", required=False)
         torch_device = resolve_device(device)
+    # Every input that is missing, named at once before anything loads (offline: data and weights).
+    from .train_inputs import describe, missing_inputs
+
+    missing = missing_inputs(data, spam_sources, ham_sources, weights, model)
+    if missing:
+        _fail(describe(missing))
     options = TrainOptions(
         model=model,
         weights=weights,
@@ -241,6 +254,7 @@ def train(
         pooling=pooling,
         balance=balance,
         keep_best=keep_best,
+        augment=augment,
         target_fpr=target_fpr,
         training=TrainingConfig(
             epochs=epochs,
@@ -337,8 +351,27 @@ model_option = click.option(
     "--model",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Model directory. Default: $SPAMFILTER_MODEL or the one 'spamfilter train' wrote.",
+    help="Model directory. Default: $SPAMFILTER_MODEL if set, else the model this user trained last "
+    "(recorded in $XDG_DATA_HOME/spamfilter/last-model, ~/.local/share/spamfilter/last-model without "
+    "XDG_DATA_HOME), which the next 'spamfilter train' repoints: pin one with -m DIR or "
+    "SPAMFILTER_MODEL=DIR. The summary on stderr names the model that ran.",
 )
+
+
+def _model_used(model: Path | None, directory: Path, variant: str | None = None) -> str:
+    """``model: PATH (VARIANT)`` for a summary, and how PATH was chosen when -m was not given: the
+    default follows whatever was trained last, so a run names what it used."""
+    chosen = None
+    if model is None:
+        chosen = "$SPAMFILTER_MODEL" if os.environ.get("SPAMFILTER_MODEL") else "the last one trained"
+    details = "; ".join(part for part in (variant, chosen) if part)
+    return f"model: {directory.resolve()}" + (f" ({details})" if details else "")
+
+
+def _classifier_used(model: Path | None, classifier: Classifier) -> str:
+    return _model_used(model, classifier.directory.path, classifier.variant)
+
+
 gpu_option = click.option("--gpu", is_flag=True, help="Run on CUDA (falls back to the CPU with a warning).")
 variant_option = click.option(
     "--variant",
@@ -516,7 +549,8 @@ def filter_command(
     except OSError as error:  # a full disk, an output that went away: say so, no traceback
         _fail(f"cannot write the output: {error.strerror or error}")
     if not quiet and summary is not None:
-        click.echo(f"spamfilter: {pipeline.timed(summary, started).line()}", err=True)
+        used = _classifier_used(model, classifier)
+        click.echo(f"spamfilter: {pipeline.timed(summary, started).line()}; {used}", err=True)
 
 
 RAY_ONLY_OPTIONS = ("ray_address", "workers", "gpus_per_worker")
@@ -563,11 +597,12 @@ def _filter_with_ray(
     params = context.params
     cluster = ray_engine.Cluster(params["ray_address"], params["workers"], params["gpus_per_worker"])
     report = _warn if not quiet else (lambda message: None)
+    directory = model or default_model_dir()
     with _library_errors():
         run = ray_engine.filter_with_ray(
             inputs,
             Path(output),
-            model or default_model_dir(),
+            directory,
             cluster,
             threshold=threshold,
             variant=variant,
@@ -579,7 +614,8 @@ def _filter_with_ray(
             report=report,
         )
         if not quiet or run.failed or run.interrupted:
-            _warn(f"{run.line()}; verdicts in {run.verdicts}")
+            used = _model_used(model, directory, variant or open_model_directory(directory).default_variant)
+            _warn(f"{run.line()}; verdicts in {run.verdicts}; {used}")
         if run.interrupted is not None:
             sys.exit(exit_code(run.interrupted))
         if run.failed:
@@ -641,7 +677,8 @@ def _filter_folder(
         except OSError as error:
             _fail(f"cannot write the output: {error.strerror or error}")
     if not quiet:
-        click.echo(f"spamfilter: {pipeline.timed(summary, started).line()}", err=True)
+        used = _classifier_used(model, classifier)
+        click.echo(f"spamfilter: {pipeline.timed(summary, started).line()}; {used}", err=True)
 
 
 def _warn_if_not_for_mail(classifier: Classifier) -> None:
@@ -790,6 +827,7 @@ def classify(
     items = [sys.stdin.read() if t == "-" else t for t in texts]
     for (label, p), text in zip(classifier.classify(items, threshold), items, strict=True):
         click.echo(f"{label}\t{p:.4f}\t{_one_line_preview(text)}")
+    click.echo(f"spamfilter: {_classifier_used(model, classifier)}", err=True)
 
 
 def _one_line_preview(text: str, width: int = 60) -> str:
@@ -847,6 +885,7 @@ def eval_command(
     classifier = _load_classifier(model, gpu, variant=variant)
     result = evaluate(classifier, texts, labels, threshold, target_fprs or DEFAULT_TARGET_FPRS)
     click.echo(format_report(result))
+    click.echo(f"spamfilter: {_classifier_used(model, classifier)}", err=True)
     if report is None:  # never over the test report that train wrote into the model directory
         click.echo("spamfilter: no files written; --report DIR keeps eval.json and roc.png", err=True)
         return
@@ -893,6 +932,7 @@ def learn(
     except OSError as error:  # a read-only model directory, a full disk, a correction not readable
         where = f" ({error.filename})" if error.filename else ""
         _fail(f"cannot update {directory}: {error.strerror or error}{where}")
+    click.echo(f"spamfilter: {_model_used(model, directory)}", err=True)
 
 
 def _learn(
@@ -1042,6 +1082,13 @@ def _octal_mode(_context: click.Context, _param: click.Parameter, value: str | N
 )
 @click.option("--max-connections", type=click.IntRange(1), default=64, show_default=True)
 @click.option(
+    "--max-per-peer",
+    type=click.IntRange(1),
+    default=None,
+    help="Connections one client address (one uid on a unix socket) may have served at once. "
+    "Default: three quarters of --max-connections.",
+)
+@click.option(
     "-A",
     "--allow",
     multiple=True,
@@ -1103,6 +1150,7 @@ def serve(
     max_size: int,
     timeout: float,
     max_connections: int,
+    max_per_peer: int | None,
     allow: tuple[str, ...],
     socket_mode: int | None,
     socket_owner: str | None,
@@ -1141,6 +1189,7 @@ def serve(
             max_size=max_size,
             timeout=timeout,
             max_connections=max_connections,
+            max_per_peer=max_per_peer or 0,
             batch_max=batch_max or (128 if gpu else 32),
             batch_wait=batch_wait_ms / 1000,
             threshold=threshold,
@@ -1163,12 +1212,14 @@ def serve(
                 directory, gpu=gpu, variant=variant, batch_size=settings.batch_max, warn=logger.warning
             )
 
-        scorer = load()
-        logger.info("model %s: %s on %s", directory, scorer.variant, scorer.provider)
-        warning = scorer.directory.manifest.mail_warning()
-        if warning is not None:
-            logger.warning(warning)
-        run_service(settings, scorer, load, logger)
+        def loaded(scorer: Classifier) -> None:
+            logger.info("model %s: %s on %s", directory, scorer.variant, scorer.provider)
+            warning = scorer.directory.manifest.mail_warning()
+            if warning is not None:
+                logger.warning(warning)
+
+        # The listeners are bound first, so that a busy port fails before the model loads.
+        run_service(settings, None, load, logger, loaded)  # type: ignore[arg-type]
 
 
 def main() -> None:

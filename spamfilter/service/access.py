@@ -93,9 +93,32 @@ def tls_context(certificate: Path | None, key: Path | None) -> ssl.SSLContext | 
     return context
 
 
-def prepare_socket_path(path: Path) -> None:
+@dataclass(frozen=True)
+class BoundSocket:
+    """A unix socket this process bound: its path and the inode it made there (device, inode
+    and change time: an inode number alone can be reused by a file made since). Only a path that
+    still names that very socket is ever removed (a path refused at start, another server's
+    socket, or a file put there since, is left alone)."""
+
+    path: Path
+    identity: tuple[int, int, int]
+
+    @staticmethod
+    def identify(found: os.stat_result) -> tuple[int, int, int]:
+        return found.st_dev, found.st_ino, found.st_ctime_ns
+
+    def remove(self) -> None:
+        try:
+            now = self.path.lstat()
+        except OSError:
+            return
+        if stat.S_ISSOCK(now.st_mode) and self.identify(now) == self.identity:
+            self.path.unlink(missing_ok=True)
+
+
+def check_socket_path(path: Path) -> None:
     """Make room for a unix socket: a stale socket file left by a killed server is removed; a live
-    one (a server answers on it) or any other file is an error."""
+    one (a server answers on it) or any other file is an error, and is left as it is."""
     try:
         mode = path.lstat().st_mode
     except FileNotFoundError:
@@ -105,23 +128,52 @@ def prepare_socket_path(path: Path) -> None:
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(str(path))
-    except OSError:
-        path.unlink()  # nobody listens: a leftover
+    except ConnectionRefusedError:
+        path.unlink(missing_ok=True)  # a socket nobody listens on: a leftover
+    except OSError as error:
+        raise UsageError(f"--listen unix:{path}: cannot check the socket there: {error.strerror}") from None
     else:
         raise UsageError(f"--listen unix:{path}: another server is listening there")
     finally:
         probe.close()
 
 
-def secure_socket(path: Path, mode: int | None, owner: str | None) -> None:
-    """Apply ``--socket-mode`` and ``--socket-owner USER[:GROUP]`` to a unix socket."""
-    if owner:
-        user, _, group = owner.partition(":")
-        try:
-            uid = pwd.getpwnam(user).pw_uid if user else -1
-            gid = grp.getgrnam(group).gr_gid if group else -1
-        except KeyError as missing:
-            raise UsageError(f"--socket-owner {owner}: no such user or group {missing}") from None
-        os.chown(path, uid, gid)
-    if mode is not None:
-        os.chmod(path, mode)
+def bind_unix_socket(path: Path, mode: int | None, owner: str | None) -> tuple[socket.socket, BoundSocket]:
+    """A listening-ready unix socket at ``path`` with ``--socket-mode``/``--socket-owner`` applied
+    before anyone else can connect: it is bound under umask 0777 (mode 0000: only root gets in),
+    then given its owner, then its mode. Without ``--socket-mode`` the mode is what the umask
+    would have given."""
+    uid, gid = _owner_ids(owner)
+    check_socket_path(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    umask = os.umask(0o777)  # the process is single-threaded here: no other file is being made
+    try:
+        sock.bind(str(path))
+    except OSError:
+        sock.close()
+        raise
+    finally:
+        os.umask(umask)
+    bound = BoundSocket(path, BoundSocket.identify(os.lstat(path)))
+    try:
+        if owner:
+            os.chown(path, uid, gid)
+        os.chmod(path, (0o777 & ~umask) if mode is None else mode)
+        bound = BoundSocket(path, BoundSocket.identify(os.lstat(path)))  # chmod changed its ctime
+    except OSError:
+        sock.close()
+        bound.remove()
+        raise
+    return sock, bound
+
+
+def _owner_ids(owner: str | None) -> tuple[int, int]:
+    if not owner:
+        return -1, -1
+    user, _, group = owner.partition(":")
+    try:
+        uid = pwd.getpwnam(user).pw_uid if user else -1
+        gid = grp.getgrnam(group).gr_gid if group else -1
+    except KeyError as missing:
+        raise UsageError(f"--socket-owner {owner}: no such user or group {missing}") from None
+    return uid, gid

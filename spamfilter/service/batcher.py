@@ -36,7 +36,7 @@ class _Waiting:
 class MicroBatcher:
     def __init__(
         self,
-        scorer: Scorer,
+        scorer: Scorer | None,
         max_batch: int,
         max_wait: float,
         threshold: float | None = None,
@@ -96,6 +96,7 @@ class MicroBatcher:
             if not batch:
                 continue
             scorer, threshold = self.scorer, self.threshold
+            assert scorer is not None, "the batcher starts once a model is loaded"
             outcomes = await loop.run_in_executor(
                 self._worker, self._run, scorer, threshold, [waiting.raw for waiting in batch]
             )

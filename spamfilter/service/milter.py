@@ -6,8 +6,9 @@ a quarantine (``quarantine_above``).
 
 A packet is a 4-byte big-endian length, a command byte and its data. The milter asks only for
 what it uses: headers and body, no replies to the steps before them, and header values with
-their leading space (so the message is put back together byte for byte). The body is kept up to
-``max_size`` bytes, what the classifier reads; the rest is only counted.
+their leading space (so the message is put back together byte for byte). Headers and body
+together are kept up to ``max_size`` bytes, what the classifier reads; the rest of the body is
+only counted, and a message whose headers alone pass ``max_size`` is let through untagged.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from ..mail import spam_status_value
 from ..pipeline import VERSION_TAG, Tagged
 
 VERSION = 6
-IDLE_SECONDS = 7210.0  # between messages an MTA waits on its SMTP client; libmilter allows this long
 MAX_PACKET = 1 << 20  # Postfix sends body chunks of 64 KB; anything far larger is not a milter peer
+HEADER_OVERHEAD = 4  # a header as the message holds it: name, ": ", value, line end
 
 # Commands from the MTA (libmilter's mfdef.h)
 ABORT, BODY, CONNECT, MACRO, BODYEOB, HELO, QUIT_NC, HEADER = b"ABCDEHKL"
@@ -69,15 +70,22 @@ class MilterPolicy:
 @dataclass
 class _Message:
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    header_bytes: int = 0  # kept or not: once past max_size, headers are only counted
     body: bytearray = field(default_factory=bytearray)
     body_size: int = 0
+
+    def room(self, max_size: int) -> int:
+        return max(0, max_size - self.header_bytes - len(self.body))
+
+
+Packet = tuple[int, bytes]
 
 
 def packet(command: int, data: bytes = b"") -> bytes:
     return struct.pack(">I", len(data) + 1) + bytes([command]) + data
 
 
-async def read_packet(reader: asyncio.StreamReader) -> tuple[int, bytes] | None:
+async def read_packet(reader: asyncio.StreamReader) -> Packet | None:
     """The next (command, data), or None at the end of the connection."""
     try:
         head = await reader.readexactly(4)
@@ -150,18 +158,19 @@ async def milter_session(
     timeout: float,
     on_verdict: Callable[[Tagged, str], None] | None = None,
     stopping: asyncio.Event | None = None,
+    first: Packet | None = None,
 ) -> None:
     """One MTA connection: any number of messages, until QUIT or the end of the connection, or
-    ``stopping`` (the service's SIGTERM) while no message is being classified. ``write`` sends bytes
-    (and waits until they are taken); ``tag`` classifies one message."""
+    ``stopping`` (the service's SIGTERM) while no message is being classified, or ``timeout``
+    seconds without a packet (``asyncio.TimeoutError``). ``write`` sends bytes (and waits until
+    they are taken); ``tag`` classifies one message; ``first``: a packet already read."""
     message = _Message()
     leading_space = False
     steps = 0  # the protocol bits agreed on
     stop = stopping or asyncio.Event()
     while True:
-        # Inside a message a silent MTA is a stuck one; between messages it waits on its client.
-        in_message = bool(message.headers or message.body_size)
-        received = await _next_packet(reader, timeout if in_message else IDLE_SECONDS, stop)
+        received = first if first is not None else await _next_packet(reader, timeout, stop)
+        first = None
         if received is None:
             return
         command, data = received
@@ -176,16 +185,15 @@ async def milter_session(
             message = _Message()
         elif command == HEADER:
             name, _, rest = data.partition(b"\0")
-            message.headers.append((name, rest.rstrip(b"\0")))
+            message.header_bytes += len(name) + len(rest) + HEADER_OVERHEAD
+            if message.header_bytes <= max_size:  # beyond: counted only (let through untagged)
+                message.headers.append((name, rest.rstrip(b"\0")))
         elif command == BODY:
             message.body_size += len(data)
-            room = max_size - len(message.body)
-            if room > 0:
-                message.body += data[:room]
+            message.body += data[: message.room(max_size)]
         elif command == BODYEOB:
-            if data:  # the last body chunk may come with the end
-                message.body += data[: max(0, max_size - len(message.body))]
-            for reply in await _end_of_message(message, leading_space, tag, policy, on_verdict):
+            message.body += data[: message.room(max_size)]  # the last chunk may come with the end
+            for reply in await _end_of_message(message, leading_space, tag, policy, on_verdict, max_size):
                 await write(reply)
             message = _Message()
         elif command in (QUIT, QUIT_NC):
@@ -199,9 +207,7 @@ async def milter_session(
             await write(packet(CONTINUE))
 
 
-async def _next_packet(
-    reader: asyncio.StreamReader, timeout: float, stop: asyncio.Event
-) -> tuple[int, bytes] | None:
+async def _next_packet(reader: asyncio.StreamReader, timeout: float, stop: asyncio.Event) -> Packet | None:
     """The next packet; None at the end of the connection or once ``stop`` is set (the MTA then
     does what its milter_default_action says for a message it was sending)."""
     if stop.is_set():
@@ -226,7 +232,13 @@ async def _end_of_message(
     tag: Tagger,
     policy: MilterPolicy,
     on_verdict: Callable[[Tagged, str], None] | None,
+    max_size: int,
 ) -> list[bytes]:
+    if message.header_bytes > max_size:  # as spamc does with a message over its -s: untagged
+        if on_verdict is not None:
+            too_big = f"headers of {message.header_bytes} bytes are over --max-size {max_size}"
+            on_verdict(Tagged(b"", error=too_big), "error")
+        return [packet(ACCEPT)]
     raw = message_bytes(message, leading_space)
     outcome = await tag(raw)
     if outcome.error is not None or outcome.probability is None:

@@ -11,6 +11,7 @@ import logging.handlers
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from prometheus_client import (
@@ -128,14 +129,25 @@ class Tally:
 
 class HttpEndpoint:
     """``GET /metrics`` (Prometheus text format) and ``GET /health`` (JSON, 200 while a model is
-    loaded) on their own listener: a minimal HTTP/1.0 server, one request per connection."""
+    loaded) on their own listener: a minimal HTTP/1.0 server, one request per connection. A peer
+    that ``refused(peer)`` (outside --allow) is disconnected before a byte is read."""
 
-    def __init__(self, metrics: Metrics, health: dict[str, str], timeout: float) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        health: dict[str, str],
+        timeout: float,
+        refused: Callable[[object], bool] = lambda _peer: False,
+    ) -> None:
         self.metrics = metrics
         self.health = health  # updated in place by the service (model, variant, provider)
         self.timeout = timeout
+        self.refused = refused
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.refused(writer.get_extra_info("peername")):
+            writer.transport.abort()
+            return
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.timeout)
             method, _, rest = head.decode("latin-1").partition(" ")

@@ -6,8 +6,9 @@ is a status line, header lines and a body whose shape depends on the client's pr
 Exim sends ``REPORT SPAMC/1.2`` and accepts only the 1.2 shape (no ``Content-length``), so every
 reply is built by the rules of ``spamd.raw``'s ``check()``.
 
-Reading is bounded everywhere: the line length (the stream's limit), 255 header lines, the
-message size (``max_size``, also after zlib inflation) and, by the caller, the time.
+Reading is bounded everywhere: the line length (the stream's limit), 255 header lines and
+``HEADER_BYTES`` for the request line and headers together, the message size (``max_size``, also
+after zlib inflation, which runs off the event loop) and, by the caller, the time.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ EX_CANTCREAT = 73  # sysexits.h: an output file cannot be created (TELL's correc
 CHECKING = ("CHECK", "SYMBOLS", "REPORT", "REPORT_IFSPAM", "PROCESS", "HEADERS")
 COMMANDS = (*CHECKING, "TELL", "PING", "SKIP")
 MAX_HEADER_LINES = 255  # as spamd: a bound against a client that never ends its headers
+HEADER_BYTES = 16 * 1024  # request line and headers; spamc sends under 200 bytes
+MAX_LENGTH_DIGITS = 18  # Content-length: more digits is no size (and past 4300 int() refuses it)
 RULE_NAME = "GPT2_SPAM_CLASSIFIER"  # the one "rule" (SYMBOLS, REPORT, X-Spam-Status tests=)
 REQUIRED = 5.0  # the threshold as spamd clients see it (see spamd_scores)
 
@@ -76,11 +79,15 @@ class Request:
         return self.headers.get("user", "")
 
 
-async def read_request(reader: asyncio.StreamReader, max_size: int) -> Request | None:
-    """One request from the stream; None when the client closed before sending a command line.
-    Raises ``RequestError`` for anything spamd would refuse; a message over ``max_size`` bytes
-    (compressed or inflated) is refused before more of it is read."""
-    line = await _read_line(reader)
+async def read_request(
+    reader: asyncio.StreamReader, max_size: int, line: bytes | None = None
+) -> Request | None:
+    """One request from the stream (``line``: its request line, already read); None when the
+    client closed before sending a command line. Raises ``RequestError`` for anything spamd would
+    refuse; a message over ``max_size`` bytes (compressed or inflated) is refused before more of
+    it is read."""
+    if line is None:
+        line = await read_line(reader)
     if not line:
         return None
     matched = _REQUEST_LINE.match(line)
@@ -94,14 +101,15 @@ async def read_request(reader: asyncio.StreamReader, max_size: int) -> Request |
     # Version 1.0 clients send no headers; PING and SKIP only from 1.5 on (spamd bug 6187).
     has_headers = version >= 1.5 if command in ("PING", "SKIP") else version > 1.0
     if has_headers:
-        request.headers = await _read_headers(reader)
+        request.headers = await _read_headers(reader, HEADER_BYTES - len(line))
     if command in ("PING", "SKIP"):
         return request
     request.message = await _read_body(reader, request.headers, max_size)
     return request
 
 
-async def _read_line(reader: asyncio.StreamReader) -> bytes:
+async def read_line(reader: asyncio.StreamReader) -> bytes:
+    """A line, with its end; b"" when the stream ends before a byte of it."""
     try:
         return await reader.readuntil(b"\n")
     except asyncio.IncompleteReadError as partial:
@@ -112,12 +120,15 @@ async def _read_line(reader: asyncio.StreamReader) -> bytes:
         raise protocol_error("(line too long)") from None
 
 
-async def _read_headers(reader: asyncio.StreamReader) -> dict[str, str]:
+async def _read_headers(reader: asyncio.StreamReader, room: int) -> dict[str, str]:
     headers: dict[str, str] = {}
     for _ in range(MAX_HEADER_LINES + 1):
-        line = await _read_line(reader)
+        line = await read_line(reader)
         if not line:
             raise protocol_error("(EOF during headers)")
+        room -= len(line)
+        if room < 0:
+            raise protocol_error(f"(headers over {HEADER_BYTES} bytes)")
         text = line.rstrip(b"\r\n").decode("latin-1")
         if not text:
             return headers
@@ -132,6 +143,8 @@ async def _read_headers(reader: asyncio.StreamReader) -> dict[str, str]:
 def _check_header(name: str, value: str) -> None:
     if name == "content-length" and not (value.isascii() and value.isdigit()):
         raise protocol_error("(Content-Length contains non-numeric bytes)")
+    if name == "content-length" and len(value.lstrip("0")) > MAX_LENGTH_DIGITS:
+        raise protocol_error("(Content-Length too large)")
     if name == "compress" and value.lower() != "zlib":
         raise protocol_error(f"(compression type not supported: {_printable(value.encode())})")
     if name == "user" and not _USER.match(value):
@@ -163,7 +176,10 @@ async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str], max_
             raise protocol_error(
                 f"(Content-Length mismatch: Expected {length} bytes, got {len(short.partial)} bytes)"
             ) from None
-    return inflate(body, max_size) if compressed else body
+    if not compressed:
+        return body
+    # Inflating up to max_size takes seconds for a large --max-size: not on the event loop.
+    return await asyncio.get_running_loop().run_in_executor(None, inflate, body, max_size)
 
 
 def inflate(data: bytes, max_size: int) -> bytes:

@@ -13,23 +13,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import math
 import signal
 import ssl
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..corrections import Corrections
 from ..errors import SpamfilterError, first_line
 from ..pipeline import EMPTY_MESSAGE, Scorer, Tagged
 from . import protocol
-from .access import Address, Network, peer_allowed, prepare_socket_path, secure_socket
+from .access import Address, BoundSocket, Network, bind_unix_socket, peer_allowed
 from .batcher import MicroBatcher
-from .milter import MilterError, MilterPolicy, milter_session
+from .limits import FIRST_LINE_SECONDS, MIN_PENDING, PENDING_PER_SLOT, Pending, Slots, peer_key
+from .milter import MilterError, MilterPolicy, Packet, milter_session, read_packet
 from .observe import HttpEndpoint, Metrics, Tally
 from .tls import TlsWriter, start_tls_server
 
@@ -38,6 +40,8 @@ Writer = asyncio.StreamWriter | TlsWriter
 STREAM_LIMIT = 64 * 1024  # longest request line or header line
 MILTER_PACKET_FACTOR = 10  # inside a message an MTA sends within 10x --timeout (Postfix: 300 s)
 LINGER_SECONDS = 2.0  # how long a refused request's rest is read and dropped before closing
+QUIET_SECONDS = 10.0  # a flood's repeated warning: one log line per kind this often
+T = TypeVar("T")
 
 
 class ListenError(SpamfilterError):
@@ -51,6 +55,7 @@ class ServiceSettings:
     max_size: int = 512_000  # spamc's default -s: the largest message spamc sends
     timeout: float = 30.0  # spamd's --timeout-tcp
     max_connections: int = 64
+    max_per_peer: int = 0  # slots one peer (address, or uid on a unix socket) may hold; 0: 3/4
     batch_max: int = 32
     batch_wait: float = 0.005
     threshold: float | None = None
@@ -73,19 +78,36 @@ class ServiceSettings:
 
 class SpamdService:
     def __init__(
-        self, settings: ServiceSettings, scorer: Scorer, load: Callable[[], Scorer], logger: logging.Logger
+        self,
+        settings: ServiceSettings,
+        scorer: Scorer | None,
+        load: Callable[[], Scorer],
+        logger: logging.Logger,
+        loaded: Callable[[Scorer], None] | None = None,
     ) -> None:
+        """``scorer`` None: ``run`` binds every listener first (a busy port fails before the model's
+        seconds of loading), then calls ``load`` and ``loaded(scorer)``, then serves."""
         self.settings = settings
         self.load = load  # loads the model directory again (SIGHUP)
+        self.loaded = loaded
         self.log = logger
         self.metrics = Metrics()
         self.batcher = MicroBatcher(
             scorer, settings.batch_max, settings.batch_wait, settings.threshold, self._batch_done
         )
         self.health: dict[str, str] = {}
-        self._describe(scorer)
-        self._slots = asyncio.Semaphore(settings.max_connections)
-        self._waiting = 0
+        if scorer is not None:
+            self._describe(scorer)
+        total = settings.max_connections
+        per_peer = settings.max_per_peer or total - total // 4  # three quarters, leaving room for others
+        # Beyond the slots, as many connections again may wait for one (then: 75, try later).
+        self._slots = Slots(settings.max_connections, per_peer, waiters=settings.max_connections)
+        self._milter_slots = Slots(settings.max_connections, per_peer, waiters=0)
+        # Idle connections kept (before the oldest is closed): per peer, and in all.
+        pending_per_peer = max(MIN_PENDING, PENDING_PER_SLOT * settings.max_connections)
+        self._pending = Pending(2 * pending_per_peer, pending_per_peer)
+        self._milter_pending = Pending(2 * pending_per_peer, pending_per_peer)
+        self._said: dict[str, tuple[float, int]] = {}
         self._handlers: set[asyncio.Task[None]] = set()
         self._servers: list[asyncio.AbstractServer] = []
         self._stop = asyncio.Event()
@@ -95,6 +117,9 @@ class SpamdService:
         self._retraining: asyncio.Task[None] | None = None
         self._failed_with: int | None = None  # corrections pending when the last retrain failed
         self.bound: list[str] = []  # what each listener really bound (port 0 becomes a port)
+        self._listeners: list[tuple[asyncio.AbstractServer, str]] = []  # bound, not yet serving
+        self._sockets: list[BoundSocket] = []  # unix sockets this process made: removed at exit
+        self._serving = False
 
     # ----------------------------------------------------------------------- life cycle
 
@@ -102,24 +127,53 @@ class SpamdService:
         """Serve until SIGTERM/SIGINT (or ``stop()``), then finish what is in flight. Signals can
         only be handled on the main thread: elsewhere pass ``handle_signals=False``."""
         loop = asyncio.get_running_loop()
-        self.batcher.start()
+        loop.set_exception_handler(self._loop_exception)
         try:
+            if handle_signals:
+                for signum in (signal.SIGTERM, signal.SIGINT):
+                    loop.add_signal_handler(signum, self.stop, signum)
+                loop.add_signal_handler(signal.SIGHUP, self._reload_soon)
             for address in self.settings.listen:
                 await self._listen(address)
             for address in self.settings.milter:
                 await self._listen(address, milter=True)
             if self.settings.metrics is not None:
                 await self._listen_http(self.settings.metrics)
-            if handle_signals:
-                for signum in (signal.SIGTERM, signal.SIGINT):
-                    loop.add_signal_handler(signum, self.stop, signum)
-                loop.add_signal_handler(signal.SIGHUP, self._reload_soon)
+            if self.batcher.scorer is None:
+                scorer = await loop.run_in_executor(None, self.load)
+                self.batcher.swap(scorer)
+                self._describe(scorer)
+                if self.loaded is not None:
+                    self.loaded(scorer)
+            if self._stop.is_set():  # stopped while the model loaded
+                return
+            self.batcher.start()
+            for server, where in self._listeners:
+                await server.start_serving()
+                self.log.info("%s", where)
+            self._serving = True
             summary = loop.create_task(self._summaries()) if self.settings.log_interval > 0 else None
             await self._stop.wait()
             if summary is not None:
                 summary.cancel()
         finally:
             await self._shut_down()
+
+    def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """Out of file descriptors (or memory for sockets), asyncio stops accepting for a second
+        and says so with a traceback each time: here one line now and then instead."""
+        error = context.get("exception")
+        if isinstance(error, OSError) and error.errno in (
+            errno.EMFILE,
+            errno.ENFILE,
+            errno.ENOBUFS,
+            errno.ENOMEM,
+        ):
+            self._say_now(
+                "accept", f"cannot accept connections for now: {error.strerror}; retrying every second"
+            )
+            return
+        loop.default_exception_handler(context)
 
     def stop(self, signum: int | None = None) -> None:
         if not self._stop.is_set():
@@ -134,38 +188,50 @@ class SpamdService:
             raise ListenError(f"cannot listen on {address}: {error.strerror or error}") from None
 
     async def _listen_http(self, address: Address) -> None:
-        endpoint = HttpEndpoint(self.metrics, self.health, self.settings.timeout)
+        endpoint = HttpEndpoint(self.metrics, self.health, self.settings.timeout, self._metrics_refused)
         try:
-            server = await asyncio.start_server(endpoint.handle, address.host, address.port)
+            server = await asyncio.start_server(
+                endpoint.handle, address.host, address.port, start_serving=False
+            )
         except OSError as error:
             raise ListenError(f"cannot listen on --metrics {address}: {error.strerror or error}") from None
         self._servers.append(server)
-        self.log.info("metrics on http://%s/metrics, health on /health", _bound(server))
+        self._listeners.append((server, f"metrics on http://{_bound(server)}/metrics, health on /health"))
 
     async def _bind(self, address: Address, milter: bool) -> None:
         server: asyncio.AbstractServer
         accept = self._accept_milter if milter else self._accept
+        # Bound now, served only once the model is loaded (until then the kernel queues clients).
         if address.path is not None:
-            prepare_socket_path(address.path)
-            server = await asyncio.start_unix_server(accept, address.path, limit=STREAM_LIMIT)
-            secure_socket(address.path, self.settings.socket_mode, self.settings.socket_owner)
+            sock, made = bind_unix_socket(address.path, self.settings.socket_mode, self.settings.socket_owner)
+            self._sockets.append(made)
+            server = await asyncio.start_unix_server(
+                accept, sock=sock, limit=STREAM_LIMIT, start_serving=False
+            )
         elif milter:  # MTAs speak milter in the clear (on loopback or a unix socket)
-            server = await asyncio.start_server(accept, address.host, address.port, limit=STREAM_LIMIT)
+            server = await asyncio.start_server(
+                accept, address.host, address.port, limit=STREAM_LIMIT, start_serving=False
+            )
         elif self.settings.tls is not None:
             server = await start_tls_server(
                 self._accept, address.host, address.port, self.settings.tls, STREAM_LIMIT
             )
         else:
-            server = await asyncio.start_server(self._accept, address.host, address.port, limit=STREAM_LIMIT)
+            server = await asyncio.start_server(
+                self._accept, address.host, address.port, limit=STREAM_LIMIT, start_serving=False
+            )
         self._servers.append(server)
         where = _bound(server) if address.path is None else str(address)
         self.bound.append(where)
         tls = " (TLS)" if self.settings.tls is not None and address.path is None and not milter else ""
-        self.log.info("listening on %s%s (%s protocol)", where, tls, "milter" if milter else "spamd")
+        protocol_name = "milter" if milter else "spamd"
+        self._listeners.append((server, f"listening on {where}{tls} ({protocol_name} protocol)"))
 
     async def _shut_down(self) -> None:
         for server in self._servers:
             server.close()
+        self._pending.close_all()  # idle connections go now; those with a request get their reply
+        self._milter_pending.close_all()
         if self._handlers:
             # Each handler is bounded by the read and write timeouts plus the model's time.
             await asyncio.wait(set(self._handlers))
@@ -173,15 +239,15 @@ class SpamdService:
             with contextlib.suppress(BaseException):
                 await self._reloading
         await self.batcher.stop()
-        for address in [*self.settings.listen, *self.settings.milter]:
-            if address.path is not None:
-                with contextlib.suppress(OSError):
-                    address.path.unlink()
+        for made in self._sockets:  # only the sockets bound here, and only while still ours
+            made.remove()
         self.log.info("stopped")
 
     # ----------------------------------------------------------------------- reload
 
     def _reload_soon(self) -> None:
+        if not self._serving:  # the model is still loading: what it loads is already the newest
+            return
         if self._reloading is None or self._reloading.done():
             self._reloading = asyncio.get_running_loop().create_task(self._reload_until_current())
         else:  # a deploy signalled again while a load runs: load once more after it
@@ -247,6 +313,12 @@ class SpamdService:
         self._handlers.add(task)
         task.add_done_callback(self._handlers.discard)
 
+    def _metrics_refused(self, peer: object) -> bool:
+        if peer_allowed(peer, self.settings.allow):
+            return False
+        self._say_now("metrics", f"refused metrics connection from {_peer_text(peer)}: not in --allow")
+        return True
+
     def _refused(self, writer: Writer, command: str) -> str | None:
         """The peer's name, or None after closing a peer outside --allow before a byte is read."""
         peer = writer.get_extra_info("peername")
@@ -262,7 +334,24 @@ class SpamdService:
         peer_name = self._refused(writer, "")
         if peer_name is None:
             return
-        if not await self._slot():
+        who = peer_key(writer.get_extra_info("peername"), writer.get_extra_info("socket"))
+        started = time.perf_counter()
+        try:
+            line = await self._first(self._pending, who, writer, protocol.read_line(reader))
+        except protocol.RequestError as error:  # (line too long, or cut off): spamd's 76
+            await self._answer(writer, error.reply(), reader)
+            self._record("", "error", peer_name, error.text, started)
+            return
+        except asyncio.TimeoutError:
+            await self._answer(writer, self._timeout_reply(), reader)
+            self._record("", "timeout", peer_name, "no request line in time", started)
+            return
+        except (ConnectionError, OSError):
+            line = b""
+        if not line:  # closed before a request: by the client, or as the oldest idle connection
+            writer.close()
+            return
+        if not await self._slots.acquire(who, 2 * self.settings.timeout + LINGER_SECONDS):
             if isinstance(writer, TlsWriter):  # nothing can be written before the handshake
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(writer.handshaken.wait(), self.settings.timeout)
@@ -273,18 +362,67 @@ class SpamdService:
             return
         self.metrics.connections.inc()
         try:
-            await self._serve_one(reader, writer, peer_name)
+            await self._serve_one(reader, writer, peer_name, line)
         finally:
             self.metrics.connections.dec()
-            self._slots.release()
+            self._slots.release(who)
+
+    async def _first(self, pending: Pending, who: str, writer: Writer, read: Awaitable[T]) -> T:
+        """What ``read`` gives (a request line, a milter packet) within the first-line timeout,
+        the connection counted as pending meanwhile (holding no slot, the first closed when too
+        many are idle)."""
+        token, closed = pending.add(who, writer.transport)
+        if closed:
+            self._say_now(
+                "idle", f"closed {closed} idle connection(s) to make room for one from {who} (no request yet)"
+            )
+        try:
+            return await asyncio.wait_for(read, min(self.settings.timeout, FIRST_LINE_SECONDS))
+        finally:
+            pending.discard(token)
+
+    def _timeout_reply(self) -> bytes:
+        seconds = f"{self.settings.timeout:g}"
+        return protocol.error_reply(
+            protocol.EX_TIMEOUT, f"Timeout: ({seconds} second socket timeout reading input from client)"
+        )
 
     async def _milter_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """An MTA's milter connection: many messages, until it quits or the service stops (then
-        after the message being classified). No connection slot: the MTA bounds its own."""
+        """An MTA's milter connection: many messages, until it quits, it idles longer than
+        ``MILTER_PACKET_FACTOR`` x --timeout, or the service stops (then after the message being
+        classified). At most --max-connections at once (per peer: --max-per-peer); the MTA treats
+        a refused connection as it is told by its milter_default_action."""
         peer_name = self._refused(writer, "MILTER")
         if peer_name is None:
             return
+        who = peer_key(writer.get_extra_info("peername"), writer.get_extra_info("socket"))
+        try:
+            first = await self._first(self._milter_pending, who, writer, read_packet(reader))
+        except (MilterError, asyncio.TimeoutError, ConnectionError, OSError) as error:
+            self.metrics.requests.labels("MILTER", "closed").inc()
+            self.log.warning(
+                "milter connection from %s closed: %s", peer_name, first_line(error) or "timeout"
+            )
+            writer.transport.abort()
+            return
+        if first is None:  # closed before a word (or as the oldest idle connection)
+            writer.close()
+            return
+        if not self._milter_slots.try_acquire(who):
+            self.metrics.requests.labels("MILTER", "busy").inc()
+            self._say_now("milter-busy", f"too many milter connections: closed one from {peer_name}")
+            writer.transport.abort()
+            return
+        self.metrics.connections.inc()
+        try:
+            await self._milter_session(reader, writer, peer_name, first)
+        finally:
+            self.metrics.connections.dec()
+            self._milter_slots.release(who)
 
+    async def _milter_session(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer_name: str, first: Packet
+    ) -> None:
         async def write(data: bytes) -> None:
             writer.write(data)
             await asyncio.wait_for(writer.drain(), self.settings.timeout)
@@ -315,38 +453,32 @@ class SpamdService:
                 MILTER_PACKET_FACTOR * self.settings.timeout,
                 verdict,
                 self._stop,
+                first=first,
             )
         except (MilterError, asyncio.TimeoutError, ConnectionError, OSError) as error:
             self.metrics.requests.labels("MILTER", "closed").inc()
-            self.log.warning("milter connection from %s closed: %s", peer_name, first_line(error))
+            self.log.warning("milter connection from %s closed: %s", peer_name, first_line(error) or "idle")
         finally:
             writer.close()
 
-    async def _slot(self) -> bool:
-        """One of the ``max_connections`` slots. When all are taken, as many connections again may
-        wait for one, each for up to twice the timeout and the linger (by then a stalled holder has
-        been cut off);
-        beyond that a connection is turned away at once."""
-        if not self._slots.locked():
-            await self._slots.acquire()  # free: taken without waiting
-            return True
-        if self._waiting >= self.settings.max_connections:
-            return False
-        self._waiting += 1
-        try:
-            await asyncio.wait_for(self._slots.acquire(), 2 * self.settings.timeout + LINGER_SECONDS)
-        except asyncio.TimeoutError:
-            return False
-        finally:
-            self._waiting -= 1
-        return True
+    def _say_now(self, key: str, text: str) -> None:
+        """A warning that a flood could repeat thousands of times a second: logged at most every
+        ``QUIET_SECONDS`` per kind, with how many were left out."""
+        now = time.monotonic()
+        last, skipped = self._said.get(key, (-math.inf, 0))
+        if now - last < QUIET_SECONDS:
+            self._said[key] = (last, skipped + 1)
+            return
+        self._said[key] = (now, 0)
+        more = f" (and {skipped} more like it in the last {now - last:.0f} s)" if skipped else ""
+        self.log.warning("%s%s", text, more)
 
-    async def _serve_one(self, reader: asyncio.StreamReader, writer: Writer, peer: str) -> None:
+    async def _serve_one(self, reader: asyncio.StreamReader, writer: Writer, peer: str, line: bytes) -> None:
         started = time.perf_counter()
         command, outcome, detail, reply = "", "error", "", b""
         try:
             request = await asyncio.wait_for(
-                protocol.read_request(reader, self.settings.max_size), self.settings.timeout
+                protocol.read_request(reader, self.settings.max_size, line), self.settings.timeout
             )
             if request is None:
                 outcome = "closed"
@@ -356,10 +488,7 @@ class SpamdService:
         except protocol.RequestError as error:
             reply, detail = error.reply(), error.text
         except asyncio.TimeoutError:
-            seconds = f"{self.settings.timeout:g}"
-            reply = protocol.error_reply(
-                protocol.EX_TIMEOUT, f"Timeout: ({seconds} second socket timeout reading input from client)"
-            )
+            reply = self._timeout_reply()
             outcome, detail = "timeout", "request not complete in time"
         except (ConnectionError, OSError) as error:  # the client went away mid-request
             outcome, detail = "closed", first_line(error)
@@ -523,9 +652,11 @@ def _peer_text(peer: object) -> str:
 
 def serve(
     settings: ServiceSettings,
-    scorer: Scorer,
+    scorer: Scorer | None,
     load: Callable[[], Scorer],
     logger: logging.Logger,
+    loaded: Callable[[Scorer], None] | None = None,
 ) -> None:
-    """Run the service on a fresh event loop until a stop signal; returns when it has stopped."""
-    asyncio.run(SpamdService(settings, scorer, load, logger).run())
+    """Run the service on a fresh event loop until a stop signal; returns when it has stopped.
+    ``scorer`` None: the listeners are bound before ``load`` runs (see ``SpamdService``)."""
+    asyncio.run(SpamdService(settings, scorer, load, logger, loaded).run())

@@ -127,7 +127,9 @@ class TlsServerProtocol(asyncio.Protocol):
 
 
 async def start_tls_server(
-    handler: Handler, host: str, port: int, context: ssl.SSLContext, limit: int
+    handler: Handler, host: str, port: int, context: ssl.SSLContext, limit: int, start_serving: bool = False
 ) -> asyncio.AbstractServer:
     loop = asyncio.get_running_loop()
-    return await loop.create_server(lambda: TlsServerProtocol(context, handler, limit), host, port)
+    return await loop.create_server(
+        lambda: TlsServerProtocol(context, handler, limit), host, port, start_serving=start_serving
+    )

@@ -1,0 +1,136 @@
+"""Bounds for every peer: spamd request headers and milter message headers are bounded, idle
+connections (no request line yet) cannot keep a real spamc from being served, the milter has a
+connection cap and closes a silent connection, zlib inflation runs off the event loop, and running
+out of file descriptors is one log line, not a traceback per attempt."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+import subprocess
+import threading
+import zlib
+from pathlib import Path
+
+import miltertest
+import pytest
+from conftest import StandIn, make_email
+from miltertest import constants as smfi
+from spamd_server import Server, request
+from test_milter import connect, send_message
+from test_recipes import require_tool
+
+from spamfilter.runtime import Classifier
+from spamfilter.service import protocol
+from spamfilter.service.access import parse_address, parse_networks
+from spamfilter.service.server import ServiceSettings, SpamdService
+
+SPAM = make_email("You have WON", "WINNER!! You have won a £1000 prize. Call 09061701461 to claim now")
+
+
+def test_spamd_headers_are_bounded(trained_model: Path) -> None:
+    many = "".join(f"X-Pad-{i}: {'p' * 1000}\r\n" for i in range(20))  # 20 KB of headers, no body
+    raw = f"CHECK SPAMC/1.5\r\nContent-length: 0\r\n{many}\r\n".encode()
+    with Server(trained_model) as server:
+        reply = request(server.address, raw)
+    assert reply.startswith(b"SPAMD/1.0 76 Bad header line: (headers over 16384 bytes)"), reply
+
+
+def test_milter_headers_count_within_max_size(trained_model: Path) -> None:
+    with Server(trained_model, "--max-size", "4000", listen=(), milter=("127.0.0.1:0",)) as server:
+        conn = connect(server.milter_address)
+        padded = make_email(
+            "padded", "Lunch tomorrow?", extra="".join(f"X-Pad-{i}: {'p' * 900}\n" for i in range(8))
+        )
+        actions = send_message(conn, padded, replies=False)
+        # Over --max-size in headers alone: let through untagged (no header changes).
+        assert [command for command, _ in actions] == [smfi.SMFIR_ACCEPT]
+        small = send_message(conn, make_email("short", "Lunch tomorrow?"), replies=False)
+        assert small[-1][0] == smfi.SMFIR_ACCEPT and len(small) > 1  # tagged as before
+        conn.sock.close()
+        server.wait_for_log("headers of")
+    assert "are over --max-size 4000" in server.log()
+
+
+def test_spamc_is_served_while_200_idle_connections_are_open(trained_model: Path) -> None:
+    spamc = require_tool("spamc", "spamc")
+    with Server(trained_model) as server:
+        idle = [socket.create_connection(server.address, timeout=30) for _ in range(200)]
+        try:
+            for _ in range(3):
+                done = subprocess.run(
+                    [spamc, "-d", server.address[0], "-p", str(server.port), "-t", "10"],
+                    input=SPAM,
+                    capture_output=True,
+                    timeout=60,
+                )
+                assert done.returncode == 0 and b"X-Spam-Flag:" in done.stdout, (
+                    done.stdout[:200],
+                    server.log()[-2000:],
+                )
+        finally:
+            for conn in idle:
+                conn.close()
+
+
+def test_the_milter_caps_connections_and_closes_silent_ones(trained_model: Path) -> None:
+    args = ("--max-connections", "2", "--timeout", "1")
+    with Server(trained_model, *args, listen=(), milter=("127.0.0.1:0",)) as server:
+        silent = socket.create_connection(server.milter_address, timeout=20)
+        assert silent.recv(100) == b""  # closed after the first-packet timeout (--timeout 1)
+        silent.close()
+        held = [connect(server.milter_address) for _ in range(2)]  # --max-connections 2 (1 per peer + 1)
+        third = miltertest.MilterConnection(socket.create_connection(server.milter_address, timeout=20))
+        with pytest.raises((miltertest.MilterError, ConnectionError, OSError)):
+            third.optneg_mta(protocol=smfi.SMFI_V6_PROT)
+        third.sock.close()
+        for conn in held:
+            conn.sock.close()
+        server.wait_for_log("too many milter connections")
+
+
+def test_zlib_is_inflated_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    threads: list[threading.Thread] = []
+    real = protocol.inflate
+
+    def inflate(data: bytes, max_size: int) -> bytes:
+        threads.append(threading.current_thread())
+        return real(data, max_size)
+
+    monkeypatch.setattr(protocol, "inflate", inflate)
+    body = zlib.compress(SPAM)
+    raw = b"CHECK SPAMC/1.5\r\nContent-length: %d\r\nCompress: zlib\r\n\r\n" % len(body) + body
+
+    async def read() -> protocol.Request | None:
+        reader = asyncio.StreamReader()
+        reader.feed_data(raw)
+        reader.feed_eof()
+        return await protocol.read_request(reader, 100_000)
+
+    got = asyncio.run(read())
+    assert got is not None and got.message == SPAM
+    assert threads and threads[0] is not threading.main_thread()
+
+
+def test_running_out_of_file_descriptors_is_one_line(
+    trained_model: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = ServiceSettings(listen=[parse_address("127.0.0.1:0")], allow=parse_networks(()))
+    service = SpamdService(
+        settings, StandIn(Classifier.load(trained_model)), lambda: None, logging.getLogger("test-emfile")
+    )  # type: ignore[arg-type]
+    loop = asyncio.new_event_loop()
+    try:
+        with caplog.at_level(logging.WARNING, logger="test-emfile"):
+            for _ in range(50):
+                error = OSError(errno.EMFILE, "Too many open files")
+                service._loop_exception(
+                    loop, {"message": "socket.accept() out of system resource", "exception": error}
+                )
+    finally:
+        loop.close()
+    lines = [record for record in caplog.records if record.name == "test-emfile"]
+    assert len(lines) == 1 and "Too many open files" in lines[0].getMessage()
+    assert all(record.exc_info is None for record in caplog.records)
