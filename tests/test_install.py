@@ -223,3 +223,160 @@ def test_classifying_writes_nothing_to_home_and_sends_no_telemetry(
     )
     assert done.returncode == 0, done.stderr
     assert [str(path.relative_to(home)) for path in home.rglob("*")] == []
+
+
+# --- make train: what it installs, and its inputs checked first ----------------------------------
+
+
+def _make_dry_run(tmp_path: Path, target: str) -> list[str]:
+    """The commands ``make TARGET`` would run for a venv that does not exist yet."""
+    done = subprocess.run(
+        ["make", "-n", target, f"VENV={tmp_path / 'venv'}"],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
+def _extras(commands: list[str]) -> list[set[str]]:
+    installs = [re.search(r"pip install .*-e '\.\[([^\]]*)\]'", line) for line in commands]
+    return [set(found.group(1).split(",")) for found in installs if found]
+
+
+def test_make_train_installs_what_training_needs_after_checking_its_inputs(tmp_path: Path) -> None:
+    commands = _make_dry_run(tmp_path, "train")
+    check = next(i for i, line in enumerate(commands) if "spamfilter.train_inputs" in line)
+    first_install = next(i for i, line in enumerate(commands) if " -m venv " in line or "pip install" in line)
+    assert check < first_install, commands
+    (extras,) = _extras(commands)
+    assert "train" in extras and len(extras & {"cpu", "gpu"}) == 1, extras
+    assert not extras & {"test", "ray"}, extras
+    # make test keeps installing everything, and CI keeps calling it.
+    (extras,) = _extras(_make_dry_run(tmp_path, "test"))
+    assert {"train", "test"} <= extras
+    assert (PROJECT / ".ci" / "run").read_text(encoding="utf-8").rstrip().endswith("make test")
+
+
+def test_the_test_extra_brings_what_the_train_install_leaves_out() -> None:
+    extras = _project_table()["optional-dependencies"]
+    left_out = _normalised(("pytest", "mypy", "ray", "transformers"))
+    assert left_out.isdisjoint(_names(extras["train"]))
+    assert _normalised(("pytest", "mypy", "transformers")) <= _names(extras["test"])
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]  # closed again when the block ends: connections are refused
+
+
+def _offline_env(tmp_path: Path) -> dict[str, str]:
+    """Empty caches and a hub that refuses connections, as on a machine without network."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "MAKE", "MFLAGS"))}
+    env.update(
+        SPAMFILTER_CACHE=str(tmp_path / "cache"),
+        HF_HUB_CACHE=str(tmp_path / "hub"),
+        HF_ENDPOINT=f"http://127.0.0.1:{_closed_port()}",
+        PIP_NO_INDEX="1",  # had the check not stopped make, pip would fail at once rather than download
+    )
+    return env
+
+
+def test_make_train_names_every_missing_input_before_installing_anything(tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    missing_data = tmp_path / "no-such-sms-file"
+    # The check runs with the interpreter make is given; -S keeps site-packages out: stdlib only.
+    done = subprocess.run(
+        ["make", "train", f"VENV={venv}", f"PYTHON={sys.executable} -S", f"TRAIN_ARGS=--data {missing_data}"],
+        cwd=PROJECT,
+        env=_offline_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode != 0
+    assert "spamfilter train cannot start: 2 inputs are missing" in done.stderr, done.stderr
+    assert f"--data {missing_data}: not found" in done.stderr
+    assert (
+        "the GPT-2 weights gpt2-small (openai-community/gpt2): not in the Hugging Face cache" in done.stderr
+    )
+    assert "--weights FOLDER" in done.stderr and "TRAIN_ARGS=" in done.stderr
+    assert not venv.exists()  # nothing was installed
+
+
+def test_the_input_check_names_the_sms_data_and_the_weights_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from spamfilter import train_inputs
+
+    for name, value in _offline_env(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    asked: list[str] = []
+
+    def refused(url: str) -> str:
+        asked.append(url)
+        return "Connection refused"
+
+    missing = train_inputs.missing_inputs(probe=refused)
+    assert [m.what for m in missing] == [
+        "the SMS Spam Collection",
+        "the GPT-2 weights gpt2-small (openai-community/gpt2)",
+    ]
+    message = train_inputs.describe(missing)
+    assert train_inputs.SMS_URL in message and str(tmp_path / "cache") in message and "--data FILE" in message
+    assert "--weights random" in message and "Connection refused" in message
+    assert [urllib_host(url) for url in asked] == ["archive.ics.uci.edu", "127.0.0.1"]
+    # With both in their caches nothing is missing, and no host is asked.
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "SMSSpamCollection").write_bytes(SMS_FILE.read_bytes())
+    snapshot = tmp_path / "hub" / "models--openai-community--gpt2" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors"):
+        (snapshot / name).write_text("{}")
+    asked.clear()
+    assert train_inputs.missing_inputs(probe=refused) == [] and asked == []
+    # A host that answers is enough: train downloads.
+    assert train_inputs.missing_inputs(weights="gpt2-medium", probe=lambda url: None) == []
+
+
+def urllib_host(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).hostname or ""
+
+
+def test_spamfilter_train_names_every_missing_input_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from spamfilter import train_inputs
+    from spamfilter.cli import cli
+
+    for name, value in _offline_env(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(train_inputs, "unreachable", lambda url: "no network")
+    result = CliRunner().invoke(cli, ["train", "--out", str(tmp_path / "model")])
+    assert result.exit_code == 1
+    assert "2 inputs are missing" in result.output and "the SMS Spam Collection" in result.output
+    assert "the GPT-2 weights gpt2-small" in result.output
+    assert not (tmp_path / "model").exists()
+
+
+def test_the_input_check_agrees_with_what_train_downloads() -> None:
+    from spamfilter import data, recipe, train_inputs, weights
+
+    assert data.SMS_URLS[0] == train_inputs.SMS_URL and train_inputs.SMS_MEMBER == data.SMS_MEMBER
+    assert train_inputs.SMS_SHA256 == data.SMS_SHA256
+    assert train_inputs.HUB_REPOS == weights.HUB_REPOS
+    assert train_inputs.HUB_FILES == (weights.CONFIG_FILE, weights.WEIGHTS_FILE)
+    assert train_inputs.DEFAULT_MODEL == recipe.DEFAULT_MODEL
+    assert train_inputs.RANDOM_WEIGHTS == recipe.RANDOM_WEIGHTS
+    assert train_inputs.sms_cache_file() == data.cache_dir() / data.SMS_MEMBER
