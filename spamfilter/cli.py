@@ -244,12 +244,6 @@ def train(
     missing = missing_inputs(data, spam_sources, ham_sources, weights, model)
     if missing:
         _fail(describe(missing))
-    # Every input that is missing, named at once before anything loads (offline: data and weights).
-    from .train_inputs import describe, missing_inputs
-
-    missing = missing_inputs(data, spam_sources, ham_sources, weights, model)
-    if missing:
-        _fail(describe(missing))
     options = TrainOptions(
         model=model,
         weights=weights,
