@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -81,6 +82,7 @@ def test_an_embedded_run_listens_on_loopback_only_and_is_quiet(trained_model: Pa
     listeners: set[tuple[str, int, int]] = set()
     while run.poll() is None:  # ends with the run (the CLI's own bounds)
         listeners |= _listeners(run.pid)
+        time.sleep(0.2)  # (a look five times a second: Ray's sockets stay open for the whole run)
     stdout, stderr = run.communicate()
     text = stderr.decode("utf-8", "replace")
     assert run.returncode == 0, text
