@@ -1128,6 +1128,34 @@ def _octal_mode(_context: click.Context, _param: click.Parameter, value: str | N
     help="Accept TELL (spamc -L spam|ham|forget): file the message under the model's corrections/.",
 )
 @click.option(
+    "--tell-allow",
+    multiple=True,
+    metavar="NETS",
+    help="With --allow-tell: TCP clients that may TELL (comma-separated, repeatable). Default: loopback.",
+)
+@click.option(
+    "--tell-users",
+    multiple=True,
+    metavar="NAMES",
+    help="With --allow-tell: users (or @groups) that may TELL over a unix socket, by the peer's "
+    "uid/gid (comma-separated, repeatable). Default: the service's own user and root.",
+)
+@click.option(
+    "--tell-max",
+    type=click.IntRange(1),
+    default=1000,
+    show_default=True,
+    help="Corrections one teacher (client address, or uid on a unix socket) may keep stored; "
+    "beyond, TELL is refused with 73.",
+)
+@click.option(
+    "--tell-max-bytes",
+    type=click.IntRange(1),
+    default=50_000_000,
+    show_default=True,
+    help="Bytes of corrections one teacher may keep stored.",
+)
+@click.option(
     "--learn-after",
     type=click.IntRange(0),
     default=50,
@@ -1160,6 +1188,10 @@ def serve(
     syslog_address: str | None,
     log_interval: float,
     allow_tell: bool,
+    tell_allow: tuple[str, ...],
+    tell_users: tuple[str, ...],
+    tell_max: int,
+    tell_max_bytes: int,
     learn_after: int,
 ) -> None:
     """Serve the model to spamd clients (spamc, Exim's spam condition, ...) and milter MTAs until
@@ -1170,7 +1202,8 @@ def serve(
     Concurrent messages are classified together. SIGHUP reloads the model directory (a broken one
     is refused).
     """
-    from .service.access import DEFAULT_LISTEN, parse_address, parse_networks, tls_context
+    from .corrections import Quota
+    from .service.access import DEFAULT_LISTEN, parse_address, parse_networks, parse_users, tls_context
     from .service.milter import MilterPolicy
     from .service.observe import setup_logging
     from .service.server import ServiceSettings
@@ -1180,6 +1213,7 @@ def serve(
     # A reload asked for while the model loads would otherwise kill the process (SIGHUP's default).
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     with _library_errors():
+        tell_uids, tell_gids = parse_users(tell_users)
         settings = ServiceSettings(
             # The spamd listener by default, unless only milter listeners are asked for.
             listen=[parse_address(text) for text in (listen or (() if milter else (DEFAULT_LISTEN,)))],
@@ -1201,6 +1235,10 @@ def serve(
             model_name=str(directory),
             corrections=directory if allow_tell else None,
             learn_after=learn_after if allow_tell else 0,
+            tell_allow=parse_networks(tell_allow, "--tell-allow"),
+            tell_quota=Quota(tell_max, tell_max_bytes),
+            tell_uids=tell_uids,
+            tell_gids=tell_gids,
             learn_command=[sys.executable, "-m", "spamfilter", "learn", "--retrain", "-m", str(directory)],
         )
         logger = setup_logging(syslog_address)

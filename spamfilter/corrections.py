@@ -6,10 +6,14 @@ No torch here: the service keeps corrections in a filter-only install and leaves
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from .labelled import message_key
@@ -18,6 +22,20 @@ CORRECTIONS_DIR = "corrections"
 LEARNT_RECORD = "learnt.json"  # in CORRECTIONS_DIR: the corrections the current head was trained with
 CLASS_FOLDERS = {1: "spam", 0: "ham"}
 MAX_CORRECTION_BYTES = 512_000  # as the service's --max-size: what the filter reads of a message
+LOCK_FILE = ".lock"  # in CORRECTIONS_DIR: one change at a time, so a message ends up in one class
+TEACHERS_DIR = ".teachers"  # in CORRECTIONS_DIR: which corrections each TELL peer stored
+
+
+@dataclass(frozen=True)
+class Quota:
+    """The most corrections (and bytes of them) one teacher may keep stored."""
+
+    count: int
+    bytes: int
+
+
+class QuotaExceeded(Exception):
+    """A teacher at its quota tried to store one more correction."""
 
 
 class Corrections:
@@ -27,28 +45,69 @@ class Corrections:
     def __init__(self, model_dir: Path) -> None:
         self.root = model_dir / CORRECTIONS_DIR
 
-    def add(self, raw: bytes, label: int) -> bool:
-        """Keep ``raw`` as ``label`` (1 spam, 0 ham); False when it was already kept as that."""
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Changes one at a time (across threads and processes): the same message told as spam
+        and as ham at once ends up in one class, the one told last."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / LOCK_FILE, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield  # closing the file releases the lock
+
+    def add(self, raw: bytes, label: int, teacher: str | None = None, quota: Quota | None = None) -> bool:
+        """Keep ``raw`` as ``label`` (1 spam, 0 ham); False when it was already kept as that.
+        With ``teacher`` and ``quota``: a new message beyond the teacher's quota raises
+        ``QuotaExceeded`` (a message already kept, by anyone, costs nothing more)."""
         key = message_key(raw).hex()
-        target = self.root / CLASS_FOLDERS[label] / f"{key}.eml"
-        (self.root / CLASS_FOLDERS[1 - label] / f"{key}.eml").unlink(missing_ok=True)
-        if target.is_file():
-            return False
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, scratch = tempfile.mkstemp(prefix=".new-", dir=target.parent)
-        with os.fdopen(handle, "wb") as out:
-            out.write(raw[:MAX_CORRECTION_BYTES])
-        os.replace(scratch, target)
-        return True
+        kept = raw[:MAX_CORRECTION_BYTES]
+        with self._locked():
+            target = self.root / CLASS_FOLDERS[label] / f"{key}.eml"
+            other = self.root / CLASS_FOLDERS[1 - label] / f"{key}.eml"
+            if target.is_file():
+                other.unlink(missing_ok=True)
+                return False
+            if teacher is not None and quota is not None and not other.is_file():
+                self._charge(teacher, quota, key, len(kept))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            handle, scratch = tempfile.mkstemp(prefix=".new-", dir=target.parent)
+            with os.fdopen(handle, "wb") as out:
+                out.write(kept)
+            os.replace(scratch, target)
+            other.unlink(missing_ok=True)  # after: a reader sees the message in a class throughout
+            return True
 
     def remove(self, raw: bytes) -> bool:
         """Forget ``raw`` whichever class it was kept as; False when it was not kept."""
         key = message_key(raw).hex()
-        found = [self.root / folder / f"{key}.eml" for folder in CLASS_FOLDERS.values()]
-        kept = [path for path in found if path.is_file()]
-        for path in kept:
-            path.unlink(missing_ok=True)
-        return bool(kept)
+        with self._locked():
+            found = [self.root / folder / f"{key}.eml" for folder in CLASS_FOLDERS.values()]
+            kept = [path for path in found if path.is_file()]
+            for path in kept:
+                path.unlink(missing_ok=True)
+            return bool(kept)
+
+    def _charge(self, teacher: str, quota: Quota, key: str, size: int) -> None:
+        """Count a new correction against ``teacher`` (the lock held). Its record lists what it
+        stored; corrections forgotten or removed since no longer count."""
+        record = self.root / TEACHERS_DIR / f"{hashlib.sha256(teacher.encode()).hexdigest()[:32]}.json"
+        try:
+            stored = {str(k): int(v) for k, v in json.loads(record.read_text())["stored"].items()}
+        except (OSError, ValueError, KeyError, AttributeError, TypeError):
+            stored = {}
+        stored = {k: v for k, v in stored.items() if any(self._path(k, label).is_file() for label in (0, 1))}
+        if len(stored) + 1 > quota.count or sum(stored.values()) + size > quota.bytes:
+            raise QuotaExceeded(
+                f"{teacher} keeps {len(stored)} corrections ({sum(stored.values())} bytes): "
+                f"the most allowed is {quota.count} ({quota.bytes} bytes)"
+            )
+        stored[key] = size
+        record.parent.mkdir(parents=True, exist_ok=True)
+        scratch = record.with_suffix(".partial")
+        scratch.write_text(json.dumps({"teacher": teacher, "stored": stored}, sort_keys=True) + "\n")
+        scratch.replace(record)
+
+    def _path(self, key: str, label: int) -> Path:
+        return self.root / CLASS_FOLDERS[label] / f"{key}.eml"
 
     def __iter__(self) -> Iterator[tuple[str, int, Path]]:
         """(key, label, file) of every correction, in a stable order."""

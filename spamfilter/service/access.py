@@ -53,7 +53,7 @@ def parse_address(text: str, option: str = "--listen", tcp_only: bool = False) -
     return Address(host=host, port=int(port))
 
 
-def parse_networks(items: tuple[str, ...] | list[str]) -> list[Network]:
+def parse_networks(items: tuple[str, ...] | list[str], option: str = "--allow") -> list[Network]:
     """``--allow`` values (each may hold several, comma-separated): addresses or CIDR networks."""
     networks: list[Network] = []
     for item in items:
@@ -61,8 +61,28 @@ def parse_networks(items: tuple[str, ...] | list[str]) -> list[Network]:
             try:
                 networks.append(ipaddress.ip_network(part, strict=False))
             except ValueError:
-                raise UsageError(f"--allow {part}: not an address or network (e.g. 192.0.2.0/24)") from None
+                raise UsageError(f"{option} {part}: not an address or network (e.g. 192.0.2.0/24)") from None
     return networks or [ipaddress.ip_network(net) for net in LOOPBACK]
+
+
+def parse_users(items: tuple[str, ...] | list[str]) -> tuple[set[int], set[int]]:
+    """``--tell-users`` values (user names or uids, ``@group`` names or gids, comma-separated) as
+    ``tell_uids``/``tell_gids``; none: the service's own user and root."""
+    uids: set[int] = set()
+    gids: set[int] = set()
+    for item in items:
+        for part in filter(None, (piece.strip() for piece in item.split(","))):
+            group, name = part.startswith("@"), part.lstrip("@")
+            try:
+                if group:
+                    gids.add(int(name) if name.isdigit() else grp.getgrnam(name).gr_gid)
+                else:
+                    uids.add(int(name) if name.isdigit() else pwd.getpwnam(name).pw_uid)
+            except KeyError:
+                raise UsageError(f"--tell-users {part}: no such {'group' if group else 'user'}") from None
+    if not uids and not gids:
+        uids = {0, os.geteuid()}
+    return uids, gids
 
 
 def peer_allowed(peer: object, networks: list[Network]) -> bool:

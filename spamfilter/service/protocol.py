@@ -25,6 +25,7 @@ EX_UNAVAILABLE = 69
 EX_SOFTWARE = 70
 EX_TEMPFAIL = 75
 EX_PROTOCOL = 76
+EX_NOPERM = 77  # TELL from a peer not allowed to teach
 EX_TIMEOUT = 79
 EX_CANTCREAT = 73  # sysexits.h: an output file cannot be created (TELL's correction)
 

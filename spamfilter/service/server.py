@@ -14,8 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
+import ipaddress
 import logging
 import math
+import os
 import signal
 import ssl
 import time
@@ -24,13 +27,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..corrections import Corrections
+from ..corrections import Corrections, Quota, QuotaExceeded
 from ..errors import SpamfilterError, first_line
 from ..pipeline import EMPTY_MESSAGE, Scorer, Tagged
 from . import protocol
-from .access import Address, BoundSocket, Network, bind_unix_socket, peer_allowed
+from .access import LOOPBACK, Address, BoundSocket, Network, bind_unix_socket, peer_allowed
 from .batcher import MicroBatcher
-from .limits import FIRST_LINE_SECONDS, MIN_PENDING, PENDING_PER_SLOT, Pending, Slots, peer_key
+from .limits import (
+    FIRST_LINE_SECONDS,
+    MIN_PENDING,
+    PENDING_PER_SLOT,
+    Pending,
+    Slots,
+    peer_credentials,
+    peer_key,
+)
 from .milter import MilterError, MilterPolicy, Packet, milter_session, read_packet
 from .observe import HttpEndpoint, Metrics, Tally
 from .tls import TlsWriter, start_tls_server
@@ -40,6 +51,8 @@ Writer = asyncio.StreamWriter | TlsWriter
 STREAM_LIMIT = 64 * 1024  # longest request line or header line
 MILTER_PACKET_FACTOR = 10  # inside a message an MTA sends within 10x --timeout (Postfix: 300 s)
 LINGER_SECONDS = 2.0  # how long a refused request's rest is read and dropped before closing
+TELL_MAX_COUNT = 1000  # corrections one teacher may keep stored
+TELL_MAX_BYTES = 50_000_000
 QUIET_SECONDS = 10.0  # a flood's repeated warning: one log line per kind this often
 T = TypeVar("T")
 
@@ -73,6 +86,12 @@ class ServiceSettings:
     # `learn_command` (a retrain) and a successful one is loaded as SIGHUP would.
     corrections: Path | None = None
     learn_after: int = 0
+    # Who may TELL: TCP peers in tell_allow; unix-socket peers whose uid or gid is listed (by
+    # default the service's own user and root). Each of them keeps at most tell_quota.
+    tell_allow: list[Network] = field(default_factory=lambda: [ipaddress.ip_network(n) for n in LOOPBACK])
+    tell_uids: set[int] = field(default_factory=lambda: {0, os.geteuid()})
+    tell_gids: set[int] = field(default_factory=set)
+    tell_quota: Quota = field(default_factory=lambda: Quota(TELL_MAX_COUNT, TELL_MAX_BYTES))
     learn_command: list[str] = field(default_factory=list)
 
 
@@ -484,7 +503,7 @@ class SpamdService:
                 outcome = "closed"
             else:
                 command = request.command
-                reply, outcome, detail = await self._respond(request)
+                reply, outcome, detail = await self._respond(request, writer)
         except protocol.RequestError as error:
             reply, detail = error.reply(), error.text
         except asyncio.TimeoutError:
@@ -502,14 +521,14 @@ class SpamdService:
             writer.close()
         self._record(command, outcome, peer, detail, started)
 
-    async def _respond(self, request: protocol.Request) -> tuple[bytes, str, str]:
+    async def _respond(self, request: protocol.Request, writer: Writer) -> tuple[bytes, str, str]:
         """(reply, outcome, log detail) for a request read whole."""
         if request.command == "PING":
             return protocol.ping_reply(), "ok", ""
         if request.command == "SKIP":
             return b"", "ok", ""
         if request.command == "TELL":
-            return await self._tell(request)
+            return await self._tell(request, writer)
         if not request.message.strip():
             error = protocol.unavailable(EMPTY_MESSAGE)
             return error.reply(), "error", error.text
@@ -529,22 +548,43 @@ class SpamdService:
         )
         return protocol.check_reply(request, verdict), "ok", detail
 
-    async def _tell(self, request: protocol.Request) -> tuple[bytes, str, str]:
+    def _teacher(self, writer: Writer) -> tuple[str, bool]:
+        """Who is telling (an address, or a uid over a unix socket) and whether they may."""
+        peer = writer.get_extra_info("peername")
+        if isinstance(peer, tuple) and peer:
+            return str(peer[0]), peer_allowed(peer, self.settings.tell_allow)
+        credentials = peer_credentials(writer.get_extra_info("socket"))
+        if credentials is None:
+            return "an unknown unix peer", False
+        uid, gid = credentials
+        return f"uid {uid}", uid in self.settings.tell_uids or gid in self.settings.tell_gids
+
+    async def _tell(self, request: protocol.Request, writer: Writer) -> tuple[bytes, str, str]:
         """File the message under corrections/ (Set: local) or take it out (Remove: local); remote
         reporting (Razor, Pyzor) has no counterpart here and does nothing, as in a spamd without it."""
         if self.settings.corrections is None:
             error = protocol.unavailable("TELL commands are not enabled, set the --allow-tell switch.")
             return error.reply(), "error", error.text
+        teacher, allowed = self._teacher(writer)
+        if not allowed:
+            detail = f"TELL refused: {teacher} is not allowed to teach (--tell-allow, --tell-users)"
+            self.log.warning("%s", detail)
+            return protocol.error_reply(protocol.EX_NOPERM, detail), "refused", detail
         sets, removes = protocol.tell_targets(request)
         corrections = Corrections(self.settings.corrections)
         label = 1 if request.headers.get("message-class", "").lower() == "spam" else 0
         loop = asyncio.get_running_loop()
         did_set, did_remove = [], []
         try:
-            if "local" in sets and await loop.run_in_executor(None, corrections.add, request.message, label):
+            add = functools.partial(corrections.add, teacher=teacher, quota=self.settings.tell_quota)
+            if "local" in sets and await loop.run_in_executor(None, add, request.message, label):
                 did_set.append("local")
             if "local" in removes and await loop.run_in_executor(None, corrections.remove, request.message):
                 did_remove.append("local")
+        except QuotaExceeded as full:  # kept as it was: the teacher forgets some, or a retrain...
+            detail = f"TELL refused: {full}"
+            self.log.warning("%s", detail)
+            return protocol.error_reply(protocol.EX_CANTCREAT, detail), "refused", detail
         except OSError as error:  # the service's user cannot write corrections/: say so, to both sides
             detail = f"cannot keep the correction in {corrections.root}: {error.strerror or error}"
             self.log.error("TELL: %s", detail)

@@ -1,0 +1,129 @@
+"""TELL hardening: who may teach (TCP addresses by --tell-allow, unix-socket peers by uid/gid),
+a bound on what one teacher keeps stored (refused with 73 and a log line), and one class per
+message when the same message is told as spam and as ham at once."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+from conftest import make_email
+from spamd_server import Server, request, spamd_request
+
+from spamfilter.corrections import Corrections, Quota, QuotaExceeded
+from spamfilter.labelled import message_key
+
+
+@pytest.fixture()
+def model_copy(trained_model: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(trained_model, tmp_path / "model"))
+
+
+def tell(message: bytes, what: str) -> bytes:
+    return spamd_request("TELL", message, Message_class=what, Set="local")
+
+
+def from_address(address: tuple[str, int], source: str, data: bytes) -> bytes:
+    with socket.create_connection(address, timeout=30, source_address=(source, 0)) as conn:
+        conn.sendall(data)
+        conn.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := conn.recv(65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def over_unix(path: Path, data: bytes) -> bytes:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(30)
+        conn.connect(str(path))
+        conn.sendall(data)
+        conn.shutdown(socket.SHUT_WR)
+        return conn.recv(4096)
+
+
+def test_tell_from_an_address_outside_tell_allow_is_refused(model_copy: Path) -> None:
+    message = make_email("mine", "Teach me.")
+    args = ("--allow", "127.0.0.0/8", "--allow-tell", "--tell-allow", "127.0.0.1", "--learn-after", "0")
+    with Server(model_copy, *args) as server:
+        refused = from_address(server.address, "127.0.0.2", tell(message, "spam"))
+        assert refused.startswith(b"SPAMD/1.0 77 TELL refused: 127.0.0.2 is not allowed"), refused
+        assert Corrections(model_copy).pending() == 0
+        # Checking is still open to 127.0.0.2 (--allow), and TELL to 127.0.0.1.
+        assert from_address(server.address, "127.0.0.2", spamd_request("CHECK", message)).startswith(
+            b"SPAMD/1.1 0"
+        )
+        assert from_address(server.address, "127.0.0.1", tell(message, "spam")).startswith(
+            b"SPAMD/1.1 0 EX_OK"
+        )
+        server.wait_for_log("TELL refused: 127.0.0.2")
+
+
+def test_tell_over_a_unix_socket_goes_by_the_peers_uid(model_copy: Path, tmp_path: Path) -> None:
+    path = tmp_path / "spamd.sock"
+    message = make_email("mine", "Teach me over a socket.")
+    others = str(os.geteuid() + 4242)  # a uid that is not ours: our own TELL is refused
+    args = ("--allow-tell", "--learn-after", "0")
+    with Server(model_copy, *args, "--tell-users", others, listen=(f"unix:{path}",)) as server:
+        refused = over_unix(path, tell(message, "spam"))
+        assert refused.startswith(b"SPAMD/1.0 77 TELL refused: uid %d" % os.geteuid()), refused
+    with Server(model_copy, *args, listen=(f"unix:{path}",)) as server:  # default: our own uid
+        assert over_unix(path, tell(message, "spam")).startswith(b"SPAMD/1.1 0 EX_OK")
+        server.stop()
+    assert {key for key, _, _ in Corrections(model_copy)} == {message_key(message).hex()}
+
+
+def test_stored_corrections_are_bounded_per_teacher(model_copy: Path) -> None:
+    args = ("--allow-tell", "--learn-after", "0", "--tell-max", "3")
+    messages = [make_email(f"n{i}", f"Correction number {i}.") for i in range(5)]
+    with Server(model_copy, *args) as server:
+        replies = [request(server.address, tell(message, "spam")) for message in messages]
+        assert all(reply.startswith(b"SPAMD/1.1 0 EX_OK") for reply in replies[:3])
+        for reply in replies[3:]:
+            assert reply.startswith(b"SPAMD/1.0 73 TELL refused: 127.0.0.1 keeps 3 corrections"), reply
+        # Moving a kept message to the other class costs nothing; forgetting one frees a place.
+        assert request(server.address, tell(messages[0], "ham")).startswith(b"SPAMD/1.1 0 EX_OK")
+        forget = spamd_request("TELL", messages[1], Remove="local")
+        assert request(server.address, forget).startswith(b"SPAMD/1.1 0 EX_OK")
+        assert request(server.address, tell(messages[3], "spam")).startswith(b"SPAMD/1.1 0 EX_OK")
+        server.wait_for_log("TELL refused: 127.0.0.1 keeps 3 corrections")
+    assert len(list(Corrections(model_copy))) == 3
+
+
+def test_the_byte_bound(tmp_path: Path) -> None:
+    corrections = Corrections(tmp_path)
+    quota = Quota(count=100, bytes=1000)
+    corrections.add(b"Subject: a\n\n" + b"a" * 600, 1, teacher="t", quota=quota)
+    with pytest.raises(QuotaExceeded):
+        corrections.add(b"Subject: b\n\n" + b"b" * 600, 1, teacher="t", quota=quota)
+    corrections.add(b"Subject: b\n\n" + b"b" * 600, 1, teacher="someone else", quota=quota)
+
+
+def test_concurrent_spam_and_ham_end_in_one_class(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both TELLs are held just before writing until the other gets there too (or 2 s pass): without
+    a lock both write, and the message is kept as spam and as ham."""
+    import spamfilter.corrections as module
+
+    meet = threading.Barrier(2, timeout=2)
+    real = module.tempfile.mkstemp
+
+    def mkstemp(*args: object, **kwargs: object) -> tuple[int, str]:
+        with contextlib.suppress(threading.BrokenBarrierError):  # the other is held by the lock
+            meet.wait()
+        return real(*args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(module.tempfile, "mkstemp", mkstemp)
+    message = make_email("race", "The same message, told both ways at once.")
+    threads = [threading.Thread(target=Corrections(tmp_path).add, args=(message, label)) for label in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    key = message_key(message).hex()
+    classes = [label for found, label, _ in Corrections(tmp_path) if found == key]
+    assert len(classes) == 1, f"kept as {classes}"
