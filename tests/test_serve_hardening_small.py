@@ -1,0 +1,48 @@
+"""The smaller hardening items: the metrics listener follows --allow, a Content-length with too
+many digits is a protocol error (76), and SIGTERM with idle connections open exits at once."""
+
+from __future__ import annotations
+
+import signal
+import socket
+from pathlib import Path
+
+from spamd_server import Server, request
+
+
+def http_get(host_port: str, path: str, source: str) -> bytes:
+    host, _, port = host_port.rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=30, source_address=(source, 0)) as conn:
+        conn.sendall(f"GET {path} HTTP/1.0\r\n\r\n".encode())
+        chunks = []
+        try:
+            while chunk := conn.recv(65536):
+                chunks.append(chunk)
+        except ConnectionResetError:
+            pass
+        return b"".join(chunks)
+
+
+def test_the_metrics_listener_follows_allow(trained_model: Path) -> None:
+    with Server(trained_model, "--metrics", "127.0.0.1:0", "--allow", "127.0.0.1") as server:
+        assert http_get(server.metrics, "/health", "127.0.0.1").startswith(b"HTTP/1.0 200 OK")
+        assert http_get(server.metrics, "/health", "127.0.0.2") == b""  # closed before a byte is read
+        server.wait_for_log("refused metrics connection from 127.0.0.2")
+
+
+def test_a_content_length_with_thousands_of_digits_is_76(trained_model: Path) -> None:
+    with Server(trained_model) as server:
+        raw = b"CHECK SPAMC/1.5\r\nContent-length: " + b"9" * 5000 + b"\r\n\r\n"
+        reply = request(server.address, raw)
+    assert reply.startswith(b"SPAMD/1.0 76 Bad header line: (Content-Length too large)"), reply
+    assert "Traceback" not in server.log()
+
+
+def test_sigterm_with_idle_connections_exits_at_once(trained_model: Path) -> None:
+    with Server(trained_model) as server:  # --timeout 30: an idle connection could wait that long
+        idle = [socket.create_connection(server.address, timeout=30) for _ in range(3)]
+        server.send_signal(signal.SIGTERM)
+        code = server.process.wait(20)  # far below the 30 s an idle connection had before
+        for conn in idle:
+            conn.close()
+    assert code == 0, server.log()
