@@ -22,7 +22,9 @@ from ..mail import spam_status_value
 from ..pipeline import VERSION_TAG, Tagged
 
 VERSION = 6
-MAX_PACKET = 1 << 20  # Postfix sends body chunks of 64 KB; anything far larger is not a milter peer
+# Postfix sends body chunks of 64 KB and header fields of at most its header_size_limit (100 KB),
+# Sendmail chunks of 64 KB unless a larger size is negotiated (we do not): larger is no MTA.
+MAX_PACKET = 256 * 1024
 HEADER_OVERHEAD = 4  # a header as the message holds it: name, ": ", value, line end
 
 # Commands from the MTA (libmilter's mfdef.h)
