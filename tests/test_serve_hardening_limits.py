@@ -118,9 +118,8 @@ def test_running_out_of_file_descriptors_is_one_line(
     trained_model: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = ServiceSettings(listen=[parse_address("127.0.0.1:0")], allow=parse_networks(()))
-    service = SpamdService(
-        settings, StandIn(Classifier.load(trained_model)), lambda: None, logging.getLogger("test-emfile")
-    )  # type: ignore[arg-type]
+    scorer = StandIn(Classifier.load(trained_model))
+    service = SpamdService(settings, scorer, lambda: scorer, logging.getLogger("test-emfile"))
     loop = asyncio.new_event_loop()
     try:
         with caplog.at_level(logging.WARNING, logger="test-emfile"):
