@@ -11,6 +11,7 @@ import logging
 import socket
 import subprocess
 import threading
+import time
 import zlib
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import miltertest
 import pytest
 from conftest import StandIn, make_email
 from miltertest import constants as smfi
-from spamd_server import Server, request
+from spamd_server import Server, request, spamd_request
 from test_milter import connect, send_message
 from test_recipes import require_tool
 
@@ -133,3 +134,20 @@ def test_running_out_of_file_descriptors_is_one_line(
     lines = [record for record in caplog.records if record.name == "test-emfile"]
     assert len(lines) == 1 and "Too many open files" in lines[0].getMessage()
     assert all(record.exc_info is None for record in caplog.records)
+
+
+def test_one_address_cannot_take_every_slot(trained_model: Path) -> None:
+    args = ("--max-connections", "4", "--timeout", "10")  # --max-per-peer: 3 by default
+    with Server(trained_model, *args) as server:
+        stalled = []
+        for _ in range(8):  # requests begun from 127.0.0.2 and never finished
+            conn = socket.create_connection(server.address, timeout=30, source_address=("127.0.0.2", 0))
+            conn.sendall(b"CHECK SPAMC/1.5\r\nContent-length: 100\r\n\r\nonly part")
+            stalled.append(conn)
+        time.sleep(1)  # let the server take them in (before: all 4 slots and all 4 waiting places)
+        try:
+            reply = request(server.address, spamd_request("CHECK", SPAM))
+        finally:
+            for conn in stalled:
+                conn.close()
+    assert reply.startswith(b"SPAMD/1.1 0 EX_OK"), reply
