@@ -6,6 +6,7 @@ out of file descriptors is one log line, not a traceback per attempt."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import socket
@@ -151,3 +152,44 @@ def test_one_address_cannot_take_every_slot(trained_model: Path) -> None:
             for conn in stalled:
                 conn.close()
     assert reply.startswith(b"SPAMD/1.1 0 EX_OK"), reply
+
+
+def test_a_server_out_of_file_descriptors_logs_no_tracebacks(trained_model: Path) -> None:
+    import resource
+    import sys
+
+    def few_descriptors() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+    command = [
+        sys.executable,
+        "-m",
+        "spamfilter",
+        "serve",
+        "--model",
+        str(trained_model),
+        "--listen",
+        "127.0.0.1:0",
+    ]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, preexec_fn=few_descriptors)
+    assert process.stderr is not None
+    lines = []
+    for line in process.stderr:
+        lines.append(line)
+        if "listening on" in line:
+            break
+    port = int(lines[-1].split("listening on ")[1].split()[0].rsplit(":", 1)[1])
+    held = []
+    try:
+        for _ in range(120):  # more than the 64 descriptors the server has
+            with contextlib.suppress(OSError):
+                held.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        time.sleep(2.5)  # asyncio retries accepting each second
+    finally:
+        for conn in held:
+            conn.close()
+        process.terminate()
+        _, rest = process.communicate(timeout=60)
+    log = "".join(lines) + rest
+    assert "Traceback" not in log, log[-3000:]
+    assert 1 <= log.count("cannot accept connections for now") <= 2, log[-3000:]
