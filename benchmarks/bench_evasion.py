@@ -91,9 +91,19 @@ def load_split(seed: int) -> Split:
     return Split(pick(cut.train, 1), pick(cut.train, 0), pick(cut.test, 1), pick(cut.test, 0))
 
 
-def changed_spam(split: Split, limit: int | None, seed: int) -> dict[str, list[bytes]]:
+def ham_pool(split: Split, work: Path) -> list[str]:
+    """The training ham's paragraphs, kept from the first run: ``ham_paragraphs`` reads them with
+    the filter's text extraction, and a change to that must not change the benchmark's messages
+    (the runs before and after it compare the same mail, and the peers' verdicts stay cached)."""
+    path = work / f"ham-pool-{digest(split.train_ham)[:16]}.json"
+    if not path.is_file():
+        path.write_text(json.dumps(ham_paragraphs(split.train_ham)))
+    pool: list[str] = json.loads(path.read_text())
+    return pool
+
+
+def changed_spam(split: Split, pool: list[str], limit: int | None, seed: int) -> dict[str, list[bytes]]:
     """Row name -> messages: the test spam as it is ("none"), then a changed copy per trick."""
-    pool = ham_paragraphs(split.train_ham)
     spam = split.test_spam[:limit]
     rows = {"none": spam}
     for name, trick in TRICKS.items():
@@ -508,7 +518,7 @@ def main() -> None:
     work = OUT if args.seed == bench_recipe.SEED else OUT / f"split-{args.seed}"
     work.mkdir(parents=True, exist_ok=True)
     split = load_split(args.seed)
-    rows = {**changed_spam(split, args.limit, args.seed), HAM_ROW: split.test_ham}
+    rows = {**changed_spam(split, ham_pool(split, work), args.limit, args.seed), HAM_ROW: split.test_ham}
     print(
         f"test split: {len(split.test_spam)} spam ({len(rows['none'])} per trick), "
         f"{len(split.test_ham)} ham; "
