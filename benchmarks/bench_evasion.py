@@ -481,11 +481,11 @@ def cpu_line() -> str:
     return f"{model}, {len(os.sched_getaffinity(0))} cores in affinity; {', '.join(extensions) or 'no AVX2'}"
 
 
-def cell(verdicts: list[bool] | str) -> str:
+def cell(verdicts: list[bool] | str, digits: int = 1) -> str:
     if isinstance(verdicts, str):
         return verdicts
     caught = sum(verdicts)
-    return f"{100 * caught / len(verdicts):.1f} % ({caught}/{len(verdicts)})" if verdicts else "-"
+    return f"{100 * caught / len(verdicts):.{digits}f} % ({caught}/{len(verdicts)})" if verdicts else "-"
 
 
 def report(results: dict[str, dict[str, list[bool]] | str]) -> str:
@@ -493,7 +493,8 @@ def report(results: dict[str, dict[str, list[bool]] | str]) -> str:
     lines = []
     for row in (*ROWS, HAM_ROW):
         label = "ham marked spam (FPR, test ham)" if row == HAM_ROW else row
-        lines.append([label, *(r if isinstance(r, str) else cell(r[row]) for r in results.values())])
+        digits = 2 if row == HAM_ROW else 1  # an FPR budget is counted in tenths of a percent
+        lines.append([label, *(r if isinstance(r, str) else cell(r[row], digits) for r in results.values())])
     return table(headers, lines)
 
 
