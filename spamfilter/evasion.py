@@ -428,7 +428,7 @@ def long_ham_preamble(raw: bytes, rng: random.Random, pool: Sequence[str]) -> by
 
 def link_only(raw: bytes, rng: random.Random, pool: Sequence[str]) -> bytes:
     """The spam cut down to its Subject and one or two of its links (and its first image), in a
-    single text/html part with a few words."""
+    single text/html part with no other text. A spam without a link is returned as it is."""
     body = _Body(raw)
     texts = [_decode(part) for part in body.parts()]
     if not texts:
