@@ -8,9 +8,13 @@ checkpoint ``model.pt`` and the training record with its plot.
 from __future__ import annotations
 
 import json
+import os
+import re
+import secrets
 import shutil
 import tempfile
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +22,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .errors import ExportError, first_line
+from .errors import ExportError, ModelDirectoryError, first_line
 from .model import GPT, GPTConfig, SpamClassifier, add_classification_head
 from .modeldir import (
     CHECKPOINT_FILE,
@@ -232,8 +236,9 @@ def write_model_directory(
     and ``metrics``, and holds the decision ``threshold`` (default 0.5) that the verdicts compared
     below are taken at.
 
-    Every file is built and checked in a staging folder first and moved into ``out`` at the end,
-    ``spamfilter.json`` last: a failed export never damages a working model directory.
+    Every file is built and checked in a staging folder first; the directory changes from the old
+    model to the new one in a single step (``update_model_directory``): a failed or killed export
+    never damages a working model directory.
     ``model.onnx`` (fp32, fixed length) must agree with torch. With last-token pooling the answer
     does not depend on padding, so ``model.dynamic.onnx`` also accepts shorter inputs (checked
     against torch at the trimmed length). ``quantize="int8"`` adds ``model.int8.onnx`` and records
@@ -242,7 +247,9 @@ def write_model_directory(
     if quantize not in (None, "int8"):
         raise ExportError(f"unknown quantization {quantize!r}; only int8 is supported")
     out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
+    current = readable_manifest(out)
+    remove_leftovers(out, current)
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=out))
     try:
         full = _build(
             staging,
@@ -255,11 +262,120 @@ def write_model_directory(
             write_checkpoint,
             quantize,
         )
-        for path in sorted(staging.iterdir(), key=lambda p: p.name == MANIFEST_FILE):
-            path.replace(out / path.name)  # same file system: atomic per file; the manifest goes last
+        if not write_checkpoint:  # the directory's own checkpoint stays, and stays named
+            kept = (current.checkpoint or CHECKPOINT_FILE) if current is not None else CHECKPOINT_FILE
+            full = replace(full, checkpoint=kept if (out / kept).is_file() else None)
+        full = update_model_directory(out, staging, full, current)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    remove_leftovers(out, full)
     return full
+
+
+# --------------------------------------------------------------------------- updating a directory
+#
+# A model directory changes as a whole: the manifest names its model files (and its checkpoint), so
+# a new model's files are moved in under names the current manifest does not use (the plain names,
+# or the plain names with a generation tag: model.int8.g1f2e3d4c.onnx), and the new manifest then
+# replaces the old one with one rename. Until that rename the directory is the old model, after it
+# the new one; the old model's files are removed after it, or by the next update where a process
+# was killed first.
+
+STAGING_PREFIX = ".export-"  # + the exporting process's id: a staging folder of a live one is kept
+GENERATED = re.compile(r"model(\.dynamic|\.int8)?(\.g[0-9a-f]{8})?\.onnx|model(\.g[0-9a-f]{8})?\.pt")
+
+
+def readable_manifest(folder: Path) -> Manifest | None:
+    """The manifest of ``folder`` where it has one that reads, else None."""
+    try:
+        data = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
+        return Manifest.from_dict(data, folder / MANIFEST_FILE)
+    except (OSError, ValueError, ModelDirectoryError):
+        return None
+
+
+def referenced_files(manifest: Manifest) -> set[str]:
+    files = {manifest.onnx.file, *(variant.file for variant in manifest.variants.values())}
+    return files | {manifest.checkpoint or CHECKPOINT_FILE}
+
+
+def _tagged(name: str, tag: str | None) -> str:
+    if tag is None:
+        return name
+    stem, suffix = name.rsplit(".", 1)
+    return f"{stem}.g{tag}.{suffix}"
+
+
+def update_model_directory(out: Path, staging: Path, built: Manifest, current: Manifest | None) -> Manifest:
+    """Move the model in ``staging`` (files under their plain names, ``built`` naming them so)
+    into ``out``, switching from ``current`` in one rename; returns the manifest written."""
+    in_use = referenced_files(current) if current is not None else set()
+    tag = secrets.token_hex(4) if in_use & {ONNX_FILE, CHECKPOINT_FILE} else None
+    names = {
+        path.name: _tagged(path.name, tag) if GENERATED.fullmatch(path.name) else path.name
+        for path in staging.iterdir()
+        if path.name != MANIFEST_FILE
+    }
+    final = replace(
+        built,
+        onnx=replace(built.onnx, file=names.get(built.onnx.file, built.onnx.file)),
+        variants={
+            key: replace(variant, file=names.get(variant.file, variant.file))
+            for key, variant in built.variants.items()
+        },
+        checkpoint=names.get(CHECKPOINT_FILE, built.checkpoint),
+    )
+    for name, target in names.items():
+        _fsync(staging / name)
+        os.replace(staging / name, out / target)  # unused names, or files that are the same for both
+    final.write(staging / MANIFEST_FILE)
+    _fsync(staging / MANIFEST_FILE)
+    _fsync(out)
+    os.replace(staging / MANIFEST_FILE, out / MANIFEST_FILE)  # the switch
+    _fsync(out)
+    return final
+
+
+def remove_leftovers(out: Path, manifest: Manifest | None) -> None:
+    """Remove what earlier updates of ``out`` left: staging folders of processes that are gone, and
+    model files that ``manifest`` (the directory's, where it reads) does not name. Only entries of
+    our own naming, and only real folders and files: a link is never followed nor removed."""
+    in_use = referenced_files(manifest) if manifest is not None else None
+    for entry in os.scandir(out):
+        if entry.name.startswith(STAGING_PREFIX) and entry.is_dir(follow_symlinks=False):
+            if not _exporter_alive(entry.name):
+                shutil.rmtree(entry.path, ignore_errors=True)
+        elif (
+            in_use is not None
+            and GENERATED.fullmatch(entry.name)
+            and entry.name not in in_use
+            and entry.is_file(follow_symlinks=False)
+        ):
+            os.unlink(entry.path)
+
+
+def _exporter_alive(name: str) -> bool:
+    """Whether the process that made the staging folder ``name`` still runs (folders of older
+    versions carry no process id: theirs are gone)."""
+    pid = name[len(STAGING_PREFIX) :].split("-", 1)[0]
+    if not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _fsync(path: Path) -> None:
+    """On disk before what depends on it is renamed into place (a power cut, not only a kill)."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _build(
@@ -334,8 +450,8 @@ def _build(
         metrics=dict(manifest.get("metrics", {})),
         training_data=dict(manifest.get("training_data", {})),
         spamfilter_version=__version__,
+        checkpoint=CHECKPOINT_FILE if write_checkpoint else None,
     )
-    full.write(folder / MANIFEST_FILE)
     return full
 
 
@@ -346,7 +462,10 @@ def _accuracy(probabilities: np.ndarray, labels: np.ndarray, threshold: float) -
 def reexport(checkpoint: Path, out: Path | None = None, quantize: str | None = None) -> tuple[Path, Manifest]:
     """Export a checkpoint (``model.pt``, or the model directory holding one) again, verified on
     the test messages it carries; returns the model directory written and its manifest."""
-    path = checkpoint / CHECKPOINT_FILE if checkpoint.is_dir() else checkpoint
+    path = checkpoint
+    if checkpoint.is_dir():
+        existing = readable_manifest(checkpoint)
+        path = checkpoint / (existing.checkpoint if existing and existing.checkpoint else CHECKPOINT_FILE)
     target = out or path.parent
     classifier, data = load_checkpoint(path)
     missing = [key for key in ("max_length", "test_input_ids", "test_labels") if key not in data]

@@ -32,7 +32,7 @@ from .corrections import CORRECTIONS_DIR, Corrections
 from .errors import ModelDirectoryError, SpamfilterError, first_line
 from .metrics import calibrate_threshold, compute_metrics
 from .model import SpamClassifier
-from .modeldir import CHECKPOINT_FILE, open_model_directory
+from .modeldir import open_model_directory
 from .pipeline import message_text
 
 FEATURES_FILE = "learn.safetensors"
@@ -228,7 +228,7 @@ def _retrain(model_dir: Path, on_stage: Callable[[str], None] | None) -> LearnRe
     directory = open_model_directory(model_dir)
     manifest = directory.manifest
     saved = _read_features(model_dir)
-    classifier, checkpoint = load_checkpoint(model_dir / CHECKPOINT_FILE)
+    classifier, checkpoint = load_checkpoint(directory.checkpoint_path)
     corrections = list(Corrections(model_dir))
     if not corrections and not Corrections(model_dir).learnt():  # (all forgotten: retrain without them)
         raise SpamfilterError(f"no corrections in {model_dir / CORRECTIONS_DIR}: learn --spam/--ham MESSAGES")

@@ -112,6 +112,7 @@ class Manifest:
     format_version: int = FORMAT_VERSION
     labels: tuple[str, ...] = LABELS
     spamfilter_version: str = ""
+    checkpoint: str | None = None  # the torch checkpoint's file name; None: model.pt (older manifests)
 
     @property
     def trained_on(self) -> str:
@@ -138,6 +139,8 @@ class Manifest:
         data["labels"] = list(self.labels)
         data["onnx"] = _without_none(data["onnx"])
         data["variants"] = {name: _without_none(entry) for name, entry in data["variants"].items()}
+        if data["checkpoint"] is None:
+            del data["checkpoint"]
         return data
 
     @classmethod
@@ -166,6 +169,7 @@ class Manifest:
                 training_data=dict(data.get("training_data", {})),
                 labels=tuple(data["labels"]),
                 spamfilter_version=str(data.get("spamfilter_version", "")),
+                checkpoint=str(data["checkpoint"]) if data.get("checkpoint") else None,
             )
         except (TypeError, ValueError, AttributeError) as error:
             raise ModelDirectoryError(f"{origin} is not a spamfilter manifest: {error}") from None
@@ -206,6 +210,10 @@ class ModelDirectory:
     @property
     def onnx_path(self) -> Path:
         return self.path / self.manifest.onnx.file
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.path / (self.manifest.checkpoint or CHECKPOINT_FILE)
 
     @property
     def default_variant(self) -> str:
