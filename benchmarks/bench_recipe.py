@@ -64,6 +64,7 @@ class Row:
     target_fpr: float | None = 0.005
     epochs: int = 8
     lr: float = 5e-4
+    augment: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -93,6 +94,12 @@ ROWS = [
     replace(BASE, name="+links", what="+ the hosts of the links", parts="text+links"),
     replace(BASE, name="len512", what="--max-length 512", max_length=512),
     replace(BASE, name="body-only", what="the body without the Subject", parts="body"),
+    replace(
+        BASE,
+        name="reader",
+        what="base with the reader's text (hidden HTML dropped, Unicode, quotes) and windows",
+    ),
+    replace(BASE, name="reader+augment", what="reader + training spam with ham text around it", augment=True),
 ]
 
 
@@ -160,6 +167,7 @@ def measure(row: Row, raws: list[bytes], labels: np.ndarray, seed: int = SEED) -
         balance=row.balance,
         keep_best=row.keep_best,
         target_fpr=row.target_fpr,
+        augment=row.augment,
         training=TrainingConfig(epochs=row.epochs, lr=row.lr, trainable="all", seed=seed, **row.extra),
         out=out,
     )

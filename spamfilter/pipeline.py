@@ -79,6 +79,7 @@ class Summary:
     seconds: float = 0.0
     provider: str = ""
     variant: str = ""  # which ONNX model of the directory ran: fp32 or int8
+    windows: int = 0  # model rows run: more than the messages where long ones are read in windows
 
     @property
     def not_spam(self) -> int:
@@ -88,6 +89,7 @@ class Summary:
         rate = self.messages / self.seconds if self.seconds > 0 else 0.0
         extra = f"; {self.untagged} written untagged" if self.untagged else ""
         extra += f"; {self.passed_through} non-message chunks passed through" if self.passed_through else ""
+        extra += f"; {self.windows} windows read" if self.windows > self.messages else ""
         return (
             f"{self.messages} messages: {self.spam} spam, {self.not_spam} not spam in {self.seconds:.2f} s "
             f"({rate:.1f}/s), {self.variant} on {self.provider}{extra}"
@@ -250,6 +252,7 @@ def _run(
     """The one chunk loop of every format: classify a chunk, write it out in order, then stop if
     asked to. A chunk whose model call fails or is interrupted goes out as it came in."""
     summary = Summary(provider=classifier.provider, variant=classifier.variant)
+    windows_before = getattr(classifier, "windows_scored", 0)  # a Classifier counts its windows
     for chunk in _chunks(fmt.items, flush_after=flush_after):
         texts = [text for _, text in chunk if text is not None]
         try:
@@ -267,6 +270,7 @@ def _run(
         verdicts = [p >= threshold for p in probabilities]
         summary.messages += len(verdicts)
         summary.spam += sum(verdicts)
+        summary.windows = getattr(classifier, "windows_scored", 0) - windows_before
         scored = iter(zip(probabilities, verdicts, strict=True))
         for item, text in chunk:
             if text is None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .augment import augment_spam
 from .data import (
     DownloadProgress,
     Splits,
@@ -28,6 +29,7 @@ from .modeldir import Manifest
 from .tokenizer import PAD_TOKEN_ID, Tokenizer
 from .train import EpochCallback, ProgressCallback, TrainingConfig, TrainingRecord, train_classifier
 from .weights import HUB_REPOS, load_pretrained
+from .windows import MAX_WINDOWS, combine, windows_of
 
 RANDOM_WEIGHTS = "random"
 DEFAULT_MODEL = "gpt2-small"
@@ -60,6 +62,9 @@ class TrainOptions:
     balance: str | None = None
     keep_best: bool | None = None
     target_fpr: float | None = None
+    # Two copies of each training spam with ham text before and after its body (augment.py); None:
+    # on for mail, off for the seed recipe.
+    augment: bool | None = None
     out: Path = Path("model")
     device: str = "cpu"
     quantize: str | None = "int8"  # also write model.int8.onnx (the default variant where it agrees)
@@ -209,7 +214,15 @@ def mail_settings(options: TrainOptions) -> TrainOptions:
         patience=options.training.patience or (KEEP_BEST_PATIENCE if keep_best else 0),
     )
     target = options.target_fpr if options.target_fpr is not None else (MAIL_TARGET_FPR if mail else None)
-    return replace(options, balance=balance_choice, keep_best=keep_best, target_fpr=target, training=training)
+    augment = mail if options.augment is None else options.augment
+    return replace(
+        options,
+        balance=balance_choice,
+        keep_best=keep_best,
+        target_fpr=target,
+        augment=augment,
+        training=training,
+    )
 
 
 def default_max_length(options: TrainOptions, longest: int, context: int) -> int:
@@ -231,6 +244,39 @@ def training_data_kind(options: TrainOptions, data_origin: str) -> str:
     return "labelled"
 
 
+def windowed_probabilities(
+    classifier: SpamClassifier,
+    tokenizer: Tokenizer,
+    texts: list[str],
+    rows: list[list[int]],
+    first_windows: np.ndarray,
+    max_length: int,
+) -> np.ndarray:
+    """P(spam) per text as the filter computes it: the highest of its windows'. ``first_windows``
+    are the scores already computed of every text's first ``max_length`` tokens (a text's first
+    window is exactly that), so only the further windows of long texts are run here."""
+    long = [i for i, ids in enumerate(rows) if len(ids) > max_length]
+    if not long:
+        return first_windows
+    texts_long, rows_long = [texts[i] for i in long], [rows[i] for i in long]
+    windows, owners = windows_of(texts_long, rows_long, tokenizer.encode, max_length)
+    further = np.flatnonzero(np.r_[False, owners[1:] == owners[:-1]])  # all but each text's first
+    device = next(classifier.parameters()).device
+    ids = torch.tensor(tokenizer.pad([windows[i] for i in further], max_length), device=device)
+    scores = []
+    was_training = classifier.training
+    classifier.eval()
+    with torch.no_grad():
+        for begin in range(0, len(ids), 32):
+            scores.append(torch.softmax(classifier(ids[begin : begin + 32]), dim=-1)[:, 1].float().cpu())
+    classifier.train(was_training)
+    combined = first_windows.copy()
+    combined[long] = np.maximum(
+        first_windows[long], combine(torch.cat(scores).numpy(), owners[further], len(long))
+    )
+    return combined
+
+
 def fine_tune(
     options: TrainOptions,
     splits: Splits | None = None,
@@ -248,6 +294,8 @@ def fine_tune(
     if splits is None:
         stage("loading data")
         splits, data_origin = load_splits(options, on_download, on_warning)
+    if options.augment:
+        splits = replace(splits, train=augment_spam(splits.train, config.seed))
     stage("tokenising")
     tokenizer = Tokenizer()
     rows = {
@@ -286,6 +334,14 @@ def fine_tune(
         resume=options.resume,
         features=features,
     )
+    # A long message is judged by its highest-scoring window (windows.py), so the threshold and
+    # the test figures come from that same combined score, not from the first window alone.
+    for name in ("validation", "test"):
+        attribute = f"{name}_spam_probability"
+        first_windows = np.asarray(getattr(record, attribute), dtype=np.float64)
+        texts = getattr(splits, name)["Text"].tolist()
+        combined = windowed_probabilities(classifier, tokenizer, texts, rows[name], first_windows, max_length)
+        setattr(record, attribute, combined.tolist())
     threshold, calibration = 0.5, None
     if options.target_fpr is not None:
         try:
@@ -315,7 +371,9 @@ def fine_tune(
             **record.config,
             "pooling": options.pooling,
             "max_length": max_length,
+            "max_windows": MAX_WINDOWS,
             "balance": options.balance,
+            "augment": bool(options.augment),
             "target_fpr": options.target_fpr,
             "data": data_origin,
             "split_sizes": [len(splits.train), len(splits.validation), len(splits.test)],

@@ -15,6 +15,7 @@ import numpy as np
 from .errors import InstallError, first_line
 from .modeldir import ModelDirectory, ModelDirectoryError, open_model_directory
 from .tokenizer import Tokenizer, pad_rows
+from .windows import combine, windows_of, windows_recorded
 
 MIN_CHARS_KEPT = 20_000
 CHARS_PER_TOKEN_KEPT = 64  # far above GPT-2's longest tokens: the first max_length tokens are intact
@@ -178,8 +179,9 @@ def _fits(shortest: int, length: int) -> bool:
 
 
 def chars_kept(max_length: int) -> int:
-    """How much of a text the model reads: only the first ``max_length`` tokens count, and a bounded
-    prefix keeps a huge text from stalling BPE (or from filling the Ray engine's object store)."""
+    """How much of a text the model reads at most: a bounded prefix keeps a huge text from
+    stalling BPE (or from filling the Ray engine's object store); within it, windows
+    (:mod:`.windows`) read the beginning and the end."""
     return max(MIN_CHARS_KEPT, CHARS_PER_TOKEN_KEPT * max_length)
 
 
@@ -211,6 +213,9 @@ class Classifier:
         self.dynamic_length = accepts_shorter_inputs(self.session)
         # A GPU is only busy with many messages per call; on the CPU small batches lose nothing.
         self.batch_size = batch_size or (GPU_BATCH if gpu else CPU_BATCH)
+        self.max_windows = windows_recorded(directory.manifest.recipe)
+        self.windows_scored = 0  # model rows run, for the summary: more than texts for long mail
+        self.texts_scored = 0
 
     @classmethod
     def load(cls, path: str | Path, **options: Any) -> Classifier:
@@ -225,19 +230,23 @@ class Classifier:
         return self.directory.threshold
 
     def spam_probability(self, texts: Sequence[str]) -> np.ndarray:
-        """P(spam) per text, in input order."""
+        """P(spam) per text, in input order: the highest of its windows' (:mod:`.windows`)."""
         max_length = self.directory.max_length
         cap = chars_kept(max_length)
-        rows = self.tokenizer.encode_batch([text[:cap] for text in texts])
+        texts = [text[:cap] for text in texts]
+        rows = self.tokenizer.encode_batch(texts)
+        windows, owners = windows_of(texts, rows, self.tokenizer.encode, max_length, self.max_windows)
         logits = batched_logits(
-            rows,
+            windows,
             session_logits(self.session),
             batch_size=self.batch_size,
             max_length=max_length,
             pad_token_id=self.directory.pad_token_id,
             trim=self.dynamic_length,
         )
-        return softmax_spam(logits)
+        self.windows_scored += len(windows)
+        self.texts_scored += len(texts)
+        return combine(softmax_spam(logits), owners, len(texts))
 
     def classify(self, texts: Sequence[str], threshold: float | None = None) -> list[tuple[str, float]]:
         """``(label, spam probability)`` per text."""

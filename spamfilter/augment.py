@@ -1,0 +1,52 @@
+"""Training against the tricks that survive reading: ham text placed around training spam.
+
+:func:`spamfilter.mail.extract_text` undoes what changes the code points but not what a reader
+sees (hidden HTML, zero-width characters, look-alike letters, transfer encodings) and quoted reply
+lines; windows (:mod:`spamfilter.windows`) read past pages of padding. What is left to the model is
+ordinary text placed around the offer: a paragraph of ordinary mail before it, or common words
+after it, in the same window. ``augment_spam`` adds, for each training spam, one copy with ham
+text of the training split before its body and one with ham text after it, so that the model
+learns that an offer is an offer wherever it stands. Validation and test splits are never changed:
+the threshold and the reported figures stay those of real mail.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pandas as pd
+
+PREFIX_WORDS = (30, 150)  # words of ham text put before a spam's body (a paragraph or two)
+SUFFIX_WORDS = (50, 200)  # words put after it
+
+
+def _ham_words(texts: list[str]) -> list[list[str]]:
+    """The words of each ham body (its first line, the Subject, left out), for ham that has some."""
+    bodies = [text.partition("\n")[2].split() for text in texts]
+    return [words for words in bodies if len(words) >= 20]
+
+
+def _stretch(pool: list[list[str]], rng: random.Random, bounds: tuple[int, int]) -> str:
+    """A run of consecutive words from one ham body, as long as ``bounds`` allows."""
+    words = rng.choice(pool)
+    count = min(len(words), rng.randint(*bounds))
+    start = rng.randint(0, len(words) - count)
+    return " ".join(words[start : start + count])
+
+
+def augment_spam(train: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """``train`` (columns Text, Label) with two changed copies of every spam appended; unchanged
+    where there is no ham with enough words to borrow from."""
+    pool = _ham_words(train.loc[train["Label"] == 0, "Text"].tolist())
+    spam = train.loc[train["Label"] == 1, "Text"].tolist()
+    if not pool or not spam:
+        return train
+    rng = random.Random(seed)
+    copies = []
+    for text in spam:
+        subject, _, body = text.partition("\n")
+        copies.append(f"{subject}\n{_stretch(pool, rng, PREFIX_WORDS)}\n\n{body}")
+        copies.append(f"{text}\n\n{_stretch(pool, rng, SUFFIX_WORDS)}")
+    added = pd.DataFrame({"Label": np.ones(len(copies), dtype=np.int64), "Text": copies})
+    return pd.concat([train, added], ignore_index=True)

@@ -1,0 +1,128 @@
+"""The whole message is read: windows over a long text, the highest window's score, and a trained
+model that flags a spam behind 2,000 tokens of ordinary text (which reading the first window alone
+does not)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import make_email
+
+from spamfilter.cli import cli
+from spamfilter.runtime import Classifier
+from spamfilter.tokenizer import Tokenizer
+from spamfilter.windows import MAX_WINDOWS, combine, split_windows, windows_of, windows_recorded
+
+
+def test_a_text_that_fits_is_one_window_of_the_same_tokens() -> None:
+    ids = list(range(50))
+    assert split_windows(ids, head=5, max_length=50) == [ids]
+
+
+def test_windows_repeat_the_first_line_and_cover_the_body_in_order() -> None:
+    ids = list(range(1000, 1250))  # 10 head tokens, then 240 body tokens
+    windows = split_windows(ids, head=10, max_length=100, max_windows=8)
+    assert [len(w) for w in windows] == [100, 100, 70]
+    assert all(w[:10] == ids[:10] for w in windows)
+    assert [t for w in windows for t in w[10:]] == ids[10:]  # every body token once, in order
+    assert windows[0] == ids[:100]  # the first window is what one window read before
+
+
+def test_the_cap_spreads_windows_from_the_first_token_to_the_last() -> None:
+    ids = list(range(10_000))
+    windows = split_windows(ids, head=0, max_length=100, max_windows=4)
+    assert len(windows) == 4
+    assert windows[0][0] == 0 and windows[-1][-1] == 9_999
+    assert [w[0] for w in windows] == [0, 3_300, 6_600, 9_900]  # evenly spread, the last at the end
+
+
+def test_a_long_first_line_takes_at_most_a_quarter_of_a_window() -> None:
+    ids = list(range(400))
+    windows = split_windows(ids, head=300, max_length=100, max_windows=100)
+    assert all(len(w) <= 100 for w in windows)
+    assert all(w[:25] == ids[:25] for w in windows)
+
+
+def test_the_message_scores_as_its_highest_window() -> None:
+    scores = np.array([0.1, 0.9, 0.2, 0.3, 0.05])
+    owners = np.array([0, 0, 0, 1, 2])
+    assert combine(scores, owners, 3).tolist() == [0.9, 0.3, 0.05]
+
+
+def test_windows_follow_the_tokenizer_and_the_subject() -> None:
+    tokenizer = Tokenizer()
+    text = "Cheap meds\n" + "word " * 300
+    rows = tokenizer.encode_batch([text, "short"])
+    windows, owners = windows_of([text, "short"], rows, tokenizer.encode, 64)
+    subject = tokenizer.encode("Cheap meds\n")
+    assert owners.tolist() == [0] * (len(windows) - 1) + [1]
+    assert all(w[: len(subject)] == subject for w in windows[:-1])
+    assert windows[-1] == tokenizer.encode("short")
+
+
+def test_models_calibrated_on_one_window_keep_reading_one() -> None:
+    assert windows_recorded({}) == 1
+    assert windows_recorded({"max_windows": MAX_WINDOWS}) == MAX_WINDOWS
+    assert windows_recorded({"max_windows": "4"}) == 1 and windows_recorded({"max_windows": 10**6}) == 1
+
+
+@pytest.fixture(scope="module")
+def padded_spam(trained_model: Path, sms_file: Path) -> tuple[str, str, Classifier]:
+    """A spam SMS the model flags, and 2,000 tokens of the ham it finds least spammy before it."""
+    classifier = Classifier.load(trained_model)
+    with open(sms_file, encoding="utf-8", newline="") as handle:
+        rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+    ham = [text for label, text in rows if label == "ham"][:2000]
+    spam = [text for label, text in rows if label == "spam"][:200]
+    ham_p, spam_p = classifier.spam_probability(ham), classifier.spam_probability(spam)
+    tokenizer = Tokenizer()
+    padding, tokens = [], 0
+    for index in np.argsort(ham_p):
+        padding.append(ham[index])
+        tokens += len(tokenizer.encode(ham[index])) + 1
+        if tokens >= 2_000:
+            break
+    return " ".join(padding), spam[int(np.argmax(spam_p))], classifier
+
+
+def test_a_spam_behind_2000_tokens_of_ham_is_flagged(padded_spam: tuple[str, str, Classifier]) -> None:
+    padding, spam, classifier = padded_spam
+    assert classifier.max_windows == MAX_WINDOWS  # recorded by train
+    cut = classifier.threshold
+    assert classifier.spam_probability([spam])[0] >= cut
+    assert classifier.spam_probability([padding])[0] < cut  # the padding alone is ham
+    assert classifier.spam_probability([f"{padding} {spam}"])[0] >= cut
+    # What this fixes: read as one window, the padding decides.
+    classifier.max_windows = 1
+    try:
+        assert classifier.spam_probability([f"{padding} {spam}"])[0] < cut
+    finally:
+        classifier.max_windows = MAX_WINDOWS
+
+
+def test_pipeline_mode_flags_the_padded_spam_and_counts_windows(
+    padded_spam: tuple[str, str, Classifier], trained_model: Path
+) -> None:
+    padding, spam, _ = padded_spam
+    message = make_email("Re: the minutes", f"{padding}\n\n{spam}")
+    result = CliRunner().invoke(cli, ["filter", "-m", str(trained_model), "--format", "email"], input=message)
+    assert result.exit_code == 0, result.output
+    assert b"X-Spam-Flag: YES" in result.stdout_bytes
+    assert result.stdout_bytes.endswith(message)  # only the headers were inserted
+
+
+def test_the_summary_counts_the_windows_read(
+    padded_spam: tuple[str, str, Classifier], trained_model: Path, tmp_path: Path
+) -> None:
+    padding, spam, _ = padded_spam
+    mbox = tmp_path / "in.mbox"
+    mbox.write_bytes(b"From a@b Mon Jan  1 00:00:00 2024\n" + make_email("long", f"{padding} {spam}"))
+    result = CliRunner().invoke(
+        cli, ["filter", "-m", str(trained_model), str(mbox), "-o", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 0, result.output
+    assert f"; {MAX_WINDOWS} windows read" in result.stderr
