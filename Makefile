@@ -1,6 +1,7 @@
 # Two commands for a new user:
-#   make train   set up a virtual environment and fine-tune GPT-2 on the SMS Spam Collection
-#   make test    set up the same environment and run the checks and the test suite
+#   make train   check the data and weights, set up a virtual environment with what training needs,
+#                and fine-tune GPT-2 on the SMS Spam Collection
+#   make test    set up the environment with everything and run the checks and the test suite
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
