@@ -281,6 +281,12 @@ def test_concurrent_requests_share_model_calls_and_metrics_count_them(server: Se
     counted = 'spamfilter_requests_total{command="CHECK",outcome="ok"}'
     assert value(after, counted) - value(before, counted) == 24
     assert "spamfilter_request_seconds_bucket" in after and "spamfilter_model_info{" in after
+    # A message longer than the model's window is read in several windows, and counted.
+    assert value(after, "spamfilter_windows_total") - value(before, "spamfilter_windows_total") == 24
+    long = make_email("a long one", " ".join(f"word{i} about the meeting" for i in range(1500)))
+    assert request(server.address, spamd_request("CHECK", long)).startswith(b"SPAMD/1.1 0 EX_OK")
+    windows = value(metrics(), "spamfilter_windows_total") - value(after, "spamfilter_windows_total")
+    assert windows == 4  # the cap (train records it in the model's recipe)
     with urllib.request.urlopen(f"http://{server.metrics}/health", timeout=30) as answer:
         health = json.loads(answer.read())
     assert health["status"] == "ok" and health["variant"] in ("fp32", "int8")

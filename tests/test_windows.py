@@ -40,6 +40,17 @@ def test_the_cap_spreads_windows_from_the_first_token_to_the_last() -> None:
     assert [w[0] for w in windows] == [0, 3_300, 6_600, 9_900]  # evenly spread, the last at the end
 
 
+def test_windows_after_the_first_start_where_a_line_begins() -> None:
+    newline = 198  # GPT-2's "\n"
+    body = [5] * 150 + [newline] + [6] * 30 + [newline] + [7] * 40  # lines of 150, 30 and 40 tokens
+    windows = split_windows(body, head=0, max_length=100, max_windows=8)
+    assert windows[0] == body[:100]
+    assert windows[1] == body[100:200]  # no line begins in the first window's second half
+    assert windows[2] == [7] * 40  # the last line begins in the second's: read from its start
+    spread = split_windows([5] * 2_000 + [newline] + [7] * 60, head=0, max_length=100, max_windows=4)
+    assert spread[-1] == [7] * 60  # an appended paragraph is read alone, from its first token
+
+
 def test_a_long_first_line_takes_at_most_a_quarter_of_a_window() -> None:
     ids = list(range(400))
     windows = split_windows(ids, head=300, max_length=100, max_windows=100)
@@ -86,7 +97,7 @@ def padded_spam(trained_model: Path, sms_file: Path) -> tuple[str, str, Classifi
         tokens += len(tokenizer.encode(ham[index])) + 1
         if tokens >= 2_000:
             break
-    return " ".join(padding), spam[int(np.argmax(spam_p))], classifier
+    return "\n".join(padding), spam[int(np.argmax(spam_p))], classifier
 
 
 def test_a_spam_behind_2000_tokens_of_ham_is_flagged(padded_spam: tuple[str, str, Classifier]) -> None:
@@ -94,12 +105,13 @@ def test_a_spam_behind_2000_tokens_of_ham_is_flagged(padded_spam: tuple[str, str
     assert classifier.max_windows == MAX_WINDOWS  # recorded by train
     cut = classifier.threshold
     assert classifier.spam_probability([spam])[0] >= cut
-    assert classifier.spam_probability([padding])[0] < cut  # the padding alone is ham
-    assert classifier.spam_probability([f"{padding} {spam}"])[0] >= cut
+    # As filter reads an email: its Subject line, then the body.
+    assert classifier.spam_probability([f"Re: minutes\n{padding}"])[0] < cut  # the padding alone is ham
+    assert classifier.spam_probability([f"Re: minutes\n{padding}\n{spam}"])[0] >= cut
     # What this fixes: read as one window, the padding decides.
     classifier.max_windows = 1
     try:
-        assert classifier.spam_probability([f"{padding} {spam}"])[0] < cut
+        assert classifier.spam_probability([f"Re: minutes\n{padding}\n{spam}"])[0] < cut
     finally:
         classifier.max_windows = MAX_WINDOWS
 
@@ -120,7 +132,7 @@ def test_the_summary_counts_the_windows_read(
 ) -> None:
     padding, spam, _ = padded_spam
     mbox = tmp_path / "in.mbox"
-    mbox.write_bytes(b"From a@b Mon Jan  1 00:00:00 2024\n" + make_email("long", f"{padding} {spam}"))
+    mbox.write_bytes(b"From a@b Mon Jan  1 00:00:00 2024\n" + make_email("long", f"{padding}\n{spam}"))
     result = CliRunner().invoke(
         cli, ["filter", "-m", str(trained_model), str(mbox), "-o", str(tmp_path / "o")]
     )

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..pipeline import Scorer, Tagged, message_text, tagged_message
 
-BatchObserver = Callable[[int, float], None]  # (messages in the batch, seconds the model took)
+BatchObserver = Callable[[int, float, int], None]  # (messages in the batch, seconds the model took, windows)
 
 
 @dataclass
@@ -107,6 +107,7 @@ class MicroBatcher:
     def _run(self, scorer: Scorer, threshold: float | None, raws: list[bytes]) -> list[Tagged]:
         """On the worker thread: never raises; a failed batch comes back untagged, with the reason."""
         started = time.perf_counter()
+        windows_before = getattr(scorer, "windows_scored", 0)  # a Classifier counts its windows
         try:
             cut = scorer.threshold if threshold is None else threshold
             probabilities = scorer.spam_probability([message_text(raw) for raw in raws])
@@ -118,5 +119,6 @@ class MicroBatcher:
             reason = " ".join(str(error).split()) or type(error).__name__
             outcomes = [Tagged(raw, error=f"model error: {reason}"[:300]) for raw in raws]
         if self.on_batch is not None:
-            self.on_batch(len(raws), time.perf_counter() - started)
+            windows = getattr(scorer, "windows_scored", 0) - windows_before
+            self.on_batch(len(raws), time.perf_counter() - started, max(windows, 0))
         return outcomes

@@ -98,6 +98,11 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
             registry=self.registry,
         )
+        self.windows = Counter(
+            "spamfilter_windows",
+            "Model windows scored: a message longer than the model's window is read in up to 4.",
+            registry=self.registry,
+        )
         self.connections = Gauge("spamfilter_connections", "Open client connections.", registry=self.registry)
         self.reloads = Counter(
             "spamfilter_reloads", "Model reloads (SIGHUP) by outcome.", ["outcome"], registry=self.registry

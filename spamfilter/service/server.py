@@ -658,10 +658,11 @@ class SpamdService:
             said = f": {detail}" if detail else ""
             self.log.info("%s from %s: %s%s in %.1f ms", what, peer, outcome, said, 1000 * seconds)
 
-    def _batch_done(self, size: int, seconds: float) -> None:
+    def _batch_done(self, size: int, seconds: float, windows: int) -> None:
         # Called on the worker thread: prometheus_client's metrics are thread-safe.
         self.metrics.batch_size.observe(size)
         self.metrics.batch_seconds.observe(seconds)
+        self.metrics.windows.inc(windows)
 
     async def _summaries(self) -> None:
         while True:
