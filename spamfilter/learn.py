@@ -34,6 +34,8 @@ from .metrics import calibrate_threshold, compute_metrics
 from .model import SpamClassifier
 from .modeldir import open_model_directory
 from .pipeline import message_text
+from .runtime import chars_kept
+from .windows import combine, windows_of, windows_recorded
 
 FEATURES_FILE = "learn.safetensors"
 SPLITS = ("train", "validation", "test")
@@ -234,18 +236,29 @@ def _retrain(model_dir: Path, on_stage: Callable[[str], None] | None) -> LearnRe
         raise SpamfilterError(f"no corrections in {model_dir / CORRECTIONS_DIR}: learn --spam/--ham MESSAGES")
     stage(f"reading {len(corrections)} corrections")
     tokenizer = Tokenizer()
-    texts = [message_text(path.read_bytes()) for _, _, path in corrections]
-    ids = tokenizer.pad(tokenizer.encode_batch(texts), manifest.max_length, manifest.pad_token_id)
-    correction_features = torch.from_numpy(
-        pooled_features(classifier, ids.reshape(len(texts), manifest.max_length))
+    # The corrections as the filter reads them: every window of each (windows.py).
+    texts = [message_text(path.read_bytes())[: chars_kept(manifest.max_length)] for _, _, path in corrections]
+    windows, owners = windows_of(
+        texts,
+        tokenizer.encode_batch(texts),
+        tokenizer.encode,
+        manifest.max_length,
+        windows_recorded(manifest.recipe),
     )
-    correction_labels = torch.tensor([label for _, label, _ in corrections], dtype=torch.long)
+    ids = tokenizer.pad(windows, manifest.max_length, manifest.pad_token_id)
+    window_features = torch.from_numpy(
+        pooled_features(classifier, ids.reshape(len(windows), manifest.max_length))
+    )
+    message_labels = np.asarray([label for _, label, _ in corrections], dtype=np.int64)
+    head = classifier.gpt.lm_head
+    taught = _taught_windows(_probabilities(window_features, head.weight, head.bias), owners, message_labels)
+    correction_features = window_features[torch.from_numpy(taught)]
+    correction_labels = torch.from_numpy(message_labels[owners[taught]])
 
     train_x = torch.from_numpy(saved["train_features"])
     train_y = torch.from_numpy(saved["train_labels"])
     counts = torch.bincount(train_y, minlength=2).double()
     class_weight = (counts.sum() / (2 * counts.clamp(min=1))).float()  # as the recipe's weighted loss
-    head = classifier.gpt.lm_head
     test_x, test_y = torch.from_numpy(saved["test_features"]), saved["test_labels"]
     before = _held_out(_probabilities(test_x, head.weight, head.bias), test_y, manifest.threshold)
 
@@ -259,14 +272,14 @@ def _retrain(model_dir: Path, on_stage: Callable[[str], None] | None) -> LearnRe
         sample_weight = torch.cat([class_weight[train_y], class_weight[correction_labels] * scale])
         weight, bias = fit_head(head.weight, head.bias, features, labels, sample_weight)
         threshold = _threshold(manifest.recipe, saved, weight, bias, manifest.threshold)
-        scores = _probabilities(correction_features, weight, bias)
-        unlearnt = int(((scores >= threshold) != (correction_labels.numpy() == 1)).sum())
+        scores = combine(_probabilities(window_features, weight, bias), owners, len(texts))
+        unlearnt = int(((scores >= threshold) != (message_labels == 1)).sum())
         if unlearnt == 0:
             break
         scale *= 2
     test_probabilities = _probabilities(test_x, weight, bias)
     after = _held_out(test_probabilities, test_y, threshold)
-    counts_by_class = {"spam": int(correction_labels.sum()), "ham": int((correction_labels == 0).sum())}
+    counts_by_class = {"spam": int(message_labels.sum()), "ham": int((message_labels == 0).sum())}
     result = LearnResult(counts_by_class, before, after, unlearnt, time.perf_counter() - started)
     reason = worse(before, after)
     if reason is not None:
@@ -303,6 +316,17 @@ def _retrain(model_dir: Path, on_stage: Callable[[str], None] | None) -> LearnRe
     )
     Corrections(model_dir).mark_learnt({key: label for key, label, _ in corrections})
     return replace(result, seconds=time.perf_counter() - started)
+
+
+def _taught_windows(current: np.ndarray, owners: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The windows a correction is learnt from, as indexes: a ham message's every window (the
+    filter scores a message by its highest window, so none may say spam), a spam message's
+    highest-scoring window under the current head (its others may be ordinary text)."""
+    taught: list[int] = []
+    for message, label in enumerate(labels):
+        mine = np.flatnonzero(owners == message)
+        taught.extend(mine.tolist() if label == 0 else [int(mine[np.argmax(current[mine])])])
+    return np.asarray(taught, dtype=np.int64)
 
 
 def _threshold(
