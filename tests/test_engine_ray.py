@@ -434,3 +434,53 @@ def test_a_stop_signal_ends_a_waiting_run_at_once(trained_model: Path, tmp_path:
     assert process.returncode == 130, "".join(seen) + rest
     assert stopped < 20, stopped
     assert "ray: 1 inputs: 0 filtered" in rest and "Traceback" not in rest
+
+
+def _snapshot(folder: Path) -> list[tuple[str, bytes | None]]:
+    return sorted((str(p), p.read_bytes() if p.is_file() else None) for p in folder.rglob("*"))
+
+
+def test_no_link_inside_the_output_folder_is_followed(trained_model: Path, tmp_path: Path) -> None:
+    """A link planted where the engine writes or removes (its working folder, a folder inside it,
+    the verdict table) is refused before anything is written: what it points to stays as it was."""
+    victim = tmp_path / "victim"
+    (victim / "done").mkdir(parents=True)
+    (victim / "sample.mbox").mkdir()  # where a planted inputs/ link would send the input's rmtree
+    (victim / "sample.mbox" / "precious").write_bytes(b"keep me\n")
+    (victim / "done" / "sample.mbox.json").write_bytes(b"keep me too\n")
+    (victim / "verdicts.parquet").write_bytes(b"not a table\n")
+    before = _snapshot(victim)
+    plants = {
+        ".spamfilter-ray": victim,
+        ".spamfilter-ray/inputs": victim,
+        ".spamfilter-ray/done/sample.mbox.json": victim / "done" / "sample.mbox.json",
+        "verdicts.parquet": victim / "verdicts.parquet",
+    }
+    for planted, target in plants.items():
+        out = tmp_path / f"out-{len(planted)}"
+        link = out / planted
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(target)
+        result = _ray_cli(trained_model, [SAMPLE], out)
+        assert result.exit_code == 2, (planted, result.output)
+        errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+        assert len(errors) == 1 and f"{link} is a symbolic link" in errors[0], result.output
+        assert "Traceback" not in result.output
+        assert _snapshot(victim) == before, planted
+        assert not (out / "sample.mbox").exists()
+
+
+def test_an_input_reached_through_a_link_is_checked_where_it_is(trained_model: Path, tmp_path: Path) -> None:
+    """-o inside an input folder is refused whether the folder is named by its path or by a link."""
+    maildir = tmp_path / "real" / "Maildir"
+    for folder in ("cur", "new"):
+        (maildir / folder).mkdir(parents=True)
+    (maildir / "cur" / "1.eml").write_bytes(_messages(SAMPLE)[0].split(b"\n", 1)[1])
+    link = tmp_path / "linked"
+    link.symlink_to(maildir)
+    before = _snapshot(maildir)
+    for source in (maildir, link):
+        result = _ray_cli(trained_model, [source], maildir / "out")
+        assert result.exit_code == 2, (source, result.output)
+        assert "would overwrite or sit inside the input" in result.stderr, result.output
+    assert _snapshot(maildir) == before

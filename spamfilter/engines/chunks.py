@@ -25,6 +25,7 @@ from ..errors import UsageError, first_line
 from ..mail import detect_format, extract_text, mail_folder_files, split_mbox
 from ..mail.headers import first_values, header_start, scan_headers
 from ..pipeline import CHUNK, CsvLayout, csv_writer, mbox_items, message_text, tagged_message, text_stream
+from .outputs import write_atomically
 
 KINDS = ("mbox", "csv", "email", "folder")
 _HEAD_BYTES = 4096  # as much as the local engine looks at to tell the formats apart
@@ -272,7 +273,7 @@ def write(chunk: Chunk, item: Input, threshold: float, target: Path) -> dict[str
             p, _ = verdict(raw, relative)
             destination = target / relative
             destination.parent.mkdir(parents=True, exist_ok=True)
-            destination.write_bytes(tagged_message(raw, p, threshold).message)
+            write_atomically(destination, tagged_message(raw, p, threshold).message)
         return verdicts
     out = io.BytesIO()
     if item.kind == "csv":
@@ -291,7 +292,7 @@ def write(chunk: Chunk, item: Input, threshold: float, target: Path) -> dict[str
         )
         for raw, is_message in zip(raws, chunk.is_message, strict=True):
             out.write(tagged_message(raw, verdict(raw, None)[0], threshold).message if is_message else raw)
-    target.write_bytes(out.getvalue())
+    write_atomically(target, out.getvalue())  # (a retried chunk writes it again)
     return verdicts
 
 

@@ -23,7 +23,7 @@ import os
 import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 WORK = ".spamfilter-ray"
 VERDICTS = "verdicts.parquet"
@@ -46,11 +46,39 @@ def _schema() -> Any:
     )
 
 
+class LinkFound(ValueError):
+    """A symbolic link where the engine would write or remove: it follows none inside -o DIR."""
+
+
+# A file the engine creates is a new one, never a link's target: a link (or anything else) planted
+# at its name fails the creation rather than being written through.
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
+def _new_file(path: Path) -> BinaryIO:
+    """A new file at ``path``, open for writing (``FileExistsError`` where anything is there, a
+    link included)."""
+    return os.fdopen(os.open(path, _CREATE, 0o666), "wb")
+
+
+def create_file(path: Path, data: bytes) -> None:
+    with _new_file(path) as out:
+        out.write(data)
+
+
+def _temporary(path: Path) -> Path:
+    """A fresh name beside ``path`` for a file renamed onto it; a leftover of the same name (an
+    earlier run of the same process id) is removed, never followed."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.unlink(missing_ok=True)  # unlink removes a link itself, not what it points to
+    return temporary
+
+
 def write_atomically(path: Path, data: bytes) -> None:
     """Write a file that is either absent or whole, whatever stops the writer."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
+    temporary = _temporary(path)
+    create_file(temporary, data)
+    os.replace(temporary, path)  # replaces a link at ``path`` itself, not its target
 
 
 class OutputFolder:
@@ -60,6 +88,20 @@ class OutputFolder:
         self.done = self.work / "done"
         self.inputs = self.work / "inputs"  # one working folder per input: no name clashes with done/
         self.markers = self.done / "scoring"  # in done/, where no input's name can clash with it
+
+    def check_links(self) -> None:
+        """``LinkFound`` for a symbolic link anywhere in the engine's working tree, or at the verdict
+        table: what the engine writes or removes there is always its own, never where a link
+        points (one planted in DIR would send its writes and removals elsewhere)."""
+        for path in (self.work, self.root / VERDICTS):
+            if path.is_symlink():
+                raise LinkFound(path)
+        if not self.work.is_dir():
+            return
+        for folder, folders, files in os.walk(self.work):  # never descends through links
+            for name in folders + files:
+                if os.path.islink(os.path.join(folder, name)):
+                    raise LinkFound(os.path.join(folder, name))
 
     def prepare(self) -> None:
         self.done.mkdir(parents=True, exist_ok=True)
@@ -140,7 +182,7 @@ class OutputFolder:
             joined.mkdir(parents=True, exist_ok=True)  # a chunk-less folder still gets its (empty) output
         else:
             joined = self.inputs / name / "joined"
-            with open(joined, "wb") as out:
+            with _new_file(joined) as out:
                 for number in range(chunks):
                     with open(self.chunk_file(name, number), "rb") as part:
                         shutil.copyfileobj(part, out, 1 << 20)
@@ -162,8 +204,9 @@ def write_verdicts(path: Path, columns: dict[str, list[Any]]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(pa.table(columns, schema=_schema()), temporary)
+    temporary = _temporary(path)
+    with _new_file(temporary) as out:
+        pq.write_table(pa.table(columns, schema=_schema()), out)
     os.replace(temporary, path)
 
 
@@ -172,9 +215,9 @@ def _join_tables(pieces: Iterable[Path], target: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    temporary = _temporary(target)
     group: list[Any] = []
-    with pq.ParquetWriter(temporary, _schema()) as writer:
+    with _new_file(temporary) as out, pq.ParquetWriter(out, _schema()) as writer:
         for piece in pieces:
             group.append(pq.read_table(piece, schema=_schema()))
             if sum(table.num_rows for table in group) >= ROW_GROUP:

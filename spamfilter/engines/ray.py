@@ -37,7 +37,7 @@ from ..pipeline import DEFAULT_TEXT_COLUMN
 from ..runtime import CPU_BATCH, GPU_BATCH, Classifier, available_cores, chars_kept
 from . import session
 from .chunks import Chunk, Input, InputError, describe_input, is_url, plan, read, write
-from .outputs import RESERVED_NAMES, OutputFolder, write_verdicts
+from .outputs import RESERVED_NAMES, LinkFound, OutputFolder, create_file, write_verdicts
 
 EX_INPUTS_FAILED = 65  # sysexits.h EX_DATAERR: some inputs could not be filtered; the others are complete
 WORKER_MEMORY = 512 << 20  # a scoring worker's memory besides its model: tokenizer, arena, a chunk
@@ -152,7 +152,7 @@ class ChunkScorer:
         marker = None
         if self.markers is not None:
             marker = self.markers / f"{chunk.input}.{chunk.number}.{uuid.uuid4().hex}"
-            marker.touch()
+            create_file(marker, b"")
         self.score_chunk(chunk)
         if marker is not None:
             marker.unlink(missing_ok=True)
@@ -230,6 +230,12 @@ def filter_with_ray(
     inputs = _describe(sources, input_format, text_column, text_column_given, run, report)
     _check_outputs(inputs, out_dir)
     out = OutputFolder(out_dir.resolve())
+    try:
+        out.check_links()
+    except LinkFound as link:
+        raise UsageError(
+            f"{link} is a symbolic link: --engine ray follows no links inside -o DIR; remove it"
+        ) from None
     _check_ownership(inputs, out)
     if any(item.kind in MAIL_KINDS for item in inputs):  # the domain guard, once per run
         warning = scoring.directory.manifest.mail_warning()
@@ -358,11 +364,12 @@ def _check_outputs(inputs: Sequence[Input], out_dir: Path) -> None:
     for item in inputs:
         if is_url(item.source):
             continue
-        source = Path(item.source)
-        if root == source or root.is_relative_to(source) or (root / item.name) == source:
-            raise UsageError(
-                f"the output folder {out_dir} would overwrite or sit inside the input {item.source}"
-            )
+        # As given and as resolved: an input reached through a link is where its target is.
+        for source in (Path(item.source), Path(item.source).resolve()):
+            if root == source or root.is_relative_to(source) or (root / item.name) == source:
+                raise UsageError(
+                    f"the output folder {out_dir} would overwrite or sit inside the input {item.source}"
+                )
 
 
 def _check_ownership(inputs: Sequence[Input], out: OutputFolder) -> None:
