@@ -30,6 +30,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import email
+import email.message
+import email.policy
 import hashlib
 import json
 import os
@@ -50,7 +53,7 @@ import pandas as pd
 
 from spamfilter.data import random_split
 from spamfilter.evasion import TRICKS, ham_paragraphs
-from spamfilter.mail import split_mbox
+from spamfilter.mail import extract_text, split_mbox
 
 from . import bench_recipe
 from .common import DEFAULT_WORKDIR, ROOT, table
@@ -65,6 +68,7 @@ TITLES = {
 }
 ROWS = ("none", *TRICKS)
 HAM_ROW = "ham"
+REPLY_ROW = "replies"  # ham: a colleague's reply that quotes a test spam ("is this spam?")
 START_TIMEOUT = 300.0  # seconds for spamd / rspamd / redis to listen (spamd compiles its rules)
 
 
@@ -109,6 +113,28 @@ def changed_spam(split: Split, pool: list[str], limit: int | None, seed: int) ->
     for name, trick in TRICKS.items():
         rows[name] = [trick(raw, random.Random(f"{seed}:{name}:{i}"), pool) for i, raw in enumerate(spam)]
     return rows
+
+
+def replies_quoting(spam: list[bytes], pool: list[str], seed: int) -> list[bytes]:
+    """Ham that quotes spam: for each spam a short reply of ordinary words (a training ham
+    paragraph) above the spam's text quoted with '> ', as a colleague forwards a spam to ask
+    about it. The reply is ham whatever it quotes."""
+    replies = []
+    for i, raw in enumerate(spam):
+        rng = random.Random(f"{seed}:reply:{i}")
+        message = email.message_from_bytes(without_from_line(raw), policy=email.policy.default)
+        subject = " ".join(str(message.get("Subject", "")).split())[:120]
+        quoted_text = extract_text(raw).partition("\n")[2]
+        quoted = "\n".join("> " + line for line in quoted_text.splitlines()[:60])
+        body = f"{rng.choice(pool)}\n\nOn Mon, 2 Sep 2002, someone wrote:\n{quoted}\n"
+        reply = email.message.EmailMessage()
+        reply["From"] = "Colleague <colleague@example.org>"
+        reply["To"] = "me@example.org"
+        reply["Subject"] = f"Re: {subject}"
+        reply["Date"] = "Mon, 2 Sep 2002 10:00:00 +0000"
+        reply.set_content(body)
+        replies.append(reply.as_bytes(policy=email.policy.SMTP.clone(linesep="\n")))
+    return replies
 
 
 def without_from_line(raw: bytes) -> bytes:
@@ -491,8 +517,12 @@ def cell(verdicts: list[bool] | str, digits: int = 1) -> str:
 def report(results: dict[str, dict[str, list[bool]] | str]) -> str:
     headers = ["change to the spam", *(TITLES[tool] for tool in results)]
     lines = []
-    for row in (*ROWS, HAM_ROW):
-        label = "ham marked spam (FPR, test ham)" if row == HAM_ROW else row
+    labels = {
+        HAM_ROW: "ham marked spam (FPR, test ham)",
+        REPLY_ROW: "ham replies quoting a test spam, marked spam",
+    }
+    for row in (*ROWS, HAM_ROW, REPLY_ROW):
+        label = labels.get(row, row)
         digits = 2 if row == HAM_ROW else 1  # an FPR budget is counted in tenths of a percent
         lines.append([label, *(r if isinstance(r, str) else cell(r[row], digits) for r in results.values())])
     return table(headers, lines)
@@ -519,7 +549,12 @@ def main() -> None:
     work = OUT if args.seed == bench_recipe.SEED else OUT / f"split-{args.seed}"
     work.mkdir(parents=True, exist_ok=True)
     split = load_split(args.seed)
-    rows = {**changed_spam(split, ham_pool(split, work), args.limit, args.seed), HAM_ROW: split.test_ham}
+    pool = ham_pool(split, work)
+    rows = {
+        **changed_spam(split, pool, args.limit, args.seed),
+        HAM_ROW: split.test_ham,
+        REPLY_ROW: replies_quoting(split.test_spam[: args.limit], pool, args.seed),
+    }
     print(
         f"test split: {len(split.test_spam)} spam ({len(rows['none'])} per trick), "
         f"{len(split.test_ham)} ham; "
