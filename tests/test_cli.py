@@ -282,3 +282,40 @@ def test_an_unreadable_manifest_says_permission_denied_without_an_errno(
     assert result.exit_code == 1
     assert f"permission denied reading {manifest}; check the file's owner/mode" in result.output
     assert "Errno" not in result.output, result.output
+
+
+# --- the model that ran ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["filter", "classify", "eval", "learn", "serve"])
+def test_help_explains_the_implicit_model_and_how_to_pin_one(command: str) -> None:
+    result = CliRunner().invoke(cli, [command, "--help"])
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    assert "the model this user trained last" in text and "~/.local/share/spamfilter/last-model" in text
+    assert "pin one with -m DIR or SPAMFILTER_MODEL=DIR" in text
+
+
+def _default_variant(model: Path) -> str:
+    return json.loads((model / "spamfilter.json").read_text())["default_variant"]
+
+
+def test_every_summary_names_the_model_and_variant_that_ran(
+    trained_model: Path, test_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    named = f"spamfilter: model: {trained_model.resolve()} ({_default_variant(trained_model)})"
+    runs = {
+        "classify": ["classify", "--model", str(trained_model), "hello"],
+        "filter": ["filter", "--model", str(trained_model), "--format", "text"],
+        "eval": ["eval", str(test_csv), "--model", str(trained_model)],
+    }
+    for name, args in runs.items():
+        result = CliRunner().invoke(cli, args, input="hello\n")
+        assert result.exit_code == 0, result.output
+        assert named in result.stderr or f"; {named[12:]}" in result.stderr, (name, result.stderr)
+        assert named[12:] not in result.stdout, name  # results stay clean
+    # Without -m the summary also says how the model was chosen.
+    monkeypatch.setenv("SPAMFILTER_MODEL", str(trained_model))
+    result = CliRunner().invoke(cli, ["classify", "fp32 please", "--variant", "fp32"])
+    assert result.exit_code == 0, result.output
+    assert f"model: {trained_model.resolve()} (fp32; $SPAMFILTER_MODEL)" in result.stderr
