@@ -24,7 +24,7 @@ SUFFIX_WORDS = (50, 200)  # words put after it
 def _ham_words(texts: list[str]) -> list[list[str]]:
     """The words of each ham body (its first line, the Subject, left out), for ham that has some."""
     bodies = [text.partition("\n")[2].split() for text in texts]
-    return [words for words in bodies if len(words) >= 20]
+    return [words for words in bodies if len(words) >= 8]
 
 
 def _stretch(pool: list[list[str]], rng: random.Random, bounds: tuple[int, int]) -> str:

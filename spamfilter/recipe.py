@@ -294,15 +294,18 @@ def fine_tune(
     if splits is None:
         stage("loading data")
         splits, data_origin = load_splits(options, on_download, on_warning)
+    # The model trains on the augmented training split; the splits' sizes and the training data
+    # recorded stay those of the real messages.
+    frames = {"train": splits.train, "validation": splits.validation, "test": splits.test}
     if options.augment:
-        splits = replace(splits, train=augment_spam(splits.train, config.seed))
+        frames["train"] = augment_spam(splits.train, config.seed)
     stage("tokenising")
     tokenizer = Tokenizer()
     rows = {
-        name: tokenizer.encode_batch(getattr(splits, name)["Text"].tolist())
+        name: tokenizer.encode_batch(frames[name]["Text"].tolist())
         for name in ("train", "validation", "test")
     }
-    longest = max((len(r) for r in rows["train"]), default=1)
+    longest = max((len(r) for r in rows["train"][: len(splits.train)]), default=1)  # real messages
     stage("loading model")
     classifier, origin = build_classifier(options.model, options.weights, options.pooling, config.seed)
     max_length = options.max_length or default_max_length(options, longest, classifier.gpt.config.n_positions)
@@ -311,7 +314,7 @@ def fine_tune(
             f"--max-length {max_length} exceeds the model's context of {classifier.gpt.config.n_positions}"
         )
     arrays = {
-        name: (tokenizer.pad(rows[name], max_length), getattr(splits, name)["Label"].to_numpy(np.int64))
+        name: (tokenizer.pad(rows[name], max_length), frames[name]["Label"].to_numpy(np.int64))
         for name in rows
     }
     stage("training")
@@ -339,7 +342,7 @@ def fine_tune(
     for name in ("validation", "test"):
         attribute = f"{name}_spam_probability"
         first_windows = np.asarray(getattr(record, attribute), dtype=np.float64)
-        texts = getattr(splits, name)["Text"].tolist()
+        texts = frames[name]["Text"].tolist()
         combined = windowed_probabilities(classifier, tokenizer, texts, rows[name], first_windows, max_length)
         setattr(record, attribute, combined.tolist())
     threshold, calibration = 0.5, None

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from conftest import make_email, split_messages
+from safetensors.numpy import load_file
 
 from spamfilter.cli import cli
+from spamfilter.learn import FEATURES_FILE
 from spamfilter.mail import remove_spam_headers
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -150,8 +152,13 @@ def test_train_on_mailboxes(tmp_path: Path) -> None:
         "--max-length", "64", "--epochs", "1", "--out", str(out), "--device", "cpu", "--progress",
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "training" in result.stderr and "3/3" in result.stderr  # the progress bar: 30 messages, batch 8
     manifest = json.loads((out / "spamfilter.json").read_text())
+    assert "training…" in result.stderr and "epoch 1/1: train loss" in result.stderr  # a line per phase
+    # The mail recipe trains on the 30 training messages and two augmented copies of each spam.
+    assert manifest["recipe"]["augment"] is True
+    train_labels = load_file(out / FEATURES_FILE)["train_labels"]
+    real_spam = int(train_labels[:30].sum())
+    assert len(train_labels) == 30 + 2 * real_spam and int(train_labels[30:].sum()) == 2 * real_spam
     assert manifest["max_length"] == 64
     assert manifest["recipe"]["split_sizes"] == [30, 4, 10]  # all 44 kept (mail: no undersampling), 70/10/20
     assert "spam.mbox" in manifest["recipe"]["data"]
