@@ -100,6 +100,12 @@ ROWS = [
         what="base with the reader's text (hidden HTML dropped, Unicode, quotes) and windows",
     ),
     replace(BASE, name="reader+augment", what="reader + training spam with ham text around it", augment=True),
+    replace(
+        BASE,
+        name="reader+augment+windows",
+        what="reader + augment + every window of a long training ham trained as ham",
+        augment=True,
+    ),
 ]
 
 

@@ -277,6 +277,17 @@ def windowed_probabilities(
     return combined
 
 
+def further_windows(
+    texts: list[str], rows: list[list[int]], tokenizer: Tokenizer, max_length: int
+) -> list[list[int]]:
+    """The windows after the first of every text longer than ``max_length`` tokens (windows.py)."""
+    long = [i for i, ids in enumerate(rows) if len(ids) > max_length]
+    windows, owners = windows_of(
+        [texts[i] for i in long], [rows[i] for i in long], tokenizer.encode, max_length
+    )
+    return [window for k, window in enumerate(windows) if k > 0 and owners[k] == owners[k - 1]]
+
+
 def fine_tune(
     options: TrainOptions,
     splits: Splits | None = None,
@@ -313,10 +324,18 @@ def fine_tune(
         raise TrainingError(
             f"--max-length {max_length} exceeds the model's context of {classifier.gpt.config.n_positions}"
         )
-    arrays = {
-        name: (tokenizer.pad(rows[name], max_length), frames[name]["Label"].to_numpy(np.int64))
-        for name in rows
-    }
+    labels = {name: frames[name]["Label"].to_numpy(np.int64) for name in rows}
+    if options.augment:
+        # The filter reads every window of a long message and keeps the highest score, so every
+        # window of a ham must read as ham: a long newsletter's offers page is trained as ham too.
+        ham = [i for i in range(len(splits.train)) if labels["train"][i] == 0]
+        texts = frames["train"]["Text"].tolist()
+        further = further_windows(
+            [texts[i] for i in ham], [rows["train"][i] for i in ham], tokenizer, max_length
+        )
+        rows["train"] = [*rows["train"], *further]
+        labels["train"] = np.concatenate([labels["train"], np.zeros(len(further), dtype=np.int64)])
+    arrays = {name: (tokenizer.pad(rows[name], max_length), labels[name]) for name in rows}
     stage("training")
     options.out.mkdir(parents=True, exist_ok=True)
     state_path = options.out / TRAINING_STATE
