@@ -281,7 +281,9 @@ def _retrain(model_dir: Path, on_stage: Callable[[str], None] | None) -> LearnRe
     after = _held_out(test_probabilities, test_y, threshold)
     counts_by_class = {"spam": int(message_labels.sum()), "ham": int((message_labels == 0).sum())}
     result = LearnResult(counts_by_class, before, after, unlearnt, time.perf_counter() - started)
-    reason = worse(before, after)
+    # Without corrections (all forgotten) the retrain takes them back out of the head, as the user
+    # asked: there is nothing of theirs to check, and the current head is the one carrying them.
+    reason = worse(before, after) if corrections else None
     if reason is not None:
         raise RetrainRefused(
             f"retrain refused, the model is unchanged: {reason}; check the corrections in "
