@@ -117,3 +117,20 @@ def test_a_busy_port_fails_before_the_model_loads(tmp_path: Path) -> None:
         done = serve(missing, "--listen", busy)
     assert done.returncode == 1, done.stderr
     assert f"cannot listen on {busy}" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_socket_owner_that_cannot_be_given_names_the_change_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Giving a file away needs root, and the tests run as root: the refusal an unprivileged serve
+    # meets is simulated here (the only stand-in in this file).
+    def refuse(*_: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(access.os, "chown", refuse)
+    path = tmp_path / "spamd.sock"
+    with pytest.raises(access.UsageError) as refused:
+        access.bind_unix_socket(path, 0o660, "root:root")
+    assert f"--socket-owner root:root: cannot give {path} to root:root" in str(refused.value)
+    assert "run serve as root" in str(refused.value)
+    assert not path.exists()  # the socket it bound is gone again

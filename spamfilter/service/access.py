@@ -177,10 +177,17 @@ def bind_unix_socket(path: Path, mode: int | None, owner: str | None) -> tuple[s
     bound = BoundSocket(path, BoundSocket.identify(os.lstat(path)))
     try:
         if owner:
-            os.chown(path, uid, gid)
+            try:
+                os.chown(path, uid, gid)
+            except PermissionError:
+                raise UsageError(
+                    f"--socket-owner {owner}: cannot give {path} to {owner} (only root may give a file "
+                    "away): run serve as root, or leave --socket-owner out and let --socket-mode "
+                    "decide who connects"
+                ) from None
         os.chmod(path, (0o777 & ~umask) if mode is None else mode)
         bound = BoundSocket(path, BoundSocket.identify(os.lstat(path)))  # chmod changed its ctime
-    except OSError:
+    except (OSError, UsageError):
         sock.close()
         bound.remove()
         raise
