@@ -174,7 +174,8 @@ def mail_sources_options(spam: str, ham: str, stdin: bool = False) -> Callable[[
     "--augment/--no-augment",
     default=None,
     help="Also train on two copies of each training spam with ordinary ham text before and after "
-    "its body, so that padding around an offer does not hide it.  [default: augment for --spam/--ham]",
+    "its body, and on every window of long ham, so that padding around an offer does not hide it "
+    "(measured: it cost recall at low false-positive rates).  [default: no-augment]",
 )
 @click.option(
     "--target-fpr",

@@ -136,7 +136,7 @@ def _write_mbox(path: Path, texts: list[str], subject: str) -> None:
 
 def test_train_on_mailboxes(tmp_path: Path) -> None:
     spam_texts = [f"{SPAM_TEXT} offer {i}" for i in range(20)]
-    ham_texts = [f"{HAM_TEXT} note {i}" for i in range(24)]
+    ham_texts = [f"{HAM_TEXT} note {i}" for i in range(20)] + [f"{HAM_TEXT} " * 12 for _ in range(4)]
     _write_mbox(tmp_path / "spam.mbox", spam_texts, "prize")
     ham_dir = tmp_path / "ham"  # a folder of .eml files
     ham_dir.mkdir()
@@ -150,15 +150,19 @@ def test_train_on_mailboxes(tmp_path: Path) -> None:
         "train", "--model", str(tmp_path / "config.json"), "--weights", "random",
         "--spam", str(tmp_path / "spam.mbox"), "--ham", str(ham_dir),
         "--max-length", "64", "--epochs", "1", "--out", str(out), "--device", "cpu", "--progress",
+        "--augment",
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "spamfilter.json").read_text())
     assert "training…" in result.stderr and "epoch 1/1: train loss" in result.stderr  # a line per phase
-    # The mail recipe trains on the 30 training messages and two augmented copies of each spam.
+    # --augment: the 30 training messages, two copies of each spam with ham text around it, then
+    # the further windows of the long ham (the four of 144 words, past the 64-token window).
     assert manifest["recipe"]["augment"] is True
     train_labels = load_file(out / FEATURES_FILE)["train_labels"]
     real_spam = int(train_labels[:30].sum())
-    assert len(train_labels) == 30 + 2 * real_spam and int(train_labels[30:].sum()) == 2 * real_spam
+    copies, windows = train_labels[30 : 30 + 2 * real_spam], train_labels[30 + 2 * real_spam :]
+    assert len(copies) == 2 * real_spam and copies.all()
+    assert len(windows) > 0 and not windows.any()
     assert manifest["max_length"] == 64
     assert manifest["recipe"]["split_sizes"] == [30, 4, 10]  # all 44 kept (mail: no undersampling), 70/10/20
     assert "spam.mbox" in manifest["recipe"]["data"]
