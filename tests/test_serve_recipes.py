@@ -19,6 +19,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -323,9 +324,21 @@ def test_exim_recipe_is_a_valid_configuration(exim: str, tmp_path: Path) -> None
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def reports_logged(server: Server, at_least: int) -> int:
+    """How many requests the daemon has logged, once it has logged ``at_least`` (it logs a request
+    after replying, so the line can come just after the client is done), and a moment later, so
+    that a request logged beyond them would be counted too."""
+    deadline = time.monotonic() + 30
+    while server.log().count("REPORT from") < at_least and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    return server.log().count("REPORT from")
+
+
 def test_exim_recipe_tags_ham_and_rejects_spam(exim: str, server: Server, tmp_path: Path) -> None:
     config = exim_config(tmp_path / "exim", server.port)
     forged = make_email("Lunch tomorrow", HAM_TEXT, sender="bob@example.org", extra="X-Spam-Flag: YES\n")
+    before = reports_logged(server, 0)
     code, headers = exim_receive(exim, config, forged)
     assert code == 250
     # The sender's X-Spam-Flag is removed; the daemon's verdict and score are added, and the score
@@ -333,17 +346,17 @@ def test_exim_recipe_tags_ham_and_rejects_spam(exim: str, server: Server, tmp_pa
     assert ("*", "X-Spam-Flag: YES") in headers
     assert kept(headers, "X-Spam-Flag") == ["X-Spam-Flag: NO"]
     (score_line,) = kept(headers, "X-Spam-Score")
+    reports = reports_logged(server, before + 1)
     logged = re.findall(r"REPORT from \S+ ok: clean \((\d+\.\d)/5\.0\) .*user=nobody", server.log())
     assert logged and score_line.startswith(f"X-Spam-Score: {logged[-1]} ("), (
         score_line,
         server.log()[-2000:],
     )
 
-    reports = server.log().count("REPORT from")
     code, headers = exim_receive(exim, config, SPAM)
     assert code == 550 and headers == []
     # The deny statement reused the warn statement's result: one request to the daemon.
-    assert server.log().count("REPORT from") == reports + 1
+    assert reports_logged(server, reports + 1) == reports + 1
     assert re.search(r"REPORT from \S+ ok: spam \(\d+\.\d/5\.0\)", server.log())
 
 
@@ -370,11 +383,11 @@ def test_exim_recipe_sends_no_message_the_daemon_would_refuse(
     config = exim_config(tmp_path / "exim", server.port)
     just_under, just_over = (long_message(490 * 1024 + offset) for offset in (-200, 200))
     assert len(just_under) < 490 * 1024 <= len(just_over) < 512_000
-    reports = server.log().count("REPORT from")
+    reports = reports_logged(server, 0)
     code, headers = exim_receive(exim, config, just_under)
     # Classified (accepted with the headers, or rejected as spam), not refused by the daemon.
     assert (code, len(kept(headers, "X-Spam-Score"))) in ((250, 1), (550, 0))
-    assert server.log().count("REPORT from") == reports + 1
+    assert reports_logged(server, reports + 1) == reports + 1
     assert server.log().count("REPORT from") == len(re.findall(r"REPORT from \S+ ok: ", server.log()))
     code, headers = exim_receive(exim, config, just_over)
     assert code == 250 and kept(headers, "X-Spam-Score") == []
