@@ -239,11 +239,7 @@ def _retrain(model_dir: Path, on_stage: Callable[[str], None] | None) -> LearnRe
     # The corrections as the filter reads them: every window of each (windows.py).
     texts = [message_text(path.read_bytes())[: chars_kept(manifest.max_length)] for _, _, path in corrections]
     windows, owners = windows_of(
-        texts,
-        tokenizer.encode_batch(texts),
-        tokenizer.encode,
-        manifest.max_length,
-        windows_recorded(manifest.recipe),
+        tokenizer.encode_batch(texts), manifest.max_length, windows_recorded(manifest.recipe)
     )
     ids = tokenizer.pad(windows, manifest.max_length, manifest.pad_token_id)
     window_features = torch.from_numpy(

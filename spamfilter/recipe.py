@@ -29,7 +29,7 @@ from .modeldir import Manifest
 from .tokenizer import PAD_TOKEN_ID, Tokenizer
 from .train import EpochCallback, ProgressCallback, TrainingConfig, TrainingRecord, train_classifier
 from .weights import HUB_REPOS, load_pretrained
-from .windows import MAX_WINDOWS, combine, windows_of
+from .windows import MAX_WINDOWS, later_windows
 
 RANDOM_WEIGHTS = "random"
 DEFAULT_MODEL = "gpt2-small"
@@ -248,22 +248,18 @@ def training_data_kind(options: TrainOptions, data_origin: str) -> str:
 def windowed_probabilities(
     classifier: SpamClassifier,
     tokenizer: Tokenizer,
-    texts: list[str],
     rows: list[list[int]],
     first_windows: np.ndarray,
     max_length: int,
 ) -> np.ndarray:
     """P(spam) per text as the filter computes it: the highest of its windows'. ``first_windows``
     are the scores already computed of every text's first ``max_length`` tokens (a text's first
-    window is exactly that), so only the further windows of long texts are run here."""
-    long = [i for i, ids in enumerate(rows) if len(ids) > max_length]
-    if not long:
+    window is exactly that), so only the later windows of long texts are run here."""
+    windows, owners = later_windows(rows, max_length)
+    if not windows:
         return first_windows
-    texts_long, rows_long = [texts[i] for i in long], [rows[i] for i in long]
-    windows, owners = windows_of(texts_long, rows_long, tokenizer.encode, max_length)
-    further = np.flatnonzero(np.r_[False, owners[1:] == owners[:-1]])  # all but each text's first
     device = next(classifier.parameters()).device
-    ids = torch.tensor(tokenizer.pad([windows[i] for i in further], max_length), device=device)
+    ids = torch.tensor(tokenizer.pad(windows, max_length), device=device)
     scores = []
     was_training = classifier.training
     classifier.eval()
@@ -272,21 +268,8 @@ def windowed_probabilities(
             scores.append(torch.softmax(classifier(ids[begin : begin + 32]), dim=-1)[:, 1].float().cpu())
     classifier.train(was_training)
     combined = first_windows.copy()
-    combined[long] = np.maximum(
-        first_windows[long], combine(torch.cat(scores).numpy(), owners[further], len(long))
-    )
+    np.maximum.at(combined, owners, torch.cat(scores).numpy().astype(np.float64))
     return combined
-
-
-def further_windows(
-    texts: list[str], rows: list[list[int]], tokenizer: Tokenizer, max_length: int
-) -> list[list[int]]:
-    """The windows after the first of every text longer than ``max_length`` tokens (windows.py)."""
-    long = [i for i, ids in enumerate(rows) if len(ids) > max_length]
-    windows, owners = windows_of(
-        [texts[i] for i in long], [rows[i] for i in long], tokenizer.encode, max_length
-    )
-    return [window for k, window in enumerate(windows) if k > 0 and owners[k] == owners[k - 1]]
 
 
 def fine_tune(
@@ -329,11 +312,8 @@ def fine_tune(
     if options.augment:
         # The filter reads every window of a long message and keeps the highest score, so every
         # window of a ham must read as ham: a long newsletter's offers page is trained as ham too.
-        ham = [i for i in range(len(splits.train)) if labels["train"][i] == 0]
-        texts = frames["train"]["Text"].tolist()
-        further = further_windows(
-            [texts[i] for i in ham], [rows["train"][i] for i in ham], tokenizer, max_length
-        )
+        ham = [rows["train"][i] for i in range(len(splits.train)) if labels["train"][i] == 0]
+        further, _ = later_windows(ham, max_length)
         rows["train"] = [*rows["train"], *further]
         labels["train"] = np.concatenate([labels["train"], np.zeros(len(further), dtype=np.int64)])
     arrays = {name: (tokenizer.pad(rows[name], max_length), labels[name]) for name in rows}
@@ -362,8 +342,7 @@ def fine_tune(
     for name in ("validation", "test"):
         attribute = f"{name}_spam_probability"
         first_windows = np.asarray(getattr(record, attribute), dtype=np.float64)
-        texts = frames[name]["Text"].tolist()
-        combined = windowed_probabilities(classifier, tokenizer, texts, rows[name], first_windows, max_length)
+        combined = windowed_probabilities(classifier, tokenizer, rows[name], first_windows, max_length)
         setattr(record, attribute, combined.tolist())
     threshold, calibration = 0.5, None
     if options.target_fpr is not None:

@@ -215,7 +215,6 @@ class Classifier:
         self.batch_size = batch_size or (GPU_BATCH if gpu else CPU_BATCH)
         self.max_windows = windows_recorded(directory.manifest.recipe)
         self.windows_scored = 0  # model rows run, for the summary: more than texts for long mail
-        self.texts_scored = 0
 
     @classmethod
     def load(cls, path: str | Path, **options: Any) -> Classifier:
@@ -235,7 +234,7 @@ class Classifier:
         cap = chars_kept(max_length)
         texts = [text[:cap] for text in texts]
         rows = self.tokenizer.encode_batch(texts)
-        windows, owners = windows_of(texts, rows, self.tokenizer.encode, max_length, self.max_windows)
+        windows, owners = windows_of(rows, max_length, self.max_windows)
         logits = batched_logits(
             windows,
             session_logits(self.session),
@@ -245,7 +244,6 @@ class Classifier:
             trim=self.dynamic_length,
         )
         self.windows_scored += len(windows)
-        self.texts_scored += len(texts)
         return combine(softmax_spam(logits), owners, len(texts))
 
     def classify(self, texts: Sequence[str], threshold: float | None = None) -> list[tuple[str, float]]:

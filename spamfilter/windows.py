@@ -3,8 +3,9 @@
 The model reads ``max_length`` tokens at a time. Reading only the first ones lets a spammer decide
 the verdict by what comes first (a page of ordinary mail before the offer) or bury the offer under
 padding. A longer text is therefore cut into consecutive windows, each one the text's first line
-(the Subject, for mail: at most a quarter of the window) followed by the next stretch of the body
-(from the start of a line where one is near, so that an appended paragraph is read from its start),
+(the Subject, for mail, where it takes at most a quarter of the window) followed by the next
+stretch of the body (from the start of a line where one is near, so that an appended paragraph is
+read from its start),
 and the message's P(spam) is the highest of its windows' (:func:`combine`): a spam cannot hide
 behind a ham prefix or suffix, and the calibrated threshold is chosen on that same combined score,
 so the false-positive budget still holds.
@@ -18,7 +19,7 @@ A text that fits one window is scored exactly as before: one row, the same token
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -45,10 +46,11 @@ def split_windows(
     """The windows of one text's token ids: ``head`` is how many leading ids form its first line
     (repeated at the start of every window), ``max_length`` the model's window.
 
-    Every window after the first starts at the beginning of a line where one lies in the
-    previous window's second half (or, spread out under the cap, in its own first half), so that
-    a paragraph appended to pages of other text is read from its start, not mixed with their end.
-    The first window is the text's first ``max_length`` tokens, as one window always was."""
+    Every window after the first starts at the beginning of a paragraph (else of a line) where
+    one lies in the previous window's second half (or, spread out under the cap, in its own first
+    half), so that a paragraph appended to pages of other text is read from its start, not mixed
+    with their end. The first window is the text's first ``max_length`` tokens, as one window
+    always was."""
     ids = list(ids)
     if len(ids) <= max_length or max_windows <= 1:
         return [ids[:max_length]]
@@ -56,49 +58,65 @@ def split_windows(
     first, body = ids[:head], ids[head:]
     width = max_length - head
     lines = [i for i in range(1, len(body)) if body[i - 1] in _NEWLINES and body[i] not in _NEWLINES]
+    # A paragraph starts after a blank line: "\n\n" in one token, or two "\n" tokens in a row.
+    paragraphs = [i for i in lines if body[i - 1] == 628 or (i > 1 and body[i - 2] in _NEWLINES)]
+
+    def boundary(low: int, high: int, last: bool) -> int | None:
+        for candidates in (paragraphs, lines):
+            found = [i for i in candidates if low <= i < high]
+            if found:
+                return found[-1] if last else found[0]
+        return None
+
     starts = [0]
     while starts[-1] + width < len(body):
         begin = starts[-1]
-        later = [i for i in lines if begin + width // 2 < i <= begin + width]
-        starts.append(later[-1] if later else begin + width)
+        cut = boundary(begin + width // 2 + 1, begin + width + 1, last=True)
+        starts.append(begin + width if cut is None else cut)
     if len(starts) > max_windows:
         # Spread over the whole body, the first stretch and the last one (aligned to its end)
         # included: what a spammer puts first, last or in the middle is read.
-        last = len(body) - width
+        end = len(body) - width
         starts = [0]
         for k in range(1, max_windows):
-            begin = round(last * k / (max_windows - 1))
-            nearby = [i for i in lines if begin <= i < begin + width // 2]
-            starts.append(nearby[0] if nearby else begin)
+            begin = round(end * k / (max_windows - 1))
+            # The last window reads to the end from wherever it starts: from the first paragraph
+            # that begins in it, if any (a spam appended to pages of ham is read alone).
+            cut = boundary(begin, len(body) if k == max_windows - 1 else begin + width // 2, last=False)
+            starts.append(begin if cut is None else cut)
     return [first + body[begin : begin + width] for begin in starts]
 
 
-def head_length(text: str, ids: Sequence[int], encode: Callable[[str], list[int]]) -> int:
-    """How many of ``ids`` (the encoding of ``text``) encode its first line, newline included;
-    0 where the text has no first line to repeat or its encoding does not start with it."""
-    end = text.find("\n", 0, 2000)
-    if end < 0:
-        return 0
-    first = encode(text[: end + 1])
-    return len(first) if list(ids[: len(first)]) == first else 0
+def head_length(ids: Sequence[int], limit: int) -> int:
+    """How many leading ids form the text's first line, its newline included (the Subject line of
+    an email); 0 where no line ends within the first ``limit`` ids."""
+    for index, token in enumerate(ids[:limit]):
+        if token in _NEWLINES:
+            return index + 1
+    return 0
 
 
 def windows_of(
-    texts: Sequence[str],
     rows: Sequence[Sequence[int]],
-    encode: Callable[[str], list[int]],
     max_length: int,
     max_windows: int = MAX_WINDOWS,
 ) -> tuple[list[list[int]], np.ndarray]:
     """Every text's windows, flattened, and for each window the index of its text."""
     windows: list[list[int]] = []
     owners: list[int] = []
-    for index, (text, ids) in enumerate(zip(texts, rows, strict=True)):
-        head = head_length(text, ids, encode) if len(ids) > max_length else 0
-        parts = split_windows(ids, head, max_length, max_windows)
+    for index, ids in enumerate(rows):
+        parts = split_windows(ids, head_length(ids, max_length // _HEAD_SHARE), max_length, max_windows)
         windows.extend(parts)
         owners.extend([index] * len(parts))
     return windows, np.asarray(owners, dtype=np.int64)
+
+
+def later_windows(rows: Sequence[Sequence[int]], max_length: int) -> tuple[list[list[int]], np.ndarray]:
+    """The windows after the first of every row longer than ``max_length``, and the index of each
+    one's row: what training adds to the first windows it has already scored or trained on."""
+    windows, owners = windows_of(rows, max_length)
+    later = np.flatnonzero(np.r_[False, owners[1:] == owners[:-1]])
+    return [windows[i] for i in later], owners[later]
 
 
 def combine(window_probabilities: np.ndarray, owners: np.ndarray, count: int) -> np.ndarray:

@@ -86,12 +86,24 @@ def test_padding_leaves_the_spam_text_whole(spam: list[bytes], ham_pool: list[st
         "<head><title>HIDDEN</title></head>",
         "<script>HIDDEN</script><style>HIDDEN</style>",
         '<div style="mso-hide:all">HIDDEN</div>',
+        '<span style="font: 0/0 a">HIDDEN</span>',
+        '<span style="color: transparent">HIDDEN</span>',
     ],
 )
 def test_what_a_mail_client_hides_is_not_read(markup: str) -> None:
     text = visible_text(f"<html><body><p>Cheap watches</p>{markup}<p>Buy now</p></body></html>")
     assert "HIDDEN" not in text
     assert text.split() == ["Cheap", "watches", "Buy", "now"]
+
+
+def test_style_rules_apply_by_simple_selector() -> None:
+    style = "<style>.a.b { display: none } div p { display: none } span#x { visibility: hidden }</style>"
+    text = visible_text(
+        f"{style}<p class='a b'>HIDDEN</p><p class=a>one</p><div><p>two</p></div>"
+        "<span id=x>HIDDEN</span><b id=x>three</b>"
+    )
+    # Both classes hide; one does not. A descendant rule is not applied (simple selectors only).
+    assert text.split() == ["one", "two", "three"]
 
 
 def test_what_a_mail_client_shows_is_read() -> None:
@@ -160,6 +172,13 @@ def test_a_ham_reply_quoting_a_spam_reads_the_reply() -> None:
 
 def test_a_message_that_is_all_quotation_is_read_whole() -> None:
     text = "FYI\n> CONGRATULATIONS! You have WON $1,000,000.\n> Send your bank details now.\n"
+    assert drop_quoted(text) == text
+
+
+def test_a_spam_quoted_under_a_line_of_its_own_is_read_whole() -> None:
+    """The spammer's answer to dropping quotations: quote the offer under a few words of one's own."""
+    offer = "\n".join(f"> CONGRATULATIONS! You have WON $1,000,000, claim number {i} now." for i in range(6))
+    text = f"Hello friend, please read the details below carefully\n{offer}\n"
     assert drop_quoted(text) == text
 
 

@@ -3,9 +3,11 @@
 A reply that quotes a spam ("is this spam? > WIN A PRIZE...") is the writer's own words, not the
 spam; a spam that opens with a quoted paragraph of ordinary mail ("> Thanks for the minutes of
 Tuesday's meeting...") is still the spam that follows. Both come out right when quoted lines are
-left out of what the model reads, as long as the writer wrote something of their own: a message
-that is nothing but a quotation (a forward without a word, or a spam sent entirely as `>` lines)
-is read whole, so quoting everything hides nothing.
+left out of what the model reads, as long as the writer wrote something of their own: at least
+MIN_OWN_WORDS words and a quarter as many words as they quote. A message that is mostly quotation
+(a forward with a line on top, or a spam sent as `>` lines under "see below") is read whole, so
+quoting the offer hides nothing; the price is that a one-line "is this spam?" above a long quoted
+spam is judged with the spam.
 
 Quoted lines are those starting with ``>`` (after optional spaces), in plain text and in HTML
 quotations (``<blockquote type="cite">`` and the common webmail quote classes), which
@@ -18,6 +20,7 @@ from __future__ import annotations
 import re
 
 MIN_OWN_WORDS = 5  # words of the writer's own below which the quotation is read too
+MIN_OWN_SHARE = 0.25  # ... or below this share of the quoted words
 # ">From " is mbox's escape of a line that starts with "From ", not a quotation.
 _QUOTED = re.compile(r"^[ \t]*>(?!>*From )")
 _ATTRIBUTION = re.compile(r"(wrote|writes|schrieb|a écrit|escribió|scrisse):\s*$", re.IGNORECASE)
@@ -39,6 +42,8 @@ def drop_quoted(text: str) -> str:
             if following is not None and not keep[following]:
                 keep[i] = False  # "On Tuesday, Ann wrote:" (blank lines may follow) then the quote
     own = [line for line, kept in zip(lines, keep, strict=True) if kept]
-    if len(_WORD.findall("\n".join(own))) < MIN_OWN_WORDS:
+    own_words = len(_WORD.findall("\n".join(own)))
+    quoted_words = len(_WORD.findall(text)) - own_words
+    if own_words < max(MIN_OWN_WORDS, MIN_OWN_SHARE * quoted_words):
         return text
     return re.sub(r"\n{3,}", "\n\n", "\n".join(own)).strip("\n")
