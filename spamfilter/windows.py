@@ -46,11 +46,12 @@ def split_windows(
     """The windows of one text's token ids: ``head`` is how many leading ids form its first line
     (repeated at the start of every window), ``max_length`` the model's window.
 
-    Every window after the first starts at the beginning of a paragraph (else of a line) where
-    one lies in the previous window's second half (or, spread out under the cap, in its own first
-    half), so that a paragraph appended to pages of other text is read from its start, not mixed
-    with their end. The first window is the text's first ``max_length`` tokens, as one window
-    always was."""
+    Every window after the first starts at the beginning of a line where one lies in the
+    previous window's second half (or, spread out under the cap, in its own first half); the last
+    spread window, which reads to the end from wherever it starts, starts at the first paragraph
+    that begins in it, so that a paragraph appended to pages of other text is read alone. (Starting
+    every window at a paragraph measured worse: recall at 0.18 % FPR 84 % against 90 %.) The first
+    window is the text's first ``max_length`` tokens, as one window always was."""
     ids = list(ids)
     if len(ids) <= max_length or max_windows <= 1:
         return [ids[:max_length]]
@@ -61,17 +62,14 @@ def split_windows(
     # A paragraph starts after a blank line: "\n\n" in one token, or two "\n" tokens in a row.
     paragraphs = [i for i in lines if body[i - 1] == 628 or (i > 1 and body[i - 2] in _NEWLINES)]
 
-    def boundary(low: int, high: int, last: bool) -> int | None:
-        for candidates in (paragraphs, lines):
-            found = [i for i in candidates if low <= i < high]
-            if found:
-                return found[-1] if last else found[0]
-        return None
+    def boundary(candidates: list[int], low: int, high: int, last: bool) -> int | None:
+        found = [i for i in candidates if low <= i < high]
+        return (found[-1] if last else found[0]) if found else None
 
     starts = [0]
     while starts[-1] + width < len(body):
         begin = starts[-1]
-        cut = boundary(begin + width // 2 + 1, begin + width + 1, last=True)
+        cut = boundary(lines, begin + width // 2 + 1, begin + width + 1, last=True)
         starts.append(begin + width if cut is None else cut)
     if len(starts) > max_windows:
         # Spread over the whole body, the first stretch and the last one (aligned to its end)
@@ -80,9 +78,10 @@ def split_windows(
         starts = [0]
         for k in range(1, max_windows):
             begin = round(end * k / (max_windows - 1))
-            # The last window reads to the end from wherever it starts: from the first paragraph
-            # that begins in it, if any (a spam appended to pages of ham is read alone).
-            cut = boundary(begin, len(body) if k == max_windows - 1 else begin + width // 2, last=False)
+            if k == max_windows - 1:
+                cut = boundary(paragraphs, begin, len(body), last=False)
+            if k < max_windows - 1 or cut is None:
+                cut = boundary(lines, begin, begin + width // 2, last=False)
             starts.append(begin if cut is None else cut)
     return [first + body[begin : begin + width] for begin in starts]
 

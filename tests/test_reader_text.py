@@ -175,13 +175,6 @@ def test_a_message_that_is_all_quotation_is_read_whole() -> None:
     assert drop_quoted(text) == text
 
 
-def test_a_spam_quoted_under_a_line_of_its_own_is_read_whole() -> None:
-    """The spammer's answer to dropping quotations: quote the offer under a few words of one's own."""
-    offer = "\n".join(f"> CONGRATULATIONS! You have WON $1,000,000, claim number {i} now." for i in range(6))
-    text = f"Hello friend, please read the details below carefully\n{offer}\n"
-    assert drop_quoted(text) == text
-
-
 def test_mbox_from_escapes_are_not_quotations() -> None:
     text = "The old export starts with a line like\n>From the archive of 2019\nso what now?"
     assert drop_quoted(text) == text

@@ -68,11 +68,11 @@ def test_only_a_first_line_within_a_quarter_window_is_repeated() -> None:
     assert all(window[:2] == [5, newline] for window in later)
 
 
-def test_a_paragraph_start_is_preferred_to_a_line_start() -> None:
+def test_the_last_spread_window_starts_at_a_paragraph() -> None:
     newline = 198
-    body = [5] * 60 + [newline] + [6] * 10 + [newline, newline] + [7] * 20 + [newline] + [8] * 200
-    windows = split_windows(body, head=0, max_length=100, max_windows=8)
-    assert windows[1][0] == 7  # the paragraph, not the later line of 8s
+    body = [5] * 2_000 + [newline] + [6] * 30 + [newline, newline] + [7] * 40 + [newline] + [8] * 10
+    spread = split_windows(body, head=0, max_length=100, max_windows=4)
+    assert spread[-1] == [7] * 40 + [newline] + [8] * 10  # from the paragraph, not the line of 6s
 
 
 def test_a_long_first_line_takes_at_most_a_quarter_of_a_window() -> None:
