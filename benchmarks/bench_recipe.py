@@ -39,9 +39,9 @@ import numpy as np
 import pandas as pd
 
 from spamfilter.data import Splits, random_split
+from spamfilter.finetune import TrainOptions, fine_tune
 from spamfilter.mail import extract_text, iter_mail_source
-from spamfilter.recipe import TrainOptions, fine_tune
-from spamfilter.train import TrainingConfig
+from spamfilter.train_loop import TrainingConfig
 
 from .common import DEFAULT_WORKDIR
 

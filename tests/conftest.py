@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -83,11 +84,26 @@ TINY_CONFIG = {"n_embd": 128, "n_layer": 2, "n_head": 2, "n_positions": 256, "vo
 def trained_model(tmp_path_factory: pytest.TempPathFactory, sms_file: Path) -> Path:
     """A model directory trained end to end through the real CLI on the full SMS data: a small
     GPT-2 (2 layers, 128 dims) from random weights with every layer trained."""
+    root = tmp_path_factory.mktemp("trained")
+    out = root / "model"
+    cached = os.environ.get("SPAMFILTER_TEST_MODEL")
+    if cached and not os.environ.get("CI"):
+        # Development only: reuse a model trained by an earlier run (trained here and kept there
+        # when the folder does not exist yet). CI always trains its own.
+        if not Path(cached, "spamfilter.json").is_file():
+            shutil.rmtree(cached, ignore_errors=True)
+            shutil.copytree(_train_tiny_model(root / "fresh", sms_file), cached)
+        shutil.copytree(cached, out)
+        return out
+    return _train_tiny_model(root, sms_file)
+
+
+def _train_tiny_model(root: Path, sms_file: Path) -> Path:
     from click.testing import CliRunner
 
     from spamfilter.cli import cli
 
-    root = tmp_path_factory.mktemp("trained")
+    root.mkdir(parents=True, exist_ok=True)
     (root / "config.json").write_text(json.dumps(TINY_CONFIG))
     out = root / "model"
     result = CliRunner().invoke(

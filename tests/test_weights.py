@@ -15,8 +15,8 @@ from conftest import write_hf_checkpoint
 from safetensors.torch import save_file
 
 from spamfilter.errors import TrainingError
+from spamfilter.finetune import build_classifier
 from spamfilter.model import GPT2_SIZES, GPTConfig
-from spamfilter.recipe import build_classifier
 from spamfilter.weights import WeightsError, load_pretrained
 
 
@@ -158,7 +158,7 @@ def test_without_network_the_hub_cache_is_used(unreachable_hub: Path) -> None:
 def test_architecture_name_is_a_gpt2_size_only_for_its_exact_configuration() -> None:
     from transformers import GPT2Config
 
-    from spamfilter.recipe import architecture_name  # new with the manifest fix
+    from spamfilter.finetune import architecture_name  # new with the manifest fix
 
     for name, config in GPT2_SIZES.items():
         assert architecture_name(config) == name
