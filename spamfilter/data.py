@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .errors import DataError
+from .errors import DataError, UsageError
 from .labelled import LabelledTexts, read_labelled_texts, read_mail_texts
 from .modeldir import sha256_file
 
@@ -30,6 +30,7 @@ _MAX_ZIP_BYTES = 16 << 20  # the real zip is ~200 KB; anything huge is not it
 _MAX_MEMBER_BYTES = 4 << 20  # the real file is 477,907 bytes; stops a decompression bomb
 
 SEED = 123
+NEEDS_BOTH = "the data needs both spam and not-spam messages"
 
 
 def cache_dir() -> Path:
@@ -158,7 +159,7 @@ def balance(frame: pd.DataFrame, seed: int = SEED) -> pd.DataFrame:
     """Undersample the larger class to the size of the smaller one (the recipe samples ham)."""
     counts = frame["Label"].value_counts()
     if len(counts) < 2:
-        raise DataError("the data needs both spam and not-spam messages")
+        raise UsageError(NEEDS_BOTH)
     # On a tie idxmin and idxmax name the same class: then ham is "sampled" (all of it), as the recipe.
     majority = 1 if counts[1] > counts[0] else 0
     minority = 1 - majority
@@ -185,6 +186,38 @@ def random_split(
         shuffled[train_end:validation_end].reset_index(drop=True),
         shuffled[validation_end:].reset_index(drop=True),
     )
+
+
+def check_split_sizes(splits: Splits, batch_size: int) -> None:
+    """Raise ``UsageError`` (one line, before anything is written) when a split is too small for a
+    training run to mean anything: the training split must fill one batch (else not one step is
+    taken and the head stays random) and hold both classes, the validation split must hold a
+    message (the per-epoch loss, the best epoch), and the test split a spam and a not-spam message
+    (recall, false-positive rate and ROC AUC need both)."""
+    train, validation, test = splits.train["Label"], splits.validation["Label"], splits.test["Label"]
+    problems = []
+    if len(train) < batch_size:
+        problems.append(f"the training split has {len(train)}, fewer than one batch of {batch_size}")
+    elif train.nunique() < 2:
+        problems.append("the training split lacks spam or not-spam messages")
+    if len(validation) == 0:
+        problems.append("the validation split is empty")
+    if test.nunique() < 2:
+        problems.append(f"the test split ({len(test)}) lacks spam or not-spam messages")
+    if not problems:
+        return
+    total = len(train) + len(validation) + len(test)
+    minimum = next(n for n in range(1, 10 * batch_size + 100) if _split_sizes_fit(n, batch_size))
+    raise UsageError(
+        f"too few messages to train on: {total} split 70/10/20 into {len(train)} / {len(validation)} / "
+        f"{len(test)}, and {'; '.join(problems)}: give at least {minimum} messages, spam and "
+        "not-spam, and many more for a useful model"
+    )
+
+
+def _split_sizes_fit(n: int, batch_size: int) -> bool:
+    train, validation = int(n * 0.7), int(n * 0.1)  # as random_split cuts
+    return train >= batch_size and validation >= 1 and n - train - validation >= 2
 
 
 def read_mail(spam: list[Path], ham: list[Path], warn: Callable[[str], None] | None = None) -> pd.DataFrame:

@@ -4,30 +4,41 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from .augment import augment_spam
 from .data import (
+    NEEDS_BOTH,
     DownloadProgress,
     Splits,
     balance,
+    check_split_sizes,
     download_sms,
     random_split,
     read_labelled,
     read_mail,
 )
-from .errors import DataError, TrainingError, UsageError
+from .errors import TrainingError, UsageError
 from .export import write_model_directory
 from .mail import check_sources
-from .metrics import Calibration, calibrate_threshold, coarse_calibration, compute_metrics
+from .metrics import (
+    RANDOM_INITIALISATION,
+    Calibration,
+    calibrate_threshold,
+    coarse_calibration,
+    compute_metrics,
+    near_chance,
+    threshold_sweep,
+)
 from .model import GPT, GPT2_SIZES, GPTConfig, SpamClassifier, add_classification_head
 from .modeldir import Manifest
 from .tokenizer import PAD_TOKEN_ID, Tokenizer
-from .train import EpochCallback, ProgressCallback, TrainingConfig, TrainingRecord, train_classifier
+from .train_loop import EpochCallback, ProgressCallback, TrainingConfig, TrainingRecord, train_classifier
 from .weights import HUB_REPOS, load_pretrained
 from .windows import MAX_WINDOWS, later_windows
 
@@ -121,7 +132,7 @@ def build_classifier(
     if weights == RANDOM_WEIGHTS:
         torch.manual_seed(seed)
         gpt = GPT(architecture(model or DEFAULT_MODEL))
-        origin = "random initialisation"
+        origin = RANDOM_INITIALISATION
     elif weights is None:
         model = model or DEFAULT_MODEL
         if model not in HUB_REPOS:
@@ -173,9 +184,34 @@ def describe_result(result: TrainResult, out: Path) -> list[str]:
         f"test at threshold {result.threshold:.4f}: accuracy {test['accuracy']:.2%} "
         f"precision {test['precision']:.2%} recall {test['recall']:.2%} F1 {test['f1']:.2%} "
         f"false-positive rate {test['false_positive_rate']:.2%} (n={test['n']})",
-        f"model directory: {out}",
     ]
+    low_fpr = low_fpr_figures(result.manifest.metrics)
+    if low_fpr:
+        lines.append(low_fpr)
+    warning = near_chance(
+        float(test["roc_auc"]),
+        float(test["recall"]),
+        result.threshold,
+        result.manifest.recipe,
+        result.manifest.base_model,
+    )
+    if warning is not None:
+        lines.append(f"warning: {warning}")
+    lines.append(f"model directory: {out}")
     return lines
+
+
+def low_fpr_figures(metrics: dict[str, Any]) -> str | None:
+    """The figures of record for mail, from the manifest's test metrics: spam recall where 0.1 %
+    and 0.5 % of the test ham are marked spam, and (1 - ROC area) % as TREC reports it."""
+    sweep = {point["target"]: point for point in metrics.get("test_threshold_sweep", [])}
+    test = metrics.get("test", {})
+    if 0.001 not in sweep or "roc_auc" not in test:
+        return None
+    recalls = "; ".join(
+        f"{sweep[target]['recall']:.2%} at {target:.1%} FPR" for target in (0.001, 0.005) if target in sweep
+    )
+    return f"test spam recall {recalls}; (1 - ROC area) {100 * (1 - float(test['roc_auc'])):.3f} %"
 
 
 def load_splits(
@@ -197,7 +233,7 @@ def load_splits(
         path = options.data if options.data is not None else download_sms(progress=on_download)
         frame, origin = read_labelled(path), str(Path(path).resolve())
     if not undersample and frame["Label"].nunique() < 2:
-        raise DataError("the data needs both spam and not-spam messages")
+        raise UsageError(NEEDS_BOTH)
     return random_split(balance(frame, seed) if undersample else frame, seed=seed), origin
 
 
@@ -289,6 +325,7 @@ def fine_tune(
     if splits is None:
         stage("loading data")
         splits, data_origin = load_splits(options, on_download, on_warning)
+    check_split_sizes(splits, config.batch_size)  # before anything is written to options.out
     # The model trains on the augmented training split; the splits' sizes and the training data
     # recorded stay those of the real messages.
     frames = {"train": splits.train, "validation": splits.validation, "test": splits.test}
@@ -344,6 +381,10 @@ def fine_tune(
         first_windows = np.asarray(getattr(record, attribute), dtype=np.float64)
         combined = windowed_probabilities(classifier, tokenizer, rows[name], first_windows, max_length)
         setattr(record, attribute, combined.tolist())
+    # The figures at fixed false-positive rates, on that same combined score.
+    record.test_threshold_sweep = [
+        asdict(point) for point in threshold_sweep(arrays["test"][1], record.test_spam_probability)
+    ]
     threshold, calibration = 0.5, None
     if options.target_fpr is not None:
         try:
