@@ -420,9 +420,12 @@ def test_the_report_names_the_imap_user_and_the_class() -> None:
         assert "Set: local" in lines
 
 
-def test_spamfilter_learn_refuses_a_bad_class_and_passes_spamc_codes(tmp_path: Path) -> None:
+def test_spamfilter_learn_refuses_a_bad_class_and_passes_spamc_codes(
+    tmp_path: Path, trained_model: Path
+) -> None:
     """The pipe program on its own: a usage error is 64 and no report; spamc's failure (nothing
-    listening: 69) is its exit code, for Dovecot's log."""
+    listening: 69; an error reply such as TELL not allowed: 74) is its exit code, for Dovecot's
+    log."""
     bad = subprocess.run([str(LEARN), "junk", USER], input=MESSAGE, capture_output=True, timeout=60)
     assert bad.returncode == 64 and b"usage: spamfilter-learn" in bad.stderr
     require_tool("spamc", "spamc")
@@ -431,6 +434,10 @@ def test_spamfilter_learn_refuses_a_bad_class_and_passes_spamc_codes(tmp_path: P
     program.chmod(0o755)
     down = subprocess.run([str(program), "spam", USER], input=MESSAGE, capture_output=True, timeout=60)
     assert down.returncode == 69, down.stderr
+    with Server(trained_model) as refusing:  # no --allow-tell: spamd's error reply, spamc's 74
+        program.write_text(SPAMC_ADDRESS.sub(f"-d 127.0.0.1 -p {refusing.port}", LEARN.read_text()))
+        refused = subprocess.run([str(program), "ham", USER], input=MESSAGE, capture_output=True, timeout=60)
+    assert refused.returncode == 74, refused.stderr
 
 
 def test_the_recipe_files_name_each_other() -> None:
