@@ -415,14 +415,17 @@ def main() -> None:
     )
     if args.train_only:
         return
-    cache = OUT / "results.json"
-    done: dict[str, Any] = json.loads(cache.read_text()) if cache.is_file() else {}
-    for name in wanted:
-        if name in done and not args.fresh:
+    for name in wanted:  # one file per filter: filters may be replayed by separate runs at once
+        cache = OUT / f"{name}.json"
+        if cache.is_file() and not args.fresh:
             continue
         print(f"replaying {name} ...", flush=True)
-        done[name] = run_one(name, args, raws, labels, past, replayed, model)
-        cache.write_text(json.dumps(done))
+        cache.write_text(json.dumps(run_one(name, args, raws, labels, past, replayed, model)))
+    done = {
+        name: json.loads((OUT / f"{name}.json").read_text())
+        for name in FILTERS
+        if (OUT / f"{name}.json").is_file()
+    }
     results = [done[name] for name in FILTERS if name in done]
     print(table(results))
     curves = {

@@ -23,6 +23,8 @@ from spamfilter.replay import (
     plausible_dates,
     recall_at_fpr,
     replay,
+    replay_mail,
+    report_lines,
 )
 from spamfilter.runtime import Classifier
 
@@ -249,3 +251,18 @@ def test_the_head_replay_scores_as_the_filter_and_learns_only_what_it_was_told(t
     assert mistaken.scores[4] > honest.scores[4] + 0.01
     assert honest.updates == 5 and honest.fed_back == 5
     assert honest.learn_seconds > 0
+
+
+def test_replay_mail_orders_by_date_and_reports(trained_model: Path) -> None:
+    raws = [
+        message("Thu, 12 Sep 2002 10:00:00 +0000", TEXTS[0]),
+        message("Tue, 10 Sep 2002 10:00:00 +0000", TEXTS[1]),
+        message("not a date", TEXTS[2]),
+        message("Wed, 11 Sep 2002 10:00:00 +0000", TEXTS[3]),
+    ]
+    result = replay_mail(trained_model, raws, [1, 0, 1, 0], interval=2, feedback="errors")
+    assert result.order.tolist() == [1, 2, 3, 0]
+    assert result.labels.tolist() == [0, 1, 0, 1]
+    assert result.extra["undated"] == 1 and result.interval == 2
+    text = "\n".join(report_lines(result, block=2))
+    assert "(1 - ROCA) %" in text and "recall at 0.1 % ham FPR" in text and "| 3-4 | 1 / 1 |" in text
