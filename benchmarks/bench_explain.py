@@ -1,0 +1,199 @@
+"""Explanations, measured: do the phrases named for a spam verdict really carry it, and at what cost.
+
+The deletion test on the test split of the SpamAssassin corpus as ``bench_recipe`` cuts it
+(70/10/20, seed 123), with the mail recipe's model (bench_recipe's "mail" row, cached in
+``benchmarks/.work/recipe/mail`` and trained there once when missing; ``--model DIR`` scores
+another). For every test spam the model flags at its threshold, the top 3 phrases of
+:func:`spamfilter.explain.explain_batch` are removed from its text and the text scored again: a
+verdict that turns to ham is a flip. The control removes 3 random spans of the same lengths (in
+characters, starting at words, not overlapping, within the text the model reads), seeded per
+message. Top 1 and top 2 are reported too.
+
+The cost: milliseconds per explained message (one message per call, as a filter explains a spam
+verdict), and the filter's throughput over the whole test split (the library's
+``Classifier.spam_probability`` in batches of 8, as ``filter`` scores) with explanations off and
+for spam verdicts only (each batch's spam explained in one more call).
+
+    python -m benchmarks.bench_explain                   # every flagged test spam
+    python -m benchmarks.bench_explain --limit 50        # a quick run
+    python -m benchmarks.bench_explain --model DIR --max-spans 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from spamfilter.explain import MAX_SPANS, MAX_WORDS, explain_batch, read_ranges, without_spans
+from spamfilter.runtime import Classifier, chars_kept
+
+from . import bench_evasion, bench_recipe
+from .common import table
+
+BATCH = 8  # the filter's batch on the CPU
+
+
+def random_spans(
+    classifier: Classifier, text: str, lengths: list[int], rng: random.Random
+) -> list[tuple[int, int]]:
+    """Spans of ``lengths`` characters at random word starts within what the model reads, not
+    overlapping one another (fewer where the text has no room)."""
+    ranges, head_end, _ = read_ranges(classifier, text)
+    regions = ([(0, head_end)] if head_end else []) + ranges
+    starts = sorted(
+        {
+            i
+            for lo, hi in regions
+            for i in range(lo, hi)
+            if not text[i].isspace() and (i == 0 or text[i - 1].isspace())
+        }
+    )
+    chosen: list[tuple[int, int]] = []
+    for length in lengths:
+        free = [s for s in starts if all(s + length <= a or s >= b for a, b in chosen)]
+        if not free:
+            break
+        start = rng.choice(free)
+        chosen.append((start, min(len(text), start + length)))
+    return chosen
+
+
+@dataclass
+class Deletion:
+    n: int = 0
+    flips: dict[int, int] = field(default_factory=lambda: {1: 0, 2: 0, 3: 0})  # top k removed
+    random_flips: int = 0
+    after_top: list[float] = field(default_factory=list)  # P(spam) without the top 3
+    after_random: list[float] = field(default_factory=list)
+    ms: list[float] = field(default_factory=list)  # per explanation
+    spans: list[int] = field(default_factory=list)  # scored per explanation
+    fewer: int = 0  # messages with fewer than 3 phrases towards spam
+
+
+def deletion_test(
+    classifier: Classifier, texts: list[str], seed: int, max_spans: int, max_words: int
+) -> Deletion:
+    threshold = classifier.threshold
+    result = Deletion(n=len(texts))
+    for index, text in enumerate(texts):
+        started = time.perf_counter()
+        explanation = explain_batch(classifier, [text], top=3, max_spans=max_spans, max_words=max_words)[0]
+        result.ms.append(1000 * (time.perf_counter() - started))
+        result.spans.append(explanation.spans_scored)
+        spans = [(p.start, p.end) for p in explanation.phrases]
+        result.fewer += len(spans) < 3
+        variants = [without_spans(text, spans[:k]) for k in (1, 2, 3)]
+        rng = random.Random(f"{seed}:{index}")
+        control = random_spans(classifier, text, [end - start for start, end in spans], rng)
+        variants.append(without_spans(text, control))
+        p = classifier.spam_probability(variants)
+        for k in (1, 2, 3):
+            result.flips[k] += bool(p[k - 1] < threshold)
+        result.random_flips += bool(p[3] < threshold)
+        result.after_top.append(float(p[2]))
+        result.after_random.append(float(p[3]))
+    return result
+
+
+def throughput(classifier: Classifier, texts: list[str], explain: bool, repeats: int) -> tuple[float, int]:
+    """Messages per second through the filter's scoring (batches of 8), explaining each batch's
+    spam verdicts in one more call when ``explain``; the best of ``repeats`` passes."""
+    best, explained = float("inf"), 0
+    for _ in range(repeats):
+        started, explained = time.perf_counter(), 0
+        for begin in range(0, len(texts), BATCH):
+            batch = texts[begin : begin + BATCH]
+            p = classifier.spam_probability(batch)
+            spam = [text for text, q in zip(batch, p, strict=True) if q >= classifier.threshold]
+            if explain and spam:
+                explain_batch(classifier, spam)
+                explained += len(spam)
+        best = min(best, time.perf_counter() - started)
+    return len(texts) / best, explained
+
+
+def percent(count: int, n: int) -> str:
+    return f"{100 * count / n:.1f} % ({count}/{n})" if n else "-"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", type=Path, default=None, help="score this model directory instead")
+    parser.add_argument("--seed", type=int, default=bench_recipe.SEED, help="the split's (bench_recipe's)")
+    parser.add_argument("--limit", type=int, default=None, help="at most N flagged spam (a quick run)")
+    parser.add_argument("--max-spans", type=int, default=MAX_SPANS)
+    parser.add_argument("--max-words", type=int, default=MAX_WORDS)
+    parser.add_argument("--repeats", type=int, default=2, help="throughput passes (best is reported)")
+    args = parser.parse_args()
+    if args.model is not None and not (args.model / "spamfilter.json").is_file():
+        parser.error(f"--model: {args.model} is not a model directory (no spamfilter.json)")
+
+    model = args.model or bench_evasion.mail_model(args.seed)
+    classifier = Classifier.load(model)
+    raws, labels = bench_recipe.load_corpus()
+    test = bench_recipe.splits_for(raws, labels, "text", args.seed).test
+    texts = test["Text"].tolist()
+    spam = [text for text, label in zip(texts, test["Label"], strict=True) if label == 1]
+    p = classifier.spam_probability(spam)
+    flagged = [text for text, q in zip(spam, p, strict=True) if q >= classifier.threshold][: args.limit]
+    cap = chars_kept(classifier.directory.max_length)
+    print(
+        f"test split: {len(texts)} messages, {len(spam)} spam, {len(flagged)} flagged spam explained; "
+        f"threshold {classifier.threshold:.4f}",
+        flush=True,
+    )
+    result = deletion_test(classifier, [t[:cap] for t in flagged], args.seed, args.max_spans, args.max_words)
+    off, _ = throughput(classifier, texts, explain=False, repeats=args.repeats)
+    on, explained = throughput(classifier, texts, explain=True, repeats=args.repeats)
+
+    command = "python -m benchmarks.bench_explain " + " ".join(sys.argv[1:])
+    print(
+        f"\n{command}\nmodel {model} ({classifier.variant}, max_length {classifier.directory.max_length}, "
+        f"threshold {classifier.threshold:.4f}); CPU: {bench_evasion.cpu_line()}\n"
+    )
+    n = result.n
+    median = statistics.median
+    rows = [
+        [f"top {k} phrase{'s' if k > 1 else ''} removed", percent(result.flips[k], n), ""] for k in (1, 2)
+    ]
+    rows.append(
+        [
+            "top 3 phrases removed",
+            percent(result.flips[3], n),
+            f"{median(result.after_top):.4f}" if n else "-",
+        ]
+    )
+    rows.append(
+        [
+            "3 random spans of the same lengths removed",
+            percent(result.random_flips, n),
+            f"{median(result.after_random):.4f}" if n else "-",
+        ]
+    )
+    print(table(["flagged test spam", "verdicts flipped to ham", "median P(spam) after"], rows))
+    print(f"\n{result.fewer} of {n} messages had fewer than 3 phrases towards spam.\n")
+    ms = sorted(result.ms)
+    cost = [
+        [
+            "explanation, ms per flagged spam (mean / median / p95)",
+            f"{statistics.fmean(ms):.0f} / {median(ms):.0f} / {ms[int(0.95 * (n - 1))]:.0f}" if n else "-",
+        ],
+        [
+            "spans scored per message (mean / max)",
+            f"{statistics.fmean(result.spans):.1f} / {max(result.spans)}" if n else "-",
+        ],
+        ["filter msgs/s, explanations off", f"{off:.1f}"],
+        [f"filter msgs/s, explanations for spam verdicts ({explained} of {len(texts)})", f"{on:.1f}"],
+    ]
+    print(table(["cost", "value"], cost))
+
+
+if __name__ == "__main__":
+    main()

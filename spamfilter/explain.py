@@ -1,0 +1,385 @@
+"""Why a verdict was given: the phrases of a message that moved its P(spam) most, by occlusion.
+
+The message's model text is cut into short spans (clauses of at most ``MAX_WORDS`` words; lines
+and sentence or clause punctuation end a span). Each span is removed in turn, every such copy of
+the text is scored together with the text itself in one batched model call (the windows of
+:mod:`.windows` included, so a copy is read exactly as the filter reads a message), and a span's
+effect is how far its removal moves P(spam). No gradients and no torch: onnxruntime alone, as on
+the filter path.
+
+The bound: at most ``MAX_SPANS`` spans per message, so one explanation costs at most
+``MAX_SPANS + 1`` texts scored (each of up to ``MAX_WINDOWS`` windows), i.e. about that many
+times the cost of classifying the message (``benchmarks/bench_explain.py`` measures it). Only
+spans the model reads are candidates (text past the windows' reach has no effect); where they
+are more than the cap, those of the window that decided the verdict (the highest P(spam)) come
+first, then the message's first line (repeated in every window), then the rest in text order.
+
+Effects are ranked in log-odds, not in probability: a confident spam sits where P(spam) barely
+moves (0.9995 against 0.9990), and log-odds still tell its strongest phrase from its weakest.
+
+Output for headers (:func:`report_header`) and for spamd (:func:`spamd_report`) carries no byte
+of the message that could break a header: printable ASCII only, control characters and line
+breaks turned into spaces, other characters to their closest ASCII letter or ``?``, every
+phrase and every line bounded.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+
+from .runtime import batched_logits, chars_kept, session_logits, softmax_spam
+from .windows import _HEAD_SHARE, combine, head_length, split_windows, windows_of
+
+if TYPE_CHECKING:
+    from .runtime import Classifier
+    from .tokenizer import Tokenizer
+
+MAX_WORDS = 6  # words per span at most: a phrase an admin reads at a glance
+MAX_SPANS = 48  # spans scored per message at most (each one a copy of the text scored)
+ROWS_PER_CALL = 512  # model rows per onnxruntime call at most: bounds the memory of one call
+POLICIES = ("off", "spam", "all")  # which verdicts get an explanation
+Direction = Literal["spam", "ham"]
+
+# A span ends at a line break, or after sentence or clause punctuation followed by a space.
+_BREAK = re.compile(r"\n+|(?<=[.!?;:,])[ \t]+|[ \t]+[-\u2013\u2014|][ \t]+")
+_WORD = re.compile(r"\S+")
+_PROBABILITY_FLOOR = 1e-7  # log-odds of P in [floor, 1 - floor]: finite for saturated answers
+
+
+@dataclass(frozen=True)
+class Phrase:
+    """One span of the message text and what removing it does to P(spam).
+
+    ``text == message_text[start:end]``; ``delta`` is P(spam) with the span minus P(spam)
+    without it (positive: the phrase pushed towards spam); ``without`` is P(spam) without it."""
+
+    text: str
+    start: int
+    end: int
+    delta: float
+    without: float
+    log_odds: float  # the same effect in log-odds, which ranks the phrases
+
+    @property
+    def direction(self) -> Direction:
+        return "spam" if self.log_odds > 0 else "ham"
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """A message's P(spam), the verdict at ``threshold`` and the phrases behind it (strongest first)."""
+
+    probability: float
+    threshold: float
+    phrases: list[Phrase]
+    spans_scored: int
+
+    @property
+    def is_spam(self) -> bool:
+        return self.probability >= self.threshold
+
+
+def should_explain(policy: str, is_spam: bool) -> bool:
+    """Whether a verdict gets an explanation under ``policy`` (one of :data:`POLICIES`)."""
+    if policy not in POLICIES:
+        raise ValueError(f"explanation policy must be one of {', '.join(POLICIES)}, not {policy!r}")
+    return policy == "all" or (policy == "spam" and is_spam)
+
+
+# --------------------------------------------------------------------------- spans
+
+
+def split_spans(text: str, max_words: int = MAX_WORDS) -> list[tuple[int, int]]:
+    """``(start, end)`` of the text's spans in text order: clauses of at most ``max_words`` words
+    (a longer clause is cut into pieces of nearly equal length), outer whitespace not included."""
+    spans: list[tuple[int, int]] = []
+    begin = 0
+    for cut in [*_BREAK.finditer(text), None]:
+        end = len(text) if cut is None else cut.start()
+        words = [(m.start(), m.end()) for m in _WORD.finditer(text, begin, end)]
+        if words:
+            pieces = math.ceil(len(words) / max_words)
+            size = math.ceil(len(words) / pieces)
+            for first in range(0, len(words), size):
+                chunk = words[first : first + size]
+                spans.append((chunk[0][0], chunk[-1][1]))
+        if cut is not None:
+            begin = cut.end()
+    return spans
+
+
+def without_spans(text: str, spans: Sequence[tuple[int, int]]) -> str:
+    """``text`` with the (non-overlapping) spans removed, each with the spaces or tabs before it
+    (as the occlusion removes its tokens, which carry the space before a word): no double space,
+    which the model would read as a sign of its own, is left behind."""
+    pieces, kept = [], 0
+    for start, end in sorted(spans):
+        while start > kept and text[start - 1] in " \t":
+            start -= 1
+        pieces.append(text[kept:start])
+        kept = max(kept, end)
+    pieces.append(text[kept:])
+    return "".join(pieces)
+
+
+def _char_offsets(classifier: Classifier, text: str, ids: list[int]) -> list[int] | None:
+    """The character offset where each token starts, plus the text's length at the end; None
+    where the tokens do not decode back to the text (then every span counts as read)."""
+    decoded, offsets = classifier.tokenizer.encoding.decode_with_offsets(ids)
+    if decoded != text:
+        return None
+    return [*offsets, len(text)]
+
+
+def read_ranges(classifier: Classifier, text: str) -> tuple[list[tuple[int, int]], int, list[list[int]]]:
+    """What the model reads of ``text``: the character range of each window's stretch of the
+    text, the end of the first line that every window repeats (0 for a single window) and the
+    windows' token ids."""
+    max_length = classifier.directory.max_length
+    ids = classifier.tokenizer.encode(text)
+    offsets = _char_offsets(classifier, text, ids)
+    if offsets is None or len(ids) <= max_length or classifier.max_windows <= 1:
+        end = len(text) if offsets is None else offsets[min(len(ids), max_length)]
+        return [(0, end)], 0, [ids[:max_length]]
+    head = min(head_length(ids, max_length // _HEAD_SHARE), max_length // _HEAD_SHARE)
+    windows = split_windows(ids, head, max_length, classifier.max_windows)
+    body = np.asarray(ids[head:], dtype=np.int64)
+    ranges, begin = [], 0
+    for window in windows:
+        part = np.asarray(window[head:], dtype=np.int64)  # every window is the head + a stretch
+        begin = _find(body, part, begin)
+        ranges.append((offsets[head + begin], offsets[min(len(ids), head + begin + len(part))]))
+    return ranges, offsets[head], windows
+
+
+def _find(body: np.ndarray, part: np.ndarray, start: int) -> int:
+    """Where ``part`` first occurs in ``body`` at or after ``start`` (``start`` if nowhere: the
+    windows are cut from ``body``, so it always occurs)."""
+    if len(part) == 0:
+        return start
+    for at in np.flatnonzero(body[start:] == part[0]) + start:
+        if at + len(part) <= len(body) and np.array_equal(body[at : at + len(part)], part):
+            return int(at)
+    return start
+
+
+@dataclass
+class _Message:
+    """A text ready for occlusion: its token ids, its candidate spans and each one's tokens."""
+
+    text: str
+    ids: list[int]
+    spans: list[tuple[int, int]]
+    tokens: list[tuple[int, int]] | None  # token range per span; None: re-encode each variant
+    tokenizer: Tokenizer
+
+    def without(self, chosen: Sequence[int]) -> list[int]:
+        """The token ids of the text without the spans ``chosen`` (indices into ``spans``).
+        Removing a span's tokens (the space before its first word included, as GPT-2 tokens
+        carry it) is removing its text, short of how BPE would merge across the new seam."""
+        if self.tokens is None:
+            return self.tokenizer.encode(without_spans(self.text, [self.spans[i] for i in chosen]))
+        keep = np.ones(len(self.ids), dtype=bool)
+        for i in chosen:
+            keep[self.tokens[i][0] : self.tokens[i][1]] = False
+        return [token for token, kept in zip(self.ids, keep, strict=True) if kept]
+
+
+def _prepare(classifier: Classifier, text: str, max_spans: int, max_words: int) -> _Message:
+    spans = candidate_spans(classifier, text, max_spans, max_words)
+    ids = classifier.tokenizer.encode(text)
+    offsets = _char_offsets(classifier, text, ids)
+    if offsets is None:
+        return _Message(text, ids, spans, None, classifier.tokenizer)
+    # the token holding a span's first character (with the space before it) up to the first
+    # token that starts at or after its end
+    tokens = [
+        (bisect.bisect_right(offsets, start) - 1, bisect.bisect_left(offsets, end)) for start, end in spans
+    ]
+    return _Message(text, ids, spans, tokens, classifier.tokenizer)
+
+
+def candidate_spans(
+    classifier: Classifier, text: str, max_spans: int = MAX_SPANS, max_words: int = MAX_WORDS
+) -> list[tuple[int, int]]:
+    """The spans worth scoring, at most ``max_spans``, in text order: those the model reads,
+    the verdict's window first where they are more than the cap (see the module's docstring)."""
+    spans = split_spans(text, max_words)
+    ranges, head_end, windows = read_ranges(classifier, text)
+    read = [s for s in spans if any(s[0] < hi and s[1] > lo for lo, hi in ranges) or s[1] <= head_end]
+    if len(read) <= max_spans:
+        return read
+    best = ranges[int(np.argmax(softmax_spam(_logits(classifier, windows))))]
+    first = [s for s in read if best[0] < s[1] and s[0] < best[1]]
+    head = [s for s in read if s[1] <= head_end and s not in first]
+    rest = [s for s in read if s not in first and s not in head]
+    return sorted((first + head + rest)[:max_spans])
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def _logits(classifier: Classifier, windows: Sequence[Sequence[int]]) -> np.ndarray:
+    """Logits of windows of token ids in as few onnxruntime calls as ``ROWS_PER_CALL`` allows
+    (:meth:`Classifier.spam_probability` runs ``batch_size`` rows a call, 8 on the CPU)."""
+    return batched_logits(
+        windows,
+        session_logits(classifier.session),
+        batch_size=ROWS_PER_CALL,
+        max_length=classifier.directory.max_length,
+        pad_token_id=classifier.directory.pad_token_id,
+        trim=classifier.dynamic_length,
+    )
+
+
+def _probabilities(classifier: Classifier, rows: Sequence[Sequence[int]]) -> np.ndarray:
+    """P(spam) per row of token ids as :meth:`Classifier.spam_probability` computes it for a
+    text (the windows of :mod:`.windows`, the highest wins), each distinct window scored once:
+    the copies of a text share the windows before the removed span."""
+    windows, owners = windows_of(rows, classifier.directory.max_length, classifier.max_windows)
+    distinct: dict[tuple[int, ...], int] = {}
+    index = np.asarray([distinct.setdefault(tuple(w), len(distinct)) for w in windows], dtype=np.int64)
+    unique = [list(w) for w in distinct]
+    p = softmax_spam(_logits(classifier, unique)) if unique else np.zeros(0)
+    return combine(p[index], owners, len(rows))
+
+
+def _log_odds(p: float | np.ndarray) -> np.ndarray:
+    clipped = np.clip(p, _PROBABILITY_FLOOR, 1 - _PROBABILITY_FLOOR)
+    return np.asarray(np.log(clipped) - np.log1p(-clipped))
+
+
+def explain_batch(
+    classifier: Classifier,
+    texts: Sequence[str],
+    top: int = 3,
+    threshold: float | None = None,
+    max_spans: int = MAX_SPANS,
+    max_words: int = MAX_WORDS,
+    towards: Direction | None = None,
+) -> list[Explanation]:
+    """An explanation per text: its P(spam) and up to ``top`` phrases that pushed it towards its
+    verdict at ``threshold`` (the model's by default), or ``towards`` the verdict named, strongest
+    first. Every text and every copy without one span is scored in one batched pass
+    (:func:`_probabilities`)."""
+    cut = classifier.threshold if threshold is None else threshold
+    cap = chars_kept(classifier.directory.max_length)
+    messages = [_prepare(classifier, text[:cap], max_spans, max_words) for text in texts]
+    rows: list[list[int]] = []
+    for message in messages:
+        rows.append(message.ids)
+        rows.extend(message.without([i]) for i in range(len(message.spans)))
+    scores = _probabilities(classifier, rows)
+    explanations, at = [], 0
+    for message in messages:
+        spans, text = message.spans, message.text
+        p = float(scores[at])
+        without = scores[at + 1 : at + 1 + len(spans)]
+        at += 1 + len(spans)
+        effects = _log_odds(p) - _log_odds(without)
+        # spam: phrases that raised P(spam); ham: that lowered it
+        sign = 1.0 if (towards == "spam" if towards else p >= cut) else -1.0
+        # stable order: the strongest effect first, ties in text order (deterministic)
+        order = sorted(range(len(spans)), key=lambda i: (-sign * effects[i], spans[i][0]))
+        phrases = [
+            Phrase(
+                text=text[spans[i][0] : spans[i][1]],
+                start=spans[i][0],
+                end=spans[i][1],
+                delta=p - float(without[i]),
+                without=float(without[i]),
+                log_odds=float(effects[i]),
+            )
+            for i in order[:top]
+            if sign * effects[i] > 0
+        ]
+        explanations.append(Explanation(p, cut, phrases, len(spans)))
+    return explanations
+
+
+def explain(
+    classifier: Classifier,
+    text: str,
+    top: int = 3,
+    threshold: float | None = None,
+    max_spans: int = MAX_SPANS,
+) -> list[Phrase]:
+    """The up to ``top`` phrases of ``text`` (a message's model text, as
+    :func:`spamfilter.mail.extract_text` gives it) that pushed P(spam) most towards the verdict."""
+    return explain_batch(classifier, [text], top, threshold, max_spans)[0].phrases
+
+
+# --------------------------------------------------------------------------- safe output
+
+MAX_PHRASE_CHARS = 60  # of one phrase in a header or report line
+MAX_HEADER_PHRASES = 5
+_SPACES = re.compile(r"\s+")
+
+
+def safe_phrase(text: str, limit: int = MAX_PHRASE_CHARS) -> str:
+    """``text`` as printable ASCII on one line, at most ``limit`` characters: whitespace and
+    control characters of any kind become one space, accents are dropped (NFKD), any other
+    character becomes ``?``, and the double quote becomes a single one (phrases are quoted)."""
+    folded = unicodedata.normalize("NFKD", text)
+    chars = []
+    for ch in folded:
+        if unicodedata.combining(ch):
+            continue
+        if ch.isspace() or unicodedata.category(ch)[0] in "CZ":
+            chars.append(" ")
+        elif " " <= ch <= "~":
+            chars.append("'" if ch == '"' else ch)
+        else:
+            chars.append("?")
+    line = _SPACES.sub(" ", "".join(chars)).strip()
+    if len(line) > limit:
+        line = line[: max(1, limit - 3)].rstrip() + "..."
+    return line
+
+
+def phrase_lines(phrases: Sequence[Phrase]) -> list[str]:
+    """One line per phrase, e.g. ``+2.41 "WIN a FREE prize"``: how far the phrase moves the
+    spam log-odds (its removal takes that away; log-odds because a confident verdict's P(spam)
+    barely moves, 0.9995 against 0.9990) and the phrase, safe for any header."""
+    return [f'{p.log_odds:+.2f} "{safe_phrase(p.text)}"' for p in phrases[:MAX_HEADER_PHRASES]]
+
+
+def report_header(explanation: Explanation, eol: str = "\n") -> str:
+    """The value of an ``X-Spam-Report``-style field: a summary line, then one folded line per
+    phrase (``eol`` + tab, so ``eol`` must be the message's own line ending). Printable ASCII
+    between the folds, every line under 78 characters, at most ``MAX_HEADER_PHRASES`` phrases."""
+    if eol not in ("\n", "\r\n"):
+        raise ValueError("eol must be LF or CRLF")
+    verdict = "spam" if explanation.is_spam else "ham"
+    if not explanation.phrases:
+        return f"P(spam)={explanation.probability:.3f}; no single phrase decides ({verdict})"
+    head = f"P(spam)={explanation.probability:.3f}; phrases towards {verdict}, log-odds:"
+    return (eol + "\t").join([head, *phrase_lines(explanation.phrases)])
+
+
+def spamd_report(explanation: Explanation, score: float, required: float, test: str) -> str:
+    """The body of a spamd REPORT answer (what ``spamc -R`` prints), in SpamAssassin's layout:
+    the points and the one test, then the phrases as its description lines. ``score`` and
+    ``required`` are on the scale the service answers with; ``test`` is the test's name."""
+    width = 22
+    lines = [
+        f"Content analysis details:   ({score:.1f} points, {required:.1f} required)",
+        "",
+        " pts rule name              description",
+        "---- ---------------------- --------------------------------------------------",
+        f"{score:4.1f} {safe_phrase(test, width):<{width}} "
+        f"P(spam) {explanation.probability:.3f}, threshold {explanation.threshold:.3f}",
+    ]
+    verdict = "spam" if explanation.is_spam else "ham"
+    if explanation.phrases:
+        lines.append(f"{'':27}phrases towards {verdict} (log-odds):")
+        lines.extend(f"{'':27}{line}" for line in phrase_lines(explanation.phrases))
+    return "\n".join(lines) + "\n"
