@@ -59,7 +59,8 @@ class Phrase:
     """One span of the message text and what removing it does to P(spam).
 
     ``text == message_text[start:end]``; ``delta`` is P(spam) with the span minus P(spam)
-    without it (positive: the phrase pushed towards spam); ``without`` is P(spam) without it."""
+    without it (positive: the phrase pushed towards spam); ``without`` is P(spam) without it
+    (greedy explanations: without it and the phrases before it)."""
 
     text: str
     start: int
@@ -265,11 +266,17 @@ def explain_batch(
     max_spans: int = MAX_SPANS,
     max_words: int = MAX_WORDS,
     towards: Direction | None = None,
+    greedy: bool = False,
 ) -> list[Explanation]:
     """An explanation per text: its P(spam) and up to ``top`` phrases that pushed it towards its
     verdict at ``threshold`` (the model's by default), or ``towards`` the verdict named, strongest
     first. Every text and every copy without one span is scored in one batched pass
-    (:func:`_probabilities`)."""
+    (:func:`_probabilities`).
+
+    ``greedy`` removes the phrases one after the other: the second is the span whose removal,
+    the first one removed too, moves P(spam) furthest, and so on (``top`` passes, each as large
+    as the first). It finds phrases that only count together, as when two windows each hold a
+    reason for the verdict; each phrase's ``delta`` is then what it adds after the ones above."""
     cut = classifier.threshold if threshold is None else threshold
     cap = chars_kept(classifier.directory.max_length)
     messages = [_prepare(classifier, text[:cap], max_spans, max_words) for text in texts]
@@ -278,31 +285,89 @@ def explain_batch(
         rows.append(message.ids)
         rows.extend(message.without([i]) for i in range(len(message.spans)))
     scores = _probabilities(classifier, rows)
-    explanations, at = [], 0
+    originals, singles, signs, at = [], [], [], 0
     for message in messages:
-        spans, text = message.spans, message.text
-        p = float(scores[at])
-        without = scores[at + 1 : at + 1 + len(spans)]
-        at += 1 + len(spans)
-        effects = _log_odds(p) - _log_odds(without)
-        # spam: phrases that raised P(spam); ham: that lowered it
-        sign = 1.0 if (towards == "spam" if towards else p >= cut) else -1.0
-        # stable order: the strongest effect first, ties in text order (deterministic)
-        order = sorted(range(len(spans)), key=lambda i: (-sign * effects[i], spans[i][0]))
+        originals.append(float(scores[at]))
+        singles.append(scores[at + 1 : at + 1 + len(message.spans)])
+        at += 1 + len(message.spans)
+        # spam: phrases that raised P(spam); ham: those that lowered it
+        signs.append(1.0 if (towards == "spam" if towards else originals[-1] >= cut) else -1.0)
+    if greedy:
+        phrases = _greedy(classifier, messages, originals, singles, signs, top)
+    else:
         phrases = [
-            Phrase(
-                text=text[spans[i][0] : spans[i][1]],
-                start=spans[i][0],
-                end=spans[i][1],
-                delta=p - float(without[i]),
-                without=float(without[i]),
-                log_odds=float(effects[i]),
-            )
-            for i in order[:top]
-            if sign * effects[i] > 0
+            _strongest(m, p, w, sign, top)
+            for m, p, w, sign in zip(messages, originals, singles, signs, strict=True)
         ]
-        explanations.append(Explanation(p, cut, phrases, len(spans)))
-    return explanations
+    return [
+        Explanation(p, cut, found, len(m.spans))
+        for m, p, found in zip(messages, originals, phrases, strict=True)
+    ]
+
+
+def _phrase(message: _Message, index: int, before: float, after: float) -> Phrase:
+    start, end = message.spans[index]
+    return Phrase(
+        text=message.text[start:end],
+        start=start,
+        end=end,
+        delta=before - after,
+        without=after,
+        log_odds=float(_log_odds(before) - _log_odds(after)),
+    )
+
+
+def _strongest(message: _Message, p: float, without: np.ndarray, sign: float, top: int) -> list[Phrase]:
+    """The ``top`` spans whose removal alone moves P(spam) furthest against the verdict."""
+    effects = sign * (_log_odds(p) - _log_odds(without))
+    # the strongest effect first, ties in text order: deterministic
+    order = sorted(range(len(message.spans)), key=lambda i: (-effects[i], message.spans[i][0]))
+    return [_phrase(message, i, p, float(without[i])) for i in order[:top] if effects[i] > 0]
+
+
+def _greedy(
+    classifier: Classifier,
+    messages: list[_Message],
+    originals: list[float],
+    singles: list[np.ndarray],
+    signs: list[float],
+    top: int,
+) -> list[list[Phrase]]:
+    chosen: list[list[int]] = [[] for _ in messages]
+    current = list(originals)
+    phrases: list[list[Phrase]] = [[] for _ in messages]
+    scored: list[tuple[list[int], np.ndarray]] = [
+        (list(range(len(m.spans))), w) for m, w in zip(messages, singles, strict=True)
+    ]
+    for step in range(top):
+        if step:  # the first step's copies are the single removals, scored already
+            candidates = [
+                [i for i in range(len(m.spans)) if i not in done] if len(done) == step else []
+                for m, done in zip(messages, chosen, strict=True)
+            ]
+            rows = [
+                m.without([*done, i])
+                for m, done, c in zip(messages, chosen, candidates, strict=True)
+                for i in c
+            ]
+            if not rows:
+                break
+            flat = _probabilities(classifier, rows)
+            scored, at = [], 0
+            for c in candidates:
+                scored.append((c, flat[at : at + len(c)]))
+                at += len(c)
+        for k, (candidate, p) in enumerate(scored):
+            if not candidate or len(chosen[k]) != step:
+                continue
+            effects = signs[k] * (_log_odds(current[k]) - _log_odds(p))
+            best = min(range(len(candidate)), key=lambda j: (-effects[j], messages[k].spans[candidate[j]][0]))
+            if effects[best] <= 0:
+                continue  # nothing left that moves P(spam) against the verdict
+            phrases[k].append(_phrase(messages[k], candidate[best], current[k], float(p[best])))
+            chosen[k].append(candidate[best])
+            current[k] = float(p[best])
+    return phrases
 
 
 def explain(

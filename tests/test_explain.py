@@ -115,6 +115,19 @@ def test_removing_the_phrases_lowers_p_spam_of_a_spam(classifier: Classifier, sp
         assert alone < before and together < before
 
 
+def test_greedy_phrases_each_lower_p_spam_further(classifier: Classifier, spam_texts: list[str]) -> None:
+    for text in spam_texts:
+        explanation = explain_batch(classifier, [text], greedy=True)[0]
+        assert explanation.phrases and all(text[p.start : p.end] == p.text for p in explanation.phrases)
+        assert len({(p.start, p.end) for p in explanation.phrases}) == len(explanation.phrases)
+        afters = [explanation.probability] + [p.without for p in explanation.phrases]
+        assert afters == sorted(afters, reverse=True) and all(p.delta > 0 for p in explanation.phrases)
+        removed = without_spans(text, [(p.start, p.end) for p in explanation.phrases])
+        assert classifier.spam_probability([removed])[0] < explanation.probability
+        # the first greedy phrase is the strongest one alone
+        assert explanation.phrases[0] == explain_batch(classifier, [text], top=1)[0].phrases[0]
+
+
 def test_a_ham_verdict_is_explained_by_phrases_towards_ham(classifier: Classifier) -> None:
     explanation = explain_batch(classifier, [HAM])[0]
     assert not explanation.is_spam
