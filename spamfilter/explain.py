@@ -17,6 +17,9 @@ first, then the message's first line (repeated in every window), then the rest i
 Effects are ranked in log-odds, not in probability: a confident spam sits where P(spam) barely
 moves (0.9995 against 0.9990), and log-odds still tell its strongest phrase from its weakest.
 
+Which verdicts are explained (off, spam, all) is the ``Decision``'s to say
+(:meth:`spamfilter.verdict.Decision.explains`); this module only explains.
+
 Output for headers (:func:`report_header`) and for spamd (:func:`spamd_report`) carries no byte
 of the message that could break a header: printable ASCII only, control characters and line
 breaks turned into spaces, other characters to their closest ASCII letter or ``?``, every
@@ -45,7 +48,6 @@ if TYPE_CHECKING:
 MAX_WORDS = 6  # words per span at most: a phrase an admin reads at a glance
 MAX_SPANS = 48  # spans scored per message at most (each one a copy of the text scored)
 ROWS_PER_CALL = 512  # model rows per onnxruntime call at most: bounds the memory of one call
-POLICIES = ("off", "spam", "all")  # which verdicts get an explanation
 Direction = Literal["spam", "ham"]
 
 # A span ends at a line break, or after sentence or clause punctuation followed by a space.
@@ -86,13 +88,6 @@ class Explanation:
     @property
     def is_spam(self) -> bool:
         return self.probability >= self.threshold
-
-
-def should_explain(policy: str, is_spam: bool) -> bool:
-    """Whether a verdict gets an explanation under ``policy`` (one of :data:`POLICIES`)."""
-    if policy not in POLICIES:
-        raise ValueError(f"explanation policy must be one of {', '.join(POLICIES)}, not {policy!r}")
-    return policy == "all" or (policy == "spam" and is_spam)
 
 
 # --------------------------------------------------------------------------- spans

@@ -13,7 +13,6 @@ import pytest
 
 from spamfilter.explain import (
     MAX_SPANS,
-    POLICIES,
     ROWS_PER_CALL,
     Explanation,
     Phrase,
@@ -21,7 +20,6 @@ from spamfilter.explain import (
     explain_batch,
     report_header,
     safe_phrase,
-    should_explain,
     spamd_report,
     split_spans,
     without_spans,
@@ -178,15 +176,6 @@ def test_an_empty_or_spaceless_text_has_no_phrases(classifier: Classifier) -> No
 
 
 # --------------------------------------------------------------------------- output
-
-
-def test_policies() -> None:
-    assert POLICIES == ("off", "spam", "all")
-    assert [should_explain("off", s) for s in (True, False)] == [False, False]
-    assert [should_explain("spam", s) for s in (True, False)] == [True, False]
-    assert [should_explain("all", s) for s in (True, False)] == [True, True]
-    with pytest.raises(ValueError, match="one of off, spam, all"):
-        should_explain("always", True)
 
 
 def hostile_explanation() -> Explanation:
