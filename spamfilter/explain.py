@@ -1,18 +1,22 @@
 """Why a verdict was given: the phrases of a message that moved its P(spam) most, by occlusion.
 
 The message's model text is cut into short spans (clauses of at most ``MAX_WORDS`` words; lines
-and sentence or clause punctuation end a span). Each span is removed in turn, every such copy of
-the text is scored together with the text itself in one batched model call (the windows of
-:mod:`.windows` included, so a copy is read exactly as the filter reads a message), and a span's
-effect is how far its removal moves P(spam). No gradients and no torch: onnxruntime alone, as on
-the filter path.
+and sentence or clause punctuation end a span). Each span is removed in turn (its tokens taken
+out of the text's token ids, which is removing its text and the space before it), every such
+copy is scored together with the text itself in one batched pass, read as the filter reads a
+message (the windows of :mod:`.windows`, the highest P(spam) wins, each distinct window scored
+once), and a span's effect is how far its removal moves P(spam). No gradients and no torch:
+onnxruntime alone, as on the filter path. ``greedy`` then removes phrases one after the other
+(each chosen with the ones before it removed): phrases that only count together are found, at
+``top`` times the cost.
 
-The bound: at most ``MAX_SPANS`` spans per message, so one explanation costs at most
-``MAX_SPANS + 1`` texts scored (each of up to ``MAX_WINDOWS`` windows), i.e. about that many
-times the cost of classifying the message (``benchmarks/bench_explain.py`` measures it). Only
-spans the model reads are candidates (text past the windows' reach has no effect); where they
-are more than the cap, those of the window that decided the verdict (the highest P(spam)) come
-first, then the message's first line (repeated in every window), then the rest in text order.
+The bound: at most ``MAX_SPANS`` spans per message, so a one-pass explanation scores at most
+``MAX_SPANS + 1`` copies of the text (each of up to ``MAX_WINDOWS`` windows, fewer distinct
+ones), tens of times the cost of classifying the message (``benchmarks/bench_explain.py``
+measures it). Only spans the model reads are candidates (text past the windows' reach has no
+effect); where they are more than the cap, those of the window that decided the verdict (the
+highest P(spam)) come first, then the message's first line (repeated in every window), then the
+rest in text order.
 
 Effects are ranked in log-odds, not in probability: a confident spam sits where P(spam) barely
 moves (0.9995 against 0.9990), and log-odds still tell its strongest phrase from its weakest.
@@ -47,7 +51,9 @@ if TYPE_CHECKING:
 
 MAX_WORDS = 6  # words per span at most: a phrase an admin reads at a glance
 MAX_SPANS = 48  # spans scored per message at most (each one a copy of the text scored)
-ROWS_PER_CALL = 512  # model rows per onnxruntime call at most: bounds the memory of one call
+# Model rows per onnxruntime call at most: bounds one call's memory (GPT-2 small's attention
+# scores for 128 rows of 256 tokens: 128 x 12 heads x 256 x 256 floats, 0.4 GB a layer).
+ROWS_PER_CALL = 128
 Direction = Literal["spam", "ham"]
 
 # A span ends at a line break, or after sentence or clause punctuation followed by a space.
