@@ -1,16 +1,17 @@
 """ONNX export and the self-contained model directory that ``filter`` runs.
 
 The directory holds ``model.onnx`` (inputs ``input_ids`` int64 ``[batch, max_length]``, output
-``logits`` float32 ``[batch, 2]``), ``spamfilter.json``, the GPT-2 tokenizer files, the torch
-checkpoint ``model.pt`` and the training record with its plot.
+``logits`` float32 ``[batch, 2]``, and a second output ``features`` float32 ``[batch, C]``: the
+pooled vector the head reads, so that a runtime can apply another head, a user's, without a
+second model), ``spamfilter.json``, the GPT-2 tokenizer files, the torch checkpoint ``model.pt``
+and the training record with its plot. The head stays fp32 in the int8 variant, so that
+``spamfilter learn`` can replace it in every file without torch (:mod:`spamfilter.onnx_head`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
-import secrets
 import shutil
 import tempfile
 import warnings
@@ -29,7 +30,6 @@ from .modeldir import (
     DYNAMIC_ONNX_FILE,
     FORMAT_VERSION,
     INT8_ONNX_FILE,
-    MANIFEST_FILE,
     ONNX_FILE,
     TRAINING_PLOT,
     TRAINING_RECORD,
@@ -38,6 +38,15 @@ from .modeldir import (
     Variant,
     sha256_file,
 )
+from .modelupdate import (  # noqa: F401  (re-exported: the atomic update's names as before)
+    GENERATED,
+    STAGING_PREFIX,
+    readable_manifest,
+    referenced_files,
+    remove_leftovers,
+    update_model_directory,
+)
+from .onnx_head import FEATURES_OUTPUT, HEAD_WEIGHT
 from .runtime import (
     LogitsFunction,
     accepts_shorter_inputs,
@@ -56,15 +65,17 @@ ONNX_OPSET = 17
 
 
 class _PooledForward(torch.nn.Module):
-    """What is exported: ``SpamClassifier.forward_pooled``, the same logits with less work (the
-    parity check compares it with the plain ``forward``)."""
+    """What is exported: the logits of ``SpamClassifier.forward_pooled`` (the same logits with less
+    work; the parity check compares them with the plain ``forward``), and the pooled features the
+    head reads to compute them."""
 
     def __init__(self, classifier: SpamClassifier) -> None:
         super().__init__()
         self.classifier = classifier
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.classifier.forward_pooled(input_ids)
+    def forward(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.classifier.features(input_ids)
+        return self.classifier.gpt.lm_head(features), features
 
 
 def export_onnx(
@@ -84,10 +95,11 @@ def export_onnx(
             (example,),
             str(path),
             input_names=["input_ids"],
-            output_names=["logits"],
+            output_names=["logits", FEATURES_OUTPUT],
             dynamic_axes={
                 "input_ids": {0: "batch", 1: "sequence"} if dynamic_length else {0: "batch"},
                 "logits": {0: "batch"},
+                FEATURES_OUTPUT: {0: "batch"},
             },
             opset_version=ONNX_OPSET,
             dynamo=False,
@@ -189,19 +201,34 @@ INT8_SCHEME = {
     "per_channel": False,
     "reduce_range": True,
     "activations": "uint8, scaled per batch at run time",
+    "head": "fp32",
 }
 
 
 def quantize_int8(
-    source: Path, target: Path, *, weights: str = "int8", per_channel: bool = False, reduce_range: bool = True
+    source: Path,
+    target: Path,
+    *,
+    weights: str = "int8",
+    per_channel: bool = False,
+    reduce_range: bool = True,
+    head_fp32: bool = True,
 ) -> None:
-    """Dynamic int8 quantization of the weights of every MatMul (activations quantized at run time).
+    """Dynamic int8 quantization of the weights of every MatMul (activations quantized at run time),
+    the head's excepted (``head_fp32``): it is 2 x C weights, nothing to gain, and in fp32 its
+    values can be replaced in place after a retrain (``spamfilter learn``).
 
     The defaults are ``INT8_SCHEME``; the other settings exist for the benchmark that compares them.
     """
     import logging
 
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    graph = onnx.load(str(source), load_external_data=False).graph
+    # The quantizer turns a Gemm into MatMul + Add first, the MatMul named after the Gemm.
+    head_nodes = [node.name for node in graph.node if HEAD_WEIGHT in node.input] if head_fp32 else []
+    head_nodes += [f"{name}_MatMul" for name in head_nodes]
 
     weight_type = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}[weights]
     root = logging.getLogger()
@@ -214,6 +241,7 @@ def quantize_int8(
             weight_type=weight_type,
             per_channel=per_channel,
             reduce_range=reduce_range,
+            nodes_to_exclude=head_nodes,
         )
     finally:
         root.setLevel(level)
@@ -270,112 +298,6 @@ def write_model_directory(
         shutil.rmtree(staging, ignore_errors=True)
     remove_leftovers(out, full)
     return full
-
-
-# --------------------------------------------------------------------------- updating a directory
-#
-# A model directory changes as a whole: the manifest names its model files (and its checkpoint), so
-# a new model's files are moved in under names the current manifest does not use (the plain names,
-# or the plain names with a generation tag: model.int8.g1f2e3d4c.onnx), and the new manifest then
-# replaces the old one with one rename. Until that rename the directory is the old model, after it
-# the new one; the old model's files are removed after it, or by the next update where a process
-# was killed first.
-
-STAGING_PREFIX = ".export-"  # + the exporting process's id: a staging folder of a live one is kept
-GENERATED = re.compile(r"model(\.dynamic|\.int8)?(\.g[0-9a-f]{8})?\.onnx|model(\.g[0-9a-f]{8})?\.pt")
-
-
-def readable_manifest(folder: Path) -> Manifest | None:
-    """The manifest of ``folder`` where it has one that reads, else None."""
-    try:
-        data = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
-        return Manifest.from_dict(data, folder / MANIFEST_FILE)
-    except (OSError, ValueError, ModelDirectoryError):
-        return None
-
-
-def referenced_files(manifest: Manifest) -> set[str]:
-    files = {manifest.onnx.file, *(variant.file for variant in manifest.variants.values())}
-    return files | {manifest.checkpoint or CHECKPOINT_FILE}
-
-
-def _tagged(name: str, tag: str | None) -> str:
-    if tag is None:
-        return name
-    stem, suffix = name.rsplit(".", 1)
-    return f"{stem}.g{tag}.{suffix}"
-
-
-def update_model_directory(out: Path, staging: Path, built: Manifest, current: Manifest | None) -> Manifest:
-    """Move the model in ``staging`` (files under their plain names, ``built`` naming them so)
-    into ``out``, switching from ``current`` in one rename; returns the manifest written."""
-    in_use = referenced_files(current) if current is not None else set()
-    tag = secrets.token_hex(4) if in_use & {ONNX_FILE, CHECKPOINT_FILE} else None
-    names = {
-        path.name: _tagged(path.name, tag) if GENERATED.fullmatch(path.name) else path.name
-        for path in staging.iterdir()
-        if path.name != MANIFEST_FILE
-    }
-    final = replace(
-        built,
-        onnx=replace(built.onnx, file=names.get(built.onnx.file, built.onnx.file)),
-        variants={
-            key: replace(variant, file=names.get(variant.file, variant.file))
-            for key, variant in built.variants.items()
-        },
-        checkpoint=names.get(CHECKPOINT_FILE, built.checkpoint),
-    )
-    for name, target in names.items():
-        _fsync(staging / name)
-        os.replace(staging / name, out / target)  # unused names, or files that are the same for both
-    final.write(staging / MANIFEST_FILE)
-    _fsync(staging / MANIFEST_FILE)
-    _fsync(out)
-    os.replace(staging / MANIFEST_FILE, out / MANIFEST_FILE)  # the switch
-    _fsync(out)
-    return final
-
-
-def remove_leftovers(out: Path, manifest: Manifest | None) -> None:
-    """Remove what earlier updates of ``out`` left: staging folders of processes that are gone, and
-    model files that ``manifest`` (the directory's, where it reads) does not name. Only entries of
-    our own naming, and only real folders and files: a link is never followed nor removed."""
-    in_use = referenced_files(manifest) if manifest is not None else None
-    for entry in os.scandir(out):
-        if entry.name.startswith(STAGING_PREFIX) and entry.is_dir(follow_symlinks=False):
-            if not _exporter_alive(entry.name):
-                shutil.rmtree(entry.path, ignore_errors=True)
-        elif (
-            in_use is not None
-            and GENERATED.fullmatch(entry.name)
-            and entry.name not in in_use
-            and entry.is_file(follow_symlinks=False)
-        ):
-            os.unlink(entry.path)
-
-
-def _exporter_alive(name: str) -> bool:
-    """Whether the process that made the staging folder ``name`` still runs (folders of older
-    versions carry no process id: theirs are gone)."""
-    pid = name[len(STAGING_PREFIX) :].split("-", 1)[0]
-    if not pid.isdigit() or int(pid) == os.getpid():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
-def _fsync(path: Path) -> None:
-    """On disk before what depends on it is renamed into place (a power cut, not only a kill)."""
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def _build(
@@ -468,6 +390,7 @@ def reexport(checkpoint: Path, out: Path | None = None, quantize: str | None = N
         path = checkpoint / (existing.checkpoint if existing and existing.checkpoint else CHECKPOINT_FILE)
     target = out or path.parent
     classifier, data = load_checkpoint(path)
+    _take_learnt_head(classifier, path.parent)
     missing = [key for key in ("max_length", "test_input_ids", "test_labels") if key not in data]
     if missing:
         raise ExportError(f"{path} carries no {', '.join(missing)} to verify the export with")
@@ -477,11 +400,39 @@ def reexport(checkpoint: Path, out: Path | None = None, quantize: str | None = N
         max_length=int(data["max_length"]),
         test_ids=data["test_input_ids"].numpy(),
         test_labels=data["test_labels"].numpy(),
-        manifest=dict(data.get("manifest", {})),
+        manifest=_with_learnt_record(dict(data.get("manifest", {})), path.parent),
         write_checkpoint=target.resolve() != path.parent.resolve(),
         quantize=quantize,
     )
     return target, manifest
+
+
+def _with_learnt_record(record: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """The checkpoint's record, with the threshold and figures of the head in use where ``learn``
+    changed it (the checkpoint keeps the ones training wrote)."""
+    current = readable_manifest(folder)
+    if current is not None and isinstance(current.metrics.get("learnt"), dict):
+        return {**record, "threshold": current.threshold, "metrics": dict(current.metrics)}
+    return record
+
+
+def _take_learnt_head(classifier: SpamClassifier, folder: Path) -> None:
+    """The head in use where the checkpoint's directory has one: ``spamfilter learn`` without torch
+    retrains the head in the ONNX files and leaves the checkpoint as training wrote it."""
+    manifest = readable_manifest(folder)
+    if manifest is None or not (folder / manifest.onnx.file).is_file():
+        return
+    from .onnx_head import read_head
+
+    try:
+        head = read_head((folder / manifest.onnx.file).read_bytes())
+    except (OSError, ModelDirectoryError):
+        return  # the export checks the checkpoint's own head as before
+    linear = classifier.gpt.lm_head
+    if tuple(linear.weight.shape) == head.weight.shape:
+        with torch.no_grad():
+            linear.weight.copy_(torch.from_numpy(head.weight))
+            linear.bias.copy_(torch.from_numpy(head.bias))
 
 
 def describe_export(target: Path, manifest: Manifest) -> list[str]:

@@ -1,48 +1,71 @@
-"""``spamfilter learn``: corrections kept with the model, and its head retrained on them.
+"""``spamfilter learn``: corrections kept with the model, and its head retrained on them, without
+torch (the base install and ``serve --allow-tell`` learn).
 
 Training writes ``learn.safetensors``: for every message of the train, validation and test splits,
-the vector the classification head reads (the pooled position after the final LayerNorm). The
-head is one linear layer, so retraining it on those vectors plus the corrected messages' is a small
-logistic regression, and the vectors stay valid however often the head changes. The trunk does not
-change: a correction moves the decision, not what the model has learnt to read.
+the vector the classification head reads (the pooled position after the final LayerNorm). The head
+is one linear layer; the trunk does not change, so those vectors stay valid however often the head
+changes. A correction's vectors come from the ONNX graph's ``features`` output (added in memory to
+graphs exported before it existed), and the new head is written over the old one's values in every
+ONNX file of the directory (:mod:`spamfilter.onnx_head`), which then switches to them in one rename
+(:mod:`spamfilter.modelupdate`): no export, no torch.
 
-A retrain is kept only if the held-out (test) split did not get worse: no more ham marked spam,
-and no more spam missed beyond one message or 1 % of the spam. Otherwise the model directory is
-left as it was and the caller is told why.
+How the head is retrained (:mod:`spamfilter.head`): from the current head, as little as the
+corrections need, the training messages measuring the distance (the Bregman divergence of their
+log-loss; refitting the head on them instead is what changed held-out verdicts while learning
+nothing: RESULTS section 13). Each correction first weighs as a training message of its class, and
+all double while some are still scored against their class. The threshold is never lowered, and
+raised where the new head marks more validation ham as spam than the old one did.
+
+A retrain is kept unless the held-out (test) split got worse beyond what chance explains on a split
+of its size: more ham marked spam than before plus two binomial standard deviations of the count
+at the false-positive budget (at least one), or more spam missed than before plus the larger of
+one message, 1 % of the spam and two standard deviations. Otherwise the directory is unchanged and
+the caller is told which figure moved, by how much, and what was allowed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import math
 import os
+import struct
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from .corrections import CORRECTIONS_DIR, Corrections
 from .errors import ModelDirectoryError, SpamfilterError, first_line
-from .metrics import calibrate_threshold, compute_metrics
-from .model import SpamClassifier
-from .modeldir import open_model_directory
+from .head import Anchor, Head, apply_head, teach
+from .metrics import compute_metrics
+from .modeldir import (
+    DYNAMIC_ONNX_FILE,
+    INT8_ONNX_FILE,
+    ONNX_FILE,
+    ModelDirectory,
+    open_model_directory,
+    sha256_file,
+)
+from .onnx_head import FEATURES_OUTPUT, read_head, replace_head, with_features_output
 from .pipeline import message_text
 from .runtime import chars_kept
-from .windows import combine, windows_of, windows_recorded
+from .windows import windows_of, windows_recorded
+
+if TYPE_CHECKING:
+    from .model import SpamClassifier
 
 FEATURES_FILE = "learn.safetensors"
 SPLITS = ("train", "validation", "test")
 EX_REFUSED = 3  # exit code of a retrain that was refused: the model directory is unchanged
-
-_L2_TO_CURRENT_HEAD = 1e-3  # keeps the new head near the old one where the corrections allow
-_MAX_DOUBLINGS = 12  # corrections' weight grows until they are learnt or by at most 2**12
+_Z = 2.0  # standard deviations of the held-out counts that a retrain may move them by
+_FEATURE_BATCH = 32
+_PLAIN_NAMES = {"fp32-dynamic": DYNAMIC_ONNX_FILE, "int8": INT8_ONNX_FILE}
 
 
 class RetrainRefused(SpamfilterError):
@@ -55,7 +78,9 @@ class RetrainRefused(SpamfilterError):
 
 
 def pooled_features(classifier: SpamClassifier, ids: np.ndarray, device: str = "cpu") -> np.ndarray:
-    """(N, C) float32: what the head reads of each row of token ids."""
+    """(N, C) float32: what the head reads of each row of token ids, through torch (training)."""
+    import torch
+
     classifier = classifier.to(device).eval()
     out = []
     with torch.no_grad():
@@ -66,11 +91,96 @@ def pooled_features(classifier: SpamClassifier, ids: np.ndarray, device: str = "
     return torch.cat(out).numpy() if out else np.zeros((0, size), dtype=np.float32)
 
 
+def features_session(directory: ModelDirectory) -> Any:
+    """An onnxruntime session of the directory's fp32 model with its ``features`` output (added in
+    memory where the export has none); the file's sha256 is checked first."""
+    import onnxruntime as ort
+
+    from .runtime import available_cores
+
+    path = directory.checked_variant_file("fp32")
+    size = (
+        int(directory.manifest.base_model.get("config", {}).get("n_embd", 0))
+        or read_head(path.read_bytes()).size
+    )
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = available_cores()
+    options.log_severity_level = 3
+    model = with_features_output(path.read_bytes(), size)
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def window_features(
+    directory: ModelDirectory, texts: Sequence[str], session: Any = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The pooled features (W, C) of every window the filter reads of each text (as reduced by
+    :func:`spamfilter.pipeline.message_text`), and the index of the text owning each window (W,)."""
+    from .tokenizer import Tokenizer
+
+    manifest = directory.manifest
+    tokenizer = Tokenizer(directory.path)
+    rows = tokenizer.encode_batch([text[: chars_kept(manifest.max_length)] for text in texts])
+    windows, owners = windows_of(rows, manifest.max_length, windows_recorded(manifest.recipe))
+    ids = tokenizer.pad(windows, manifest.max_length, manifest.pad_token_id)
+    session = session or features_session(directory)
+    parts = [
+        session.run([FEATURES_OUTPUT], {"input_ids": ids[begin : begin + _FEATURE_BATCH]})[0]
+        for begin in range(0, len(ids), _FEATURE_BATCH)
+    ]
+    size = read_head(directory.onnx_path.read_bytes()).size if not parts else parts[0].shape[1]
+    features = np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, size), np.float32)
+    return features, np.asarray(owners, dtype=np.int64)
+
+
+def current_head(directory: ModelDirectory) -> Head:
+    """The head in use: the one in the directory's fp32 ONNX model."""
+    return read_head(directory.onnx_path.read_bytes())
+
+
+# safetensors, read and written with numpy alone (8-byte header length, JSON header, raw data).
+_DTYPES = {"F32": "<f4", "I64": "<i8", "F64": "<f8", "I32": "<i4"}
+
+
+def _save_safetensors(tensors: dict[str, np.ndarray], path: str) -> None:
+    header: dict[str, Any] = {}
+    offset = 0
+    blobs = []
+    for name, array in tensors.items():
+        code = {np.dtype("float32"): "F32", np.dtype("int64"): "I64"}[np.asarray(array).dtype]
+        blob = np.ascontiguousarray(array, dtype=_DTYPES[code]).tobytes()
+        header[name] = {
+            "dtype": code,
+            "shape": list(array.shape),
+            "data_offsets": [offset, offset + len(blob)],
+        }
+        offset += len(blob)
+        blobs.append(blob)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned, as safetensors writes it
+    with open(path, "wb") as out:
+        out.write(struct.pack("<Q", len(text)) + text)
+        for blob in blobs:
+            out.write(blob)
+
+
+def _load_safetensors(path: Path) -> dict[str, np.ndarray]:
+    data = path.read_bytes()
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + length])
+    base = 8 + length
+    tensors = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        begin, end = entry["data_offsets"]
+        array = np.frombuffer(data[base + begin : base + end], dtype=_DTYPES[entry["dtype"]])
+        tensors[name] = array.reshape(entry["shape"])
+    return tensors
+
+
 def write_features(folder: Path, features: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> Path:
     """``learn.safetensors``: the features (what the head reads) and labels of the three splits,
     written atomically."""
-    from safetensors.numpy import save_file
-
     tensors: dict[str, np.ndarray] = {}
     for name in SPLITS:
         tensors[f"{name}_features"] = np.ascontiguousarray(features[name], dtype=np.float32)
@@ -79,29 +189,37 @@ def write_features(folder: Path, features: dict[str, np.ndarray], labels: dict[s
     handle, scratch = tempfile.mkstemp(prefix=".learn-", dir=folder)
     os.close(handle)
     try:
-        save_file(tensors, scratch)
+        _save_safetensors(tensors, scratch)
         os.replace(scratch, target)
     finally:
         Path(scratch).unlink(missing_ok=True)
     return target
 
 
-def _read_features(folder: Path) -> dict[str, np.ndarray]:
-    from safetensors.numpy import load_file
-
+def read_features(folder: Path) -> dict[str, np.ndarray]:
+    """``{split}_features`` (N, C) float32 and ``{split}_labels`` (N,) int64 of the three splits."""
     path = folder / FEATURES_FILE
     if not path.is_file():
         raise ModelDirectoryError(
             f"{path} is missing: this model was trained before 'learn' existed; train it again"
         )
     try:
-        tensors = load_file(path)
+        tensors = _load_safetensors(path)
         return {key: tensors[key] for name in SPLITS for key in (f"{name}_features", f"{name}_labels")}
-    except Exception as error:  # safetensors raises its own errors for damaged files
+    except (OSError, ValueError, KeyError, TypeError, struct.error) as error:
         raise ModelDirectoryError(f"{path} is damaged ({first_line(error)}); train again") from None
 
 
-# --------------------------------------------------------------------------- retraining the head
+def training_anchor(saved: dict[str, np.ndarray]) -> tuple[Anchor, np.ndarray]:
+    """The training split as the retrain's anchor, weighted by the recipe's class weights (inverse
+    class frequency, (1, 1) for a balanced split), and those two class weights."""
+    labels = np.asarray(saved["train_labels"], dtype=np.int64)
+    counts = np.bincount(labels, minlength=2).astype(np.float64)
+    class_weight = counts.sum() / (2 * np.maximum(counts, 1))
+    return Anchor(saved["train_features"], labels, class_weight[labels]), class_weight
+
+
+# --------------------------------------------------------------------------- the held-out check
 
 
 @dataclass(frozen=True)
@@ -128,11 +246,13 @@ class LearnResult:
     after: HeldOut
     unlearnt: int  # corrections the new head still scores against their class
     seconds: float  # the whole retrain: reading, the regression, and writing the model files
+    weight: float = 1.0  # how many training messages of its class each correction finally weighed
 
     def lines(self) -> list[str]:
         c = self.corrections
         return [
-            f"retrained the head on {c['spam']} spam and {c['ham']} ham corrections in {self.seconds:.1f} s",
+            f"retrained the head on {c['spam']} spam and {c['ham']} ham corrections in {self.seconds:.1f} s"
+            f" (each weighing {self.weight:g} training messages of its class)",
             f"held-out split before: {self.before.line()}",
             f"held-out split after:  {self.after.line()}",
         ]
@@ -149,51 +269,58 @@ def _held_out(probabilities: np.ndarray, labels: np.ndarray, threshold: float) -
     )
 
 
-def worse(before: HeldOut, after: HeldOut) -> str | None:
-    """Why ``after`` is worse than ``before`` on the held-out split, else None."""
-    if after.ham_marked_spam > before.ham_marked_spam:
+def allowed_increase(count: int, total: int, budget: float = 0.0) -> int:
+    """How many more of ``total`` held-out messages a retrain may get wrong before that is more than
+    chance on a split this size: two binomial standard deviations of the count at the larger of the
+    rate before, the budget and one message, and at least one message."""
+    if total <= 0:
+        return 0
+    rate = min(max(count / total, budget, 1 / total), 0.5)
+    return max(1, math.ceil(_Z * math.sqrt(total * rate * (1 - rate))))
+
+
+def worse(before: HeldOut, after: HeldOut, target_fpr: float | None = None) -> str | None:
+    """Why ``after`` is worse than ``before`` on the held-out split beyond chance, else None."""
+    ham_allowed = allowed_increase(before.ham_marked_spam, before.ham, target_fpr or 0.0)
+    if after.ham_marked_spam > before.ham_marked_spam + ham_allowed:
         return (
-            f"it marks more held-out ham as spam ({after.ham_marked_spam} instead of "
-            f"{before.ham_marked_spam})"
+            f"it marks more held-out ham as spam ({after.ham_marked_spam} of {after.ham} instead of "
+            f"{before.ham_marked_spam}; chance explains up to {ham_allowed} more)"
         )
-    allowed = max(1, math.ceil(0.01 * before.spam))
-    if after.spam_missed > before.spam_missed + allowed:
-        return f"it misses more held-out spam ({after.spam_missed} instead of {before.spam_missed})"
+    spam_allowed = max(allowed_increase(before.spam_missed, before.spam), math.ceil(0.01 * before.spam))
+    if after.spam_missed > before.spam_missed + spam_allowed:
+        return (
+            f"it misses more held-out spam ({after.spam_missed} of {after.spam} instead of "
+            f"{before.spam_missed}; chance explains up to {spam_allowed} more)"
+        )
     return None
 
 
-def _probabilities(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> np.ndarray:
-    return torch.softmax(features @ weight.T + bias, dim=-1)[:, 1].detach().numpy().astype(np.float64)
+def threshold_for(
+    head: Head, start: Head, validation: np.ndarray, labels: np.ndarray, current: float
+) -> float:
+    """The threshold for ``head``: ``current``, raised where needed so that ``head`` marks no more
+    validation ham as spam than ``start`` did at ``current`` (the false-positive budget the model
+    was calibrated to holds), never lowered (a validation split's few highest ham say too little
+    to move it down on). Raised to halfway between the highest ham left unflagged and the next
+    validation score above it, the margin the recipe's calibration leaves."""
+    ham = labels == 0
+    if not ham.any():
+        return current
+    allowed = int((apply_head(start, validation[ham]) >= current).sum())
+    ham_scores = np.sort(apply_head(head, validation[ham]))[::-1]
+    if len(ham_scores) <= allowed or ham_scores[allowed] < current:
+        return current
+    highest_unflagged = ham_scores[allowed]
+    scores = apply_head(head, validation)
+    higher = scores[scores > highest_unflagged]
+    cut = (highest_unflagged + higher.min()) / 2 if len(higher) else np.nextafter(highest_unflagged, 2.0)
+    if cut <= highest_unflagged:  # two adjacent floats: just above the ham
+        cut = np.nextafter(highest_unflagged, 2.0)
+    return float(max(cut, current))
 
 
-def fit_head(
-    weight: torch.Tensor,
-    bias: torch.Tensor,
-    features: torch.Tensor,
-    labels: torch.Tensor,
-    sample_weight: torch.Tensor,
-    iterations: int = 100,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weighted logistic regression for the (2, C) head from the current one (L-BFGS, full batch)."""
-    start_weight, start_bias = weight.detach().clone(), bias.detach().clone()
-    new_weight = start_weight.clone().requires_grad_(True)
-    new_bias = start_bias.clone().requires_grad_(True)
-    optimizer = torch.optim.LBFGS(
-        [new_weight, new_bias], lr=1.0, max_iter=iterations, line_search_fn="strong_wolfe"
-    )
-    total = sample_weight.sum()
-
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        losses = F.cross_entropy(features @ new_weight.T + new_bias, labels, reduction="none")
-        drift = ((new_weight - start_weight) ** 2).sum() + ((new_bias - start_bias) ** 2).sum()
-        loss = (losses * sample_weight).sum() / total + _L2_TO_CURRENT_HEAD * drift
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    return new_weight.detach(), new_bias.detach()
-
+# --------------------------------------------------------------------------- retraining the head
 
 LOCK_FILE = ".learn.lock"
 
@@ -213,134 +340,186 @@ def _exclusive(model_dir: Path) -> Iterator[None]:
 
 
 def retrain(model_dir: Path, on_stage: Callable[[str], None] | None = None) -> LearnResult:
-    """Retrain the head of ``model_dir`` on its training features and its corrections, and write
-    the model directory again if the held-out split did not get worse; ``RetrainRefused`` if it did
-    (the directory is then unchanged)."""
+    """Retrain the head of ``model_dir`` on its corrections, and switch the model directory to the
+    new head if the held-out split did not get worse; ``RetrainRefused`` if it did (the directory
+    is then unchanged)."""
     open_model_directory(model_dir)  # a missing directory is named before a lock file is made in it
     with _exclusive(model_dir):
         return _retrain(model_dir, on_stage)
 
 
-def _retrain(model_dir: Path, on_stage: Callable[[str], None] | None) -> LearnResult:
-    from .export import load_checkpoint, write_model_directory
-    from .tokenizer import Tokenizer
+@dataclass(frozen=True)
+class _Taught:
+    features: np.ndarray  # the windows learnt from
+    labels: np.ndarray  # their messages' labels
+    owners: np.ndarray  # their messages
+    message_labels: np.ndarray
 
+
+def _corrections_taught(
+    directory: ModelDirectory, corrections: list[tuple[str, int, Path]], start: Head
+) -> _Taught:
+    """The corrections as the filter reads them, every window of each, and the windows learnt from:
+    a ham message's every window (the filter scores a message by its highest window, so none may
+    say spam), a spam message's highest-scoring one under the current head (its others may be
+    ordinary text)."""
+    max_length = directory.manifest.max_length
+    texts = [message_text(path.read_bytes())[: chars_kept(max_length)] for _, _, path in corrections]
+    features, owners = window_features(directory, texts)
+    message_labels = np.asarray([label for _, label, _ in corrections], dtype=np.int64)
+    current = apply_head(start, features)
+    taught: list[int] = []
+    for message, label in enumerate(message_labels):
+        mine = np.flatnonzero(owners == message)
+        taught.extend(mine.tolist() if label == 0 else [int(mine[np.argmax(current[mine])])])
+    rows = np.asarray(taught, dtype=np.int64)
+    return _Taught(features[rows], message_labels[owners[rows]], owners[rows], message_labels)
+
+
+def _retrain(model_dir: Path, on_stage: Callable[[str], None] | None) -> LearnResult:
     stage = on_stage or (lambda _: None)
     started = time.perf_counter()
     directory = open_model_directory(model_dir)
     manifest = directory.manifest
-    saved = _read_features(model_dir)
-    classifier, checkpoint = load_checkpoint(directory.checkpoint_path)
+    saved = read_features(model_dir)
     corrections = list(Corrections(model_dir))
     if not corrections and not Corrections(model_dir).learnt():  # (all forgotten: retrain without them)
         raise SpamfilterError(f"no corrections in {model_dir / CORRECTIONS_DIR}: learn --spam/--ham MESSAGES")
+    start = current_head(directory)
+    # Every retrain starts from the head the directory was trained with and learns every correction
+    # kept: the head depends on the corrections, not on the order of retrains, and forgetting one
+    # takes it back out.
+    trained = _trained_head(model_dir)
+    original = trained or start
     stage(f"reading {len(corrections)} corrections")
-    tokenizer = Tokenizer()
-    # The corrections as the filter reads them: every window of each (windows.py).
-    texts = [message_text(path.read_bytes())[: chars_kept(manifest.max_length)] for _, _, path in corrections]
-    windows, owners = windows_of(
-        tokenizer.encode_batch(texts), manifest.max_length, windows_recorded(manifest.recipe)
+    taught = _corrections_taught(directory, corrections, original)
+    anchor, class_weight = training_anchor(saved)
+    test_x, test_y = saved["test_features"], saved["test_labels"]
+    before = _held_out(apply_head(start, test_x), test_y, manifest.threshold)
+    original_threshold = float(
+        manifest.metrics.get("learnt", {}).get("original_threshold", manifest.threshold)
     )
-    ids = tokenizer.pad(windows, manifest.max_length, manifest.pad_token_id)
-    window_features = torch.from_numpy(
-        pooled_features(classifier, ids.reshape(len(windows), manifest.max_length))
-    )
-    message_labels = np.asarray([label for _, label, _ in corrections], dtype=np.int64)
-    head = classifier.gpt.lm_head
-    taught = _taught_windows(_probabilities(window_features, head.weight, head.bias), owners, message_labels)
-    correction_features = window_features[torch.from_numpy(taught)]
-    correction_labels = torch.from_numpy(message_labels[owners[taught]])
+    validation_x, validation_y = saved["validation_features"], saved["validation_labels"]
 
-    train_x = torch.from_numpy(saved["train_features"])
-    train_y = torch.from_numpy(saved["train_labels"])
-    counts = torch.bincount(train_y, minlength=2).double()
-    class_weight = (counts.sum() / (2 * counts.clamp(min=1))).float()  # as the recipe's weighted loss
-    test_x, test_y = torch.from_numpy(saved["test_features"]), saved["test_labels"]
-    before = _held_out(_probabilities(test_x, head.weight, head.bias), test_y, manifest.threshold)
+    def threshold(head: Head) -> float:
+        return threshold_for(head, original, validation_x, validation_y, original_threshold)
 
     stage("retraining the head")
-    features = torch.cat([train_x, correction_features])
-    labels = torch.cat([train_y, correction_labels])
-    # Each correction first counts as much as a training message of its class; while the new head
-    # still scores some against their class, their weight doubles (a user's correction must stick).
-    scale = 1.0
-    for _ in range(_MAX_DOUBLINGS + 1):
-        sample_weight = torch.cat([class_weight[train_y], class_weight[correction_labels] * scale])
-        weight, bias = fit_head(head.weight, head.bias, features, labels, sample_weight)
-        threshold = _threshold(manifest.recipe, saved, weight, bias, manifest.threshold)
-        scores = combine(_probabilities(window_features, weight, bias), owners, len(texts))
-        unlearnt = int(((scores >= threshold) != (message_labels == 1)).sum())
-        if unlearnt == 0:
-            break
-        scale *= 2
-    test_probabilities = _probabilities(test_x, weight, bias)
-    after = _held_out(test_probabilities, test_y, threshold)
-    counts_by_class = {"spam": int(message_labels.sum()), "ham": int((message_labels == 0).sum())}
-    result = LearnResult(counts_by_class, before, after, unlearnt, time.perf_counter() - started)
-    # Without corrections (all forgotten) the retrain takes them back out of the head, as the user
-    # asked: there is nothing of theirs to check, and the current head is the one carrying them.
-    reason = worse(before, after) if corrections else None
-    if reason is not None:
-        raise RetrainRefused(
-            f"retrain refused, the model is unchanged: {reason}; check the corrections in "
-            f"{model_dir / CORRECTIONS_DIR} (a message filed under the wrong class?)"
-        )
-
-    stage("exporting the retrained model")
-    with torch.no_grad():
-        head.weight.copy_(weight)
-        head.bias.copy_(bias)
-    record: dict[str, Any] = dict(checkpoint.get("manifest", {}))
-    record["threshold"] = threshold
-    record["metrics"] = {
-        **dict(record.get("metrics", {})),
-        "test": compute_metrics(test_y, test_probabilities, threshold).to_dict(),
-        "learnt": {**counts_by_class, "before": asdict(before), "after": asdict(after)},
-    }
-    write_model_directory(
-        model_dir,
-        classifier,
-        max_length=manifest.max_length,
-        test_ids=checkpoint["test_input_ids"].numpy(),
-        test_labels=checkpoint["test_labels"].numpy(),
-        manifest=record,
-        quantize="int8" if "int8" in manifest.variants else None,
+    result = teach(
+        original,
+        taught.features,
+        taught.labels,
+        threshold,
+        anchor,
+        taught.owners,
+        class_weight[taught.labels],
     )
+    head, cut = result.head, threshold(result.head)
+    test_probabilities = apply_head(head, test_x)
+    after = _held_out(test_probabilities, test_y, cut)
+    labels = taught.message_labels
+    counts_by_class = {"spam": int(labels.sum()), "ham": int((labels == 0).sum())}
+    outcome = LearnResult(
+        counts_by_class, before, after, result.unlearnt, time.perf_counter() - started, result.scale
+    )
+    # Without corrections (all forgotten) the retrain takes them back out of the head, as the user
+    # asked: there is nothing of theirs to check.
+    reason = worse(before, after, _target_fpr(manifest.recipe)) if corrections else None
+    if reason is not None:
+        unlearnt = f"; {result.unlearnt} of them could not be learnt at all" if result.unlearnt else ""
+        raise RetrainRefused(
+            f"retrain refused, the model is unchanged: learning the {len(corrections)} corrections "
+            f"(each weighing {result.scale:g} training messages{unlearnt}) {reason}; a message filed "
+            f"under the wrong class in {model_dir / CORRECTIONS_DIR} would do this"
+        )
+    stage("writing the new head into the model files")
+    if trained is None:
+        _remember_trained_head(model_dir, saved, start)
+    record = {
+        **counts_by_class,
+        "before": asdict(before),
+        "after": asdict(after),
+        "weight": result.scale,
+        "method": "head retrained from the trained head, anchored to the training features (numpy)",
+        "original_threshold": original_threshold,
+    }
+    metrics = {
+        **manifest.metrics,
+        "test": compute_metrics(test_y, test_probabilities, cut).to_dict(),
+        "learnt": record,
+    }
+    write_head(model_dir, head, threshold=cut, metrics=metrics)
     from .evaluate import EvalReport, write_report
 
     # The model directory's test report, as train writes it, for the head now in use.
-    write_report(
-        EvalReport.of(test_y, test_probabilities, threshold, variant="torch", provider="cpu"), model_dir
-    )
+    write_report(EvalReport.of(test_y, test_probabilities, cut, variant="fp32", provider="cpu"), model_dir)
     Corrections(model_dir).mark_learnt({key: label for key, label, _ in corrections})
-    return replace(result, seconds=time.perf_counter() - started)
+    return replace(outcome, seconds=time.perf_counter() - started)
 
 
-def _taught_windows(current: np.ndarray, owners: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """The windows a correction is learnt from, as indexes: a ham message's every window (the
-    filter scores a message by its highest window, so none may say spam), a spam message's
-    highest-scoring window under the current head (its others may be ordinary text)."""
-    taught: list[int] = []
-    for message, label in enumerate(labels):
-        mine = np.flatnonzero(owners == message)
-        taught.extend(mine.tolist() if label == 0 else [int(mine[np.argmax(current[mine])])])
-    return np.asarray(taught, dtype=np.int64)
+def _target_fpr(recipe: dict[str, Any]) -> float | None:
+    value = recipe.get("target_fpr")
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def _threshold(
-    recipe: dict[str, Any],
-    saved: dict[str, np.ndarray],
-    weight: torch.Tensor,
-    bias: torch.Tensor,
-    current: float,
-) -> float:
-    """The threshold for the new head: chosen again on the validation split for the recipe's
-    false-positive budget where it had one, else the current one."""
-    target = recipe.get("target_fpr")
-    if target is None:
-        return current
-    validation = _probabilities(torch.from_numpy(saved["validation_features"]), weight, bias)
+TRAINED_HEAD = ("trained_head_weight", "trained_head_bias")  # in FEATURES_FILE
+
+
+def _trained_head(model_dir: Path) -> Head | None:
+    """The head training wrote, where an earlier retrain kept it in ``learn.safetensors``."""
     try:
-        return calibrate_threshold(saved["validation_labels"], validation, float(target)).threshold
-    except ValueError:  # a validation split with one class: keep the current threshold
-        return current
+        tensors = _load_safetensors(model_dir / FEATURES_FILE)
+        if all(key in tensors for key in TRAINED_HEAD):
+            return Head(tensors[TRAINED_HEAD[0]], tensors[TRAINED_HEAD[1]])
+    except (OSError, ValueError, KeyError, struct.error):
+        pass
+    return None
+
+
+def _remember_trained_head(model_dir: Path, saved: dict[str, np.ndarray], trained: Head) -> None:
+    """Keep the trained head in ``learn.safetensors`` before the first retrain switches the model
+    away from it (replaced atomically; the file only gains two tensors)."""
+    tensors = {key: np.asarray(value) for key, value in saved.items()}
+    tensors[TRAINED_HEAD[0]], tensors[TRAINED_HEAD[1]] = trained.weight, trained.bias
+    handle, scratch = tempfile.mkstemp(prefix=".learn-", dir=model_dir)
+    os.close(handle)
+    try:
+        _save_safetensors(tensors, scratch)
+        os.replace(scratch, model_dir / FEATURES_FILE)
+    finally:
+        Path(scratch).unlink(missing_ok=True)
+
+
+def write_head(model_dir: Path, head: Head, *, threshold: float, metrics: dict[str, Any]) -> None:
+    """Switch ``model_dir`` to ``head`` (written over the head in every ONNX file it names), with
+    ``threshold`` and ``metrics`` in its manifest, in one rename; a process killed at any instant
+    leaves the old model or the new one."""
+    from .modelupdate import STAGING_PREFIX, readable_manifest, remove_leftovers, update_model_directory
+
+    current = readable_manifest(model_dir)
+    if current is None:
+        raise ModelDirectoryError(f"{model_dir} has no readable manifest")
+    remove_leftovers(model_dir, current)
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=model_dir))
+    try:
+        new_files: dict[str, tuple[str, str]] = {}
+        for key, name in [("fp32", current.onnx.file), *((k, v.file) for k, v in current.variants.items())]:
+            plain = _PLAIN_NAMES.get(key, ONNX_FILE)
+            (staging / plain).write_bytes(replace_head((model_dir / name).read_bytes(), head))
+            new_files[key] = (plain, sha256_file(staging / plain))
+        built = replace(
+            current,
+            onnx=replace(current.onnx, file=new_files["fp32"][0], sha256=new_files["fp32"][1]),
+            variants={
+                key: replace(variant, file=new_files[key][0], sha256=new_files[key][1])
+                for key, variant in current.variants.items()
+            },
+            threshold=threshold,
+            metrics=metrics,
+        )
+        final = update_model_directory(model_dir, staging, built, current)
+    finally:
+        import shutil
+
+        shutil.rmtree(staging, ignore_errors=True)
+    remove_leftovers(model_dir, final)

@@ -69,7 +69,8 @@ def test_export_writes_a_complete_directory_that_agrees_with_torch(tmp_path: Pat
         ("input_ids", "tensor(int64)", ["batch", 24])
     ]
     assert [(o.name, o.type, o.shape) for o in session.get_outputs()] == [
-        ("logits", "tensor(float)", ["batch", 2])
+        ("logits", "tensor(float)", ["batch", 2]),
+        ("features", "tensor(float)", ["batch", 32]),  # what the head reads (learn, user heads)
     ]
     ids = _samples(5, 24)[::-1].copy()
     with torch.no_grad():

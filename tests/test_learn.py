@@ -97,7 +97,8 @@ def test_a_harmful_retrain_is_refused_and_changes_nothing(
     before = _digests(model_copy)
     result = CliRunner().invoke(cli, ["learn", "--ham", str(folder), "--model", str(model_copy)])
     assert result.exit_code == 3, result.output
-    assert "retrain refused, the model is unchanged: it misses more held-out spam" in result.output
+    assert "retrain refused, the model is unchanged: learning the 59 corrections" in result.output
+    assert "it misses more held-out spam" in result.output and "chance explains up to" in result.output
     assert _digests(model_copy) == before
     # Kept, to be looked at (nothing was learnt); the collection repeats some texts: kept once each.
     assert Corrections(model_copy).pending() == len(set(spam[:60]))
@@ -140,9 +141,17 @@ def test_learn_says_what_is_wrong_in_one_line(model_copy: Path, tmp_path: Path) 
     assert missing.exit_code == 1 and "no model directory" in missing.output
 
 
-def test_worse_counts_ham_strictly_and_allows_one_percent_of_spam() -> None:
+def test_worse_allows_what_chance_explains_on_a_split_of_that_size() -> None:
+    # 2 of 500 ham at a 0.5 % budget: the count's standard deviation is 1.58, two of them 3.2 -> 4.
     before = HeldOut(0.5, ham_marked_spam=2, ham=500, spam_missed=5, spam=300)
-    assert worse(before, HeldOut(0.5, 3, 500, 5, 300)) is not None
-    assert worse(before, HeldOut(0.5, 2, 500, 8, 300)) is None  # 3 = 1 % of 300
-    assert worse(before, HeldOut(0.5, 2, 500, 9, 300)) is not None
+    assert worse(before, HeldOut(0.5, 6, 500, 5, 300), target_fpr=0.005) is None
+    refused = worse(before, HeldOut(0.5, 7, 500, 5, 300), target_fpr=0.005)
+    assert refused is not None and "7 of 500 instead of 2; chance explains up to 4 more" in refused
+    # Without a budget the rate is the one before (0.4 %): 2.8 -> 3.
+    assert worse(before, HeldOut(0.5, 6, 500, 5, 300)) is not None
+    # 5 of 300 spam missed: 2 * sqrt(300 * 0.0167 * 0.983) = 4.4 -> 5 more (above 1 % of 300).
+    assert worse(before, HeldOut(0.5, 2, 500, 10, 300)) is None
+    assert worse(before, HeldOut(0.5, 2, 500, 11, 300)) is not None
     assert worse(before, HeldOut(0.5, 0, 500, 0, 300)) is None
+    # A split of 20 ham: the rate is taken as at least one message (1 in 20): 2 more.
+    assert worse(HeldOut(0.5, 0, 20, 0, 5), HeldOut(0.5, 1, 20, 0, 5)) is None
