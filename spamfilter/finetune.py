@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from .augment import augment_spam
+from .calibration import calibrate, needs_more_ham
 from .data import (
     NEEDS_BOTH,
     DownloadProgress,
@@ -29,7 +30,6 @@ from .mail import check_sources
 from .metrics import (
     RANDOM_INITIALISATION,
     Calibration,
-    calibrate_threshold,
     coarse_calibration,
     compute_metrics,
     near_chance,
@@ -175,8 +175,11 @@ def describe_result(result: TrainResult, out: Path) -> list[str]:
     ]
     calibration = result.calibration
     if calibration is not None:
+        chosen_on = "the validation split"
+        if calibration.fitted_ham:
+            chosen_on += f" with the training ham ({calibration.fitted_ham} ham in all)"
         lines.append(
-            f"threshold {calibration.threshold:.4f}: chosen on the validation split for a false-positive "
+            f"threshold {calibration.threshold:.4f}: chosen on {chosen_on} for a false-positive "
             f"rate of at most {calibration.target_fpr:.2%} (there: {calibration.validation_fpr:.2%} of "
             f"{calibration.validation_ham} ham, recall {calibration.validation_recall:.2%})"
         )
@@ -308,6 +311,23 @@ def windowed_probabilities(
     return combined
 
 
+def training_ham_scores(
+    classifier: SpamClassifier,
+    tokenizer: Tokenizer,
+    rows: list[list[int]],
+    labels: np.ndarray,
+    first_windows: np.ndarray,
+    max_length: int,
+) -> np.ndarray:
+    """P(spam) of the training ham as the filter computes it, every window, for the tail fit of a
+    small false-positive budget (spamfilter.calibration); ``first_windows`` are the training
+    run's scores of the same rows."""
+    ham = np.flatnonzero(labels == 0)
+    return windowed_probabilities(
+        classifier, tokenizer, [rows[i] for i in ham], first_windows[ham], max_length
+    )
+
+
 def fine_tune(
     options: TrainOptions,
     splits: Splits | None = None,
@@ -385,11 +405,23 @@ def fine_tune(
     record.test_threshold_sweep = [
         asdict(point) for point in threshold_sweep(arrays["test"][1], record.test_spam_probability)
     ]
-    threshold, calibration = 0.5, None
+    threshold, calibration, real = 0.5, None, len(splits.train)
     if options.target_fpr is not None:
         try:
-            calibration = calibrate_threshold(
-                arrays["validation"][1], record.validation_spam_probability, options.target_fpr
+            calibration = calibrate(
+                arrays["validation"][1],
+                record.validation_spam_probability,
+                options.target_fpr,
+                training_ham_scores(
+                    classifier,
+                    tokenizer,
+                    rows["train"][:real],  # the real messages: augmented rows come after them
+                    labels["train"][:real],
+                    np.asarray(record.train_spam_probability[:real], dtype=np.float64),
+                    max_length,
+                )
+                if needs_more_ham(int((arrays["validation"][1] == 0).sum()), options.target_fpr)
+                else None,
             )
             threshold = calibration.threshold
             coarse = coarse_calibration(calibration)

@@ -133,6 +133,11 @@ class Calibration:
     validation_recall: float
     validation_ham: int
     validation_spam: int
+    # How it was chosen: "validation" (the empirical quantile above), or, for a budget the
+    # validation ham alone cannot resolve, "validation+training ham" (spamfilter.calibration):
+    # on `fitted_ham` scores, the validation and the training split's ham.
+    method: str = "validation"
+    fitted_ham: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -179,11 +184,13 @@ def coarse_calibration(calibration: Calibration) -> str | None:
     one or two messages' scores: on the SpamAssassin corpus (281 validation ham, 0.5 %) the test
     false-positive rate it gave ranged from 0.18 % to 0.91 % over three splits.
     """
-    allowed = math.floor(calibration.target_fpr * calibration.validation_ham + 1e-9)
+    ham = max(calibration.validation_ham, calibration.fitted_ham)
+    allowed = math.floor(calibration.target_fpr * ham + 1e-9)
     if allowed >= 2:
         return None
+    where = "validation" if ham == calibration.validation_ham else "validation and training"
     return (
-        f"the threshold rests on {calibration.validation_ham} validation ham, of which a "
+        f"the threshold rests on {ham} {where} ham, of which a "
         f"{calibration.target_fpr:.2%} budget allows {allowed} to be marked spam: on new mail the "
         "rate may be several times the target (more ham gives a finer threshold; "
         "'spamfilter eval' shows the trade-off)"

@@ -110,10 +110,15 @@ class TrainingRecord:
     best_epoch: int = 0  # the epoch whose weights were kept (the last one unless keep_best)
     class_weights: list[float] = field(default_factory=list)  # of the loss, not-spam then spam
     validation_spam_probability: list[float] = field(default_factory=list)  # for the threshold
+    # Of the training split's first windows: their ham, with its later windows, helps to place a
+    # threshold for a small budget (spamfilter.calibration). Not written to training.json.
+    train_spam_probability: list[float] = field(default_factory=list, repr=False)
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        record = asdict(self)
+        del record["train_spam_probability"]  # thousands of scores nobody reads back
+        return record
 
 
 class _Inputs:
@@ -344,6 +349,7 @@ def train_classifier(
     record.test_threshold_sweep = [asdict(point) for point in threshold_sweep(test[1], probabilities)]
     record.test_spam_probability = probabilities.tolist()
     record.validation_spam_probability = spam_probabilities(classifier, validation_data).tolist()
+    record.train_spam_probability = spam_probabilities(classifier, train_data).tolist()
     if features is not None:  # what the head reads of each split, for `spamfilter learn`
         for name, data in zip(("train", "validation", "test"), splits, strict=True):
             features[name] = data.features(classifier)
