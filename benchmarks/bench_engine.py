@@ -82,6 +82,7 @@ def stage_rates(model: Path, inputs: list[Path]) -> dict[str, float]:
     from spamfilter.mail import split_mbox
     from spamfilter.pipeline import mbox_items, tagged_message
     from spamfilter.runtime import Classifier, batched_logits, chars_kept, session_logits
+    from spamfilter.verdict import Decision
 
     classifier = Classifier.load(model, threads=1)
     started = time.perf_counter()
@@ -110,7 +111,7 @@ def stage_rates(model: Path, inputs: list[Path]) -> dict[str, float]:
     for source in inputs:
         with source.open("rb") as stream:
             for raw in split_mbox(stream):
-                sink.write(tagged_message(raw, float(np.float64(0.25)), 0.5).message)
+                sink.write(tagged_message(raw, float(np.float64(0.25)), Decision(0.5)).message)
     write = time.perf_counter() - started
     n = len(texts)
     return {

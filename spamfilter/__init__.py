@@ -19,16 +19,26 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Classifier": "spamfilter.runtime",
     "extract_text": "spamfilter.mail",
-    "insert_spam_headers": "spamfilter.mail",
+    "Decision": "spamfilter.verdict",
+    "insert_spam_headers": "spamfilter.verdict",
     "load_pretrained": "spamfilter.weights",
     "Tokenizer": "spamfilter.tokenizer",
 }
-__all__ = ["Classifier", "Tokenizer", "__version__", "extract_text", "insert_spam_headers", "load_pretrained"]
+__all__ = [
+    "Classifier",
+    "Decision",
+    "Tokenizer",
+    "__version__",
+    "extract_text",
+    "insert_spam_headers",
+    "load_pretrained",
+]
 
 if TYPE_CHECKING:
-    from .mail import extract_text, insert_spam_headers
+    from .mail import extract_text
     from .runtime import Classifier
     from .tokenizer import Tokenizer
+    from .verdict import Decision, insert_spam_headers
     from .weights import load_pretrained
 
 

@@ -27,6 +27,7 @@ from .modeldir import default_model_dir, open_model_directory, remember_model_di
 if TYPE_CHECKING:
     from .pipeline import FilterInterrupted
     from .runtime import Classifier
+    from .verdict import Decision
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 TRAIN_EXTRA_HINT = (
@@ -230,8 +231,8 @@ def train(
     console = _console()
     try:
         from .export import describe_export
-        from .recipe import TrainOptions, describe_result, fine_tune, resolve_device
-        from .train import TrainingConfig
+        from .finetune import TrainOptions, describe_result, fine_tune, resolve_device
+        from .train_loop import TrainingConfig
     except ImportError as error:  # a base (filter-only) install
         _fail(f"{TRAIN_EXTRA_HINT} ({error})")
     from .mail import check_sources
@@ -374,6 +375,15 @@ def _classifier_used(model: Path | None, classifier: Classifier) -> str:
 
 
 gpu_option = click.option("--gpu", is_flag=True, help="Run on CUDA (falls back to the CPU with a warning).")
+header_prefix_option = click.option(
+    "--header-prefix",
+    default="X-Spam",
+    show_default=True,
+    metavar="NAME",
+    help="Names of the tagged fields: NAME-Flag, NAME-Status, NAME-Level. Earlier fields of these names "
+    "(and NAME-Report, NAME-Checker-Version) are removed; another prefix, e.g. X-Spamfilter, leaves "
+    "SpamAssassin's X-Spam-* fields as they are.",
+)
 variant_option = click.option(
     "--variant",
     type=click.Choice(["fp32", "int8"]),
@@ -413,6 +423,7 @@ variant_option = click.option(
     default=None,
     help="P(spam) at or above which a message is spam. Default: the model's (spamfilter.json).",
 )
+@header_prefix_option
 @gpu_option
 @click.option(
     "--batch-size",
@@ -468,6 +479,7 @@ def filter_command(
     spam_output: str | None,
     text_column: str,
     threshold: float | None,
+    header_prefix: str,
     gpu: bool,
     batch_size: int | None,
     variant: str | None,
@@ -483,7 +495,7 @@ def filter_command(
     """Tag every message in INPUT (a file, a Maildir or .eml folder, or - for stdin) as spam or not spam.
 
     \b
-    mbox   -> mbox with X-Spam-Flag / X-Spam-Status added to each message
+    mbox   -> mbox with X-Spam-Flag / -Status / -Level added to each message
     email  -> one message with the headers added (pipeline mode: fail-safe)
     csv    -> the CSV with label and spam_probability columns added
     text   -> one message per line; label<TAB>probability<TAB>line
@@ -492,15 +504,18 @@ def filter_command(
     With --engine ray: every INPUT's output under -o DIR with the INPUT's name, and DIR/verdicts.parquet.
     """
     from . import pipeline
+    from .verdict import Decision
 
     context = click.get_current_context()
+    with _library_errors():
+        decision = Decision(threshold=threshold, header_prefix=header_prefix)
     if engine == "ray":
-        _filter_with_ray(context, input_paths, output, model, threshold, batch_size, variant, quiet, progress)
+        _filter_with_ray(context, input_paths, output, model, decision, batch_size, variant, quiet, progress)
         return
     _local_engine_only(context, input_paths, output)
     input_path = input_paths[0] if input_paths else "-"
     if input_path != "-" and Path(input_path).is_dir():
-        _filter_folder(Path(input_path), output, model, threshold, gpu, batch_size, variant, quiet, progress)
+        _filter_folder(Path(input_path), output, model, decision, gpu, batch_size, variant, quiet, progress)
         return
     summary = None
     try:
@@ -515,7 +530,7 @@ def filter_command(
             )
             if fmt == "email":
                 sink = _open_output(output, stack)
-                _pipeline_mode(source, sink, model, threshold, gpu, variant, strict, verdict_exit)
+                _pipeline_mode(source, sink, model, decision, gpu, variant, strict, verdict_exit)
             if spam_output and fmt != "mbox":
                 raise click.BadParameter("only mbox output can be split", param_hint="--spam-output")
             for target, hint in ((output, "--output"), (spam_output, "--spam-output")):
@@ -533,7 +548,7 @@ def filter_command(
                     source,
                     _open_output(output, stack),
                     classifier,
-                    classifier.threshold if threshold is None else threshold,
+                    decision.for_model(classifier.threshold),
                     text_column=text_column,
                     spam_sink=_open_output(spam_output, stack, append=True) if spam_output else None,
                     on_progress=_progress_display(stack, progress, source),
@@ -574,7 +589,7 @@ def _filter_with_ray(
     inputs: tuple[str, ...],
     output: str,
     model: Path | None,
-    threshold: float | None,
+    decision: Decision,
     batch_size: int | None,
     variant: str | None,
     quiet: bool,
@@ -605,7 +620,7 @@ def _filter_with_ray(
             Path(output),
             directory,
             cluster,
-            threshold=threshold,
+            decision=decision,
             variant=variant,
             batch_size=batch_size,
             text_column=context.params["text_column"],
@@ -652,7 +667,7 @@ def _filter_folder(
     source: Path,
     output: str,
     model: Path | None,
-    threshold: float | None,
+    decision: Decision,
     gpu: bool,
     batch_size: int | None,
     variant: str | None,
@@ -669,9 +684,9 @@ def _filter_folder(
     started = time.perf_counter()
     with contextlib.ExitStack() as stack, _library_errors():
         try:
-            cut = classifier.threshold if threshold is None else threshold
+            bound = decision.for_model(classifier.threshold)
             summary = pipeline.filter_folder(
-                source, Path(output), classifier, cut, _progress_display(stack, progress)
+                source, Path(output), classifier, bound, _progress_display(stack, progress)
             )
         except pipeline.FilterInterrupted as stop:
             _interrupted(stop, started)
@@ -789,7 +804,7 @@ def _pipeline_mode(
     source: BinaryIO,
     sink: BinaryIO,
     model: Path | None,
-    threshold: float | None,
+    decision: Decision,
     gpu: bool,
     variant: str | None,
     strict: bool,
@@ -804,7 +819,7 @@ def _pipeline_mode(
     def load() -> Classifier:
         return Classifier.load(model or default_model_dir(), gpu=gpu, variant=variant, warn=_warn)
 
-    outcome = tag_message(source.read(), load, threshold)
+    outcome = tag_message(source.read(), load, decision)
     if outcome.error is not None and strict:
         click.echo(f"spamfilter: message not tagged, exit 75 to retry later: {outcome.error}", err=True)
     else:
@@ -826,7 +841,10 @@ def classify(
     """Classify each TEXT ('-' reads one text from stdin): prints label and P(spam)."""
     classifier = _load_classifier(model, gpu, variant=variant)
     items = [sys.stdin.read() if t == "-" else t for t in texts]
-    for (label, p), text in zip(classifier.classify(items, threshold), items, strict=True):
+    from .verdict import Decision
+
+    decision = Decision(classifier.threshold, threshold)
+    for (label, p), text in zip(classifier.classify(items, decision), items, strict=True):
         click.echo(f"{label}\t{p:.4f}\t{_one_line_preview(text)}")
     click.echo(f"spamfilter: {_classifier_used(model, classifier)}", err=True)
 
@@ -876,6 +894,7 @@ def eval_command(
     from .labelled import read_labelled_texts, read_mail_texts
     from .mail import check_sources
     from .metrics import DEFAULT_TARGET_FPRS
+    from .verdict import Decision
 
     with _library_errors():
         check_sources(data, spam_sources, ham_sources, "DATA", required=True)
@@ -884,7 +903,8 @@ def eval_command(
         else:
             texts, labels = read_mail_texts(spam_sources, ham_sources, _warn)
     classifier = _load_classifier(model, gpu, variant=variant)
-    result = evaluate(classifier, texts, labels, threshold, target_fprs or DEFAULT_TARGET_FPRS)
+    decision = Decision(classifier.threshold, threshold)
+    result = evaluate(classifier, texts, labels, decision, target_fprs or DEFAULT_TARGET_FPRS)
     click.echo(format_report(result))
     click.echo(f"spamfilter: {_classifier_used(model, classifier)}", err=True)
     if report is None:  # never over the test report that train wrote into the model directory
@@ -1033,15 +1053,18 @@ def _octal_mode(_context: click.Context, _param: click.Parameter, value: str | N
 )
 @click.option(
     "--reject-above",
-    type=click.FloatRange(0, 1),
+    type=float,
     default=None,
-    help="Milter: refuse mail with P(spam) at or above this with a 550 during SMTP.",
+    metavar="SCORE",
+    help="Milter: refuse mail scoring at or above this (SpamAssassin's scale, 5.0-10.0: 5.0 is the "
+    "model's threshold) with a 550 during SMTP.",
 )
 @click.option(
     "--quarantine-above",
-    type=click.FloatRange(0, 1),
+    type=float,
     default=None,
-    help="Milter: put mail with P(spam) at or above this in the MTA's quarantine (hold queue).",
+    metavar="SCORE",
+    help="Milter: put mail scoring at or above this (5.0-10.0) in the MTA's quarantine (hold queue).",
 )
 @click.option(
     "--milter-error",
@@ -1053,6 +1076,7 @@ def _octal_mode(_context: click.Context, _param: click.Parameter, value: str | N
 @gpu_option
 @variant_option
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None, help="Default: the model's.")
+@header_prefix_option
 @click.option(
     "--batch-max",
     type=click.IntRange(1),
@@ -1174,6 +1198,7 @@ def serve(
     gpu: bool,
     variant: str | None,
     threshold: float | None,
+    header_prefix: str,
     batch_max: int | None,
     batch_wait_ms: float,
     max_size: int,
@@ -1199,7 +1224,7 @@ def serve(
     SIGTERM.
 
     Speaks spamd's protocol: PROCESS returns the message as `filter` tags it; CHECK and friends
-    report P(spam) on spamd's scale, the threshold reading 5.0 (10 x P at threshold 0.5).
+    report the score on SpamAssassin's scale, the threshold reading 5.0 (10 x P at threshold 0.5).
     Concurrent messages are classified together. SIGHUP reloads the model directory (a broken one
     is refused).
     """
@@ -1209,6 +1234,7 @@ def serve(
     from .service.observe import setup_logging
     from .service.server import ServiceSettings
     from .service.server import serve as run_service
+    from .verdict import Decision
 
     directory = model or default_model_dir()
     # A reload asked for while the model loads would otherwise kill the process (SIGHUP's default).
@@ -1219,7 +1245,7 @@ def serve(
             # The spamd listener by default, unless only milter listeners are asked for.
             listen=[parse_address(text) for text in (listen or (() if milter else (DEFAULT_LISTEN,)))],
             milter=[parse_address(text, "--milter") for text in milter],
-            milter_policy=MilterPolicy(reject_above, quarantine_above, milter_error),
+            milter_policy=MilterPolicy(milter_error),
             allow=parse_networks(allow),
             max_size=max_size,
             timeout=timeout,
@@ -1227,7 +1253,12 @@ def serve(
             max_per_peer=max_per_peer or 0,
             batch_max=batch_max or (128 if gpu else 32),
             batch_wait=batch_wait_ms / 1000,
-            threshold=threshold,
+            decision=Decision(
+                threshold=threshold,
+                header_prefix=header_prefix,
+                reject_above=reject_above,
+                quarantine_above=quarantine_above,
+            ),
             socket_mode=socket_mode,
             socket_owner=socket_owner,
             tls=tls_context(tls_cert, tls_key),

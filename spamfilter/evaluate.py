@@ -12,6 +12,7 @@ import numpy as np
 
 from .metrics import DEFAULT_TARGET_FPRS, compute_metrics, roc_curve, threshold_sweep
 from .runtime import Classifier
+from .verdict import Decision
 
 EVAL_RECORD = "eval.json"
 ROC_PLOT = "roc.png"
@@ -59,11 +60,12 @@ def evaluate(
     classifier: Classifier,
     texts: Sequence[str],
     labels: Sequence[int],
-    threshold: float | None = None,
+    decision: Decision | None = None,
     target_fprs: Sequence[float] = DEFAULT_TARGET_FPRS,
 ) -> EvalReport:
-    """Metrics at the threshold, ROC AUC, and the lowest threshold for each target false-positive rate."""
-    cut = classifier.threshold if threshold is None else threshold
+    """Metrics at the decision's threshold (default: the model's), ROC AUC, and the lowest
+    threshold for each target false-positive rate."""
+    cut = (decision or Decision(classifier.threshold)).cut
     probabilities = classifier.spam_probability(list(texts))
     return EvalReport.of(labels, probabilities, cut, target_fprs, classifier.variant, classifier.provider)
 

@@ -22,14 +22,14 @@ from typing import Any, BinaryIO, Protocol, TextIO
 
 import numpy as np
 
-from . import __version__, interrupts
+from . import interrupts
 from .errors import EX_TEMPFAIL, ClassificationError, SpamfilterError, UsageError, first_line
-from .mail import detect_format, extract_text, insert_spam_headers, mail_folder_files, split_mbox
+from .mail import detect_format, extract_text, mail_folder_files, split_mbox
+from .verdict import Decision, Verdict
 
 LABEL_COLUMN = "label"
 PROBABILITY_COLUMN = "spam_probability"
 DEFAULT_TEXT_COLUMN = "Text"
-VERSION_TAG = f"spamfilter-{__version__}"
 PIPELINE_SIZE_CAP = 512 * 1024  # as spamc: larger messages are classified from their beginning
 CHUNK = 256  # messages per classification call: bounds memory, keeps batches full
 IDLE_FLUSH_SECONDS = 0.25  # a slow stream's messages are classified after this long without a new one
@@ -235,7 +235,7 @@ class _Format:
     message (bytes before an mbox's first From_ line) and is written as it came."""
 
     items: Iterable[tuple[Any, str | None]]
-    write_tagged: Callable[[Any, float, bool], object]
+    write_tagged: Callable[[Any, Verdict], object]
     write_untagged: Callable[[Any], object]  # as it came in: when the run stops before classifying it
     flush: Callable[[], None]
     untagged_note: str  # what became of a failed chunk's messages: "messages passed untagged"
@@ -245,7 +245,7 @@ class _Format:
 def _run(
     fmt: _Format,
     classifier: Scorer,
-    threshold: float,
+    decision: Decision,
     on_progress: Callable[[int], None] | None,
     flush_after: float | None,
 ) -> Summary:
@@ -267,18 +267,17 @@ def _run(
             if isinstance(error, interrupts.Interrupted):
                 raise FilterInterrupted(error.signum, summary) from error
             raise ClassificationError(f"classification failed; {note}: {first_line(error)}") from error
-        verdicts = [p >= threshold for p in probabilities]
+        verdicts = [decision.verdict(float(p)) for p in probabilities]
         summary.messages += len(verdicts)
-        summary.spam += sum(verdicts)
+        summary.spam += sum(verdict.spam for verdict in verdicts)
         summary.windows = getattr(classifier, "windows_scored", 0) - windows_before
-        scored = iter(zip(probabilities, verdicts, strict=True))
+        scored = iter(verdicts)
         for item, text in chunk:
             if text is None:
                 fmt.write_untagged(item)
                 summary.passed_through += 1
             else:
-                p, spam = next(scored)
-                fmt.write_tagged(item, float(p), spam)
+                fmt.write_tagged(item, next(scored))
         fmt.flush()
         if on_progress is not None:
             on_progress(summary.messages)
@@ -295,7 +294,7 @@ def filter_mbox(
     source: BinaryIO,
     sink: BinaryIO,
     classifier: Scorer,
-    threshold: float,
+    decision: Decision,
     spam_sink: BinaryIO | None = None,
     on_progress: Callable[[int], None] | None = None,
     flush_after: float | None = None,
@@ -305,9 +304,9 @@ def filter_mbox(
     With ``spam_sink`` spam goes there and the rest to ``sink`` (``--spam-output``).
     """
 
-    def tagged(raw: bytes, p: float, spam: bool) -> None:
-        target = spam_sink if (spam and spam_sink is not None) else sink
-        target.write(insert_spam_headers(raw, spam, p, threshold, VERSION_TAG))
+    def tagged(raw: bytes, verdict: Verdict) -> None:
+        target = spam_sink if (verdict.spam and spam_sink is not None) else sink
+        target.write(decision.tag(raw, verdict))
 
     def flush() -> None:
         sink.flush()
@@ -315,7 +314,7 @@ def filter_mbox(
             spam_sink.flush()
 
     fmt = _Format(mbox_items(source), tagged, sink.write, flush, "messages passed untagged")
-    return _run(fmt, classifier, threshold, on_progress, flush_after)
+    return _run(fmt, classifier, decision, on_progress, flush_after)
 
 
 def mbox_items(source: BinaryIO) -> Iterator[tuple[bytes, str | None]]:
@@ -328,7 +327,7 @@ def filter_csv(
     source: TextIO,
     sink: TextIO,
     classifier: Scorer,
-    threshold: float,
+    decision: Decision,
     text_column: str = DEFAULT_TEXT_COLUMN,
     on_progress: Callable[[int], None] | None = None,
     flush_after: float | None = None,
@@ -342,14 +341,14 @@ def filter_csv(
     writer = csv_writer(sink)
     writer.writerow(layout.header)
 
-    def tagged(row: list[str], p: float, spam: bool) -> None:
-        writer.writerow(layout.tagged(row, p, spam))
+    def tagged(row: list[str], verdict: Verdict) -> None:
+        writer.writerow(layout.tagged(row, verdict))
 
     items = ((row, layout.text(row)) for row in reader)
     fmt = _Format(
         items, tagged, lambda row: writer.writerow(layout.full(row)), sink.flush, "rows written unlabelled"
     )
-    return _run(fmt, classifier, threshold, on_progress, flush_after)
+    return _run(fmt, classifier, decision, on_progress, flush_after)
 
 
 @dataclass(frozen=True)
@@ -377,9 +376,9 @@ class CsvLayout:
     def full(self, row: list[str]) -> list[str]:
         return row + [""] * (len(self.header) - len(row))
 
-    def tagged(self, row: list[str], p: float, spam: bool) -> list[str]:
+    def tagged(self, row: list[str], verdict: Verdict) -> list[str]:
         row = self.full(row)
-        row[self.label_at], row[self.probability_at] = ("spam" if spam else "not spam"), f"{p:.6f}"
+        row[self.label_at], row[self.probability_at] = verdict.label, f"{verdict.probability:.6f}"
         return row
 
 
@@ -404,20 +403,20 @@ def filter_text(
     source: TextIO,
     sink: TextIO,
     classifier: Scorer,
-    threshold: float,
+    decision: Decision,
     on_progress: Callable[[int], None] | None = None,
     flush_after: float | None = None,
 ) -> Summary:
     """One message per line in; ``label<TAB>spam_probability<TAB>line`` out."""
 
-    def tagged(text: str, p: float, spam: bool) -> None:
-        sink.write(f"{'spam' if spam else 'not spam'}\t{p:.6f}\t{text}\n")
+    def tagged(text: str, verdict: Verdict) -> None:
+        sink.write(f"{verdict.label}\t{verdict.probability:.6f}\t{text}\n")
 
     items = ((text, text) for text in (line.rstrip("\r\n") for line in source))
     fmt = _Format(
         items, tagged, lambda text: sink.write(f"\t\t{text}\n"), sink.flush, "lines written unlabelled"
     )
-    return _run(fmt, classifier, threshold, on_progress, flush_after)
+    return _run(fmt, classifier, decision, on_progress, flush_after)
 
 
 def filter_stream(
@@ -425,7 +424,7 @@ def filter_stream(
     source: BinaryIO,
     sink: BinaryIO,
     classifier: Scorer,
-    threshold: float,
+    decision: Decision,
     *,
     text_column: str = DEFAULT_TEXT_COLUMN,
     spam_sink: BinaryIO | None = None,
@@ -434,7 +433,7 @@ def filter_stream(
 ) -> Summary:
     """A byte stream of ``fmt`` (``mbox``, ``csv`` or ``text``) in, the tagged stream out."""
     if fmt == "mbox":
-        return filter_mbox(source, sink, classifier, threshold, spam_sink, on_progress, flush_after)
+        return filter_mbox(source, sink, classifier, decision, spam_sink, on_progress, flush_after)
     if spam_sink is not None:
         raise UsageError("only mbox output can be split (--spam-output)")
     if fmt not in ("csv", "text"):
@@ -442,8 +441,8 @@ def filter_stream(
     text_in, text_out = text_stream(source), text_stream(sink)
     try:
         if fmt == "csv":
-            return filter_csv(text_in, text_out, classifier, threshold, text_column, on_progress, flush_after)
-        return filter_text(text_in, text_out, classifier, threshold, on_progress, flush_after)
+            return filter_csv(text_in, text_out, classifier, decision, text_column, on_progress, flush_after)
+        return filter_text(text_in, text_out, classifier, decision, on_progress, flush_after)
     finally:
         text_out.flush()
         # Detach so that the wrappers never close the streams underneath their owner. After a stop
@@ -465,7 +464,7 @@ def filter_folder(
     source: Path,
     target: Path,
     classifier: Scorer,
-    threshold: float,
+    decision: Decision,
     on_progress: Callable[[int], None] | None = None,
 ) -> Summary:
     """A Maildir or a folder of .eml files in; the same files, tagged, under ``target`` with the
@@ -483,11 +482,11 @@ def filter_folder(
         raw = path.read_bytes()
         return (path, raw), extract_text(raw)
 
-    def tagged(item: tuple[Path, bytes], p: float, spam: bool) -> None:
+    def tagged(item: tuple[Path, bytes], verdict: Verdict) -> None:
         path, raw = item
         destination = target / path.relative_to(source)
         destination.parent.mkdir(parents=True, exist_ok=True)
-        destination.write_bytes(insert_spam_headers(raw, spam, p, threshold, VERSION_TAG))
+        destination.write_bytes(decision.tag(raw, verdict))
 
     fmt = _Format(
         (read(path) for path in files),
@@ -497,7 +496,7 @@ def filter_folder(
         "files not copied",
         keeps_failed_chunk=False,
     )
-    return _run(fmt, classifier, threshold, on_progress, None)
+    return _run(fmt, classifier, decision, on_progress, None)
 
 
 # --------------------------------------------------------------------------- one message
@@ -508,10 +507,16 @@ class Tagged:
     """What became of one message: ``message`` is what goes out (tagged, or as it came in)."""
 
     message: bytes
-    spam: bool | None = None  # None: not classified, see ``error``
-    probability: float | None = None
+    verdict: Verdict | None = None  # None: not classified, see ``error``
     error: str | None = None
-    threshold: float | None = None  # the cut it was judged by
+
+    @property
+    def spam(self) -> bool | None:
+        return None if self.verdict is None else self.verdict.spam
+
+    @property
+    def probability(self) -> float | None:
+        return None if self.verdict is None else self.verdict.probability
 
     def exit_code(self, strict: bool = False, verdict_exit: bool = False) -> int:
         """spamc's convention: 0, or 75 (retry later) for a failure with ``strict``; with
@@ -524,24 +529,25 @@ class Tagged:
 def tag_message(
     raw: bytes,
     load: Callable[[], Scorer],
-    threshold: float | None = None,
+    decision: Decision | None = None,
     size_cap: int = PIPELINE_SIZE_CAP,
 ) -> Tagged:
     """One RFC 822 message, fail-safe: never raises (a stop signal included); on any failure the
     message comes back unchanged with the reason. ``load`` gives the classifier (loading it is part
-    of what may fail). A message over ``size_cap`` bytes is classified from its beginning and
-    written out whole."""
+    of what may fail); ``decision`` is bound to its threshold (default: the model's own, default
+    headers). A message over ``size_cap`` bytes is classified from its beginning and written out
+    whole."""
     if not raw.strip():
         return Tagged(raw, error=EMPTY_MESSAGE)
     try:
         classifier = load()
-        cut = classifier.threshold if threshold is None else threshold
+        bound = (decision or Decision()).for_model(classifier.threshold)
         p = float(_classify(classifier, [message_text(raw, size_cap)])[0])
     except interrupts.Interrupted as stop:
         return Tagged(raw, error=f"interrupted by {stop}")
     except Exception as error:  # fail-safe: the message is never lost
         return Tagged(raw, error=first_line(error))
-    return tagged_message(raw, p, cut)
+    return tagged_message(raw, p, bound)
 
 
 EMPTY_MESSAGE = "empty input: no message to tag"
@@ -553,11 +559,10 @@ def message_text(raw: bytes, size_cap: int = PIPELINE_SIZE_CAP) -> str:
     return extract_text(raw[:size_cap])
 
 
-def tagged_message(raw: bytes, probability: float, threshold: float) -> Tagged:
-    """One classified message with its two headers: the same bytes wherever it was classified."""
-    spam = probability >= threshold
-    tagged = insert_spam_headers(raw, spam, probability, threshold, VERSION_TAG)
-    return Tagged(tagged, spam, probability, threshold=threshold)
+def tagged_message(raw: bytes, probability: float, decision: Decision) -> Tagged:
+    """One classified message with its headers: the same bytes wherever it was classified."""
+    verdict = decision.verdict(probability)
+    return Tagged(decision.tag(raw, verdict), verdict)
 
 
 def deliver(sink: BinaryIO, data: bytes) -> None:

@@ -15,6 +15,7 @@ import numpy as np
 from .errors import InstallError, first_line
 from .modeldir import ModelDirectory, ModelDirectoryError, open_model_directory
 from .tokenizer import Tokenizer, pad_rows
+from .verdict import Decision
 from .windows import combine, windows_of, windows_recorded
 
 MIN_CHARS_KEPT = 20_000
@@ -246,7 +247,7 @@ class Classifier:
         self.windows_scored += len(windows)
         return combine(softmax_spam(logits), owners, len(texts))
 
-    def classify(self, texts: Sequence[str], threshold: float | None = None) -> list[tuple[str, float]]:
-        """``(label, spam probability)`` per text."""
-        cut = self.threshold if threshold is None else threshold
-        return [("spam" if p >= cut else "not spam", float(p)) for p in self.spam_probability(texts)]
+    def classify(self, texts: Sequence[str], decision: Decision | None = None) -> list[tuple[str, float]]:
+        """``(label, spam probability)`` per text, by ``decision`` (default: the model's threshold)."""
+        decide = decision or Decision(self.threshold)
+        return [(decide.verdict(float(p)).label, float(p)) for p in self.spam_probability(texts)]

@@ -19,16 +19,15 @@ from hypothesis import strategies as st
 from spamfilter.mail import (
     SPAM_HEADER_NAMES,
     extract_text,
-    insert_spam_headers,
     iter_mail_source,
     looks_like_email,
     looks_like_mbox,
     remove_spam_headers,
-    spam_status_value,
     split_mbox,
 )
 from spamfilter.mail import headers as mail_headers
 from spamfilter.mail import text as mail_text
+from spamfilter.verdict import VERSION_TAG, Decision, insert_spam_headers
 
 SAMPLE_MBOX = Path(__file__).resolve().parents[1] / "examples" / "sample.mbox"
 
@@ -459,51 +458,61 @@ def test_import_is_light() -> None:
 # --- X-Spam headers ---------------------------------------------------------------------------
 
 
-def test_spam_status_value() -> None:
-    value = spam_status_value(True, 0.97251, 0.5, "spamfilter-0.1.0")
+def test_status_value() -> None:
+    decision = Decision(0.5, version="spamfilter-0.1.0")
+    value = decision.status(decision.verdict(0.97251))
     tests = "tests=GPT2_SPAM_CLASSIFIER"
-    assert value == f"Yes, score=0.973 required=0.500 {tests} version=spamfilter-0.1.0"
-    value = spam_status_value(False, 0.0123, 0.75)
-    assert value == f"No, score=0.012 required=0.750 {tests}"
+    assert value == f"Yes, score=9.8 required=5.0 {tests} spam_probability=0.9725 version=spamfilter-0.1.0"
+    decision = Decision(0.75, version="")
+    assert (
+        decision.status(decision.verdict(0.0123))
+        == f"No, score=0.0 required=5.0 {tests} spam_probability=0.0123"
+    )
 
 
 @pytest.mark.parametrize("version", ["1.0\r\nX-Injected: yes", "a b", "tab\there"])
-def test_spam_status_value_rejects_unsafe_versions(version: str) -> None:
+def test_status_value_rejects_unsafe_versions(version: str) -> None:
     with pytest.raises(ValueError, match="version"):
-        spam_status_value(True, 0.9, 0.5, version)
+        Decision(0.5, version=version)
+
+
+def _status(flag: str, score: str, p: str) -> bytes:
+    return (
+        f"X-Spam-Status: {flag}, score={score} required=5.0 tests=GPT2_SPAM_CLASSIFIER "
+        f"spam_probability={p} version={VERSION_TAG}"
+    ).encode()
 
 
 def test_insert_at_top_of_lf_message() -> None:
     raw = b"Subject: hi\nFrom: a@example.org\n\nbody\n"
-    out = insert_spam_headers(raw, True, 0.9, 0.5, "v1")
-    assert out == (
-        b"X-Spam-Flag: YES\n"
-        b"X-Spam-Status: Yes, score=0.900 required=0.500 tests=GPT2_SPAM_CLASSIFIER"
-        b" version=v1\n" + raw
+    out = insert_spam_headers(raw, 0.9)
+    assert (
+        out == b"X-Spam-Flag: YES\n" + _status("Yes", "9.0", "0.9000") + b"\nX-Spam-Level: *********\n" + raw
     )
 
 
 def test_insert_after_mbox_from_line() -> None:
     from_line = b"From a@example.org Mon Jan  1 00:00:00 2024\n"
     raw = from_line + b"Subject: hi\n\nbody\n"
-    out = insert_spam_headers(raw, False, 0.1, 0.5)
-    status = b"X-Spam-Status: No, score=0.100 required=0.500 tests=GPT2_SPAM_CLASSIFIER\n"
-    assert out == from_line + b"X-Spam-Flag: NO\n" + status + raw[len(from_line) :]
+    out = insert_spam_headers(raw, 0.1)
+    new = b"X-Spam-Flag: NO\n" + _status("No", "1.0", "0.1000") + b"\nX-Spam-Level: *\n"
+    assert out == from_line + new + raw[len(from_line) :]
 
 
 def test_from_header_is_not_an_mbox_line() -> None:
     raw = b"From : a@example.org\nSubject: hi\n\nbody\n"
-    assert insert_spam_headers(raw, True, 0.9, 0.5).startswith(b"X-Spam-Flag: YES\n")
+    assert insert_spam_headers(raw, 0.9).startswith(b"X-Spam-Flag: YES\n")
 
 
 def test_insert_into_crlf_message_keeps_everything_else() -> None:
     raw = b"From x Mon Jan  1 00:00:00 2024\r\nSubject: hi\r\nTo: b\r\n\r\nline\nmixed\r\n"
-    out = insert_spam_headers(raw, True, 0.5, 0.5)
+    out = insert_spam_headers(raw, 0.5)
     head = b"From x Mon Jan  1 00:00:00 2024\r\n"
     new = out[len(head) : len(out) - len(raw) + len(head)]
     assert out.startswith(head) and out.endswith(raw[len(head) :])
-    assert new.count(b"\r\n") == 2 and new.count(b"\n") == 2
-    assert new.startswith(b"X-Spam-Flag: YES\r\nX-Spam-Status: Yes, score=0.500")
+    assert new.count(b"\r\n") == 3 and new.count(b"\n") == 3
+    assert new.startswith(b"X-Spam-Flag: YES\r\nX-Spam-Status: Yes, score=5.0")
+    assert new.endswith(b"X-Spam-Level: *****\r\n")
 
 
 def test_existing_spam_headers_are_replaced_in_any_case_and_folding() -> None:
@@ -513,23 +522,33 @@ def test_existing_spam_headers_are_replaced_in_any_case_and_folding() -> None:
         b"Subject: hi\r\n"
         b"X-SPAM-STATUS : No, score=-1.0\r\n  required=5.0\r\n\ttests=NONE\r\n"
         b"X-Spam-Level: **\r\n"
+        b"X-Spam-Checker-Version: SpamAssassin 4.0.1\r\n"
+        b"X-Spam-Report: \r\n\t*  2.0 SOME_RULE\r\n"
         b"X-Spam-Status: Yes\r\n"
+        b"X-Spamfilter-Flag: kept: another prefix\r\n"
         b"\r\n"
         b"X-Spam-Flag: body text, not a header\r\n"
     )
-    out = insert_spam_headers(raw, True, 0.9, 0.5)
+    out = insert_spam_headers(raw, 0.9)
     assert out.lower().count(b"x-spam-flag") == 2  # ours and the one in the body
     assert out.lower().count(b"x-spam-status") == 1
-    assert b"required=5.0" not in out and b"tests=NONE" not in out
+    assert b"tests=NONE" not in out and b"SOME_RULE" not in out and b"SpamAssassin" not in out
     assert out == (
-        b"X-Spam-Flag: YES\r\n"
-        b"X-Spam-Status: Yes, score=0.900 required=0.500 tests=GPT2_SPAM_CLASSIFIER\r\n"
+        b"X-Spam-Flag: YES\r\n" + _status("Yes", "9.0", "0.9000") + b"\r\nX-Spam-Level: *********\r\n"
         b"Received: from x\r\n\tby y\r\n"
         b"Subject: hi\r\n"
-        b"X-Spam-Level: **\r\n"
+        b"X-Spamfilter-Flag: kept: another prefix\r\n"
         b"\r\n"
         b"X-Spam-Flag: body text, not a header\r\n"
     )
+
+
+def test_another_prefix_leaves_spamassassins_fields() -> None:
+    raw = b"X-Spam-Flag: YES\nX-Spam-Level: ***\nX-Spamfilter-Level: *\nSubject: hi\n\nbody\n"
+    out = insert_spam_headers(raw, 0.2, header_prefix="X-Spamfilter")
+    assert out.startswith(b"X-Spamfilter-Flag: NO\nX-Spamfilter-Status: No, score=2.0 required=5.0")
+    assert out.endswith(b"X-Spamfilter-Level: **\nX-Spam-Flag: YES\nX-Spam-Level: ***\nSubject: hi\n\nbody\n")
+    assert remove_spam_headers(out, "X-Spamfilter") == remove_spam_headers(raw, "X-Spamfilter")
 
 
 @pytest.mark.parametrize(
@@ -543,20 +562,20 @@ def test_remove_each_spam_header(name: str) -> None:
 
 def test_insert_twice_keeps_one_verdict() -> None:
     raw = b"Subject: hi\n\nbody\n"
-    twice = insert_spam_headers(insert_spam_headers(raw, True, 0.9, 0.5), False, 0.2, 0.5)
-    assert twice == insert_spam_headers(raw, False, 0.2, 0.5)
+    twice = insert_spam_headers(insert_spam_headers(raw, 0.9), 0.2)
+    assert twice == insert_spam_headers(raw, 0.2)
 
 
 def test_message_without_separator() -> None:
     raw = b"Subject: hi\nX-Spam-Flag: YES\nbody line\nX-Spam-Flag: also body\n"
     assert remove_spam_headers(raw) == b"Subject: hi\nbody line\nX-Spam-Flag: also body\n"
-    out = insert_spam_headers(raw, False, 0.1, 0.5)
+    out = insert_spam_headers(raw, 0.1)
     assert out.endswith(b"\nSubject: hi\nbody line\nX-Spam-Flag: also body\n")
 
 
 @pytest.mark.parametrize("raw", [b"", b"body only, no headers", b"\n\nbody", b"From x"])
 def test_insert_into_degenerate_messages(raw: bytes) -> None:
-    out = insert_spam_headers(raw, True, 0.9, 0.5)
+    out = insert_spam_headers(raw, 0.9)
     assert out.startswith(b"X-Spam-Flag: YES\nX-Spam-Status: Yes") and out.endswith(raw)
     assert remove_spam_headers(out) == raw
 
@@ -565,14 +584,14 @@ def test_indented_first_header_line() -> None:
     # Malformed: once our fields are above it, the indented line reads as their continuation,
     # so remove_spam_headers drops it in both cases, and the round trip property holds.
     raw = b" stray indented line\nSubject: x\n\n body\n"
-    out = insert_spam_headers(raw, True, 0.9, 0.5)
+    out = insert_spam_headers(raw, 0.9)
     assert out.endswith(b"\n" + raw)
     assert remove_spam_headers(out) == remove_spam_headers(raw) == b"Subject: x\n\n body\n"
 
 
 def test_removal_does_not_create_an_mbox_from_line() -> None:
     # Once the old field is gone, "From x" is at the top; it was a body line and stays one.
-    out = insert_spam_headers(b"X-Spam-Flag: NO\nFrom x\n", True, 0.9, 0.5)
+    out = insert_spam_headers(b"X-Spam-Flag: NO\nFrom x\n", 0.9)
     assert out.startswith(b"X-Spam-Flag: YES\n") and out.endswith(b"\nFrom x\n")
     assert remove_spam_headers(out) == b"From x\n"
 
@@ -585,19 +604,19 @@ def test_remove_spam_headers_leaves_other_mail_alone() -> None:
 @PROPERTY
 @given(
     raw=st.one_of(st.binary(max_size=300), mail_like),
-    is_spam=st.booleans(),
-    score=st.floats(0, 1),
+    probability=st.floats(0, 1),
 )
-def test_insert_then_remove_is_remove(raw: bytes, is_spam: bool, score: float) -> None:
-    out = insert_spam_headers(raw, is_spam, score, 0.5, "spamfilter-0.1.0")
+def test_insert_then_remove_is_remove(raw: bytes, probability: float) -> None:
+    decision = Decision(0.5)
+    verdict = decision.verdict(probability)
+    out = decision.tag(raw, verdict)
     cleaned = remove_spam_headers(raw)
     assert remove_spam_headers(out) == cleaned
     # The new fields are the only addition; apart from them only old spam fields are gone.
     eol = b"\r\n" if raw.split(b"\n", 1)[0].endswith(b"\r") and b"\n" in raw else b"\n"
-    flag = b"YES" if is_spam else b"NO"
-    status = spam_status_value(is_spam, score, 0.5, "spamfilter-0.1.0").encode()
-    new = b"X-Spam-Flag: " + flag + eol + b"X-Spam-Status: " + status + eol
-    assert out.replace(new, b"", 1) == mail_headers._drop_spam_fields(raw, drop_stray_lines=False)
+    new = b"".join(f"{name}: {value}".encode() + eol for name, value in decision.fields(verdict))
+    removed = frozenset(name.lower().encode() for name in SPAM_HEADER_NAMES)
+    assert out.replace(new, b"", 1) == mail_headers._drop_fields(raw, removed, drop_stray_lines=False)
 
 
 # --- split_mbox -------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,8 @@ from spamfilter.runtime import Classifier
 from spamfilter.service.access import parse_address, parse_networks
 from spamfilter.service.milter import MilterPolicy
 from spamfilter.service.server import ServiceSettings
+
+SPAMFILTER = [sys.executable, "-m", "spamfilter"]
 
 SPAM = make_email("You have WON", "WINNER!! You have won a £1000 prize. Call 09061701461 to claim now")
 HAM = make_email("lunch", "Are we still meeting for lunch tomorrow at noon? I'll bring the notes.")
@@ -41,7 +45,7 @@ def start(model: Path, *args: str) -> tuple[Server, tuple[str, int]]:
 
 @pytest.fixture(scope="module")
 def milter(trained_model: Path) -> Iterator[tuple[str, int]]:
-    server, address = start(trained_model, "--quarantine-above", "0.9")
+    server, address = start(trained_model, "--quarantine-above", "9.0")
     yield address
     assert server.stop() == 0
 
@@ -161,11 +165,12 @@ def test_abort_mid_message_and_unknown_macros(milter: tuple[str, int], classifie
 
 
 def test_quarantine_above(milter: tuple[str, int], classifier: Classifier) -> None:
-    p = float(tag_message(SPAM, lambda: classifier).probability or 0)
-    assert p >= 0.9, "the test's spam must be confident"
+    verdict = tag_message(SPAM, lambda: classifier).verdict
+    assert verdict is not None and verdict.score >= 9.0, "the test's spam must be confident"
     conn = connect(milter)
     actions = send_message(conn, SPAM, replies=False)
-    assert (smfi.SMFIR_QUARANTINE, {"reason": f"spam, P(spam) {p:.3f}"}) in actions
+    said = f"score {verdict.score:.1f}/5.0, P(spam) {verdict.probability:.3f}"
+    assert (smfi.SMFIR_QUARANTINE, {"reason": f"spam, {said}"}) in actions
     assert actions[-1][0] == smfi.SMFIR_ACCEPT
     assert apply(SPAM, actions[:-1]) == tag_message(SPAM, lambda: classifier).message  # tagged too
     ham = send_message(conn, HAM, replies=False)
@@ -174,18 +179,39 @@ def test_quarantine_above(milter: tuple[str, int], classifier: Classifier) -> No
 
 
 def test_reject_above_refuses_with_550(trained_model: Path, classifier: Classifier) -> None:
-    server, address = start(trained_model, "--reject-above", "0.5")
+    server, address = start(trained_model, "--reject-above", "5.0")
     try:
         conn = connect(address)
         actions = send_message(conn, SPAM, replies=False)
         assert [(command, args["smtpcode"]) for command, args in actions] == [(smfi.SMFIR_REPLYCODE, "550")]
-        assert actions[0][1]["text"].startswith("5.7.1 Message refused as spam (P(spam) ")
+        assert actions[0][1]["text"].startswith("5.7.1 Message refused as spam (score ")
         ham = send_message(conn, HAM, replies=False)
         assert ham[-1][0] == smfi.SMFIR_ACCEPT
         quit_(conn)
     finally:
         assert server.stop() == 0
     assert "MILTER from" in server.log() and "rejected" in server.log()
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--reject-above", "0.99"), ("--quarantine-above", "4.9"), ("--reject-above", "10.5")],
+)
+def test_cutoffs_that_would_act_on_clean_mail_are_refused_at_start(
+    trained_model: Path, option: str, value: str
+) -> None:
+    # The cut-offs are on the score's scale, where 5.0 is the model's threshold: below it they
+    # would reject or hold mail the model calls clean (an old P(spam) setting such as 0.99 too).
+    done = subprocess.run(
+        [*SPAMFILTER, "serve", "-m", str(trained_model), "--milter", "127.0.0.1:0", option, value],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]  # click's usage form
+    assert len(errors) == 1 and option in errors[0] and "5.0" in errors[0], done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_a_peer_that_does_not_speak_milter_is_dropped(

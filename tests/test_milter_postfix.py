@@ -202,7 +202,7 @@ def test_older_milter_protocols(milter: Server, trained_model: Path, tmp_path: P
 
 def test_reject_above_refuses_spam_at_end_of_data(trained_model: Path, tmp_path: Path) -> None:
     with (
-        milter_server(trained_model, "--reject-above", "0.5") as server,
+        milter_server(trained_model, "--reject-above", "5.0") as server,
         Postfix(tmp_path, milter_address(server), default_action="tempfail") as mta,
     ):
         refused = mta.send(SPAM)
@@ -225,7 +225,7 @@ def test_reject_above_refuses_spam_at_end_of_data(trained_model: Path, tmp_path:
 
 def test_quarantine_above_puts_spam_on_hold(trained_model: Path, tmp_path: Path) -> None:
     with (
-        milter_server(trained_model, "--quarantine-above", "0.5") as server,
+        milter_server(trained_model, "--quarantine-above", "5.0") as server,
         Postfix(tmp_path, milter_address(server), default_action="tempfail") as mta,
     ):
         held = mta.send(SPAM)

@@ -193,6 +193,101 @@ def test_procmail_recipe_delivers_untagged_mail_when_the_classifier_fails(
     assert "passed through untagged" in (mail / "procmail.log").read_text(errors="replace")
 
 
+# --------------------------------------------------------------------------- SpamAssassin first
+
+GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"  # SpamAssassin: spam, always
+
+
+def header_fields(raw: bytes, prefix: str) -> dict[str, list[str]]:
+    """The values of the header block's ``prefix``-* fields, unfolded, by the rest of their name."""
+    head = raw.split(b"\n\n", 1)[0].decode("utf-8", "replace")
+    fields: dict[str, list[str]] = {}
+    for match in re.finditer(rf"^{re.escape(prefix)}-([A-Za-z-]+):(.*(?:\n[ \t].*)*)", head, re.MULTILINE):
+        fields.setdefault(match.group(1), []).append(" ".join(match.group(2).split()))
+    return fields
+
+
+def one_verdict(raw: bytes, prefix: str, spamassassin: bool = False) -> bool:
+    """Spam or not by ``prefix``'s fields, which must not contradict each other: one Flag, one
+    Status, one Level, and they all say the same. SpamAssassin itself writes no Flag for ham."""
+    fields = header_fields(raw, prefix)
+    if spamassassin and "Flag" not in fields:
+        fields["Flag"] = ["NO"]
+    assert [len(fields.get(name, [])) for name in ("Flag", "Status", "Level")] == [1, 1, 1], fields
+    flag, status, level = fields["Flag"][0], fields["Status"][0], fields["Level"][0]
+    found = re.match(r"(Yes|No), score=(-?[0-9.]+) required=([0-9.]+) ", status)
+    assert found is not None, status
+    spam = flag == "YES"
+    assert (found.group(1) == "Yes") is spam and (float(found.group(2)) >= float(found.group(3))) is spam
+    assert level == "*" * min(50, max(0, int(float(found.group(2))))), (
+        level,
+        status,
+    )  # SpamAssassin: 50 at most
+    return spam
+
+
+def spamassassin_then_spamfilter(home: Path, rc: Path, messages: list[bytes]) -> list[bytes]:
+    """Each message delivered through the rc; all that procmail filed, in the inbox and spam."""
+    require_tool("spamassassin", "spamassassin")
+    for raw in messages:
+        deliver_with_procmail(home, rc, raw)
+    mail = home / "Mail"
+    return [
+        m for folder in ("inbox", "spam") if (mail / folder).exists() for m in mbox_messages(mail / folder)
+    ]
+
+
+def spamassassin_rc(
+    tmp_path: Path, spamfilter_bin: Path, model: Path, prefix: str | None
+) -> tuple[Path, Path]:
+    """examples/recipes/procmailrc-spamassassin, SpamAssassin run offline (-L: no network tests);
+    with ``prefix`` None the filter keeps the default X-Spam names."""
+    home, _ = procmail_home(tmp_path, spamfilter_bin, model)
+    text = (RECIPES / "procmailrc-spamassassin").read_text()
+    text = text.replace("SPAMASSASSIN=spamassassin ", "SPAMASSASSIN='spamassassin -L' ")
+    if prefix is None:
+        text = text.replace(" --header-prefix X-Spamfilter", "")
+    rc = tmp_path / "procmailrc-spamassassin"
+    rc.write_text(text)
+    rc.chmod(0o644)
+    return home, rc
+
+
+def test_after_spamassassin_the_default_names_carry_one_verdict(
+    tmp_path: Path, spamfilter_bin: Path, trained_model: Path, spam: bytes, ham: bytes
+) -> None:
+    """The real spamassassin tags first (GTUBE: spam with 1000 points, 50 stars); spamfilter with
+    the default names replaces SpamAssassin's Flag/Status/Level/Checker-Version/Report, so no
+    field contradicts another."""
+    gtube = make_email("test", f"{HAM_TEXT}\n{GTUBE}\n", sender="bob@example.org")
+    home, rc = spamassassin_rc(tmp_path, spamfilter_bin, trained_model, prefix=None)
+    delivered = spamassassin_then_spamfilter(
+        home, rc, [with_envelope(m, "x@example.org") for m in (spam, ham, gtube)]
+    )
+    assert len(delivered) == 3
+    for out in delivered:
+        one_verdict(out, "X-Spam")
+        assert not {"Checker-Version", "Report"} & set(header_fields(out, "X-Spam"))
+
+
+def test_after_spamassassin_another_prefix_keeps_both_verdicts(
+    tmp_path: Path, spamfilter_bin: Path, trained_model: Path, ham: bytes
+) -> None:
+    gtube = make_email("test", f"{HAM_TEXT}\n{GTUBE}\n", sender="bob@example.org")
+    home, rc = spamassassin_rc(tmp_path, spamfilter_bin, trained_model, prefix="X-Spamfilter")
+    delivered = spamassassin_then_spamfilter(
+        home, rc, [with_envelope(m, "x@example.org") for m in (ham, gtube)]
+    )
+    assert len(delivered) == 2
+    by_spamassassin = sorted(one_verdict(out, "X-Spam", spamassassin=True) for out in delivered)
+    assert by_spamassassin == [False, True]  # SpamAssassin's own fields, as it wrote them
+    for out in delivered:
+        one_verdict(out, "X-Spamfilter")
+        assert header_fields(out, "X-Spam")["Checker-Version"][0].startswith("SpamAssassin")
+    # What SpamAssassin called spam went to the spam folder by the recipe's second rule.
+    assert len(mbox_messages(home / "Mail" / "spam")) >= 1
+
+
 # --------------------------------------------------------------------------- formail
 
 

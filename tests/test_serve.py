@@ -28,7 +28,7 @@ from test_recipes import require_tool
 
 from spamfilter.pipeline import tag_message
 from spamfilter.runtime import Classifier
-from spamfilter.service.protocol import spamd_scores
+from spamfilter.verdict import Decision, sa_score
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "spamassassin"
 SPAM = make_email("You have WON", "WINNER!! You have won a £1000 prize. Call 09061701461 to claim now")
@@ -97,7 +97,7 @@ def test_check_prints_score_over_threshold_with_the_verdict_as_exit_code(
         shown = CHECK_LINE.match(done.stdout)
         assert shown is not None, done.stdout
         score, required = float(shown.group(1)), float(shown.group(2))
-        assert (score, required) == spamd_scores(p, classifier.threshold)
+        assert (score, required) == (sa_score(p, classifier.threshold), 5.0)
         assert required == 5.0
         assert done.returncode == (1 if p >= classifier.threshold else 0)
         assert (score >= required) == (p >= classifier.threshold)
@@ -246,12 +246,12 @@ def test_zlib_bodies_and_their_limits(trained_model: Path) -> None:
 
 @given(p=st.floats(0, 1), q=st.floats(0, 1), threshold=st.floats(0, 1))
 def test_spamd_score_reads_as_the_verdict(p: float, q: float, threshold: float) -> None:
-    score, required = spamd_scores(p, threshold)
+    score, required = sa_score(p, threshold), Decision(threshold).verdict(p).required
     assert required == 5.0  # what rspamd's scanner and Exim rules written for SpamAssassin expect
     assert (score >= required) == (p >= threshold)  # Exim's and spamc's test agree with ours
     assert 0 <= score <= 10 and round(score, 1) == score
     if p <= q:
-        assert score <= spamd_scores(q, threshold)[0]  # a higher P never reads as a lower score
+        assert score <= sa_score(q, threshold)  # a higher P never reads as a lower score
     if threshold == 0.5:
         assert abs(score - 10 * p) < 0.1 + 1e-6  # the default threshold: ten times P
 

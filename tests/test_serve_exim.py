@@ -14,7 +14,7 @@ from spamd_server import Server
 
 from spamfilter.pipeline import tag_message
 from spamfilter.runtime import Classifier
-from spamfilter.service.protocol import spamd_scores
+from spamfilter.verdict import sa_score
 
 SPAM = make_email("You have WON", "WINNER!! You have won a £1000 prize. Call 09061701461 to claim now")
 HAM = make_email("lunch", "Are we still meeting for lunch tomorrow at noon? I'll bring the notes.")
@@ -46,7 +46,7 @@ def test_spam_is_refused_and_ham_accepted_with_our_scores(
         # Exim scans the message as it received it (with its Received: and envelope lines), so
         # the expected score comes from that exact text, the .eml the harness kept.
         p = float(tag_message(result.mbox, lambda: classifier).probability or 0.0)
-        score, required = spamd_scores(p, classifier.threshold)
+        score, required = sa_score(p, classifier.threshold), 5.0
         assert result.spam_score_int == round(10 * score), result.describe()
         assert result.matched is refused and (p >= classifier.threshold) is refused, result.describe()
         assert result.data_code == (550 if refused else 250), result.describe()

@@ -8,7 +8,7 @@ model's answer depends on its batch (int8 dynamic quantization scales by the who
 batches are the same ones.
 
 Every function here reads and writes through the library's own functions (``mbox_items``,
-``extract_text``, ``tagged_message``, ``CsvLayout``), so the bytes written are the local engine's.
+``extract_text``, ``verdict.Decision``, ``CsvLayout``), so the bytes written are the local engine's.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from typing import Any, BinaryIO
 from ..errors import UsageError, first_line
 from ..mail import detect_format, extract_text, mail_folder_files, split_mbox
 from ..mail.headers import first_values, header_start, scan_headers
-from ..pipeline import CHUNK, CsvLayout, csv_writer, mbox_items, message_text, tagged_message, text_stream
+from ..pipeline import CHUNK, CsvLayout, csv_writer, mbox_items, message_text, text_stream
+from ..verdict import Decision, Verdict
 from .outputs import write_atomically
 
 KINDS = ("mbox", "csv", "email", "folder")
@@ -250,30 +251,30 @@ def _email_bytes(item: Input) -> list[bytes]:
 VERDICT_COLUMNS = ("source", "position", "path", "message_id", "label", "spam_probability")
 
 
-def write(chunk: Chunk, item: Input, threshold: float, target: Path) -> dict[str, list[Any]]:
+def write(chunk: Chunk, item: Input, decision: Decision, target: Path) -> dict[str, list[Any]]:
     """Write the chunk's output at ``target`` (a file of its bytes; a folder's chunk: its tagged
     copies under ``target``, at their relative paths) and return its verdicts, column by column."""
     verdicts: dict[str, list[Any]] = {name: [] for name in VERDICT_COLUMNS}
     scores = iter(chunk.probabilities)
 
-    def verdict(raw: bytes | None, path: str | None) -> tuple[float, bool]:
+    def verdict(raw: bytes | None, path: str | None) -> Verdict:
         p = next(scores)
-        spam = p >= threshold
+        decided = decision.verdict(p)
         position = chunk.first_message + len(verdicts["position"])
         verdicts["source"].append(item.source)
         verdicts["position"].append(position)
         verdicts["path"].append(path)
         verdicts["message_id"].append(message_id(raw) if raw is not None else None)
-        verdicts["label"].append("spam" if spam else "not spam")
+        verdicts["label"].append(decided.label)
         verdicts["spam_probability"].append(p)
-        return p, spam
+        return decided
 
     if item.kind == "folder":
         for relative, raw in zip(chunk.paths, _folder_bytes(chunk, item), strict=True):
-            p, _ = verdict(raw, relative)
+            decided = verdict(raw, relative)
             destination = target / relative
             destination.parent.mkdir(parents=True, exist_ok=True)
-            write_atomically(destination, tagged_message(raw, p, threshold).message)
+            write_atomically(destination, decision.tag(raw, decided))
         return verdicts
     out = io.BytesIO()
     if item.kind == "csv":
@@ -283,15 +284,14 @@ def write(chunk: Chunk, item: Input, threshold: float, target: Path) -> dict[str
             if chunk.number == 0:
                 writer.writerow(chunk.layout.header)
             for row in chunk.rows:
-                p, spam = verdict(None, None)
-                writer.writerow(chunk.layout.tagged(row, p, spam))
+                writer.writerow(chunk.layout.tagged(row, verdict(None, None)))
         text.detach()
     else:
         raws = (
             _email_bytes(item) if item.kind == "email" else split_mbox(io.BytesIO(_mbox_bytes(chunk, item)))
         )
         for raw, is_message in zip(raws, chunk.is_message, strict=True):
-            out.write(tagged_message(raw, verdict(raw, None)[0], threshold).message if is_message else raw)
+            out.write(decision.tag(raw, verdict(raw, None)) if is_message else raw)
     write_atomically(target, out.getvalue())  # (a retried chunk writes it again)
     return verdicts
 

@@ -35,6 +35,7 @@ from ..errors import ClassificationError, SpamfilterError, UsageError, first_lin
 from ..modeldir import ModelDirectory, open_model_directory
 from ..pipeline import DEFAULT_TEXT_COLUMN
 from ..runtime import CPU_BATCH, GPU_BATCH, Classifier, available_cores, chars_kept
+from ..verdict import Decision
 from . import session
 from .chunks import Chunk, Input, InputError, describe_input, is_url, plan, read, write
 from .outputs import RESERVED_NAMES, LinkFound, OutputFolder, create_file, write_verdicts
@@ -66,7 +67,7 @@ class Job:
 
     inputs: tuple[Input, ...]
     out: str
-    threshold: float
+    decision: Decision  # bound to the model's threshold
     text_column: str
     chars_kept: int
 
@@ -174,7 +175,7 @@ def _write_stage(row: dict[str, Any], job: Job) -> dict[str, Any]:
     if error is None:
         target = out.tree(item.name) if item.kind == "folder" else out.chunk_file(item.name, chunk.number)
         try:
-            verdicts = write(chunk, item, job.threshold, target)
+            verdicts = write(chunk, item, job.decision, target)
             write_verdicts(out.verdicts_file(item.name, chunk.number), verdicts)
         except (OSError, ValueError) as failure:
             error = f"{item.source}: {getattr(failure, 'strerror', None) or first_line(failure)}"
@@ -183,7 +184,7 @@ def _write_stage(row: dict[str, Any], job: Job) -> dict[str, Any]:
         "number": chunk.number,
         "last": chunk.last,
         "messages": len(chunk.probabilities),
-        "spam": sum(p >= job.threshold for p in chunk.probabilities),
+        "spam": sum(job.decision.verdict(p).spam for p in chunk.probabilities),
         "error": error or "",
     }
 
@@ -208,7 +209,7 @@ def filter_with_ray(
     model: Path,
     cluster: Cluster = Cluster(),
     *,
-    threshold: float | None = None,
+    decision: Decision | None = None,
     variant: str | None = None,
     batch_size: int | None = None,
     text_column: str = DEFAULT_TEXT_COLUMN,
@@ -225,7 +226,7 @@ def filter_with_ray(
     the scoring workers' class (tests give one that fails on purpose)."""
     started = time.perf_counter()
     scoring = _Scoring.of(model, variant, batch_size, cluster)
-    cut = scoring.directory.threshold if threshold is None else threshold
+    bound = (decision or Decision()).for_model(scoring.directory.threshold)
     run = Run(inputs=len(sources), workers=cluster.workers)
     inputs = _describe(sources, input_format, text_column, text_column_given, run, report)
     _check_outputs(inputs, out_dir)
@@ -245,7 +246,7 @@ def filter_with_ray(
         out.prepare()
     except OSError as error:
         raise UsageError(f"cannot create {out_dir}: {error.strerror or error}") from None
-    options = {**scoring.identity(), "threshold": cut}
+    options = {**scoring.identity(), "threshold": bound.cut, "header_prefix": bound.header_prefix}
     fingerprints = [_fingerprint(item, options, text_column) for item in inputs]
     pending = []
     for index, item in enumerate(inputs):
@@ -254,7 +255,7 @@ def filter_with_ray(
             report(f"{item.source}: already complete in {out.output(item.name)}, skipped")
         else:
             pending.append(index)
-    job = Job(tuple(inputs), str(out.root), cut, text_column, chars_kept(scoring.directory.max_length))
+    job = Job(tuple(inputs), str(out.root), bound, text_column, chars_kept(scoring.directory.max_length))
     started_ray, quiet = False, contextlib.ExitStack()
     try:
         if pending:

@@ -1,6 +1,7 @@
 """Mail for the filter, one promise per module:
 
-- ``headers``: the X-Spam headers inserted into and removed from raw bytes, every other byte kept;
+- ``headers``: header fields found in, inserted into and removed from raw bytes, every other byte
+  kept (what the fields say is ``verdict``'s);
 - ``text``: the text the model sees of an email, never raising, with bounded work; with
   ``render`` (HTML as a client shows it), ``normalise`` (Unicode disguises undone) and ``quotes``
   (quoted replies);
@@ -14,7 +15,7 @@ confusables data): this sits on the cold-start path of mail pipelines (procmail,
 
 from __future__ import annotations
 
-from .headers import SPAM_HEADER_NAMES, insert_spam_headers, remove_spam_headers, spam_status_value
+from .headers import SPAM_HEADER_NAMES, remove_spam_headers, replace_fields, spam_field_names
 from .mailboxes import (
     check_sources,
     describe_skipped,
@@ -35,7 +36,6 @@ __all__ = [
     "describe_skipped",
     "detect_format",
     "extract_text",
-    "insert_spam_headers",
     "iter_mail_source",
     "looks_like_csv",
     "looks_like_email",
@@ -43,6 +43,7 @@ __all__ = [
     "looks_like_message",
     "mail_folder_files",
     "remove_spam_headers",
-    "spam_status_value",
+    "replace_fields",
+    "spam_field_names",
     "split_mbox",
 ]

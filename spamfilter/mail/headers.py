@@ -1,5 +1,5 @@
-"""Header blocks and the X-Spam headers: find fields in raw bytes, and add or remove the two
-spam headers while every other byte of the message stays as it was.
+"""Header blocks and the X-Spam headers: find fields in raw bytes, and add or remove the spam
+headers while every other byte of the message stays as it was.
 
 Standard library only: this sits on the cold-start path of mail pipelines.
 """
@@ -9,8 +9,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-SPAM_HEADER_NAMES: tuple[str, ...] = ("X-Spam-Flag", "X-Spam-Status")
-_SPAM_NAMES = frozenset(name.lower().encode("ascii") for name in SPAM_HEADER_NAMES)
 _MAX_VALUE_BYTES = 16_384  # read of one header value (Subject, Content-Type, ...)
 
 # RFC 5322 field name: printable ASCII except ':'. 8-bit bytes are accepted too, as broken
@@ -124,46 +122,39 @@ def first_values(raw: bytes, block: _HeaderBlock, names: set[bytes]) -> dict[byt
 # --- X-Spam headers ---------------------------------------------------------------------------
 
 
-def spam_status_value(is_spam: bool, score: float, threshold: float, version: str = "") -> str:
-    """The X-Spam-Status value, SpamAssassin style, so that existing procmail/Sieve rules such as
-    ``^X-Spam-Status: Yes`` keep working, e.g.
-    ``Yes, score=0.973 required=0.500 tests=GPT2_SPAM_CLASSIFIER version=spamfilter-0.1.0``.
-
-    `version` is written as given (pass e.g. ``f"spamfilter-{__version__}"``); empty leaves the
-    ``version=`` item out.
-    """
-    if any(ch.isspace() or not ch.isprintable() for ch in version):
-        # A line break here would let the caller inject headers; any space would break the
-        # "key=value" items that rules parse.
-        raise ValueError(f"version must not contain whitespace or control characters: {version!r}")
-    value = f"{'Yes' if is_spam else 'No'}, score={score:.3f} required={threshold:.3f}"
-    value += " tests=GPT2_SPAM_CLASSIFIER"
-    if version:
-        value += f" version={version}"
-    return value
+def spam_field_names(prefix: str = "X-Spam") -> tuple[str, ...]:
+    """The fields SpamAssassin writes under ``prefix``, which a verdict replaces (see verdict.py)."""
+    return tuple(f"{prefix}-{field}" for field in ("Flag", "Status", "Level", "Report", "Checker-Version"))
 
 
-def remove_spam_headers(raw: bytes) -> bytes:
-    """raw without its X-Spam-Flag / X-Spam-Status fields (any letter case, folded lines too).
+SPAM_HEADER_NAMES: tuple[str, ...] = spam_field_names()
+
+
+def _lowered(names: tuple[str, ...]) -> frozenset[bytes]:
+    return frozenset(name.lower().encode("ascii") for name in names)
+
+
+def remove_spam_headers(raw: bytes, prefix: str = "X-Spam") -> bytes:
+    """raw without its ``prefix``-Flag / Status / Level / Report / Checker-Version fields (any
+    letter case, folded lines too).
 
     Only whole header lines are removed; every other byte is kept. One malformed case is also
     dropped: indented lines at the very top of the header block, which belong to no field. Once
-    insert_spam_headers has put its fields above them they read as continuation lines of
-    X-Spam-Status, so treating them alike here is what makes
-    ``remove_spam_headers(insert_spam_headers(m, ...)) == remove_spam_headers(m)`` hold for all
-    input. Real mail never starts its header block with an indented line.
+    replace_fields has put its fields above them they read as continuation lines of the last new
+    field, so treating them alike here is what makes ``remove_spam_headers(tagged) ==
+    remove_spam_headers(m)`` hold for all input. Real mail never starts its header block with an
+    indented line.
     """
-    return _drop_spam_fields(raw, drop_stray_lines=True)
+    return _drop_fields(raw, _lowered(spam_field_names(prefix)), drop_stray_lines=True)
 
 
-def _drop_spam_fields(raw: bytes, drop_stray_lines: bool) -> bytes:
+def _drop_fields(raw: bytes, names: frozenset[bytes], drop_stray_lines: bool) -> bytes:
     start = header_start(raw)
     block = scan_headers(raw, start, len(raw))
-    names = [field.name for field in block.fields]
     drop = [
         index
-        for index, name in enumerate(names)
-        if name in _SPAM_NAMES or (name is None and drop_stray_lines)
+        for index, field in enumerate(block.fields)
+        if field.name in names or (field.name is None and drop_stray_lines)
     ]
     if not drop:
         return raw
@@ -176,24 +167,19 @@ def _drop_spam_fields(raw: bytes, drop_stray_lines: bool) -> bytes:
     return b"".join(pieces)
 
 
-def insert_spam_headers(
-    raw: bytes, is_spam: bool, score: float, threshold: float, version: str = ""
-) -> bytes:
-    """raw with fresh X-Spam-Flag and X-Spam-Status fields at the top of its header block.
+def replace_fields(raw: bytes, removed: frozenset[bytes], fields: list[tuple[bytes, bytes]]) -> bytes:
+    """raw without its fields named in ``removed`` (lower case) and with ``fields`` (name, value)
+    at the top of its header block.
 
-    Existing X-Spam-Flag / X-Spam-Status fields are removed first so a message filtered twice
-    carries one verdict. The new fields go right after the mbox 'From ' line when the message
-    starts with one, else at the very start, and end in the message's own line ending: CRLF when
-    its first line ends in CRLF, LF otherwise. The message is never re-serialised: nothing else
-    changes, byte for byte.
+    The new fields go right after the mbox 'From ' line when the message starts with one, else at
+    the very start, and end in the message's own line ending: CRLF when its first line ends in
+    CRLF, LF otherwise. The message is never re-serialised: nothing else changes, byte for byte.
     """
     newline = raw.find(b"\n")
     eol = b"\r\n" if newline > 0 and raw[newline - 1] == 0x0D else b"\n"
-    flag = b"YES" if is_spam else b"NO"
-    status = spam_status_value(is_spam, score, threshold, version).encode("ascii")
-    new_fields = b"X-Spam-Flag: " + flag + eol + b"X-Spam-Status: " + status + eol
+    new_fields = b"".join(name + b": " + value + eol for name, value in fields)
     # The insertion point comes from raw, not from the cleaned copy: removing fields can leave
     # a 'From ' body line at the top, which must not turn into an mbox separator line.
     start = header_start(raw)
-    cleaned = _drop_spam_fields(raw, drop_stray_lines=False)  # keeps raw[:start] as it is
+    cleaned = _drop_fields(raw, removed, drop_stray_lines=False)  # keeps raw[:start] as it is
     return cleaned[:start] + new_fields + cleaned[start:]

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..pipeline import Scorer, Tagged, message_text, tagged_message
+from ..verdict import Decision
 
 BatchObserver = Callable[[int, float, int], None]  # (messages in the batch, seconds the model took, windows)
 
@@ -39,13 +40,13 @@ class MicroBatcher:
         scorer: Scorer | None,
         max_batch: int,
         max_wait: float,
-        threshold: float | None = None,
+        decision: Decision | None = None,
         on_batch: BatchObserver | None = None,
     ) -> None:
         self.scorer = scorer
         self.max_batch = max_batch
         self.max_wait = max_wait
-        self.threshold = threshold  # None: the model's own
+        self.decision = decision or Decision()  # bound to each batch's model in _run
         self.on_batch = on_batch
         self._queue: asyncio.Queue[_Waiting] = asyncio.Queue()
         # One thread: batches run one after another, and onnxruntime uses the cores inside each.
@@ -95,26 +96,26 @@ class MicroBatcher:
             batch = [waiting for waiting in batch if not waiting.result.done()]  # callers gone
             if not batch:
                 continue
-            scorer, threshold = self.scorer, self.threshold
+            scorer = self.scorer
             assert scorer is not None, "the batcher starts once a model is loaded"
             outcomes = await loop.run_in_executor(
-                self._worker, self._run, scorer, threshold, [waiting.raw for waiting in batch]
+                self._worker, self._run, scorer, [waiting.raw for waiting in batch]
             )
             for waiting, outcome in zip(batch, outcomes, strict=True):
                 if not waiting.result.done():
                     waiting.result.set_result(outcome)
 
-    def _run(self, scorer: Scorer, threshold: float | None, raws: list[bytes]) -> list[Tagged]:
+    def _run(self, scorer: Scorer, raws: list[bytes]) -> list[Tagged]:
         """On the worker thread: never raises; a failed batch comes back untagged, with the reason."""
         started = time.perf_counter()
         windows_before = getattr(scorer, "windows_scored", 0)  # a Classifier counts its windows
         try:
-            cut = scorer.threshold if threshold is None else threshold
+            decision = self.decision.for_model(scorer.threshold)
             probabilities = scorer.spam_probability([message_text(raw) for raw in raws])
             if not np.all(np.isfinite(probabilities)):
                 raise ValueError("the model answered a P(spam) that is not a number")
             pairs = zip(raws, probabilities, strict=True)
-            outcomes = [tagged_message(raw, float(p), cut) for raw, p in pairs]
+            outcomes = [tagged_message(raw, float(p), decision) for raw, p in pairs]
         except Exception as error:  # the model failed: every message goes back unchanged
             reason = " ".join(str(error).split()) or type(error).__name__
             outcomes = [Tagged(raw, error=f"model error: {reason}"[:300]) for raw in raws]

@@ -1,8 +1,9 @@
 """The milter protocol (Sendmail's libmilter, version 6, as Postfix and Sendmail speak it): the MTA
 side hands over each message while the sender is still connected; at its end the classifier's
-verdict becomes header changes (earlier X-Spam-Flag / X-Spam-Status removed, the two fields
-inserted at the top, as ``filter --format email`` writes them), a 5xx reply (``reject_above``) or
-a quarantine (``quarantine_above``).
+verdict becomes header changes (earlier fields of the prefix removed, the new ones inserted at the
+top, as ``filter --format email`` writes them: both from ``verdict.Decision``), a 5xx reply (the
+decision's ``reject_above``) or a quarantine (``quarantine_above``), scores on the scale spamc
+prints.
 
 A packet is a 4-byte big-endian length, a command byte and its data. The milter asks only for
 what it uses: headers and body, no replies to the steps before them, and header values with
@@ -18,8 +19,8 @@ import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from ..mail import spam_status_value
-from ..pipeline import VERSION_TAG, Tagged
+from ..pipeline import Tagged
+from ..verdict import Decision
 
 VERSION = 6
 # Postfix sends body chunks of 64 KB and header fields of at most its header_size_limit (100 KB),
@@ -55,7 +56,6 @@ SMFIP_HDR_LEADSPC = 0x100000
 WANTED_ACTIONS = SMFIF_ADDHDRS | SMFIF_CHGHDRS | SMFIF_QUARANTINE
 SKIPPED_STEPS = SMFIP_NOCONNECT | SMFIP_NOHELO | SMFIP_NOMAIL | SMFIP_NORCPT | SMFIP_NOUNKNOWN | SMFIP_NODATA
 QUIET_STEPS = SMFIP_NR_HDR | SMFIP_NR_EOH | SMFIP_NR_BODY
-_SPAM_FIELDS = (b"x-spam-flag", b"x-spam-status")
 
 
 class MilterError(Exception):
@@ -64,8 +64,6 @@ class MilterError(Exception):
 
 @dataclass
 class MilterPolicy:
-    reject_above: float | None = None  # P(spam) at or above: 550 during SMTP
-    quarantine_above: float | None = None  # P(spam) at or above: the MTA's quarantine (held)
     on_error: str = "accept"  # accept (untagged) or tempfail, as Postfix's milter_default_action
 
 
@@ -126,25 +124,27 @@ def message_bytes(message: _Message, leading_space: bool) -> bytes:
     return b"".join(lines) + b"\n" + bytes(message.body).replace(b"\r\n", b"\n")
 
 
-def header_actions(message: _Message, outcome: Tagged, leading_space: bool) -> list[bytes]:
-    """Earlier X-Spam-Flag / X-Spam-Status removed (by their index among fields of that name),
-    the two new fields inserted at the top: what ``insert_spam_headers`` does to the bytes."""
+def header_actions(
+    message: _Message, outcome: Tagged, decision: Decision, leading_space: bool
+) -> list[bytes]:
+    """Earlier fields of the decision's prefix removed (by their index among fields of that name),
+    the new fields inserted at the top: what ``Decision.tag`` does to the bytes."""
+    removed = {name.lower().encode("ascii") for name in decision.removed_names()}
     removals = []
     seen: dict[bytes, int] = {}
     for name, _value in message.headers:
         key = name.lower()
         seen[key] = seen.get(key, 0) + 1
-        if key in _SPAM_FIELDS:
+        if key in removed:
             # Removing is changing the field to an empty value; each index counts fields of one name.
             removals.append(packet(CHGHEADER, struct.pack(">I", seen[key]) + name + b"\0\0"))
     actions = removals[::-1]  # the last first: no removal moves an index still to come
-    assert outcome.probability is not None and outcome.threshold is not None
-    spam = bool(outcome.spam)
-    status = spam_status_value(spam, outcome.probability, outcome.threshold, VERSION_TAG).encode()
+    assert outcome.verdict is not None
     space = b" " if leading_space else b""
-    # Inserted at index 0 in reverse order, so that X-Spam-Flag ends up first.
-    for name, value in ((b"X-Spam-Status", status), (b"X-Spam-Flag", b"YES" if spam else b"NO")):
-        actions.append(packet(INSHEADER, struct.pack(">I", 0) + name + b"\0" + space + value + b"\0"))
+    # Inserted at index 0 in reverse order, so that the first field ends up first.
+    for field_name, value in reversed(decision.fields(outcome.verdict)):
+        data = field_name.encode("ascii") + b"\0" + space + value.encode("ascii") + b"\0"
+        actions.append(packet(INSHEADER, struct.pack(">I", 0) + data))
     return actions
 
 
@@ -156,6 +156,7 @@ async def milter_session(
     write: Callable[[bytes], Awaitable[None]],
     tag: Tagger,
     policy: MilterPolicy,
+    decision: Decision,
     max_size: int,
     timeout: float,
     on_verdict: Callable[[Tagged, str], None] | None = None,
@@ -195,7 +196,9 @@ async def milter_session(
             message.body += data[: message.room(max_size)]
         elif command == BODYEOB:
             message.body += data[: message.room(max_size)]  # the last chunk may come with the end
-            for reply in await _end_of_message(message, leading_space, tag, policy, on_verdict, max_size):
+            for reply in await _end_of_message(
+                message, leading_space, tag, policy, decision, on_verdict, max_size
+            ):
                 await write(reply)
             message = _Message()
         elif command in (QUIT, QUIT_NC):
@@ -233,6 +236,7 @@ async def _end_of_message(
     leading_space: bool,
     tag: Tagger,
     policy: MilterPolicy,
+    decision: Decision,
     on_verdict: Callable[[Tagged, str], None] | None,
     max_size: int,
 ) -> list[bytes]:
@@ -243,21 +247,21 @@ async def _end_of_message(
         return [packet(ACCEPT)]
     raw = message_bytes(message, leading_space)
     outcome = await tag(raw)
-    if outcome.error is not None or outcome.probability is None:
+    verdict = outcome.verdict
+    if outcome.error is not None or verdict is None:
         if on_verdict is not None:
             on_verdict(outcome, "error")
         return [packet(TEMPFAIL if policy.on_error == "tempfail" else ACCEPT)]
-    p = outcome.probability
-    if policy.reject_above is not None and p >= policy.reject_above:
+    said = f"score {verdict.score:.1f}/{verdict.required:.1f}, P(spam) {verdict.probability:.3f}"
+    action = decision.milter_action(verdict)
+    if action == "reject":
         if on_verdict is not None:
             on_verdict(outcome, "rejected")
-        text = f"550 5.7.1 Message refused as spam (P(spam) {p:.3f})"
-        return [packet(REPLYCODE, text.encode() + b"\0")]
-    replies = header_actions(message, outcome, leading_space)
-    action = "tagged"
-    if policy.quarantine_above is not None and p >= policy.quarantine_above:
-        replies.append(packet(QUARANTINE, f"spam, P(spam) {p:.3f}".encode() + b"\0"))
-        action = "quarantined"
+        return [packet(REPLYCODE, f"550 5.7.1 Message refused as spam ({said})".encode() + b"\0")]
+    replies = header_actions(message, outcome, decision, leading_space)
+    if action == "quarantine":
+        replies.append(packet(QUARANTINE, f"spam, {said}".encode() + b"\0"))
+    action = {"quarantine": "quarantined", "tag": "tagged"}[action]
     if on_verdict is not None:
         on_verdict(outcome, action)
     return [*replies, packet(ACCEPT)]

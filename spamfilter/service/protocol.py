@@ -14,10 +14,11 @@ after zlib inflation, which runs off the event loop) and, by the caller, the tim
 from __future__ import annotations
 
 import asyncio
-import math
 import re
 import zlib
 from dataclasses import dataclass, field
+
+from ..verdict import RULE_NAME, Verdict
 
 # sysexits.h, as spamd's %resphash names them
 EX_OK = 0
@@ -34,8 +35,6 @@ COMMANDS = (*CHECKING, "TELL", "PING", "SKIP")
 MAX_HEADER_LINES = 255  # as spamd: a bound against a client that never ends its headers
 HEADER_BYTES = 16 * 1024  # request line and headers; spamc sends under 200 bytes
 MAX_LENGTH_DIGITS = 18  # Content-length: more digits is no size (and past 4300 int() refuses it)
-RULE_NAME = "GPT2_SPAM_CLASSIFIER"  # the one "rule" (SYMBOLS, REPORT, X-Spam-Status tests=)
-REQUIRED = 5.0  # the threshold as spamd clients see it (see spamd_scores)
 
 _REQUEST_LINE = re.compile(rb"^([A-Z_]+) SPAMC/(\d{1,3}\.\d{1,3})\r?\n$")
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
@@ -210,43 +209,11 @@ def _printable(raw: bytes, limit: int = 80) -> str:
 # --------------------------------------------------------------------------- scores and replies
 
 
-def spamd_scores(probability: float, threshold: float) -> tuple[float, float]:
-    """P(spam) as spamd's ``score / threshold``. The threshold always reads 5.0, SpamAssassin's
-    default, which clients and rules assume (rspamd's spamassassin scanner matches ``/ 5.0``; Exim
-    rules test ``$spam_score_int > 50``): P from 0 to the threshold maps linearly onto 0-5, from the
-    threshold to 1 onto 5-10. With the default threshold 0.5 the score is 10 x P. One decimal, as
-    spamc prints it, rounded towards the verdict (up for spam, down otherwise), so that ``score >=
-    5.0`` (Exim's and spamc's test) holds exactly when the verdict is spam."""
-    if probability >= threshold:
-        raw = 10.0 if threshold >= 1 else 5 + 5 * (probability - threshold) / (1 - threshold)
-        return max(_round_up(raw), REQUIRED), REQUIRED
-    raw = 5 * probability / threshold  # threshold > probability >= 0 here
-    return min(_round_down(raw), REQUIRED - 0.1), REQUIRED
-
-
-def _round_up(value: float) -> float:
-    # round(…, 6) first: 10 * 0.7 is 7.000000000000001, which must not become 7.1
-    return round(math.ceil(round(value * 10, 6)) / 10, 1)
-
-
-def _round_down(value: float) -> float:
-    return round(math.floor(round(value * 10, 6)) / 10, 1)
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """What a checking command needs of one classified message."""
-
-    spam: bool
-    probability: float
-    threshold: float
-    tagged: bytes  # the message as ``filter --format email`` writes it
-
-
-def check_reply(request: Request, verdict: Verdict) -> bytes:
+def check_reply(request: Request, verdict: Verdict, tagged: bytes) -> bytes:
     """The reply to CHECK, SYMBOLS, REPORT, REPORT_IFSPAM, PROCESS or HEADERS, shaped by the
-    client's protocol version exactly as spamd shapes it."""
-    score, required = spamd_scores(verdict.probability, verdict.threshold)
+    client's protocol version exactly as spamd shapes it; ``tagged`` is the message as ``filter
+    --format email`` writes it."""
+    score, required = verdict.score, verdict.required
     if request.command == "REPORT_IFSPAM":
         answer = "Yes" if verdict.spam else "No"
     else:
@@ -254,7 +221,7 @@ def check_reply(request: Request, verdict: Verdict) -> bytes:
     spam_header = f"Spam: {answer} ; {score:.1f} / {required:.1f}".encode("ascii")
     version = request.version
     if request.command in ("PROCESS", "HEADERS"):
-        body = verdict.tagged if request.command == "PROCESS" else headers_only(verdict.tagged)
+        body = tagged if request.command == "PROCESS" else headers_only(tagged)
         if version >= 1.3:
             head = b"SPAMD/1.1 0 EX_OK\r\nContent-length: %d\r\n%s\r\n\r\n" % (len(body), spam_header)
         elif version >= 1.2:

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 from ..corrections import Corrections, Quota, QuotaExceeded
 from ..errors import SpamfilterError, first_line
 from ..pipeline import EMPTY_MESSAGE, Scorer, Tagged
+from ..verdict import Decision
 from . import protocol
 from .access import LOOPBACK, Address, BoundSocket, Network, bind_unix_socket, peer_allowed
 from .batcher import MicroBatcher
@@ -71,7 +72,7 @@ class ServiceSettings:
     max_per_peer: int = 0  # slots one peer (address, or uid on a unix socket) may hold; 0: 3/4
     batch_max: int = 32
     batch_wait: float = 0.005
-    threshold: float | None = None
+    decision: Decision = field(default_factory=Decision)  # threshold, headers, milter cut-offs
     socket_mode: int | None = None
     socket_owner: str | None = None
     tls: ssl.SSLContext | None = None
@@ -112,7 +113,7 @@ class SpamdService:
         self.log = logger
         self.metrics = Metrics()
         self.batcher = MicroBatcher(
-            scorer, settings.batch_max, settings.batch_wait, settings.threshold, self._batch_done
+            scorer, settings.batch_max, settings.batch_wait, settings.decision, self._batch_done
         )
         self.health: dict[str, str] = {}
         if scorer is not None:
@@ -301,15 +302,12 @@ class SpamdService:
             raise ValueError(f"the new model answers P(spam) = {probability}")
         return scorer
 
-    def _threshold(self, scorer: Scorer) -> float:
-        return scorer.threshold if self.settings.threshold is None else self.settings.threshold
-
     def _describe(self, scorer: Scorer) -> None:
         identity = {
             "model": self.settings.model_name,
             "variant": scorer.variant,
             "provider": scorer.provider,
-            "threshold": f"{self._threshold(scorer):.4f}",
+            "threshold": f"{self.settings.decision.for_model(scorer.threshold).cut:.4f}",
             "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             **self.settings.extra_health,
         }
@@ -468,6 +466,7 @@ class SpamdService:
                 write,
                 tag,
                 self.settings.milter_policy,
+                self.settings.decision,
                 self.settings.max_size,
                 MILTER_PACKET_FACTOR * self.settings.timeout,
                 verdict,
@@ -533,20 +532,17 @@ class SpamdService:
             error = protocol.unavailable(EMPTY_MESSAGE)
             return error.reply(), "error", error.text
         outcome = await self.batcher.tag(request.message)
-        if outcome.error is not None or outcome.probability is None or outcome.threshold is None:
+        verdict = outcome.verdict
+        if outcome.error is not None or verdict is None:
             error = protocol.unavailable(outcome.error or "not classified")
             return error.reply(), "error", error.text
-        verdict = protocol.Verdict(
-            bool(outcome.spam), outcome.probability, outcome.threshold, tagged=outcome.message
-        )
         self.metrics.verdicts.labels("spam" if verdict.spam else "ham").inc()
-        score, required = protocol.spamd_scores(verdict.probability, verdict.threshold)
         detail = (
-            f"{'spam' if verdict.spam else 'clean'} ({score:.1f}/{required:.1f}) "
+            f"{'spam' if verdict.spam else 'clean'} ({verdict.score:.1f}/{verdict.required:.1f}) "
             f"p={verdict.probability:.3f}, {len(request.message)} bytes"
             + (f", user={request.user}" if request.user else "")
         )
-        return protocol.check_reply(request, verdict), "ok", detail
+        return protocol.check_reply(request, verdict, outcome.message), "ok", detail
 
     def _teacher(self, writer: Writer) -> tuple[str, bool]:
         """Who is telling (an address, or a uid over a unix socket) and whether they may."""
