@@ -30,7 +30,6 @@ each filter's replay scores in ``benchmarks/.work/replay/<filter>.json``.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import re
@@ -50,7 +49,6 @@ from spamfilter.replay import (
     HeadFilter,
     HeadTrainer,
     OnlineFilter,
-    Rows,
     curve_table,
     fit_head_newton,
     head_probability,
@@ -59,6 +57,7 @@ from spamfilter.replay import (
     order_messages,
     plot_learning_curve,
     replay,
+    retrain_anchored,
     window_features,
 )
 
@@ -252,28 +251,6 @@ class Frozen:
         pass
 
 
-def package_trainer() -> HeadTrainer | None:
-    """The package's numpy head retrain (``spamfilter.head``) where this version has one."""
-    try:
-        head = importlib.import_module("spamfilter.head")
-    except ImportError:
-        return None
-
-    def train(
-        weight: np.ndarray, bias: np.ndarray, taught: Rows, trained: Rows
-    ) -> tuple[np.ndarray, np.ndarray]:
-        new = head.retrain_head(
-            head.Head(weight, bias),
-            taught.features,
-            taught.labels,
-            taught.weights,
-            head.Anchor(trained.features, trained.labels, trained.weights),
-        )
-        return new.weight.astype(np.float64), new.bias.astype(np.float64)
-
-    return train
-
-
 def spamfilter_filter(
     model: Path, raws: list[bytes], replayed: np.ndarray, trainer: HeadTrainer
 ) -> tuple[HeadFilter, float]:
@@ -381,7 +358,7 @@ def run_one(
     trunk_seconds = 0.0  # spamfilter's pass through the trunk, done once before its replays
     source = name
     if name.startswith("spamfilter"):
-        trainer = (package_trainer() if args.head == "package" else None) or fit_head_newton
+        trainer = retrain_anchored if args.head == "package" else fit_head_newton
         if model is None:
             state = OUT / "model" / "training-state.pt"
             source = "the training run's state after its latest finished epoch"

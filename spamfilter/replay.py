@@ -323,7 +323,7 @@ def fit_head_newton(
     """A plain weighted logistic regression of the head on the trained and the taught rows
     together, by Newton's method, kept near the trained head (``learn``'s objective before its
     numpy head: the weighted mean cross-entropy plus ``l2_to_start`` times the squared distance
-    to the starting head). The reference the package's own head retrain is compared with.
+    to the starting head). The reference :func:`retrain_anchored` (the default) is compared with.
 
     A two-class softmax head only matters through the difference of its rows, P(spam) =
     sigmoid((w1 - w0) . f + b1 - b0), so the regression is binary and the difference is split
@@ -349,6 +349,24 @@ def fit_head_newton(
     new_weight = np.stack([middle_w - theta[:-1] / 2, middle_w + theta[:-1] / 2])
     new_bias = np.array([middle_b - theta[-1] / 2, middle_b + theta[-1] / 2])
     return new_weight, new_bias
+
+
+def retrain_anchored(
+    weight: np.ndarray, bias: np.ndarray, taught: Rows, trained: Rows
+) -> tuple[np.ndarray, np.ndarray]:
+    """The package's head retrain (:func:`spamfilter.head.retrain_head`, what ``learn`` uses):
+    the taught rows as the loss, the training messages as an anchor the head stays near, so
+    that the head moves only as far as the labels fed back need."""
+    from .head import Anchor, Head, retrain_head
+
+    new = retrain_head(
+        Head(weight, bias),
+        taught.features,
+        taught.labels,
+        taught.weights,
+        Anchor(trained.features, trained.labels, trained.weights),
+    )
+    return new.weight.astype(np.float64), new.bias.astype(np.float64)
 
 
 def head_probability(features: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
@@ -380,7 +398,7 @@ class HeadFilter:
         owners: np.ndarray,
         base_features: np.ndarray,
         base_labels: np.ndarray,
-        trainer: HeadTrainer = fit_head_newton,
+        trainer: HeadTrainer | None = None,
     ) -> None:
         self.start = (np.asarray(weight, dtype=np.float64), np.asarray(bias, dtype=np.float64))
         self.weight, self.bias = self.start
@@ -393,7 +411,7 @@ class HeadFilter:
         counts = np.bincount(base_y, minlength=2).astype(np.float64)
         self.class_weight = counts.sum() / (2 * np.maximum(counts, 1))  # the recipe's weighted loss
         self.trained = Rows(np.asarray(base_features, dtype=np.float32), base_y, self.class_weight[base_y])
-        self.trainer = trainer
+        self.trainer = trainer or retrain_anchored
         self.taught_rows: list[int] = []
         self.taught_labels: list[int] = []
 
@@ -483,7 +501,7 @@ def model_head(model_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
     return weight, bias, saved["train_features"], saved["train_labels"], directory.threshold
 
 
-def head_filter(model_dir: Path, texts: Sequence[str], trainer: HeadTrainer = fit_head_newton) -> HeadFilter:
+def head_filter(model_dir: Path, texts: Sequence[str], trainer: HeadTrainer | None = None) -> HeadFilter:
     """A :class:`HeadFilter` for replaying ``texts`` (indexed as given) through a model directory."""
     features, owners = window_features(model_dir, texts)
     weight, bias, base_x, base_y, threshold = model_head(model_dir)
@@ -556,7 +574,7 @@ def replay_mail(
     *,
     interval: int = 1,
     feedback: Feedback = "all",
-    trainer: HeadTrainer = fit_head_newton,
+    trainer: HeadTrainer | None = None,
     on_block: Callable[[int, int], None] | None = None,
 ) -> ReplayResult:
     """Replay raw messages (``labels``: 1 spam, 0 ham) through a model directory in date order,
