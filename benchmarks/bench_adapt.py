@@ -13,7 +13,8 @@ and recall / FPR at the threshold calibrated on the validation split.
     python -m benchmarks.bench_adapt --steps 600 --fresh  # another budget
 
 The baseline is bench_recipe's mail row (``benchmarks/.work/recipe/mail``) when it is there,
-trained here otherwise. An interrupted adaptation resumes from its last saved step.
+trained here otherwise. An interrupted adaptation resumes from its last saved step, an interrupted
+fine-tuning from its last finished epoch.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import torch
 
 from spamfilter.adapt import STATE_FILE, AdaptOptions, adapt
 from spamfilter.data import Splits, random_split
-from spamfilter.finetune import TrainOptions, fine_tune
+from spamfilter.finetune import TRAINING_STATE, TrainOptions, fine_tune
 from spamfilter.modeldir import MANIFEST_FILE
 from spamfilter.train_loop import TrainingConfig
 
@@ -118,6 +119,7 @@ def fine_tune_from(weights: str, model: str | None, splits: Splits, out: Path) -
         augment=MAIL.augment,
         training=TrainingConfig(epochs=MAIL.epochs, lr=MAIL.lr, trainable="all", seed=SEED),
         out=out,
+        resume=(out / TRAINING_STATE).is_file(),  # an interrupted run goes on from its last epoch
     )
     started = time.perf_counter()
     result = fine_tune(
