@@ -190,10 +190,11 @@ class SpamAssassin:
     _SCORE = re.compile(rb"^X-Spam-ReplayScore: (-?[0-9.]+)", re.MULTILINE)
     _INDEX = re.compile(rb"^X-Replay-Index: (\d+)", re.MULTILINE)
 
-    def __init__(self, raws: list[bytes], folder: Path) -> None:
+    def __init__(self, raws: list[bytes], folder: Path, fresh: bool = True) -> None:
         self.raws = raws
-        shutil.rmtree(folder, ignore_errors=True)
-        (folder / ".spamassassin").mkdir(parents=True)
+        if fresh:
+            shutil.rmtree(folder, ignore_errors=True)
+        (folder / ".spamassassin").mkdir(parents=True, exist_ok=True)
         (folder / ".spamassassin" / "user_prefs").write_text(
             "use_bayes 1\nbayes_auto_learn 0\nbayes_auto_expire 0\nadd_header all ReplayScore _SCORE_\n"
         )
@@ -232,6 +233,25 @@ class SpamAssassin:
             chosen = [i for i, y in zip(indexes, labels, strict=True) if y == label]
             if chosen:
                 self._run(["sa-learn", flag], mbox_of(self.raws, chosen))
+
+
+class Kept:
+    """A filter whose scores are written to a file after every block (a run that cannot finish
+    still leaves the blocks it replayed)."""
+
+    def __init__(self, inner: OnlineFilter, path: Path, first: int) -> None:
+        self.inner, self.path, self.threshold = inner, path, inner.threshold
+        self.kept: dict[str, Any] = {"first": first, "indexes": [], "scores": []}
+
+    def score(self, indexes: Sequence[int]) -> np.ndarray:
+        scores = self.inner.score(indexes)
+        self.kept["indexes"] += [int(i) for i in indexes]
+        self.kept["scores"] += scores.tolist()
+        self.path.write_text(json.dumps(self.kept))
+        return scores
+
+    def learn(self, indexes: Sequence[int], labels: Sequence[int]) -> None:
+        self.inner.learn(indexes, labels)
 
 
 # --------------------------------------------------------------------------- spamfilter
@@ -357,6 +377,7 @@ def run_one(
     online: OnlineFilter
     trunk_seconds = 0.0  # spamfilter's pass through the trunk, done once before its replays
     source = name
+    start = 0  # where in the replay this run starts (a resumed SpamAssassin run)
     if name.startswith("spamfilter"):
         trainer = retrain_anchored if args.head == "package" else fit_head_newton
         if model is None:
@@ -378,18 +399,29 @@ def run_one(
         bogofilter.train(past, labels)
         online = bogofilter
     elif name == "spamassassin":
-        spamassassin = SpamAssassin(raws, OUT / "spamassassin-home")
-        started = time.perf_counter()
-        spamassassin.train(past, labels)
-        online = spamassassin
-        print(f"spamassassin: the past learnt in {time.perf_counter() - started:.0f} s", flush=True)
+        home = OUT / "spamassassin-home"
+        if args.sa_resume:
+            # An interrupted run's database holds the past and every block before the one it was
+            # scoring (its batch file): the replay continues from there, its scores kept per block.
+            found = re.search(rb"X-Replay-Index: (\d+)", (home / "batch.mbox").read_bytes())
+            if found is None:
+                raise SystemExit(f"no interrupted SpamAssassin replay in {home}")
+            start = int(np.flatnonzero(replayed == int(found.group(1)))[0])
+            print(f"spamassassin: continuing from message {start + 1} of the replay", flush=True)
+            spamassassin = SpamAssassin(raws, home, fresh=False)
+        else:
+            spamassassin = SpamAssassin(raws, home)
+            started = time.perf_counter()
+            spamassassin.train(past, labels)
+            print(f"spamassassin: the past learnt in {time.perf_counter() - started:.0f} s", flush=True)
+        online = Kept(spamassassin, OUT / "spamassassin.partial.json", start)
         interval = args.sa_batch
     else:
         raise SystemExit(f"unknown filter {name}")
     started = time.perf_counter()
     result = replay(
         online,
-        replayed,
+        replayed[start:],
         labels,
         interval=interval,
         feedback=feedback,
@@ -403,6 +435,7 @@ def run_one(
     return {
         "name": name,
         "source": source,
+        "first": start,
         "interval": result.interval,
         "feedback": result.feedback,
         "labels": result.labels.tolist(),
@@ -470,6 +503,11 @@ def main() -> None:
     )
     parser.add_argument("--fresh", action="store_true", help="replay the filters asked for again")
     parser.add_argument("--train-only", action="store_true")
+    parser.add_argument(
+        "--sa-resume",
+        action="store_true",
+        help="continue an interrupted SpamAssassin replay from its database",
+    )
     parser.add_argument(
         "--from-state", action="store_true", help="spamfilter from the unfinished training run's last epoch"
     )
