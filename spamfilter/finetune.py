@@ -47,8 +47,10 @@ DEFAULT_MODEL = "gpt2-small"
 CUSTOM_ARCHITECTURE = "custom"  # any shape that is not one of GPT2_SIZES; the dims are in the config
 TRAINING_STATE = "training-state.pt"  # in the output directory until the model directory is complete
 BALANCE_CHOICES = ("undersample", "weight")
-# Ham marked as spam that mail users accept: SpamAssassin's is about 1 in 400 (0.25 %).
-MAIL_TARGET_FPR = 0.005
+# Ham marked as spam that mail admins accept: SpamAssassin's is about 0.14 % on later mail, and
+# recall at 0.1 % is the figure of record (RESULTS section 13). 0.5 % until the threshold could
+# rest on the training ham as well (spamfilter.calibration).
+MAIL_TARGET_FPR = 0.001
 MAIL_MAX_LENGTH = 256  # tokens read of a message; see default_max_length
 KEEP_BEST_PATIENCE = 2  # with --keep-best: epochs without a better validation loss before stopping
 
