@@ -1,0 +1,111 @@
+"""Per-user heads (spamfilter/user_heads.py): names are never paths, the store is bounded, a user's
+corrections change that user's verdicts and no one else's."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spamfilter.errors import UsageError
+from spamfilter.head import Head, apply_head
+from spamfilter.learn import current_head, read_features, window_features
+from spamfilter.mail import iter_mail_source
+from spamfilter.modeldir import open_model_directory
+from spamfilter.pipeline import message_text
+from spamfilter.user_heads import (
+    MAX_USER_LENGTH,
+    USERS_DIR,
+    UserHead,
+    UserHeads,
+    UserLimitReached,
+    score_with_head,
+    train_user_head,
+    trunk_fingerprint,
+    user_key,
+    valid_user,
+)
+
+CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "spamassassin"
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["", "../etc", "a/b", "/root", "a\0b", "..", ".hidden", "a..b", "x" * (MAX_USER_LENGTH + 1), "a b", "é"],
+)
+def test_a_user_name_that_could_be_a_path_is_refused(name: str) -> None:
+    with pytest.raises(UsageError):
+        valid_user(name)
+
+
+def test_a_valid_name_becomes_a_digest_not_a_path(tmp_path: Path) -> None:
+    for name in ("alice", "alice@example.org", "bob+junk@example.org", "x" * MAX_USER_LENGTH):
+        assert valid_user(name) == name
+        key = user_key(name)
+        assert len(key) == 32 and all(c in "0123456789abcdef" for c in key)
+    heads = UserHeads(tmp_path)
+    assert heads.folder("alice").parent == tmp_path / USERS_DIR
+
+
+def test_the_number_of_users_is_bounded(tmp_path: Path) -> None:
+    heads = UserHeads(tmp_path, max_users=2)
+    head = UserHead(Head(np.ones((2, 4)), np.zeros(2)), 0.5, "t")
+    heads.save("a", head)
+    heads.save("b", head)
+    heads.save("a", head)  # an existing user is not a new one
+    with pytest.raises(UserLimitReached):
+        heads.save("c", head)
+    assert sorted(heads.users()) == ["a", "b"]
+
+
+def test_heads_held_in_memory_are_bounded_and_a_damaged_file_is_no_head(tmp_path: Path) -> None:
+    heads = UserHeads(tmp_path, max_loaded=3, trunk="t")
+    for i in range(5):
+        heads.save(f"u{i}", UserHead(Head(np.full((2, 4), i), np.zeros(2)), 0.5, "t"))
+        assert heads.head(f"u{i}") is not None
+    assert len(heads._loaded) == 3
+    (heads.folder("u0") / "head.npz").write_bytes(b"not a head")
+    assert heads.head("u0") is None
+    heads.save("old", UserHead(Head(np.ones((2, 4)), np.zeros(2)), 0.5, "another trunk"))
+    assert heads.head("old") is None  # trained for another trunk: the shared verdict
+
+
+@pytest.fixture()
+def model_copy(trained_model: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(trained_model, tmp_path / "model"))
+
+
+def test_a_users_corrections_change_that_users_verdicts_only(model_copy: Path) -> None:
+    directory = open_model_directory(model_copy)
+    shared = current_head(directory)
+    raws = list(iter_mail_source(CORPUS / "easy_ham.mbox"))[:60]
+    texts = [message_text(raw) for raw in raws]
+    features, owners = window_features(directory, texts)
+    before = score_with_head(shared, features, owners, len(raws))
+    flagged = [i for i, score in enumerate(before) if score >= directory.threshold]
+    assert len(flagged) >= 10, "the SMS model should mark some of this email as spam"
+    heads = UserHeads(model_copy, trunk=trunk_fingerprint(read_features(model_copy)["train_features"]))
+    for i in flagged[:10]:
+        assert heads.add("alice@example.org", raws[i], 0)
+    trained = train_user_head(model_copy, "alice@example.org", heads)
+    assert trained is not None
+    alice = heads.head("alice@example.org")
+    assert alice is not None
+    after = score_with_head(alice.head, features, owners, len(raws))
+    assert all(after[i] < alice.threshold for i in flagged[:10])  # her 10 corrections took effect
+    assert heads.head("bob@example.org") is None  # bob has none: the shared head, unchanged
+    assert np.array_equal(current_head(open_model_directory(model_copy)).weight, shared.weight)
+    # Forgetting every correction removes her head.
+    for i in flagged[:10]:
+        heads.remove("alice@example.org", raws[i])
+    assert train_user_head(model_copy, "alice@example.org", heads) is None
+    assert heads.head("alice@example.org") is None
+
+
+def test_score_with_head_takes_a_messages_highest_window() -> None:
+    head = Head(np.array([[0.0, 0.0], [1.0, 0.0]]), np.zeros(2))
+    features = np.array([[-2.0, 0.0], [3.0, 0.0], [0.0, 0.0]])
+    scores = score_with_head(head, features, np.array([0, 0, 1]), 2)
+    assert np.allclose(scores, [apply_head(head, features[1:2])[0], 0.5])
