@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 import click
 
 from . import __version__, interrupts
-from .errors import EX_USAGE, SpamfilterError, first_line
+from .errors import EX_BROKEN_PIPE, EX_INTERRUPTED, EX_USAGE, SpamfilterError, first_line
 from .interrupts import Interrupted, exit_code, stop_on_signals
 from .modeldir import default_model_dir, open_model_directory, remember_model_dir, train_output_dir
 
@@ -288,7 +288,7 @@ def train(
         _fail(str(error))
     except KeyboardInterrupt:
         console.print(f"interrupted: continue with the same command and --resume (state in {options.out})")
-        sys.exit(130)
+        sys.exit(EX_INTERRUPTED)
     for line in [*describe_result(result, options.out), *describe_export(options.out, result.manifest)]:
         console.print(line)
     remember_model_dir(options.out)
@@ -797,7 +797,7 @@ def _quiet_broken_pipe() -> NoReturn:
     # The reader went away (e.g. `| head`): stop quietly, as cat does; silence the final flush.
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
-    sys.exit(141)
+    sys.exit(EX_BROKEN_PIPE)
 
 
 def _pipeline_mode(
@@ -1297,4 +1297,4 @@ def main() -> None:
         cli(prog_name="spamfilter")
     except KeyboardInterrupt:  # outside click's own handling (e.g. while writing): no traceback
         click.echo("spamfilter: interrupted", err=True)
-        sys.exit(130)
+        sys.exit(EX_INTERRUPTED)

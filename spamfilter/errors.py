@@ -3,8 +3,27 @@ the command line gives it. Anything else that escapes is a bug and is shown as o
 
 from __future__ import annotations
 
+# Every exit code the command line gives, and every status code the spamd front end answers with:
+# one table (sysexits.h where a code has a meaning to mail systems).
+EX_OK = 0
+EX_FAILURE = 1  # a SpamfilterError; with --exit-code in pipeline mode: the message is spam
 EX_USAGE = 2  # click's code for usage errors
-EX_TEMPFAIL = 75  # sysexits.h: the mail system should retry later
+EX_DATAERR = 65  # --engine ray: some inputs could not be filtered; the others are complete
+EX_UNAVAILABLE = 69  # spamd: the service cannot answer (message too large, model failed)
+EX_SOFTWARE = 70  # spamd: an internal error
+EX_CANTCREAT = 73  # spamd TELL: the correction cannot be written
+EX_TEMPFAIL = 75  # the mail system should retry later (pipeline mode --strict, spamd busy)
+EX_PROTOCOL = 76  # spamd: a request that breaks the protocol
+EX_NOPERM = 77  # spamd TELL: a peer not allowed to teach
+EX_TIMEOUT = 79  # spamd: a request not complete in time
+SIGNAL_BASE = 128  # a run ended by signal N exits 128 + N, the shell's convention (Ctrl-C: 130)
+EX_INTERRUPTED = SIGNAL_BASE + 2  # SIGINT
+EX_BROKEN_PIPE = SIGNAL_BASE + 13  # SIGPIPE: the reader of stdout went away
+
+
+def signal_exit_code(signum: int) -> int:
+    """The exit code of a run that a signal stopped."""
+    return SIGNAL_BASE + signum
 
 
 class SpamfilterError(Exception):

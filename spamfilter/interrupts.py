@@ -16,6 +16,8 @@ import signal
 from collections.abc import Iterator
 from types import FrameType
 
+from .errors import signal_exit_code
+
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -84,4 +86,4 @@ def interruptible() -> Iterator[None]:
 
 def exit_code(signum: int) -> int:
     """The shell's convention for a process ended by a signal: 128 + its number."""
-    return 128 + signum
+    return signal_exit_code(signum)

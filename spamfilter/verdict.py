@@ -16,10 +16,12 @@ The tagged message carries, at the top of its header block (``<prefix>`` is ``X-
 
     X-Spam-Flag: YES
     X-Spam-Status: Yes, score=9.7 required=5.0 tests=GPT2_SPAM_CLASSIFIER
-        spam_probability=0.9721 version=spamfilter-0.1.0            (one line)
+        spam_probability=0.972 version=spamfilter-0.1.0            (one line)
     X-Spam-Level: *********
 
-``spam_probability`` keeps P(spam) to 4 decimals for scripts. Before the new fields go in, the
+``spam_probability`` keeps P(spam) to 3 decimals for scripts (more would print the float noise
+by which one message's P(spam) differs with the batch it was scored in: 0.68525 read 0.6852
+or 0.6853 in the service). Before the new fields go in, the
 fields of the same prefix that SpamAssassin writes are removed (Flag, Status, Level, Report,
 Checker-Version): with the default prefix a message SpamAssassin tagged earlier carries one
 verdict, this one, never a ``Flag: NO`` beside SpamAssassin's 15 stars; with another prefix
@@ -154,7 +156,7 @@ class Decision:
         ``score=`` keep working; P(spam) in a field of its own for scripts."""
         value = (
             f"{'Yes' if verdict.spam else 'No'}, score={verdict.score:.1f} required={verdict.required:.1f} "
-            f"tests={RULE_NAME} spam_probability={verdict.probability:.4f}"
+            f"tests={RULE_NAME} spam_probability={verdict.probability:.3f}"
         )
         return value + (f" version={self.version}" if self.version else "")
 

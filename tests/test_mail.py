@@ -462,11 +462,11 @@ def test_status_value() -> None:
     decision = Decision(0.5, version="spamfilter-0.1.0")
     value = decision.status(decision.verdict(0.97251))
     tests = "tests=GPT2_SPAM_CLASSIFIER"
-    assert value == f"Yes, score=9.8 required=5.0 {tests} spam_probability=0.9725 version=spamfilter-0.1.0"
+    assert value == f"Yes, score=9.8 required=5.0 {tests} spam_probability=0.973 version=spamfilter-0.1.0"
     decision = Decision(0.75, version="")
     assert (
         decision.status(decision.verdict(0.0123))
-        == f"No, score=0.0 required=5.0 {tests} spam_probability=0.0123"
+        == f"No, score=0.0 required=5.0 {tests} spam_probability=0.012"
     )
 
 
@@ -487,7 +487,7 @@ def test_insert_at_top_of_lf_message() -> None:
     raw = b"Subject: hi\nFrom: a@example.org\n\nbody\n"
     out = insert_spam_headers(raw, 0.9)
     assert (
-        out == b"X-Spam-Flag: YES\n" + _status("Yes", "9.0", "0.9000") + b"\nX-Spam-Level: *********\n" + raw
+        out == b"X-Spam-Flag: YES\n" + _status("Yes", "9.0", "0.900") + b"\nX-Spam-Level: *********\n" + raw
     )
 
 
@@ -495,7 +495,7 @@ def test_insert_after_mbox_from_line() -> None:
     from_line = b"From a@example.org Mon Jan  1 00:00:00 2024\n"
     raw = from_line + b"Subject: hi\n\nbody\n"
     out = insert_spam_headers(raw, 0.1)
-    new = b"X-Spam-Flag: NO\n" + _status("No", "1.0", "0.1000") + b"\nX-Spam-Level: *\n"
+    new = b"X-Spam-Flag: NO\n" + _status("No", "1.0", "0.100") + b"\nX-Spam-Level: *\n"
     assert out == from_line + new + raw[len(from_line) :]
 
 
@@ -534,7 +534,7 @@ def test_existing_spam_headers_are_replaced_in_any_case_and_folding() -> None:
     assert out.lower().count(b"x-spam-status") == 1
     assert b"tests=NONE" not in out and b"SOME_RULE" not in out and b"SpamAssassin" not in out
     assert out == (
-        b"X-Spam-Flag: YES\r\n" + _status("Yes", "9.0", "0.9000") + b"\r\nX-Spam-Level: *********\r\n"
+        b"X-Spam-Flag: YES\r\n" + _status("Yes", "9.0", "0.900") + b"\r\nX-Spam-Level: *********\r\n"
         b"Received: from x\r\n\tby y\r\n"
         b"Subject: hi\r\n"
         b"X-Spamfilter-Flag: kept: another prefix\r\n"

@@ -18,7 +18,7 @@ import miltertest
 import pytest
 from conftest import StandIn, make_email
 from miltertest import constants as smfi
-from spamd_server import Server, service_in_thread
+from spamd_server import Server, filter_email, request, service_in_thread, spamd_request
 
 from spamfilter.pipeline import tag_message
 from spamfilter.runtime import Classifier
@@ -248,3 +248,41 @@ def test_a_model_error_follows_the_error_policy(trained_model: Path, policy: str
         conn = connect((host, int(port)))
         assert send_message(conn, SPAM, replies=False) == [(reply, {})]  # no header changes: untagged
         quit_(conn)
+
+
+@pytest.mark.parametrize("prefix", ["X-Spam", "X-Spamfilter"])
+def test_every_front_end_writes_the_same_bytes_and_score(trained_model: Path, prefix: str) -> None:
+    """One message through filter (mbox), pipeline mode, the spamd front end (PROCESS), the milter:
+    the same tagged bytes, and spamc -c's score/required is the one in the Status field. (The Ray
+    engine is held to the local filter's bytes in test_engine_ray.)"""
+    options = ("--variant", "fp32", "--header-prefix", prefix)  # fp32: int8 scales per model call
+    envelope = b"From bob@example.org  Mon Mar  4 09:12:45 2024\n"
+    server, milter_address = start(trained_model, "--listen", "127.0.0.1:0", *options)
+    try:
+        spamd = re.search(r"listening on (\S+):(\d+) \(spamd protocol\)", server.log())
+        assert spamd is not None, server.log()
+        for message in (SPAM, HAM):
+            piped = filter_email(trained_model, message, *options)
+            mbox = subprocess.run(
+                [*SPAMFILTER, "filter", "-q", "--format", "mbox", "-m", str(trained_model), *options],
+                input=envelope + message,
+                capture_output=True,
+                timeout=120,
+            )
+            assert mbox.returncode == 0, mbox.stderr
+            assert mbox.stdout == envelope + piped  # the tagged fields go after the From_ line
+            processed = request((spamd.group(1), int(spamd.group(2))), spamd_request("PROCESS", message))
+            assert processed.split(b"\r\n\r\n", 1)[1] == piped
+            conn = connect(milter_address)
+            assert apply(message, send_message(conn, message, replies=False)[:-1]) == piped
+            quit_(conn)
+            checked = request((spamd.group(1), int(spamd.group(2))), spamd_request("CHECK", message))
+            shown = re.search(rb"Spam: (True|False) ; (\S+) / (\S+)\r\n", checked)
+            status = re.search(
+                rb"^" + prefix.encode() + rb"-Status: (Yes|No), score=(\S+) required=(\S+) ", piped, re.M
+            )
+            assert shown is not None and status is not None, (checked, piped)
+            assert shown.group(2, 3) == status.group(2, 3) and status.group(3) == b"5.0"
+            assert (shown.group(1) == b"True") is (status.group(1) == b"Yes")
+    finally:
+        assert server.stop() == 0

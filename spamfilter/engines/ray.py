@@ -31,7 +31,7 @@ import numpy as np
 import ray
 
 from .. import interrupts
-from ..errors import ClassificationError, SpamfilterError, UsageError, first_line
+from ..errors import EX_DATAERR, ClassificationError, SpamfilterError, UsageError, first_line
 from ..modeldir import ModelDirectory, open_model_directory
 from ..pipeline import DEFAULT_TEXT_COLUMN
 from ..runtime import CPU_BATCH, GPU_BATCH, Classifier, available_cores, chars_kept
@@ -40,7 +40,6 @@ from . import session
 from .chunks import Chunk, Input, InputError, describe_input, is_url, plan, read, write
 from .outputs import RESERVED_NAMES, LinkFound, OutputFolder, create_file, write_verdicts
 
-EX_INPUTS_FAILED = 65  # sysexits.h EX_DATAERR: some inputs could not be filtered; the others are complete
 WORKER_MEMORY = 512 << 20  # a scoring worker's memory besides its model: tokenizer, arena, a chunk
 _PLAN_GROUP = 16  # chunks per batch out of a plan task: the read tasks start before the plan ends
 # A scoring worker that dies is restarted and its chunk retried, this many times (Ray Data's default
@@ -105,7 +104,7 @@ class Run:
 class InputsFailed(SpamfilterError):
     """Some inputs could not be filtered; every other one is complete."""
 
-    exit_code = EX_INPUTS_FAILED
+    exit_code = EX_DATAERR  # some inputs could not be filtered; the others are complete
 
 
 def _stderr(message: str) -> None:

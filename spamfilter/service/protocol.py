@@ -18,17 +18,18 @@ import re
 import zlib
 from dataclasses import dataclass, field
 
+# sysexits.h, as spamd's %resphash names them (the one table is errors.py's)
+from ..errors import (  # noqa: E402, F401 - re-exported for the service's modules
+    EX_CANTCREAT,
+    EX_NOPERM,
+    EX_OK,
+    EX_PROTOCOL,
+    EX_SOFTWARE,
+    EX_TEMPFAIL,
+    EX_TIMEOUT,
+    EX_UNAVAILABLE,
+)
 from ..verdict import RULE_NAME, Verdict
-
-# sysexits.h, as spamd's %resphash names them
-EX_OK = 0
-EX_UNAVAILABLE = 69
-EX_SOFTWARE = 70
-EX_TEMPFAIL = 75
-EX_PROTOCOL = 76
-EX_NOPERM = 77  # TELL from a peer not allowed to teach
-EX_TIMEOUT = 79
-EX_CANTCREAT = 73  # sysexits.h: an output file cannot be created (TELL's correction)
 
 CHECKING = ("CHECK", "SYMBOLS", "REPORT", "REPORT_IFSPAM", "PROCESS", "HEADERS")
 COMMANDS = (*CHECKING, "TELL", "PING", "SKIP")
