@@ -137,6 +137,34 @@ def fine_tune_from(weights: str, model: str | None, splits: Splits, out: Path) -
     }
 
 
+def score_state(state_file: Path, splits: Splits) -> dict[str, Any]:
+    """Test figures of the weights in a fine-tuning state file (``training-state.pt``, saved after
+    each epoch): for comparing two runs at the same epoch before either has finished. The scores
+    are the filter's (the highest of a message's windows), as the finished run reports them."""
+    from spamfilter.finetune import windowed_probabilities
+    from spamfilter.metrics import compute_metrics, threshold_sweep
+    from spamfilter.model import GPT, GPTConfig, SpamClassifier, add_classification_head
+    from spamfilter.tokenizer import PAD_TOKEN_ID, Tokenizer
+
+    state = torch.load(state_file, map_location="cpu", weights_only=True)
+    classifier = SpamClassifier(add_classification_head(GPT(GPTConfig(**SHAPE))), MAIL.pooling, PAD_TOKEN_ID)
+    classifier.load_state_dict(state["model"])
+    classifier.eval()
+    tokenizer = Tokenizer()
+    rows = tokenizer.encode_batch(splits.test["Text"].tolist())
+    ids = torch.from_numpy(tokenizer.pad(rows, MAIL.max_length))
+    with torch.no_grad():
+        first = torch.cat(
+            [torch.softmax(classifier(ids[i : i + 32]), -1)[:, 1] for i in range(0, len(ids), 32)]
+        )
+    scores = windowed_probabilities(classifier, tokenizer, rows, first.double().numpy(), MAIL.max_length)
+    labels = splits.test["Label"].to_numpy()
+    sweep = [point.__dict__ for point in threshold_sweep(labels, scores)]
+    test = compute_metrics(labels, scores, 0.5).to_dict()
+    epochs = [(e["epoch"], round(e["validation_loss"], 4)) for e in state["record"]["epochs"]]
+    return {"metrics": {"test": test, "test_threshold_sweep": sweep, "best_epoch": epochs}, "seconds": None}
+
+
 def row(name: str, result: dict[str, Any]) -> str:
     metrics = result["metrics"]
     test = metrics["test"]
@@ -160,7 +188,25 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--save-every", type=int, default=50)
     parser.add_argument("--fresh", action="store_true", help="adapt and fine-tune again")
+    parser.add_argument(
+        "--states",
+        nargs=2,
+        type=Path,
+        metavar=("BASELINE", "ADAPTED"),
+        help="only compare the test figures of two fine-tuning states (training-state.pt), as they are",
+    )
     args = parser.parse_args()
+    if args.states:
+        raws, labels = load_corpus()
+        splits, _ = split_with_raws(raws, labels)
+        print(
+            "| start of fine-tuning | recall at 0.1 % FPR | recall at 0.5 % FPR | (1 − ROCA) % "
+            "| recall / FPR at 0.5 | (epoch, validation loss) | fine-tune s |"
+        )
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        for name, state_file in zip(("random weights", "adapted"), args.states, strict=True):
+            print(row(f"{name} ({state_file.name})", score_state(state_file, splits)), flush=True)
+        return
     OUT.mkdir(parents=True, exist_ok=True)
     shape = OUT / "shape.json"
     shape.write_text(json.dumps(SHAPE))
