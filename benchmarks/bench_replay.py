@@ -54,8 +54,10 @@ from spamfilter.replay import (
     head_probability,
     learning_curve,
     model_head,
+    one_minus_roca_percent,
     order_messages,
     plot_learning_curve,
+    recall_at_fpr,
     replay,
     retrain_anchored,
     window_features,
@@ -459,11 +461,35 @@ def table(results: list[dict[str, Any]]) -> str:
     for r in results:
         n = len(r["labels"])
         how = "none" if r["name"] == "spamfilter-batch" else f"{r['interval']}, {r['feedback']}"
+        if r.get("first"):
+            how += f" (messages {r['first'] + 1}-{r['first'] + n} only)"
         lines.append(
             f"| {r['name']} | {how} | {r['one_minus_roca_percent']:.3f} | {r['recall_at_0.001']:.1%} | "
             f"{r['recall_at_0.005']:.1%} | {r['spam_missed']} / {r['ham_marked_spam']} | "
             f"{1000 * r['score_seconds'] / n:.1f} | {1000 * r['learn_seconds'] / n:.1f} | "
             f"{r['wall_seconds']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def same_stretch_table(results: list[dict[str, Any]], kept: dict[str, Any]) -> str:
+    """Every filter's figures over the stretch of the replay that an unfinished SpamAssassin run
+    scored (``spamassassin.partial.json``), SpamAssassin's included."""
+    first, count = int(kept["first"]), len(kept["scores"])
+    labels = np.asarray(results[0]["labels"][first : first + count])
+    rows = [(r["name"], np.asarray(r["scores"][first : first + count])) for r in results]
+    rows.append(("spamassassin", np.asarray(kept["scores"])))
+    lines = [
+        f"messages {first + 1}-{first + count} of the replay: {int(labels.sum())} spam, "
+        f"{int((labels == 0).sum())} ham",
+        "",
+        "| filter | (1 - ROCA) % | spam recall at 0.1 % FPR | at 0.5 % FPR |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, scores in rows:
+        lines.append(
+            f"| {name} | {one_minus_roca_percent(labels, scores):.3f} | "
+            f"{recall_at_fpr(labels, scores, 0.001):.1%} | {recall_at_fpr(labels, scores, 0.005):.1%} |"
         )
     return "\n".join(lines)
 
@@ -545,9 +571,15 @@ def main() -> None:
             np.asarray(r["labels"]), np.asarray(r["scores"]), np.asarray(r["verdicts"]), args.block
         )
         for r in results
+        if not r.get("first")  # a resumed run's curve would not line up with the others'
     }
     print()
     print(curve_table(curves))
+    partial = OUT / "spamassassin.partial.json"
+    kept = done.get("spamassassin") or (json.loads(partial.read_text()) if partial.is_file() else None)
+    if kept is not None and (kept["first"] > 0 or len(kept["scores"]) < len(replayed)):
+        print("\nSpamAssassin replayed part of the messages; every filter over the same ones:\n")
+        print(same_stretch_table([r for r in results if r["name"] != "spamassassin"], kept))
     plot_learning_curve(curves, OUT / "learning_curve.png")
     print(f"\nlearning curve plotted in {OUT / 'learning_curve.png'}")
 
