@@ -17,6 +17,7 @@ from spamfilter import pipeline
 from spamfilter.cli import cli
 from spamfilter.mail import remove_spam_headers
 from spamfilter.runtime import Classifier
+from spamfilter.verdict import Decision
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SPAMFILTER = [sys.executable, "-m", "spamfilter"]
@@ -86,7 +87,7 @@ def test_mid_run_failure_loses_no_message_that_was_read(trained_model: Path) -> 
     classifier = FailingOnSecondBatch(Classifier.load(trained_model))
     out = io.BytesIO()
     with pytest.raises(pipeline.ClassificationError, match=f"{chunk} messages passed untagged"):
-        pipeline.filter_mbox(io.BytesIO(data), out, classifier, 0.5)
+        pipeline.filter_mbox(io.BytesIO(data), out, classifier, Decision(0.5))
     written = split_messages(out.getvalue())
     assert len(written) == 2 * chunk  # the first chunk tagged, the failed chunk passed through as it was
     assert all(b"X-Spam-Flag" in m for m in written[:chunk])
@@ -101,7 +102,7 @@ def test_mid_run_failure_keeps_csv_rows(trained_model: Path) -> None:
     classifier = FailingOnSecondBatch(Classifier.load(trained_model))
     out = io.StringIO()
     with pytest.raises(pipeline.ClassificationError, match="36 rows written unlabelled"):
-        pipeline.filter_csv(io.StringIO(rows), out, classifier, 0.5)
+        pipeline.filter_csv(io.StringIO(rows), out, classifier, Decision(0.5))
     lines = out.getvalue().splitlines()
     assert len(lines) == n + 1 and lines[0] == "Text,label,spam_probability"
     assert lines[-1] == f"message number {n - 1},,"
@@ -113,7 +114,7 @@ def test_mid_run_failure_keeps_text_lines(trained_model: Path) -> None:
     classifier = FailingOnSecondBatch(Classifier.load(trained_model))
     out = io.StringIO()
     with pytest.raises(pipeline.ClassificationError, match="6 lines written unlabelled"):
-        pipeline.filter_text(io.StringIO(lines), out, classifier, 0.5)
+        pipeline.filter_text(io.StringIO(lines), out, classifier, Decision(0.5))
     written = out.getvalue().splitlines()
     assert len(written) == n and written[-1] == f"\t\tline {n - 1}"
 
@@ -126,7 +127,7 @@ def test_mid_run_failure_in_folder_mode_keeps_the_chunks_done(trained_model: Pat
         (source / f"{i:04}.eml").write_bytes(mails[i % len(mails)])
     classifier = FailingOnSecondBatch(Classifier.load(trained_model))
     with pytest.raises(pipeline.ClassificationError, match="4 files not copied"):
-        pipeline.filter_folder(source, target, classifier, 0.5)
+        pipeline.filter_folder(source, target, classifier, Decision(0.5))
     copied = sorted(target.iterdir())
     assert len(copied) == pipeline.CHUNK and all(b"X-Spam-Flag" in f.read_bytes() for f in copied)
     assert len(list(source.iterdir())) == pipeline.CHUNK + 4  # the input folder is untouched

@@ -19,12 +19,15 @@ from spamfilter import pipeline
 from spamfilter.cli import cli
 from spamfilter.mail import remove_spam_headers
 from spamfilter.runtime import Classifier
+from spamfilter.verdict import Decision
 
-INSERTED = re.compile(rb"^(From [^\n]*\n)X-Spam-Flag: [^\r\n]*\r?\nX-Spam-Status: [^\r\n]*\r?\n")
+INSERTED = re.compile(
+    rb"^(From [^\n]*\n)X-Spam-Flag: [^\r\n]*\r?\nX-Spam-Status: [^\r\n]*\r?\nX-Spam-Level: [^\r\n]*\r?\n"
+)
 
 
 def without_inserted_headers(message: bytes) -> bytes:
-    """The message minus the two header lines the filter puts right after the From_ line."""
+    """The message minus the three header lines the filter puts right after the From_ line."""
     return INSERTED.sub(rb"\1", message, count=1)
 
 
@@ -48,7 +51,7 @@ def test_any_mbox_comes_out_whole(classifier: Classifier, bodies: list[bytes], n
         b"From x@example.org Mon Mar  4 09:12:45 2024" + newline + body + newline for body in bodies
     )
     out = io.BytesIO()
-    summary = pipeline.filter_mbox(io.BytesIO(data), out, classifier, 0.5)
+    summary = pipeline.filter_mbox(io.BytesIO(data), out, classifier, Decision(0.5))
     written = split_messages(out.getvalue())
     original = split_messages(data)
     assert len(written) == len(original) == summary.messages
@@ -68,7 +71,7 @@ def test_any_csv_keeps_every_row_and_cell(classifier: Classifier, rows: list[lis
     writer.writerow(["id", "Text"])
     writer.writerows(rows)
     out = io.StringIO(newline="")
-    summary = pipeline.filter_csv(io.StringIO(source.getvalue(), newline=""), out, classifier, 0.5)
+    summary = pipeline.filter_csv(io.StringIO(source.getvalue(), newline=""), out, classifier, Decision(0.5))
     written = list(csv.reader(io.StringIO(out.getvalue(), newline="")))
     expected = list(csv.reader(io.StringIO(source.getvalue(), newline="")))
     assert summary.messages == len(expected) - 1

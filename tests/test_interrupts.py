@@ -21,6 +21,7 @@ from spamfilter import interrupts, pipeline
 from spamfilter.cli import cli
 from spamfilter.mail import remove_spam_headers
 from spamfilter.runtime import Classifier
+from spamfilter.verdict import Decision
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SPAMFILTER = [sys.executable, "-m", "spamfilter"]
@@ -53,7 +54,7 @@ def test_signal_during_a_model_call_writes_the_chunk_untagged(trained_model: Pat
     classifier = SignalDuringModelCall(Classifier.load(trained_model, batch_size=8), signum, at=3)
     out = io.BytesIO()
     with interrupts.stop_on_signals(), pytest.raises(pipeline.FilterInterrupted) as stopped:
-        pipeline.filter_mbox(io.BytesIO(data), out, classifier, 0.5)
+        pipeline.filter_mbox(io.BytesIO(data), out, classifier, Decision(0.5))
     assert stopped.value.signum == signum
     assert stopped.value.summary.untagged == pipeline.CHUNK and stopped.value.summary.messages == 0
     # the first chunk was being classified: it goes out exactly as it came in; the rest was not read
@@ -79,7 +80,7 @@ def test_signal_while_writing_finishes_the_chunk_then_stops(trained_model: Path)
     data = SAMPLE * 60  # 600 messages: chunks of 256, 256, 88
     out = SignalOnWrite(at=100)
     with interrupts.stop_on_signals(), pytest.raises(pipeline.FilterInterrupted) as stopped:
-        pipeline.filter_mbox(io.BytesIO(data), out, Classifier.load(trained_model), 0.5)
+        pipeline.filter_mbox(io.BytesIO(data), out, Classifier.load(trained_model), Decision(0.5))
     written = split_messages(out.getvalue())
     assert len(written) == pipeline.CHUNK  # the chunk being written is complete, nothing after it
     assert all(m.count(b"\nX-Spam-Flag: ") == 1 for m in written)
@@ -106,7 +107,7 @@ def test_signal_while_reading_writes_what_was_read_untagged(trained_model: Path)
     source = SignalOnRead(data, at=500)  # well inside the first chunk
     out = io.BytesIO()
     with interrupts.stop_on_signals(), pytest.raises(pipeline.FilterInterrupted) as stopped:
-        pipeline.filter_mbox(source, out, Classifier.load(trained_model), 0.5)  # type: ignore[arg-type]
+        pipeline.filter_mbox(source, out, Classifier.load(trained_model), Decision(0.5))  # type: ignore[arg-type]
     written = split_messages(out.getvalue())
     # what had been read when the stop came (the reader thread reads ahead up to a chunk), not the rest
     assert 0 < len(written) < len(split_messages(data))
