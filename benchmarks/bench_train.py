@@ -49,7 +49,7 @@ def one_run(
     import torch
 
     from spamfilter.model import GPT, GPTConfig, SpamClassifier, add_classification_head
-    from spamfilter.train import TrainingConfig, train_classifier
+    from spamfilter.train_loop import TrainingConfig, train_classifier
 
     torch.manual_seed(SEED)
     classifier = SpamClassifier(add_classification_head(GPT(GPTConfig())), "last")

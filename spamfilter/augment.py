@@ -6,7 +6,7 @@ lines; windows (:mod:`spamfilter.windows`) read past pages of padding. What is l
 ordinary text placed around the offer: a paragraph of ordinary mail before it, or common words
 after it, in the same window. ``augment_spam`` adds, for each training spam, one copy with ham
 text of the training split before its body and one with ham text after it, so that the model
-learns that an offer is an offer wherever it stands (:func:`spamfilter.recipe.fine_tune` also
+learns that an offer is an offer wherever it stands (:func:`spamfilter.finetune.fine_tune` also
 trains every further window of a long training ham as ham).
 Validation and test splits are never changed:
 the threshold and the reported figures stay those of real mail.

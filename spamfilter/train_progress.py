@@ -14,12 +14,12 @@ import time
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from .train import epoch_of_step
+from .train_loop import epoch_of_step
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from .train import EpochRecord
+    from .train_loop import EpochRecord
 
 STEP_LINE_SECONDS = 60.0  # off a terminal: within an epoch, a line at most this often
 

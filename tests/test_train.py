@@ -14,7 +14,7 @@ from conftest import write_hf_checkpoint
 from spamfilter.cli import cli
 from spamfilter.errors import TrainingError
 from spamfilter.model import GPT, GPTConfig, SpamClassifier, add_classification_head
-from spamfilter.train import TrainingConfig, count_trainable, set_trainable, train_classifier
+from spamfilter.train_loop import TrainingConfig, count_trainable, set_trainable, train_classifier
 
 
 def _classifier(pooling: str = "last", **shape) -> SpamClassifier:
