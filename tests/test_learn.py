@@ -155,3 +155,22 @@ def test_worse_allows_what_chance_explains_on_a_split_of_that_size() -> None:
     assert worse(before, HeldOut(0.5, 0, 500, 0, 300)) is None
     # A split of 20 ham: the rate is taken as at least one message (1 in 20): 2 more.
     assert worse(HeldOut(0.5, 0, 20, 0, 5), HeldOut(0.5, 1, 20, 0, 5)) is None
+
+
+def test_the_threshold_is_never_lowered_and_raised_to_keep_the_validation_ham_budget() -> None:
+    import numpy as np
+
+    from spamfilter.head import Head
+    from spamfilter.learn import threshold_for
+
+    # One feature; P(spam) = sigmoid(scale * x). Validation: ham at -1 .. 0.5, spam at 2.
+    features = np.array([[-1.0], [0.0], [0.5], [2.0]])
+    labels = np.array([0, 0, 0, 1])
+
+    def head(scale: float, shift: float = 0.0) -> Head:
+        return Head(np.array([[0.0], [scale]]), np.array([0.0, shift]))
+
+    start = head(1.0)  # at 0.7 it flags no validation ham (the highest, 0.5, scores 0.62)
+    assert threshold_for(head(0.5), start, features, labels, 0.7) == 0.7  # never lowered
+    raised = threshold_for(head(1.0, shift=1.0), start, features, labels, 0.7)  # ham at 0.5 now 0.82
+    assert raised > 0.82 and raised < 0.95  # just above that ham, below the spam (0.95)
