@@ -173,6 +173,20 @@ class UserHeads:
         with self._lock:
             self._loaded.pop(user_key(user), None)
 
+    def invalidate(self, user: str | None = None) -> None:
+        """Drop ``user``'s head (every user's without one) from memory: the next ``head()`` reads
+        the file again (after a retrain in another process, or a SIGHUP)."""
+        with self._lock:
+            if user is None:
+                self._loaded.clear()
+            else:
+                self._loaded.pop(user_key(user), None)
+
+    @property
+    def loaded(self) -> int:
+        """Heads (or their absence) held in memory now: for a metrics gauge."""
+        return len(self._loaded)
+
     def forget_head(self, user: str) -> None:
         (self.folder(user) / HEAD_FILE).unlink(missing_ok=True)
         with self._lock:

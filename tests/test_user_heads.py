@@ -65,7 +65,9 @@ def test_heads_held_in_memory_are_bounded_and_a_damaged_file_is_no_head(tmp_path
     for i in range(5):
         heads.save(f"u{i}", UserHead(Head(np.full((2, 4), i), np.zeros(2)), 0.5, "t"))
         assert heads.head(f"u{i}") is not None
-    assert len(heads._loaded) == 3
+    assert heads.loaded == 3
+    heads.invalidate("u4")
+    assert heads.loaded == 2
     (heads.folder("u0") / "head.npz").write_bytes(b"not a head")
     assert heads.head("u0") is None
     heads.save("old", UserHead(Head(np.ones((2, 4)), np.zeros(2)), 0.5, "another trunk"))
