@@ -118,7 +118,7 @@ def throughput(
                 explain_batch(classifier, spam, greedy=greedy)
                 explained += len(spam)
         best = min(best, time.perf_counter() - started)
-    return len(texts) / best, explained
+    return (len(texts) / best if repeats else float("nan")), explained
 
 
 def percent(count: int, n: int) -> str:
@@ -135,12 +135,14 @@ def main() -> None:
     parser.add_argument("--max-spans", type=int, default=MAX_SPANS)
     parser.add_argument("--max-words", type=int, default=MAX_WORDS)
     parser.add_argument("--repeats", type=int, default=2, help="throughput passes (best is reported)")
+    parser.add_argument("--variant", default=None, help="the model's variant (default: its default, int8)")
+    parser.add_argument("--no-throughput", action="store_true", help="the deletion test only")
     args = parser.parse_args()
     if args.model is not None and not (args.model / "spamfilter.json").is_file():
         parser.error(f"--model: {args.model} is not a model directory (no spamfilter.json)")
 
     model = args.model or bench_evasion.mail_model(args.seed)
-    classifier = Classifier.load(model)
+    classifier = Classifier.load(model, variant=args.variant)
     raws, labels = bench_recipe.load_corpus()
     test = bench_recipe.splits_for(raws, labels, "text", args.seed).test
     texts = test["Text"].tolist()
@@ -160,9 +162,10 @@ def main() -> None:
         )
         for name, greedy in methods.items()
     }
-    off, _ = throughput(classifier, texts, explain=False, repeats=args.repeats)
+    repeats = 0 if args.no_throughput else args.repeats
+    off, _ = throughput(classifier, texts, explain=False, repeats=repeats)
     speeds = {
-        name: throughput(classifier, texts, explain=True, repeats=args.repeats, greedy=greedy)
+        name: throughput(classifier, texts, explain=True, repeats=repeats, greedy=greedy)
         for name, greedy in methods.items()
     }
 
