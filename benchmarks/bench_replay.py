@@ -9,21 +9,25 @@ past and the same replay:
 
 - spamfilter: the README's mail recipe (2 x 128 GPT-2 from random weights, the ``mail`` row of
   ``bench_recipe``) trained on the past (85 % train, 15 % validation, shuffled with seed 123), then
-  during the replay its head retrained on the pooled features of the past plus every label fed
-  back so far, every ``--interval`` messages (the trunk is never retrained, as in ``learn``);
-  also the same model without feedback (the batch figure);
-- bogofilter: ``-s``/``-n`` on the past into a private database, then for each message ``-u``
-  (scored, then learnt as what it was scored: a mistake is corrected with ``-Sn``/``-Ns``), ranked
-  by its spamicity;
+  during the replay its head retrained as ``learn`` retrains it (``spamfilter.head``; ``--head
+  newton`` for a plain refit) on every label fed back so far, every ``--interval`` messages (the
+  trunk is never retrained); rows: ``spamfilter-batch`` (no feedback), ``spamfilter`` (every
+  label), ``spamfilter-batched`` (every ``--sa-batch`` messages), ``spamfilter-errors`` (only the
+  mistakes at its threshold);
+- bogofilter: ``-s``/``-n`` on the past into a private database, then each message scored (``-t``,
+  its spamicity to 16 places, by which it is ranked) and registered under its true label: what
+  ``-u`` and the user's corrections (``-Sn``/``-Ns``, and unsure messages filed) leave behind;
 - SpamAssassin: ``sa-learn`` on the past into a private Bayes database, then per block of
   ``--sa-batch`` messages ``spamassassin -L`` (local rules + Bayes, no network tests) scores the
   block and ``sa-learn`` learns it; ranked by its score.
 
-    python -m benchmarks.bench_replay                       # every filter (about 30 min on 2 cores)
+    python -m benchmarks.bench_replay                       # every filter (an hour or more on 2 cores)
     python -m benchmarks.bench_replay --filters spamfilter  # some
     python -m benchmarks.bench_replay --interval 50 --feedback errors
+    python -m benchmarks.bench_replay --filters spamassassin --sa-resume   # after an interruption
+    python -m benchmarks.bench_replay --from-state ...      # spamfilter from an unfinished training run
 
-The spamfilter model is cached in ``benchmarks/.work/replay/model`` (``--fresh`` trains again),
+The spamfilter model is cached in ``benchmarks/.work/replay/model`` (delete it to train again),
 each filter's replay scores in ``benchmarks/.work/replay/<filter>.json``.
 """
 
