@@ -23,7 +23,7 @@ from click.testing import CliRunner
 
 from spamfilter import train_progress
 from spamfilter.cli import cli
-from spamfilter.train import EpochRecord
+from spamfilter.train_loop import EpochRecord
 from spamfilter.train_progress import TrainingProgress
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")

@@ -1,0 +1,166 @@
+"""What the commands share: the click group, library errors as one-line messages, common options."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+from .. import __version__
+from ..errors import EX_USAGE, SpamfilterError
+from ..interrupts import stop_on_signals
+from ..modeldir import default_model_dir
+
+if TYPE_CHECKING:
+    from ..runtime import Classifier
+
+
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+TRAIN_EXTRA_HINT = (
+    "training needs the train extra: pip install 'spamfilter-gpt2[train]' "
+    "(in a clone: pip install '.[train]')"
+)
+
+
+def _console():
+    from rich.console import Console
+
+    # Off a terminal (logs, cron mail) one record stays on one line: rich would wrap at 80 columns.
+    return Console(stderr=True, highlight=False, soft_wrap=not sys.stderr.isatty())
+
+
+class _LibraryError(click.ClickException):
+    """A library error shown as click shows errors: ``Error: <sentence>``, with the error's exit code."""
+
+    def __init__(self, error: SpamfilterError) -> None:
+        super().__init__(str(error))
+        self.code = error.exit_code
+
+    @property
+    def exit_code(self) -> int:  # type: ignore[override]
+        return self.code
+
+
+@contextlib.contextmanager
+def _library_errors() -> Iterator[None]:
+    """The one mapping from the library's errors to exit codes: usage errors 2 (with click's usage
+    line), the others their own code (1 unless they say otherwise)."""
+    try:
+        yield
+    except SpamfilterError as error:
+        if error.exit_code == EX_USAGE:
+            raise click.UsageError(str(error)) from None
+        raise _LibraryError(error) from None
+
+
+def _fail(message: str) -> NoReturn:
+    raise click.ClickException(message)
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, prog_name="spamfilter")
+def cli() -> None:
+    """Fine-tune GPT-2 to tell spam from mail, export it to ONNX, and filter mail with it.
+
+    \b
+    spamfilter train                       fine-tune on the SMS Spam Collection
+    spamfilter filter inbox.mbox > out     tag every message (X-Spam-Flag / X-Spam-Status)
+    cat inbox.csv | spamfilter filter      add label and spam_probability columns
+    spamfilter classify "WIN a prize!"     a quick look at one text
+    """
+
+
+# --------------------------------------------------------------------------- train / export
+
+
+def mail_sources_options(spam: str, ham: str, stdin: bool = False) -> Callable[[Any], Any]:
+    """``--spam`` and ``--ham`` as train, eval and learn take them: mail sources, repeatable; with
+    ``stdin``, ``-`` is one message on standard input."""
+    kinds = "a message file, an mbox, a Maildir, a folder of message files or a .tar/.tar.gz/.tar.bz2"
+    where = f"{kinds} of them" + (", or - for one message on stdin" if stdin else "")
+    path = click.Path(allow_dash=True, path_type=Path) if stdin else click.Path(exists=True, path_type=Path)
+
+    def add(command: Any) -> Any:
+        for name, what in (("--ham", ham), ("--spam", spam)):  # the last applied is listed first
+            command = click.option(
+                name, f"{name[2:]}_sources", multiple=True, type=path, help=f"{what}: {where} (repeatable)."
+            )(command)
+        return command
+
+    return add
+
+
+def _load_classifier(
+    model: Path | None, gpu: bool, batch_size: int | None = None, variant: str | None = None
+) -> Classifier:
+    from ..runtime import Classifier
+
+    with _library_errors():
+        return Classifier.load(
+            model or default_model_dir(), gpu=gpu, batch_size=batch_size, variant=variant, warn=_warn
+        )
+
+
+def _warn(message: str) -> None:
+    click.echo(f"spamfilter: {message}", err=True)
+
+
+def _stopping_on_signals(command: Callable[..., None]) -> Callable[..., None]:
+    """Ctrl-C and SIGTERM end a filter run between messages, never halfway through writing one."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> None:
+        with stop_on_signals():
+            command(*args, **kwargs)
+
+    return run
+
+
+model_option = click.option(
+    "-m",
+    "--model",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Model directory. Default: $SPAMFILTER_MODEL if set, else the model this user trained last "
+    "(recorded in $XDG_DATA_HOME/spamfilter/last-model, ~/.local/share/spamfilter/last-model without "
+    "XDG_DATA_HOME), which the next 'spamfilter train' repoints: pin one with -m DIR or "
+    "SPAMFILTER_MODEL=DIR. The summary on stderr names the model that ran.",
+)
+
+
+def _model_used(model: Path | None, directory: Path, variant: str | None = None) -> str:
+    """``model: PATH (VARIANT)`` for a summary, and how PATH was chosen when -m was not given: the
+    default follows whatever was trained last, so a run names what it used."""
+    chosen = None
+    if model is None:
+        chosen = "$SPAMFILTER_MODEL" if os.environ.get("SPAMFILTER_MODEL") else "the last one trained"
+    details = "; ".join(part for part in (variant, chosen) if part)
+    return f"model: {directory.resolve()}" + (f" ({details})" if details else "")
+
+
+def _classifier_used(model: Path | None, classifier: Classifier) -> str:
+    return _model_used(model, classifier.directory.path, classifier.variant)
+
+
+gpu_option = click.option("--gpu", is_flag=True, help="Run on CUDA (falls back to the CPU with a warning).")
+header_prefix_option = click.option(
+    "--header-prefix",
+    default="X-Spam",
+    show_default=True,
+    metavar="NAME",
+    help="Names of the tagged fields: NAME-Flag, NAME-Status, NAME-Level. Earlier fields of these names "
+    "(and NAME-Report, NAME-Checker-Version) are removed; another prefix, e.g. X-Spamfilter, leaves "
+    "SpamAssassin's X-Spam-* fields as they are.",
+)
+variant_option = click.option(
+    "--variant",
+    type=click.Choice(["fp32", "int8"]),
+    default=None,
+    help="Which ONNX model of the directory to run. Default: the directory's default_variant.",
+)
