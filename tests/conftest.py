@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from support import SHARED_DATA, copy_model
 
 # The tests never touch the user's folders: the model pointer and caches go to a scratch folder.
 _SCRATCH_HOME = tempfile.mkdtemp(prefix="spamfilter-tests-")
@@ -22,7 +23,6 @@ os.environ["XDG_DATA_HOME"] = os.path.join(_SCRATCH_HOME, "data")
 os.environ["SPAMFILTER_CACHE"] = os.path.join(_SCRATCH_HOME, "cache")
 os.environ.pop("SPAMFILTER_MODEL", None)
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SMS_FILE = SHARED_DATA / "sms_spam_collection" / "SMSSpamCollection"
 GPT2_TOKENIZER_DIR = SHARED_DATA / "gpt2"
 
@@ -126,6 +126,12 @@ def _train_tiny_model(root: Path, sms_file: Path) -> Path:
     )
     assert result.exit_code == 0, result.output
     return out
+
+
+@pytest.fixture()
+def model_copy(trained_model: Path, tmp_path: Path) -> Path:
+    """The session's model copied for one test that rewrites it (learn, TELL, a retrain)."""
+    return copy_model(trained_model, tmp_path / "model")
 
 
 # --- helpers shared by the test files --------------------------------------------------------

@@ -31,9 +31,9 @@ from pathlib import Path
 
 import pytest
 from conftest import make_email
-from exim_harness import closed_port
-from spamd_server import Server
-from test_recipes import require_tool
+from support import require_tool
+from support.exim_harness import closed_port
+from support.spamd_server import Server
 
 from spamfilter.corrections import Corrections
 from spamfilter.labelled import message_key
@@ -264,11 +264,6 @@ def same_message(stored: bytes, raw: bytes) -> bool:
 
 
 # --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture()
-def model_copy(trained_model: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(trained_model, tmp_path / "model"))
 
 
 @pytest.fixture()

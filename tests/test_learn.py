@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
+from support.corpus import CORPUS, email_false_positive
 
 from spamfilter.cli import cli
 from spamfilter.corrections import CORRECTIONS_DIR, Corrections
@@ -19,14 +18,6 @@ from spamfilter.learn import FEATURES_FILE, HeldOut, worse
 from spamfilter.mail import iter_mail_source
 from spamfilter.pipeline import message_text
 from spamfilter.runtime import Classifier
-
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "spamassassin"
-
-
-@pytest.fixture()
-def model_copy(trained_model: Path, tmp_path: Path) -> Path:
-    """learn rewrites the model directory: each test gets its own copy."""
-    return Path(shutil.copytree(trained_model, tmp_path / "model"))
 
 
 def _learn(*args: str) -> object:
@@ -41,15 +32,6 @@ def _digests(folder: Path) -> dict[str, str]:
     }
 
 
-def _email_false_positive(model: Path) -> bytes:
-    """A real ham email that the SMS model marks as spam."""
-    classifier = Classifier.load(model)
-    for raw in iter_mail_source(CORPUS / "easy_ham.mbox"):
-        if classifier.spam_probability([message_text(raw)])[0] >= classifier.threshold:
-            return raw
-    pytest.fail("the SMS model marked no easy_ham message as spam")
-
-
 def test_training_writes_the_features_learn_needs(trained_model: Path) -> None:
     from safetensors.numpy import load_file
 
@@ -61,7 +43,7 @@ def test_training_writes_the_features_learn_needs(trained_model: Path) -> None:
 
 
 def test_a_corrected_false_positive_moves_to_ham(model_copy: Path, tmp_path: Path) -> None:
-    raw = _email_false_positive(model_copy)
+    raw = email_false_positive(model_copy)
     message = tmp_path / "wanted.eml"
     message.write_bytes(raw)
     result = _learn("--ham", str(message), "--model", str(model_copy))

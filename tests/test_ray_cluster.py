@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from conftest import SHARED_DATA
-from test_ray_local import _listeners, _loopback
+from support.processes import is_loopback, listening_sockets
 
 from spamfilter.cli import cli
 
@@ -134,8 +134,8 @@ def cluster(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
         )
         logs = "".join((tmp_path / f"{role}.log").read_text(errors="replace") for role in ("head", "node"))
         assert check.stdout.split() == ["127.0.0.1", "127.0.0.1"], check.stderr + logs
-        listeners = set().union(*(_listeners(node.pid) for node in nodes))
-        assert listeners and all(_loopback(address) for address, _, _ in listeners), sorted(listeners)
+        listeners = set().union(*(listening_sockets(node.pid) for node in nodes))
+        assert listeners and all(is_loopback(address) for address, _, _ in listeners), sorted(listeners)
         yield address, environment
     finally:
         for node in reversed(nodes):

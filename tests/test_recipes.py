@@ -21,62 +21,30 @@ from pathlib import Path
 
 import pytest
 from conftest import default_model_file, make_email
+from support import require_tool
+from support.delivery import (
+    FAKE_SENDMAIL,
+    FLAG,
+    HAM_TEXT,
+    SPAM_TEXT,
+    TIMEOUT,
+    maildir_messages,
+    mbox_messages,
+    run,
+    tagged_as,
+    with_envelope,
+)
 
-from spamfilter.mail import remove_spam_headers, split_mbox
+from spamfilter.mail import remove_spam_headers
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "examples" / "recipes"
 SAMPLE_MBOX = ROOT / "examples" / "sample.mbox"
 SAMPLE_MESSAGES = 10
 EX_TEMPFAIL = 75
-TIMEOUT = 180  # seconds for any one tool run: generous, a hung lock must not hang the suite
-
-SPAM_TEXT = "WINNER!! You have won a £1000 prize. Call 09061701461 to claim now"
-HAM_TEXT = "Are we still meeting for lunch tomorrow at noon?"
-FLAG = re.compile(rb"^X-Spam-Flag: (YES|NO)\r?$", re.MULTILINE)
-STATUS = re.compile(rb"^X-Spam-Status: (Yes|No), score=([0-9.]+) required=([0-9.]+) ", re.MULTILINE)
 
 
 # --------------------------------------------------------------------------- helpers and fixtures
-
-
-def require_tool(name: str, package: str = "procmail") -> str:
-    """The path of a command-line tool. Missing: a failure in CI (it must be installed there), a
-    skip with the reason elsewhere."""
-    path = shutil.which(name)
-    if path is None:
-        reason = f"{name} is not installed (Debian/Ubuntu: apt-get install {package})"
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason}; CI must install it")
-        pytest.skip(reason)
-    return path
-
-
-def with_envelope(raw: bytes, sender: str) -> bytes:
-    """The message with the mbox 'From ' envelope line that a delivery agent is handed."""
-    return f"From {sender}  Mon Mar  4 09:12:45 2024\n".encode("ascii") + raw
-
-
-def flags(raw: bytes) -> list[bytes]:
-    return FLAG.findall(raw)
-
-
-def tagged_as(raw: bytes) -> bytes:
-    """YES or NO from a message tagged exactly once, its X-Spam-Status consistent with the flag."""
-    (flag,) = flags(raw)
-    ((verdict, score, required),) = STATUS.findall(raw)
-    assert verdict.upper() == flag
-    assert (float(score) >= float(required)) == (flag == b"YES")
-    return flag
-
-
-def mbox_messages(path: Path) -> list[bytes]:
-    with path.open("rb") as stream:
-        return list(split_mbox(stream))
-
-
-def run(args: list[str], env: dict[str, str], data: bytes = b"", **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(args, input=data, env=env, capture_output=True, timeout=TIMEOUT, **kwargs)
 
 
 @pytest.fixture(scope="session")
@@ -316,12 +284,6 @@ def test_formail_splits_the_filtered_mbox_into_the_same_messages(env: dict[str, 
 # run the way pipe(8) runs it per postfix-master.cf, with a fake sendmail first on PATH that records
 # what would have been re-injected.
 
-FAKE_SENDMAIL = """#!/bin/sh
-printf '%s\\n' "$@" >"$FAKE_SENDMAIL_OUT.args"
-cat >"$FAKE_SENDMAIL_OUT.msg"
-exit "${FAKE_SENDMAIL_EXIT:-0}"
-"""
-
 
 @pytest.fixture
 def postfix_env(tmp_path: Path, env: dict[str, str]) -> dict[str, str]:
@@ -553,11 +515,6 @@ def deliver_with_maildrop(rc: Path, raw: bytes) -> None:
     maildrop = require_tool("maildrop", "maildrop")
     result = run([maildrop, str(rc)], {"PATH": os.defpath}, raw)
     assert result.returncode == 0, result.stderr.decode(errors="replace")
-
-
-def maildir_messages(maildir: Path) -> list[bytes]:
-    """The messages in a Maildir folder, new and cur, sorted by content (the order does not matter)."""
-    return sorted(p.read_bytes() for sub in ("new", "cur") for p in (maildir / sub).iterdir())
 
 
 def test_maildrop_recipe_files_spam_and_delivers_ham(

@@ -23,8 +23,8 @@ import pytest
 from conftest import make_email, split_messages
 from hypothesis import given
 from hypothesis import strategies as st
-from spamd_server import Server, filter_email, request, spamd_request
-from test_recipes import require_tool
+from support import require_tool
+from support.spamd_server import Server, filter_email, request, spamd_request
 
 from spamfilter.pipeline import tag_message
 from spamfilter.runtime import Classifier

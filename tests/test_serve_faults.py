@@ -23,8 +23,8 @@ from typing import Any
 import aiospamc
 import pytest
 from conftest import StandIn, default_model_file, make_email
-from spamd_server import Server, request, service_in_thread, spamd_request
-from test_recipes import require_tool
+from support import require_tool
+from support.spamd_server import Server, request, service_in_thread, spamd_request
 
 from spamfilter.runtime import Classifier
 from spamfilter.service.access import parse_address, parse_networks

@@ -20,9 +20,9 @@ import miltertest
 import pytest
 from conftest import StandIn, make_email
 from miltertest import constants as smfi
-from spamd_server import Server, request, spamd_request
-from test_milter import connect, send_message
-from test_recipes import require_tool
+from support import require_tool
+from support.milter_client import connect, send_message
+from support.spamd_server import Server, request, spamd_request
 
 from spamfilter.runtime import Classifier
 from spamfilter.service import protocol

@@ -7,7 +7,7 @@ import signal
 import socket
 from pathlib import Path
 
-from spamd_server import Server, request
+from support.spamd_server import Server, request
 
 
 def http_get(host_port: str, path: str, source: str) -> bytes:

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from spamd_server import Server
+from support.spamd_server import Server
 
 from spamfilter.service import access
 

@@ -6,22 +6,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import socket
 import threading
 from pathlib import Path
 
 import pytest
 from conftest import make_email
-from spamd_server import Server, request, spamd_request
+from support.spamd_server import Server, request, spamd_request
 
 from spamfilter.corrections import Corrections, Quota, QuotaExceeded
 from spamfilter.labelled import message_key
-
-
-@pytest.fixture()
-def model_copy(trained_model: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(trained_model, tmp_path / "model"))
 
 
 def tell(message: bytes, what: str) -> bytes:

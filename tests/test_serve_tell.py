@@ -4,7 +4,6 @@ a retrain that the service loads. Real spamc (Debian's package, installed by .ci
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -12,19 +11,14 @@ from pathlib import Path
 import aiospamc
 import pytest
 from conftest import make_email
-from spamd_server import Server
-from test_learn import _email_false_positive
-from test_recipes import require_tool
+from support import require_tool
+from support.corpus import email_false_positive
+from support.spamd_server import Server
 
 from spamfilter.corrections import CORRECTIONS_DIR, Corrections
 from spamfilter.labelled import message_key
 
 MESSAGE = make_email("meeting notes", "The notes from Tuesday's meeting are attached, see you Friday.")
-
-
-@pytest.fixture()
-def model_copy(trained_model: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(trained_model, tmp_path / "model"))
 
 
 def spamc_learn(server: Server, message: bytes, what: str) -> subprocess.CompletedProcess:
@@ -83,7 +77,7 @@ def test_tell_is_refused_without_allow_tell(trained_model: Path) -> None:
 
 
 def test_enough_corrections_retrain_and_the_service_loads_the_result(model_copy: Path) -> None:
-    wanted = _email_false_positive(model_copy)
+    wanted = email_false_positive(model_copy)
     with Server(model_copy, "--allow-tell", "--learn-after", "1") as server:
         spamc = require_tool("spamc", "spamc")
         host, port = server.address

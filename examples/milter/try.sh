@@ -10,7 +10,7 @@
 #
 # Needs root (Postfix's master binds and switches users) and a Postfix: an installed one, or the
 # Debian package unpacked into /opt/postfix as .ci/run does ($POSTFIX_ROOT names another folder),
-# with its accounts (user postfix, group postdrop). The Postfix part is tests/postfix_harness.py,
+# with its accounts (user postfix, group postdrop). The Postfix part is tests/support/postfix_harness.py,
 # which documents what it sets up. Without MESSAGE_FILE a short prize-draw spam is sent. The model:
 # -m MODEL_DIR, else the one `spamfilter serve` uses by default. $PYTHON: the Python that has
 # spamfilter installed (default: the clone's .venv, else python3).
@@ -68,7 +68,7 @@ echo "== spamfilter serve --milter 127.0.0.1:$port: $(grep -o 'model .*' "$work/
 
 # 2. Postfix with the milter, one message through it, the delivered message shown; leaving the
 # `with` block stops Postfix and removes its folder.
-PYTHONPATH="$repo/tests${PYTHONPATH:+:$PYTHONPATH}" "$python" - "$port" "$message" <<'PYTHON'
+PYTHONPATH="$repo/tests/support${PYTHONPATH:+:$PYTHONPATH}" "$python" - "$port" "$message" <<'PYTHON'
 import shutil
 import subprocess
 import sys

@@ -218,7 +218,7 @@ def _exim_config(*, folder: Path, spamd_address: str, spam_user: str, defer_ok: 
     verdict_verb = "deny   " if reject else "warn   "
     verdict_message = "          message    = harness: spam score $spam_score\n" if reject else ""
     return (
-        "# Written by tests/exim_harness.py for `exim -C THIS -bh IP`.\n"
+        "# Written by tests/support/exim_harness.py for `exim -C THIS -bh IP`.\n"
         f"exim_user = {os.geteuid()}\n"
         f"exim_group = {os.getegid()}\n"
         "primary_hostname = exim-harness.invalid\n"

@@ -206,7 +206,7 @@ def postfix_unavailable() -> str | None:
     """Why no Postfix can be started here, or None."""
     if find_postfix() is None:
         where = os.environ.get(ROOT_ENV) or f"PATH, /usr/sbin or {DEFAULT_ROOT}"
-        return f"no working Postfix in {where} (install or unpack one: see postfix_harness.py)"
+        return f"no working Postfix in {where} (install or unpack one: see tests/support/postfix_harness.py)"
     if os.geteuid() != 0:
         return "a private Postfix must be started as root"
     missing = []
@@ -220,7 +220,7 @@ def postfix_unavailable() -> str | None:
         except KeyError:
             missing.append(name)
     if missing:
-        return f"missing accounts for Postfix: {', '.join(missing)} (see postfix_harness.py)"
+        return f"missing accounts for Postfix: {', '.join(missing)} (see tests/support/postfix_harness.py)"
     return None
 
 

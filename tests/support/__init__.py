@@ -1,0 +1,42 @@
+"""What the tests and the benchmarks share: real servers to talk to (``spamd_server``: a
+``spamfilter serve`` process; ``exim_harness`` and ``postfix_harness``: the MTAs that call it;
+``milter_client``: the MTA side of the milter protocol), and the helpers below (a peer tool that
+must be there, a model directory a test may change, the processes and sockets of a run).
+
+Imported as ``support`` by the tests (pytest puts ``tests/`` on the path, as for ``conftest``) and
+as ``tests.support`` by the benchmarks (run from the project root)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+
+# The reference data beside the project (README "Data"): the SMS collection, the SpamAssassin
+# corpus, GPT-2's tokenizer files.
+SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+def unavailable(reason: str) -> NoReturn:
+    """A peer the test needs is missing: a failure in CI (it must provide it, .ci/run), a skip with
+    the reason elsewhere, so that a missing tool never passes silently where it matters."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}; CI must provide it")
+    pytest.skip(reason)
+
+
+def require_tool(name: str, package: str = "procmail") -> str:
+    """The path of a command-line tool; missing: :func:`unavailable`, naming the Debian package."""
+    path = shutil.which(name)
+    if path is None:
+        unavailable(f"{name} is not installed (Debian/Ubuntu: apt-get install {package})")
+    return path
+
+
+def copy_model(model: Path, destination: Path) -> Path:
+    """A copy of a model directory that a test may rewrite (learn, retrain, damage) without
+    touching the session's model."""
+    return Path(shutil.copytree(model, destination))
