@@ -1,25 +1,31 @@
 """Why a verdict was given: the phrases of a message that moved its P(spam) most, by occlusion.
 
 The message's model text is cut into short spans (clauses of at most ``MAX_WORDS`` words; lines
-and sentence or clause punctuation end a span). Each span is removed in turn (its tokens taken
-out of the text's token ids, which is removing its text and the space before it), every such
-copy is scored together with the text itself in one batched pass, read as the filter reads a
-message (the windows of :mod:`.windows`, the highest P(spam) wins, each distinct window scored
-once), and a span's effect is how far its removal moves P(spam). No gradients and no torch:
-onnxruntime alone, as on the filter path. ``greedy`` then removes phrases one after the other
-(each chosen with the ones before it removed): phrases that only count together are found, at
-``top`` times the cost.
+and sentence or clause punctuation end a span). Each span is removed in turn (its text and the
+space before it), and every such copy of the text is scored exactly as the filter scores the
+edited text as a message of its own: encoded again (not the span's tokens taken out of the
+text's ids: that leaves token pairs at the seam which BPE never produces, e.g. two ``\n`` for
+one ``\n\n``, and moved P(spam) of a 23-token spam from 0.006 to 0.995), cut into the windows of
+:mod:`.windows` and run in a call of its own (the int8 model quantizes its activations per call,
+so a row's answer depends on the rows beside it). A phrase's ``without`` is therefore the P(spam)
+that classifying the edited text gives. No gradients and no torch: onnxruntime alone, as on the
+filter path. ``greedy`` then removes phrases one after the other (each chosen with the ones
+before it removed): phrases that only count together are found, at ``top`` times the cost.
 
 The bound: at most ``MAX_SPANS`` spans per message, so a one-pass explanation scores at most
-``MAX_SPANS + 1`` copies of the text (each of up to ``MAX_WINDOWS`` windows, fewer distinct
-ones), tens of times the cost of classifying the message (``benchmarks/bench_explain.py``
-measures it). Only spans the model reads are candidates (text past the windows' reach has no
-effect); where they are more than the cap, those of the window that decided the verdict (the
-highest P(spam)) come first, then the message's first line (repeated in every window), then the
-rest in text order.
+``MAX_SPANS + 1`` copies of the text (each of up to ``MAX_WINDOWS`` windows), tens of times the
+cost of classifying the message (``benchmarks/bench_explain.py`` measures it). Only spans the
+model reads are candidates (text past the windows' reach has no effect); where they are more
+than the cap, those of the window that decided the verdict (the highest P(spam)) come first,
+then the message's first line (repeated in every window), then the rest in text order.
 
-Effects are ranked in log-odds, not in probability: a confident spam sits where P(spam) barely
-moves (0.9995 against 0.9990), and log-odds still tell its strongest phrase from its weakest.
+The ranking of a spam's phrases: P(spam) is the highest window's, so a spam turns to ham only
+once every window is below the threshold. A span is ranked first by how far its removal lowers
+the windows' excess over the threshold (each window's log-odds above the threshold's, summed),
+which credits lowering a second window above the threshold where P(spam) alone shows nothing,
+then by the change of P(spam) in log-odds (a ham verdict's phrases by that alone). Log-odds, not
+probability: a confident spam sits where P(spam) barely moves (0.9995 against 0.9990), and
+log-odds still tell its strongest phrase from its weakest.
 
 Which verdicts are explained (off, spam, all) is the ``Decision``'s to say
 (:meth:`spamfilter.verdict.Decision.explains`); this module only explains.
@@ -32,7 +38,6 @@ phrase and every line bounded.
 
 from __future__ import annotations
 
-import bisect
 import math
 import re
 import unicodedata
@@ -43,7 +48,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from .runtime import batched_logits, chars_kept, session_logits, softmax_spam
-from .windows import _HEAD_SHARE, combine, head_length, split_windows, windows_of
+from .windows import _HEAD_SHARE, head_length, split_windows, windows_of
 
 if TYPE_CHECKING:
     from .runtime import Classifier
@@ -51,9 +56,6 @@ if TYPE_CHECKING:
 
 MAX_WORDS = 6  # words per span at most: a phrase an admin reads at a glance
 MAX_SPANS = 48  # spans scored per message at most (each one a copy of the text scored)
-# Model rows per onnxruntime call at most: bounds one call's memory (GPT-2 small's attention
-# scores for 128 rows of 256 tokens: 128 x 12 heads x 256 x 256 floats, 0.4 GB a layer).
-ROWS_PER_CALL = 128
 Direction = Literal["spam", "ham"]
 
 # A span ends at a line break, or after sentence or clause punctuation followed by a space.
@@ -75,7 +77,7 @@ class Phrase:
     end: int
     delta: float
     without: float
-    log_odds: float  # the same effect in log-odds, which ranks the phrases
+    log_odds: float  # the same effect in log-odds (a spam's phrases are ranked on its windows, see above)
 
     @property
     def direction(self) -> Direction:
@@ -175,38 +177,25 @@ def _find(body: np.ndarray, part: np.ndarray, start: int) -> int:
 
 @dataclass
 class _Message:
-    """A text ready for occlusion: its token ids, its candidate spans and each one's tokens."""
+    """A text ready for occlusion: its token ids and its candidate spans."""
 
     text: str
     ids: list[int]
     spans: list[tuple[int, int]]
-    tokens: list[tuple[int, int]] | None  # token range per span; None: re-encode each variant
     tokenizer: Tokenizer
 
     def without(self, chosen: Sequence[int]) -> list[int]:
-        """The token ids of the text without the spans ``chosen`` (indices into ``spans``).
-        Removing a span's tokens (the space before its first word included, as GPT-2 tokens
-        carry it) is removing its text, short of how BPE would merge across the new seam."""
-        if self.tokens is None:
-            return self.tokenizer.encode(without_spans(self.text, [self.spans[i] for i in chosen]))
-        keep = np.ones(len(self.ids), dtype=bool)
-        for i in chosen:
-            keep[self.tokens[i][0] : self.tokens[i][1]] = False
-        return [token for token, kept in zip(self.ids, keep, strict=True) if kept]
+        """The token ids of the text without the spans ``chosen`` (indices into ``spans``): the
+        edited text encoded again, exactly what the filter would read. Taking the span's tokens
+        out of ``ids`` instead leaves token pairs that BPE never produces at the seam (``\\n``,
+        ``\\n`` where the text now holds ``\\n\\n``, one token): the same characters, ids the model
+        never saw in training, and a P(spam) that can be far from the edited text's."""
+        return self.tokenizer.encode(without_spans(self.text, [self.spans[i] for i in chosen]))
 
 
 def _prepare(classifier: Classifier, text: str, max_spans: int, max_words: int) -> _Message:
     spans = candidate_spans(classifier, text, max_spans, max_words)
-    ids = classifier.tokenizer.encode(text)
-    offsets = _char_offsets(classifier, text, ids)
-    if offsets is None:
-        return _Message(text, ids, spans, None, classifier.tokenizer)
-    # the token holding a span's first character (with the space before it) up to the first
-    # token that starts at or after its end
-    tokens = [
-        (bisect.bisect_right(offsets, start) - 1, bisect.bisect_left(offsets, end)) for start, end in spans
-    ]
-    return _Message(text, ids, spans, tokens, classifier.tokenizer)
+    return _Message(text, classifier.tokenizer.encode(text), spans, classifier.tokenizer)
 
 
 def candidate_spans(
@@ -219,7 +208,7 @@ def candidate_spans(
     read = [s for s in spans if any(s[0] < hi and s[1] > lo for lo, hi in ranges) or s[1] <= head_end]
     if len(read) <= max_spans:
         return read
-    best = ranges[int(np.argmax(softmax_spam(_logits(classifier, windows))))]
+    best = ranges[int(np.argmax(_window_probabilities(classifier, windows)))]
     first = [s for s in read if best[0] < s[1] and s[0] < best[1]]
     head = [s for s in read if s[1] <= head_end and s not in first]
     rest = [s for s in read if s not in first and s not in head]
@@ -229,34 +218,77 @@ def candidate_spans(
 # --------------------------------------------------------------------------- scoring
 
 
-def _logits(classifier: Classifier, windows: Sequence[Sequence[int]]) -> np.ndarray:
-    """Logits of windows of token ids in as few onnxruntime calls as ``ROWS_PER_CALL`` allows
-    (:meth:`Classifier.spam_probability` runs ``batch_size`` rows a call, 8 on the CPU)."""
-    return batched_logits(
+@dataclass(frozen=True)
+class _Scores:
+    """Per copy of a text: P(spam) as the filter computes it, and how far its windows stand above
+    the threshold (the sum, over the windows, of each one's log-odds above the threshold's)."""
+
+    p: np.ndarray
+    excess: np.ndarray
+
+
+def _message_windows(classifier: Classifier, ids: Sequence[int]) -> np.ndarray:
+    """P(spam) of each window of one text, computed as :meth:`Classifier.spam_probability`
+    computes it for that text alone: the same windows, in one call of the classifier's batch.
+    The int8 model quantizes its activations with one scale per call, so a row's answer depends
+    on the rows beside it (by up to 0.05 in P(spam) for a copy scored among 128 rows against
+    alone): scoring every copy in calls of its own is what makes the explanation's estimate the
+    verdict the filter gives the edited text."""
+    windows, _ = windows_of([ids], classifier.directory.max_length, classifier.max_windows)
+    return _window_probabilities(classifier, windows)
+
+
+def _window_probabilities(classifier: Classifier, windows: Sequence[Sequence[int]]) -> np.ndarray:
+    logits = batched_logits(
         windows,
         session_logits(classifier.session),
-        batch_size=ROWS_PER_CALL,
+        batch_size=classifier.batch_size,
         max_length=classifier.directory.max_length,
         pad_token_id=classifier.directory.pad_token_id,
         trim=classifier.dynamic_length,
     )
+    return np.asarray(softmax_spam(logits))
 
 
-def _probabilities(classifier: Classifier, rows: Sequence[Sequence[int]]) -> np.ndarray:
-    """P(spam) per row of token ids as :meth:`Classifier.spam_probability` computes it for a
-    text (the windows of :mod:`.windows`, the highest wins), each distinct window scored once:
-    the copies of a text share the windows before the removed span."""
-    windows, owners = windows_of(rows, classifier.directory.max_length, classifier.max_windows)
-    distinct: dict[tuple[int, ...], int] = {}
-    index = np.asarray([distinct.setdefault(tuple(w), len(distinct)) for w in windows], dtype=np.int64)
-    unique = [list(w) for w in distinct]
-    p = softmax_spam(_logits(classifier, unique)) if unique else np.zeros(0)
-    return combine(p[index], owners, len(rows))
+def _scores(classifier: Classifier, rows: Sequence[Sequence[int]], threshold: float) -> _Scores:
+    """:class:`_Scores` per row of token ids; identical rows (a span whose removal leaves the
+    ids unchanged) are scored once."""
+    seen: dict[tuple[int, ...], tuple[float, float]] = {}
+    p, excess = np.zeros(len(rows)), np.zeros(len(rows))
+    cut = float(_log_odds(threshold))
+    for index, row in enumerate(rows):
+        key = tuple(row)
+        if key not in seen:
+            windows = _message_windows(classifier, row)
+            seen[key] = (float(windows.max()), float(np.clip(_log_odds(windows) - cut, 0, None).sum()))
+        p[index], excess[index] = seen[key]
+    return _Scores(p, excess)
 
 
 def _log_odds(p: float | np.ndarray) -> np.ndarray:
     clipped = np.clip(p, _PROBABILITY_FLOOR, 1 - _PROBABILITY_FLOOR)
     return np.asarray(np.log(clipped) - np.log1p(-clipped))
+
+
+def _effects(sign: float, p: float, excess: float, scores: _Scores) -> tuple[np.ndarray, np.ndarray]:
+    """How far removing each copy's spans moves the verdict: the drop of the windows' excess
+    above the threshold (spam only: P(spam) is the highest window's, so a spam turns to ham only
+    once every window is below the threshold, and a span that lowers a second window above it is
+    progress that P(spam) alone does not show), then the change of P(spam) in log-odds."""
+    log_odds = sign * (_log_odds(p) - _log_odds(scores.p))
+    excess_drop = (excess - scores.excess) if sign > 0 else np.zeros(len(scores.p))
+    return excess_drop, log_odds
+
+
+def _order(
+    message: _Message, candidates: Sequence[int], excess_drop: np.ndarray, log_odds: np.ndarray
+) -> list[int]:
+    """Positions in ``candidates`` of the spans that move P(spam) against the verdict, the
+    strongest first (ties in text order: deterministic)."""
+    moving = [
+        j for j in range(len(candidates)) if excess_drop[j] > 0 or (excess_drop[j] == 0 and log_odds[j] > 0)
+    ]
+    return sorted(moving, key=lambda j: (-excess_drop[j], -log_odds[j], message.spans[candidates[j]][0]))
 
 
 def explain_batch(
@@ -271,8 +303,7 @@ def explain_batch(
 ) -> list[Explanation]:
     """An explanation per text: its P(spam) and up to ``top`` phrases that pushed it towards its
     verdict at ``threshold`` (the model's by default), or ``towards`` the verdict named, strongest
-    first. Every text and every copy without one span is scored in one batched pass
-    (:func:`_probabilities`).
+    first. Every copy of a text without one span is scored as the filter scores a message.
 
     ``greedy`` removes the phrases one after the other: the second is the span whose removal,
     the first one removed too, moves P(spam) furthest, and so on (``top`` passes, each as large
@@ -280,30 +311,34 @@ def explain_batch(
     reason for the verdict; each phrase's ``delta`` is then what it adds after the ones above."""
     cut = classifier.threshold if threshold is None else threshold
     cap = chars_kept(classifier.directory.max_length)
-    messages = [_prepare(classifier, text[:cap], max_spans, max_words) for text in texts]
-    rows: list[list[int]] = []
-    for message in messages:
-        rows.append(message.ids)
-        rows.extend(message.without([i]) for i in range(len(message.spans)))
-    scores = _probabilities(classifier, rows)
-    originals, singles, signs, at = [], [], [], 0
-    for message in messages:
-        originals.append(float(scores[at]))
-        singles.append(scores[at + 1 : at + 1 + len(message.spans)])
-        at += 1 + len(message.spans)
+    explanations = []
+    for text in texts:
+        message = _prepare(classifier, text[:cap], max_spans, max_words)
+        original = _scores(classifier, [message.ids], cut)
+        p, excess = float(original.p[0]), float(original.excess[0])
         # spam: phrases that raised P(spam); ham: those that lowered it
-        signs.append(1.0 if (towards == "spam" if towards else originals[-1] >= cut) else -1.0)
-    if greedy:
-        phrases = _greedy(classifier, messages, originals, singles, signs, top)
-    else:
-        phrases = [
-            _strongest(m, p, w, sign, top)
-            for m, p, w, sign in zip(messages, originals, singles, signs, strict=True)
-        ]
-    return [
-        Explanation(p, cut, found, len(m.spans))
-        for m, p, found in zip(messages, originals, phrases, strict=True)
-    ]
+        sign = 1.0 if (towards == "spam" if towards else p >= cut) else -1.0
+        steps = top if greedy else 1
+        chosen: list[int] = []
+        phrases: list[Phrase] = []
+        for _ in range(steps):
+            candidates = [i for i in range(len(message.spans)) if i not in chosen]
+            if not candidates:
+                break
+            scores = _scores(classifier, [message.without([*chosen, i]) for i in candidates], cut)
+            excess_drop, log_odds = _effects(sign, p, excess, scores)
+            order = _order(message, candidates, excess_drop, log_odds)
+            if not greedy:
+                phrases = [_phrase(message, candidates[j], p, float(scores.p[j])) for j in order[:top]]
+                break
+            if not order:
+                break  # nothing left that moves P(spam) against the verdict
+            best = order[0]
+            phrases.append(_phrase(message, candidates[best], p, float(scores.p[best])))
+            chosen.append(candidates[best])
+            p, excess = float(scores.p[best]), float(scores.excess[best])
+        explanations.append(Explanation(float(original.p[0]), cut, phrases, len(message.spans)))
+    return explanations
 
 
 def _phrase(message: _Message, index: int, before: float, after: float) -> Phrase:
@@ -316,59 +351,6 @@ def _phrase(message: _Message, index: int, before: float, after: float) -> Phras
         without=after,
         log_odds=float(_log_odds(before) - _log_odds(after)),
     )
-
-
-def _strongest(message: _Message, p: float, without: np.ndarray, sign: float, top: int) -> list[Phrase]:
-    """The ``top`` spans whose removal alone moves P(spam) furthest against the verdict."""
-    effects = sign * (_log_odds(p) - _log_odds(without))
-    # the strongest effect first, ties in text order: deterministic
-    order = sorted(range(len(message.spans)), key=lambda i: (-effects[i], message.spans[i][0]))
-    return [_phrase(message, i, p, float(without[i])) for i in order[:top] if effects[i] > 0]
-
-
-def _greedy(
-    classifier: Classifier,
-    messages: list[_Message],
-    originals: list[float],
-    singles: list[np.ndarray],
-    signs: list[float],
-    top: int,
-) -> list[list[Phrase]]:
-    chosen: list[list[int]] = [[] for _ in messages]
-    current = list(originals)
-    phrases: list[list[Phrase]] = [[] for _ in messages]
-    scored: list[tuple[list[int], np.ndarray]] = [
-        (list(range(len(m.spans))), w) for m, w in zip(messages, singles, strict=True)
-    ]
-    for step in range(top):
-        if step:  # the first step's copies are the single removals, scored already
-            candidates = [
-                [i for i in range(len(m.spans)) if i not in done] if len(done) == step else []
-                for m, done in zip(messages, chosen, strict=True)
-            ]
-            rows = [
-                m.without([*done, i])
-                for m, done, c in zip(messages, chosen, candidates, strict=True)
-                for i in c
-            ]
-            if not rows:
-                break
-            flat = _probabilities(classifier, rows)
-            scored, at = [], 0
-            for c in candidates:
-                scored.append((c, flat[at : at + len(c)]))
-                at += len(c)
-        for k, (candidate, p) in enumerate(scored):
-            if not candidate or len(chosen[k]) != step:
-                continue
-            effects = signs[k] * (_log_odds(current[k]) - _log_odds(p))
-            best = min(range(len(candidate)), key=lambda j: (-effects[j], messages[k].spans[candidate[j]][0]))
-            if effects[best] <= 0:
-                continue  # nothing left that moves P(spam) against the verdict
-            phrases[k].append(_phrase(messages[k], candidate[best], current[k], float(p[best])))
-            chosen[k].append(candidate[best])
-            current[k] = float(p[best])
-    return phrases
 
 
 def explain(

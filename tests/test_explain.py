@@ -13,7 +13,6 @@ import pytest
 
 from spamfilter.explain import (
     MAX_SPANS,
-    ROWS_PER_CALL,
     Explanation,
     Phrase,
     explain,
@@ -126,6 +125,33 @@ def test_greedy_phrases_each_lower_p_spam_further(classifier: Classifier, spam_t
         assert explanation.phrases[0] == explain_batch(classifier, [text], top=1)[0].phrases[0]
 
 
+# Removing a line between two line breaks leaves "\n", "\n" where the edited text encodes to one
+# "\n\n" token: the same characters, ids the tokenizer never gives (what an occlusion that took
+# the span's tokens out of the ids scored). And the spam in windows: P(spam) is the highest's.
+SEAMS = [
+    "Grow Up And Be A Man!\nClick Here\n\nhwawrlgiooooqvjoii WIN a FREE prize now",
+    "Re: offer\n"
+    + "Claim your FREE prize now, call 09061701461.\n" * 60
+    + "\nbye\n\nfor no more emails click here\n\nx",
+]
+
+
+@pytest.mark.parametrize("greedy", [False, True])
+def test_the_estimate_is_the_verdict_the_filter_gives_the_edited_text(
+    classifier: Classifier, spam_texts: list[str], greedy: bool
+) -> None:
+    for text in [*spam_texts, *SEAMS, HAM]:
+        explanation = explain_batch(classifier, [text], top=48 if not greedy else 3, greedy=greedy)[0]
+        assert explanation.probability == classifier.spam_probability([text])[0]
+        removed: list[tuple[int, int]] = []
+        for phrase in explanation.phrases:
+            # one pass: each phrase alone; greedy: with the phrases before it removed
+            removed = [*removed, (phrase.start, phrase.end)] if greedy else [(phrase.start, phrase.end)]
+            edited = without_spans(text, removed)
+            # the edited text classified alone, as the filter classifies one message
+            assert phrase.without == pytest.approx(classifier.spam_probability([edited])[0], abs=1e-12)
+
+
 def test_a_ham_verdict_is_explained_by_phrases_towards_ham(classifier: Classifier) -> None:
     explanation = explain_batch(classifier, [HAM])[0]
     assert not explanation.is_spam
@@ -161,9 +187,9 @@ def test_the_work_is_bounded(trained_model: Path) -> None:
     explanation = explain_batch(classifier, [text], max_spans=20)[0]
     assert explanation.spans_scored == 20  # far more spans in the text, the cap holds
     # the text and 20 copies, each of at most max_windows windows (and the windows once to
-    # rank them), in calls of at most ROWS_PER_CALL rows
+    # rank them), each copy in calls of its own, as the filter scores one message
     assert counting.rows <= (20 + 2) * classifier.max_windows
-    assert counting.calls <= 2 + counting.rows // ROWS_PER_CALL + 4  # few calls, not one per copy
+    assert counting.calls <= (20 + 2) * -(-classifier.max_windows // classifier.batch_size)
     # the spans chosen are in what the model reads: the window that decides the verdict first
     assert all(p.end <= chars_kept(classifier.directory.max_length) for p in explanation.phrases)
     assert explain_batch(classifier, [text])[0].spans_scored == MAX_SPANS
