@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.bench_serve import email_messages, sms_messages
 from benchmarks.common import build_model_dir, machine_line, table
+from benchmarks.serve_load import email_messages, sms_messages
 from spamfilter import runtime
 from spamfilter.pipeline import message_text
 from spamfilter.runtime import Classifier
