@@ -18,6 +18,15 @@ The tagged message carries, at the top of its header block (``<prefix>`` is ``X-
     X-Spam-Status: Yes, score=9.7 required=5.0 tests=GPT2_SPAM_CLASSIFIER
         spam_probability=0.972 version=spamfilter-0.1.0            (one line)
     X-Spam-Level: *********
+    X-Spam-Report: P(spam)=0.972; phrases towards spam, log-odds:   (only where explained)
+        +2.41 "WIN a FREE prize"
+        ...
+
+The Report field is there only where the Decision's ``explain`` policy (off, spam, all) says
+the verdict is explained and the caller passes the explanation (:mod:`spamfilter.explain`
+computes it where the scores are computed): a summary line, then one folded line per phrase,
+printable ASCII only, at most ``MAX_REPORT_CHARS`` in all. Its P(spam) is the verdict's, so the
+Report never disagrees with the Status beside it.
 
 ``spam_probability`` keeps P(spam) to 3 decimals for scripts (more would print the float noise
 by which one message's P(spam) differs with the batch it was scored in: 0.68525 read 0.6852
@@ -35,10 +44,14 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .errors import UsageError
 from .mail.headers import replace_fields
+
+if TYPE_CHECKING:
+    from .explain import Explanation
 
 REQUIRED = 5.0  # the score of the model's threshold, as spamd clients see it
 MAX_SCORE = 10.0  # P(spam) = 1
@@ -48,6 +61,11 @@ DEFAULT_PREFIX = "X-Spam"
 EXPLAIN_POLICIES = ("off", "spam", "all")
 # The fields SpamAssassin writes under its prefix: all of them go before this filter's are added.
 SA_FIELDS = ("Flag", "Status", "Level", "Report", "Checker-Version")
+# A bound on the Report value whatever the explanation holds (5 phrases of 60 characters fold
+# into about 400): a header field is never a channel for a message's text at length.
+MAX_REPORT_CHARS = 1000
+_FOLD = "\n\t"  # the Report's folds as fields() gives them; tag() writes the message's line ending
+_REPORT_LINE = re.compile(r"^[ -~]{1,200}$")
 _PREFIX = re.compile(r"^[!-9;-~]{1,60}$")  # a header field name's characters, room for '-Checker-Version'
 
 
@@ -160,19 +178,46 @@ class Decision:
         )
         return value + (f" version={self.version}" if self.version else "")
 
-    def fields(self, verdict: Verdict) -> list[tuple[str, str]]:
-        """(name, value) of the new fields, top down; the milter inserts exactly these."""
-        return [
+    def fields(self, verdict: Verdict, explanation: Explanation | None = None) -> list[tuple[str, str]]:
+        """(name, value) of the new fields, top down; the milter inserts exactly these. The
+        Report field follows where ``explains(verdict)`` and an explanation is given; its value is
+        folded with LF + tab (:meth:`tag` writes the message's own line ending)."""
+        fields = [
             (self.name("Flag"), "YES" if verdict.spam else "NO"),
             (self.name("Status"), self.status(verdict)),
             (self.name("Level"), verdict.stars),
         ]
+        if explanation is not None and self.explains(verdict):
+            fields.append((self.name("Report"), self.report(verdict, explanation)))
+        return fields
 
-    def tag(self, raw: bytes, verdict: Verdict) -> bytes:
+    def report(self, verdict: Verdict, explanation: Explanation) -> str:
+        """The Report value for this verdict: the explanation's phrases, its P(spam) and
+        direction the verdict's (an explanation scored in another batch may differ in the float
+        noise), folded with LF + tab, checked safe and bounded here whatever the caller passed."""
+        from .explain import report_header  # numpy: loaded only where explanations are made
+
+        value = report_header(
+            replace(explanation, probability=verdict.probability, threshold=verdict.threshold)
+        )
+        lines = value.split(_FOLD)
+        if not all(_REPORT_LINE.match(line) for line in lines):
+            raise ValueError("an explanation's report must be printable ASCII lines")
+        while len(value) > MAX_REPORT_CHARS and len(lines) > 1:
+            lines.pop()
+            value = _FOLD.join(lines)
+        return value[:MAX_REPORT_CHARS]
+
+    def tag(self, raw: bytes, verdict: Verdict, explanation: Explanation | None = None) -> bytes:
         """raw with its earlier fields of this prefix removed and the new ones at the top of the
         header block (after an mbox From_ line), in the message's own line ending; every other
-        byte as it was."""
-        fields = [(name.encode("ascii"), value.encode("ascii")) for name, value in self.fields(verdict)]
+        byte as it was. ``explanation``: the Report field, where the policy explains this verdict."""
+        newline = raw.find(b"\n")
+        eol = b"\r\n" if newline > 0 and raw[newline - 1] == 0x0D else b"\n"
+        fields = [
+            (name.encode("ascii"), value.encode("ascii").replace(b"\n", eol))
+            for name, value in self.fields(verdict, explanation)
+        ]
         removed = frozenset(name.lower().encode("ascii") for name in self.removed_names())
         return replace_fields(raw, removed, fields)
 
@@ -187,7 +232,8 @@ class Decision:
         return "tag"
 
     def explains(self, verdict: Verdict) -> bool:
-        """Whether this verdict carries an explanation (filled in by the explanation module)."""
+        """Whether this verdict carries an explanation (the Report field, spamd's REPORT): the
+        policy ``explain`` is off, spam (spam verdicts only) or all."""
         return self.explain == "all" or (self.explain == "spam" and verdict.spam)
 
 
