@@ -13,8 +13,10 @@ from typing import Any
 import numpy as np
 
 from .errors import InstallError, first_line
+from .head import Head, apply_head
 from .modeldir import ModelDirectory, ModelDirectoryError, open_model_directory
 from .tokenizer import Tokenizer, pad_rows
+from .user_heads import UserHead
 from .verdict import Decision
 from .windows import combine, windows_of, windows_recorded
 
@@ -101,6 +103,17 @@ def create_session(
     return session
 
 
+def create_session_from_bytes(model: bytes, threads: int | None = None) -> Any:
+    """A CPU session of a graph held in memory (a copy with an added output)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or available_cores()
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(model, sess_options=options, providers=[CPU])
+
+
 def _preload_cuda_libraries(ort: Any) -> None:
     """Load CUDA and cuDNN from the nvidia-* pip packages (as torch installs them) when they are there.
 
@@ -146,6 +159,7 @@ def batched_logits(
     max_length: int,
     pad_token_id: int,
     trim: bool,
+    columns: int = 2,
 ) -> np.ndarray:
     """Logits ``(n, 2)`` for rows of token ids, in input order: the one batching path of the
     package (the classifier, the export's checks, the service's micro-batches). Rows are cut to
@@ -154,8 +168,9 @@ def batched_logits(
     to its longest row: padding after a message's last real token cannot change its answer under
     the causal mask. With ``trim`` a batch also ends where the next row is much longer than its
     first (``_fits``): padding is computed like real tokens, and a few rows of mixed lengths (a
-    micro-batch) would otherwise spend a third of the time on it."""
-    out = np.empty((len(rows), 2), dtype=np.float64)
+    micro-batch) would otherwise spend a third of the time on it. ``columns``: the width of what
+    ``logits`` answers per row (more than 2 where it also answers the pooled features)."""
+    out = np.empty((len(rows), columns), dtype=np.float64)
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
     lengths = [max(1, min(max_length, len(rows[i]))) for i in order]
     begin = 0
@@ -211,6 +226,10 @@ class Classifier:
         except (OSError, ValueError) as error:  # unreadable files, damaged tokenizer files
             raise ModelDirectoryError(f"cannot use the model in {directory.path}: {error}") from None
         self.session = create_session(path, gpu=gpu, threads=threads, warn=warn)
+        self._threads = threads
+        self._features_session: Any = None  # the session answering pooled features (user heads)
+        self._features_width = 0
+        self.user_head: UserHead | None = None  # for_user: every text scored by this user's head
         self.dynamic_length = accepts_shorter_inputs(self.session)
         # A GPU is only busy with many messages per call; on the CPU small batches lose nothing.
         self.batch_size = batch_size or (GPU_BATCH if gpu else CPU_BATCH)
@@ -227,25 +246,84 @@ class Classifier:
 
     @property
     def threshold(self) -> float:
-        return self.directory.threshold
+        return self.directory.threshold if self.user_head is None else self.user_head.threshold
 
-    def spam_probability(self, texts: Sequence[str]) -> np.ndarray:
-        """P(spam) per text, in input order: the highest of its windows' (:mod:`.windows`)."""
+    def for_user(self, user: str | None) -> Classifier:
+        """This classifier scoring with ``user``'s head where that user has one (``filter --user``);
+        the shared model's verdicts otherwise. ``UsageError`` for a name that cannot be a user's."""
+        if user is None:
+            return self
+        from .learn import read_features
+        from .user_heads import UserHeads, trunk_fingerprint, valid_user
+
+        valid_user(user)
+        try:
+            trunk = trunk_fingerprint(read_features(self.directory.path)["train_features"])
+        except (OSError, ValueError, KeyError):  # no training features: no head can be checked
+            return self
+        self.user_head = UserHeads(self.directory.path, trunk=trunk).head(user)
+        return self
+
+    def spam_probability(
+        self, texts: Sequence[str], heads: Sequence[Head | None] | None = None
+    ) -> np.ndarray:
+        """P(spam) per text, in input order: the highest of its windows' (:mod:`.windows`).
+
+        ``heads``: per text, a user's head to score it with instead of the model's own (None: the
+        model's). Those texts' windows are scored by that head from the pooled features the same
+        graph run answers; the others' from its logits, exactly as without ``heads``."""
         max_length = self.directory.max_length
         cap = chars_kept(max_length)
         texts = [text[:cap] for text in texts]
         rows = self.tokenizer.encode_batch(texts)
         windows, owners = windows_of(rows, max_length, self.max_windows)
-        logits = batched_logits(
+        if heads is None and self.user_head is not None:
+            heads = [self.user_head.head] * len(texts)
+        personal = heads is not None and any(head is not None for head in heads)
+        size = self._features_size() if personal else 0
+        outputs = batched_logits(
             windows,
-            session_logits(self.session),
+            self._logits_and_features(size) if personal else session_logits(self.session),
             batch_size=self.batch_size,
             max_length=max_length,
             pad_token_id=self.directory.pad_token_id,
             trim=self.dynamic_length,
+            columns=2 + size,
         )
         self.windows_scored += len(windows)
-        return combine(softmax_spam(logits), owners, len(texts))
+        probabilities = softmax_spam(outputs[:, :2])
+        if personal:
+            assert heads is not None
+            owner_of = np.asarray(owners, dtype=np.int64)
+            for text, head in enumerate(heads):
+                if head is not None:
+                    mine = owner_of == text
+                    probabilities[mine] = apply_head(head, outputs[mine, 2:])
+        return combine(probabilities, owners, len(texts))
+
+    def _features_size(self) -> int:
+        """The width of the pooled features; the session answering them is the model's own, or, for
+        an export without a ``features`` output, a copy of the graph with one (made once)."""
+        if self._features_session is None:
+            from .onnx_head import FEATURES_OUTPUT, read_head, with_features_output
+
+            model = self.directory.checked_variant_file(self.variant).read_bytes()
+            self._features_width = read_head(model).size
+            if any(output.name == FEATURES_OUTPUT for output in self.session.get_outputs()):
+                self._features_session = self.session
+            else:
+                graph = with_features_output(model, self._features_width)
+                self._features_session = create_session_from_bytes(graph, self._threads)
+        return self._features_width
+
+    def _logits_and_features(self, size: int) -> LogitsFunction:
+        session = self._features_session
+
+        def run(ids: np.ndarray) -> np.ndarray:
+            logits, features = session.run(["logits", "features"], {"input_ids": ids})
+            return np.concatenate([logits, np.asarray(features).reshape(len(ids), size)], axis=1)
+
+        return run
 
     def classify(self, texts: Sequence[str], decision: Decision | None = None) -> list[tuple[str, float]]:
         """``(label, spam probability)`` per text, by ``decision`` (default: the model's threshold)."""

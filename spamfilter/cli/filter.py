@@ -119,6 +119,13 @@ from .common import (
     default=0.0,
     help="--engine ray: GPUs each scoring worker takes (CUDA); 0 runs them on CPUs.",
 )
+@click.option(
+    "--user",
+    default=None,
+    metavar="NAME",
+    help="Score with NAME's own head (trained by learn --user NAME) where NAME has one; else the "
+    "shared model's verdict.",
+)
 @_stopping_on_signals
 def filter_command(
     input_paths: tuple[str, ...],
@@ -140,6 +147,7 @@ def filter_command(
     ray_address: str | None,
     workers: int,
     gpus_per_worker: float,
+    user: str | None,
 ) -> None:
     """Tag every message in INPUT (a file, a Maildir or .eml folder, or - for stdin) as spam or not spam.
 
@@ -158,13 +166,20 @@ def filter_command(
     context = click.get_current_context()
     with _library_errors():
         decision = Decision(threshold=threshold, header_prefix=header_prefix)
+        if user is not None:
+            from ..user_heads import valid_user
+
+            valid_user(user)
     if engine == "ray":
+        if user is not None:
+            raise click.UsageError("--user goes with the local engine")
         _filter_with_ray(context, input_paths, output, model, decision, batch_size, variant, quiet, progress)
         return
     _local_engine_only(context, input_paths, output)
     input_path = input_paths[0] if input_paths else "-"
     if input_path != "-" and Path(input_path).is_dir():
-        _filter_folder(Path(input_path), output, model, decision, gpu, batch_size, variant, quiet, progress)
+        folder = Path(input_path)
+        _filter_folder(folder, output, model, decision, gpu, batch_size, variant, quiet, progress, user)
         return
     summary = None
     try:
@@ -179,7 +194,7 @@ def filter_command(
             )
             if fmt == "email":
                 sink = _open_output(output, stack)
-                _pipeline_mode(source, sink, model, decision, gpu, variant, strict, verdict_exit)
+                _pipeline_mode(source, sink, model, decision, gpu, variant, strict, verdict_exit, user)
             if spam_output and fmt != "mbox":
                 raise click.BadParameter("only mbox output can be split", param_hint="--spam-output")
             for target, hint in ((output, "--output"), (spam_output, "--spam-output")):
@@ -187,7 +202,7 @@ def filter_command(
                     raise click.BadParameter(
                         "is the input file: write elsewhere, then move it over the input", param_hint=hint
                     )
-            classifier = _load_classifier(model, gpu, batch_size, variant)
+            classifier = _load_classifier(model, gpu, batch_size, variant).for_user(user)
             if fmt == "mbox" and not quiet:
                 _warn_if_not_for_mail(classifier)
             started = time.perf_counter()
@@ -322,12 +337,13 @@ def _filter_folder(
     variant: str | None,
     quiet: bool,
     progress: bool | None,
+    user: str | None = None,
 ) -> None:
     from .. import pipeline
 
     if output == "-":
         raise click.UsageError("a folder as INPUT needs -o DIR for the tagged copies")
-    classifier = _load_classifier(model, gpu, batch_size, variant)
+    classifier = _load_classifier(model, gpu, batch_size, variant).for_user(user)
     if not quiet:
         _warn_if_not_for_mail(classifier)
     started = time.perf_counter()
@@ -458,6 +474,7 @@ def _pipeline_mode(
     variant: str | None,
     strict: bool,
     verdict_exit: bool,
+    user: str | None = None,
 ) -> NoReturn:
     """One message: fail-safe like spamc (``pipeline.tag_message``). On any failure the original
     bytes go out unchanged and the exit code is 0; with --strict nothing goes out and the exit code
@@ -466,7 +483,8 @@ def _pipeline_mode(
     from ..runtime import Classifier
 
     def load() -> Classifier:
-        return Classifier.load(model or default_model_dir(), gpu=gpu, variant=variant, warn=_warn)
+        directory = model or default_model_dir()
+        return Classifier.load(directory, gpu=gpu, variant=variant, warn=_warn).for_user(user)
 
     outcome = tag_message(source.read(), load, decision)
     if outcome.error is not None and strict:

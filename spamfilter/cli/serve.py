@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -25,6 +25,23 @@ from .common import (
 )
 
 # --------------------------------------------------------------------------- serve
+
+
+def _say_if_read_only(directory: Path, logger: Any) -> None:
+    """--allow-tell with a model directory the service cannot write (a read-only unit, another
+    owner): one line at start, rather than an error at the first TELL or retrain."""
+    import os
+
+    from ..corrections import CORRECTIONS_DIR
+
+    folder = directory / CORRECTIONS_DIR
+    where = folder if folder.is_dir() else directory
+    if not os.access(where, os.W_OK) or not os.access(directory, os.W_OK):
+        logger.warning(
+            "learning is off: %s is not writable by this service (TELL is refused with 73 and nothing "
+            "is retrained; with systemd, see the README's drop-in for learning)",
+            where,
+        )
 
 
 def _octal_mode(_context: click.Context, _param: click.Parameter, value: str | None) -> int | None:
@@ -193,6 +210,34 @@ def _octal_mode(_context: click.Context, _param: click.Parameter, value: str | N
     help="With --allow-tell: retrain (spamfilter learn --retrain) once this many corrections wait, and "
     "load the result; 0: never (run spamfilter learn --retrain yourself, e.g. from cron).",
 )
+@click.option(
+    "--per-user",
+    is_flag=True,
+    help="Per-user heads: spamd's User: (spamc -u NAME; spamc sends its caller's login by default) "
+    "and the milter's recipient (when a message has exactly one) choose the user whose head scores "
+    "the message, if they have one; with --allow-tell, a TELL teaches that user's head only.",
+)
+@click.option(
+    "--max-users",
+    type=click.IntRange(1),
+    default=10_000,
+    show_default=True,
+    help="With --per-user: users who may have a head or corrections; a new one beyond is refused (73).",
+)
+@click.option(
+    "--max-user-corrections",
+    type=click.IntRange(1),
+    default=1_000,
+    show_default=True,
+    help="With --per-user: corrections one user may keep; beyond, their TELL is refused (73).",
+)
+@click.option(
+    "--max-loaded-heads",
+    type=click.IntRange(1),
+    default=1_000,
+    show_default=True,
+    help="With --per-user: user heads held in memory (the least recently used are read again).",
+)
 def serve(
     model: Path | None,
     listen: tuple[str, ...],
@@ -224,6 +269,10 @@ def serve(
     tell_max: int,
     tell_max_bytes: int,
     learn_after: int,
+    per_user: bool,
+    max_users: int,
+    max_user_corrections: int,
+    max_loaded_heads: int,
 ) -> None:
     """Serve the model to spamd clients (spamc, Exim's spam condition, ...) and milter MTAs until
     SIGTERM.
@@ -235,6 +284,7 @@ def serve(
     """
     from ..corrections import Quota
     from ..service.access import DEFAULT_LISTEN, parse_address, parse_networks, parse_users, tls_context
+    from ..service.learning import UserLimits
     from ..service.milter import MilterPolicy
     from ..service.observe import setup_logging
     from ..service.server import ServiceSettings
@@ -277,8 +327,12 @@ def serve(
             tell_uids=tell_uids,
             tell_gids=tell_gids,
             learn_command=[sys.executable, "-m", "spamfilter", "learn", "--retrain", "-m", str(directory)],
+            user_heads=directory if per_user else None,
+            user_limits=UserLimits(max_users, max_loaded_heads, max_user_corrections),
         )
         logger = setup_logging(syslog_address)
+        if allow_tell:
+            _say_if_read_only(directory, logger)
 
         def load() -> Classifier:
             from ..runtime import Classifier

@@ -23,15 +23,21 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..pipeline import Scorer, Tagged, message_text, tagged_message
+from ..user_heads import UserHead
 from ..verdict import Decision
 
 BatchObserver = Callable[[int, float, int], None]  # (messages in the batch, seconds the model took, windows)
+
+
+# A user's head (or None: the shared model's verdict); called on the worker thread.
+HeadOf = Callable[[str], "UserHead | None"]
 
 
 @dataclass
 class _Waiting:
     raw: bytes
     result: asyncio.Future[Tagged]
+    user: str = ""
 
 
 class MicroBatcher:
@@ -42,8 +48,10 @@ class MicroBatcher:
         max_wait: float,
         decision: Decision | None = None,
         on_batch: BatchObserver | None = None,
+        head_of: HeadOf | None = None,
     ) -> None:
         self.scorer = scorer
+        self.head_of = head_of  # per-user heads (service/learning.py); None: every verdict shared
         self.max_batch = max_batch
         self.max_wait = max_wait
         self.decision = decision or Decision()  # bound to each batch's model in _run
@@ -68,11 +76,12 @@ class MicroBatcher:
         """Use another model from the next batch on (the running batch keeps the one it has)."""
         self.scorer = scorer
 
-    async def tag(self, raw: bytes) -> Tagged:
-        """The message tagged as ``filter --format email`` tags it; on a model error it comes back
-        unchanged with ``error`` set. Raises nothing of the model's."""
+    async def tag(self, raw: bytes, user: str = "") -> Tagged:
+        """The message tagged as ``filter --format email`` tags it (by ``user``'s head where that
+        user has one); on a model error it comes back unchanged with ``error`` set. Raises nothing
+        of the model's."""
         result: asyncio.Future[Tagged] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Waiting(raw, result))
+        await self._queue.put(_Waiting(raw, result, user))
         return await result
 
     async def _collect(self) -> None:
@@ -99,23 +108,33 @@ class MicroBatcher:
             scorer = self.scorer
             assert scorer is not None, "the batcher starts once a model is loaded"
             outcomes = await loop.run_in_executor(
-                self._worker, self._run, scorer, [waiting.raw for waiting in batch]
+                self._worker, self._run, scorer, [waiting.raw for waiting in batch], [w.user for w in batch]
             )
             for waiting, outcome in zip(batch, outcomes, strict=True):
                 if not waiting.result.done():
                     waiting.result.set_result(outcome)
 
-    def _run(self, scorer: Scorer, raws: list[bytes]) -> list[Tagged]:
+    def _run(self, scorer: Scorer, raws: list[bytes], users: list[str] | None = None) -> list[Tagged]:
         """On the worker thread: never raises; a failed batch comes back untagged, with the reason."""
         started = time.perf_counter()
         windows_before = getattr(scorer, "windows_scored", 0)  # a Classifier counts its windows
         try:
             decision = self.decision.for_model(scorer.threshold)
-            probabilities = scorer.spam_probability([message_text(raw) for raw in raws])
+            texts = [message_text(raw) for raw in raws]
+            found = self._heads(users or [])
+            if any(found):
+                # Only a batch with a user head asks the model for its features as well.
+                probabilities = scorer.spam_probability(  # type: ignore[call-arg]
+                    texts, heads=[head.head if head else None for head in found]
+                )
+            else:
+                probabilities = scorer.spam_probability(texts)
             if not np.all(np.isfinite(probabilities)):
                 raise ValueError("the model answered a P(spam) that is not a number")
-            pairs = zip(raws, probabilities, strict=True)
-            outcomes = [tagged_message(raw, float(p), decision) for raw, p in pairs]
+            decisions = [decision.for_model(head.threshold) if head else decision for head in found]
+            decisions += [decision] * (len(raws) - len(decisions))
+            pairs = zip(raws, probabilities, decisions, strict=True)
+            outcomes = [tagged_message(raw, float(p), chosen) for raw, p, chosen in pairs]
         except Exception as error:  # the model failed: every message goes back unchanged
             reason = " ".join(str(error).split()) or type(error).__name__
             outcomes = [Tagged(raw, error=f"model error: {reason}"[:300]) for raw in raws]
@@ -123,3 +142,8 @@ class MicroBatcher:
             windows = getattr(scorer, "windows_scored", 0) - windows_before
             self.on_batch(len(raws), time.perf_counter() - started, max(windows, 0))
         return outcomes
+
+    def _heads(self, users: list[str]) -> list[UserHead | None]:
+        if self.head_of is None or not any(users):
+            return [None] * len(users)
+        return [self.head_of(user) if user else None for user in users]

@@ -73,6 +73,14 @@ class _Message:
     header_bytes: int = 0  # kept or not: once past max_size, headers are only counted
     body: bytearray = field(default_factory=bytearray)
     body_size: int = 0
+    recipients: list[bytes] = field(default_factory=list)  # RCPT TO, when asked for (per-user heads)
+
+    def user(self) -> str:
+        """The user whose head scores this message: its one recipient's address (lower case, no
+        angle brackets); "" (the shared model) for several recipients or none known."""
+        if len(self.recipients) != 1:
+            return ""
+        return self.recipients[0].strip().strip(b"<>").decode("utf-8", "replace").lower()
 
     def room(self, max_size: int) -> int:
         return max(0, max_size - self.header_bytes - len(self.body))
@@ -103,15 +111,17 @@ async def read_packet(reader: asyncio.StreamReader) -> Packet | None:
     return data[0], data[1:]
 
 
-def negotiate(data: bytes) -> bytes:
-    """Our answer to the MTA's SMFIC_OPTNEG: version 6, the actions we use, the steps we skip."""
+def negotiate(data: bytes, recipients: bool = False) -> bytes:
+    """Our answer to the MTA's SMFIC_OPTNEG: version 6, the actions we use, the steps we skip
+    (RCPT too, unless ``recipients``: per-user heads need each message's recipient)."""
     if len(data) < 12:
         raise MilterError("option negotiation too short")
     version, offered_actions, offered_steps = struct.unpack(">III", data[:12])
     if version < 2:
         raise MilterError(f"milter protocol version {version} is too old")
     actions = WANTED_ACTIONS & offered_actions
-    steps = (SKIPPED_STEPS | QUIET_STEPS | SMFIP_HDR_LEADSPC) & offered_steps
+    wanted = ((SKIPPED_STEPS & ~SMFIP_NORCPT) | NO_REPLY[RCPT]) if recipients else SKIPPED_STEPS
+    steps = (wanted | QUIET_STEPS | SMFIP_HDR_LEADSPC) & offered_steps
     return packet(OPTNEG, struct.pack(">III", min(version, VERSION), actions, steps))
 
 
@@ -148,7 +158,7 @@ def header_actions(
     return actions
 
 
-Tagger = Callable[[bytes], Awaitable[Tagged]]
+Tagger = Callable[[bytes, str], Awaitable[Tagged]]  # (message, user: "" for the shared model)
 
 
 async def milter_session(
@@ -162,11 +172,13 @@ async def milter_session(
     on_verdict: Callable[[Tagged, str], None] | None = None,
     stopping: asyncio.Event | None = None,
     first: Packet | None = None,
+    recipients: bool = False,
 ) -> None:
     """One MTA connection: any number of messages, until QUIT or the end of the connection, or
     ``stopping`` (the service's SIGTERM) while no message is being classified, or ``timeout``
     seconds without a packet (``asyncio.TimeoutError``). ``write`` sends bytes (and waits until
-    they are taken); ``tag`` classifies one message; ``first``: a packet already read."""
+    they are taken); ``tag`` classifies one message (for its one recipient with ``recipients``);
+    ``first``: a packet already read."""
     message = _Message()
     leading_space = False
     steps = 0  # the protocol bits agreed on
@@ -178,7 +190,7 @@ async def milter_session(
             return
         command, data = received
         if command == OPTNEG:
-            answer = negotiate(data)
+            answer = negotiate(data, recipients)
             steps = struct.unpack(">III", answer[5:17])[2]
             leading_space = bool(steps & SMFIP_HDR_LEADSPC)
             await write(answer)
@@ -186,6 +198,8 @@ async def milter_session(
             pass  # {i}, {mail_addr}, ...: nothing the classifier needs
         elif command == ABORT:
             message = _Message()
+        elif command == RCPT and recipients:
+            message.recipients.append(data.split(b"\0", 1)[0])
         elif command == HEADER:
             name, _, rest = data.partition(b"\0")
             message.header_bytes += len(name) + len(rest) + HEADER_OVERHEAD
@@ -246,7 +260,7 @@ async def _end_of_message(
             on_verdict(Tagged(b"", error=too_big), "error")
         return [packet(ACCEPT)]
     raw = message_bytes(message, leading_space)
-    outcome = await tag(raw)
+    outcome = await tag(raw, message.user())
     verdict = outcome.verdict
     if outcome.error is not None or verdict is None:
         if on_verdict is not None:

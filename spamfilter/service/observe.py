@@ -108,6 +108,17 @@ class Metrics:
             "spamfilter_reloads", "Model reloads (SIGHUP) by outcome.", ["outcome"], registry=self.registry
         )
         self.model = Info("spamfilter_model", "The model being served.", registry=self.registry)
+        self.user_heads = Gauge(
+            "spamfilter_user_heads_loaded",
+            "Users whose head (or its absence) is held in memory (at most --max-loaded-heads).",
+            registry=self.registry,
+        )
+        self.user_retrains = Histogram(
+            "spamfilter_user_retrain_seconds",
+            "Time a user's head took to retrain after their TELL.",
+            buckets=(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0),
+            registry=self.registry,
+        )
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

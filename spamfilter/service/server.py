@@ -34,6 +34,7 @@ from ..verdict import Decision
 from . import protocol
 from .access import LOOPBACK, Address, BoundSocket, Network, bind_unix_socket, peer_allowed
 from .batcher import MicroBatcher
+from .learning import TellRefused, UserLearning, UserLimits
 from .limits import (
     FIRST_LINE_SECONDS,
     MIN_PENDING,
@@ -94,6 +95,10 @@ class ServiceSettings:
     tell_gids: set[int] = field(default_factory=set)
     tell_quota: Quota = field(default_factory=lambda: Quota(TELL_MAX_COUNT, TELL_MAX_BYTES))
     learn_command: list[str] = field(default_factory=list)
+    # Per-user heads (service/learning.py): the model directory whose users/ they are in (None:
+    # every verdict is the shared model's), and their bounds.
+    user_heads: Path | None = None
+    user_limits: UserLimits = field(default_factory=UserLimits)
 
 
 class SpamdService:
@@ -112,8 +117,18 @@ class SpamdService:
         self.loaded = loaded
         self.log = logger
         self.metrics = Metrics()
+        self.users: UserLearning | None = None
+        if settings.user_heads is not None:
+            self.users = UserLearning(settings.user_heads, settings.user_limits, settings.learn_after, logger)
+            self.users.on_trained = lambda _user, seconds: self.metrics.user_retrains.observe(seconds)
+            self.metrics.user_heads.set_function(lambda: self.users.loaded if self.users else 0)
         self.batcher = MicroBatcher(
-            scorer, settings.batch_max, settings.batch_wait, settings.decision, self._batch_done
+            scorer,
+            settings.batch_max,
+            settings.batch_wait,
+            settings.decision,
+            self._batch_done,
+            self.users.head_of if self.users is not None else None,
         )
         self.health: dict[str, str] = {}
         if scorer is not None:
@@ -159,6 +174,8 @@ class SpamdService:
                 await self._listen(address, milter=True)
             if self.settings.metrics is not None:
                 await self._listen_http(self.settings.metrics)
+            if self.users is not None:
+                await loop.run_in_executor(None, self.users.load)
             if self.batcher.scorer is None:
                 scorer = await loop.run_in_executor(None, self.load)
                 self.batcher.swap(scorer)
@@ -259,6 +276,9 @@ class SpamdService:
             with contextlib.suppress(BaseException):
                 await self._reloading
         await self.batcher.stop()
+        if self.users is not None:
+            await self.users.idle()
+            self.users.close()
         for made in self._sockets:  # only the sockets bound here, and only while still ours
             made.remove()
         self.log.info("stopped")
@@ -290,6 +310,8 @@ class SpamdService:
             self.log.error("reload refused, still serving the previous model: %s", first_line(error))
             return False
         self.batcher.swap(scorer)
+        if self.users is not None:  # heads of the model now loaded (a retrained trunk drops them)
+            await loop.run_in_executor(None, self.users.load)
         self._describe(scorer)
         self.metrics.reloads.labels("ok").inc()
         self.log.info("reloaded %s: %s on %s", self.settings.model_name, scorer.variant, scorer.provider)
@@ -446,10 +468,10 @@ class SpamdService:
 
         started = time.perf_counter()
 
-        async def tag(raw: bytes) -> Tagged:
+        async def tag(raw: bytes, user: str) -> Tagged:
             nonlocal started
             started = time.perf_counter()
-            return await self.batcher.tag(raw)
+            return await self.batcher.tag(raw, user)
 
         def verdict(outcome: Tagged, action: str) -> None:
             detail = f"{action}, {len(outcome.message)} bytes"
@@ -472,6 +494,7 @@ class SpamdService:
                 verdict,
                 self._stop,
                 first=first,
+                recipients=self.users is not None,
             )
         except (MilterError, asyncio.TimeoutError, ConnectionError, OSError) as error:
             self.metrics.requests.labels("MILTER", "closed").inc()
@@ -531,7 +554,7 @@ class SpamdService:
         if not request.message.strip():
             error = protocol.unavailable(EMPTY_MESSAGE)
             return error.reply(), "error", error.text
-        outcome = await self.batcher.tag(request.message)
+        outcome = await self.batcher.tag(request.message, request.user)
         verdict = outcome.verdict
         if outcome.error is not None or verdict is None:
             error = protocol.unavailable(outcome.error or "not classified")
@@ -569,6 +592,8 @@ class SpamdService:
         sets, removes = protocol.tell_targets(request)
         corrections = Corrections(self.settings.corrections)
         label = 1 if request.headers.get("message-class", "").lower() == "spam" else 0
+        if request.user and self.users is not None:
+            return await self._tell_user(request.user, request.message, label, sets, removes)
         loop = asyncio.get_running_loop()
         did_set, did_remove = [], []
         try:
@@ -588,6 +613,22 @@ class SpamdService:
         what = ("spam" if label else "ham") if did_set else ("removed" if did_remove else "nothing new")
         self._retrain_if_due(corrections)
         return protocol.tell_reply(did_set, did_remove), "ok", f"tell: {what}"
+
+    async def _tell_user(
+        self, user: str, raw: bytes, label: int, sets: set[str], removes: set[str]
+    ) -> tuple[bytes, str, str]:
+        """A TELL naming a user (spamc -u NAME -L ...): that user's corrections and head only."""
+        assert self.users is not None
+        try:
+            did_set, did_remove = await self.users.tell(
+                user, raw, label if "local" in sets else None, "local" in removes
+            )
+        except TellRefused as refused:
+            self.log.warning("%s", refused.text)
+            return protocol.error_reply(refused.code, refused.text), "refused", refused.text
+        what = ("spam" if label else "ham") if did_set else ("removed" if did_remove else "nothing new")
+        done = (["local"] if did_set else [], ["local"] if did_remove else [])
+        return protocol.tell_reply(*done), "ok", f"tell: {what}, user={user}"
 
     def _retrain_if_due(self, corrections: Corrections) -> None:
         if self.settings.learn_after <= 0 or not self.settings.learn_command:

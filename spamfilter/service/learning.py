@@ -1,0 +1,199 @@
+"""Per-user learning in the service: whose head scores a message, TELL with ``User:``, and the
+user's head retrained after it.
+
+spamd's ``User:`` (``spamc -u NAME``) and the milter's one recipient name the user. A user with a
+head of their own (:mod:`spamfilter.user_heads`, trained on their corrections) has their mail
+scored by it, from the same model run; everyone else gets the shared verdict, byte for byte. A name
+that is not a valid user name gets the shared verdict and one log line now and then; a TELL with
+one is refused.
+
+A TELL naming a user files the message among that user's corrections (bounded: users, corrections
+per user) and, with ``--learn-after N``, retrains that user's head once N of their corrections
+have come since the last: in this process, on a thread of its own (numpy, no torch; the shared
+model is untouched), and the new head is used from the next message on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..corrections import QuotaExceeded
+from ..errors import UsageError, first_line
+from ..user_heads import (
+    MAX_CORRECTIONS,
+    MAX_LOADED,
+    MAX_USERS,
+    UserHead,
+    UserHeads,
+    UserLimitReached,
+    train_user_head,
+    trunk_fingerprint,
+    valid_user,
+)
+
+QUIET_SECONDS = 10.0  # a repeated warning (a client sending bad names): one line this often
+
+
+@dataclass(frozen=True)
+class UserLimits:
+    max_users: int = MAX_USERS
+    max_loaded: int = MAX_LOADED
+    max_corrections: int = MAX_CORRECTIONS
+
+
+class TellRefused(Exception):
+    """A user's TELL that cannot be kept: ``code`` is spamd's status (64 usage, 73 cannot keep)."""
+
+    def __init__(self, code: int, text: str) -> None:
+        super().__init__(text)
+        self.code, self.text = code, text
+
+
+def open_user_heads(model_dir: Path, limits: UserLimits, log: logging.Logger) -> UserHeads:
+    """The model directory's user heads, bound to its trunk (a head trained for another trunk, one
+    from before the model was trained again, is not used). Called at load and on every reload."""
+    from ..learn import read_features
+
+    try:
+        trunk: str | None = trunk_fingerprint(read_features(model_dir)["train_features"])
+    except Exception as error:  # no (readable) training features: heads cannot be checked or trained
+        log.warning(
+            "user heads: cannot read the training features (%s); user heads are off", first_line(error)
+        )
+        trunk = "unknown"  # matches no head: every user gets the shared verdict
+    return UserHeads(
+        model_dir,
+        trunk=trunk,
+        max_users=limits.max_users,
+        max_loaded=limits.max_loaded,
+        max_corrections=limits.max_corrections,
+    )
+
+
+class UserLearning:
+    """The service's user heads: looked up for every message with a user, taught by TELL."""
+
+    def __init__(self, model_dir: Path, limits: UserLimits, learn_after: int, log: logging.Logger) -> None:
+        self.model_dir = model_dir
+        self.limits = limits
+        self.learn_after = learn_after
+        self.log = log
+        self.heads: UserHeads | None = None
+        self._waiting: dict[str, int] = {}  # corrections since a user's last retrain
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._again: set[str] = set()
+        self._said = 0.0
+        self._lock = threading.Lock()
+        # One thread: user retrains run one after another, beside (not inside) the model's batches.
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spamfilter-learn")
+        self.on_trained: Callable[[str, float], None] | None = None  # (user, seconds): metrics
+
+    def load(self) -> None:
+        """(Re)read the heads for the model now in the directory (start, SIGHUP): blocking."""
+        heads = open_user_heads(self.model_dir, self.limits, self.log)
+        with self._lock:
+            self.heads = heads
+
+    @property
+    def loaded(self) -> int:
+        heads = self.heads
+        return heads.loaded if heads is not None else 0
+
+    def head_of(self, user: str) -> UserHead | None:
+        """``user``'s head or None (the shared verdict); never raises (the model's worker calls it)."""
+        heads = self.heads
+        if heads is None or not user:
+            return None
+        try:
+            return heads.head(user)
+        except UsageError as error:
+            self._quietly(f"user {user[:40]!r} gets the shared verdict: {first_line(error)}")
+            return None
+        except OSError as error:
+            self._quietly(f"user {user[:40]!r} gets the shared verdict: {error.strerror or error}")
+            return None
+
+    def _quietly(self, text: str) -> None:
+        now = time.monotonic()
+        if now - self._said >= QUIET_SECONDS:
+            self._said = now
+            self.log.warning("%s", text)
+
+    async def tell(self, user: str, raw: bytes, label: int | None, remove: bool) -> tuple[bool, bool]:
+        """File ``raw`` as ``label`` among ``user``'s corrections (None: not set) and/or take it
+        out; (set, removed). Raises ``TellRefused``."""
+        heads = self.heads
+        if heads is None:
+            raise TellRefused(73, "user heads are not loaded")
+        try:
+            valid_user(user)
+        except UsageError as error:
+            raise TellRefused(64, f"TELL refused: {first_line(error)}") from None
+        loop = asyncio.get_running_loop()
+        did_set = did_remove = False
+        try:
+            if label is not None:
+                did_set = await loop.run_in_executor(None, heads.add, user, raw, label)
+            if remove:
+                did_remove = await loop.run_in_executor(None, heads.remove, user, raw)
+        except (UserLimitReached, QuotaExceeded) as full:
+            raise TellRefused(73, f"TELL refused: {first_line(full)}") from None
+        except OSError as error:
+            raise TellRefused(
+                73, f"cannot keep {user[:40]!r}'s correction: {error.strerror or error}"
+            ) from None
+        if did_set or did_remove:
+            self._waiting[user] = self._waiting.get(user, 0) + 1
+            self._retrain_if_due(user)
+        return did_set, did_remove
+
+    def _retrain_if_due(self, user: str) -> None:
+        if self.learn_after <= 0 or self._waiting.get(user, 0) < self.learn_after:
+            return
+        running = self._running.get(user)
+        if running is not None and not running.done():
+            self._again.add(user)  # once this one ends: what came meanwhile
+            return
+        self._waiting[user] = 0
+        task = asyncio.get_running_loop().create_task(self._retrain(user))
+        self._running[user] = task
+        task.add_done_callback(lambda _task: self._running.pop(user, None))
+
+    async def _retrain(self, user: str) -> None:
+        while True:
+            heads = self.heads
+            assert heads is not None
+            started = time.perf_counter()
+            try:
+                trained = await asyncio.get_running_loop().run_in_executor(
+                    self._worker, train_user_head, self.model_dir, user, heads
+                )
+            except Exception as error:  # a damaged correction, a full disk: the old head stays
+                self.log.error("retrain of %r's head failed: %s", user[:40], first_line(error))
+                return
+            seconds = time.perf_counter() - started
+            heads.invalidate(user)
+            what = "trained" if trained is not None else "removed (no corrections left)"
+            self.log.info("user %r: head %s in %.1f s", user[:40], what, seconds)
+            if self.on_trained is not None:
+                self.on_trained(user, seconds)
+            if user not in self._again:
+                return
+            self._again.discard(user)
+            self._waiting[user] = 0
+
+    async def idle(self) -> None:
+        """Wait for the retrains running now (shutdown)."""
+        running = [task for task in self._running.values() if not task.done()]
+        if running:
+            await asyncio.wait(running)
+
+    def close(self) -> None:
+        self._worker.shutdown(wait=True)

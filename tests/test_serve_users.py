@@ -1,0 +1,151 @@
+"""Per-user heads through the real service (serve --per-user) and real spamc -u: a user's TELLs
+train that user's head and change that user's verdicts only; every other user's reply stays the
+same bytes; names that could be paths are refused; the bounds hold; the milter's one recipient."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from support import SHARED_DATA, require_tool
+from support.spamd_server import Server, request, spamd_request
+
+from spamfilter.learn import current_head, window_features
+from spamfilter.mail import iter_mail_source
+from spamfilter.modeldir import open_model_directory
+from spamfilter.pipeline import message_text
+from spamfilter.service.milter import RCPT, SMFIP_NORCPT, _Message, negotiate, packet
+from spamfilter.user_heads import MAX_USER_LENGTH, UserHeads, score_with_head
+
+CORPUS = SHARED_DATA / "spamassassin"
+ALICE, BOB = "alice@example.org", "bob@example.org"
+
+
+def spamc(server: Server, message: bytes, *args: str) -> subprocess.CompletedProcess[bytes]:
+    host, port = server.address
+    command = [require_tool("spamc", "spamc"), "-d", host, "-p", str(port), *args]
+    return subprocess.run(command, input=message, capture_output=True, timeout=120)
+
+
+def flagged_ham(model: Path, count: int) -> list[bytes]:
+    """Ham of the SpamAssassin corpus that the (SMS-trained) test model marks as spam."""
+    directory = open_model_directory(model)
+    raws = list(iter_mail_source(CORPUS / "easy_ham.mbox"))[:80]
+    features, owners = window_features(directory, [message_text(raw) for raw in raws])
+    scores = score_with_head(current_head(directory), features, owners, len(raws))
+    flagged = [raw for raw, score in zip(raws, scores, strict=True) if score >= directory.threshold]
+    assert len(flagged) >= count, "the SMS model should mark some of this email as spam"
+    return flagged[:count]
+
+
+def filter_as(model: Path, message: bytes, *options: str) -> subprocess.CompletedProcess[bytes]:
+    command = [sys.executable, "-m", "spamfilter", "filter", "--format", "email", "-q", "-m", str(model)]
+    return subprocess.run([*command, *options], input=message, capture_output=True, timeout=300)
+
+
+def test_a_users_tells_change_their_verdicts_and_no_one_elses(model_copy: Path) -> None:
+    taught = flagged_ham(model_copy, 12)
+    corrections, duplicates = taught[:10], taught  # the 10 taught, and their exact copies again
+    options = ("--allow-tell", "--per-user", "--learn-after", "10", "--metrics", "127.0.0.1:0")
+    with Server(model_copy, *options) as server:
+        before = {user: [spamc(server, raw, "-u", user).stdout for raw in taught] for user in (ALICE, BOB)}
+        assert before[ALICE] == before[BOB]  # no head yet: everyone gets the shared bytes
+        assert all(b"X-Spam-Flag: YES" in tagged for tagged in before[BOB])
+        for raw in corrections:
+            told = spamc(server, raw, "-u", ALICE, "-L", "ham")
+            assert told.returncode == 0, told.stderr
+        told_at = time.monotonic()
+        server.wait_for_log(f"user '{ALICE}': head trained", timeout=300)
+        after = {user: [spamc(server, raw, "-u", user).stdout for raw in duplicates] for user in (ALICE, BOB)}
+        seconds = time.monotonic() - told_at
+        # Alice's corrected messages (sent again: exact duplicates) are now ham for her ...
+        assert all(b"X-Spam-Flag: NO" in tagged for tagged in after[ALICE][:10]), after[ALICE]
+        # ... and Bob's replies, and those of a client without -u (spamc sends its login), are the
+        # same bytes as before.
+        assert after[BOB] == before[BOB]
+        assert [spamc(server, raw).stdout for raw in taught] == before[BOB]
+        metrics = urllib.request.urlopen(f"http://{server.metrics}/metrics", timeout=30).read().decode()
+        assert "spamfilter_user_heads_loaded" in metrics
+        loaded = [line for line in metrics.splitlines() if line.startswith("spamfilter_user_heads_loaded ")]
+        assert float(loaded[0].split()[1]) >= 2  # alice's head and bob's absence of one
+        assert "spamfilter_user_retrain_seconds_count 1.0" in metrics
+    print(f"TELL of the 10th correction to its duplicates scored as corrected: {seconds:.1f} s")
+    # filter --user reads the same head; another user's output is the shared model's, byte for byte.
+    alice = filter_as(model_copy, corrections[0], "--user", ALICE)
+    assert alice.returncode == 0 and b"X-Spam-Flag: NO" in alice.stdout, alice.stderr
+    shared = filter_as(model_copy, corrections[0])
+    assert filter_as(model_copy, corrections[0], "--user", BOB).stdout == shared.stdout
+    assert b"X-Spam-Flag: YES" in shared.stdout
+
+
+@pytest.mark.parametrize("name", ["../x", "/etc", "x" * 300, "a/../../b"])
+def test_a_name_that_could_be_a_path_gets_the_shared_verdict_and_cannot_teach(
+    model_copy: Path, name: str
+) -> None:
+    message = flagged_ham(model_copy, 1)[0]
+    with Server(model_copy, "--allow-tell", "--per-user", "--learn-after", "1") as server:
+        shared = spamc(server, message, "-u", "carol").stdout
+        assert spamc(server, message, "-u", name).stdout == shared
+        told = spamc(server, message, "-u", name, "-L", "ham")
+        assert told.returncode != 0
+        server.wait_for_log("TELL refused: ")
+        assert "Traceback" not in server.log()
+    assert not (model_copy / "users").exists() or not any((model_copy / "users").iterdir())
+    refused = filter_as(model_copy, message, "--user", name)
+    assert refused.returncode == 2
+    assert refused.stderr.decode().strip().splitlines()[-1].startswith("Error: "), refused.stderr
+    assert b"Traceback" not in refused.stderr
+
+
+def test_a_nul_in_the_user_header_is_refused(model_copy: Path) -> None:
+    message = flagged_ham(model_copy, 1)[0]
+    with Server(model_copy, "--allow-tell", "--per-user") as server:
+        reply = request(server.address, spamd_request("CHECK", message, User="a\0b"))
+        assert b" 76 Bad header line: (User header contains control chars)" in reply, reply
+        reply = request(
+            server.address,
+            spamd_request("TELL", message, Message_class="ham", Set="local", User="a\0b"),
+        )
+        assert b" 76 Bad header line: (User header contains control chars)" in reply, reply
+    assert not (model_copy / "users").exists()
+
+
+def test_the_bounds_on_users_and_corrections_hold(model_copy: Path) -> None:
+    messages = flagged_ham(model_copy, 4)
+    bounds = ("--max-users", "1", "--max-user-corrections", "2", "--learn-after", "0")
+    with Server(model_copy, "--allow-tell", "--per-user", *bounds) as server:
+        for raw in messages[:2]:
+            assert spamc(server, raw, "-u", ALICE, "-L", "ham").returncode == 0
+        third = spamc(server, messages[2], "-u", ALICE, "-L", "ham")
+        assert third.returncode != 0
+        server.wait_for_log("TELL refused: ")
+        second_user = spamc(server, messages[3], "-u", BOB, "-L", "ham")
+        assert second_user.returncode != 0
+        server.wait_for_log("the most allowed")
+    heads = UserHeads(model_copy)
+    assert heads.users() == [ALICE]
+    assert len(list(heads.corrections(ALICE))) == 2
+
+
+def test_the_milter_asks_for_recipients_only_for_per_user_heads_and_uses_exactly_one() -> None:
+    offer = (6).to_bytes(4, "big") + (0x1FF).to_bytes(4, "big") + (0x1FFFFF).to_bytes(4, "big")
+    steps = int.from_bytes(negotiate(offer)[13:17], "big")
+    assert steps & SMFIP_NORCPT  # shared model only: RCPT is not sent at all
+    steps = int.from_bytes(negotiate(offer, recipients=True)[13:17], "big")
+    assert not steps & SMFIP_NORCPT and steps & 0x8000  # RCPT sent, without a reply
+    message = _Message()
+    message.recipients.append(b"<Alice@Example.org>")
+    assert message.user() == ALICE
+    message.recipients.append(b"<bob@example.org>")
+    assert message.user() == ""  # several recipients: the shared model's verdict
+    assert _Message().user() == ""
+    assert packet(RCPT, b"<a@b>\0")[4:5] == bytes([RCPT])
+
+
+def test_max_user_length_is_what_the_readme_says() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert f"{MAX_USER_LENGTH} characters" in readme
