@@ -224,8 +224,9 @@ def main() -> None:
             f"{statistics.fmean(spans):.1f} / {max(spans)}" if spans else "-",
         ]
     )
-    cost.append(["filter msgs/s, explanations off", f"{off:.1f}"])
-    for name, (speed, explained) in speeds.items():
+    if repeats:
+        cost.append(["filter msgs/s, explanations off", f"{off:.1f}"])
+    for name, (speed, explained) in speeds.items() if repeats else ():
         cost.append(
             [
                 f"filter msgs/s, {name} explanations of spam verdicts ({explained} of {len(texts)})",
