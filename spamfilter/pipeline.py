@@ -18,19 +18,23 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from queue import Empty, Queue
-from typing import Any, BinaryIO, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, TextIO
 
 import numpy as np
 
 from . import interrupts
 from .errors import EX_TEMPFAIL, ClassificationError, SpamfilterError, UsageError, first_line
 from .mail import detect_format, extract_text, mail_folder_files, split_mbox
+from .mail.text import MESSAGE_BYTES_READ
 from .verdict import Decision, Verdict
+
+if TYPE_CHECKING:
+    from .explain import Explanation
 
 LABEL_COLUMN = "label"
 PROBABILITY_COLUMN = "spam_probability"
 DEFAULT_TEXT_COLUMN = "Text"
-PIPELINE_SIZE_CAP = 512 * 1024  # as spamc: larger messages are classified from their beginning
+PIPELINE_SIZE_CAP = MESSAGE_BYTES_READ  # as spamc: larger messages are classified from their beginning
 CHUNK = 256  # messages per classification call: bounds memory, keeps batches full
 IDLE_FLUSH_SECONDS = 0.25  # a slow stream's messages are classified after this long without a new one
 _POLL_SECONDS = 0.1  # how often a wait for input looks for a stop request
@@ -235,11 +239,12 @@ class _Format:
     message (bytes before an mbox's first From_ line) and is written as it came."""
 
     items: Iterable[tuple[Any, str | None]]
-    write_tagged: Callable[[Any, Verdict], object]
+    write_tagged: Callable[..., object]  # (item, verdict), plus the explanation where ``explains``
     write_untagged: Callable[[Any], object]  # as it came in: when the run stops before classifying it
     flush: Callable[[], None]
     untagged_note: str  # what became of a failed chunk's messages: "messages passed untagged"
     keeps_failed_chunk: bool = True  # False: the failed chunk is not written (folder mode)
+    explains: bool = False  # True: a format that writes headers (mbox, folder) takes explanations
 
 
 def _run(
@@ -276,6 +281,9 @@ def _run(
             if text is None:
                 fmt.write_untagged(item)
                 summary.passed_through += 1
+            elif fmt.explains:
+                verdict = next(scored)
+                fmt.write_tagged(item, verdict, explanation_for(classifier, decision, verdict, text))
             else:
                 fmt.write_tagged(item, next(scored))
         fmt.flush()
@@ -304,16 +312,16 @@ def filter_mbox(
     With ``spam_sink`` spam goes there and the rest to ``sink`` (``--spam-output``).
     """
 
-    def tagged(raw: bytes, verdict: Verdict) -> None:
+    def tagged(raw: bytes, verdict: Verdict, explanation: Explanation | None = None) -> None:
         target = spam_sink if (verdict.spam and spam_sink is not None) else sink
-        target.write(decision.tag(raw, verdict))
+        target.write(decision.tag(raw, verdict, explanation))
 
     def flush() -> None:
         sink.flush()
         if spam_sink is not None:
             spam_sink.flush()
 
-    fmt = _Format(mbox_items(source), tagged, sink.write, flush, "messages passed untagged")
+    fmt = _Format(mbox_items(source), tagged, sink.write, flush, "messages passed untagged", explains=True)
     return _run(fmt, classifier, decision, on_progress, flush_after)
 
 
@@ -482,11 +490,11 @@ def filter_folder(
         raw = path.read_bytes()
         return (path, raw), extract_text(raw)
 
-    def tagged(item: tuple[Path, bytes], verdict: Verdict) -> None:
+    def tagged(item: tuple[Path, bytes], verdict: Verdict, explanation: Explanation | None = None) -> None:
         path, raw = item
         destination = target / path.relative_to(source)
         destination.parent.mkdir(parents=True, exist_ok=True)
-        destination.write_bytes(decision.tag(raw, verdict))
+        destination.write_bytes(decision.tag(raw, verdict, explanation))
 
     fmt = _Format(
         (read(path) for path in files),
@@ -495,6 +503,7 @@ def filter_folder(
         lambda: None,
         "files not copied",
         keeps_failed_chunk=False,
+        explains=True,
     )
     return _run(fmt, classifier, decision, on_progress, None)
 
@@ -542,12 +551,14 @@ def tag_message(
     try:
         classifier = load()
         bound = (decision or Decision()).for_model(classifier.threshold)
-        p = float(_classify(classifier, [message_text(raw, size_cap)])[0])
+        text = message_text(raw, size_cap)
+        p = float(_classify(classifier, [text])[0])
+        explanation = explanation_for(classifier, bound, bound.verdict(p), text)
     except interrupts.Interrupted as stop:
         return Tagged(raw, error=f"interrupted by {stop}")
     except Exception as error:  # fail-safe: the message is never lost
         return Tagged(raw, error=first_line(error))
-    return tagged_message(raw, p, bound)
+    return tagged_message(raw, p, bound, explanation)
 
 
 EMPTY_MESSAGE = "empty input: no message to tag"
@@ -559,10 +570,28 @@ def message_text(raw: bytes, size_cap: int = PIPELINE_SIZE_CAP) -> str:
     return extract_text(raw[:size_cap])
 
 
-def tagged_message(raw: bytes, probability: float, decision: Decision) -> Tagged:
-    """One classified message with its headers: the same bytes wherever it was classified."""
+def tagged_message(
+    raw: bytes, probability: float, decision: Decision, explanation: Explanation | None = None
+) -> Tagged:
+    """One classified message with its headers: the same bytes wherever it was classified (the
+    Report field where the decision explains its verdict and ``explanation`` is given)."""
     verdict = decision.verdict(probability)
-    return Tagged(decision.tag(raw, verdict), verdict)
+    return Tagged(decision.tag(raw, verdict, explanation), verdict)
+
+
+def explanation_for(classifier: Any, decision: Decision, verdict: Verdict, text: str) -> Explanation | None:
+    """The explanation of one message's verdict where the decision's policy asks for one, else
+    None. One message per call, so that its phrases and effects do not depend on what else was
+    in the batch: filter, pipeline mode, the service and the Ray engine write the same bytes.
+    The cost: tens of times the message's classification (benchmarks/bench_explain.py)."""
+    if not decision.explains(verdict):
+        return None
+    from .explain import explain_batch  # the explanation's code only where one is asked for
+
+    try:
+        return explain_batch(classifier, [text], threshold=verdict.threshold)[0]
+    except Exception:  # an explanation is an extra: its failure never costs the message its verdict
+        return None
 
 
 def deliver(sink: BinaryIO, data: bytes) -> None:

@@ -1,0 +1,105 @@
+"""Explanations through the command line: filter --explain (mbox, pipeline mode, folder) writes
+the Report field per policy and the same bytes whichever way the message went through."""
+
+from __future__ import annotations
+
+import email
+from pathlib import Path
+
+from click.testing import CliRunner
+from conftest import make_email, split_messages
+
+from spamfilter.cli import cli
+
+SPAM_TEXT = "WINNER!! You have won a 1000 pound prize. Call 09061701461 to claim now. Free entry!"
+HAM_TEXT = "Are we still meeting for lunch tomorrow at noon? Let me know."
+
+
+def run(args: list[str], data: bytes | None = None):
+    return CliRunner().invoke(cli, args, input=data)
+
+
+def _mbox(messages: list[bytes]) -> bytes:
+    return b"".join(b"From someone@example.org Mon Mar  4 09:12:41 2024\n" + m + b"\n" for m in messages)
+
+
+def _messages() -> list[bytes]:
+    return [
+        make_email("Prize", SPAM_TEXT),
+        make_email("Lunch", HAM_TEXT),
+        make_email("Hostile", SPAM_TEXT + "\r\nBcc: x@example.org\x00 \x1b[31m ünï 😀"),
+    ]
+
+
+def _fields(raw: bytes) -> email.message.Message:
+    return email.message_from_bytes(raw)
+
+
+def test_filter_explain_per_policy_and_same_bytes(trained_model: Path, tmp_path: Path) -> None:
+    messages = _messages()
+    source = tmp_path / "in.mbox"
+    source.write_bytes(_mbox(messages))
+    outputs = {}
+    for policy in ("off", "spam", "all"):
+        result = run(["filter", str(source), "--model", str(trained_model), "--explain", policy])
+        assert result.exit_code == 0, result.output
+        outputs[policy] = split_messages(result.stdout_bytes)
+        assert len(outputs[policy]) == len(messages)
+    verdicts = [_fields(m)["X-Spam-Flag"] == "YES" for m in outputs["off"]]
+    assert any(verdicts) and not all(verdicts), "the test needs a spam and a ham verdict"
+    for i, spam in enumerate(verdicts):
+        assert _fields(outputs["off"][i])["X-Spam-Report"] is None
+        assert (_fields(outputs["spam"][i])["X-Spam-Report"] is not None) is spam
+        report = _fields(outputs["all"][i])["X-Spam-Report"]
+        assert report is not None and report.startswith("P(spam)=")
+        # safe: printable ASCII lines folded with a tab, nothing smuggled into the header
+        header = outputs["all"][i].split(b"\n\n", 1)[0]
+        assert all(0x20 <= b <= 0x7E or b in (0x09, 0x0A) for b in header.split(b"\n", 1)[1])
+        assert b"\nBcc:" not in header
+    # pipeline mode (one message on stdin) writes the mbox's bytes for each message
+    for i, raw in enumerate(messages):
+        result = run(["filter", "--model", str(trained_model), "--format", "email", "--explain", "all"], raw)
+        assert result.exit_code == 0, result.output
+        mbox_message = outputs["all"][i].split(b"\n", 1)[1]  # without its From_ line
+        assert (
+            result.stdout_bytes == mbox_message.rstrip(b"\n") + b"\n" or result.stdout_bytes == mbox_message
+        )
+    # a folder of .eml files: the same bytes again
+    folder = tmp_path / "mail"
+    folder.mkdir()
+    for i, raw in enumerate(messages):
+        (folder / f"{i}.eml").write_bytes(raw)
+    result = run(
+        [
+            "filter",
+            str(folder),
+            "-o",
+            str(tmp_path / "out"),
+            "--model",
+            str(trained_model),
+            "--explain",
+            "all",
+        ]
+    )
+    assert result.exit_code == 0, result.output
+    for i in range(len(messages)):
+        tagged = (tmp_path / "out" / f"{i}.eml").read_bytes()
+        assert _fields(tagged)["X-Spam-Report"] == _fields(outputs["all"][i])["X-Spam-Report"]
+
+
+def test_filter_explain_refused_with_ray(trained_model: Path, tmp_path: Path) -> None:
+    result = run(
+        [
+            "filter",
+            str(tmp_path),
+            "-o",
+            str(tmp_path / "o"),
+            "--engine",
+            "ray",
+            "--explain",
+            "spam",
+            "--model",
+            str(trained_model),
+        ]
+    )
+    assert result.exit_code == 2 and "--explain" in result.output
