@@ -103,3 +103,37 @@ def test_filter_explain_refused_with_ray(trained_model: Path, tmp_path: Path) ->
         ]
     )
     assert result.exit_code == 2 and "--explain" in result.output
+
+
+def _labelled_csv(path: Path) -> Path:
+    import csv
+
+    rows = [("spam", SPAM_TEXT), ("not spam", HAM_TEXT)] * 4
+    # a ham written as spam is written: the model will call it spam (a false positive to list)
+    rows += [("not spam", SPAM_TEXT + " <script>alert(1)</script>"), ("spam", HAM_TEXT + " lunch")]
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["Label", "Text"])
+        writer.writerows(rows)
+    return path
+
+
+def test_eval_prints_low_fpr_figures_and_writes_error_pages(trained_model: Path, tmp_path: Path) -> None:
+    data = _labelled_csv(tmp_path / "labelled.csv")
+    for name in ("errors.md", "errors.html"):
+        page = tmp_path / name
+        result = run(["eval", str(data), "--model", str(trained_model), "--report", str(page)])
+        assert result.exit_code == 0, result.output
+        assert "(1 - ROC area)" in result.stdout and "at 0.1" not in result.stdout.split("ROC area")[0]
+        assert "spam recall" in result.stdout and "target 0.1 %" in result.stdout
+        text = page.read_text(encoding="utf-8")
+        assert "False positives" in text and "Missed spam" in text
+        # the mislabelled ham is listed as a false positive with its phrases, escaped in HTML
+        assert "#8" in text and "1000 pound prize" in text and "&lt;script&gt;" in text
+        assert "<script>" not in text
+        assert "phrases towards spam" in text and "phrases towards ham" in text
+        assert "false positives 1, missed spam 1" in text
+    # a folder PATH still gets eval.json as before
+    result = run(["eval", str(data), "--model", str(trained_model), "--report", str(tmp_path / "folder")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "folder" / "eval.json").is_file()
