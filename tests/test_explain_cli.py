@@ -137,3 +137,29 @@ def test_eval_prints_low_fpr_figures_and_writes_error_pages(trained_model: Path,
     result = run(["eval", str(data), "--model", str(trained_model), "--report", str(tmp_path / "folder")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "folder" / "eval.json").is_file()
+
+
+def test_eval_online_replays_and_prints_trec_figures(trained_model: Path, tmp_path: Path) -> None:
+    def dated(i: int, subject: str, body: str) -> bytes:
+        raw = make_email(f"{subject} {i}", body)
+        date = f"Date: Mon, {1 + i % 28} Apr 2024 09:12:41 +0000" if i % 7 else "Date: not a date"
+        return raw.replace(b"Date: Mon, 4 Mar 2024 09:12:41 +0000", date.encode())
+
+    spam = [dated(i, "Prize", SPAM_TEXT + f" code {i}") for i in range(0, 36, 2)]
+    ham = [dated(i, "Lunch", HAM_TEXT + f" room {i}") for i in range(1, 36, 2)]
+    (tmp_path / "spam.mbox").write_bytes(_mbox(spam))
+    (tmp_path / "ham.mbox").write_bytes(_mbox(ham))
+    plot = tmp_path / "curve.png"
+    args = ["eval", "--online", "--spam", str(tmp_path / "spam.mbox"), "--ham", str(tmp_path / "ham.mbox")]
+    args += ["--model", str(trained_model), "--interval", "5", "--feedback", "errors", "--block", "12"]
+    result = run([*args, "--plot", str(plot)])
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "online replay of 36 messages" in out and "feedback: errors" in out
+    assert "(1 - ROCA) %:" in out and "spam recall at 0.1 % ham FPR" in out
+    assert "| 25-36 |" in out  # the learning curve's last block of 12
+    assert "without a plausible Date" in out
+    assert plot.read_bytes().startswith(b"\x89PNG")
+    # a replay needs mail, not a CSV
+    refused = run(["eval", "--online", str(_labelled_csv(tmp_path / "x.csv")), "--model", str(trained_model)])
+    assert refused.exit_code == 2 and "--spam and --ham" in refused.output
