@@ -36,7 +36,7 @@ from .metrics import (
     threshold_sweep,
 )
 from .model import GPT, GPT2_SIZES, GPTConfig, SpamClassifier, add_classification_head
-from .modeldir import Manifest
+from .modeldir import DEFAULT_POOLING, MAIL_MAX_LENGTH, MAIL_TARGET_FPR, Manifest
 from .tokenizer import PAD_TOKEN_ID, Tokenizer
 from .train_loop import EpochCallback, ProgressCallback, TrainingConfig, TrainingRecord, train_classifier
 from .weights import HUB_REPOS, load_pretrained
@@ -50,8 +50,6 @@ BALANCE_CHOICES = ("undersample", "weight")
 # Ham marked as spam that mail admins accept: SpamAssassin's is about 0.14 % on later mail, and
 # recall at 0.1 % is the figure of record (RESULTS section 13). 0.5 % until the threshold could
 # rest on the training ham as well (spamfilter.calibration).
-MAIL_TARGET_FPR = 0.001
-MAIL_MAX_LENGTH = 256  # tokens read of a message; see default_max_length
 KEEP_BEST_PATIENCE = 2  # with --keep-best: epochs without a better validation loss before stopping
 
 
@@ -67,7 +65,7 @@ class TrainOptions:
     max_length: int | None = None  # None: the longest training message
     # The last real token: on SMS its author measured 98.33 % against 95.67 % for the seed's last
     # padded position ("last", kept exactly), on mail bench_recipe measured it at least as well.
-    pooling: str = "last-token"
+    pooling: str = DEFAULT_POOLING
     training: TrainingConfig = field(default_factory=TrainingConfig)
     # The recipe's mail settings; None picks them by the data: for mail (--spam/--ham) all the ham
     # with a weighted loss, the best epoch by validation loss, and a threshold for MAIL_TARGET_FPR;
@@ -445,9 +443,7 @@ def fine_tune(
             "config": classifier.gpt.config.to_dict(),
         },
         "recipe": {
-            **record.config,
-            "pooling": options.pooling,
-            "max_length": max_length,
+            **record.config,  # pooling and max_length are the manifest's own fields (ModelRecipe)
             "max_windows": MAX_WINDOWS,
             "balance": options.balance,
             "augment": bool(options.augment),

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ModelDirectoryError
+from .mail.text import MESSAGE_BYTES_READ, TEXT_CHARS_READ
+from .windows import windows_recorded
 
 FORMAT_VERSION = 1
 LABELS = ("not spam", "spam")  # index = class id
@@ -21,6 +23,21 @@ CHECKPOINT_FILE = "model.pt"
 TRAINING_RECORD = "training.json"
 TRAINING_PLOT = "training.png"
 _REQUIRED_KEYS = ("format_version", "labels", "max_length", "pad_token_id", "pooling", "threshold")
+
+# The recipe's defaults, declared here once (torch-free: the command line reads them for its help
+# without loading the training code). POOLINGS: the model's ways of pooling (model.py builds them).
+POOLINGS = ("last", "last-token")
+DEFAULT_POOLING = "last-token"  # measured at least as good as "last" and faster (README Training)
+MAIL_MAX_LENGTH = 256  # tokens per window for mail; see finetune.default_max_length
+MAIL_TARGET_FPR = 0.001  # the share of ham a mail model's threshold may mark spam
+CHARS_PER_TOKEN_KEPT = 64  # far above GPT-2's longest tokens: the first max_length tokens are intact
+
+
+def chars_kept(max_length: int) -> int:
+    """How much of a text the model reads at most: a bounded prefix keeps a huge text from
+    stalling BPE (or from filling the Ray engine's object store); within it, windows
+    (:mod:`.windows`) read the beginning and the end."""
+    return max(TEXT_CHARS_READ, CHARS_PER_TOKEN_KEPT * max_length)
 
 
 def sha256_file(path: Path) -> str:
@@ -94,6 +111,29 @@ class Variant:
 
 
 @dataclass(frozen=True)
+class ModelRecipe:
+    """How a model reads a message, typed, in one object: what the runtime, the filter, learn and
+    training must agree on. Read from ``spamfilter.json`` (``Manifest.model_recipe``), where each
+    value is stored once: ``max_length``, ``pad_token_id`` and ``pooling`` at the top level as every
+    manifest has them, ``max_windows`` and ``target_fpr`` in its ``recipe`` (absent from manifests
+    written before windows or calibration: one window, no target). The reading caps are the mail
+    reader's (:mod:`spamfilter.mail.text`), the same for every model."""
+
+    max_length: int  # tokens per window
+    pad_token_id: int
+    pooling: str
+    max_windows: int = 1  # windows the threshold was calibrated for (windows.windows_recorded)
+    target_fpr: float | None = None  # the ham false-positive share the threshold was chosen for
+    message_bytes: int = MESSAGE_BYTES_READ  # of a message handed over alone
+    text_chars: int = TEXT_CHARS_READ  # of a message's extracted text
+
+    @property
+    def chars_kept(self) -> int:
+        """Characters of a text tokenized at most (:func:`chars_kept`)."""
+        return chars_kept(self.max_length)
+
+
+@dataclass(frozen=True)
 class Manifest:
     """``spamfilter.json``: what any runtime needs to use the model, and where it came from."""
 
@@ -113,6 +153,20 @@ class Manifest:
     labels: tuple[str, ...] = LABELS
     spamfilter_version: str = ""
     checkpoint: str | None = None  # the torch checkpoint's file name; None: model.pt (older manifests)
+
+    @property
+    def model_recipe(self) -> ModelRecipe:
+        """The typed recipe (backward compatible: any manifest of this format version has one)."""
+        target = self.recipe.get("target_fpr")
+        numeric = isinstance(target, (int, float)) and not isinstance(target, bool)
+        target_fpr = float(target) if numeric and target is not None else None
+        return ModelRecipe(
+            max_length=self.max_length,
+            pad_token_id=self.pad_token_id,
+            pooling=self.pooling,
+            max_windows=windows_recorded(self.recipe),
+            target_fpr=target_fpr,
+        )
 
     @property
     def trained_on(self) -> str:
@@ -249,6 +303,10 @@ class ModelDirectory:
                 "the file is damaged or replaced; export again"
             )
         return path
+
+    @property
+    def recipe(self) -> ModelRecipe:
+        return self.manifest.model_recipe
 
     @property
     def max_length(self) -> int:

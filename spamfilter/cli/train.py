@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING
 import click
 
 from ..errors import EX_INTERRUPTED
-from ..modeldir import remember_model_dir, train_output_dir
+from ..modeldir import (
+    DEFAULT_POOLING,
+    MAIL_MAX_LENGTH,
+    MAIL_TARGET_FPR,
+    POOLINGS,
+    remember_model_dir,
+    train_output_dir,
+)
 
 if TYPE_CHECKING:
     pass
@@ -55,7 +62,9 @@ from .common import (
     "--max-length",
     type=click.IntRange(1),
     default=None,
-    help="Padded length in tokens. Default: the longest training message.",
+    help="Tokens per window (longer messages are read in several). "
+    f"Default: {MAIL_MAX_LENGTH} for --spam/--ham (or the longest message if shorter); "
+    "else the longest training message.",
 )
 @click.option(
     "--trainable",
@@ -66,8 +75,8 @@ from .common import (
 )
 @click.option(
     "--pooling",
-    type=click.Choice(["last", "last-token"]),
-    default="last-token",
+    type=click.Choice(POOLINGS),
+    default=DEFAULT_POOLING,
     show_default=True,
     help="last-token: each message's last real token (measured at least as good, and faster: shorter "
     "inputs); last: the last padded position, the reference recipe exactly.",
@@ -104,7 +113,7 @@ from .common import (
     type=click.FloatRange(0, 1, max_open=True),
     default=None,
     help="Choose the threshold on the validation split so that at most this share of ham is marked "
-    "spam.  [default: 0.005 for --spam/--ham; else the threshold is 0.5]",
+    f"spam.  [default: {MAIL_TARGET_FPR} for --spam/--ham; else the threshold is 0.5]",
 )
 @click.option(
     "--quantize",

@@ -370,7 +370,19 @@ def _body_texts(raw: bytes, start: int, budget: _Budget) -> list[str]:
     return texts
 
 
-def extract_text(raw: bytes, max_chars: int = 20000) -> str:
+# How much of a message the model reads, each cap owned here once (ARCHITECTURE.md "Reading caps"):
+# 1. a message handed over alone (pipeline mode, the service, the milter) is read from its first
+#    MESSAGE_BYTES_READ bytes, as spamc sends at most 500 KB (pipeline.message_text);
+# 2. its text (Subject, newline, readable body) is at most TEXT_CHARS_READ characters (extract_text);
+# 3. a text from any format is cut to ModelRecipe.chars_kept characters before tokenizing (at least
+#    TEXT_CHARS_READ; more for a model whose windows hold more), which bounds BPE's work;
+# 4. its tokens are read in at most ModelRecipe.max_windows windows of max_length (windows.py).
+# Training reads mail through the same extract_text, so it sees what the filter sees.
+MESSAGE_BYTES_READ = 512 * 1024
+TEXT_CHARS_READ = 20_000
+
+
+def extract_text(raw: bytes, max_chars: int = TEXT_CHARS_READ) -> str:
     """The text the model sees from an RFC 822 message: decoded Subject, a newline, then the
     readable body.
 

@@ -1,0 +1,61 @@
+"""The model recipe (modeldir.ModelRecipe): read from every manifest, old ones included; the command
+line's defaults are the library's."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from spamfilter.cli import cli
+from spamfilter.mail.text import MESSAGE_BYTES_READ, TEXT_CHARS_READ
+from spamfilter.modeldir import MAIL_TARGET_FPR, Manifest, ModelRecipe, chars_kept, open_model_directory
+
+# A manifest as spamfilter wrote it before windows and calibration were recorded: pooling and
+# max_length also inside "recipe", no max_windows, no target_fpr.
+OLD_MANIFEST = {
+    "format_version": 1,
+    "labels": ["not spam", "spam"],
+    "max_length": 120,
+    "pad_token_id": 50256,
+    "pooling": "last",
+    "threshold": 0.5,
+    "recipe": {"epochs": 5, "pooling": "last", "max_length": 120, "data": "SMSSpamCollection"},
+}
+
+
+def test_an_old_manifest_reads_as_one_window_without_a_target() -> None:
+    recipe = Manifest.from_dict(OLD_MANIFEST, Path("spamfilter.json")).model_recipe
+    assert recipe == ModelRecipe(max_length=120, pad_token_id=50256, pooling="last", max_windows=1)
+    assert (recipe.message_bytes, recipe.text_chars) == (MESSAGE_BYTES_READ, TEXT_CHARS_READ)
+    assert recipe.chars_kept == TEXT_CHARS_READ  # 64 characters a token is below the text cap here
+
+
+def test_a_recorded_window_count_and_target_are_read() -> None:
+    data = json.loads(json.dumps(OLD_MANIFEST))
+    data["recipe"] |= {"max_windows": 4, "target_fpr": 0.001}
+    data["max_length"] = 512
+    recipe = Manifest.from_dict(data, Path("spamfilter.json")).model_recipe
+    assert (recipe.max_windows, recipe.target_fpr, recipe.max_length) == (4, 0.001, 512)
+    assert recipe.chars_kept == chars_kept(512) == 64 * 512
+
+
+def test_a_trained_model_stores_each_value_once(trained_model: Path) -> None:
+    manifest = json.loads((trained_model / "spamfilter.json").read_text())
+    assert "max_length" not in manifest["recipe"] and "pooling" not in manifest["recipe"]
+    recipe = open_model_directory(trained_model).recipe
+    assert recipe.max_length == manifest["max_length"] and recipe.pooling == manifest["pooling"]
+    assert recipe.max_windows == manifest["recipe"]["max_windows"]
+
+
+def test_train_help_states_the_library_defaults() -> None:
+    pytest.importorskip("torch")  # the training options are the train extra's
+    from spamfilter.finetune import TrainOptions
+
+    result = CliRunner().invoke(cli, ["train", "--help"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert f"[default: {MAIL_TARGET_FPR} for --spam/--ham" in text
+    assert f"[default: {TrainOptions().pooling}]" in text
