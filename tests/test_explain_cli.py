@@ -163,3 +163,16 @@ def test_eval_online_replays_and_prints_trec_figures(trained_model: Path, tmp_pa
     # a replay needs mail, not a CSV
     refused = run(["eval", "--online", str(_labelled_csv(tmp_path / "x.csv")), "--model", str(trained_model)])
     assert refused.exit_code == 2 and "--spam and --ham" in refused.output
+
+
+def test_classify_explain_prints_phrases_of_the_text(trained_model: Path) -> None:
+    plain = run(["classify", SPAM_TEXT, "--model", str(trained_model)])
+    result = run(["classify", SPAM_TEXT, "--model", str(trained_model), "--explain"])
+    assert result.exit_code == 0, result.output
+    first, *phrases = result.stdout.splitlines()
+    assert first == plain.stdout.splitlines()[0] and first.startswith("spam\t")
+    assert 1 <= len(phrases) <= 3
+    for line in phrases:
+        effect, quoted = line.split(": ", 1)
+        assert float(effect.split()[0]) > 0  # towards the spam verdict
+        assert quoted.strip('"') in SPAM_TEXT  # a span of the message

@@ -30,10 +30,22 @@ from .common import (
 @click.argument("texts", nargs=-1, required=True)
 @model_option
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None)
+@click.option(
+    "--explain",
+    "explain_text",
+    is_flag=True,
+    help="Also print the phrases that moved each P(spam) most, with their effect in log-odds "
+    "(about a second a text: benchmarks/bench_explain.py).",
+)
 @gpu_option
 @variant_option
 def classify(
-    texts: tuple[str, ...], model: Path | None, threshold: float | None, gpu: bool, variant: str | None
+    texts: tuple[str, ...],
+    model: Path | None,
+    threshold: float | None,
+    explain_text: bool,
+    gpu: bool,
+    variant: str | None,
 ) -> None:
     """Classify each TEXT ('-' reads one text from stdin): prints label and P(spam)."""
     classifier = _load_classifier(model, gpu, variant=variant)
@@ -43,6 +55,8 @@ def classify(
     decision = Decision(classifier.threshold, threshold)
     for (label, p), text in zip(classifier.classify(items, decision), items, strict=True):
         click.echo(f"{label}\t{p:.4f}\t{_one_line_preview(text)}")
+        if explain_text:
+            _print_phrases(classifier, text, decision.cut)
     click.echo(f"spamfilter: {_classifier_used(model, classifier)}", err=True)
 
 
@@ -280,3 +294,16 @@ def _eval_online(
         except OSError as error:
             _fail(f"cannot write the plot: {error}")
         click.echo(f"spamfilter: wrote {plot}", err=True)
+
+
+def _print_phrases(classifier: Classifier, text: str, threshold: float) -> None:
+    """One indented line per phrase, e.g. ``  +2.41 P(spam) without it 0.412 "WIN a FREE prize"``."""
+    from ..explain import explain_batch, safe_phrase
+
+    with _library_errors():
+        explanation = explain_batch(classifier, [text], threshold=threshold)[0]
+    if not explanation.phrases:
+        click.echo("  no single phrase decides")
+    for phrase in explanation.phrases:
+        effect = f"{phrase.log_odds:+.2f} log-odds, P(spam) without it {phrase.without:.3f}"
+        click.echo(f'  {effect}: "{safe_phrase(phrase.text)}"')
