@@ -247,3 +247,92 @@ def export(checkpoint: Path, out: Path | None, quantize: str | None) -> None:
         _fail(str(error))
     for line in describe_export(target, manifest):
         console.print(line)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option(
+    "--mail",
+    "mail_sources",
+    multiple=True,
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="Unlabelled mail, spam and ham alike: an mbox, a Maildir, a folder of message files or a "
+    ".tar/.tar.gz/.tar.bz2 of them (repeatable).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder for the adapted checkpoint (config.json + model.safetensors) and adapt.json.",
+)
+@click.option("--model", default=None, help="As train --model: a size name or a config.json (the shape).")
+@click.option(
+    "--weights", default=None, help="As train --weights: the start (a folder, .safetensors, a size, random)."
+)
+@click.option("--steps", type=click.IntRange(1), default=2000, show_default=True)
+@click.option("--context", type=click.IntRange(1), default=256, show_default=True, help="Tokens per window.")
+@click.option("--batch-size", type=click.IntRange(1), default=4, show_default=True)
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=5e-4, show_default=True)
+@click.option("--seed", type=int, default=123, show_default=True)
+@click.option(
+    "--resume", is_flag=True, help="Continue an interrupted run from its last saved state in --out."
+)
+def adapt(
+    mail_sources: tuple[Path, ...],
+    out: Path,
+    model: str | None,
+    weights: str | None,
+    steps: int,
+    context: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    resume: bool,
+) -> None:
+    """Continue GPT-2's next-token pretraining on your own unlabelled mail, for train --weights OUT."""
+    try:
+        from ..adapt import AdaptOptions
+        from ..adapt import adapt as run_adapt
+    except ImportError as error:  # a base (filter-only) install: torch is the train extra's
+        _fail(f"{TRAIN_EXTRA_HINT} ({error})")
+    options = AdaptOptions(
+        mail=list(mail_sources),
+        out=out,
+        model=model,
+        weights=weights,
+        steps=steps,
+        context=context,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        resume=resume,
+    )
+
+    def step(done: int, total: int, loss: float) -> None:
+        if done == total or done % 10 == 0:
+            click.echo(f"spamfilter: step {done}/{total} loss {loss:.3f}", err=True)
+
+    def held_out(done: int, loss: float) -> None:
+        click.echo(f"spamfilter: step {done} held-out loss {loss:.3f}", err=True)
+
+    try:
+        with _library_errors():
+            record = run_adapt(
+                options,
+                on_step=step,
+                on_eval=held_out,
+                on_stage=lambda stage: click.echo(f"spamfilter: {stage}", err=True),
+                on_warning=lambda line: click.echo(f"spamfilter: {line}", err=True),
+            )
+    except OSError as error:
+        _fail(str(error))
+    except KeyboardInterrupt:
+        click.echo(
+            f"spamfilter: interrupted: continue with the same command and --resume (state in {out})", err=True
+        )
+        sys.exit(EX_INTERRUPTED)
+    click.echo(
+        f"adapted on {record.messages} messages ({record.held_out_messages} held out), {record.steps} steps: "
+        f"held-out loss {record.held_out_loss_before:.3f} -> {record.held_out_loss_after:.3f}"
+    )
+    click.echo(f"checkpoint: {out} (spamfilter train --weights {out} ...)")
