@@ -57,7 +57,7 @@ from benchmarks.serve_load import (
     memory_table,
     message_pools,
     model_line,
-    ms,
+    pair_table,
     prepare,
     print_server,
     print_setup,
@@ -172,30 +172,6 @@ def comparison_table(
     return table(headers, rows)
 
 
-def peer_table(levels: dict[str, list[Level]]) -> str:
-    """spamfilter against spamd, level by level."""
-    ours = {(lv.kind, lv.clients): lv for lv in levels["spamfilter"]}
-    headers = ["messages", "clients", "spamfilter msgs/s", "spamd msgs/s", "ratio"]
-    headers += ["spamfilter p50 / p99 ms", "spamd p50 / p99 ms"]
-    rows = []
-    for theirs in levels["spamd"]:
-        mine = ours.get((theirs.kind, theirs.clients))
-        if mine is None:
-            continue
-        rows.append(
-            [
-                theirs.kind,
-                theirs.clients,
-                f"{mine.rate:.1f}",
-                f"{theirs.rate:.1f}",
-                f"{mine.rate / theirs.rate:.1f}x",
-                f"{ms(mine.percentile_ms(0.5))} / {ms(mine.percentile_ms(0.99))}",
-                f"{ms(theirs.percentile_ms(0.5))} / {ms(theirs.percentile_ms(0.99))}",
-            ]
-        )
-    return table(headers, rows)
-
-
 # --------------------------------------------------------------------------- main
 
 
@@ -296,7 +272,7 @@ def main() -> None:
             print(f"\nbatch: `{batch[kind]['argv']}`; per process: `{per_process[kind]['argv']}`")
     if set(peers) <= set(levels) and len(peers) == 2:
         print("\n## spamfilter against spamd\n")
-        print(peer_table(levels))
+        print(pair_table(levels["spamfilter"], levels["spamd"], ("spamfilter", "spamd"), True))
     print("\n## server memory after each level (the tree: the server and its child processes)\n")
     print(memory_table(levels, servers))
     if args.json:

@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import table
 from benchmarks.serve_load import (
     HOST,
     Level,
@@ -46,7 +45,7 @@ from benchmarks.serve_load import (
     log,
     memory_table,
     message_pools,
-    ms,
+    pair_table,
     prepare,
     print_first_errors,
     print_server,
@@ -243,31 +242,6 @@ def milter_levels(server: Server, pools: dict[str, list[bytes]], args: argparse.
     return levels
 
 
-def front_table(spamc: list[Level], milter: list[Level]) -> str:
-    """One server through spamc (a process and a connection per message) and through milter
-    (a held connection per client), level by level."""
-    by_level = {(lv.kind, lv.clients): lv for lv in spamc}
-    headers = ["messages", "clients", "spamc msgs/s", "milter msgs/s", "milter / spamc"]
-    headers += ["spamc p50 / p99 ms", "milter p50 / p99 ms"]
-    rows = []
-    for theirs in milter:
-        mine = by_level.get((theirs.kind, theirs.clients))
-        if mine is None:
-            continue
-        rows.append(
-            [
-                theirs.kind,
-                theirs.clients,
-                f"{mine.rate:.1f}",
-                f"{theirs.rate:.1f}",
-                f"{theirs.rate / mine.rate:.1f}x",
-                f"{ms(mine.percentile_ms(0.5))} / {ms(mine.percentile_ms(0.99))}",
-                f"{ms(theirs.percentile_ms(0.5))} / {ms(theirs.percentile_ms(0.99))}",
-            ]
-        )
-    return table(headers, rows)
-
-
 # --------------------------------------------------------------------------- main
 
 
@@ -299,7 +273,7 @@ def main() -> None:
     print(level_table(milter))
     print_first_errors(milter)
     print(f"\n## {server.name}: spamc against milter\n")
-    print(front_table(spamc, milter))
+    print(pair_table(spamc, milter, ("spamc", "milter"), False))
     print("\n## server memory after each level\n")
     print(memory_table({server.name: spamc}, {server.name: server}, {server.name: milter}))
     if args.json:

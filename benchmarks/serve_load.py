@@ -623,6 +623,35 @@ def memory_table(
     return table(headers, rows)
 
 
+def pair_table(
+    first: list[Level], second: list[Level], names: tuple[str, str], first_over_second: bool
+) -> str:
+    """Two ways level by level (spamfilter against spamd, spamc against milter): their rates, the
+    ratio of one to the other, and their latencies."""
+    by_level = {(lv.kind, lv.clients): lv for lv in first}
+    over = names if first_over_second else names[::-1]
+    headers = ["messages", "clients", f"{names[0]} msgs/s", f"{names[1]} msgs/s", f"{over[0]} / {over[1]}"]
+    headers += [f"{names[0]} p50 / p99 ms", f"{names[1]} p50 / p99 ms"]
+    rows = []
+    for theirs in second:
+        mine = by_level.get((theirs.kind, theirs.clients))
+        if mine is None:
+            continue
+        ratio = mine.rate / theirs.rate if first_over_second else theirs.rate / mine.rate
+        rows.append(
+            [
+                theirs.kind,
+                theirs.clients,
+                f"{mine.rate:.1f}",
+                f"{theirs.rate:.1f}",
+                f"{ratio:.1f}x",
+                f"{ms(mine.percentile_ms(0.5))} / {ms(mine.percentile_ms(0.99))}",
+                f"{ms(theirs.percentile_ms(0.5))} / {ms(theirs.percentile_ms(0.99))}",
+            ]
+        )
+    return table(headers, rows)
+
+
 # --------------------------------------------------------------------------- options
 
 
