@@ -13,7 +13,7 @@ so the false-positive budget still holds.
 The bound: at most ``MAX_WINDOWS`` windows per message. A body that needs more is read at
 ``MAX_WINDOWS`` stretches spread evenly from its first to its last token (a spam appended after
 pages of ham is read; between the stretches of a very long message some text is skipped), within
-the text cap of :func:`spamfilter.mail.extract_text` (20,000 characters).
+the text cap of :func:`spamfilter.mail.extract_text` (``mail.text.TEXT_CHARS_READ``, 20,000 characters).
 A text that fits one window is scored exactly as before: one row, the same tokens.
 """
 

