@@ -87,22 +87,29 @@ def test_filter_explain_per_policy_and_same_bytes(trained_model: Path, tmp_path:
         assert _fields(tagged)["X-Spam-Report"] == _fields(outputs["all"][i])["X-Spam-Report"]
 
 
-def test_filter_explain_refused_with_ray(trained_model: Path, tmp_path: Path) -> None:
+def test_ray_engine_writes_filters_bytes_with_explanations(trained_model: Path, tmp_path: Path) -> None:
+    messages = _messages()
+    source = tmp_path / "in.mbox"
+    source.write_bytes(_mbox(messages))
+    folder = tmp_path / "mail"
+    folder.mkdir()
+    for i, raw in enumerate(messages):
+        (folder / f"{i}.eml").write_bytes(raw)
+    local = run(["filter", str(source), "--model", str(trained_model), "--explain", "all"])
+    assert local.exit_code == 0, local.output
+    local_folder = tmp_path / "local"
     result = run(
-        [
-            "filter",
-            str(tmp_path),
-            "-o",
-            str(tmp_path / "o"),
-            "--engine",
-            "ray",
-            "--explain",
-            "spam",
-            "--model",
-            str(trained_model),
-        ]
+        ["filter", str(folder), "-o", str(local_folder), "--model", str(trained_model), "--explain", "all"]
     )
-    assert result.exit_code == 2 and "--explain" in result.output
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "ray"
+    args = ["filter", "--engine", "ray", "-m", str(trained_model), str(source), str(folder), "-o", str(out)]
+    result = run([*args, "--explain", "all"])
+    assert result.exit_code == 0, result.output
+    assert (out / "in.mbox").read_bytes() == local.stdout_bytes
+    assert local.stdout_bytes.count(b"X-Spam-Report:") == len(messages)
+    for i in range(len(messages)):
+        assert (out / "mail" / f"{i}.eml").read_bytes() == (local_folder / f"{i}.eml").read_bytes()
 
 
 def _labelled_csv(path: Path) -> Path:

@@ -177,8 +177,6 @@ def filter_command(
     context = click.get_current_context()
     with _library_errors():
         decision = Decision(threshold=threshold, header_prefix=header_prefix, explain=explain_policy)
-        if engine == "ray" and explain_policy != "off":
-            raise click.UsageError("--explain with --engine ray is not supported yet: use --engine local")
         if user is not None:
             from ..user_heads import valid_user
 

@@ -61,6 +61,8 @@ class Chunk:
     layout: CsvLayout | None = None  # CSV: the output header, written before chunk 0's rows
     is_message: list[bool] = field(default_factory=list)  # per item; False: passed through as it came
     texts: list[str] = field(default_factory=list)  # of its messages, in order: what the model reads
+    # per message, where the run explains verdicts (--explain): an Explanation or None; empty: none
+    explanations: list[Any] = field(default_factory=list)
     probabilities: list[float] = field(default_factory=list)  # of its messages, in order
     error: str | None = None
 
@@ -256,9 +258,13 @@ def write(chunk: Chunk, item: Input, decision: Decision, target: Path) -> dict[s
     copies under ``target``, at their relative paths) and return its verdicts, column by column."""
     verdicts: dict[str, list[Any]] = {name: [] for name in VERDICT_COLUMNS}
     scores = iter(chunk.probabilities)
+    explained = iter(chunk.explanations or [None] * len(chunk.probabilities))
+    explanation: Any = None  # of the message last decided
 
     def verdict(raw: bytes | None, path: str | None) -> Verdict:
+        nonlocal explanation
         p = next(scores)
+        explanation = next(explained)
         decided = decision.verdict(p)
         position = chunk.first_message + len(verdicts["position"])
         verdicts["source"].append(item.source)
@@ -274,7 +280,7 @@ def write(chunk: Chunk, item: Input, decision: Decision, target: Path) -> dict[s
             decided = verdict(raw, relative)
             destination = target / relative
             destination.parent.mkdir(parents=True, exist_ok=True)
-            write_atomically(destination, decision.tag(raw, decided))
+            write_atomically(destination, decision.tag(raw, decided, explanation))
         return verdicts
     out = io.BytesIO()
     if item.kind == "csv":
@@ -291,7 +297,11 @@ def write(chunk: Chunk, item: Input, decision: Decision, target: Path) -> dict[s
             _email_bytes(item) if item.kind == "email" else split_mbox(io.BytesIO(_mbox_bytes(chunk, item)))
         )
         for raw, is_message in zip(raws, chunk.is_message, strict=True):
-            out.write(decision.tag(raw, verdict(raw, None)) if is_message else raw)
+            if is_message:
+                decided = verdict(raw, None)
+                out.write(decision.tag(raw, decided, explanation))
+            else:
+                out.write(raw)
     write_atomically(target, out.getvalue())  # (a retried chunk writes it again)
     return verdicts
 

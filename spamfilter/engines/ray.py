@@ -33,7 +33,7 @@ import ray
 from .. import interrupts
 from ..errors import EX_DATAERR, ClassificationError, SpamfilterError, UsageError, first_line
 from ..modeldir import ModelDirectory, open_model_directory
-from ..pipeline import DEFAULT_TEXT_COLUMN
+from ..pipeline import DEFAULT_TEXT_COLUMN, explanation_for
 from ..runtime import CPU_BATCH, GPU_BATCH, Classifier, available_cores, chars_kept
 from ..verdict import Decision
 from . import session
@@ -137,12 +137,22 @@ class ChunkScorer:
     ``markers`` names the chunk: one left behind is a chunk that was running when its worker died."""
 
     def __init__(
-        self, model: str, gpu: bool, batch_size: int, variant: str, threads: int, markers: str | None = None
+        self,
+        model: str,
+        gpu: bool,
+        batch_size: int,
+        variant: str,
+        threads: int,
+        markers: str | None = None,
+        decision: Decision | None = None,
     ) -> None:
         self.classifier = Classifier.load(
             model, gpu=gpu, batch_size=batch_size, variant=variant, threads=threads
         )
         self.markers = Path(markers) if markers else None
+        # Given where the run explains verdicts (--explain): each one explained here, beside its
+        # score, one message at a time as filter explains it, so the bytes are filter's.
+        self.decision = decision
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[bytes]]:
         return {"chunk": [self.score(blob) for blob in batch["chunk"]]}
@@ -165,6 +175,12 @@ class ChunkScorer:
                 chunk.probabilities = [float(p) for p in self.classifier.spam_probability(chunk.texts)]
             except Exception as error:  # the input fails, not the run
                 chunk.error = f"classification failed: {first_line(error)}"
+                return
+            if self.decision is not None and self.decision.explain != "off":
+                chunk.explanations = [
+                    explanation_for(self.classifier, self.decision, self.decision.verdict(p), text)
+                    for p, text in zip(chunk.probabilities, chunk.texts, strict=True)
+                ]
 
 
 def _write_stage(row: dict[str, Any], job: Job) -> dict[str, Any]:
@@ -246,6 +262,8 @@ def filter_with_ray(
     except OSError as error:
         raise UsageError(f"cannot create {out_dir}: {error.strerror or error}") from None
     options = {**scoring.identity(), "threshold": bound.cut, "header_prefix": bound.header_prefix}
+    if bound.explain != "off":  # outputs written without explanations are not complete for this run
+        options["explain"] = bound.explain
     fingerprints = [_fingerprint(item, options, text_column) for item in inputs]
     pending = []
     for index, item in enumerate(inputs):
@@ -454,7 +472,9 @@ def _dataset(
     dataset = dataset.map_batches(partial(_plan_stage, job=job), batch_size=1, num_cpus=0.5)
     dataset = dataset.map(partial(_read_stage, job=job), num_cpus=1)
     options = scoring_options(cluster, scoring.model_file.stat().st_size)
-    arguments = {**scoring.worker_arguments(), "markers": str(out.markers)}
+    arguments: dict[str, Any] = {**scoring.worker_arguments(), "markers": str(out.markers)}
+    if job.decision.explain != "off":
+        arguments["decision"] = job.decision
     with warnings.catch_warnings():
         # Ray Data deprecates its remote arguments for named parameters, but max_restarts and
         # max_task_retries have none yet: without them a chunk that kills its workers is retried
