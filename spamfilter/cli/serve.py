@@ -211,6 +211,15 @@ def _octal_mode(_context: click.Context, _param: click.Parameter, value: str | N
     "load the result; 0: never (run spamfilter learn --retrain yourself, e.g. from cron).",
 )
 @click.option(
+    "--explain",
+    type=click.Choice(["off", "spam", "all"]),
+    default="off",
+    show_default=True,
+    help="Explain verdicts (spam ones, or all): the phrases that moved P(spam) most, in the tagged "
+    "message's Report field (PROCESS, the milter) and REPORT's body (spamc -R). Each explained "
+    "message costs tens of times its classification.",
+)
+@click.option(
     "--per-user",
     is_flag=True,
     help="Per-user heads: spamd's User: (spamc -u NAME; spamc sends its caller's login by default) "
@@ -269,6 +278,7 @@ def serve(
     tell_max: int,
     tell_max_bytes: int,
     learn_after: int,
+    explain: str,
     per_user: bool,
     max_users: int,
     max_user_corrections: int,
@@ -313,6 +323,7 @@ def serve(
                 header_prefix=header_prefix,
                 reject_above=reject_above,
                 quarantine_above=quarantine_above,
+                explain=explain,
             ),
             socket_mode=socket_mode,
             socket_owner=socket_owner,

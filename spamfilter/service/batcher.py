@@ -19,14 +19,26 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..pipeline import Scorer, Tagged, message_text, tagged_message
+from ..pipeline import Scorer, Tagged, explanation_for, message_text, tagged_message
 from ..user_heads import UserHead
+
+if TYPE_CHECKING:
+    from ..explain import Explanation
 from ..verdict import Decision
 
 BatchObserver = Callable[[int, float, int], None]  # (messages in the batch, seconds the model took, windows)
+
+
+@dataclass(frozen=True)
+class Explained(Tagged):
+    """A tagged message and, where the decision explains its verdict, the explanation (for
+    REPORT's body and the milter's Report field)."""
+
+    explanation: Explanation | None = None
 
 
 # A user's head (or None: the shared model's verdict); called on the worker thread.
@@ -121,7 +133,7 @@ class MicroBatcher:
         try:
             decision = self.decision.for_model(scorer.threshold)
             texts = [message_text(raw) for raw in raws]
-            found = self._heads(users or [])
+            found = self._heads(users) if users else [None] * len(raws)
             if any(found):
                 # Only a batch with a user head asks the model for its features as well.
                 probabilities = scorer.spam_probability(  # type: ignore[call-arg]
@@ -132,9 +144,14 @@ class MicroBatcher:
             if not np.all(np.isfinite(probabilities)):
                 raise ValueError("the model answered a P(spam) that is not a number")
             decisions = [decision.for_model(head.threshold) if head else decision for head in found]
-            decisions += [decision] * (len(raws) - len(decisions))
-            pairs = zip(raws, probabilities, decisions, strict=True)
-            outcomes = [tagged_message(raw, float(p), chosen) for raw, p, chosen in pairs]
+            outcomes: list[Tagged] = []
+            for text, raw, p, chosen, head in zip(texts, raws, probabilities, decisions, found, strict=True):
+                # Explained alone (its phrases never depend on the batch), by the shared model:
+                # a message scored by a user's head goes without one.
+                verdict = chosen.verdict(float(p))
+                explanation = None if head else explanation_for(scorer, chosen, verdict, text)
+                tagged = tagged_message(raw, float(p), chosen, explanation)
+                outcomes.append(Explained(tagged.message, tagged.verdict, tagged.error, explanation))
         except Exception as error:  # the model failed: every message goes back unchanged
             reason = " ".join(str(error).split()) or type(error).__name__
             outcomes = [Tagged(raw, error=f"model error: {reason}"[:300]) for raw in raws]

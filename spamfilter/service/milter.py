@@ -152,7 +152,8 @@ def header_actions(
     assert outcome.verdict is not None
     space = b" " if leading_space else b""
     # Inserted at index 0 in reverse order, so that the first field ends up first.
-    for field_name, value in reversed(decision.fields(outcome.verdict)):
+    explanation = getattr(outcome, "explanation", None)  # the Report field, where explained
+    for field_name, value in reversed(decision.fields(outcome.verdict, explanation)):
         data = field_name.encode("ascii") + b"\0" + space + value.encode("ascii") + b"\0"
         actions.append(packet(INSHEADER, struct.pack(">I", 0) + data))
     return actions

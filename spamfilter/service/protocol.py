@@ -210,10 +210,11 @@ def _printable(raw: bytes, limit: int = 80) -> str:
 # --------------------------------------------------------------------------- scores and replies
 
 
-def check_reply(request: Request, verdict: Verdict, tagged: bytes) -> bytes:
+def check_reply(request: Request, verdict: Verdict, tagged: bytes, explained: str | None = None) -> bytes:
     """The reply to CHECK, SYMBOLS, REPORT, REPORT_IFSPAM, PROCESS or HEADERS, shaped by the
     client's protocol version exactly as spamd shapes it; ``tagged`` is the message as ``filter
-    --format email`` writes it."""
+    --format email`` writes it; ``explained``: REPORT's body where the verdict is explained
+    (``serve --explain``: :func:`spamfilter.explain.spamd_report`)."""
     score, required = verdict.score, verdict.required
     if request.command == "REPORT_IFSPAM":
         answer = "Yes" if verdict.spam else "No"
@@ -235,7 +236,8 @@ def check_reply(request: Request, verdict: Verdict, tagged: bytes) -> bytes:
     if request.command == "SYMBOLS":
         body = RULE_NAME.encode("ascii") + (b"\r\n" if version < 1.3 else b"")
     elif request.command == "REPORT" or verdict.spam:
-        body = report(verdict, score, required).encode("utf-8")
+        text = explained if explained is not None else report(verdict, score, required)
+        body = text.encode("utf-8")
     else:  # REPORT_IFSPAM for a message that is not spam
         body = b""
     if version >= 1.3:

@@ -565,7 +565,7 @@ class SpamdService:
             f"p={verdict.probability:.3f}, {len(request.message)} bytes"
             + (f", user={request.user}" if request.user else "")
         )
-        return protocol.check_reply(request, verdict, outcome.message), "ok", detail
+        return protocol.check_reply(request, verdict, outcome.message, _report(outcome)), "ok", detail
 
     def _teacher(self, writer: Writer) -> tuple[str, bool]:
         """Who is telling (an address, or a uid over a unix socket) and whether they may."""
@@ -711,6 +711,17 @@ class SpamdService:
 async def _discard(reader: asyncio.StreamReader) -> None:
     while await reader.read(65536):
         pass
+
+
+def _report(outcome: Tagged) -> str | None:
+    """REPORT's body from the verdict's explanation, where it has one (serve --explain)."""
+    explanation = getattr(outcome, "explanation", None)
+    if explanation is None or outcome.verdict is None:
+        return None
+    from ..explain import spamd_report
+
+    verdict = outcome.verdict
+    return spamd_report(explanation, verdict.score, verdict.required, protocol.RULE_NAME)
 
 
 def _bound(server: asyncio.AbstractServer) -> str:

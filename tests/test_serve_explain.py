@@ -1,0 +1,50 @@
+"""serve --explain: the Report field in PROCESS's tagged message (the same bytes as filter
+--explain writes) and REPORT's body (spamc -R) carry the phrases that moved P(spam); SYMBOLS
+(spamc -y) names the one rule. Real spamc."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import make_email
+from support import require_tool
+from support.spamd_server import Server
+
+SPAM = make_email(
+    "WIN cash now", "WINNER!! You have won a FREE prize of 1000 cash. Call now to claim, text WIN."
+)
+HAM = make_email("lunch", "Are we still meeting for lunch tomorrow at noon? Let me know, thanks.")
+
+
+def spamc(server: Server, message: bytes, *args: str) -> subprocess.CompletedProcess[bytes]:
+    host, port = server.address
+    command = [require_tool("spamc", "spamc"), "-d", host, "-p", str(port), *args]
+    return subprocess.run(command, input=message, capture_output=True, timeout=300)
+
+
+def filter_explained(model: Path, message: bytes, policy: str) -> bytes:
+    command = [sys.executable, "-m", "spamfilter", "filter", "--format", "email", "-q", "-m", str(model)]
+    done = subprocess.run([*command, "--variant", "fp32", "--explain", policy], input=message, capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_explained_spam_carries_its_phrases_in_process_and_report(trained_model: Path) -> None:
+    with Server(trained_model, "--explain", "spam", "--variant", "fp32") as server:
+        tagged = spamc(server, SPAM).stdout
+        assert b"X-Spam-Flag: YES" in tagged and b"X-Spam-Report:" in tagged
+        assert tagged == filter_explained(trained_model, SPAM, "spam")  # one explanation, same bytes
+        report = spamc(server, SPAM, "-R")
+        assert b"phrases towards spam" in report.stdout, report.stdout
+        assert b"GPT2_SPAM_CLASSIFIER" in spamc(server, SPAM, "-y").stdout
+        ham = spamc(server, HAM).stdout
+        assert b"X-Spam-Flag: NO" in ham and b"X-Spam-Report:" not in ham  # --explain spam: spam only
+        assert b"phrases towards" not in spamc(server, HAM, "-R").stdout
+
+
+def test_without_explain_nothing_is_explained(trained_model: Path) -> None:
+    with Server(trained_model) as server:
+        assert b"X-Spam-Report:" not in spamc(server, SPAM).stdout
+        assert b"phrases towards" not in spamc(server, SPAM, "-R").stdout
