@@ -259,12 +259,16 @@ class LearnResult:
 
 
 def _held_out(probabilities: np.ndarray, labels: np.ndarray, threshold: float) -> HeldOut:
+    from .verdict import Decision  # the one owner of how P(spam) becomes a verdict
+
+    decide = Decision(model_threshold=threshold)
+    flagged = np.asarray([decide.verdict(float(p)).spam for p in probabilities], dtype=bool)
     spam = labels == 1
     return HeldOut(
         threshold=threshold,
-        ham_marked_spam=int(((probabilities >= threshold) & ~spam).sum()),
+        ham_marked_spam=int((flagged & ~spam).sum()),
         ham=int((~spam).sum()),
-        spam_missed=int(((probabilities < threshold) & spam).sum()),
+        spam_missed=int((~flagged & spam).sum()),
         spam=int(spam.sum()),
     )
 
