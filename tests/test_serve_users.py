@@ -149,3 +149,21 @@ def test_the_milter_asks_for_recipients_only_for_per_user_heads_and_uses_exactly
 def test_max_user_length_is_what_the_readme_says() -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert f"{MAX_USER_LENGTH} characters" in readme
+
+
+def test_learn_user_trains_that_users_head_from_the_command_line(model_copy: Path, tmp_path: Path) -> None:
+    corrections = flagged_ham(model_copy, 10)
+    mbox = tmp_path / "wanted.mbox"
+    mbox.write_bytes(
+        b"".join(b"From someone Mon Jan  1 00:00:00 2024\n" + raw + b"\n" for raw in corrections)
+    )
+    command = [sys.executable, "-m", "spamfilter", "learn", "-m", str(model_copy)]
+    refused = subprocess.run(
+        [*command, "--user", "../x", "--ham", str(mbox)], capture_output=True, timeout=300
+    )
+    assert refused.returncode == 2 and b"Traceback" not in refused.stderr
+    learnt = subprocess.run([*command, "--user", ALICE, "--ham", str(mbox)], capture_output=True, timeout=600)
+    assert learnt.returncode == 0, learnt.stderr
+    assert f"{ALICE}: head retrained on 10 corrections".encode() in learnt.stdout
+    assert b"X-Spam-Flag: NO" in filter_as(model_copy, corrections[0], "--user", ALICE).stdout
+    assert b"X-Spam-Flag: YES" in filter_as(model_copy, corrections[0]).stdout  # the shared model untouched
