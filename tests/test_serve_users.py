@@ -167,3 +167,33 @@ def test_learn_user_trains_that_users_head_from_the_command_line(model_copy: Pat
     assert f"{ALICE}: head retrained on 10 corrections".encode() in learnt.stdout
     assert b"X-Spam-Flag: NO" in filter_as(model_copy, corrections[0], "--user", ALICE).stdout
     assert b"X-Spam-Flag: YES" in filter_as(model_copy, corrections[0]).stdout  # the shared model untouched
+
+
+def test_the_milter_scores_a_message_for_its_one_recipient_with_their_head(model_copy: Path) -> None:
+    from miltertest import constants as smfi
+    from support.milter_client import connect, quit_, send_message
+
+    corrections = flagged_ham(model_copy, 10)
+    with Server(model_copy, "--allow-tell", "--per-user", "--learn-after", "10") as server:
+        for raw in corrections:
+            assert spamc(server, raw, "-u", ALICE, "-L", "ham").returncode == 0
+        server.wait_for_log(f"user '{ALICE}': head trained", timeout=300)
+    with Server(model_copy, "--per-user", listen=(), milter=("127.0.0.1:0",)) as server:
+        conn = connect(server.milter_address)
+        assert not conn.protocol_flags & smfi.SMFIP_NORCPT  # --per-user asks for the recipients
+
+        def flag(*recipients: str) -> str:
+            for recipient in recipients:
+                conn._send(smfi.SMFIC_RCPT, args=[f"<{recipient}>"])  # negotiated: no reply
+            replies = send_message(conn, corrections[0], replies=False)
+            found = [
+                r[1]["value"]
+                for r in replies
+                if r[0] == smfi.SMFIR_INSHEADER and r[1]["name"].endswith("Flag")
+            ]
+            return found[0].strip()
+
+        assert flag(ALICE.upper()) == "NO"  # her head (the address in any case)
+        assert flag(BOB) == "YES"  # no head: the shared verdict
+        assert flag(ALICE, BOB) == "YES"  # two recipients: the shared verdict
+        quit_(conn)
