@@ -1,5 +1,6 @@
-"""Per-user learning in the service: whose head scores a message, TELL with ``User:``, and the
-user's head retrained after it.
+"""Learning in the service: TELL and the shared retrain it starts (``Teaching``), and per-user
+heads (``UserLearning``): whose head scores a message, TELL with ``User:``, and the user's head
+retrained after it.
 
 spamd's ``User:`` (``spamc -u NAME``) and the milter's one recipient name the user. A user with a
 head of their own (:mod:`spamfilter.user_heads`, trained on their corrections) has their mail
@@ -16,6 +17,7 @@ model is untouched), and the new head is used from the next message on.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
@@ -23,8 +25,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from ..corrections import QuotaExceeded
+from ..corrections import Corrections, QuotaExceeded
 from ..errors import UsageError, first_line
 from ..user_heads import (
     MAX_CORRECTIONS,
@@ -37,6 +40,12 @@ from ..user_heads import (
     trunk_fingerprint,
     valid_user,
 )
+from . import protocol
+from .access import peer_allowed
+from .limits import peer_credentials
+
+if TYPE_CHECKING:
+    from .server import ServiceSettings
 
 QUIET_SECONDS = 10.0  # a repeated warning (a client sending bad names): one line this often
 
@@ -197,3 +206,121 @@ class UserLearning:
 
     def close(self) -> None:
         self._worker.shutdown(wait=True)
+
+
+class Teaching:
+    """TELL (spamc -L spam|ham|forget): who may teach, the corrections kept, and the shared
+    retrain they start (a ``spamfilter learn --retrain`` process, loaded as SIGHUP would); a TELL
+    naming a user goes to that user's head (``UserLearning``) with --per-user."""
+
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        log: logging.Logger,
+        users: UserLearning | None,
+        reload: Callable[[], None],
+    ) -> None:
+        self.settings = settings
+        self.log = log
+        self.users = users
+        self._reload_soon = reload
+        self._retraining: asyncio.Task[None] | None = None
+        self._failed_with: int | None = None  # corrections pending when the last retrain failed
+
+    def _teacher(self, writer: Any) -> tuple[str, bool]:
+        """Who is telling (an address, or a uid over a unix socket) and whether they may."""
+        peer = writer.get_extra_info("peername")
+        if isinstance(peer, tuple) and peer:
+            return str(peer[0]), peer_allowed(peer, self.settings.tell_allow)
+        credentials = peer_credentials(writer.get_extra_info("socket"))
+        if credentials is None:
+            return "an unknown unix peer", False
+        uid, gid = credentials
+        return f"uid {uid}", uid in self.settings.tell_uids or gid in self.settings.tell_gids
+
+    async def tell(self, request: protocol.Request, writer: Any) -> tuple[bytes, str, str]:
+        """File the message under corrections/ (Set: local) or take it out (Remove: local); remote
+        reporting (Razor, Pyzor) has no counterpart here and does nothing, as in a spamd without it."""
+        if self.settings.corrections is None:
+            error = protocol.unavailable("TELL commands are not enabled, set the --allow-tell switch.")
+            return error.reply(), "error", error.text
+        teacher, allowed = self._teacher(writer)
+        if not allowed:
+            detail = f"TELL refused: {teacher} is not allowed to teach (--tell-allow, --tell-users)"
+            self.log.warning("%s", detail)
+            return protocol.error_reply(protocol.EX_NOPERM, detail), "refused", detail
+        sets, removes = protocol.tell_targets(request)
+        corrections = Corrections(self.settings.corrections)
+        label = 1 if request.headers.get("message-class", "").lower() == "spam" else 0
+        if request.user and self.users is not None:
+            return await self._tell_user(request.user, request.message, label, sets, removes)
+        loop = asyncio.get_running_loop()
+        did_set, did_remove = [], []
+        try:
+            add = functools.partial(corrections.add, teacher=teacher, quota=self.settings.tell_quota)
+            if "local" in sets and await loop.run_in_executor(None, add, request.message, label):
+                did_set.append("local")
+            if "local" in removes and await loop.run_in_executor(None, corrections.remove, request.message):
+                did_remove.append("local")
+        except QuotaExceeded as full:  # kept as it was: the teacher forgets some, or a retrain...
+            detail = f"TELL refused: {full}"
+            self.log.warning("%s", detail)
+            return protocol.error_reply(protocol.EX_CANTCREAT, detail), "refused", detail
+        except OSError as error:  # the service's user cannot write corrections/: say so, to both sides
+            detail = f"cannot keep the correction in {corrections.root}: {error.strerror or error}"
+            self.log.error("TELL: %s", detail)
+            return protocol.error_reply(protocol.EX_CANTCREAT, detail), "error", detail
+        what = ("spam" if label else "ham") if did_set else ("removed" if did_remove else "nothing new")
+        self._retrain_if_due(corrections)
+        return protocol.tell_reply(did_set, did_remove), "ok", f"tell: {what}"
+
+    async def _tell_user(
+        self, user: str, raw: bytes, label: int, sets: set[str], removes: set[str]
+    ) -> tuple[bytes, str, str]:
+        """A TELL naming a user (spamc -u NAME -L ...): that user's corrections and head only."""
+        assert self.users is not None
+        try:
+            did_set, did_remove = await self.users.tell(
+                user, raw, label if "local" in sets else None, "local" in removes
+            )
+        except TellRefused as refused:
+            self.log.warning("%s", refused.text)
+            return protocol.error_reply(refused.code, refused.text), "refused", refused.text
+        what = ("spam" if label else "ham") if did_set else ("removed" if did_remove else "nothing new")
+        done = (["local"] if did_set else [], ["local"] if did_remove else [])
+        return protocol.tell_reply(*done), "ok", f"tell: {what}, user={user}"
+
+    def _retrain_if_due(self, corrections: Corrections) -> None:
+        if self.settings.learn_after <= 0 or not self.settings.learn_command:
+            return
+        if self._retraining is not None and not self._retraining.done():
+            return  # the running retrain is followed by the next TELL's check
+        pending = corrections.pending()
+        # After a retrain that failed or was refused, the same corrections would fail again: wait
+        # for another one before trying (a misfiled message is taken out with spamc -L forget).
+        if pending >= self.settings.learn_after and pending != self._failed_with:
+            self._retraining = asyncio.get_running_loop().create_task(self._retrain(pending))
+
+    async def _retrain(self, pending: int) -> None:
+        """Run the retrain in its own process (torch stays out of the service's) and load its model."""
+        self.log.info("retraining on the corrections: %s", " ".join(self.settings.learn_command))
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *self.settings.learn_command,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+            output, _ = await process.communicate()
+        except OSError as error:
+            self._failed_with = pending
+            self.log.error("cannot start the retrain: %s", error.strerror or error)
+            return
+        lines = output.decode("utf-8", "replace").strip().splitlines()
+        if process.returncode == 0:
+            self._failed_with = None
+            self.log.info("retrained: %s", lines[-1] if lines else "done")
+            self._reload_soon()
+        else:
+            self._failed_with = pending
+            self.log.error("retrain exited %s: %s", process.returncode, lines[-1] if lines else "no output")

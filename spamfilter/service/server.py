@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import functools
 import ipaddress
 import logging
 import math
@@ -27,21 +26,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..corrections import Corrections, Quota, QuotaExceeded
+from ..corrections import Quota
 from ..errors import SpamfilterError, first_line
 from ..pipeline import EMPTY_MESSAGE, Scorer, Tagged
 from ..verdict import Decision
 from . import protocol
 from .access import LOOPBACK, Address, BoundSocket, Network, bind_unix_socket, peer_allowed
 from .batcher import MicroBatcher
-from .learning import TellRefused, UserLearning, UserLimits
+from .learning import Teaching, UserLearning, UserLimits
 from .limits import (
     FIRST_LINE_SECONDS,
     MIN_PENDING,
     PENDING_PER_SLOT,
     Pending,
     Slots,
-    peer_credentials,
     peer_key,
 )
 from .milter import MilterError, MilterPolicy, Packet, milter_session, read_packet
@@ -122,6 +120,7 @@ class SpamdService:
             self.users = UserLearning(settings.user_heads, settings.user_limits, settings.learn_after, logger)
             self.users.on_trained = lambda _user, seconds: self.metrics.user_retrains.observe(seconds)
             self.metrics.user_heads.set_function(lambda: self.users.loaded if self.users else 0)
+        self.teaching = Teaching(settings, logger, self.users, self._reload_soon)
         self.batcher = MicroBatcher(
             scorer,
             settings.batch_max,
@@ -149,8 +148,6 @@ class SpamdService:
         self._reloading: asyncio.Task[bool] | None = None
         self._reload_again = False
         self._tally = Tally()
-        self._retraining: asyncio.Task[None] | None = None
-        self._failed_with: int | None = None  # corrections pending when the last retrain failed
         self.bound: list[str] = []  # what each listener really bound (port 0 becomes a port)
         self._listeners: list[tuple[asyncio.AbstractServer, str]] = []  # bound, not yet serving
         self._sockets: list[BoundSocket] = []  # unix sockets this process made: removed at exit
@@ -550,7 +547,7 @@ class SpamdService:
         if request.command == "SKIP":
             return b"", "ok", ""
         if request.command == "TELL":
-            return await self._tell(request, writer)
+            return await self.teaching.tell(request, writer)
         if not request.message.strip():
             error = protocol.unavailable(EMPTY_MESSAGE)
             return error.reply(), "error", error.text
@@ -566,104 +563,6 @@ class SpamdService:
             + (f", user={request.user}" if request.user else "")
         )
         return protocol.check_reply(request, verdict, outcome.message, _report(outcome)), "ok", detail
-
-    def _teacher(self, writer: Writer) -> tuple[str, bool]:
-        """Who is telling (an address, or a uid over a unix socket) and whether they may."""
-        peer = writer.get_extra_info("peername")
-        if isinstance(peer, tuple) and peer:
-            return str(peer[0]), peer_allowed(peer, self.settings.tell_allow)
-        credentials = peer_credentials(writer.get_extra_info("socket"))
-        if credentials is None:
-            return "an unknown unix peer", False
-        uid, gid = credentials
-        return f"uid {uid}", uid in self.settings.tell_uids or gid in self.settings.tell_gids
-
-    async def _tell(self, request: protocol.Request, writer: Writer) -> tuple[bytes, str, str]:
-        """File the message under corrections/ (Set: local) or take it out (Remove: local); remote
-        reporting (Razor, Pyzor) has no counterpart here and does nothing, as in a spamd without it."""
-        if self.settings.corrections is None:
-            error = protocol.unavailable("TELL commands are not enabled, set the --allow-tell switch.")
-            return error.reply(), "error", error.text
-        teacher, allowed = self._teacher(writer)
-        if not allowed:
-            detail = f"TELL refused: {teacher} is not allowed to teach (--tell-allow, --tell-users)"
-            self.log.warning("%s", detail)
-            return protocol.error_reply(protocol.EX_NOPERM, detail), "refused", detail
-        sets, removes = protocol.tell_targets(request)
-        corrections = Corrections(self.settings.corrections)
-        label = 1 if request.headers.get("message-class", "").lower() == "spam" else 0
-        if request.user and self.users is not None:
-            return await self._tell_user(request.user, request.message, label, sets, removes)
-        loop = asyncio.get_running_loop()
-        did_set, did_remove = [], []
-        try:
-            add = functools.partial(corrections.add, teacher=teacher, quota=self.settings.tell_quota)
-            if "local" in sets and await loop.run_in_executor(None, add, request.message, label):
-                did_set.append("local")
-            if "local" in removes and await loop.run_in_executor(None, corrections.remove, request.message):
-                did_remove.append("local")
-        except QuotaExceeded as full:  # kept as it was: the teacher forgets some, or a retrain...
-            detail = f"TELL refused: {full}"
-            self.log.warning("%s", detail)
-            return protocol.error_reply(protocol.EX_CANTCREAT, detail), "refused", detail
-        except OSError as error:  # the service's user cannot write corrections/: say so, to both sides
-            detail = f"cannot keep the correction in {corrections.root}: {error.strerror or error}"
-            self.log.error("TELL: %s", detail)
-            return protocol.error_reply(protocol.EX_CANTCREAT, detail), "error", detail
-        what = ("spam" if label else "ham") if did_set else ("removed" if did_remove else "nothing new")
-        self._retrain_if_due(corrections)
-        return protocol.tell_reply(did_set, did_remove), "ok", f"tell: {what}"
-
-    async def _tell_user(
-        self, user: str, raw: bytes, label: int, sets: set[str], removes: set[str]
-    ) -> tuple[bytes, str, str]:
-        """A TELL naming a user (spamc -u NAME -L ...): that user's corrections and head only."""
-        assert self.users is not None
-        try:
-            did_set, did_remove = await self.users.tell(
-                user, raw, label if "local" in sets else None, "local" in removes
-            )
-        except TellRefused as refused:
-            self.log.warning("%s", refused.text)
-            return protocol.error_reply(refused.code, refused.text), "refused", refused.text
-        what = ("spam" if label else "ham") if did_set else ("removed" if did_remove else "nothing new")
-        done = (["local"] if did_set else [], ["local"] if did_remove else [])
-        return protocol.tell_reply(*done), "ok", f"tell: {what}, user={user}"
-
-    def _retrain_if_due(self, corrections: Corrections) -> None:
-        if self.settings.learn_after <= 0 or not self.settings.learn_command:
-            return
-        if self._retraining is not None and not self._retraining.done():
-            return  # the running retrain is followed by the next TELL's check
-        pending = corrections.pending()
-        # After a retrain that failed or was refused, the same corrections would fail again: wait
-        # for another one before trying (a misfiled message is taken out with spamc -L forget).
-        if pending >= self.settings.learn_after and pending != self._failed_with:
-            self._retraining = asyncio.get_running_loop().create_task(self._retrain(pending))
-
-    async def _retrain(self, pending: int) -> None:
-        """Run the retrain in its own process (torch stays out of the service's) and load its model."""
-        self.log.info("retraining on the corrections: %s", " ".join(self.settings.learn_command))
-        try:
-            process = await asyncio.create_subprocess_exec(
-                *self.settings.learn_command,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-            )
-            output, _ = await process.communicate()
-        except OSError as error:
-            self._failed_with = pending
-            self.log.error("cannot start the retrain: %s", error.strerror or error)
-            return
-        lines = output.decode("utf-8", "replace").strip().splitlines()
-        if process.returncode == 0:
-            self._failed_with = None
-            self.log.info("retrained: %s", lines[-1] if lines else "done")
-            self._reload_soon()
-        else:
-            self._failed_with = pending
-            self.log.error("retrain exited %s: %s", process.returncode, lines[-1] if lines else "no output")
 
     async def _answer(self, writer: Writer, reply: bytes, reader: asyncio.StreamReader | None = None) -> None:
         """Write the reply and close; a client that does not take it in time is dropped. What the
