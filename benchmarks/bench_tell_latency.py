@@ -69,7 +69,8 @@ def main() -> None:
             messages = flagged_ham(model, args.messages)
             with Server(model, "--allow-tell", "--learn-after", "1", *options) as server:
                 for number, raw in enumerate(messages, 1):
-                    print(f"| {name} | {number} | {seconds_to_corrected(server, raw, 'alice'):.1f} |", flush=True)
+                    seconds = seconds_to_corrected(server, raw, "alice")
+                    print(f"| {name} | {number} | {seconds:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

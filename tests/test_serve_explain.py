@@ -26,7 +26,9 @@ def spamc(server: Server, message: bytes, *args: str) -> subprocess.CompletedPro
 
 def filter_explained(model: Path, message: bytes, policy: str) -> bytes:
     command = [sys.executable, "-m", "spamfilter", "filter", "--format", "email", "-q", "-m", str(model)]
-    done = subprocess.run([*command, "--variant", "fp32", "--explain", policy], input=message, capture_output=True, timeout=300)
+    done = subprocess.run(
+        [*command, "--variant", "fp32", "--explain", policy], input=message, capture_output=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
