@@ -12,7 +12,7 @@ ONNX file of the directory (:mod:`spamfilter.onnx_head`), which then switches to
 How the head is retrained (:mod:`spamfilter.head`): from the current head, as little as the
 corrections need, the training messages measuring the distance (the Bregman divergence of their
 log-loss; refitting the head on them instead is what changed held-out verdicts while learning
-nothing: RESULTS section 13). Each correction first weighs as a training message of its class, and
+nothing: RESULTS section 14). Each correction first weighs as a training message of its class, and
 all double while some are still scored against their class. The threshold is never lowered, and
 raised where the new head marks more validation ham as spam than the old one did.
 
