@@ -22,7 +22,7 @@ SPAM_TEXT = "WINNER!! You have won a £1000 prize. Call 09061701461 to claim now
 HAM_TEXT = "Are we still meeting for lunch tomorrow at noon?"
 # What virtual(8) puts above everything when it delivers (a milter never sees these).
 DELIVERY_FIELDS = ["Return-Path", "X-Original-To", "Delivered-To"]
-OUR_FIELDS = ("X-Spam-Flag", "X-Spam-Status")
+OUR_FIELDS = ("X-Spam-Flag", "X-Spam-Status", "X-Spam-Level")
 
 
 def message(subject: str, body: str, extra: str = "") -> bytes:
@@ -124,8 +124,8 @@ def test_delivered_mail_is_tagged_as_filter_tags_it(
 
     # Delivery fields on top, then ours (inserted at the milter's index 0, which is above the
     # Received field Postfix itself added), then what was sent, byte for byte.
-    assert names(delivered)[:6] == [*DELIVERY_FIELDS, *OUR_FIELDS, "Received"], delivered
-    received = fields(delivered)[5]
+    assert names(delivered)[:7] == [*DELIVERY_FIELDS, *OUR_FIELDS, "Received"], delivered
+    received = fields(delivered)[len(DELIVERY_FIELDS) + len(OUR_FIELDS)]
     assert f"by mx.test.example (Postfix) with ESMTP id {reply.queue_id}\n".encode() in received
     assert delivered.endswith(received + b"\n" + raw), delivered
     assert values(delivered, "X-Spam-Flag") == [flag]
@@ -153,7 +153,7 @@ def test_forged_verdict_fields_are_replaced(mta: Postfix, trained_model: Path) -
     assert values(delivered, "X-Spam-Flag") == ["YES"]
     assert len(values(delivered, "X-Spam-Status")) == 1
     seen = first_fields_removed(delivered, len(DELIVERY_FIELDS))
-    received = fields(seen)[2]
+    received = fields(seen)[len(OUR_FIELDS)]
     # filter on what the milter got (Received + the forged message) writes what was delivered.
     assert filter_email(trained_model, received + b"\n" + forged) == seen
 
@@ -165,9 +165,9 @@ def test_local_submission_goes_through_non_smtpd_milters(mta: Postfix) -> None:
     mta.wait_for_log(rf"{found.group(1)}: to=<alice@test.example>, relay=virtual, .*status=sent")
     delivered = mta.delivered()[before:]
     assert len(delivered) == 1
-    assert names(delivered[0])[:6] == [*DELIVERY_FIELDS, *OUR_FIELDS, "Received"]
+    assert names(delivered[0])[:7] == [*DELIVERY_FIELDS, *OUR_FIELDS, "Received"]
     assert values(delivered[0], "X-Spam-Flag") == ["YES"]
-    assert b"(Postfix, from userid 0)" in fields(delivered[0])[5]
+    assert b"(Postfix, from userid 0)" in fields(delivered[0])[len(DELIVERY_FIELDS) + len(OUR_FIELDS)]
 
 
 def test_several_messages_on_one_connection(mta: Postfix, milter: Server) -> None:
@@ -191,7 +191,7 @@ def test_older_milter_protocols(milter: Server, trained_model: Path, tmp_path: P
             reply = mta.send(raw)
             assert reply.code == 250, (reply, mta.log())
             delivered = mta.wait_delivered(reply)
-            assert names(delivered)[:6] == [*DELIVERY_FIELDS, *OUR_FIELDS, "Received"]
+            assert names(delivered)[:7] == [*DELIVERY_FIELDS, *OUR_FIELDS, "Received"]
             assert values(delivered, "X-Spam-Flag") == [flag]
             seen = first_fields_removed(delivered, len(DELIVERY_FIELDS))
             if flag == "YES":
@@ -206,7 +206,9 @@ def test_reject_above_refuses_spam_at_end_of_data(trained_model: Path, tmp_path:
         refused = mta.send(SPAM)
         assert refused.code == 550, (refused, mta.log())
         assert refused.command == "end of data"
-        found = re.fullmatch(r"5\.7\.1 Message refused as spam \(P\(spam\) ([01]\.\d{3})\)", refused.text)
+        found = re.fullmatch(
+            r"5\.7\.1 Message refused as spam \(score \d+\.\d/5\.0, P\(spam\) ([01]\.\d{3})\)", refused.text
+        )
         assert found is not None and float(found.group(1)) >= 0.5, refused
         mta.wait_for_log(
             r"milter-reject: END-OF-MESSAGE from localhost\[127\.0\.0\.1\]: 5\.7\.1 Message refused as spam"

@@ -88,6 +88,12 @@ def _write_fixtures(folder: Path, sms_file: Path) -> None:
     write_split_csv(test, folder / "inbox.csv")
     (folder / "export.csv").write_text("id,body\n1,WINNER! Claim your prize\n2,see you at noon\n")
     (folder / "messages.txt").write_text("WINNER! Claim your prize\nsee you at noon\n")
+    (folder / "INBOX.mbox").write_bytes((examples / "sample.mbox").read_bytes())
+    (folder / "Junk" / "new").mkdir(parents=True)
+    for n, text in enumerate(
+        ["WINNER! Claim your prize now", "URGENT: your account wins cash", "Free entry, text WIN"]
+    ):
+        (folder / "Junk" / "new" / f"17000000{n}.1.host").write_text(f"Subject: {text}\n\n{text}, call now\n")
     (folder / "Maildir" / "new").mkdir(parents=True)
     (folder / "Maildir" / "new" / "1700000000.1.host").write_bytes(b"Subject: hi\n\nsee you at noon\n")
 
