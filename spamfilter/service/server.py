@@ -384,7 +384,9 @@ class SpamdService:
             return
         except (ConnectionError, OSError):
             line = b""
-        if not line:  # closed before a request: by the client, or as the oldest idle connection
+        if not line or writer.transport.is_closing():
+            # Closed before a request: by the client, or as an idle connection (the oldest, or at
+            # shutdown, where the line can arrive just as the connection is closed).
             writer.close()
             return
         if not await self._slots.acquire(who, 2 * self.settings.timeout + LINGER_SECONDS):
@@ -535,7 +537,8 @@ class SpamdService:
             self.log.error("internal error on %s from %s: %s", command or "a request", peer, detail)
             reply = protocol.error_reply(protocol.EX_SOFTWARE, "Internal error")
         if reply:
-            await self._answer(writer, reply, reader)
+            if not await self._answer(writer, reply, reader):
+                outcome, detail = "closed", f"reply not delivered; {detail}".rstrip("; ")
         else:
             writer.close()
         self._record(command, outcome, peer, detail, started)
@@ -564,10 +567,14 @@ class SpamdService:
         )
         return protocol.check_reply(request, verdict, outcome.message, _report(outcome)), "ok", detail
 
-    async def _answer(self, writer: Writer, reply: bytes, reader: asyncio.StreamReader | None = None) -> None:
+    async def _answer(self, writer: Writer, reply: bytes, reader: asyncio.StreamReader | None = None) -> bool:
         """Write the reply and close; a client that does not take it in time is dropped. What the
         client still sends (the rest of a refused request) is read and dropped for a moment first:
-        closing a socket with unread data resets it, and the reset can destroy the reply."""
+        closing a socket with unread data resets it, and the reset can destroy the reply. False
+        when the reply could not be handed to the kernel (the connection was already gone)."""
+        if writer.transport.is_closing():  # aborted meanwhile (the client reset it, or shutdown)
+            writer.close()
+            return False
         try:
             writer.write(reply)
             await asyncio.wait_for(writer.drain(), self.settings.timeout)
@@ -577,9 +584,10 @@ class SpamdService:
                 await asyncio.wait_for(_discard(reader), LINGER_SECONDS)
         except (asyncio.TimeoutError, ConnectionError, OSError):
             writer.transport.abort()
-            return
+            return False
         finally:
             writer.close()
+        return True
 
     def _record(self, command: str, outcome: str, peer: str, detail: str, started: float) -> None:
         seconds = time.perf_counter() - started
