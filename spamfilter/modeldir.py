@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ModelDirectoryError
-from .mail.text import MESSAGE_BYTES_READ, TEXT_CHARS_READ
+from .mail.text import MESSAGE_BYTES_READ, TEXT_CHARS_READ, chars_kept
 from .windows import windows_recorded
 
 FORMAT_VERSION = 1
@@ -30,14 +31,6 @@ POOLINGS = ("last", "last-token")
 DEFAULT_POOLING = "last-token"  # measured at least as good as "last" and faster (README Training)
 MAIL_MAX_LENGTH = 256  # tokens per window for mail; see finetune.default_max_length
 MAIL_TARGET_FPR = 0.001  # the share of ham a mail model's threshold may mark spam
-CHARS_PER_TOKEN_KEPT = 64  # far above GPT-2's longest tokens: the first max_length tokens are intact
-
-
-def chars_kept(max_length: int) -> int:
-    """How much of a text the model reads at most: a bounded prefix keeps a huge text from
-    stalling BPE (or from filling the Ray engine's object store); within it, windows
-    (:mod:`.windows`) read the beginning and the end."""
-    return max(TEXT_CHARS_READ, CHARS_PER_TOKEN_KEPT * max_length)
 
 
 def sha256_file(path: Path) -> str:
@@ -129,7 +122,8 @@ class ModelRecipe:
 
     @property
     def chars_kept(self) -> int:
-        """Characters of a text tokenized at most (:func:`chars_kept`)."""
+        """Characters of a text tokenized at most: the mail reader's cap for this ``max_length``
+        (:func:`spamfilter.mail.text.chars_kept`, decided there once)."""
         return chars_kept(self.max_length)
 
 
@@ -304,8 +298,10 @@ class ModelDirectory:
             )
         return path
 
-    @property
+    @functools.cached_property
     def recipe(self) -> ModelRecipe:
+        """The model's recipe, made once from the manifest: what the runtime reads ``max_length``,
+        the pad token, windows and the text cap from."""
         return self.manifest.model_recipe
 
     @property

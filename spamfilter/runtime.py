@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import os
 import sys
@@ -14,14 +15,16 @@ import numpy as np
 
 from .errors import InstallError, first_line
 from .head import Head, apply_head
+
+# Deprecated alias, kept while the Ray engine, explain, learn and replay still import it from here:
+# the text cap is decided once in mail/text.py; read it as ``ModelRecipe.chars_kept``.
+from .mail.text import chars_kept as chars_kept
 from .modeldir import ModelDirectory, ModelDirectoryError, open_model_directory
 from .tokenizer import Tokenizer, pad_rows
 from .user_heads import UserHead
 from .verdict import Decision
-from .windows import combine, windows_of, windows_recorded
+from .windows import combine, windows_of
 
-MIN_CHARS_KEPT = 20_000
-CHARS_PER_TOKEN_KEPT = 64  # far above GPT-2's longest tokens: the first max_length tokens are intact
 CPU_BATCH = 8  # messages per model call by default
 GPU_BATCH = 64
 CUDA = "CUDAExecutionProvider"
@@ -194,13 +197,6 @@ def _fits(shortest: int, length: int) -> bool:
     return length <= max(1.25 * shortest, shortest + 8)
 
 
-def chars_kept(max_length: int) -> int:
-    """How much of a text the model reads at most: a bounded prefix keeps a huge text from
-    stalling BPE (or from filling the Ray engine's object store); within it, windows
-    (:mod:`.windows`) read the beginning and the end."""
-    return max(MIN_CHARS_KEPT, CHARS_PER_TOKEN_KEPT * max_length)
-
-
 class Classifier:
     """A loaded model directory: texts in, spam probabilities out.
 
@@ -233,7 +229,8 @@ class Classifier:
         self.dynamic_length = accepts_shorter_inputs(self.session)
         # A GPU is only busy with many messages per call; on the CPU small batches lose nothing.
         self.batch_size = batch_size or (GPU_BATCH if gpu else CPU_BATCH)
-        self.max_windows = windows_recorded(directory.manifest.recipe)
+        # How this model reads a text (max_length, pad token, windows, the text cap), read once.
+        self.recipe = directory.recipe
         self.windows_scored = 0  # model rows run, for the summary: more than texts for long mail
 
     @classmethod
@@ -243,6 +240,15 @@ class Classifier:
     @property
     def provider(self) -> str:
         return str(self.session.get_providers()[0])
+
+    @property
+    def max_windows(self) -> int:
+        return self.recipe.max_windows
+
+    @max_windows.setter
+    def max_windows(self, windows: int) -> None:
+        """Read texts in at most ``windows`` windows from now on (a comparison in a test or benchmark)."""
+        self.recipe = dataclasses.replace(self.recipe, max_windows=windows)
 
     @property
     def threshold(self) -> float:
@@ -272,11 +278,9 @@ class Classifier:
         ``heads``: per text, a user's head to score it with instead of the model's own (None: the
         model's). Those texts' windows are scored by that head from the pooled features the same
         graph run answers; the others' from its logits, exactly as without ``heads``."""
-        max_length = self.directory.max_length
-        cap = chars_kept(max_length)
-        texts = [text[:cap] for text in texts]
-        rows = self.tokenizer.encode_batch(texts)
-        windows, owners = windows_of(rows, max_length, self.max_windows)
+        recipe = self.recipe
+        rows = self.tokenizer.encode_batch([text[: recipe.chars_kept] for text in texts])
+        windows, owners = windows_of(rows, recipe.max_length, recipe.max_windows)
         if heads is None and self.user_head is not None:
             heads = [self.user_head.head] * len(texts)
         personal = heads is not None and any(head is not None for head in heads)
@@ -285,8 +289,8 @@ class Classifier:
             windows,
             self._logits_and_features(size) if personal else session_logits(self.session),
             batch_size=self.batch_size,
-            max_length=max_length,
-            pad_token_id=self.directory.pad_token_id,
+            max_length=recipe.max_length,
+            pad_token_id=recipe.pad_token_id,
             trim=self.dynamic_length,
             columns=2 + size,
         )

@@ -62,3 +62,20 @@ def test_train_help_states_the_library_defaults() -> None:
     text = " ".join(result.output.split())
     assert f"[default: {MAIL_TARGET_FPR} for --spam/--ham" in text
     assert f"[default: {TrainOptions().pooling}]" in text
+
+
+def test_the_classifier_reads_the_text_cap_and_windows_from_its_recipe(trained_model: Path) -> None:
+    from spamfilter.runtime import Classifier
+
+    classifier = Classifier.load(trained_model, variant="fp32")
+    assert classifier.recipe == open_model_directory(trained_model).recipe
+    cap = classifier.recipe.chars_kept
+    text = "Re: lunch\n" + "see you at noon in the usual place. " * (cap // 30)
+    assert len(text) > cap
+    # What lies past the cap is never read: a spam appended there changes nothing.
+    beyond = f"{text}\n\nWIN a FREE prize now! Call 0800 123 to claim your cash"
+    assert classifier.spam_probability([beyond])[0] == classifier.spam_probability([text[:cap]])[0]
+    # One window instead of the recorded ones: the classifier's recipe changes, the model's stays.
+    classifier.max_windows = 1
+    assert classifier.recipe.max_windows == 1
+    assert open_model_directory(trained_model).recipe.max_windows == classifier.directory.recipe.max_windows

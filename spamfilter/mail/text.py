@@ -374,12 +374,22 @@ def _body_texts(raw: bytes, start: int, budget: _Budget) -> list[str]:
 # 1. a message handed over alone (pipeline mode, the service, the milter) is read from its first
 #    MESSAGE_BYTES_READ bytes, as spamc sends at most 500 KB (pipeline.message_text);
 # 2. its text (Subject, newline, readable body) is at most TEXT_CHARS_READ characters (extract_text);
-# 3. a text from any format is cut to ModelRecipe.chars_kept characters before tokenizing (at least
-#    TEXT_CHARS_READ; more for a model whose windows hold more), which bounds BPE's work;
+# 3. a text from any format is cut to chars_kept(max_length) characters before tokenizing (at least
+#    TEXT_CHARS_READ; more for a model whose windows hold more), which bounds BPE's work; a model's
+#    ModelRecipe.chars_kept is this, and the runtime reads it from the recipe;
 # 4. its tokens are read in at most ModelRecipe.max_windows windows of max_length (windows.py).
 # Training reads mail through the same extract_text, so it sees what the filter sees.
 MESSAGE_BYTES_READ = 512 * 1024
 TEXT_CHARS_READ = 20_000
+CHARS_PER_TOKEN_KEPT = 64  # far above GPT-2's longest tokens: the first max_length tokens are intact
+
+
+def chars_kept(max_length: int) -> int:
+    """Characters of a text tokenized at most for a model reading ``max_length`` tokens a window
+    (cap 3 above): a bounded prefix keeps a huge text from stalling BPE (or from filling the Ray
+    engine's object store); within it, windows (:mod:`spamfilter.windows`) read the beginning and
+    the end."""
+    return max(TEXT_CHARS_READ, CHARS_PER_TOKEN_KEPT * max_length)
 
 
 def extract_text(raw: bytes, max_chars: int = TEXT_CHARS_READ) -> str:
