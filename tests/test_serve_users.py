@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -197,3 +198,47 @@ def test_the_milter_scores_a_message_for_its_one_recipient_with_their_head(model
         assert flag(BOB) == "YES"  # no head: the shared verdict
         assert flag(ALICE, BOB) == "YES"  # two recipients: the shared verdict
         quit_(conn)
+
+
+def retrain_gauges(server: Server) -> tuple[float, float]:
+    """The service's (running, waiting) user-head retrains, from its metrics endpoint."""
+    text = urllib.request.urlopen(f"http://{server.metrics}/metrics", timeout=30).read().decode()
+    values = dict(line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("spamfilter_"))
+    running, waiting = values["spamfilter_user_retrains_running"], values["spamfilter_user_retrains_waiting"]
+    return float(running), float(waiting)
+
+
+def most_retrains_at_once(log: str) -> int:
+    """From the service's log, in the order it did things: retrains between start and end."""
+    running = most = 0
+    for line in log.splitlines():
+        if ": head retrain started (" in line:
+            running += 1
+            most = max(most, running)
+        elif ": head trained in " in line or ": head removed" in line or "head failed" in line:
+            running -= 1
+    return most
+
+
+def test_many_users_telling_at_once_retrain_one_at_a_time_and_each_correction_takes_effect(
+    model_copy: Path,
+) -> None:
+    users = [f"user{n}@example.org" for n in range(6)]
+    taught = dict(zip(users, flagged_ham(model_copy, len(users)), strict=True))  # user N: message N is ham
+    options = ("--allow-tell", "--per-user", "--learn-after", "1", "--metrics", "127.0.0.1:0")
+    with Server(model_copy, *options) as server, ThreadPoolExecutor(len(users)) as pool:
+        tells = [pool.submit(spamc, server, raw, "-u", user, "-L", "ham") for user, raw in taught.items()]
+        seen = []  # (running, waiting) while the retrains go on
+        while server.log().count(": head trained in ") < len(users) and server.process.poll() is None:
+            seen.append(retrain_gauges(server))
+            time.sleep(0.05)
+        assert all(tell.result().returncode == 0 for tell in tells), [tell.result().stderr for tell in tells]
+        assert most_retrains_at_once(server.log()) == 1, server.log()
+        assert max(running for running, _ in seen) <= 1
+        assert retrain_gauges(server) == (0.0, 0.0)
+        # Every user's one correction took effect for that user; a user without one keeps the shared verdict.
+        for user, raw in taught.items():
+            assert f"user '{user}': head trained in " in server.log()
+            assert b"X-Spam-Flag: NO" in spamc(server, raw, "-u", user).stdout, user
+            assert b"X-Spam-Flag: YES" in spamc(server, raw, "-u", BOB).stdout
+        assert "Traceback" not in server.log()

@@ -10,8 +10,11 @@ one is refused.
 
 A TELL naming a user files the message among that user's corrections (bounded: users, corrections
 per user) and, with ``--learn-after N``, retrains that user's head once N of their corrections
-have come since the last: in this process, on a thread of its own (numpy, no torch; the shared
-model is untouched), and the new head is used from the next message on.
+have come since the last: in this process, on a thread (numpy, no torch; the shared model is
+untouched), and the new head is used from the next message on. At most ``max_retrains`` such
+retrains run at once and at most ``retrain_queue`` users wait for one (``retrains.RetrainQueue``:
+one place per user, TELLs meanwhile coalesce), so that many users' TELLs cannot take the
+service's CPU and memory; TELL answers at once all the same.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from ..user_heads import (
 from . import protocol
 from .access import peer_allowed
 from .limits import peer_credentials
+from .retrains import RetrainQueue, Scheduled
 
 if TYPE_CHECKING:
     from .server import ServiceSettings
@@ -55,6 +59,8 @@ class UserLimits:
     max_users: int = MAX_USERS
     max_loaded: int = MAX_LOADED
     max_corrections: int = MAX_CORRECTIONS
+    max_retrains: int = 1  # user-head retrains running at once (each a thread: CPU, training features)
+    retrain_queue: int = 1000  # users waiting for one; beyond, a retrain waits for the user's next TELL
 
 
 class TellRefused(Exception):
@@ -96,12 +102,11 @@ class UserLearning:
         self.log = log
         self.heads: UserHeads | None = None
         self._waiting: dict[str, int] = {}  # corrections since a user's last retrain
-        self._running: dict[str, asyncio.Task[None]] = {}
-        self._again: set[str] = set()
+        self.retrains = RetrainQueue(self._retrain, limits.max_retrains, limits.retrain_queue)
         self._said = 0.0
         self._lock = threading.Lock()
-        # One thread: user retrains run one after another, beside (not inside) the model's batches.
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spamfilter-learn")
+        # Threads of their own: user retrains run beside (not inside) the model's batches.
+        self._worker = ThreadPoolExecutor(limits.max_retrains, thread_name_prefix="spamfilter-learn")
         self.on_trained: Callable[[str, float], None] | None = None  # (user, seconds): metrics
 
     def load(self) -> None:
@@ -166,43 +171,45 @@ class UserLearning:
     def _retrain_if_due(self, user: str) -> None:
         if self.learn_after <= 0 or self._waiting.get(user, 0) < self.learn_after:
             return
-        running = self._running.get(user)
-        if running is not None and not running.done():
-            self._again.add(user)  # once this one ends: what came meanwhile
-            return
-        self._waiting[user] = 0
-        task = asyncio.get_running_loop().create_task(self._retrain(user))
-        self._running[user] = task
-        task.add_done_callback(lambda _task: self._running.pop(user, None))
+        if self.retrains.request(user) is Scheduled.FULL:
+            # Kept on disk and still counted: the user's next TELL asks again.
+            self._quietly(
+                f"{self.retrains.queued} users wait for a head retrain (the most: "
+                f"{self.retrains.max_queued}); {user[:40]!r}'s waits for their next TELL"
+            )
 
     async def _retrain(self, user: str) -> None:
-        while True:
-            heads = self.heads
-            assert heads is not None
-            started = time.perf_counter()
-            try:
-                trained = await asyncio.get_running_loop().run_in_executor(
-                    self._worker, train_user_head, self.model_dir, user, heads
-                )
-            except Exception as error:  # a damaged correction, a full disk: the old head stays
-                self.log.error("retrain of %r's head failed: %s", user[:40], first_line(error))
-                return
-            seconds = time.perf_counter() - started
-            heads.invalidate(user)
-            what = "trained" if trained is not None else "removed (no corrections left)"
-            self.log.info("user %r: head %s in %.1f s", user[:40], what, seconds)
-            if self.on_trained is not None:
-                self.on_trained(user, seconds)
-            if user not in self._again:
-                return
-            self._again.discard(user)
-            self._waiting[user] = 0
+        """One retrain of ``user``'s head, on every correction kept by now (RetrainQueue runs it)."""
+        self._waiting[user] = 0
+        heads = self.heads
+        assert heads is not None
+        self.log.info(
+            "user %r: head retrain started (%d running, %d waiting)",
+            user[:40],
+            self.retrains.running,
+            self.retrains.queued,
+        )
+        started = time.perf_counter()
+        try:
+            trained = await asyncio.get_running_loop().run_in_executor(
+                self._worker, train_user_head, self.model_dir, user, heads
+            )
+        except Exception as error:  # a damaged correction, a full disk: the old head stays
+            self.log.error("retrain of %r's head failed: %s", user[:40], first_line(error))
+            return
+        seconds = time.perf_counter() - started
+        heads.invalidate(user)
+        what = "trained" if trained is not None else "removed (no corrections left)"
+        self.log.info("user %r: head %s in %.1f s", user[:40], what, seconds)
+        if self.on_trained is not None:
+            self.on_trained(user, seconds)
 
     async def idle(self) -> None:
-        """Wait for the retrains running now (shutdown)."""
-        running = [task for task in self._running.values() if not task.done()]
-        if running:
-            await asyncio.wait(running)
+        """Shutdown: wait for the retrains running now; those waiting are not started (their
+        corrections are kept: ``spamfilter learn --user NAME`` or their next TELL trains them)."""
+        dropped = await self.retrains.idle()
+        if dropped:
+            self.log.info("%d waiting user-head retrains not started (shutting down)", dropped)
 
     def close(self) -> None:
         self._worker.shutdown(wait=True)

@@ -119,6 +119,16 @@ class Metrics:
             buckets=(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0),
             registry=self.registry,
         )
+        self.user_retrains_running = Gauge(
+            "spamfilter_user_retrains_running",
+            "User-head retrains running now (at most max_retrains).",
+            registry=self.registry,
+        )
+        self.user_retrains_waiting = Gauge(
+            "spamfilter_user_retrains_waiting",
+            "Users waiting for a head retrain (each at most once; at most retrain_queue).",
+            registry=self.registry,
+        )
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

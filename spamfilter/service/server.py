@@ -120,6 +120,9 @@ class SpamdService:
             self.users = UserLearning(settings.user_heads, settings.user_limits, settings.learn_after, logger)
             self.users.on_trained = lambda _user, seconds: self.metrics.user_retrains.observe(seconds)
             self.metrics.user_heads.set_function(lambda: self.users.loaded if self.users else 0)
+            retrains = self.users.retrains
+            self.metrics.user_retrains_running.set_function(lambda: retrains.running)
+            self.metrics.user_retrains_waiting.set_function(lambda: retrains.queued)
         self.teaching = Teaching(settings, logger, self.users, self._reload_soon)
         self.batcher = MicroBatcher(
             scorer,
