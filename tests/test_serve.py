@@ -81,6 +81,9 @@ def test_process_is_byte_identical_to_filter(
     spamc: str, server: Server, trained_model: Path, index: int
 ) -> None:
     message = MESSAGES[index]
+    # The default variant (int8) on both sides: one message a model call here (one spamc at a
+    # time) as in pipeline mode, so the same rows meet the same kernels on any CPU. Comparisons of
+    # messages batched differently use fp32 (the 50 clients below).
     done = run_spamc(spamc, server, message)
     assert done.returncode == 0, done.stderr
     assert done.stdout == filter_email(trained_model, message)
