@@ -9,6 +9,7 @@ as ``tests.support`` by the benchmarks (run from the project root)."""
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 from pathlib import Path
 from typing import NoReturn
@@ -34,6 +35,20 @@ def require_tool(name: str, package: str = "procmail") -> str:
     if path is None:
         unavailable(f"{name} is not installed (Debian/Ubuntu: apt-get install {package})")
     return path
+
+
+def as_unprivileged_user() -> tuple[str, ...]:
+    """A command prefix that runs a command as a user to whom modes apply: root writes whatever
+    the modes say, so as root, ``setpriv`` (util-linux) to user nobody, without root's groups;
+    as anyone else, nothing (they are such a user already). Missing: :func:`unavailable`."""
+    if os.geteuid() != 0:
+        return ()
+    setpriv = require_tool("setpriv", "util-linux")
+    try:
+        nobody = pwd.getpwnam("nobody")
+    except KeyError:
+        unavailable("there is no user nobody to run a command as")
+    return (setpriv, f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}", "--clear-groups")
 
 
 def copy_model(model: Path, destination: Path) -> Path:

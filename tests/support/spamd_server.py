@@ -35,15 +35,23 @@ class Server:
         listen: tuple[str, ...] = ("127.0.0.1:0",),
         milter: tuple[str, ...] = (),
         start_timeout: float = START_TIMEOUT,
+        prefix: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
     ) -> None:
+        """``prefix``: a command the server runs under (e.g. support.as_unprivileged_user());
+        ``env``: its environment (this process's by default)."""
         self.start_timeout = start_timeout  # a benchmark's large model may take longer to load
-        command = [sys.executable, "-m", "spamfilter", "serve", "--model", str(model)]
+        command = [*prefix, sys.executable, "-m", "spamfilter", "serve", "--model", str(model)]
         for address in listen:
             command += ["--listen", address]
         for address in milter:
             command += ["--milter", address]
         self.process = subprocess.Popen(
-            [*command, *args], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            [*command, *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
         )
         self._lines: list[str] = []
         self._reader = threading.Thread(target=self._collect, daemon=True)
