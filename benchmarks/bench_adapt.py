@@ -27,35 +27,34 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 from spamfilter.adapt import STATE_FILE, AdaptOptions, adapt
-from spamfilter.data import Splits, random_split
-from spamfilter.finetune import TRAINING_STATE, TrainOptions, fine_tune
+from spamfilter.data import Splits
+from spamfilter.finetune import TRAINING_STATE
 from spamfilter.modeldir import MANIFEST_FILE
-from spamfilter.train_loop import TrainingConfig
 
-from .bench_recipe import MAIL, SEED, SHAPE, load_corpus
-from .bench_recipe import OUT as RECIPE_OUT
 from .common import DEFAULT_WORKDIR
+from .mail_corpus import (
+    MAIL,
+    RECIPE_OUT,
+    SEED,
+    load_corpus,
+    messages_of,
+    shape_file,
+    split_indexes,
+    state_classifier,
+    state_scores,
+    text_splits,
+    train_row,
+)
 
 OUT = DEFAULT_WORKDIR / "adapt"
 
 
 def split_with_raws(raws: list[bytes], labels: np.ndarray) -> tuple[Splits, list[bytes]]:
-    """bench_recipe's split (the same shuffle), and the raw messages of its training part."""
-    from spamfilter.mail import extract_text
-
-    frame = pd.DataFrame(
-        {"Label": labels, "Text": [extract_text(raw) for raw in raws], "Raw": range(len(raws))}
-    )
-    split = random_split(frame, seed=SEED)
-    train_raws = [raws[i] for i in split.train["Raw"]]
-    drop = ["Raw"]
-    return Splits(
-        *(part.drop(columns=drop) for part in (split.train, split.validation, split.test))
-    ), train_raws
+    """The benchmarks' split (bench_recipe's), and the raw messages of its training part."""
+    return text_splits(raws, labels), messages_of(split_indexes(labels).train, raws)
 
 
 def write_folder(raws: list[bytes], folder: Path) -> None:
@@ -108,56 +107,19 @@ def fine_tune_from(weights: str, model: str | None, splits: Splits, out: Path) -
     if (out / MANIFEST_FILE).is_file():
         manifest = json.loads((out / MANIFEST_FILE).read_text())
         return {"metrics": manifest["metrics"], "threshold": manifest["threshold"], "seconds": None}
-    options = TrainOptions(
-        model=model,
-        weights=weights,
-        max_length=MAIL.max_length,
-        pooling=MAIL.pooling,
-        balance=MAIL.balance,
-        keep_best=MAIL.keep_best,
-        target_fpr=MAIL.target_fpr,
-        augment=MAIL.augment,
-        training=TrainingConfig(epochs=MAIL.epochs, lr=MAIL.lr, trainable="all", seed=SEED),
-        out=out,
-        resume=(out / TRAINING_STATE).is_file(),  # an interrupted run goes on from its last epoch
-    )
-    started = time.perf_counter()
-    result = fine_tune(
-        options,
-        splits=splits,
-        data_origin="mail: SpamAssassin public corpus (benchmark)",
-        on_epoch=lambda e: print(
-            f"  epoch {e.epoch}: validation loss {e.validation_loss:.4f} ({e.seconds:.0f} s)", flush=True
-        ),
-    )
-    return {
-        "metrics": result.manifest.metrics,
-        "threshold": result.threshold,
-        "seconds": time.perf_counter() - started,
-    }
+    resume = (out / TRAINING_STATE).is_file()  # an interrupted run goes on from its last epoch
+    result, seconds = train_row(MAIL, splits, out, model=model, weights=weights, resume=resume)
+    return {"metrics": result.manifest.metrics, "threshold": result.threshold, "seconds": seconds}
 
 
 def score_state(state_file: Path, splits: Splits) -> dict[str, Any]:
     """Test figures of the weights in a fine-tuning state file (``training-state.pt``, saved after
     each epoch): for comparing two runs at the same epoch before either has finished. The scores
     are the filter's (the highest of a message's windows), as the finished run reports them."""
-    from spamfilter.finetune import windowed_probabilities
     from spamfilter.metrics import compute_metrics, threshold_sweep
-    from spamfilter.model import GPT, GPTConfig, SpamClassifier, add_classification_head
-    from spamfilter.tokenizer import PAD_TOKEN_ID, Tokenizer
 
     state = torch.load(state_file, map_location="cpu", weights_only=True)
-    classifier = SpamClassifier(add_classification_head(GPT(GPTConfig(**SHAPE))), MAIL.pooling, PAD_TOKEN_ID)
-    classifier.load_state_dict(state["model"])
-    classifier.eval()
-    tokenizer = Tokenizer()
-    rows = tokenizer.encode_batch(splits.test["Text"].tolist())
-    ids = torch.from_numpy(tokenizer.pad(rows, MAIL.max_length))
-    with torch.no_grad():
-        first = torch.cat(
-            [torch.softmax(classifier(ids[i : i + 32]), -1)[:, 1] for i in range(0, len(ids), 32)]
-        )
-    scores = windowed_probabilities(classifier, tokenizer, rows, first.double().numpy(), MAIL.max_length)
+    scores = state_scores(state_classifier(state), splits.test["Text"].tolist())
     labels = splits.test["Label"].to_numpy()
     sweep = [point.__dict__ for point in threshold_sweep(labels, scores)]
     test = compute_metrics(labels, scores, 0.5).to_dict()
@@ -207,9 +169,7 @@ def main() -> None:
         for name, state_file in zip(("random weights", "adapted"), args.states, strict=True):
             print(row(f"{name} ({state_file.name})", score_state(state_file, splits)), flush=True)
         return
-    OUT.mkdir(parents=True, exist_ok=True)
-    shape = OUT / "shape.json"
-    shape.write_text(json.dumps(SHAPE))
+    shape = shape_file(OUT)
     raws, labels = load_corpus()
     splits, train_raws = split_with_raws(raws, labels)
     mail = OUT / "train-mail"

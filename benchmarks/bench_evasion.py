@@ -48,15 +48,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
-from spamfilter.data import random_split
 from spamfilter.evasion import TRICKS, ham_paragraphs
 from spamfilter.mail import extract_text, split_mbox
 
-from . import bench_recipe
+from .bench_recipe import mail_model
 from .common import DEFAULT_WORKDIR, ROOT, table
+from .mail_corpus import SEED, load_corpus, messages_of, split_indexes
 
 OUT = DEFAULT_WORKDIR / "evasion"
 PEERS = ("bogofilter", "spamassassin", "rspamd")
@@ -84,15 +81,15 @@ class Split:
 
 
 def load_split(seed: int) -> Split:
-    """bench_recipe's split as raw messages: random_split's permutation depends only on the row
-    count and the seed, so the same corpus order cut the same way gives the same messages."""
-    raws, labels = bench_recipe.load_corpus()
-    cut = random_split(pd.DataFrame({"Label": labels, "Index": np.arange(len(raws))}), seed=seed)
-
-    def pick(frame: pd.DataFrame, label: int) -> list[bytes]:
-        return [raws[i] for i in frame.loc[frame["Label"] == label, "Index"]]
-
-    return Split(pick(cut.train, 1), pick(cut.train, 0), pick(cut.test, 1), pick(cut.test, 0))
+    """The benchmarks' split (bench_recipe's) as raw messages."""
+    raws, labels = load_corpus()
+    cut = split_indexes(labels, seed)
+    return Split(
+        messages_of(cut.train, raws, 1),
+        messages_of(cut.train, raws, 0),
+        messages_of(cut.test, raws, 1),
+        messages_of(cut.test, raws, 0),
+    )
 
 
 def ham_pool(split: Split, work: Path) -> list[str]:
@@ -452,20 +449,6 @@ PEER_TYPES: dict[str, type[Peer]] = {"bogofilter": Bogofilter, "spamassassin": S
 # --------------------------------------------------------------------------- the run
 
 
-def mail_model(seed: int) -> Path:
-    """bench_recipe's "mail" row, trained (and recorded in its results) when it is not there yet."""
-    out = bench_recipe.workdir(seed) / bench_recipe.MAIL.name
-    if not (out / "spamfilter.json").is_file():
-        print(f"training the mail recipe's model into {out} (bench_recipe's mail row, once) ...", flush=True)
-        bench_recipe.workdir(seed).mkdir(parents=True, exist_ok=True)
-        raws, labels = bench_recipe.load_corpus()
-        result = bench_recipe.measure(bench_recipe.MAIL, raws, labels, seed)
-        cache = bench_recipe.workdir(seed) / "results.json"
-        done = json.loads(cache.read_text()) if cache.is_file() else {}
-        cache.write_text(json.dumps({**done, bench_recipe.MAIL.name: result}, indent=2))
-    return out
-
-
 def peer_verdicts(
     peer: Peer, split: Split, rows: dict[str, list[bytes]], work: Path, seed: int
 ) -> dict[str, list[bool]]:
@@ -535,7 +518,7 @@ def main() -> None:
     parser.add_argument("--peers", default="all", help="none, all, or a comma list of " + ", ".join(PEERS))
     parser.add_argument("--limit", type=int, default=None, help="at most N test spam per trick (a quick run)")
     parser.add_argument("--model", type=Path, default=None, help="score this model directory instead")
-    parser.add_argument("--seed", type=int, default=bench_recipe.SEED, help="the split's (bench_recipe's)")
+    parser.add_argument("--seed", type=int, default=SEED, help="the split's (bench_recipe's)")
     parser.add_argument("--json", type=Path, default=None, help="also write the verdict counts here")
     args = parser.parse_args()
     peers = [] if args.peers == "none" else list(PEERS) if args.peers == "all" else args.peers.split(",")
@@ -546,7 +529,7 @@ def main() -> None:
     if args.limit is not None and args.limit < 1:
         parser.error("--limit: at least 1")
 
-    work = OUT if args.seed == bench_recipe.SEED else OUT / f"split-{args.seed}"
+    work = OUT if args.seed == SEED else OUT / f"split-{args.seed}"
     work.mkdir(parents=True, exist_ok=True)
     split = load_split(args.seed)
     pool = ham_pool(split, work)

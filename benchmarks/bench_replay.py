@@ -67,13 +67,12 @@ from spamfilter.replay import (
     window_features,
 )
 
-from .bench_recipe import MAIL, SHAPE, load_corpus
 from .common import DEFAULT_WORKDIR
+from .mail_corpus import MAIL, SEED, load_corpus, shape_file, state_classifier, train_row
 
 OUT = DEFAULT_WORKDIR / "replay"
 PAST_SHARE = 0.4  # the earliest 40 % train; the later 60 % are replayed
 VALIDATION_SHARE = 0.15  # of the past, for the recipe's best epoch and threshold
-SEED = 123
 
 
 def temporal_split(raws: list[bytes], labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
@@ -93,43 +92,25 @@ def past_split(past: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def train_model(raws: list[bytes], labels: np.ndarray, past: np.ndarray, replayed: np.ndarray) -> Path:
     """The mail recipe on the past; its test split is the replayed messages (the batch figure)."""
     from spamfilter.data import Splits
-    from spamfilter.finetune import TrainOptions, fine_tune
     from spamfilter.mail import extract_text
-    from spamfilter.train_loop import TrainingConfig
 
     out = OUT / "model"
     if (out / "spamfilter.json").is_file():
         return out
-    OUT.mkdir(parents=True, exist_ok=True)
 
     def frame(indexes: np.ndarray) -> pd.DataFrame:
         return pd.DataFrame({"Label": labels[indexes], "Text": [extract_text(raws[i]) for i in indexes]})
 
     train, validation = past_split(past)
     splits = Splits(frame(train), frame(validation), frame(replayed))
-    config_file = OUT / "shape.json"
-    config_file.write_text(json.dumps(SHAPE))
-    options = TrainOptions(
-        model=str(config_file),
-        weights="random",
-        max_length=MAIL.max_length,
-        pooling=MAIL.pooling,
-        balance=MAIL.balance,
-        keep_best=MAIL.keep_best,
-        target_fpr=MAIL.target_fpr,
-        training=TrainingConfig(epochs=MAIL.epochs, lr=MAIL.lr, trainable="all", seed=SEED),
-        out=out,
-    )
-    started = time.perf_counter()
-    fine_tune(
-        options,
-        splits=splits,
+    _, seconds = train_row(
+        MAIL,
+        splits,
+        out,
+        model=str(shape_file(OUT)),
         data_origin="mail: SpamAssassin public corpus, the earliest 40 % by date (benchmark)",
-        on_epoch=lambda e: print(
-            f"  epoch {e.epoch}: validation loss {e.validation_loss:.4f} ({e.seconds:.0f} s)", flush=True
-        ),
     )
-    print(f"trained in {time.perf_counter() - started:.0f} s", flush=True)
+    print(f"trained in {seconds:.0f} s", flush=True)
     return out
 
 
@@ -324,14 +305,12 @@ def state_filter(
     from spamfilter.learn import pooled_features
     from spamfilter.mail import extract_text
     from spamfilter.metrics import calibrate_threshold
-    from spamfilter.model import GPT, GPTConfig, SpamClassifier, add_classification_head
     from spamfilter.runtime import chars_kept
     from spamfilter.tokenizer import Tokenizer
     from spamfilter.windows import MAX_WINDOWS, windows_of
 
     saved = torch.load(state, map_location="cpu", weights_only=True)
-    classifier = SpamClassifier(add_classification_head(GPT(GPTConfig.from_dict(SHAPE))), MAIL.pooling, 50256)
-    classifier.load_state_dict(saved["model"])
+    classifier = state_classifier(saved)
     epochs = saved["record"]["epochs"]
     print(
         f"spamfilter from the state after epoch {saved['epoch']}: validation losses "

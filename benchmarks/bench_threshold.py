@@ -24,7 +24,7 @@ import numpy as np
 from spamfilter.calibration import calibrate, tail_threshold
 from spamfilter.metrics import roc_auc, threshold_sweep
 
-from .bench_recipe import OUT, SEED, load_corpus, splits_for, workdir
+from .mail_corpus import SEED, load_corpus, recipe_dir, state_classifier, state_scores, text_splits
 
 SPLITS = ("train", "validation", "test")
 
@@ -35,7 +35,7 @@ def scores(model_dir: Path, seed: int, state: bool = False) -> dict[str, tuple[n
         saved = np.load(cache)
         return {name: (saved[f"{name}_labels"], saved[f"{name}_scores"]) for name in SPLITS}
     raws, labels = load_corpus()
-    splits = splits_for(raws, labels, "text", seed)
+    splits = text_splits(raws, labels, seed)
     score = _state_scorer(model_dir) if state else _filter_scorer(model_dir)
     out = {}
     for name in SPLITS:
@@ -59,32 +59,10 @@ def _state_scorer(model_dir: Path) -> Callable[[list[str]], np.ndarray]:
     (fp32) over every window as the filter scores: to look at thresholds before the run ends."""
     import torch
 
-    from spamfilter.finetune import build_classifier, windowed_probabilities
-    from spamfilter.tokenizer import Tokenizer
-
     state = torch.load(model_dir / "training-state.pt", weights_only=True)
-    classifier, _ = build_classifier(str(OUT / "shape.json"), "random", "last-token", SEED)
-    classifier.load_state_dict(state["model"])
-    with torch.no_grad():
-        parameters = dict(classifier.named_parameters())
-        for name, value in state["best"]["weights"].items():
-            parameters[name].copy_(value)
-    classifier.eval()
-    tokenizer, max_length = Tokenizer(), 256
+    classifier = state_classifier(state, best=True)
     print(f"state after epoch {state['epoch']}, weights of epoch {state['best']['epoch']}", flush=True)
-
-    def score(texts: list[str]) -> np.ndarray:
-        rows = tokenizer.encode_batch(texts)
-        ids = torch.tensor(tokenizer.pad([row[:max_length] for row in rows], max_length))
-        with torch.no_grad():
-            first = torch.cat(
-                [torch.softmax(classifier(ids[b : b + 32]), -1)[:, 1] for b in range(0, len(ids), 32)]
-            )
-        return windowed_probabilities(
-            classifier, tokenizer, rows, first.numpy().astype(np.float64), max_length
-        )
-
-    return score
+    return lambda texts: state_scores(classifier, texts)
 
 
 def ways(data: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, Callable[[], float | None]]:
@@ -110,7 +88,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--state", action="store_true", help="score the best epoch of a run still training")
     args = parser.parse_args()
-    model_dir = workdir(args.seed) / args.row
+    model_dir = recipe_dir(args.seed) / args.row
     data = scores(model_dir, args.seed, args.state)
     y, p = data["test"]
     ham, spam = p[y == 0], p[y == 1]
