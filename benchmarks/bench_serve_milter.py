@@ -42,7 +42,7 @@ from benchmarks.serve_load import (
     SpamfilterServer,
     add_load_args,
     level_table,
-    log,
+    load_levels,
     memory_table,
     message_pools,
     pair_table,
@@ -222,24 +222,12 @@ def milter_load(port: int, messages: Sequence[MilterMessage], n: int, clients: i
 
 
 def milter_levels(server: Server, pools: dict[str, list[bytes]], args: argparse.Namespace) -> list[Level]:
-    levels = []
-    for kind in args.kind:
-        messages = [milter_message(raw) for raw in pools[kind][: args.messages]]
-        if args.warmup:
-            milter_load(server.milter_port, messages, args.warmup, 1)  # not counted
-        for clients in args.concurrency:
-            level = milter_load(server.milter_port, messages, args.messages, clients)
-            level.kind = kind
-            level.memory = server.memory()
-            levels.append(level)
-            p50, p99 = level.percentile_ms(0.5), level.percentile_ms(0.99)
-            log(
-                f"{server.name} milter {kind} x{clients}: {level.rate:.1f} msgs/s, p50 {p50:.0f} ms, "
-                f"p99 {p99:.0f} ms, {level.errors} errors"
-                + (f" (first: {level.first_error})" if level.first_error else "")
-                + f", RSS {level.memory['rss_mib']:.0f} MiB"
-            )
-    return levels
+    messages = {kind: [milter_message(raw) for raw in pools[kind][: args.messages]] for kind in args.kind}
+
+    def load(pool: list[MilterMessage], n: int, clients: int) -> Level:
+        return milter_load(server.milter_port, pool, n, clients)
+
+    return load_levels(server, messages, args, load, front="milter ")
 
 
 # --------------------------------------------------------------------------- main

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from benchmarks.common import (
     ROOT,
@@ -503,28 +503,47 @@ def _join(threads: list[threading.Thread]) -> None:
             thread.join(0.1)
 
 
-def process_levels(
-    server: Server, files: dict[str, list[Path]], args: argparse.Namespace, need_flag: bool
+Pool = TypeVar("Pool")
+
+
+def load_levels(
+    server: Server,
+    pools: dict[str, Pool],
+    args: argparse.Namespace,
+    load: Callable[[Pool, int, int], Level],
+    front: str = "",
 ) -> list[Level]:
-    argv = [SPAMC, "-d", HOST, "-p", str(server.port)]
+    """``load(pool, n, clients)`` for each kind of message at each of ``--concurrency`` (after an
+    uncounted warm-up of ``--warmup`` messages), each level logged as it ends with the server's
+    memory after it; ``front`` names the way in, in the log (spamc's is unnamed)."""
     levels = []
-    for kind, inputs in files.items():
+    for kind, pool in pools.items():
         if args.warmup:
-            spamc_load(argv, inputs, args.warmup, 1, lambda out: None)  # not counted
+            load(pool, args.warmup, 1)  # not counted
         for clients in args.concurrency:
-            level = spamc_load(
-                argv, inputs, args.messages, clients, lambda out: tagging_problem(out, need_flag)
-            )
+            level = load(pool, args.messages, clients)
             level.kind = kind
             level.memory = server.memory()
             levels.append(level)
             p50, p99 = level.percentile_ms(0.5), level.percentile_ms(0.99)
             log(
-                f"{server.name} {kind} x{clients}: {level.rate:.1f} msgs/s, p50 {p50:.0f} ms, "
+                f"{server.name} {front}{kind} x{clients}: {level.rate:.1f} msgs/s, p50 {p50:.0f} ms, "
                 f"p99 {p99:.0f} ms, {level.errors} errors"
                 + (f" (first: {level.first_error})" if level.first_error else "")
                 + f", RSS {level.memory['rss_mib']:.0f} MiB"
             )
+    return levels
+
+
+def process_levels(
+    server: Server, files: dict[str, list[Path]], args: argparse.Namespace, need_flag: bool
+) -> list[Level]:
+    argv = [SPAMC, "-d", HOST, "-p", str(server.port)]
+
+    def load(inputs: list[Path], n: int, clients: int) -> Level:
+        return spamc_load(argv, inputs, n, clients, lambda out: tagging_problem(out, need_flag))
+
+    levels = load_levels(server, files, args, load)
     ping = spamc_load([SPAMC, "-K", "-d", HOST, "-p", str(server.port)], [None], args.pings, 1, _pong)
     ping.kind = "PING"
     ping.memory = server.memory()
