@@ -52,7 +52,7 @@ from spamfilter.evasion import TRICKS, ham_paragraphs
 from spamfilter.mail import extract_text, split_mbox
 
 from .bench_recipe import mail_model
-from .common import DEFAULT_WORKDIR, ROOT, table
+from .common import DEFAULT_WORKDIR, ROOT, free_port, table
 from .mail_corpus import SEED, load_corpus, messages_of, split_indexes
 
 OUT = DEFAULT_WORKDIR / "evasion"
@@ -193,12 +193,6 @@ def spamfilter_verdicts(model: Path, messages: list[bytes], work: Path) -> list[
 
 
 # --------------------------------------------------------------------------- local services
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def wait_listening(port: int, process: subprocess.Popen[bytes] | None, what: str) -> None:

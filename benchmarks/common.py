@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import random
+import socket
 import statistics
 import subprocess
 import sys
@@ -219,6 +220,13 @@ def _with_hf_tokenizer(out: Path) -> Path:
 
 
 # --------------------------------------------------------------------------- child processes
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on now, for a local server the benchmark starts."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
 
 
 @dataclass

@@ -18,7 +18,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -34,6 +33,7 @@ from benchmarks.common import (
     SMS_FILE,
     add_common_args,
     build_model_dir,
+    free_port,
     machine_line,
     table,
 )
@@ -193,12 +193,6 @@ def memory(pid: int) -> dict[str, float]:
 
 
 # --------------------------------------------------------------------------- servers
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return probe.getsockname()[1]
 
 
 def ping(port: int) -> bool:
