@@ -34,7 +34,7 @@ from spamfilter.data import Splits
 from spamfilter.finetune import TRAINING_STATE
 from spamfilter.modeldir import MANIFEST_FILE
 
-from .common import DEFAULT_WORKDIR
+from .common import DEFAULT_WORKDIR, table_head
 from .mail_corpus import (
     MAIL,
     RECIPE_OUT,
@@ -127,6 +127,12 @@ def score_state(state_file: Path, splits: Splits) -> dict[str, Any]:
     return {"metrics": {"test": test, "test_threshold_sweep": sweep, "best_epoch": epochs}, "seconds": None}
 
 
+def head(threshold: str, epochs: str) -> str:
+    """The table's head; ``row`` writes its rows."""
+    recall = ("recall at 0.1 % FPR", "recall at 0.5 % FPR", "(1 − ROCA) %", f"recall / FPR at {threshold}")
+    return table_head("start of fine-tuning", *recall, epochs, "fine-tune s")
+
+
 def row(name: str, result: dict[str, Any]) -> str:
     metrics = result["metrics"]
     test = metrics["test"]
@@ -161,11 +167,7 @@ def main() -> None:
     if args.states:
         raws, labels = load_corpus()
         splits, _ = split_with_raws(raws, labels)
-        print(
-            "| start of fine-tuning | recall at 0.1 % FPR | recall at 0.5 % FPR | (1 − ROCA) % "
-            "| recall / FPR at 0.5 | (epoch, validation loss) | fine-tune s |"
-        )
-        print("| --- | --- | --- | --- | --- | --- | --- |")
+        print(head("0.5", "(epoch, validation loss)"))
         for name, state_file in zip(("random weights", "adapted"), args.states, strict=True):
             print(row(f"{name} ({state_file.name})", score_state(state_file, splits)), flush=True)
         return
@@ -192,11 +194,7 @@ def main() -> None:
     baseline_dir = RECIPE_OUT / "mail" if cached.is_file() else OUT / "mail"
     print(f"the baseline, from random weights ({baseline_dir}) ...", flush=True)
     baseline = fine_tune_from("random", str(shape), splits, baseline_dir)
-    print(
-        "\n| start of fine-tuning | recall at 0.1 % FPR | recall at 0.5 % FPR | (1 − ROCA) % "
-        "| recall / FPR at the calibrated threshold | best epoch | fine-tune s |"
-    )
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("\n" + head("the calibrated threshold", "best epoch"))
     print(row("random weights (the mail recipe)", baseline))
     print(row(f"adapted: {adapted['steps']} steps on the training mail", tuned))
     print(f"\n{torch.get_num_threads()} torch threads; adaptation {adapted['seconds']:.0f} s")

@@ -42,6 +42,8 @@ import numpy as np
 from spamfilter.data import Splits
 from spamfilter.mail import extract_text
 
+from .common import table_head
+
 # The corpus, the split and the mail row are shared with the other mail benchmarks; the names stay
 # importable from here (bench_threshold, bench_explain).
 from .mail_corpus import BASE, MAIL, SEED, Row, load_corpus, recipe_dir, shape_file, text_splits, train_row
@@ -184,9 +186,10 @@ def speed(model_dir: Path, texts: list[str], repeats: int = 3) -> dict[str, Any]
 
 def table(results: list[dict[str, Any]]) -> str:
     lines = [
-        "| row | what changes | recall at 0.1 % / 0.5 % FPR | (1 - ROCA) % | accuracy | spam recall "
-        "| ham FPR | threshold | best / run epochs | train s | filter msgs/s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        table_head(
+            *("row", "what changes", "recall at 0.1 % / 0.5 % FPR", "(1 - ROCA) %", "accuracy"),
+            *("spam recall", "ham FPR", "threshold", "best / run epochs", "train s", "filter msgs/s"),
+        )
     ]
     for r in results:
         low = "—"  # rows measured before these figures were recorded
@@ -208,10 +211,8 @@ def pooled_table(names: list[str]) -> str:
     caches = {SEED: OUT / "results.json"}
     caches.update({int(path.parent.name[6:]): path for path in OUT.glob("split-*/results.json")})
     measured = {seed: json.loads(path.read_text()) for seed, path in sorted(caches.items()) if path.is_file()}
-    lines = [
-        "| row | splits | spam missed | ham marked spam | spam recall | ham FPR | seed: missed / FP |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
+    errors = ("spam missed", "ham marked spam", "spam recall", "ham FPR", "seed: missed / FP")
+    lines = [table_head("row", "splits", *errors)]
     for name in names:
         found = {seed: results[name] for seed, results in measured.items() if name in results}
         if not found:

@@ -67,7 +67,7 @@ from spamfilter.replay import (
     window_features,
 )
 
-from .common import DEFAULT_WORKDIR
+from .common import DEFAULT_WORKDIR, table_head
 from .mail_corpus import MAIL, SEED, load_corpus, shape_file, state_classifier, train_row
 
 OUT = DEFAULT_WORKDIR / "replay"
@@ -437,9 +437,10 @@ def run_one(
 
 def table(results: list[dict[str, Any]]) -> str:
     lines = [
-        "| filter | interval, feedback | (1 - ROCA) % | spam recall at 0.1 % FPR | at 0.5 % FPR | "
-        "missed / FP at its threshold | scoring ms/msg | updates ms/msg | replay s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        table_head(
+            *("filter", "interval, feedback", "(1 - ROCA) %", "spam recall at 0.1 % FPR", "at 0.5 % FPR"),
+            *("missed / FP at its threshold", "scoring ms/msg", "updates ms/msg", "replay s"),
+        )
     ]
     for r in results:
         n = len(r["labels"])
@@ -466,8 +467,7 @@ def same_stretch_table(results: list[dict[str, Any]], kept: dict[str, Any]) -> s
         f"messages {first + 1}-{first + count} of the replay: {int(labels.sum())} spam, "
         f"{int((labels == 0).sum())} ham",
         "",
-        "| filter | (1 - ROCA) % | spam recall at 0.1 % FPR | at 0.5 % FPR |",
-        "| --- | --- | --- | --- |",
+        table_head("filter", "(1 - ROCA) %", "spam recall at 0.1 % FPR", "at 0.5 % FPR"),
     ]
     for name, scores in rows:
         lines.append(

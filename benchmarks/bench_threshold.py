@@ -24,6 +24,7 @@ import numpy as np
 from spamfilter.calibration import calibrate, tail_threshold
 from spamfilter.metrics import roc_auc, threshold_sweep
 
+from .common import table_head
 from .mail_corpus import SEED, load_corpus, recipe_dir, state_classifier, state_scores, text_splits
 
 SPLITS = ("train", "validation", "test")
@@ -102,7 +103,7 @@ def main() -> None:
         labels, values = data[name]
         top = np.sort(values[labels == 0])[::-1][:5]
         print(f"{name}: {int((labels == 0).sum())} ham, highest " + ", ".join(f"{v:.4f}" for v in top))
-    print("\n| way | threshold | test ham FPR | test spam recall |\n| --- | --- | --- | --- |")
+    print("\n" + table_head("way", "threshold", "test ham FPR", "test spam recall"))
     results = {}
     for name, choose in ways(data).items():
         threshold = choose()

@@ -272,6 +272,11 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
+def table_head(*columns: str) -> str:
+    """The header and separator lines of a markdown table whose rows a benchmark writes itself."""
+    return "| " + " | ".join(columns) + " |\n" + "| --- " * len(columns) + "|"
+
+
 def table(headers: list[str], rows: list[list[Any]]) -> str:
     """A markdown table."""
     cells = [[str(c) for c in row] for row in rows]
