@@ -34,7 +34,7 @@ from spamfilter.data import Splits
 from spamfilter.finetune import TRAINING_STATE
 from spamfilter.modeldir import MANIFEST_FILE
 
-from .common import DEFAULT_WORKDIR, table_head
+from .common import DEFAULT_WORKDIR, script_parser, table_head
 from .mail_corpus import (
     MAIL,
     RECIPE_OUT,
@@ -147,9 +147,7 @@ def row(name: str, result: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = script_parser(__doc__)
     parser.add_argument("--steps", type=int, default=100, help="adaptation steps")
     parser.add_argument("--context", type=int, default=128, help="tokens per window")
     parser.add_argument("--batch-size", type=int, default=4)

@@ -11,7 +11,6 @@ benchmark model. Best of ``--repeats``.
 
 from __future__ import annotations
 
-import argparse
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import build_model_dir, machine_line, table
+from benchmarks.common import build_model_dir, machine_line, script_parser, table
 from benchmarks.serve_load import email_messages, sms_messages
 from spamfilter import runtime
 from spamfilter.pipeline import message_text
@@ -57,9 +56,7 @@ def rate(classifier: Classifier, texts: list[str], call_size: int, repeats: int)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = script_parser(__doc__)
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--sms", type=int, default=96)
     parser.add_argument("--emails", type=int, default=32)

@@ -12,7 +12,6 @@ default variant), built once into --workdir.
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import subprocess
@@ -28,6 +27,7 @@ from benchmarks.common import (
     build_model_dir,
     cores,
     machine_line,
+    script_parser,
     spamfilter_argv,
     table,
 )
@@ -149,9 +149,7 @@ def _hours(rate: float) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = script_parser(__doc__)
     add_common_args(parser)
     parser.add_argument("--inputs", nargs="+", type=Path, default=list(DEFAULT_INPUTS))
     args = parser.parse_args()

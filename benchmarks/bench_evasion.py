@@ -28,7 +28,6 @@ installed gets "not installed" in its column. No peer reaches the network; the s
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import email
 import email.message
@@ -52,7 +51,7 @@ from spamfilter.evasion import TRICKS, ham_paragraphs
 from spamfilter.mail import extract_text, split_mbox
 
 from .bench_recipe import mail_model
-from .common import DEFAULT_WORKDIR, ROOT, free_port, table
+from .common import DEFAULT_WORKDIR, ROOT, free_port, script_parser, table
 from .mail_corpus import SEED, load_corpus, messages_of, split_indexes
 
 OUT = DEFAULT_WORKDIR / "evasion"
@@ -506,9 +505,7 @@ def report(results: dict[str, dict[str, list[bool]] | str]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = script_parser(__doc__)
     parser.add_argument("--peers", default="all", help="none, all, or a comma list of " + ", ".join(PEERS))
     parser.add_argument("--limit", type=int, default=None, help="at most N test spam per trick (a quick run)")
     parser.add_argument("--model", type=Path, default=None, help="score this model directory instead")

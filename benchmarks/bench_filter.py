@@ -33,6 +33,7 @@ from benchmarks.common import (
     make_emails,
     model_dir,
     run_child,
+    script_parser,
     sms_test_texts,
     spamfilter_argv,
     table,
@@ -239,9 +240,7 @@ def report(name: str, rows: list[dict[str, Any]], n_full: int, n_limit: int) -> 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = script_parser(__doc__)
     add_common_args(parser)
     parser.add_argument("--torch-limit", type=int, default=80, help="messages per data set for torch ways")
     parser.add_argument("--emails", type=int, default=200, help="number of generated long emails")

@@ -6,7 +6,6 @@ throughput measured by bench_filter as a fraction of what the matmul rate allows
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -14,7 +13,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import MAX_LENGTH, add_common_args, cores, make_emails, sms_test_texts, table
+from benchmarks.common import (
+    MAX_LENGTH,
+    add_common_args,
+    cores,
+    make_emails,
+    script_parser,
+    sms_test_texts,
+    table,
+)
 
 N_LAYER, N_EMBD = 12, 768
 BATCH = 8
@@ -74,9 +81,7 @@ def batch_lengths(lengths: list[int], sort: bool) -> list[int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = script_parser(__doc__)
     add_common_args(parser)
     parser.add_argument(
         "--results", type=Path, default=None, help="bench_filter.json (default: in --workdir)"

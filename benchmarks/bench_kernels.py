@@ -7,11 +7,10 @@ batch of 8 x 120 tokens, fp32 and int8. Isolates the inference engines from star
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
-from benchmarks.common import DEFAULT_WORKDIR, MAX_LENGTH, cores, model_dir, table
+from benchmarks.common import DEFAULT_WORKDIR, MAX_LENGTH, cores, model_dir, script_parser, table
 
 GFLOP_PER_MESSAGE = 20.65  # GPT-2 small at 120 tokens, see bench_floor
 
@@ -27,9 +26,7 @@ def best_ms(run, repeats: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = script_parser(__doc__)
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch", type=int, default=8)

@@ -12,7 +12,6 @@ how many exited 0 with a tagged message, the wall time per round and the slowest
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.common import script_parser
 from spamfilter.mail import remove_spam_headers, split_mbox
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,9 +81,7 @@ def concurrent(model: Path, processes: int, rounds: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = script_parser(__doc__)
     parser.add_argument("--model", type=Path, required=True, help="model directory")
     parser.add_argument("--soak", type=int, default=100_000, help="messages in the soak mbox (0: skip)")
     parser.add_argument("--concurrent", type=int, default=16, help="pipeline processes at once (0: skip)")

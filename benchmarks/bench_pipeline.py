@@ -28,6 +28,7 @@ from benchmarks.common import (
     machine_line,
     make_emails,
     run_child,
+    script_parser,
     table,
 )
 
@@ -110,9 +111,7 @@ def breakdown_worker(model: Path, eml: Path, variant: str) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = script_parser(__doc__)
     add_common_args(parser)
     parser.add_argument("--runs", type=int, default=10, help="runs per model directory and variant")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

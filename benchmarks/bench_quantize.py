@@ -10,13 +10,14 @@ The figures depend on the CPU's integer kernels (AVX2, AVX-512, VNNI): the table
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
 from typing import cast
 
 import numpy as np
+
+from .common import script_parser
 
 OPTIONS = {
     "int8 full range (before)": {"weights": "int8", "per_channel": False, "reduce_range": False},
@@ -56,9 +57,7 @@ def _exactness(path: Path, ids: np.ndarray) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = script_parser(__doc__)
     parser.add_argument("--model", type=Path, required=True, help="a model directory with model.pt")
     parser.add_argument(
         "--exact-messages", type=int, default=16, help="test messages checked against the reference evaluator"

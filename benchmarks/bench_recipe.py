@@ -25,7 +25,6 @@ row's test confusion over every split measured.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import time
@@ -42,7 +41,7 @@ import numpy as np
 from spamfilter.data import Splits
 from spamfilter.mail import extract_text
 
-from .common import table_head
+from .common import script_parser, table_head
 
 # The corpus, the split and the mail row are shared with the other mail benchmarks; the names stay
 # importable from here (bench_threshold, bench_explain).
@@ -229,9 +228,7 @@ def pooled_table(names: list[str]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = script_parser(__doc__)
     parser.add_argument("--rows", default=",".join(row.name for row in ROWS))
     parser.add_argument("--seed", type=int, default=SEED, help="the split's and the initial weights'")
     parser.add_argument(

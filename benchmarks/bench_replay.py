@@ -67,7 +67,7 @@ from spamfilter.replay import (
     window_features,
 )
 
-from .common import DEFAULT_WORKDIR, table_head
+from .common import DEFAULT_WORKDIR, script_parser, table_head
 from .mail_corpus import MAIL, SEED, load_corpus, shape_file, state_classifier, train_row
 
 OUT = DEFAULT_WORKDIR / "replay"
@@ -494,9 +494,7 @@ def main() -> None:
         # with one thread), and a mail server would run its retrain beside the filter anyway.
         os.environ["OPENBLAS_NUM_THREADS"] = "1"
         os.execv(sys.executable, [sys.executable, "-m", "benchmarks.bench_replay", *sys.argv[1:]])
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = script_parser(__doc__)
     parser.add_argument("--filters", default=",".join(FILTERS), help=f"some of {','.join(FILTERS)}")
     parser.add_argument("--interval", type=int, default=1, help="spamfilter's head retrain every N messages")
     parser.add_argument("--feedback", choices=FEEDBACK, default="all")

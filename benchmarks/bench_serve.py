@@ -39,7 +39,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import run_child, table
+from benchmarks.common import run_child, script_parser, table
 from benchmarks.serve_load import (
     PEERS,
     SPAMD,
@@ -176,9 +176,7 @@ def comparison_table(
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = script_parser(__doc__)
     add_load_args(parser)
     parser.add_argument("--peer", choices=list(PEERS), default="spamfilter", help="the server(s) to load")
     parser.add_argument("--spamd-children", type=int, default=5, help="spamd --max-children (its default 5)")

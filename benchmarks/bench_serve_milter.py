@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import script_parser
 from benchmarks.serve_load import (
     HOST,
     Level,
@@ -234,9 +235,7 @@ def milter_levels(server: Server, pools: dict[str, list[bytes]], args: argparse.
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = script_parser(__doc__)
     add_load_args(parser)
     args = parser.parse_args()
     args.milter = True  # SpamfilterServer: serve both fronts

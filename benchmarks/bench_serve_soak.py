@@ -10,7 +10,6 @@ The servers and messages are ``bench_serve``'s (``serve_load``).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import tempfile
@@ -19,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import table
+from benchmarks.common import script_parser, table
 from benchmarks.serve_load import (
     HOST,
     PEERS,
@@ -113,9 +112,7 @@ async def soak(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = script_parser(__doc__)
     add_load_args(parser)
     parser.add_argument("--peer", choices=list(PEERS), default="spamfilter", help="the server(s) to soak")
     parser.add_argument("--spamd-children", type=int, default=5, help="spamd --max-children (its default 5)")

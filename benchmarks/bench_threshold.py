@@ -14,7 +14,6 @@ and 0.5 % ham FPR, and (1 - ROC area) %).
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +23,7 @@ import numpy as np
 from spamfilter.calibration import calibrate, tail_threshold
 from spamfilter.metrics import roc_auc, threshold_sweep
 
-from .common import table_head
+from .common import script_parser, table_head
 from .mail_corpus import SEED, load_corpus, recipe_dir, state_classifier, state_scores, text_splits
 
 SPLITS = ("train", "validation", "test")
@@ -82,9 +81,7 @@ def ways(data: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, Callable[[
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = script_parser(__doc__)
     parser.add_argument("--row", default="mail")
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--state", action="store_true", help="score the best epoch of a run still training")

@@ -12,14 +12,13 @@ phases; the extrapolation is printed as such.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import DEFAULT_WORKDIR, SEED, cores, machine_line, sms_splits, table
+from benchmarks.common import DEFAULT_WORKDIR, SEED, cores, machine_line, script_parser, sms_splits, table
 
 FULL = {"train": 1045, "validation": 149, "test": 300, "epochs": 5, "batch": 8, "eval_every": 50}
 
@@ -106,9 +105,7 @@ def extrapolate(run: dict[str, Any], n: dict[str, int]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = script_parser(__doc__)
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     parser.add_argument("--epochs", type=int, default=1, help="epochs actually run (the recipe: 5)")
     parser.add_argument("--train-limit", type=int, default=None, help="first N training messages")

@@ -12,7 +12,6 @@ Exits 1 when CUDA was not used. Prints a table and writes ``check_gpu.json`` in 
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -27,6 +26,7 @@ from benchmarks.common import (
     checked,
     machine_line,
     run_child,
+    script_parser,
     sms_splits,
     spamfilter_argv,
     table,
@@ -46,9 +46,7 @@ def flags(mbox: bytes) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = script_parser(__doc__)
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--model", default="gpt2-small", help="train --model (a config.json for a quick try)")

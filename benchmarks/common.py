@@ -41,6 +41,11 @@ def cores() -> int:
     return len(os.sched_getaffinity(0))
 
 
+def script_parser(doc: str | None) -> argparse.ArgumentParser:
+    """A benchmark's option parser: its module docstring, line breaks kept, is the help's text."""
+    return argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workdir",
