@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,51 +36,16 @@ from .metrics import (
     threshold_sweep,
 )
 from .model import GPT, GPT2_SIZES, GPTConfig, SpamClassifier, add_classification_head
-from .modeldir import DEFAULT_POOLING, MAIL_MAX_LENGTH, MAIL_TARGET_FPR, Manifest
+from .modeldir import Manifest
 from .tokenizer import PAD_TOKEN_ID, Tokenizer
-from .train_loop import EpochCallback, ProgressCallback, TrainingConfig, TrainingRecord, train_classifier
+from .train_loop import EpochCallback, ProgressCallback, TrainingRecord, train_classifier
+from .train_options import BALANCE_CHOICES, DEFAULT_MODEL, KEEP_BEST_PATIENCE, TrainOptions
 from .weights import HUB_REPOS, load_pretrained
 from .windows import MAX_WINDOWS, later_windows
 
 RANDOM_WEIGHTS = "random"
-DEFAULT_MODEL = "gpt2-small"
 CUSTOM_ARCHITECTURE = "custom"  # any shape that is not one of GPT2_SIZES; the dims are in the config
 TRAINING_STATE = "training-state.pt"  # in the output directory until the model directory is complete
-BALANCE_CHOICES = ("undersample", "weight")
-# Ham marked as spam that mail admins accept: SpamAssassin's is about 0.14 % on later mail, and
-# recall at 0.1 % is the figure of record (RESULTS section 13). 0.5 % until the threshold could
-# rest on the training ham as well (spamfilter.calibration).
-KEEP_BEST_PATIENCE = 2  # with --keep-best: epochs without a better validation loss before stopping
-
-
-@dataclass
-class TrainOptions:
-    # A size name, or a Hugging Face config.json / folder holding one. None: the shape of the
-    # `weights` folder or file, else DEFAULT_MODEL. Given with a weights path, it must match it.
-    model: str | None = None
-    weights: str | None = None  # None: the hub's weights for `model`; a path; or "random"
-    data: Path | None = None  # None: the SMS Spam Collection, downloaded (unless spam/ham given)
-    spam: list[Path] = field(default_factory=list)  # spam: mbox, Maildir, folder of messages, tar
-    ham: list[Path] = field(default_factory=list)
-    max_length: int | None = None  # None: the longest training message
-    # The last real token: on SMS its author measured 98.33 % against 95.67 % for the seed's last
-    # padded position ("last", kept exactly), on mail bench_recipe measured it at least as well.
-    pooling: str = DEFAULT_POOLING
-    training: TrainingConfig = field(default_factory=TrainingConfig)
-    # The recipe's mail settings; None picks them by the data: for mail (--spam/--ham) all the ham
-    # with a weighted loss, the best epoch by validation loss, and a threshold for MAIL_TARGET_FPR;
-    # for SMS and other labelled files the seed recipe exactly (undersampling, last epoch, 0.5).
-    balance: str | None = None
-    keep_best: bool | None = None
-    target_fpr: float | None = None
-    # Two copies of each training spam with ham text before and after its body, and every window of
-    # a long training ham (augment.py). Off by default: on the SpamAssassin corpus it lowered recall
-    # at low false-positive rates more than it helped against padding (RESULTS section 12).
-    augment: bool | None = None
-    out: Path = Path("model")
-    device: str = "cpu"
-    quantize: str | None = "int8"  # also write model.int8.onnx (the default variant where it agrees)
-    resume: bool = False  # continue from the state saved after the last finished epoch
 
 
 @dataclass
@@ -241,37 +206,35 @@ def load_splits(
 
 
 def mail_settings(options: TrainOptions) -> TrainOptions:
-    """``options`` with the recipe's data-dependent settings decided (see :class:`TrainOptions`)."""
-    mail = bool(options.spam)
-    balance_choice = options.balance or ("weight" if mail else "undersample")
+    """``options`` with the recipe's data-dependent settings decided: each one not given is the data's
+    recipe's (``TrainOptions.data_recipe``: mail or labelled)."""
+    recipe = options.data_recipe
+    balance_choice = options.balance or recipe.balance
     if balance_choice not in BALANCE_CHOICES:
         raise UsageError(f"--balance {balance_choice}: choose {' or '.join(BALANCE_CHOICES)}")
-    keep_best = mail if options.keep_best is None else options.keep_best
+    keep_best = recipe.keep_best if options.keep_best is None else options.keep_best
     training = replace(
         options.training,
         weighted_loss=balance_choice == "weight",
         keep_best=keep_best,
         patience=options.training.patience or (KEEP_BEST_PATIENCE if keep_best else 0),
     )
-    target = options.target_fpr if options.target_fpr is not None else (MAIL_TARGET_FPR if mail else None)
-    augment = bool(options.augment)  # off unless asked: it cost recall at low FPR (RESULTS section 12)
     return replace(
         options,
         balance=balance_choice,
         keep_best=keep_best,
-        target_fpr=target,
-        augment=augment,
+        target_fpr=recipe.target_fpr if options.target_fpr is None else options.target_fpr,
+        augment=recipe.augment if options.augment is None else options.augment,
         training=training,
     )
 
 
 def default_max_length(options: TrainOptions, longest: int, context: int) -> int:
     """Without --max-length: the longest training message (the seed recipe), except for mail, whose
-    longest message runs to thousands of tokens: MAIL_MAX_LENGTH, or the model's context if shorter
-    (the length measured best per time on the SpamAssassin corpus, benchmarks/bench_recipe.py)."""
-    if options.spam:
-        return min(longest, MAIL_MAX_LENGTH, context)
-    return longest
+    longest message runs to thousands of tokens: the mail recipe's max_length, or the model's context
+    if shorter (the length measured best per time on the SpamAssassin corpus, bench_recipe.py)."""
+    cap = options.data_recipe.max_length
+    return longest if cap is None else min(longest, cap, context)
 
 
 def training_data_kind(options: TrainOptions, data_origin: str) -> str:

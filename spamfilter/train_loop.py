@@ -23,27 +23,11 @@ from .errors import TrainingError, first_line
 from .metrics import Metrics, compute_metrics, threshold_sweep
 from .model import SpamClassifier
 
-TRAINABLE_CHOICES = ("last-block", "last-two-blocks", "all", "head")
+# Declared torch-free in train_options, where the command line reads their defaults.
+from .train_options import TRAINABLE_CHOICES as TRAINABLE_CHOICES
+from .train_options import TrainingConfig as TrainingConfig
 
-
-@dataclass(frozen=True)
-class TrainingConfig:
-    epochs: int = 5
-    batch_size: int = 8
-    lr: float = 5e-5
-    weight_decay: float = 0.1
-    seed: int = 123
-    trainable: str = "last-block"
-    eval_every: int = 50  # steps between loss estimates
-    eval_batches: int = 5  # batches per step-wise loss estimate, as the reference recipe
-    cache_frozen: bool = True
-    # Mail has ~5x more ham than spam: weighting the loss by inverse class frequency keeps all of it
-    # (the SMS recipe undersamples ham instead, and trains unweighted).
-    weighted_loss: bool = False
-    # Keep the weights of the epoch with the lowest validation loss (a larger model overfits mail
-    # within two epochs); stop after `patience` epochs without improvement (0: run every epoch).
-    keep_best: bool = False
-    patience: int = 0
+_DEFAULT_CONFIG = TrainingConfig()
 
 
 def set_trainable(classifier: SpamClassifier, trainable: str) -> int:
@@ -227,7 +211,7 @@ def train_classifier(
     train: tuple[np.ndarray, np.ndarray],
     validation: tuple[np.ndarray, np.ndarray],
     test: tuple[np.ndarray, np.ndarray],
-    config: TrainingConfig = TrainingConfig(),
+    config: TrainingConfig = _DEFAULT_CONFIG,
     *,
     device: str | torch.device = "cpu",
     on_step: ProgressCallback | None = None,

@@ -1,5 +1,5 @@
-"""The model recipe (modeldir.ModelRecipe): read from every manifest, old ones included; the command
-line's defaults are the library's."""
+"""The model recipe (modeldir.ModelRecipe): read from every manifest, old ones included, and what the
+runtime reads a text by (the command line's defaults: test_cli_defaults.py)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,8 @@ import json
 import os
 from pathlib import Path
 
-import pytest
-from click.testing import CliRunner
-
-from spamfilter.cli import cli
 from spamfilter.mail.text import MESSAGE_BYTES_READ, TEXT_CHARS_READ
-from spamfilter.modeldir import MAIL_TARGET_FPR, Manifest, ModelRecipe, chars_kept, open_model_directory
+from spamfilter.modeldir import Manifest, ModelRecipe, chars_kept, open_model_directory
 
 # A manifest as spamfilter wrote it before windows and calibration were recorded: pooling and
 # max_length also inside "recipe", no max_windows, no target_fpr.
@@ -51,17 +47,6 @@ def test_a_trained_model_stores_each_value_once(trained_model: Path) -> None:
     recipe = open_model_directory(trained_model).recipe
     assert recipe.max_length == manifest["max_length"] and recipe.pooling == manifest["pooling"]
     assert recipe.max_windows == manifest["recipe"]["max_windows"]
-
-
-def test_train_help_states_the_library_defaults() -> None:
-    pytest.importorskip("torch")  # the training options are the train extra's
-    from spamfilter.finetune import TrainOptions
-
-    result = CliRunner().invoke(cli, ["train", "--help"], terminal_width=200)
-    assert result.exit_code == 0, result.output
-    text = " ".join(result.output.split())
-    assert f"[default: {MAIL_TARGET_FPR} for --spam/--ham" in text
-    assert f"[default: {TrainOptions().pooling}]" in text
 
 
 def test_the_classifier_reads_the_text_cap_and_windows_from_its_recipe(trained_model: Path) -> None:

@@ -4,23 +4,20 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
 from ..errors import EX_INTERRUPTED
-from ..modeldir import (
-    DEFAULT_POOLING,
-    MAIL_MAX_LENGTH,
-    MAIL_TARGET_FPR,
-    POOLINGS,
-    remember_model_dir,
-    train_output_dir,
+from ..modeldir import POOLINGS, remember_model_dir, train_output_dir
+from ..train_options import (
+    BALANCE_CHOICES,
+    DEFAULT_MODEL,
+    LABELLED_RECIPE,
+    MAIL_RECIPE,
+    TRAINABLE_CHOICES,
+    TrainingConfig,
+    TrainOptions,
 )
-
-if TYPE_CHECKING:
-    pass
-
 from .common import (
     CONTEXT,
     TRAIN_EXTRA_HINT,
@@ -32,12 +29,22 @@ from .common import (
 )
 
 
+def _keep(best: bool) -> str:
+    return "keep-best" if best else "keep-last"
+
+
+def _augment_default() -> str:
+    """The --augment/--no-augment default, the same for either data or said for each."""
+    mail, labelled = ("augment" if r.augment else "no-augment" for r in (MAIL_RECIPE, LABELLED_RECIPE))
+    return mail if mail == labelled else f"{mail} for --spam/--ham, else {labelled}"
+
+
 @cli.command(context_settings=CONTEXT)
 @click.option(
     "--model",
     default=None,
     help="gpt2-small|gpt2-medium|gpt2-large|gpt2-xl, or a Hugging Face config.json for another shape. "
-    "Default: the shape of --weights PATH, else gpt2-small.",
+    f"Default: the shape of --weights PATH, else {DEFAULT_MODEL}.",
 )
 @click.option(
     "--weights",
@@ -53,30 +60,33 @@ from .common import (
     "Default: download the SMS Spam Collection.",
 )
 @mail_sources_options("Spam to train on", "Wanted mail to train on")
-@click.option("--epochs", type=click.IntRange(1), default=5, show_default=True)
-@click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
-@click.option("--lr", type=click.FloatRange(0, min_open=True), default=5e-5, show_default=True)
-@click.option("--weight-decay", type=click.FloatRange(0), default=0.1, show_default=True)
-@click.option("--seed", type=int, default=123, show_default=True)
+# Every default below is the library's (train_options), declared there once.
+@click.option("--epochs", type=click.IntRange(1), default=TrainingConfig.epochs, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=TrainingConfig.batch_size, show_default=True)
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=TrainingConfig.lr, show_default=True)
+@click.option(
+    "--weight-decay", type=click.FloatRange(0), default=TrainingConfig.weight_decay, show_default=True
+)
+@click.option("--seed", type=int, default=TrainingConfig.seed, show_default=True)
 @click.option(
     "--max-length",
     type=click.IntRange(1),
     default=None,
     help="Tokens per window (longer messages are read in several). "
-    f"Default: {MAIL_MAX_LENGTH} for --spam/--ham (or the longest message if shorter); "
+    f"Default: {MAIL_RECIPE.max_length} for --spam/--ham (or the longest message if shorter); "
     "else the longest training message.",
 )
 @click.option(
     "--trainable",
-    type=click.Choice(["last-block", "last-two-blocks", "all", "head"]),
-    default="last-block",
+    type=click.Choice(TRAINABLE_CHOICES),
+    default=TrainingConfig.trainable,
     show_default=True,
     help="What is fine-tuned besides the new head.",
 )
 @click.option(
     "--pooling",
     type=click.Choice(POOLINGS),
-    default=DEFAULT_POOLING,
+    default=TrainOptions.pooling,
     show_default=True,
     help="last-token: each message's last real token (measured at least as good, and faster: shorter "
     "inputs); last: the last padded position, the reference recipe exactly.",
@@ -90,35 +100,36 @@ from .common import (
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option(
     "--balance",
-    type=click.Choice(["undersample", "weight"]),
+    type=click.Choice(BALANCE_CHOICES),
     default=None,
     help="undersample: drop ham down to the spam count (the SMS recipe); weight: keep every message "
-    "and weight the loss by class.  [default: weight for --spam/--ham, else undersample]",
+    f"and weight the loss by class.  [default: {MAIL_RECIPE.balance} for --spam/--ham, else "
+    f"{LABELLED_RECIPE.balance}]",
 )
 @click.option(
     "--keep-best/--keep-last",
     default=None,
     help="Keep the epoch with the lowest validation loss, stopping after 2 epochs without a better one; "
-    "or the last epoch (the SMS recipe).  [default: keep-best for --spam/--ham]",
+    f"or the last epoch (the SMS recipe).  [default: {_keep(MAIL_RECIPE.keep_best)} for --spam/--ham]",
 )
 @click.option(
     "--augment/--no-augment",
     default=None,
     help="Also train on two copies of each training spam with ordinary ham text before and after "
     "its body, and on every window of long ham, so that padding around an offer does not hide it "
-    "(measured: it cost recall at low false-positive rates).  [default: no-augment]",
+    f"(measured: it cost recall at low false-positive rates).  [default: {_augment_default()}]",
 )
 @click.option(
     "--target-fpr",
     type=click.FloatRange(0, 1, max_open=True),
     default=None,
     help="Choose the threshold on the validation split so that at most this share of ham is marked "
-    f"spam.  [default: {MAIL_TARGET_FPR} for --spam/--ham; else the threshold is 0.5]",
+    f"spam.  [default: {MAIL_RECIPE.target_fpr} for --spam/--ham; else the threshold is 0.5]",
 )
 @click.option(
     "--quantize",
     type=click.Choice(["int8", "none"]),
-    default="int8",
+    default=TrainOptions.quantize or "none",
     show_default=True,
     help="Also write an int8 model: the default variant where its verdicts agree with fp32's on >= 99% "
     "of the test split (model.onnx stays; --variant fp32 selects it).",
@@ -161,8 +172,7 @@ def train(
     console = _console()
     try:
         from ..export import describe_export
-        from ..finetune import TrainOptions, describe_result, fine_tune, resolve_device
-        from ..train_loop import TrainingConfig
+        from ..finetune import describe_result, fine_tune, resolve_device
     except ImportError as error:  # a base (filter-only) install
         _fail(f"{TRAIN_EXTRA_HINT} ({error})")
     from ..mail import check_sources
