@@ -16,6 +16,7 @@ from .. import __version__
 from ..errors import EX_USAGE, SpamfilterError
 from ..interrupts import stop_on_signals
 from ..modeldir import default_model_dir
+from ..verdict import DEFAULT_PREFIX, EXPLAIN_POLICIES, Decision
 
 if TYPE_CHECKING:
     from ..runtime import Classifier
@@ -151,7 +152,7 @@ def _classifier_used(model: Path | None, classifier: Classifier) -> str:
 gpu_option = click.option("--gpu", is_flag=True, help="Run on CUDA (falls back to the CPU with a warning).")
 header_prefix_option = click.option(
     "--header-prefix",
-    default="X-Spam",
+    default=DEFAULT_PREFIX,
     show_default=True,
     metavar="NAME",
     help="Names of the tagged fields: NAME-Flag, NAME-Status, NAME-Level. Earlier fields of these names "
@@ -164,3 +165,33 @@ variant_option = click.option(
     default=None,
     help="Which ONNX model of the directory to run. Default: the directory's default_variant.",
 )
+threshold_option = click.option(
+    "--threshold",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="P(spam) at or above which a message is spam. Default: the model's (spamfilter.json).",
+)
+
+
+def explain_option(help: str, dest: str = "explain") -> Callable[[Any], Any]:
+    """``--explain off|spam|all``: which verdicts carry their phrases (``Decision.explain``); what
+    that shows depends on the command, hence its ``help``."""
+    return click.option(
+        "--explain",
+        dest,
+        type=click.Choice(EXPLAIN_POLICIES),
+        default=Decision.explain,
+        show_default=True,
+        help=help,
+    )
+
+
+def user_option(help: str) -> Callable[[Any], Any]:
+    """``--user NAME``: whose head scores or learns (per-user heads); ``help`` says which."""
+    return click.option("--user", default=None, metavar="NAME", help=help)
+
+
+def count_option(name: str, default: int, help: str | None = None, minimum: int = 1) -> Callable[[Any], Any]:
+    """A whole number of at least ``minimum`` with its default shown: the limits and sizes most
+    commands take."""
+    return click.option(name, type=click.IntRange(minimum), default=default, show_default=True, help=help)

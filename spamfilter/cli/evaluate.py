@@ -19,9 +19,11 @@ from .common import (
     _load_classifier,
     _warn,
     cli,
+    count_option,
     gpu_option,
     mail_sources_options,
     model_option,
+    threshold_option,
     variant_option,
 )
 
@@ -29,7 +31,7 @@ from .common import (
 @cli.command(context_settings=CONTEXT)
 @click.argument("texts", nargs=-1, required=True)
 @model_option
-@click.option("--threshold", type=click.FloatRange(0, 1), default=None)
+@threshold_option
 @click.option(
     "--explain",
     "explain_text",
@@ -70,7 +72,7 @@ def _one_line_preview(text: str, width: int = 60) -> str:
 @click.argument("data", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @model_option
 @mail_sources_options("Spam (with --ham, instead of DATA)", "Wanted mail")
-@click.option("--threshold", type=click.FloatRange(0, 1), default=None, help="Default: the model's.")
+@threshold_option
 @click.option(
     "--target-fpr",
     "target_fprs",
@@ -94,12 +96,8 @@ def _one_line_preview(text: str, width: int = 60) -> str:
     "is fed back as a user's correction, the head retrained as learn retrains it. Prints TREC's "
     "(1 - ROCA) %, spam recall at 0.1 % and 0.5 % ham FPR and a learning curve.",
 )
-@click.option(
-    "--interval",
-    type=click.IntRange(1),
-    default=100,
-    show_default=True,
-    help="--online: retrain the head every N messages (every message costs the most).",
+@count_option(
+    "--interval", 100, "--online: retrain the head every N messages (every message costs the most)."
 )
 @click.option(
     "--feedback",
@@ -108,13 +106,7 @@ def _one_line_preview(text: str, width: int = 60) -> str:
     show_default=True,
     help="--online: feed back every label, or only the mistakes' (as users correct mail).",
 )
-@click.option(
-    "--block",
-    type=click.IntRange(1),
-    default=200,
-    show_default=True,
-    help="--online: messages per curve row.",
-)
+@count_option("--block", 200, "--online: messages per curve row.")
 @click.option(
     "--plot",
     type=click.Path(dir_okay=False, path_type=Path),

@@ -17,8 +17,10 @@ from .common import (
     _model_used,
     _warn,
     cli,
+    count_option,
     mail_sources_options,
     model_option,
+    user_option,
 )
 
 # --------------------------------------------------------------------------- learn
@@ -27,20 +29,13 @@ from .common import (
 @cli.command(context_settings=CONTEXT)
 @model_option
 @mail_sources_options("Messages that are spam", "Messages that are not spam", stdin=True)
-@click.option(
-    "--retrain-after",
-    type=click.IntRange(1),
-    default=1,
-    show_default=True,
-    help="Retrain once this many corrections are waiting; until then they are only kept.",
+@count_option(
+    "--retrain-after", 1, "Retrain once this many corrections are waiting; until then they are only kept."
 )
 @click.option("--retrain", "retrain_now", is_flag=True, help="Retrain now on every correction kept.")
-@click.option(
-    "--user",
-    default=None,
-    metavar="NAME",
-    help="The corrections are NAME's: they train NAME's own head (serve --per-user, filter --user), "
-    "not the shared model.",
+@user_option(
+    "The corrections are NAME's: they train NAME's own head (serve --per-user, filter --user), "
+    "not the shared model."
 )
 def learn(
     model: Path | None,

@@ -18,9 +18,12 @@ from .common import (
     CONTEXT,
     _library_errors,
     cli,
+    count_option,
+    explain_option,
     gpu_option,
     header_prefix_option,
     model_option,
+    threshold_option,
     variant_option,
 )
 
@@ -97,7 +100,7 @@ def _octal_mode(_context: click.Context, _param: click.Parameter, value: str | N
 )
 @gpu_option
 @variant_option
-@click.option("--threshold", type=click.FloatRange(0, 1), default=None, help="Default: the model's.")
+@threshold_option
 @header_prefix_option
 @click.option(
     "--batch-max",
@@ -112,12 +115,10 @@ def _octal_mode(_context: click.Context, _param: click.Parameter, value: str | N
     show_default=True,
     help="How long a batch waits for more messages once its first has come.",
 )
-@click.option(
+@count_option(
     "--max-size",
-    type=click.IntRange(1),
-    default=512_000,
-    show_default=True,
-    help="Largest message in bytes (spamc's -s default); larger ones get an error reply and spamc "
+    512_000,
+    "Largest message in bytes (spamc's -s default); larger ones get an error reply and spamc "
     "delivers them untagged.",
 )
 @click.option(
@@ -127,7 +128,7 @@ def _octal_mode(_context: click.Context, _param: click.Parameter, value: str | N
     show_default=True,
     help="Seconds a client has to send its whole request, and to take its reply.",
 )
-@click.option("--max-connections", type=click.IntRange(1), default=64, show_default=True)
+@count_option("--max-connections", 64)
 @click.option(
     "--max-per-peer",
     type=click.IntRange(1),
@@ -187,37 +188,24 @@ def _octal_mode(_context: click.Context, _param: click.Parameter, value: str | N
     help="With --allow-tell: users (or @groups) that may TELL over a unix socket, by the peer's "
     "uid/gid (comma-separated, repeatable). Default: the service's own user and root.",
 )
-@click.option(
+@count_option(
     "--tell-max",
-    type=click.IntRange(1),
-    default=1000,
-    show_default=True,
-    help="Corrections one teacher (client address, or uid on a unix socket) may keep stored; "
+    1000,
+    "Corrections one teacher (client address, or uid on a unix socket) may keep stored; "
     "beyond, TELL is refused with 73.",
 )
-@click.option(
-    "--tell-max-bytes",
-    type=click.IntRange(1),
-    default=50_000_000,
-    show_default=True,
-    help="Bytes of corrections one teacher may keep stored.",
-)
-@click.option(
+@count_option("--tell-max-bytes", 50_000_000, "Bytes of corrections one teacher may keep stored.")
+@count_option(
     "--learn-after",
-    type=click.IntRange(0),
-    default=50,
-    show_default=True,
-    help="With --allow-tell: retrain (spamfilter learn --retrain) once this many corrections wait, and "
+    50,
+    "With --allow-tell: retrain (spamfilter learn --retrain) once this many corrections wait, and "
     "load the result; 0: never (run spamfilter learn --retrain yourself, e.g. from cron).",
+    minimum=0,
 )
-@click.option(
-    "--explain",
-    type=click.Choice(["off", "spam", "all"]),
-    default="off",
-    show_default=True,
-    help="Explain verdicts (spam ones, or all): the phrases that moved P(spam) most, in the tagged "
+@explain_option(
+    "Explain verdicts (spam ones, or all): the phrases that moved P(spam) most, in the tagged "
     "message's Report field (PROCESS, the milter) and REPORT's body (spamc -R). Each explained "
-    "message costs tens of times its classification.",
+    "message costs tens of times its classification."
 )
 @click.option(
     "--per-user",
@@ -226,26 +214,20 @@ def _octal_mode(_context: click.Context, _param: click.Parameter, value: str | N
     "and the milter's recipient (when a message has exactly one) choose the user whose head scores "
     "the message, if they have one; with --allow-tell, a TELL teaches that user's head only.",
 )
-@click.option(
+@count_option(
     "--max-users",
-    type=click.IntRange(1),
-    default=10_000,
-    show_default=True,
-    help="With --per-user: users who may have a head or corrections; a new one beyond is refused (73).",
+    10_000,
+    "With --per-user: users who may have a head or corrections; a new one beyond is refused (73).",
 )
-@click.option(
+@count_option(
     "--max-user-corrections",
-    type=click.IntRange(1),
-    default=1_000,
-    show_default=True,
-    help="With --per-user: corrections one user may keep; beyond, their TELL is refused (73).",
+    1_000,
+    "With --per-user: corrections one user may keep; beyond, their TELL is refused (73).",
 )
-@click.option(
+@count_option(
     "--max-loaded-heads",
-    type=click.IntRange(1),
-    default=1_000,
-    show_default=True,
-    help="With --per-user: user heads held in memory (the least recently used are read again).",
+    1_000,
+    "With --per-user: user heads held in memory (the least recently used are read again).",
 )
 def serve(
     model: Path | None,

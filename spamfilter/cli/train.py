@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -25,8 +27,15 @@ from .common import (
     _fail,
     _library_errors,
     cli,
+    count_option,
     mail_sources_options,
 )
+
+
+def _out_option(help: str, required: bool = False) -> Callable[[Any], Any]:
+    """``--out FOLDER``: where train, export and adapt write."""
+    path = click.Path(file_okay=False, path_type=Path)
+    return click.option("--out", type=path, default=None, required=required, help=help)
 
 
 def _keep(best: bool) -> str:
@@ -61,8 +70,8 @@ def _augment_default() -> str:
 )
 @mail_sources_options("Spam to train on", "Wanted mail to train on")
 # Every default below is the library's (train_options), declared there once.
-@click.option("--epochs", type=click.IntRange(1), default=TrainingConfig.epochs, show_default=True)
-@click.option("--batch-size", type=click.IntRange(1), default=TrainingConfig.batch_size, show_default=True)
+@count_option("--epochs", TrainingConfig.epochs)
+@count_option("--batch-size", TrainingConfig.batch_size)
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=TrainingConfig.lr, show_default=True)
 @click.option(
     "--weight-decay", type=click.FloatRange(0), default=TrainingConfig.weight_decay, show_default=True
@@ -91,12 +100,7 @@ def _augment_default() -> str:
     help="last-token: each message's last real token (measured at least as good, and faster: shorter "
     "inputs); last: the last padded position, the reference recipe exactly.",
 )
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Model directory to write. Default: $SPAMFILTER_MODEL or ~/.local/share/spamfilter/model.",
-)
+@_out_option("Model directory to write. Default: $SPAMFILTER_MODEL or ~/.local/share/spamfilter/model.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option(
     "--balance",
@@ -236,12 +240,7 @@ def train(
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("checkpoint", type=click.Path(exists=True, path_type=Path))
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Model directory to write. Default: the checkpoint's own directory.",
-)
+@_out_option("Model directory to write. Default: the checkpoint's own directory.")
 @click.option("--quantize", type=click.Choice(["int8"]), default=None, help="Also write an int8 model.")
 def export(checkpoint: Path, out: Path | None, quantize: str | None) -> None:
     """Export a checkpoint (model.pt, or a model directory) to ONNX again."""
@@ -269,19 +268,16 @@ def export(checkpoint: Path, out: Path | None, quantize: str | None) -> None:
     help="Unlabelled mail, spam and ham alike: an mbox, a Maildir, a folder of message files or a "
     ".tar/.tar.gz/.tar.bz2 of them (repeatable).",
 )
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="Folder for the adapted checkpoint (config.json + model.safetensors) and adapt.json.",
+@_out_option(
+    "Folder for the adapted checkpoint (config.json + model.safetensors) and adapt.json.", required=True
 )
 @click.option("--model", default=None, help="As train --model: a size name or a config.json (the shape).")
 @click.option(
     "--weights", default=None, help="As train --weights: the start (a folder, .safetensors, a size, random)."
 )
-@click.option("--steps", type=click.IntRange(1), default=2000, show_default=True)
-@click.option("--context", type=click.IntRange(1), default=256, show_default=True, help="Tokens per window.")
-@click.option("--batch-size", type=click.IntRange(1), default=4, show_default=True)
+@count_option("--steps", 2000)
+@count_option("--context", 256, "Tokens per window.")
+@count_option("--batch-size", 4)
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=5e-4, show_default=True)
 @click.option("--seed", type=int, default=123, show_default=True)
 @click.option(
