@@ -1,12 +1,17 @@
-"""Ctrl-C (SIGINT) and SIGTERM during a filter run: stop soon, never in the middle of writing a message.
+"""Ctrl-C (SIGINT) and SIGTERM during a batch command: stop soon, never in the middle of writing.
+
+The one owner of these signals in the batch commands (``filter``, ``adapt``); the service installs
+its own on its event loop (``service/server.py``), and ``train`` keeps Python's default (its state
+is saved after each epoch).
 
 Python's default turns Ctrl-C into a ``KeyboardInterrupt`` at whatever line is running, which can
 cut a message in half on its way out or drop messages that were read but not yet written. While
-``stop_on_signals()`` is active (the CLI's ``filter`` command), a signal only records a stop
-request; the filter loops look at it between chunks. Inside ``interruptible()`` (a model call,
-the only step that can take long) it raises ``Interrupted`` at once, and the loop writes the
-messages of that chunk out untagged before it stops. Without ``stop_on_signals()`` (library use)
-both helpers do nothing and Python's default applies.
+``stop_on_signals()`` is active (the CLI's ``filter`` and ``adapt``), a signal only records a stop
+request; the loops look at it between chunks (filter) or steps (adapt). Inside ``interruptible()``
+(a model call, the only step that can take long, or adapt's phases before its first step) it
+raises ``Interrupted`` at once; ``stop_between_steps()`` ends that early, once a loop has progress
+to save. Without ``stop_on_signals()`` (library use) these helpers do nothing and Python's default
+applies.
 """
 
 from __future__ import annotations
@@ -82,6 +87,12 @@ def interruptible() -> Iterator[None]:
         yield
     finally:
         _State.inside_model_call = False
+
+
+def stop_between_steps() -> None:
+    """Inside ``interruptible()``: from now on a stop signal is only recorded, for the loop to stop
+    (and save what it reached) at its next step (``requested``)."""
+    _State.inside_model_call = False
 
 
 def exit_code(signum: int) -> int:

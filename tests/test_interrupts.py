@@ -235,3 +235,18 @@ def test_a_signal_while_waiting_for_the_first_byte_stops_at_once(trained_model: 
     assert process.returncode == 128 + signum, text
     assert stdout == b"" and "Traceback" not in text and len(text.strip().splitlines()) == 1
     assert f"interrupted by {signal.Signals(signum).name}" in text
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_loop_stops_at_once_before_its_first_step_and_between_steps_after(signum: int) -> None:
+    def signal_arrives() -> None:
+        os.kill(os.getpid(), signum)
+        time.sleep(0.01)  # the handler runs on the main thread at its next bytecode
+
+    with interrupts.stop_on_signals(), interrupts.interruptible(), pytest.raises(interrupts.Interrupted):
+        signal_arrives()  # nothing to save yet: it stops at once
+    with interrupts.stop_on_signals(), interrupts.interruptible():
+        interrupts.stop_between_steps()  # a step is done: its progress is worth saving
+        signal_arrives()
+        assert interrupts.requested() == signum  # recorded, for the loop to stop and save
+    assert interrupts.requested() is None  # the handlers are gone with the run

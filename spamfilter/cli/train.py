@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
-from ..errors import EX_INTERRUPTED
+from ..interrupts import Interrupted, exit_code, interruptible, stop_between_steps, stop_on_signals
 from ..modeldir import POOLINGS, remember_model_dir, train_output_dir
 from ..train_options import (
     BALANCE_CHOICES,
@@ -36,6 +37,12 @@ def _out_option(help: str, required: bool = False) -> Callable[[Any], Any]:
     """``--out FOLDER``: where train, export and adapt write."""
     path = click.Path(file_okay=False, path_type=Path)
     return click.option("--out", type=path, default=None, required=required, help=help)
+
+
+def _stopped(out: Path, say: Callable[[str], object], signum: int) -> NoReturn:
+    """A resumable run (train, adapt) stopped by a signal: how to go on, and 128 + the signal."""
+    say(f"interrupted: continue with the same command and --resume (state in {out})")
+    sys.exit(exit_code(signum))
 
 
 def _keep(best: bool) -> str:
@@ -231,8 +238,7 @@ def train(
     except OSError as error:
         _fail(str(error))
     except KeyboardInterrupt:
-        console.print(f"interrupted: continue with the same command and --resume (state in {options.out})")
-        sys.exit(EX_INTERRUPTED)
+        _stopped(options.out, console.print, signal.SIGINT)
     for line in [*describe_result(result, options.out), *describe_export(options.out, result.manifest)]:
         console.print(line)
     remember_model_dir(options.out)
@@ -315,6 +321,7 @@ def adapt(
     )
 
     def step(done: int, total: int, loss: float) -> None:
+        stop_between_steps()  # a step is done: a signal now stops at the next one, its state saved
         if done == total or done % 10 == 0:
             click.echo(f"spamfilter: step {done}/{total} loss {loss:.3f}", err=True)
 
@@ -322,7 +329,8 @@ def adapt(
         click.echo(f"spamfilter: step {done} held-out loss {loss:.3f}", err=True)
 
     try:
-        with _library_errors():
+        # Until the first step ends a signal stops at once; then between steps (adapt.py saves there).
+        with _library_errors(), stop_on_signals(), interruptible():
             record = run_adapt(
                 options,
                 on_step=step,
@@ -332,11 +340,9 @@ def adapt(
             )
     except OSError as error:
         _fail(str(error))
-    except KeyboardInterrupt:
-        click.echo(
-            f"spamfilter: interrupted: continue with the same command and --resume (state in {out})", err=True
-        )
-        sys.exit(EX_INTERRUPTED)
+    except (KeyboardInterrupt, Interrupted) as stop:
+        signum = stop.signum if isinstance(stop, Interrupted) else signal.SIGINT
+        _stopped(out, lambda line: click.echo(f"spamfilter: {line}", err=True), signum)
     click.echo(
         f"adapted on {record.messages} messages ({record.held_out_messages} held out), {record.steps} steps: "
         f"held-out loss {record.held_out_loss_before:.3f} -> {record.held_out_loss_after:.3f}"
