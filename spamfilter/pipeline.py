@@ -3,12 +3,12 @@ one message tagged fail-safely (pipeline mode now, the service next).
 
 Every format streams: memory is bounded by one chunk whatever the size of the input, and every
 message read is written out, in input order, tagged or (when the run stops or the model fails)
-as it came in.
+as it came in. How each format is read and written is ``formats``' (shared with the Ray engine);
+this module is the streaming around it.
 """
 
 from __future__ import annotations
 
-import csv
 import io
 import os
 import signal
@@ -24,23 +24,34 @@ import numpy as np
 
 from . import interrupts
 from .errors import EX_TEMPFAIL, ClassificationError, SpamfilterError, UsageError, first_line
-from .mail import detect_format, extract_text, mail_folder_files, split_mbox
-from .mail.text import MESSAGE_BYTES_READ
+
+# DEFAULT_TEXT_COLUMN, mbox_items and message_text are also named here, where the Ray engine, the
+# service, learning and the benchmarks import them.
+from .formats import DEFAULT_TEXT_COLUMN as DEFAULT_TEXT_COLUMN
+from .formats import (
+    FORMATS,
+    PIPELINE_SIZE_CAP,
+    CsvWriter,
+    FolderWriter,
+    Item,
+    MailWriter,
+    TextWriter,
+    csv_items,
+    folder_files,
+    folder_item,
+    text_items,
+    text_stream,
+)
+from .formats import mbox_items as mbox_items
+from .formats import message_text as message_text
 from .verdict import Decision, Verdict
 
 if TYPE_CHECKING:
     from .explain import Explanation
 
-LABEL_COLUMN = "label"
-PROBABILITY_COLUMN = "spam_probability"
-DEFAULT_TEXT_COLUMN = "Text"
-PIPELINE_SIZE_CAP = MESSAGE_BYTES_READ  # as spamc: larger messages are classified from their beginning
 CHUNK = 256  # messages per classification call: bounds memory, keeps batches full
 IDLE_FLUSH_SECONDS = 0.25  # a slow stream's messages are classified after this long without a new one
 _POLL_SECONDS = 0.1  # how often a wait for input looks for a stop request
-FORMATS = ("auto", "mbox", "email", "csv", "text")
-
-csv.field_size_limit(1 << 28)  # whole emails in one CSV field are normal here
 
 
 class Scorer(Protocol):
@@ -103,35 +114,6 @@ class Summary:
 def timed(summary: Summary, started: float) -> Summary:
     summary.seconds = time.perf_counter() - started
     return summary
-
-
-# --------------------------------------------------------------------------- choosing the format
-
-
-def choose_format(
-    requested: str,
-    peek: Callable[[], bytes],
-    text_column: str = DEFAULT_TEXT_COLUMN,
-    text_column_given: bool = False,
-    single_message: bool = False,
-) -> str:
-    """The format to read: ``requested`` unless it is ``auto``; then one message where only one can
-    be meant (``single_message``: --strict and --exit-code, as procmail hands a message over with
-    its From_ line), else what the first bytes (``peek()``) look like. A named text column makes
-    the input a CSV whatever its shape. Binary input is a usage error."""
-    if requested != "auto":
-        return requested
-    if single_message:
-        return "email"
-    found = detect_format(peek(), text_column)
-    if found == "text" and text_column_given:
-        return "csv"
-    if found == "binary":
-        raise UsageError(
-            "the input is binary (NUL bytes at its start), not mail, CSV or text; "
-            "use --format text to classify its lines anyway"
-        )
-    return found
 
 
 # --------------------------------------------------------------------------- reading ahead
@@ -235,10 +217,10 @@ def _classify(classifier: Scorer, texts: list[str]) -> np.ndarray:
 
 @dataclass
 class _Format:
-    """How one format reads and writes. ``items`` yields ``(item, text)``; a text of None is not a
-    message (bytes before an mbox's first From_ line) and is written as it came."""
+    """How one format is read and written in the chunk loop: ``items`` are ``formats.Item``s (a
+    text of None is not a message, written as it came); the writers are the format's own."""
 
-    items: Iterable[tuple[Any, str | None]]
+    items: Iterable[Item]
     write_tagged: Callable[..., object]  # (item, verdict), plus the explanation where ``explains``
     write_untagged: Callable[[Any], object]  # as it came in: when the run stops before classifying it
     flush: Callable[[], None]
@@ -311,24 +293,11 @@ def filter_mbox(
 
     With ``spam_sink`` spam goes there and the rest to ``sink`` (``--spam-output``).
     """
-
-    def tagged(raw: bytes, verdict: Verdict, explanation: Explanation | None = None) -> None:
-        target = spam_sink if (verdict.spam and spam_sink is not None) else sink
-        target.write(decision.tag(raw, verdict, explanation))
-
-    def flush() -> None:
-        sink.flush()
-        if spam_sink is not None:
-            spam_sink.flush()
-
-    fmt = _Format(mbox_items(source), tagged, sink.write, flush, "messages passed untagged", explains=True)
+    out = MailWriter(sink, decision, spam_sink)
+    fmt = _Format(
+        mbox_items(source), out.tagged, out.untagged, out.flush, "messages passed untagged", explains=True
+    )
     return _run(fmt, classifier, decision, on_progress, flush_after)
-
-
-def mbox_items(source: BinaryIO) -> Iterator[tuple[bytes, str | None]]:
-    """An mbox's items as the filter reads them: each message's bytes with the text the model sees,
-    and bytes before the first From_ line (not a message) with None."""
-    return ((raw, extract_text(raw) if raw.startswith(b"From ") else None) for raw in split_mbox(source))
 
 
 def filter_csv(
@@ -341,70 +310,14 @@ def filter_csv(
     flush_after: float | None = None,
 ) -> Summary:
     """CSV in, the same CSV out with ``label`` and ``spam_probability`` set on every row."""
-    reader = csv.reader(source)
-    header = next(reader, None)
-    if header is None:
+    read = csv_items(source, text_column)
+    if read is None:
         return Summary(provider=classifier.provider, variant=classifier.variant)
-    layout = CsvLayout.of(header, text_column)
-    writer = csv_writer(sink)
-    writer.writerow(layout.header)
-
-    def tagged(row: list[str], verdict: Verdict) -> None:
-        writer.writerow(layout.tagged(row, verdict))
-
-    items = ((row, layout.text(row)) for row in reader)
-    fmt = _Format(
-        items, tagged, lambda row: writer.writerow(layout.full(row)), sink.flush, "rows written unlabelled"
-    )
+    layout, items = read
+    out = CsvWriter(sink, layout)
+    out.header()
+    fmt = _Format(items, out.tagged, out.untagged, out.flush, "rows written unlabelled")
     return _run(fmt, classifier, decision, on_progress, flush_after)
-
-
-@dataclass(frozen=True)
-class CsvLayout:
-    """The CSV out: the input's columns plus ``label`` and ``spam_probability`` (set in place where
-    the input has them already), the text read from the text column."""
-
-    header: list[str]
-    column: int  # of the text
-    label_at: int
-    probability_at: int
-
-    @classmethod
-    def of(cls, header: list[str], text_column: str) -> CsvLayout:
-        column = find_column(header, text_column)
-        out_header = list(header)
-        for name in (LABEL_COLUMN, PROBABILITY_COLUMN):
-            if name not in out_header:
-                out_header.append(name)
-        return cls(out_header, column, out_header.index(LABEL_COLUMN), out_header.index(PROBABILITY_COLUMN))
-
-    def text(self, row: list[str]) -> str:
-        return row[self.column] if self.column < len(row) else ""
-
-    def full(self, row: list[str]) -> list[str]:
-        return row + [""] * (len(self.header) - len(row))
-
-    def tagged(self, row: list[str], verdict: Verdict) -> list[str]:
-        row = self.full(row)
-        row[self.label_at], row[self.probability_at] = verdict.label, f"{verdict.probability:.6f}"
-        return row
-
-
-def csv_writer(sink: TextIO) -> Any:
-    # RFC 4180 line ends: with CRLF as the terminator a cell holding a lone CR is quoted too.
-    return csv.writer(sink, lineterminator="\r\n")
-
-
-def find_column(header: list[str], wanted: str) -> int:
-    """The index of the text column (exact name first, then ignoring case); a usage error that
-    lists the columns there are otherwise."""
-    cleaned = [h.strip().lstrip("\ufeff") for h in header]
-    if wanted in cleaned:
-        return cleaned.index(wanted)
-    lowered = [h.lower() for h in cleaned]
-    if wanted.lower() in lowered:
-        return lowered.index(wanted.lower())
-    raise UsageError(f"no column {wanted!r} in the CSV header ({', '.join(cleaned)}); use --text-column")
 
 
 def filter_text(
@@ -416,14 +329,8 @@ def filter_text(
     flush_after: float | None = None,
 ) -> Summary:
     """One message per line in; ``label<TAB>spam_probability<TAB>line`` out."""
-
-    def tagged(text: str, verdict: Verdict) -> None:
-        sink.write(f"{verdict.label}\t{verdict.probability:.6f}\t{text}\n")
-
-    items = ((text, text) for text in (line.rstrip("\r\n") for line in source))
-    fmt = _Format(
-        items, tagged, lambda text: sink.write(f"\t\t{text}\n"), sink.flush, "lines written unlabelled"
-    )
+    out = TextWriter(sink)
+    fmt = _Format(text_items(source), out.tagged, out.untagged, out.flush, "lines written unlabelled")
     return _run(fmt, classifier, decision, on_progress, flush_after)
 
 
@@ -460,14 +367,6 @@ def filter_stream(
         text_out.detach()
 
 
-def text_stream(stream: BinaryIO) -> io.TextIOWrapper:
-    """CSV and text formats' view of a byte stream. surrogateescape: bytes that are not UTF-8 pass
-    through to the output unchanged."""
-    return io.TextIOWrapper(
-        stream, encoding="utf-8", errors="surrogateescape", newline="", write_through=True
-    )
-
-
 def filter_folder(
     source: Path,
     target: Path,
@@ -482,23 +381,13 @@ def filter_folder(
     if resolved_target == resolved_source or resolved_target.is_relative_to(resolved_source):
         raise UsageError("the output folder must be outside the input folder")
     try:
-        files = mail_folder_files(source)
+        files = folder_files(source)
     except ValueError as error:
         raise UsageError(str(error)) from None
-
-    def read(path: Path) -> tuple[tuple[Path, bytes], str]:
-        raw = path.read_bytes()
-        return (path, raw), extract_text(raw)
-
-    def tagged(item: tuple[Path, bytes], verdict: Verdict, explanation: Explanation | None = None) -> None:
-        path, raw = item
-        destination = target / path.relative_to(source)
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        destination.write_bytes(decision.tag(raw, verdict, explanation))
-
+    out = FolderWriter(target, decision)
     fmt = _Format(
-        (read(path) for path in files),
-        tagged,
+        (folder_item(source, relative) for relative in files),
+        out.tagged,
         lambda item: None,
         lambda: None,
         "files not copied",
@@ -562,12 +451,6 @@ def tag_message(
 
 
 EMPTY_MESSAGE = "empty input: no message to tag"
-
-
-def message_text(raw: bytes, size_cap: int = PIPELINE_SIZE_CAP) -> str:
-    """What the model reads of one message handed over alone (pipeline mode, the service): the
-    text of its first ``size_cap`` bytes."""
-    return extract_text(raw[:size_cap])
 
 
 def tagged_message(

@@ -1,17 +1,26 @@
-"""Input format detection: every input gets a format or a one-line usage error, never a traceback;
-a CSV is recognised by its shape, and a missing text column is a usage error whatever --format says."""
+"""Input formats: every input gets a format or a one-line usage error, never a traceback; a CSV is
+recognised by its shape, and a missing text column is a usage error whatever --format says; the
+local filter and the Ray engine's chunks read the same items and write the same bytes."""
 
 from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import SHARED_DATA, StandIn
 
+from spamfilter import formats, pipeline
 from spamfilter.cli import cli
-from spamfilter.mail import detect_format
+from spamfilter.engines import chunks
+from spamfilter.mail import detect_format, split_mbox
+from spamfilter.pipeline import CHUNK
+from spamfilter.runtime import Classifier
+from spamfilter.verdict import Decision
 
 
 @pytest.mark.parametrize(
@@ -81,3 +90,149 @@ def test_text_column_option_finds_the_column(trained_model: Path) -> None:
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert [r["body"] for r in rows] == ["WIN a prize now", "lunch tomorrow?"]
     assert all(r["spam_probability"] for r in rows)
+
+
+# --------------------------------------------------------------------------- both engines read alike
+
+
+class Recording(StandIn):
+    """The real classifier, with each call's texts and answers kept: the chunks the local engine
+    read, as the model saw them."""
+
+    def __init__(self, real: Classifier) -> None:
+        super().__init__(real)
+        self.calls: list[tuple[list[str], list[float]]] = []
+
+    def spam_probability(self, texts: Sequence[str]) -> np.ndarray:
+        probabilities = self.real.spam_probability(texts)
+        self.calls.append((list(texts), [float(p) for p in probabilities]))
+        return probabilities
+
+
+def _corpus_messages(count: int) -> list[bytes]:
+    with (SHARED_DATA / "spamassassin" / "spam.mbox").open("rb") as stream:
+        spam = [raw for raw in split_mbox(stream) if raw.startswith(b"From ")][: count // 2]
+    with (SHARED_DATA / "spamassassin" / "easy_ham.mbox").open("rb") as stream:
+        ham = [raw for raw in split_mbox(stream) if raw.startswith(b"From ")][: count - len(spam)]
+    odd = [
+        b"From a@b Thu Jan  1 00:00:00 2024\r\nSubject: crlf\r\n\r\nWIN MONEY NOW\r\n",
+        b"From a@b Thu Jan  1 00:00:00 2024\n\n",  # no header, no body
+        b"From a@b Thu Jan  1 00:00:00 2024\nSubject: =?utf-8?B?SGk=?=\n\nnot utf-8 \xff\xfe\n",
+    ]
+    return [message for pair in zip(spam, ham, strict=False) for message in pair] + odd
+
+
+def _inputs(root: Path) -> dict[str, Path]:
+    """One input of each kind the Ray engine reads, the mbox and the CSV over one chunk."""
+    messages = _corpus_messages(CHUNK + 40)
+    mbox = root / "in.mbox"
+    mbox.write_bytes(b"not a message\n\n" + b"".join(messages))
+    folder = root / "Maildir"
+    for name in ("cur", "new", "tmp"):
+        (folder / name).mkdir(parents=True)
+    for i, raw in enumerate(messages[:30]):
+        (folder / ("cur" if i % 3 else "new") / f"{i}.M{i}P1.host:2,S").write_bytes(raw.split(b"\n", 1)[1])
+    table = root / "in.csv"
+    with table.open("w", encoding="utf-8", errors="surrogateescape", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["id", "Text", "label"])
+        for i, raw in enumerate(messages):
+            writer.writerow([i, raw.split(b"\n\n", 1)[-1][:2000].decode("utf-8", "surrogateescape"), "x"])
+        stream.write('998,"a quoted, multi\nline\rcell"\n999\n')  # a short row, a row without its text
+    email = root / "one.eml"
+    email.write_bytes(messages[1].split(b"\n", 1)[1])
+    return {"mbox": mbox, "csv": table, "folder": folder, "email": email}
+
+
+def _local(kind: str, source: Path, target: Path, scorer: Recording, decision: Decision) -> None:
+    if kind == "folder":
+        pipeline.filter_folder(source, target, scorer, decision)
+    elif kind == "email":
+        target.write_bytes(pipeline.tag_message(source.read_bytes(), lambda: scorer, decision).message)
+    else:
+        with source.open("rb") as stream, target.open("wb") as sink:
+            pipeline.filter_stream(kind, stream, sink, scorer, decision)
+
+
+def _ray_chunks(
+    kind: str, source: Path, target: Path, answers: list[list[float]], decision: Decision
+) -> list[list[str]]:
+    """The Ray engine's stages without Ray: plan, read, then write each chunk with the local
+    engine's answers; the texts each chunk gave the model."""
+    item = chunks.Input(str(source), source.name, kind)
+    planned = [chunks.read(chunk, item, chars_kept=1 << 40) for chunk in chunks.plan(0, item, "Text")]
+    assert [chunk.error for chunk in planned] == [None] * len(planned)
+    for chunk, probabilities in zip(planned, answers, strict=True):
+        chunk.probabilities = probabilities
+        written = target if kind == "folder" else target.with_name(f"{target.name}.{chunk.number}")
+        chunks.write(chunk, item, decision, written)
+    if kind != "folder":
+        target.write_bytes(
+            b"".join(target.with_name(f"{target.name}.{c.number}").read_bytes() for c in planned)
+        )
+    return [chunk.texts for chunk in planned]
+
+
+def _files(root: Path) -> list[Path]:
+    return sorted(path.relative_to(root) for path in root.rglob("*") if path.is_file())
+
+
+@pytest.mark.parametrize("kind", ["mbox", "csv", "folder", "email"])
+def test_both_engines_read_the_same_items_and_write_the_same_bytes(
+    trained_model: Path, tmp_path: Path, kind: str
+) -> None:
+    """Each format is read and written once (``formats``): the Ray engine's chunks give the model
+    the local filter's texts, chunk by chunk, and write its bytes. A reader or writer that drifts
+    in one engine fails here."""
+    source = _inputs(tmp_path)[kind]
+    scorer = Recording(Classifier.load(trained_model))
+    decision = Decision(0.5).for_model(scorer.threshold)
+    _local(kind, source, tmp_path / "local", scorer, decision)
+    answers = [probabilities for _, probabilities in scorer.calls]
+    ray_texts = _ray_chunks(kind, source, tmp_path / "ray", answers, decision)
+
+    assert ray_texts == [texts for texts, _ in scorer.calls]
+    assert len(scorer.calls) == (2 if kind in ("mbox", "csv") else 1), "the inputs span the chunks meant"
+    if kind == "folder":
+        files = sorted(
+            p.relative_to(tmp_path / "local") for p in (tmp_path / "local").rglob("*") if p.is_file()
+        )
+        assert len(files) == 30
+        assert files == sorted(
+            p.relative_to(tmp_path / "ray") for p in (tmp_path / "ray").rglob("*") if p.is_file()
+        )
+        for relative in files:
+            assert (tmp_path / "ray" / relative).read_bytes() == (tmp_path / "local" / relative).read_bytes()
+    else:
+        assert (tmp_path / "ray").read_bytes() == (tmp_path / "local").read_bytes()
+
+
+def test_the_ray_engine_chooses_formats_as_the_local_filter(tmp_path: Path) -> None:
+    """``describe_input`` goes through ``formats.choose_format``: the same kinds for the same first
+    bytes, an empty file an empty mbox unless a format is named, and one line for what it cannot
+    read."""
+    cases = {
+        "mail.mbox": (b"From a@b Mon Jan  1 00:00:00 2024\nSubject: x\n\nhi\n", "auto", "mbox"),
+        "one.eml": (b"Subject: hi\nFrom: a@b\n\nbody\n", "auto", "email"),
+        "table.csv": (b"label,body\nspam,win now\nham,see you\n", "auto", "csv"),
+        "empty.mbox": (b"", "auto", "mbox"),
+        "empty.csv": (b"", "csv", "csv"),
+        "named.csv": (b"just one message per line\n", "csv", "csv"),
+    }
+    for name, (data, requested, kind) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        assert chunks.describe_input(str(tmp_path / name), requested, "Text", False).kind == kind, name
+        if data:
+            assert _local_format(data, requested) == kind, name
+    (tmp_path / "lines.txt").write_bytes(b"just one message per line\nanother one\n")
+    (tmp_path / "x.bin").write_bytes(b"\x7fELF\x00\x00")
+    assert chunks.describe_input(str(tmp_path / "lines.txt"), "auto", "body", True).kind == "csv"
+    for name, found in (("lines.txt", "plain text"), ("x.bin", "binary")):
+        with pytest.raises(chunks.InputError, match=f"{name}: {found}.*, not an mbox"):
+            chunks.describe_input(str(tmp_path / name), "auto", "Text", False)
+    with pytest.raises(formats.BinaryInput, match="the input is binary"):
+        _local_format(b"\x7fELF\x00\x00", "auto")
+
+
+def _local_format(head: bytes, requested: str) -> str:
+    return formats.choose_format(requested, lambda: head)

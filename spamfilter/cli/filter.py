@@ -171,7 +171,7 @@ def filter_command(
 
     With --engine ray: every INPUT's output under -o DIR with the INPUT's name, and DIR/verdicts.parquet.
     """
-    from .. import pipeline
+    from .. import formats, pipeline
     from ..verdict import Decision
 
     context = click.get_current_context()
@@ -196,7 +196,7 @@ def filter_command(
     try:
         with contextlib.ExitStack() as stack, _library_errors():
             source = _open_input(input_path, stack)
-            fmt = pipeline.choose_format(
+            fmt = formats.choose_format(
                 input_format,
                 lambda: _peek(source),
                 text_column,

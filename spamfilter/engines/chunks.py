@@ -7,13 +7,14 @@ one call, as the local engine's do. That is what makes the verdicts the same bit
 model's answer depends on its batch (int8 dynamic quantization scales by the whole batch), the
 batches are the same ones.
 
-Every function here reads and writes through the library's own functions (``mbox_items``,
-``extract_text``, ``verdict.Decision``, ``CsvLayout``), so the bytes written are the local engine's.
+Inputs are recognised, read and written through ``formats`` (the local engine's readers and writers,
+``formats.choose_format``) and tagged by ``verdict.Decision``, so the bytes written are the local
+engine's. What is this module's own is the planning: byte ranges of an mbox, files of a folder, rows
+of a CSV, so many to a chunk.
 """
 
 from __future__ import annotations
 
-import csv
 import io
 import os
 from collections.abc import Iterator
@@ -21,10 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from .. import formats
 from ..errors import UsageError, first_line
-from ..mail import detect_format, extract_text, mail_folder_files, split_mbox
+from ..formats import CsvLayout, Item
+from ..mail import split_mbox
 from ..mail.headers import first_values, header_start, scan_headers
-from ..pipeline import CHUNK, CsvLayout, csv_writer, mbox_items, message_text, text_stream
+from ..pipeline import CHUNK
 from ..verdict import Decision, Verdict
 from .outputs import write_atomically
 
@@ -107,12 +110,12 @@ def describe_input(source: str, requested: str, text_column: str, text_column_gi
             head = stream.read(_HEAD_BYTES)
     except (OSError, ValueError, ImportError) as error:
         raise InputError(f"{source}: cannot read it ({_reason(error)})") from None
-    kind = requested
-    if requested == "auto":
-        # An empty file is an empty mbox (the local engine writes nothing for it either).
-        kind = detect_format(head, text_column) if head else "mbox"
-        if kind == "text" and text_column_given:
-            kind = "csv"
+    try:
+        kind = formats.choose_format(requested, lambda: head, text_column, text_column_given)
+    except formats.BinaryInput:
+        kind = "binary"
+    if requested == "auto" and not head:  # an empty file: an empty mbox (the local engine writes nothing)
+        kind = "mbox"
     if kind not in KINDS:
         found = "binary (NUL bytes at its start)" if kind == "binary" else "plain text"
         raise InputError(f"{source}: {found}, not an mbox, a message, a mail folder or a CSV file")
@@ -150,8 +153,7 @@ def _plan_mbox(index: int, item: Input, _text_column: str) -> Iterator[Chunk]:
 
 
 def _plan_folder(index: int, item: Input, _text_column: str) -> Iterator[Chunk]:
-    root = Path(item.source)
-    files = [path.relative_to(root).as_posix() for path in mail_folder_files(root)]
+    files = formats.folder_files(Path(item.source))
     if not files:  # a Maildir with nothing in cur/ and new/: complete, with an empty folder as its output
         yield Chunk(index, 0, 0, 0, last=True)
         return
@@ -164,15 +166,14 @@ def _plan_folder(index: int, item: Input, _text_column: str) -> Iterator[Chunk]:
 def _plan_csv(index: int, item: Input, text_column: str) -> Iterator[Chunk]:
     """A CSV is read here whole (rows cannot be found by byte offset): its text is a column, so
     there is nothing to extract in parallel."""
-    with open_source(item.source) as binary:
-        reader = csv.reader(text_stream(binary))
-        header = next(reader, None)
-        if header is None:  # an empty file: the local engine writes nothing either
+    with open_source(item.source) as binary, formats.text_stream(binary) as text:  # (the view closed too)
+        read = formats.csv_items(text, text_column)
+        if read is None:  # an empty file: the local engine writes nothing either
             yield Chunk(index, 0, 0, 0, last=True)
             return
-        layout = CsvLayout.of(header, text_column)
-        number, rows = 0, list[list[str]]()
-        for row in reader:
+        layout, items = read
+        number, rows = 0, list[Item]()
+        for row in items:
             if len(rows) == CHUNK:
                 yield _csv_chunk(index, number, rows, layout)
                 number, rows = number + 1, []
@@ -180,19 +181,17 @@ def _plan_csv(index: int, item: Input, text_column: str) -> Iterator[Chunk]:
         yield _csv_chunk(index, number, rows, layout, last=True)
 
 
-def _csv_chunk(
-    index: int, number: int, rows: list[list[str]], layout: CsvLayout, last: bool = False
-) -> Chunk:
+def _csv_chunk(index: int, number: int, items: list[Item], layout: CsvLayout, last: bool = False) -> Chunk:
     return Chunk(
         index,
         number,
         number * CHUNK,
-        len(rows),
+        len(items),
         last=last,
-        rows=rows,
+        rows=[row for row, _ in items],
         layout=layout,
-        is_message=[True] * len(rows),
-        texts=[layout.text(row) for row in rows],
+        is_message=[True] * len(items),
+        texts=[text for _, text in items if text is not None],  # (a row's text is never None)
     )
 
 
@@ -214,11 +213,11 @@ def read(chunk: Chunk, item: Input, chars_kept: int) -> Chunk:
         return chunk
     try:
         if item.kind == "mbox":
-            items = list(mbox_items(io.BytesIO(_mbox_bytes(chunk, item))))
+            items = list(formats.mbox_items(io.BytesIO(_mbox_bytes(chunk, item))))
         elif item.kind == "folder":
-            items = [(raw, extract_text(raw)) for raw in _folder_bytes(chunk, item)]
+            items = [formats.folder_item(Path(item.source), relative) for relative in chunk.paths]
         else:
-            items = [(raw, message_text(raw)) for raw in _email_bytes(item)]
+            items = [formats.message_item(raw) for raw in _email_bytes(item)]
     except (OSError, ValueError) as error:
         chunk.error = f"{item.source}: {_reason(error)}"
         return chunk
@@ -234,12 +233,6 @@ def _mbox_bytes(chunk: Chunk, item: Input) -> bytes:
     if len(data) != chunk.length:
         raise ValueError("the file got shorter while it was read")
     return data
-
-
-def _folder_bytes(chunk: Chunk, item: Input) -> Iterator[bytes]:
-    root = Path(item.source)
-    for relative in chunk.paths:
-        yield (root / relative).read_bytes()
 
 
 def _email_bytes(item: Input) -> list[bytes]:
@@ -276,32 +269,34 @@ def write(chunk: Chunk, item: Input, decision: Decision, target: Path) -> dict[s
         return decided
 
     if item.kind == "folder":
-        for relative, raw in zip(chunk.paths, _folder_bytes(chunk, item), strict=True):
+        folder = formats.FolderWriter(target, decision, write_atomically)
+        root = Path(item.source)
+        for relative in chunk.paths:
+            raw = (root / relative).read_bytes()
             decided = verdict(raw, relative)
-            destination = target / relative
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            write_atomically(destination, decision.tag(raw, decided, explanation))
+            folder.tagged((relative, raw), decided, explanation)
         return verdicts
     out = io.BytesIO()
     if item.kind == "csv":
-        text = text_stream(out)
-        writer = csv_writer(text)
+        text = formats.text_stream(out)
         if chunk.layout is not None:  # None: an empty file, nothing to write
+            rows = formats.CsvWriter(text, chunk.layout)
             if chunk.number == 0:
-                writer.writerow(chunk.layout.header)
+                rows.header()
             for row in chunk.rows:
-                writer.writerow(chunk.layout.tagged(row, verdict(None, None)))
+                rows.tagged(row, verdict(None, None))
         text.detach()
     else:
         raws = (
             _email_bytes(item) if item.kind == "email" else split_mbox(io.BytesIO(_mbox_bytes(chunk, item)))
         )
+        mail = formats.MailWriter(out, decision)
         for raw, is_message in zip(raws, chunk.is_message, strict=True):
             if is_message:
                 decided = verdict(raw, None)
-                out.write(decision.tag(raw, decided, explanation))
+                mail.tagged(raw, decided, explanation)
             else:
-                out.write(raw)
+                mail.untagged(raw)
     write_atomically(target, out.getvalue())  # (a retried chunk writes it again)
     return verdicts
 
