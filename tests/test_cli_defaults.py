@@ -61,3 +61,26 @@ def test_train_help_quotes_the_data_recipes() -> None:
     assert "[default: no-augment]" in text and not (MAIL_RECIPE.augment or LABELLED_RECIPE.augment)
     assert f"[default: {TrainingConfig.epochs}; x>=1]" in text
     assert f"[default: {TrainOptions.pooling}]" in text
+
+
+def test_options_several_commands_take_have_the_library_defaults() -> None:
+    from spamfilter.verdict import DEFAULT_PREFIX, EXPLAIN_POLICIES, Decision
+
+    seen: dict[str, set[str]] = {}
+    for name in cli.list_commands(click.Context(cli)):
+        command = cli.get_command(click.Context(cli), name)
+        assert command is not None
+        context = click.Context(command)
+        for param in command.params:
+            if not isinstance(param, click.Option):
+                continue
+            if "--header-prefix" in param.opts:
+                assert param.get_default(context) == DEFAULT_PREFIX, name
+            if "--explain" in param.opts and isinstance(param.type, click.Choice):
+                assert tuple(param.type.choices) == EXPLAIN_POLICIES, name
+                assert param.get_default(context) == Decision.explain, name
+            if "--threshold" in param.opts:
+                assert param.get_default(context) is None, name  # None: the model's own
+            seen.setdefault(param.opts[-1], set()).add(name)
+    assert {"filter", "serve"} <= seen["--header-prefix"] and {"filter", "serve"} <= seen["--explain"]
+    assert {"classify", "eval", "filter", "serve"} <= seen["--threshold"]
