@@ -6,7 +6,7 @@ import contextlib
 import functools
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -176,19 +176,20 @@ threshold_option = click.option(
 def explain_option(help: str, dest: str = "explain") -> Callable[[Any], Any]:
     """``--explain off|spam|all``: which verdicts carry their phrases (``Decision.explain``); what
     that shows depends on the command, hence its ``help``."""
-    return click.option(
-        "--explain",
-        dest,
-        type=click.Choice(EXPLAIN_POLICIES),
-        default=Decision.explain,
-        show_default=True,
-        help=help,
-    )
+    return choice_option("--explain", EXPLAIN_POLICIES, Decision.explain, help, dest=dest)
 
 
 def user_option(help: str) -> Callable[[Any], Any]:
     """``--user NAME``: whose head scores or learns (per-user heads); ``help`` says which."""
     return click.option("--user", default=None, metavar="NAME", help=help)
+
+
+def choice_option(
+    name: str, choices: Sequence[str], default: str, help: str | None = None, dest: str | None = None
+) -> Callable[[Any], Any]:
+    """One of ``choices``, with its default shown."""
+    names = (name, dest) if dest else (name,)
+    return click.option(*names, type=click.Choice(choices), default=default, show_default=True, help=help)
 
 
 def count_option(name: str, default: int, help: str | None = None, minimum: int = 1) -> Callable[[Any], Any]:

@@ -18,6 +18,7 @@ from .common import (
     _library_errors,
     _load_classifier,
     _warn,
+    choice_option,
     cli,
     count_option,
     gpu_option,
@@ -99,12 +100,11 @@ def _one_line_preview(text: str, width: int = 60) -> str:
 @count_option(
     "--interval", 100, "--online: retrain the head every N messages (every message costs the most)."
 )
-@click.option(
+@choice_option(
     "--feedback",
-    type=click.Choice(["all", "errors"]),
-    default="all",
-    show_default=True,
-    help="--online: feed back every label, or only the mistakes' (as users correct mail).",
+    ("all", "errors"),
+    "all",
+    "--online: feed back every label, or only the mistakes' (as users correct mail).",
 )
 @count_option("--block", 200, "--online: messages per curve row.")
 @click.option(

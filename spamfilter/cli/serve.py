@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 from .common import (
     CONTEXT,
     _library_errors,
+    choice_option,
     cli,
     count_option,
     explain_option,
@@ -91,12 +92,11 @@ def _octal_mode(_context: click.Context, _param: click.Parameter, value: str | N
     metavar="SCORE",
     help="Milter: put mail scoring at or above this (5.0-10.0) in the MTA's quarantine (hold queue).",
 )
-@click.option(
+@choice_option(
     "--milter-error",
-    type=click.Choice(["accept", "tempfail"]),
-    default="accept",
-    show_default=True,
-    help="Milter: what the MTA is told when a message cannot be classified (accept it untagged, or 4xx).",
+    ("accept", "tempfail"),
+    "accept",
+    "Milter: what the MTA is told when a message cannot be classified (accept it untagged, or 4xx).",
 )
 @gpu_option
 @variant_option

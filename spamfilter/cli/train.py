@@ -27,6 +27,7 @@ from .common import (
     _console,
     _fail,
     _library_errors,
+    choice_option,
     cli,
     count_option,
     mail_sources_options,
@@ -92,23 +93,18 @@ def _augment_default() -> str:
     f"Default: {MAIL_RECIPE.max_length} for --spam/--ham (or the longest message if shorter); "
     "else the longest training message.",
 )
-@click.option(
-    "--trainable",
-    type=click.Choice(TRAINABLE_CHOICES),
-    default=TrainingConfig.trainable,
-    show_default=True,
-    help="What is fine-tuned besides the new head.",
+@choice_option(
+    "--trainable", TRAINABLE_CHOICES, TrainingConfig.trainable, "What is fine-tuned besides the new head."
 )
-@click.option(
+@choice_option(
     "--pooling",
-    type=click.Choice(POOLINGS),
-    default=TrainOptions.pooling,
-    show_default=True,
-    help="last-token: each message's last real token (measured at least as good, and faster: shorter "
+    POOLINGS,
+    TrainOptions.pooling,
+    "last-token: each message's last real token (measured at least as good, and faster: shorter "
     "inputs); last: the last padded position, the reference recipe exactly.",
 )
 @_out_option("Model directory to write. Default: $SPAMFILTER_MODEL or ~/.local/share/spamfilter/model.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@choice_option("--device", ("auto", "cpu", "cuda"), "auto")
 @click.option(
     "--balance",
     type=click.Choice(BALANCE_CHOICES),
@@ -137,12 +133,11 @@ def _augment_default() -> str:
     help="Choose the threshold on the validation split so that at most this share of ham is marked "
     f"spam.  [default: {MAIL_RECIPE.target_fpr} for --spam/--ham; else the threshold is 0.5]",
 )
-@click.option(
+@choice_option(
     "--quantize",
-    type=click.Choice(["int8", "none"]),
-    default=TrainOptions.quantize or "none",
-    show_default=True,
-    help="Also write an int8 model: the default variant where its verdicts agree with fp32's on >= 99% "
+    ("int8", "none"),
+    TrainOptions.quantize or "none",
+    "Also write an int8 model: the default variant where its verdicts agree with fp32's on >= 99% "
     "of the test split (model.onnx stays; --variant fp32 selects it).",
 )
 @click.option("--resume", is_flag=True, help="Continue an interrupted run after its last finished epoch.")
