@@ -299,7 +299,7 @@ def explain_batch(
     max_spans: int = MAX_SPANS,
     max_words: int = MAX_WORDS,
     towards: Direction | None = None,
-    greedy: bool = False,
+    greedy: bool | None = None,
 ) -> list[Explanation]:
     """An explanation per text: its P(spam) and up to ``top`` phrases that pushed it towards its
     verdict at ``threshold`` (the model's by default), or ``towards`` the verdict named, strongest
@@ -308,7 +308,10 @@ def explain_batch(
     ``greedy`` removes the phrases one after the other: the second is the span whose removal,
     the first one removed too, moves P(spam) furthest, and so on (``top`` passes, each as large
     as the first). It finds phrases that only count together, as when two windows each hold a
-    reason for the verdict; each phrase's ``delta`` is then what it adds after the ones above."""
+    reason for the verdict; each phrase's ``delta`` is then what it adds after the ones above.
+    By default (``None``) a spam verdict is explained greedily and a ham verdict in one pass: on
+    the deletion test (RESULTS section 17) removing the top 3 greedy phrases turns 63 % of
+    flagged spam to ham, the top 3 of one pass 35 %, for about 1.6 times the cost."""
     cut = classifier.threshold if threshold is None else threshold
     cap = chars_kept(classifier.directory.max_length)
     explanations = []
@@ -318,7 +321,8 @@ def explain_batch(
         p, excess = float(original.p[0]), float(original.excess[0])
         # spam: phrases that raised P(spam); ham: those that lowered it
         sign = 1.0 if (towards == "spam" if towards else p >= cut) else -1.0
-        steps = top if greedy else 1
+        stepwise = sign > 0 if greedy is None else greedy
+        steps = top if stepwise else 1
         chosen: list[int] = []
         phrases: list[Phrase] = []
         for _ in range(steps):
@@ -328,7 +332,7 @@ def explain_batch(
             scores = _scores(classifier, [message.without([*chosen, i]) for i in candidates], cut)
             excess_drop, log_odds = _effects(sign, p, excess, scores)
             order = _order(message, candidates, excess_drop, log_odds)
-            if not greedy:
+            if not stepwise:
                 phrases = [_phrase(message, candidates[j], p, float(scores.p[j])) for j in order[:top]]
                 break
             if not order:
