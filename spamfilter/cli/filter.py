@@ -15,6 +15,7 @@ import click
 
 from .. import interrupts
 from ..errors import EX_BROKEN_PIPE
+from ..formats import DEFAULT_TEXT_COLUMN, FORMATS
 from ..interrupts import Interrupted, exit_code
 from ..modeldir import default_model_dir, open_model_directory
 
@@ -33,10 +34,15 @@ from .common import (
     _model_used,
     _stopping_on_signals,
     _warn,
+    choice_option,
     cli,
+    count_option,
+    explain_option,
     gpu_option,
     header_prefix_option,
     model_option,
+    threshold_option,
+    user_option,
     variant_option,
 )
 
@@ -44,13 +50,12 @@ from .common import (
 @cli.command(name="filter", context_settings=CONTEXT)
 @click.argument("input_paths", metavar="[INPUT]...", nargs=-1, type=click.Path(allow_dash=True))
 @model_option
-@click.option(
+@choice_option(
     "--format",
-    "input_format",
-    type=click.Choice(["auto", "mbox", "email", "csv", "text"]),
-    default="auto",
-    show_default=True,
-    help="Input format; auto looks at the first bytes.",
+    FORMATS,
+    "auto",
+    "Input format; auto looks at the first bytes.",
+    dest="input_format",
 )
 @click.option(
     "-o",
@@ -65,23 +70,19 @@ from .common import (
     default=None,
     help="mbox only: write spam to this mailbox instead of --output.",
 )
-@click.option("--text-column", default="Text", show_default=True, help="CSV column holding the message text.")
 @click.option(
-    "--threshold",
-    type=click.FloatRange(0, 1),
-    default=None,
-    help="P(spam) at or above which a message is spam. Default: the model's (spamfilter.json).",
-)
-@header_prefix_option
-@click.option(
-    "--explain",
-    "explain_policy",
-    type=click.Choice(["off", "spam", "all"]),
-    default="off",
+    "--text-column",
+    default=DEFAULT_TEXT_COLUMN,
     show_default=True,
-    help="mbox, email and folder output: an X-Spam-Report field with the phrases that moved P(spam) most, "
+    help="CSV column holding the message text.",
+)
+@threshold_option
+@header_prefix_option
+@explain_option(
+    "mbox, email and folder output: an X-Spam-Report field with the phrases that moved P(spam) most, "
     "for spam verdicts only or for all. Costly: about 0.4-0.9 s a message explained, as much as "
     "classifying some 35 (benchmarks/bench_explain.py).",
+    "explain_policy",
 )
 @gpu_option
 @click.option(
@@ -105,12 +106,11 @@ from .common import (
     default=None,
     help="A live message count on stderr. Default: only when stderr is a terminal.",
 )
-@click.option(
+@choice_option(
     "--engine",
-    type=click.Choice(["local", "ray"]),
-    default="local",
-    show_default=True,
-    help="ray: several INPUTs (mbox, Maildir, .eml folder, CSV; paths or fsspec URLs) into -o DIR on Ray "
+    ("local", "ray"),
+    "local",
+    "ray: several INPUTs (mbox, Maildir, .eml folder, CSV; paths or fsspec URLs) into -o DIR on Ray "
     "Data, embedded here or on a cluster.",
 )
 @click.option(
@@ -120,21 +120,16 @@ from .common import (
     metavar="ADDR",
     help="--engine ray: join the Ray cluster there ($RAY_ADDRESS). Default: start Ray on this machine.",
 )
-@click.option(
-    "--workers", type=click.IntRange(1), default=1, show_default=True, help="--engine ray: scoring workers."
-)
+@count_option("--workers", 1, "--engine ray: scoring workers.")
 @click.option(
     "--gpus-per-worker",
     type=click.FloatRange(0),
     default=0.0,
     help="--engine ray: GPUs each scoring worker takes (CUDA); 0 runs them on CPUs.",
 )
-@click.option(
-    "--user",
-    default=None,
-    metavar="NAME",
-    help="Score with NAME's own head (trained by learn --user NAME) where NAME has one; else the "
-    "shared model's verdict.",
+@user_option(
+    "Score with NAME's own head (trained by learn --user NAME) where NAME has one; else the shared "
+    "model's verdict."
 )
 @_stopping_on_signals
 def filter_command(
