@@ -1,6 +1,7 @@
 """The command line's defaults are the library's: every option of ``train`` named like a field of
 ``TrainingConfig`` or ``TrainOptions`` has that field's default, and the help's quoted defaults are
-the data recipes'. Torch-free: the defaults are declared in ``spamfilter.train_options``."""
+the data recipes'; ``serve``'s are ``ServiceSettings``' and ``UserLimits``'. Torch-free: the defaults
+are declared in ``spamfilter.train_options`` and ``spamfilter.service.settings``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import click
 from click.testing import CliRunner
 
 from spamfilter.cli import cli
+from spamfilter.service.settings import GPU_BATCH_MAX, TELL_QUOTA, ServiceSettings, UserLimits
 from spamfilter.train_options import LABELLED_RECIPE, MAIL_RECIPE, TrainingConfig, TrainOptions
 
 # Options whose command-line default differs from the dataclass's on purpose, and why.
@@ -29,8 +31,8 @@ def _defaults(cls: type) -> dict[str, object]:
     }
 
 
-def _train_command() -> click.Command:
-    command = cli.get_command(click.Context(cli), "train")
+def _command(name: str) -> click.Command:
+    command = cli.get_command(click.Context(cli), name)
     assert command is not None
     return command
 
@@ -38,7 +40,7 @@ def _train_command() -> click.Command:
 def test_every_train_option_named_like_a_library_field_has_its_default() -> None:
     library = _defaults(TrainingConfig) | _defaults(TrainOptions)
     compared = set()
-    command = _train_command()
+    command = _command("train")
     context = click.Context(command)
     for param in command.params:
         if param.name in library and param.name not in DELIBERATE:
@@ -84,3 +86,44 @@ def test_options_several_commands_take_have_the_library_defaults() -> None:
             seen.setdefault(param.opts[-1], set()).add(name)
     assert {"filter", "serve"} <= seen["--header-prefix"] and {"filter", "serve"} <= seen["--explain"]
     assert {"classify", "eval", "filter", "serve"} <= seen["--threshold"]
+
+
+# serve's options whose default differs from the settings' field of that name on purpose, and why.
+SERVE_DELIBERATE = {
+    "learn_after": "the settings' 0 (TELL never retrains) is the library's; serve's 50 is --allow-tell's",
+    "max_per_peer": "serve's None is the settings' 0: three quarters of --max-connections",
+    "batch_max": "serve's None is the settings' batch_max, or GPU_BATCH_MAX with --gpu",
+}
+
+
+def test_every_serve_option_has_the_service_settings_default() -> None:
+    from spamfilter.service.milter import MilterPolicy
+
+    library = _defaults(ServiceSettings) | _defaults(UserLimits)
+    # Options named otherwise than their field (or in other units).
+    library |= {
+        "batch_wait_ms": ServiceSettings.batch_wait * 1000,
+        "tell_max": TELL_QUOTA.count,
+        "tell_max_bytes": TELL_QUOTA.bytes,
+        "max_loaded_heads": UserLimits.max_loaded,
+        "max_user_corrections": UserLimits.max_corrections,
+        "milter_error": MilterPolicy.on_error,
+    }
+    compared = set()
+    command = _command("serve")
+    context = click.Context(command)
+    for param in command.params:
+        if param.name in library and param.name not in SERVE_DELIBERATE:
+            assert param.get_default(context) == library[param.name], param.name
+            compared.add(param.name)
+    assert {"max_size", "timeout", "max_connections", "batch_wait_ms", "log_interval"} <= compared
+    assert {"tell_max", "tell_max_bytes", "milter_error"} <= compared
+    assert {"max_users", "max_loaded_heads", "max_user_corrections"} <= compared
+    assert {"max_retrains", "retrain_queue"} <= compared
+
+
+def test_serve_help_quotes_the_batch_defaults() -> None:
+    result = CliRunner().invoke(cli, ["serve", "--help"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert f"Default: {ServiceSettings.batch_max}, with --gpu {GPU_BATCH_MAX}." in text

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..modeldir import default_model_dir
+from ..service.settings import GPU_BATCH_MAX, TELL_QUOTA, ServiceSettings, UserLimits
 
 if TYPE_CHECKING:
     from ..runtime import Classifier
@@ -106,29 +107,29 @@ def _octal_mode(_context: click.Context, _param: click.Parameter, value: str | N
     "--batch-max",
     type=click.IntRange(1),
     default=None,
-    help="Most messages per model call. Default: 32, with --gpu 128.",
+    help=f"Most messages per model call. Default: {ServiceSettings.batch_max}, with --gpu {GPU_BATCH_MAX}.",
 )
 @click.option(
     "--batch-wait-ms",
     type=click.FloatRange(0),
-    default=5.0,
+    default=ServiceSettings.batch_wait * 1000,
     show_default=True,
     help="How long a batch waits for more messages once its first has come.",
 )
 @count_option(
     "--max-size",
-    512_000,
+    ServiceSettings.max_size,
     "Largest message in bytes (spamc's -s default); larger ones get an error reply and spamc "
     "delivers them untagged.",
 )
 @click.option(
     "--timeout",
     type=click.FloatRange(0.1),
-    default=30.0,
+    default=ServiceSettings.timeout,
     show_default=True,
     help="Seconds a client has to send its whole request, and to take its reply.",
 )
-@count_option("--max-connections", 64)
+@count_option("--max-connections", ServiceSettings.max_connections)
 @click.option(
     "--max-per-peer",
     type=click.IntRange(1),
@@ -167,7 +168,7 @@ def _octal_mode(_context: click.Context, _param: click.Parameter, value: str | N
 @click.option(
     "--log-interval",
     type=click.FloatRange(0),
-    default=0.0,
+    default=ServiceSettings.log_interval,
     help="Log a summary every this many seconds instead of one line per request.",
 )
 @click.option(
@@ -190,11 +191,11 @@ def _octal_mode(_context: click.Context, _param: click.Parameter, value: str | N
 )
 @count_option(
     "--tell-max",
-    1000,
+    TELL_QUOTA.count,
     "Corrections one teacher (client address, or uid on a unix socket) may keep stored; "
     "beyond, TELL is refused with 73.",
 )
-@count_option("--tell-max-bytes", 50_000_000, "Bytes of corrections one teacher may keep stored.")
+@count_option("--tell-max-bytes", TELL_QUOTA.bytes, "Bytes of corrections one teacher may keep stored.")
 @count_option(
     "--learn-after",
     50,
@@ -216,18 +217,30 @@ def _octal_mode(_context: click.Context, _param: click.Parameter, value: str | N
 )
 @count_option(
     "--max-users",
-    10_000,
+    UserLimits.max_users,
     "With --per-user: users who may have a head or corrections; a new one beyond is refused (73).",
 )
 @count_option(
     "--max-user-corrections",
-    1_000,
+    UserLimits.max_corrections,
     "With --per-user: corrections one user may keep; beyond, their TELL is refused (73).",
 )
 @count_option(
     "--max-loaded-heads",
-    1_000,
+    UserLimits.max_loaded,
     "With --per-user: user heads held in memory (the least recently used are read again).",
+)
+@count_option(
+    "--max-retrains",
+    UserLimits.max_retrains,
+    "With --per-user: user-head retrains run at once (each a thread, with a copy of the training features).",
+)
+@count_option(
+    "--retrain-queue",
+    UserLimits.retrain_queue,
+    "With --per-user: users waiting for a retrain of their head; beyond, a user's retrain waits for "
+    "their next TELL.",
+    minimum=0,
 )
 def serve(
     model: Path | None,
@@ -265,6 +278,8 @@ def serve(
     max_users: int,
     max_user_corrections: int,
     max_loaded_heads: int,
+    max_retrains: int,
+    retrain_queue: int,
 ) -> None:
     """Serve the model to spamd clients (spamc, Exim's spam condition, ...) and milter MTAs until
     SIGTERM.
@@ -276,10 +291,8 @@ def serve(
     """
     from ..corrections import Quota
     from ..service.access import DEFAULT_LISTEN, parse_address, parse_networks, parse_users, tls_context
-    from ..service.learning import UserLimits
     from ..service.milter import MilterPolicy
     from ..service.observe import setup_logging
-    from ..service.server import ServiceSettings
     from ..service.server import serve as run_service
     from ..verdict import Decision
 
@@ -298,7 +311,7 @@ def serve(
             timeout=timeout,
             max_connections=max_connections,
             max_per_peer=max_per_peer or 0,
-            batch_max=batch_max or (128 if gpu else 32),
+            batch_max=batch_max or (GPU_BATCH_MAX if gpu else ServiceSettings.batch_max),
             batch_wait=batch_wait_ms / 1000,
             decision=Decision(
                 threshold=threshold,
@@ -321,7 +334,9 @@ def serve(
             tell_gids=tell_gids,
             learn_command=[sys.executable, "-m", "spamfilter", "learn", "--retrain", "-m", str(directory)],
             user_heads=directory if per_user else None,
-            user_limits=UserLimits(max_users, max_loaded_heads, max_user_corrections),
+            user_limits=UserLimits(
+                max_users, max_loaded_heads, max_user_corrections, max_retrains, retrain_queue
+            ),
         )
         logger = setup_logging(syslog_address)
         if allow_tell:

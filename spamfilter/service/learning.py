@@ -26,16 +26,12 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..corrections import Corrections, QuotaExceeded
 from ..errors import UsageError, first_line
 from ..user_heads import (
-    MAX_CORRECTIONS,
-    MAX_LOADED,
-    MAX_USERS,
     UserHead,
     UserHeads,
     UserLimitReached,
@@ -47,20 +43,12 @@ from . import protocol
 from .access import peer_allowed
 from .limits import peer_credentials
 from .retrains import RetrainQueue, Scheduled
+from .settings import UserLimits
 
 if TYPE_CHECKING:
-    from .server import ServiceSettings
+    from .settings import ServiceSettings
 
 QUIET_SECONDS = 10.0  # a repeated warning (a client sending bad names): one line this often
-
-
-@dataclass(frozen=True)
-class UserLimits:
-    max_users: int = MAX_USERS
-    max_loaded: int = MAX_LOADED
-    max_corrections: int = MAX_CORRECTIONS
-    max_retrains: int = 1  # user-head retrains running at once (each a thread: CPU, training features)
-    retrain_queue: int = 1000  # users waiting for one; beyond, a retrain waits for the user's next TELL
 
 
 class TellRefused(Exception):

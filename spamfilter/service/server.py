@@ -14,26 +14,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import ipaddress
 import logging
 import math
-import os
 import signal
-import ssl
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
-from ..corrections import Quota
 from ..errors import SpamfilterError, first_line
 from ..pipeline import EMPTY_MESSAGE, Scorer, Tagged
-from ..verdict import Decision
 from . import protocol
-from .access import LOOPBACK, Address, BoundSocket, Network, bind_unix_socket, peer_allowed
+from .access import Address, BoundSocket, bind_unix_socket, peer_allowed
 from .batcher import MicroBatcher
-from .learning import Teaching, UserLearning, UserLimits
+from .learning import Teaching, UserLearning
 from .limits import (
     FIRST_LINE_SECONDS,
     MIN_PENDING,
@@ -42,8 +35,9 @@ from .limits import (
     Slots,
     peer_key,
 )
-from .milter import MilterError, MilterPolicy, Packet, milter_session, read_packet
+from .milter import MilterError, Packet, milter_session, read_packet
 from .observe import HttpEndpoint, Metrics, Tally
+from .settings import ServiceSettings as ServiceSettings  # declared there, light, for the command line
 from .tls import TlsWriter, start_tls_server
 
 Writer = asyncio.StreamWriter | TlsWriter
@@ -51,52 +45,12 @@ Writer = asyncio.StreamWriter | TlsWriter
 STREAM_LIMIT = 64 * 1024  # longest request line or header line
 MILTER_PACKET_FACTOR = 10  # inside a message an MTA sends within 10x --timeout (Postfix: 300 s)
 LINGER_SECONDS = 2.0  # how long a refused request's rest is read and dropped before closing
-TELL_MAX_COUNT = 1000  # corrections one teacher may keep stored
-TELL_MAX_BYTES = 50_000_000
 QUIET_SECONDS = 10.0  # a flood's repeated warning: one log line per kind this often
 T = TypeVar("T")
 
 
 class ListenError(SpamfilterError):
     """An address the service cannot listen on (in use, not ours, no such interface)."""
-
-
-@dataclass
-class ServiceSettings:
-    listen: list[Address]
-    allow: list[Network]
-    max_size: int = 512_000  # spamc's default -s: the largest message spamc sends
-    timeout: float = 30.0  # spamd's --timeout-tcp
-    max_connections: int = 64
-    max_per_peer: int = 0  # slots one peer (address, or uid on a unix socket) may hold; 0: 3/4
-    batch_max: int = 32
-    batch_wait: float = 0.005
-    decision: Decision = field(default_factory=Decision)  # threshold, headers, milter cut-offs
-    socket_mode: int | None = None
-    socket_owner: str | None = None
-    tls: ssl.SSLContext | None = None
-    metrics: Address | None = None
-    log_interval: float = 0.0  # 0: one line per request
-    milter: list[Address] = field(default_factory=list)
-    milter_policy: MilterPolicy = field(default_factory=MilterPolicy)
-    model_name: str = ""
-    extra_health: dict[str, str] = field(default_factory=dict)
-    # TELL: the model directory whose corrections/ it files messages in (None: TELL refused, as
-    # spamd without --allow-tell); with learn_after > 0, this many waiting corrections start
-    # `learn_command` (a retrain) and a successful one is loaded as SIGHUP would.
-    corrections: Path | None = None
-    learn_after: int = 0
-    # Who may TELL: TCP peers in tell_allow; unix-socket peers whose uid or gid is listed (by
-    # default the service's own user and root). Each of them keeps at most tell_quota.
-    tell_allow: list[Network] = field(default_factory=lambda: [ipaddress.ip_network(n) for n in LOOPBACK])
-    tell_uids: set[int] = field(default_factory=lambda: {0, os.geteuid()})
-    tell_gids: set[int] = field(default_factory=set)
-    tell_quota: Quota = field(default_factory=lambda: Quota(TELL_MAX_COUNT, TELL_MAX_BYTES))
-    learn_command: list[str] = field(default_factory=list)
-    # Per-user heads (service/learning.py): the model directory whose users/ they are in (None:
-    # every verdict is the shared model's), and their bounds.
-    user_heads: Path | None = None
-    user_limits: UserLimits = field(default_factory=UserLimits)
 
 
 class SpamdService:
