@@ -39,12 +39,13 @@ from .interrupts import Interrupted, requested
 from .labelled import read_mail_texts
 from .model import GPT
 from .tokenizer import PAD_TOKEN_ID, Tokenizer
+from .train_options import DEFAULT_MODEL
+from .train_options import AdaptOptions as AdaptOptions  # torch-free there: the command line reads it
 from .weights import CONFIG_FILE, WEIGHTS_FILE
 
 STATE_FILE = "adapt-state.pt"  # in the output folder while a run is unfinished
 RECORD_FILE = "adapt.json"
 RANDOM_WEIGHTS = "random"
-DEFAULT_MODEL = "gpt2-small"
 END_OF_TEXT = PAD_TOKEN_ID  # ends each message in the stream: the classifier pads with it
 # A newsletter of 50,000 tokens would otherwise outweigh hundreds of short messages; the filter
 # itself reads at most a few windows of a message.
@@ -54,29 +55,6 @@ _CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight"
 
 StepCallback = Callable[[int, int, float], None]  # (step, total steps, training loss)
 EvalCallback = Callable[[int, float], None]  # (step, held-out loss)
-
-
-@dataclass
-class AdaptOptions:
-    mail: list[Path]  # mail sources, any format ``train --spam/--ham`` reads; labels not needed
-    out: Path
-    # As ``train`` takes them: ``model`` a size name or a config.json (the shape), ``weights`` a
-    # checkpoint folder or .safetensors file, a hub size name (None: ``model``'s hub weights), or
-    # "random" for a random initialisation of ``model``'s shape (seeded as ``train`` seeds it).
-    model: str | None = None
-    weights: str | None = None
-    steps: int = 2000
-    context: int = 256  # tokens per window: the mail recipe's --max-length, whose positions it trains
-    batch_size: int = 4
-    lr: float = 5e-4
-    weight_decay: float = 0.1
-    warmup: int = 100  # steps of linear warm-up, then a cosine decay to a tenth of lr
-    held_out: float = 0.05  # share of the messages held out for the language-model loss
-    save_every: int = 100  # steps between saved states (and held-out measurements)
-    held_out_windows: int = 128  # windows of the held-out stream measured (all of it if fewer)
-    seed: int = 123
-    device: str = "cpu"
-    resume: bool = False
 
 
 @dataclass

@@ -1,8 +1,8 @@
-"""What ``spamfilter train`` can be asked and its defaults, declared once.
+"""What ``spamfilter train`` and ``spamfilter adapt`` can be asked and their defaults, declared once.
 
 Torch-free: the command line reads its options' defaults and help from these dataclasses without
-loading the training code (a filter-only install has no torch). ``finetune`` and ``train_loop``
-use them as they are.
+loading the training code (a filter-only install has no torch). ``finetune``, ``train_loop`` and
+``adapt`` use them as they are.
 """
 
 from __future__ import annotations
@@ -94,3 +94,27 @@ class TrainOptions:
     def data_recipe(self) -> DataRecipe:
         """The recipe of these options' data: mail with --spam/--ham, else labelled."""
         return MAIL_RECIPE if self.spam else LABELLED_RECIPE
+
+
+# adapt.py: next-token pretraining on the user's own mail before train --weights.
+@dataclass
+class AdaptOptions:
+    mail: list[Path]  # mail sources, any format ``train --spam/--ham`` reads; labels not needed
+    out: Path
+    # As ``train`` takes them: ``model`` a size name or a config.json (the shape), ``weights`` a
+    # checkpoint folder or .safetensors file, a hub size name (None: ``model``'s hub weights), or
+    # "random" for a random initialisation of ``model``'s shape (seeded as ``train`` seeds it).
+    model: str | None = None
+    weights: str | None = None
+    steps: int = 2000
+    context: int = MAIL_MAX_LENGTH  # tokens per window: the mail recipe's, whose positions it trains
+    batch_size: int = 4
+    lr: float = 5e-4
+    weight_decay: float = 0.1
+    warmup: int = 100  # steps of linear warm-up, then a cosine decay to a tenth of lr
+    held_out: float = 0.05  # share of the messages held out for the language-model loss
+    save_every: int = 100  # steps between saved states (and held-out measurements)
+    held_out_windows: int = 128  # windows of the held-out stream measured (all of it if fewer)
+    seed: int = 123
+    device: str = "cpu"
+    resume: bool = False

@@ -1,7 +1,8 @@
 """The command line's defaults are the library's: every option of ``train`` named like a field of
 ``TrainingConfig`` or ``TrainOptions`` has that field's default, and the help's quoted defaults are
-the data recipes'; ``serve``'s are ``ServiceSettings``' and ``UserLimits``'. Torch-free: the defaults
-are declared in ``spamfilter.train_options`` and ``spamfilter.service.settings``."""
+the data recipes'; ``adapt``'s are ``AdaptOptions``', ``serve``'s ``ServiceSettings``' and
+``UserLimits``'. Torch-free: the defaults are declared in ``spamfilter.train_options`` and
+``spamfilter.service.settings``."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from click.testing import CliRunner
 
 from spamfilter.cli import cli
 from spamfilter.service.settings import GPU_BATCH_MAX, TELL_QUOTA, ServiceSettings, UserLimits
-from spamfilter.train_options import LABELLED_RECIPE, MAIL_RECIPE, TrainingConfig, TrainOptions
+from spamfilter.train_options import LABELLED_RECIPE, MAIL_RECIPE, AdaptOptions, TrainingConfig, TrainOptions
 
 # Options whose command-line default differs from the dataclass's on purpose, and why.
 DELIBERATE = {
@@ -86,6 +87,18 @@ def test_options_several_commands_take_have_the_library_defaults() -> None:
             seen.setdefault(param.opts[-1], set()).add(name)
     assert {"filter", "serve"} <= seen["--header-prefix"] and {"filter", "serve"} <= seen["--explain"]
     assert {"classify", "eval", "filter", "serve"} <= seen["--threshold"]
+
+
+def test_every_adapt_option_named_like_a_library_field_has_its_default() -> None:
+    library = _defaults(AdaptOptions)
+    command = _command("adapt")
+    context = click.Context(command)
+    compared = set()
+    for param in command.params:
+        if param.name in library:
+            assert param.get_default(context) == library[param.name], param.name
+            compared.add(param.name)
+    assert {"steps", "context", "batch_size", "lr", "seed", "model", "weights", "resume"} <= compared
 
 
 # serve's options whose default differs from the settings' field of that name on purpose, and why.

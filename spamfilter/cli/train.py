@@ -18,6 +18,7 @@ from ..train_options import (
     LABELLED_RECIPE,
     MAIL_RECIPE,
     TRAINABLE_CHOICES,
+    AdaptOptions,
     TrainingConfig,
     TrainOptions,
 )
@@ -276,11 +277,11 @@ def export(checkpoint: Path, out: Path | None, quantize: str | None) -> None:
 @click.option(
     "--weights", default=None, help="As train --weights: the start (a folder, .safetensors, a size, random)."
 )
-@count_option("--steps", 2000)
-@count_option("--context", 256, "Tokens per window.")
-@count_option("--batch-size", 4)
-@click.option("--lr", type=click.FloatRange(0, min_open=True), default=5e-4, show_default=True)
-@click.option("--seed", type=int, default=123, show_default=True)
+@count_option("--steps", AdaptOptions.steps)
+@count_option("--context", AdaptOptions.context, "Tokens per window.")
+@count_option("--batch-size", AdaptOptions.batch_size)
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=AdaptOptions.lr, show_default=True)
+@click.option("--seed", type=int, default=AdaptOptions.seed, show_default=True)
 @click.option(
     "--resume", is_flag=True, help="Continue an interrupted run from its last saved state in --out."
 )
@@ -298,7 +299,6 @@ def adapt(
 ) -> None:
     """Continue GPT-2's next-token pretraining on your own unlabelled mail, for train --weights OUT."""
     try:
-        from ..adapt import AdaptOptions
         from ..adapt import adapt as run_adapt
     except ImportError as error:  # a base (filter-only) install: torch is the train extra's
         _fail(f"{TRAIN_EXTRA_HINT} ({error})")
