@@ -81,7 +81,7 @@ def stage_rates(model: Path, inputs: list[Path]) -> dict[str, float]:
 
     from spamfilter.mail import split_mbox
     from spamfilter.pipeline import mbox_items, tagged_message
-    from spamfilter.runtime import Classifier, batched_logits, chars_kept, session_logits
+    from spamfilter.runtime import Classifier, batched_logits, session_logits
     from spamfilter.verdict import Decision
 
     classifier = Classifier.load(model, threads=1)
@@ -91,7 +91,7 @@ def stage_rates(model: Path, inputs: list[Path]) -> dict[str, float]:
         with source.open("rb") as stream:
             texts += [text for _, text in mbox_items(stream) if text is not None]
     read = time.perf_counter() - started
-    cap = chars_kept(classifier.directory.max_length)
+    cap = classifier.recipe.chars_kept
     started = time.perf_counter()
     rows = classifier.tokenizer.encode_batch([text[:cap] for text in texts])
     tokenise = time.perf_counter() - started

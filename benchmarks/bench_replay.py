@@ -304,8 +304,8 @@ def state_filter(
 
     from spamfilter.learn import pooled_features
     from spamfilter.mail import extract_text
+    from spamfilter.mail.text import chars_kept  # no model directory here: the cap for this max_length
     from spamfilter.metrics import calibrate_threshold
-    from spamfilter.runtime import chars_kept
     from spamfilter.tokenizer import Tokenizer
     from spamfilter.windows import MAX_WINDOWS, windows_of
 

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from .runtime import batched_logits, chars_kept, session_logits, softmax_spam
+from .runtime import batched_logits, session_logits, softmax_spam
 from .windows import _HEAD_SHARE, head_length, split_windows, windows_of
 
 if TYPE_CHECKING:
@@ -313,7 +313,7 @@ def explain_batch(
     the deletion test (RESULTS section 17) removing the top 3 greedy phrases turns 63 % of
     flagged spam to ham, the top 3 of one pass 35 %, for about 1.6 times the cost."""
     cut = classifier.threshold if threshold is None else threshold
-    cap = chars_kept(classifier.directory.max_length)
+    cap = classifier.recipe.chars_kept
     explanations = []
     for text in texts:
         message = _prepare(classifier, text[:cap], max_spans, max_words)

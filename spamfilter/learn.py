@@ -42,6 +42,7 @@ import numpy as np
 
 from .corrections import CORRECTIONS_DIR, Corrections
 from .errors import ModelDirectoryError, SpamfilterError, first_line
+from .formats import message_text
 from .head import Anchor, Head, apply_head, teach
 from .metrics import compute_metrics
 from .modeldir import (
@@ -53,9 +54,7 @@ from .modeldir import (
     sha256_file,
 )
 from .onnx_head import FEATURES_OUTPUT, read_head, replace_head, with_features_output
-from .pipeline import message_text
-from .runtime import chars_kept
-from .windows import windows_of, windows_recorded
+from .windows import windows_of
 
 if TYPE_CHECKING:
     from .model import SpamClassifier
@@ -114,14 +113,14 @@ def window_features(
     directory: ModelDirectory, texts: Sequence[str], session: Any = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """The pooled features (W, C) of every window the filter reads of each text (as reduced by
-    :func:`spamfilter.pipeline.message_text`), and the index of the text owning each window (W,)."""
+    :func:`spamfilter.formats.message_text`), and the index of the text owning each window (W,)."""
     from .tokenizer import Tokenizer
 
-    manifest = directory.manifest
+    recipe = directory.recipe
     tokenizer = Tokenizer(directory.path)
-    rows = tokenizer.encode_batch([text[: chars_kept(manifest.max_length)] for text in texts])
-    windows, owners = windows_of(rows, manifest.max_length, windows_recorded(manifest.recipe))
-    ids = tokenizer.pad(windows, manifest.max_length, manifest.pad_token_id)
+    rows = tokenizer.encode_batch([text[: recipe.chars_kept] for text in texts])
+    windows, owners = windows_of(rows, recipe.max_length, recipe.max_windows)
+    ids = tokenizer.pad(windows, recipe.max_length, recipe.pad_token_id)
     session = session or features_session(directory)
     parts = [
         session.run([FEATURES_OUTPUT], {"input_ids": ids[begin : begin + _FEATURE_BATCH]})[0]
@@ -367,8 +366,8 @@ def _corrections_taught(
     a ham message's every window (the filter scores a message by its highest window, so none may
     say spam), a spam message's highest-scoring one under the current head (its others may be
     ordinary text)."""
-    max_length = directory.manifest.max_length
-    texts = [message_text(path.read_bytes())[: chars_kept(max_length)] for _, _, path in corrections]
+    cap = directory.recipe.chars_kept
+    texts = [message_text(path.read_bytes())[:cap] for _, _, path in corrections]
     features, owners = window_features(directory, texts)
     message_labels = np.asarray([label for _, label, _ in corrections], dtype=np.int64)
     current = apply_head(start, features)

@@ -457,16 +457,16 @@ def window_features(model_dir: Path, texts: Sequence[str]) -> tuple[np.ndarray, 
     checkpoint (``model.pt``; torch imported here only).
     """
     from .modeldir import open_model_directory
-    from .runtime import chars_kept, create_session
+    from .runtime import create_session
     from .tokenizer import Tokenizer
-    from .windows import windows_of, windows_recorded
+    from .windows import windows_of
 
     directory = open_model_directory(Path(model_dir))
-    max_length = directory.max_length
+    recipe = directory.recipe
     tokenizer = Tokenizer(directory.path)
-    rows = tokenizer.encode_batch([text[: chars_kept(max_length)] for text in texts])
-    windows, owners = windows_of(rows, max_length, windows_recorded(directory.manifest.recipe))
-    ids = tokenizer.pad(windows, max_length, directory.pad_token_id)
+    rows = tokenizer.encode_batch([text[: recipe.chars_kept] for text in texts])
+    windows, owners = windows_of(rows, recipe.max_length, recipe.max_windows)
+    ids = tokenizer.pad(windows, recipe.max_length, recipe.pad_token_id)
     session = create_session(directory.checked_variant_file("fp32"))
     if FEATURES_OUTPUT in {output.name for output in session.get_outputs()}:
         parts = [
@@ -580,7 +580,7 @@ def replay_mail(
     """Replay raw messages (``labels``: 1 spam, 0 ham) through a model directory in date order,
     its head retrained every ``interval`` messages on the labels fed back so far. The result's
     ``extra`` says how many messages had no plausible date and how long the trunk took."""
-    from .pipeline import message_text
+    from .formats import message_text
 
     order, undated = order_messages(raws)
     started = time.perf_counter()

@@ -34,7 +34,7 @@ from .. import interrupts
 from ..errors import EX_DATAERR, ClassificationError, SpamfilterError, UsageError, first_line
 from ..modeldir import ModelDirectory, open_model_directory
 from ..pipeline import DEFAULT_TEXT_COLUMN, explanation_for
-from ..runtime import CPU_BATCH, GPU_BATCH, Classifier, available_cores, chars_kept
+from ..runtime import CPU_BATCH, GPU_BATCH, Classifier, available_cores
 from ..verdict import Decision
 from . import session
 from .chunks import Chunk, Input, InputError, describe_input, is_url, plan, read, write
@@ -272,7 +272,7 @@ def filter_with_ray(
             report(f"{item.source}: already complete in {out.output(item.name)}, skipped")
         else:
             pending.append(index)
-    job = Job(tuple(inputs), str(out.root), bound, text_column, chars_kept(scoring.directory.max_length))
+    job = Job(tuple(inputs), str(out.root), bound, text_column, scoring.directory.recipe.chars_kept)
     started_ray, quiet = False, contextlib.ExitStack()
     try:
         if pending:

@@ -372,7 +372,7 @@ def _body_texts(raw: bytes, start: int, budget: _Budget) -> list[str]:
 
 # How much of a message the model reads, each cap owned here once (ARCHITECTURE.md "Reading caps"):
 # 1. a message handed over alone (pipeline mode, the service, the milter) is read from its first
-#    MESSAGE_BYTES_READ bytes, as spamc sends at most 500 KB (pipeline.message_text);
+#    MESSAGE_BYTES_READ bytes, as spamc sends at most 500 KB (formats.message_text);
 # 2. its text (Subject, newline, readable body) is at most TEXT_CHARS_READ characters (extract_text);
 # 3. a text from any format is cut to chars_kept(max_length) characters before tokenizing (at least
 #    TEXT_CHARS_READ; more for a model whose windows hold more), which bounds BPE's work; a model's
