@@ -82,10 +82,12 @@ def train(data: Path, workdir: Path, seed: int, pooling: str, log: Any) -> tuple
     out = workdir / f"{pooling}-seed{seed}"
     manifest = out / "spamfilter.json"
     if manifest.is_file():
-        recipe = json.loads(manifest.read_text())["recipe"]
-        if recipe["seed"] == seed and recipe["pooling"] == pooling:
+        saved = json.loads(manifest.read_text())
+        # pooling at the top level (older manifests also repeated it inside the recipe)
+        held = (saved["recipe"]["seed"], saved.get("pooling", saved["recipe"].get("pooling")))
+        if held == (seed, pooling):
             return out, None
-        raise SystemExit(f"{out} holds another run (seed {recipe['seed']}, {recipe['pooling']}): remove it")
+        raise SystemExit(f"{out} holds another run (seed {held[0]}, {held[1]}): remove it")
     config = workdir / "tiny" / "config.json"
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(json.dumps(TINY))
