@@ -1,12 +1,12 @@
-"""The spamd-protocol daemon: listeners, one request per connection, limits, reload and shutdown.
+"""The service's life cycle: listeners, reload and shutdown, around its front ends.
 
-Every connection gets one request and one reply, as with spamd. The rules that keep a mail flow
-safe: a peer outside the allow-list is closed before a byte is read; a request must arrive whole
-within ``timeout`` seconds and its reply be taken within as long; at most ``max_connections``
-are served at once (more wait, up to ``timeout``, for a slot); bad requests get spamd's error
-replies, a model failure gets an error reply (so spamc's safe fallback delivers the mail
-untagged); SIGHUP loads the model directory again and swaps it in only if it works; SIGTERM and
-SIGINT stop accepting, answer every request already taken, and return.
+The front ends speak the protocols (:mod:`.spamd_front`: one request per connection, as with
+spamd; :mod:`.milter_front`: an MTA's milter connections), both through the admission rules of
+:mod:`.door` (a peer outside the allow-list is closed before a byte is read, idle connections are
+bounded) and the one micro-batcher (:mod:`.batcher`); corrections go to :mod:`.learning`. Here:
+every listener is bound before the model loads; SIGHUP loads the model directory again and swaps
+it in only if it works; SIGTERM and SIGINT stop accepting, answer every request already taken,
+and return.
 """
 
 from __future__ import annotations
@@ -18,35 +18,22 @@ import logging
 import math
 import signal
 import time
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from ..errors import SpamfilterError, first_line
-from ..pipeline import EMPTY_MESSAGE, Scorer, Tagged
-from . import protocol
+from ..pipeline import Scorer
 from .access import Address, BoundSocket, bind_unix_socket, peer_allowed
 from .batcher import MicroBatcher
+from .door import Door, Writer, peer_text
 from .learning import Teaching, UserLearning
-from .limits import (
-    FIRST_LINE_SECONDS,
-    MIN_PENDING,
-    PENDING_PER_SLOT,
-    Pending,
-    Slots,
-    peer_key,
-)
-from .milter import MilterError, Packet, milter_session, read_packet
-from .observe import HttpEndpoint, Metrics, Tally
+from .milter_front import MilterFrontEnd
+from .observe import HttpEndpoint, Metrics
 from .settings import ServiceSettings as ServiceSettings  # declared there, light, for the command line
-from .tls import TlsWriter, start_tls_server
-
-Writer = asyncio.StreamWriter | TlsWriter
+from .spamd_front import SpamdFrontEnd
+from .tls import start_tls_server
 
 STREAM_LIMIT = 64 * 1024  # longest request line or header line
-MILTER_PACKET_FACTOR = 10  # inside a message an MTA sends within 10x --timeout (Postfix: 300 s)
-LINGER_SECONDS = 2.0  # how long a refused request's rest is read and dropped before closing
-QUIET_SECONDS = 10.0  # a flood's repeated warning: one log line per kind this often
-T = TypeVar("T")
 
 
 class ListenError(SpamfilterError):
@@ -89,22 +76,16 @@ class SpamdService:
         self.health: dict[str, str] = {}
         if scorer is not None:
             self._describe(scorer)
-        total = settings.max_connections
-        per_peer = settings.max_per_peer or total - total // 4  # three quarters, leaving room for others
-        # Beyond the slots, as many connections again may wait for one (then: 75, try later).
-        self._slots = Slots(settings.max_connections, per_peer, waiters=settings.max_connections)
-        self._milter_slots = Slots(settings.max_connections, per_peer, waiters=0)
-        # Idle connections kept (before the oldest is closed): per peer, and in all.
-        pending_per_peer = max(MIN_PENDING, PENDING_PER_SLOT * settings.max_connections)
-        self._pending = Pending(2 * pending_per_peer, pending_per_peer)
-        self._milter_pending = Pending(2 * pending_per_peer, pending_per_peer)
-        self._said: dict[str, tuple[float, int]] = {}
+        self._stop = asyncio.Event()
+        self.door = Door(settings, self.metrics, logger)
+        self.spamd = SpamdFrontEnd(settings, self.door, self.batcher, self.teaching, self.metrics, logger)
+        self.milter = MilterFrontEnd(
+            settings, self.door, self.batcher, self.metrics, logger, self._stop, self.users is not None
+        )
         self._handlers: set[asyncio.Task[None]] = set()
         self._servers: list[asyncio.AbstractServer] = []
-        self._stop = asyncio.Event()
         self._reloading: asyncio.Task[bool] | None = None
         self._reload_again = False
-        self._tally = Tally()
         self.bound: list[str] = []  # what each listener really bound (port 0 becomes a port)
         self._listeners: list[tuple[asyncio.AbstractServer, str]] = []  # bound, not yet serving
         self._sockets: list[BoundSocket] = []  # unix sockets this process made: removed at exit
@@ -160,7 +141,7 @@ class SpamdService:
             errno.ENOBUFS,
             errno.ENOMEM,
         ):
-            self._say_now(
+            self.door.say_now(
                 "accept", f"cannot accept connections for now: {error.strerror}; retrying every second"
             )
             return
@@ -221,8 +202,8 @@ class SpamdService:
     async def _shut_down(self) -> None:
         for server in self._servers:
             server.close()
-        self._pending.close_all()  # idle connections go now; those with a request get their reply
-        self._milter_pending.close_all()
+        self.spamd.pending.close_all()  # idle connections go now; those with a request get their reply
+        self.milter.pending.close_all()
         if self._handlers:
             # Each handler is bounded by the read and write timeouts plus the model's time.
             await asyncio.wait(set(self._handlers))
@@ -296,10 +277,10 @@ class SpamdService:
     def _accept(self, reader: asyncio.StreamReader, writer: Writer) -> None:
         """Called for each new spamd connection (a plain callback, so that the task is ours to
         track until shutdown)."""
-        self._track(self._connection(reader, writer))
+        self._track(self.spamd.connection(reader, writer))
 
     def _accept_milter(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._track(self._milter_connection(reader, writer))
+        self._track(self.milter.connection(reader, writer))
 
     def _track(self, handler: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(handler)
@@ -309,255 +290,8 @@ class SpamdService:
     def _metrics_refused(self, peer: object) -> bool:
         if peer_allowed(peer, self.settings.allow):
             return False
-        self._say_now("metrics", f"refused metrics connection from {_peer_text(peer)}: not in --allow")
+        self.door.say_now("metrics", f"refused metrics connection from {peer_text(peer)}: not in --allow")
         return True
-
-    def _refused(self, writer: Writer, command: str) -> str | None:
-        """The peer's name, or None after closing a peer outside --allow before a byte is read."""
-        peer = writer.get_extra_info("peername")
-        if peer_allowed(peer, self.settings.allow):
-            return _peer_text(peer)
-        self.metrics.requests.labels(command, "refused").inc()
-        kind = "milter connection" if command == "MILTER" else "connection"
-        self.log.warning("refused %s from %s: not in --allow", kind, _peer_text(peer))
-        writer.transport.abort()
-        return None
-
-    async def _connection(self, reader: asyncio.StreamReader, writer: Writer) -> None:
-        peer_name = self._refused(writer, "")
-        if peer_name is None:
-            return
-        who = peer_key(writer.get_extra_info("peername"), writer.get_extra_info("socket"))
-        started = time.perf_counter()
-        try:
-            line = await self._first(self._pending, who, writer, protocol.read_line(reader))
-        except protocol.RequestError as error:  # (line too long, or cut off): spamd's 76
-            await self._answer(writer, error.reply(), reader)
-            self._record("", "error", peer_name, error.text, started)
-            return
-        except asyncio.TimeoutError:
-            await self._answer(writer, self._timeout_reply(), reader)
-            self._record("", "timeout", peer_name, "no request line in time", started)
-            return
-        except (ConnectionError, OSError):
-            line = b""
-        if not line or writer.transport.is_closing():
-            # Closed before a request: by the client, or as an idle connection (the oldest, or at
-            # shutdown, where the line can arrive just as the connection is closed).
-            writer.close()
-            return
-        if not await self._slots.acquire(who, 2 * self.settings.timeout + LINGER_SECONDS):
-            if isinstance(writer, TlsWriter):  # nothing can be written before the handshake
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(writer.handshaken.wait(), self.settings.timeout)
-            busy = protocol.error_reply(protocol.EX_TEMPFAIL, "Too many connections")
-            await self._answer(writer, busy, reader)
-            self.metrics.requests.labels("", "busy").inc()
-            self.log.warning("too many connections: answered %s with 75 (retry later)", peer_name)
-            return
-        self.metrics.connections.inc()
-        try:
-            await self._serve_one(reader, writer, peer_name, line)
-        finally:
-            self.metrics.connections.dec()
-            self._slots.release(who)
-
-    async def _first(self, pending: Pending, who: str, writer: Writer, read: Awaitable[T]) -> T:
-        """What ``read`` gives (a request line, a milter packet) within the first-line timeout,
-        the connection counted as pending meanwhile (holding no slot, the first closed when too
-        many are idle)."""
-        token, closed = pending.add(who, writer.transport)
-        if closed:
-            self._say_now(
-                "idle", f"closed {closed} idle connection(s) to make room for one from {who} (no request yet)"
-            )
-        try:
-            return await asyncio.wait_for(read, min(self.settings.timeout, FIRST_LINE_SECONDS))
-        finally:
-            pending.discard(token)
-
-    def _timeout_reply(self) -> bytes:
-        seconds = f"{self.settings.timeout:g}"
-        return protocol.error_reply(
-            protocol.EX_TIMEOUT, f"Timeout: ({seconds} second socket timeout reading input from client)"
-        )
-
-    async def _milter_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """An MTA's milter connection: many messages, until it quits, it idles longer than
-        ``MILTER_PACKET_FACTOR`` x --timeout, or the service stops (then after the message being
-        classified). At most --max-connections at once (per peer: --max-per-peer); the MTA treats
-        a refused connection as it is told by its milter_default_action."""
-        peer_name = self._refused(writer, "MILTER")
-        if peer_name is None:
-            return
-        who = peer_key(writer.get_extra_info("peername"), writer.get_extra_info("socket"))
-        try:
-            first = await self._first(self._milter_pending, who, writer, read_packet(reader))
-        except (MilterError, asyncio.TimeoutError, ConnectionError, OSError) as error:
-            self.metrics.requests.labels("MILTER", "closed").inc()
-            self.log.warning(
-                "milter connection from %s closed: %s", peer_name, first_line(error) or "timeout"
-            )
-            writer.transport.abort()
-            return
-        if first is None:  # closed before a word (or as the oldest idle connection)
-            writer.close()
-            return
-        if not self._milter_slots.try_acquire(who):
-            self.metrics.requests.labels("MILTER", "busy").inc()
-            self._say_now("milter-busy", f"too many milter connections: closed one from {peer_name}")
-            writer.transport.abort()
-            return
-        self.metrics.connections.inc()
-        try:
-            await self._milter_session(reader, writer, peer_name, first)
-        finally:
-            self.metrics.connections.dec()
-            self._milter_slots.release(who)
-
-    async def _milter_session(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer_name: str, first: Packet
-    ) -> None:
-        async def write(data: bytes) -> None:
-            writer.write(data)
-            await asyncio.wait_for(writer.drain(), self.settings.timeout)
-
-        started = time.perf_counter()
-
-        async def tag(raw: bytes, user: str) -> Tagged:
-            nonlocal started
-            started = time.perf_counter()
-            return await self.batcher.tag(raw, user)
-
-        def verdict(outcome: Tagged, action: str) -> None:
-            detail = f"{action}, {len(outcome.message)} bytes"
-            if outcome.probability is not None:
-                self.metrics.verdicts.labels("spam" if outcome.spam else "ham").inc()
-                detail = f"{'spam' if outcome.spam else 'clean'} p={outcome.probability:.3f}, " + detail
-            else:
-                detail += f": {outcome.error}"
-            self._record("MILTER", "ok" if action != "error" else "error", peer_name, detail, started)
-
-        try:
-            await milter_session(
-                reader,
-                write,
-                tag,
-                self.settings.milter_policy,
-                self.settings.decision,
-                self.settings.max_size,
-                MILTER_PACKET_FACTOR * self.settings.timeout,
-                verdict,
-                self._stop,
-                first=first,
-                recipients=self.users is not None,
-            )
-        except (MilterError, asyncio.TimeoutError, ConnectionError, OSError) as error:
-            self.metrics.requests.labels("MILTER", "closed").inc()
-            self.log.warning("milter connection from %s closed: %s", peer_name, first_line(error) or "idle")
-        finally:
-            writer.close()
-
-    def _say_now(self, key: str, text: str) -> None:
-        """A warning that a flood could repeat thousands of times a second: logged at most every
-        ``QUIET_SECONDS`` per kind, with how many were left out."""
-        now = time.monotonic()
-        last, skipped = self._said.get(key, (-math.inf, 0))
-        if now - last < QUIET_SECONDS:
-            self._said[key] = (last, skipped + 1)
-            return
-        self._said[key] = (now, 0)
-        more = f" (and {skipped} more like it in the last {now - last:.0f} s)" if skipped else ""
-        self.log.warning("%s%s", text, more)
-
-    async def _serve_one(self, reader: asyncio.StreamReader, writer: Writer, peer: str, line: bytes) -> None:
-        started = time.perf_counter()
-        command, outcome, detail, reply = "", "error", "", b""
-        try:
-            request = await asyncio.wait_for(
-                protocol.read_request(reader, self.settings.max_size, line), self.settings.timeout
-            )
-            if request is None:
-                outcome = "closed"
-            else:
-                command = request.command
-                reply, outcome, detail = await self._respond(request, writer)
-        except protocol.RequestError as error:
-            reply, detail = error.reply(), error.text
-        except asyncio.TimeoutError:
-            reply = self._timeout_reply()
-            outcome, detail = "timeout", "request not complete in time"
-        except (ConnectionError, OSError) as error:  # the client went away mid-request
-            outcome, detail = "closed", first_line(error)
-        except Exception as error:  # a bug: one line, an error reply, the connection closed
-            detail = first_line(error)
-            self.log.error("internal error on %s from %s: %s", command or "a request", peer, detail)
-            reply = protocol.error_reply(protocol.EX_SOFTWARE, "Internal error")
-        if reply:
-            if not await self._answer(writer, reply, reader):
-                outcome, detail = "closed", f"reply not delivered; {detail}".rstrip("; ")
-        else:
-            writer.close()
-        self._record(command, outcome, peer, detail, started)
-
-    async def _respond(self, request: protocol.Request, writer: Writer) -> tuple[bytes, str, str]:
-        """(reply, outcome, log detail) for a request read whole."""
-        if request.command == "PING":
-            return protocol.ping_reply(), "ok", ""
-        if request.command == "SKIP":
-            return b"", "ok", ""
-        if request.command == "TELL":
-            return await self.teaching.tell(request, writer)
-        if not request.message.strip():
-            error = protocol.unavailable(EMPTY_MESSAGE)
-            return error.reply(), "error", error.text
-        outcome = await self.batcher.tag(request.message, request.user)
-        verdict = outcome.verdict
-        if outcome.error is not None or verdict is None:
-            error = protocol.unavailable(outcome.error or "not classified")
-            return error.reply(), "error", error.text
-        self.metrics.verdicts.labels("spam" if verdict.spam else "ham").inc()
-        detail = (
-            f"{'spam' if verdict.spam else 'clean'} ({verdict.score:.1f}/{verdict.required:.1f}) "
-            f"p={verdict.probability:.3f}, {len(request.message)} bytes"
-            + (f", user={request.user}" if request.user else "")
-        )
-        return protocol.check_reply(request, verdict, outcome.message, _report(outcome)), "ok", detail
-
-    async def _answer(self, writer: Writer, reply: bytes, reader: asyncio.StreamReader | None = None) -> bool:
-        """Write the reply and close; a client that does not take it in time is dropped. What the
-        client still sends (the rest of a refused request) is read and dropped for a moment first:
-        closing a socket with unread data resets it, and the reset can destroy the reply. False
-        when the reply could not be handed to the kernel (the connection was already gone)."""
-        if writer.transport.is_closing():  # aborted meanwhile (the client reset it, or shutdown)
-            writer.close()
-            return False
-        try:
-            writer.write(reply)
-            await asyncio.wait_for(writer.drain(), self.settings.timeout)
-            if writer.can_write_eof():
-                writer.write_eof()
-            if reader is not None:
-                await asyncio.wait_for(_discard(reader), LINGER_SECONDS)
-        except (asyncio.TimeoutError, ConnectionError, OSError):
-            writer.transport.abort()
-            return False
-        finally:
-            writer.close()
-        return True
-
-    def _record(self, command: str, outcome: str, peer: str, detail: str, started: float) -> None:
-        seconds = time.perf_counter() - started
-        self.metrics.requests.labels(command, outcome).inc()
-        self.metrics.latency.observe(seconds)
-        self._tally.requests += 1
-        self._tally.seconds += seconds
-        self._tally.errors += outcome not in ("ok",)
-        self._tally.spam += detail.startswith("spam")
-        if self.settings.log_interval <= 0:
-            what = command or "(no command)"
-            said = f": {detail}" if detail else ""
-            self.log.info("%s from %s: %s%s in %.1f ms", what, peer, outcome, said, 1000 * seconds)
 
     def _batch_done(self, size: int, seconds: float, windows: int) -> None:
         # Called on the worker thread: prometheus_client's metrics are thread-safe.
@@ -568,24 +302,7 @@ class SpamdService:
     async def _summaries(self) -> None:
         while True:
             await asyncio.sleep(self.settings.log_interval)
-            self.log.info(self._tally.line())
-            self._tally = Tally()
-
-
-async def _discard(reader: asyncio.StreamReader) -> None:
-    while await reader.read(65536):
-        pass
-
-
-def _report(outcome: Tagged) -> str | None:
-    """REPORT's body from the verdict's explanation, where it has one (serve --explain)."""
-    explanation = getattr(outcome, "explanation", None)
-    if explanation is None or outcome.verdict is None:
-        return None
-    from ..explain import spamd_report
-
-    verdict = outcome.verdict
-    return spamd_report(explanation, verdict.score, verdict.required, protocol.RULE_NAME)
+            self.log.info(self.door.summary())
 
 
 def _bound(server: asyncio.AbstractServer) -> str:
@@ -595,12 +312,6 @@ def _bound(server: asyncio.AbstractServer) -> str:
         name = sock.getsockname()
         names.append(f"[{name[0]}]:{name[1]}" if ":" in str(name[0]) else f"{name[0]}:{name[1]}")
     return ", ".join(names)
-
-
-def _peer_text(peer: object) -> str:
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        return f"{peer[0]}:{peer[1]}"
-    return "unix socket"
 
 
 def serve(
