@@ -24,7 +24,7 @@ from spamfilter.explain import (
     without_spans,
 )
 from spamfilter.report import error_report, markdown_text
-from spamfilter.runtime import Classifier, chars_kept
+from spamfilter.runtime import Classifier
 
 SPAM = [
     "WINNER!! As a valued network customer you have been selected to receive a £900 prize reward! "
@@ -88,7 +88,7 @@ def test_phrases_are_spans_of_the_message_text(classifier: Classifier, spam_text
             assert phrase.text and phrase.text in text
             assert text[phrase.start : phrase.end] == phrase.text
             assert phrase.text == phrase.text.strip()
-            assert phrase.end <= chars_kept(classifier.directory.max_length)  # never past what is read
+            assert phrase.end <= classifier.recipe.chars_kept  # never past what is read
         assert len(explanation.phrases) <= 5
 
 
@@ -194,7 +194,7 @@ def test_the_work_is_bounded(trained_model: Path) -> None:
     assert counting.rows <= copies * classifier.max_windows
     assert counting.calls <= copies * -(-classifier.max_windows // classifier.batch_size)
     # the spans chosen are in what the model reads: the window that decides the verdict first
-    assert all(p.end <= chars_kept(classifier.directory.max_length) for p in explanation.phrases)
+    assert all(p.end <= classifier.recipe.chars_kept for p in explanation.phrases)
     assert explain_batch(classifier, [text])[0].spans_scored == MAX_SPANS
 
 
