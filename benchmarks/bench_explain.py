@@ -22,6 +22,7 @@ for spam verdicts only (each batch's spam explained in one more call).
 from __future__ import annotations
 
 import argparse
+import math
 import random
 import statistics
 import sys
@@ -62,12 +63,22 @@ class Deletion:
     random_flips: int = 0
     after_top: list[float] = field(default_factory=list)  # P(spam) without the top 3
     after_random: list[float] = field(default_factory=list)
+    # log-odds of P(spam): the text's margin above the threshold, and how far the top 3 phrases and
+    # the random spans lower it (a flip needs a drop larger than the margin)
+    margin: list[float] = field(default_factory=list)
+    drop_top: list[float] = field(default_factory=list)
+    drop_random: list[float] = field(default_factory=list)
     ms: list[float] = field(default_factory=list)  # per explanation
     spans: list[int] = field(default_factory=list)  # scored per explanation
     fewer: int = 0  # messages with fewer than 3 phrases towards spam
     # the explanation's own P(spam) without its last phrase against the edited text classified
     disagree: list[float] = field(default_factory=list)
     verdicts_disagree: int = 0
+
+
+def log_odds(p: float) -> float:
+    p = min(max(p, 1e-12), 1 - 1e-12)
+    return math.log(p / (1 - p))
 
 
 def deletion_test(
@@ -84,11 +95,11 @@ def deletion_test(
         result.spans.append(explanation.spans_scored)
         spans = [(p.start, p.end) for p in explanation.phrases]
         result.fewer += len(spans) < 3
-        variants = [without_spans(text, spans[:k]) for k in (1, 2, 3)]
+        variants = [without_spans(text, spans[:k]) for k in (1, 2, 3)] + [text]
         rng = random.Random(f"{seed}:{index}")
         lengths = [end - start for start, end in spans]
         control = random_spans(classifier, text, lengths, rng, max_spans, max_words)
-        variants.append(without_spans(text, control))
+        variants.insert(3, without_spans(text, control))
         # each edited text classified alone, as the filter classifies one message (the int8
         # model's answer for a row depends on the rows of its call)
         p = [float(classifier.spam_probability([variant])[0]) for variant in variants]
@@ -103,6 +114,9 @@ def deletion_test(
         result.random_flips += bool(p[3] < threshold)
         result.after_top.append(float(p[2]))
         result.after_random.append(float(p[3]))
+        result.margin.append(log_odds(p[4]) - log_odds(threshold))
+        result.drop_top.append(log_odds(p[4]) - log_odds(p[2]))
+        result.drop_random.append(log_odds(p[4]) - log_odds(p[3]))
     return result
 
 
@@ -188,6 +202,7 @@ def main() -> None:
                     f"{name}: top {k} phrase{'s' if k > 1 else ''} removed",
                     percent(result.flips[k], n),
                     f"{median(result.after_top):.4f}" if n and k == 3 else "",
+                    f"{median(result.drop_top):.2f}" if n and k == 3 else "",
                 ]
             )
         rows.append(
@@ -195,9 +210,17 @@ def main() -> None:
                 f"{name}: 3 random spans of the same lengths removed",
                 percent(result.random_flips, n),
                 f"{median(result.after_random):.4f}" if n else "-",
+                f"{median(result.drop_random):.2f}" if n else "-",
             ]
         )
-    print(table(["flagged test spam", "verdicts flipped to ham", "median P(spam) after"], rows))
+    head = ["flagged test spam", "verdicts flipped to ham", "median P(spam) after", "median log-odds drop"]
+    print(table(head, rows))
+    margins = results["one pass"].margin
+    if margins:
+        print(
+            f"\nflagged spam's log-odds above the threshold: median {median(margins):.2f}, "
+            f"10th percentile {sorted(margins)[int(0.1 * (len(margins) - 1))]:.2f}"
+        )
     print(
         "\n"
         + "; ".join(
