@@ -7,7 +7,8 @@ another). For every test spam the model flags at its threshold, the top 3 phrase
 :func:`spamfilter.explain.explain_batch` are removed from its text and the text scored again: a
 verdict that turns to ham is a flip. The control removes 3 random spans of the same lengths (in
 characters, starting at words, not overlapping, within the text the model reads), seeded per
-message. Top 1 and top 2 are reported too.
+message. Top 1 and top 2 are reported too; ``--top K`` removes up to K phrases (K random spans in
+the control), to see how many it takes.
 
 The cost: milliseconds per explained message (one message per call, as a filter explains a spam
 verdict), and the filter's throughput over the whole test split (the library's
@@ -17,6 +18,7 @@ for spam verdicts only (each batch's spam explained in one more call).
     python -m benchmarks.bench_explain                   # every flagged test spam
     python -m benchmarks.bench_explain --limit 50        # a quick run
     python -m benchmarks.bench_explain --model DIR --max-spans 32
+    python -m benchmarks.bench_explain --model DIR --no-throughput --top 6
 """
 
 from __future__ import annotations
@@ -59,18 +61,19 @@ def random_spans(
 @dataclass
 class Deletion:
     n: int = 0
-    flips: dict[int, int] = field(default_factory=lambda: {1: 0, 2: 0, 3: 0})  # top k removed
+    top: int = 3  # phrases asked for, and random spans in the control
+    flips: dict[int, int] = field(default_factory=dict)  # top k removed (k = 1 .. top)
     random_flips: int = 0
-    after_top: list[float] = field(default_factory=list)  # P(spam) without the top 3
+    after_top: list[float] = field(default_factory=list)  # P(spam) without the top phrases
     after_random: list[float] = field(default_factory=list)
-    # log-odds of P(spam): the text's margin above the threshold, and how far the top 3 phrases and
+    # log-odds of P(spam): the text's margin above the threshold, and how far the top phrases and
     # the random spans lower it (a flip needs a drop larger than the margin)
     margin: list[float] = field(default_factory=list)
     drop_top: list[float] = field(default_factory=list)
     drop_random: list[float] = field(default_factory=list)
     ms: list[float] = field(default_factory=list)  # per explanation
     spans: list[int] = field(default_factory=list)  # scored per explanation
-    fewer: int = 0  # messages with fewer than 3 phrases towards spam
+    fewer: int = 0  # messages with fewer than ``top`` phrases towards spam
     # the explanation's own P(spam) without its last phrase against the edited text classified
     disagree: list[float] = field(default_factory=list)
     verdicts_disagree: int = 0
@@ -82,41 +85,49 @@ def log_odds(p: float) -> float:
 
 
 def deletion_test(
-    classifier: Classifier, texts: list[str], seed: int, max_spans: int, max_words: int, greedy: bool
+    classifier: Classifier,
+    texts: list[str],
+    seed: int,
+    max_spans: int,
+    max_words: int,
+    greedy: bool,
+    top: int = 3,
 ) -> Deletion:
     threshold = classifier.threshold
-    result = Deletion(n=len(texts))
+    result = Deletion(n=len(texts), top=top, flips=dict.fromkeys(range(1, top + 1), 0))
     for index, text in enumerate(texts):
         started = time.perf_counter()
         explanation = explain_batch(
-            classifier, [text], top=3, max_spans=max_spans, max_words=max_words, greedy=greedy
+            classifier, [text], top=top, max_spans=max_spans, max_words=max_words, greedy=greedy
         )[0]
         result.ms.append(1000 * (time.perf_counter() - started))
         result.spans.append(explanation.spans_scored)
         spans = [(p.start, p.end) for p in explanation.phrases]
-        result.fewer += len(spans) < 3
-        variants = [without_spans(text, spans[:k]) for k in (1, 2, 3)] + [text]
+        result.fewer += len(spans) < top
         rng = random.Random(f"{seed}:{index}")
         lengths = [end - start for start, end in spans]
         control = random_spans(classifier, text, lengths, rng, max_spans, max_words)
-        variants.insert(3, without_spans(text, control))
-        # each edited text classified alone, as the filter classifies one message (the int8
-        # model's answer for a row depends on the rows of its call)
+        # p[k - 1]: the top k removed; then the random spans removed, then the text itself; each
+        # edited text classified alone, as the filter classifies one message (the int8 model's
+        # answer for a row depends on the rows of its call)
+        variants = [without_spans(text, spans[:k]) for k in range(1, top + 1)]
+        variants += [without_spans(text, control), text]
         p = [float(classifier.spam_probability([variant])[0]) for variant in variants]
+        p_random, p_text = p[top], p[top + 1]
         if spans:
             # one pass estimates each phrase alone, greedy the phrases before it removed too
             k = 1 if not greedy else len(spans)
             estimate = explanation.phrases[k - 1].without
             result.disagree.append(abs(estimate - p[k - 1]))
             result.verdicts_disagree += (estimate < threshold) != (p[k - 1] < threshold)
-        for k in (1, 2, 3):
+        for k in range(1, top + 1):
             result.flips[k] += bool(p[k - 1] < threshold)
-        result.random_flips += bool(p[3] < threshold)
-        result.after_top.append(float(p[2]))
-        result.after_random.append(float(p[3]))
-        result.margin.append(log_odds(p[4]) - log_odds(threshold))
-        result.drop_top.append(log_odds(p[4]) - log_odds(p[2]))
-        result.drop_random.append(log_odds(p[4]) - log_odds(p[3]))
+        result.random_flips += bool(p_random < threshold)
+        result.after_top.append(p[top - 1])
+        result.after_random.append(p_random)
+        result.margin.append(log_odds(p_text) - log_odds(threshold))
+        result.drop_top.append(log_odds(p_text) - log_odds(p[top - 1]))
+        result.drop_random.append(log_odds(p_text) - log_odds(p_random))
     return result
 
 
@@ -155,7 +166,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="throughput passes (best is reported)")
     parser.add_argument("--variant", default=None, help="the model's variant (default: its default, int8)")
     parser.add_argument("--no-throughput", action="store_true", help="the deletion test only")
+    parser.add_argument(
+        "--top", type=int, default=3, help="phrases removed at most, and random spans in the control"
+    )
     args = parser.parse_args()
+    if args.top < 1:
+        parser.error("--top: at least 1")
     if args.model is not None and not (args.model / "spamfilter.json").is_file():
         parser.error(f"--model: {args.model} is not a model directory (no spamfilter.json)")
 
@@ -176,7 +192,13 @@ def main() -> None:
     methods = {"one pass": False, "greedy": True}
     results = {
         name: deletion_test(
-            classifier, [t[:cap] for t in flagged], args.seed, args.max_spans, args.max_words, greedy
+            classifier,
+            [t[:cap] for t in flagged],
+            args.seed,
+            args.max_spans,
+            args.max_words,
+            greedy,
+            args.top,
         )
         for name, greedy in methods.items()
     }
@@ -196,18 +218,19 @@ def main() -> None:
     rows = []
     for name, result in results.items():
         n = result.n
-        for k in (1, 2, 3):
+        last = result.top
+        for k in range(1, last + 1):
             rows.append(
                 [
                     f"{name}: top {k} phrase{'s' if k > 1 else ''} removed",
                     percent(result.flips[k], n),
-                    f"{median(result.after_top):.4f}" if n and k == 3 else "",
-                    f"{median(result.drop_top):.2f}" if n and k == 3 else "",
+                    f"{median(result.after_top):.4f}" if n and k == last else "",
+                    f"{median(result.drop_top):.2f}" if n and k == last else "",
                 ]
             )
         rows.append(
             [
-                f"{name}: 3 random spans of the same lengths removed",
+                f"{name}: {last} random span{'s' if last > 1 else ''} of the same lengths removed",
                 percent(result.random_flips, n),
                 f"{median(result.after_random):.4f}" if n else "-",
                 f"{median(result.drop_random):.2f}" if n else "-",
@@ -224,7 +247,8 @@ def main() -> None:
     print(
         "\n"
         + "; ".join(
-            f"{name}: {r.fewer} of {r.n} had fewer than 3 phrases towards spam" for name, r in results.items()
+            f"{name}: {r.fewer} of {r.n} had fewer than {r.top} phrases towards spam"
+            for name, r in results.items()
         )
         + "\n"
     )
