@@ -67,7 +67,12 @@ def recall_at(spam: np.ndarray, ham: np.ndarray, false_positives: int) -> float:
 
 def main() -> None:
     parser = script_parser(__doc__)
-    parser.add_argument("--model", type=Path, required=True, help="a folder with training-state.pt")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        required=True,
+        help="a model directory (model.pt) or a run's folder (training-state.pt)",
+    )
     parser.add_argument("--min-tokens", type=int, default=16, help="line ends read after the first line")
     args = parser.parse_args()
 
@@ -76,8 +81,14 @@ def main() -> None:
     from spamfilter.tokenizer import Tokenizer
 
     torch.set_num_threads(1)
-    state = torch.load(args.model / "training-state.pt", weights_only=True)
-    classifier, tokenizer = state_classifier(state, best=True), Tokenizer()
+    state_file = args.model / "training-state.pt"  # a run's best epoch so far, or the finished model
+    if state_file.is_file():
+        classifier = state_classifier(torch.load(state_file, weights_only=True), best=True)
+    else:
+        from spamfilter.export import load_checkpoint
+
+        classifier = load_checkpoint(args.model / "model.pt")[0]
+    tokenizer = Tokenizer()
     split = load_split(SEED)
     pool = ham_pool(split, OUT)
     rows = changed_spam(split, pool, None, SEED)
