@@ -310,8 +310,9 @@ def explain_batch(
     as the first). It finds phrases that only count together, as when two windows each hold a
     reason for the verdict; each phrase's ``delta`` is then what it adds after the ones above.
     By default (``None``) a spam verdict is explained greedily and a ham verdict in one pass: on
-    the deletion test (RESULTS section 17) removing the top 3 greedy phrases turns 63 % of
-    flagged spam to ham, the top 3 of one pass 35 %, for about 1.6 times the cost."""
+    the deletion test (RESULTS section 17) removing the top 3 greedy phrases turns more flagged
+    spam to ham than the top 3 of one pass on both models measured (24 % against 16 %, 63 %
+    against 35 %), for 1.6 to 4.5 times the cost."""
     cut = classifier.threshold if threshold is None else threshold
     cap = classifier.recipe.chars_kept
     explanations = []
