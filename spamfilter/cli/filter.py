@@ -1,36 +1,33 @@
-"""``spamfilter filter``: inputs and outputs opened, then the local or the Ray engine, or pipeline mode."""
+"""``spamfilter filter``: the options become a ``filtering.FilterJob``; ``filtering.run_filter`` runs it."""
 
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
+from typing import Any, BinaryIO
 
 import click
 
-from .. import interrupts
-from ..errors import EX_BROKEN_PIPE
+from ..errors import EX_OK
+from ..filtering import (
+    ENGINES,
+    RAY_GPUS_PER_WORKER,
+    RAY_WORKERS,
+    FilterJob,
+    Terminal,
+    is_regular_file,
+    run_filter,
+)
 from ..formats import DEFAULT_TEXT_COLUMN, FORMATS
-from ..interrupts import Interrupted, exit_code
-from ..modeldir import default_model_dir, open_model_directory
-
-if TYPE_CHECKING:
-    from ..pipeline import FilterInterrupted
-    from ..runtime import Classifier
-    from ..verdict import Decision
-
+from ..verdict import Decision
 from .common import (
     CONTEXT,
-    _classifier_used,
     _console,
-    _fail,
     _library_errors,
-    _load_classifier,
     _model_used,
     _stopping_on_signals,
     _warn,
@@ -108,7 +105,7 @@ from .common import (
 )
 @choice_option(
     "--engine",
-    ("local", "ray"),
+    ENGINES,
     "local",
     "ray: several INPUTs (mbox, Maildir, .eml folder, CSV; paths or fsspec URLs) into -o DIR on Ray "
     "Data, embedded here or on a cluster.",
@@ -120,11 +117,11 @@ from .common import (
     metavar="ADDR",
     help="--engine ray: join the Ray cluster there ($RAY_ADDRESS). Default: start Ray on this machine.",
 )
-@count_option("--workers", 1, "--engine ray: scoring workers.")
+@count_option("--workers", RAY_WORKERS, "--engine ray: scoring workers.")
 @click.option(
     "--gpus-per-worker",
     type=click.FloatRange(0),
-    default=0.0,
+    default=RAY_GPUS_PER_WORKER,
     help="--engine ray: GPUs each scoring worker takes (CUDA); 0 runs them on CPUs.",
 )
 @user_option(
@@ -166,9 +163,6 @@ def filter_command(
 
     With --engine ray: every INPUT's output under -o DIR with the INPUT's name, and DIR/verdicts.parquet.
     """
-    from .. import formats, pipeline
-    from ..verdict import Decision
-
     context = click.get_current_context()
     with _library_errors():
         decision = Decision(threshold=threshold, header_prefix=header_prefix, explain=explain_policy)
@@ -176,222 +170,63 @@ def filter_command(
             from ..user_heads import valid_user
 
             valid_user(user)
-    if engine == "ray":
-        if user is not None:
-            raise click.UsageError("--user goes with the local engine")
-        _filter_with_ray(context, input_paths, output, model, decision, batch_size, variant, quiet, progress)
-        return
-    _local_engine_only(context, input_paths, output)
-    input_path = input_paths[0] if input_paths else "-"
-    if input_path != "-" and Path(input_path).is_dir():
-        folder = Path(input_path)
-        _filter_folder(folder, output, model, decision, gpu, batch_size, variant, quiet, progress, user)
-        return
-    summary = None
-    try:
-        with contextlib.ExitStack() as stack, _library_errors():
-            source = _open_input(input_path, stack)
-            fmt = formats.choose_format(
-                input_format,
-                lambda: _peek(source),
-                text_column,
-                text_column_given=_given(context, "text_column"),
-                single_message=strict or verdict_exit,
-            )
-            if fmt == "email":
-                sink = _open_output(output, stack)
-                _pipeline_mode(source, sink, model, decision, gpu, variant, strict, verdict_exit, user)
-            if spam_output and fmt != "mbox":
-                raise click.BadParameter("only mbox output can be split", param_hint="--spam-output")
-            for target, hint in ((output, "--output"), (spam_output, "--spam-output")):
-                if _same_file(input_path, target):
-                    raise click.BadParameter(
-                        "is the input file: write elsewhere, then move it over the input", param_hint=hint
-                    )
-            classifier = _load_classifier(model, gpu, batch_size, variant).for_user(user)
-            if fmt == "mbox" and not quiet:
-                _warn_if_not_for_mail(classifier)
-            started = time.perf_counter()
-            try:
-                summary = pipeline.filter_stream(
-                    fmt,
-                    source,
-                    _open_output(output, stack),
-                    classifier,
-                    decision.for_model(classifier.threshold),
-                    text_column=text_column,
-                    spam_sink=_open_output(spam_output, stack, append=True) if spam_output else None,
-                    on_progress=_progress_display(stack, progress, source),
-                    # A pipe or a terminal may pause: what has arrived is classified after a short wait.
-                    flush_after=None if _is_regular_file(source) else pipeline.IDLE_FLUSH_SECONDS,
-                )
-            except pipeline.FilterInterrupted as stop:
-                _interrupted(stop, started)
-    except BrokenPipeError:
-        _quiet_broken_pipe()
-    except Interrupted as stop:  # while waiting for the first bytes: nothing was read
-        click.echo(f"spamfilter: interrupted by {stop} before any input arrived", err=True)
-        sys.exit(exit_code(stop.signum))
-    except OSError as error:  # a full disk, an output that went away: say so, no traceback
-        _fail(f"cannot write the output: {error.strerror or error}")
-    if not quiet and summary is not None:
-        used = _classifier_used(model, classifier)
-        click.echo(f"spamfilter: {pipeline.timed(summary, started).line()}; {used}", err=True)
+    _engine_options_only(context, engine, input_paths, user)
+    job = FilterJob(
+        inputs=input_paths,
+        output=output,
+        spam_output=spam_output,
+        input_format=input_format,
+        text_column=text_column if _given(context, "text_column") else None,
+        model=model,
+        variant=variant,
+        decision=decision,
+        user=user,
+        engine=engine,
+        gpu=gpu,
+        batch_size=batch_size,
+        ray_address=ray_address,
+        workers=workers,
+        gpus_per_worker=gpus_per_worker,
+        strict=strict,
+        verdict_exit=verdict_exit,
+        quiet=quiet,
+        progress=progress,
+    )
+    terminal = Terminal(
+        _warn, lambda directory, variant: _model_used(model, directory, variant), _progress_display
+    )
+    with _library_errors():
+        code = run_filter(job, terminal)
+    if code != EX_OK:
+        sys.exit(code)
 
 
 RAY_ONLY_OPTIONS = ("ray_address", "workers", "gpus_per_worker")
 LOCAL_ONLY_OPTIONS = ("spam_output", "strict", "verdict_exit", "gpu")
 
 
-def _local_engine_only(context: click.Context, inputs: tuple[str, ...], output: str) -> None:
-    """The local engine reads one INPUT; the Ray engine's options are no use to it."""
+def _engine_options_only(
+    context: click.Context, engine: str, inputs: tuple[str, ...], user: str | None
+) -> None:
+    """Options that go with the other engine are refused (the Ray engine's only where given on the
+    command line: $RAY_ADDRESS may be set for other runs); the local engine reads one INPUT."""
+    if engine == "ray":
+        if user is not None:
+            raise click.UsageError("--user goes with the local engine")
+        for name in LOCAL_ONLY_OPTIONS:
+            if _given(context, name):
+                hint = "; use --gpus-per-worker" if name == "gpu" else ""
+                raise click.UsageError(f"--{name.replace('_', '-')} goes with the local engine{hint}")
+        return
     if len(inputs) > 1:
         raise click.UsageError("several INPUTs need --engine ray (and -o DIR)")
     for name in RAY_ONLY_OPTIONS:
         if context.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
             raise click.UsageError(f"--{name.replace('_', '-')} goes with --engine ray")
-    if output != "-" and Path(output).is_dir():  # as click's own check said before -o took folders
-        raise click.BadParameter(f"File {output!r} is a directory.", param_hint="'-o' / '--output'")
-
-
-def _filter_with_ray(
-    context: click.Context,
-    inputs: tuple[str, ...],
-    output: str,
-    model: Path | None,
-    decision: Decision,
-    batch_size: int | None,
-    variant: str | None,
-    quiet: bool,
-    progress: bool | None,
-) -> None:
-    """--engine ray: the engine's module (and ray) is imported only here."""
-    for name in LOCAL_ONLY_OPTIONS:
-        if _given(context, name):
-            hint = "; use --gpus-per-worker" if name == "gpu" else ""
-            raise click.UsageError(f"--{name.replace('_', '-')} goes with the local engine{hint}")
-    if not inputs or "-" in inputs:
-        raise click.UsageError("--engine ray reads INPUT paths or URLs, not stdin")
-    if output == "-":
-        raise click.UsageError("--engine ray needs -o DIR for its outputs")
-    if context.params["input_format"] == "text":
-        raise click.BadParameter("--engine ray reads mbox, email and csv", param_hint="--format")
-    try:
-        from ..engines import ray as ray_engine
-    except ImportError:
-        _fail("--engine ray needs the ray extra: pip install 'spamfilter-gpt2[ray]'")
-    params = context.params
-    cluster = ray_engine.Cluster(params["ray_address"], params["workers"], params["gpus_per_worker"])
-    report = _warn if not quiet else (lambda message: None)
-    directory = model or default_model_dir()
-    with _library_errors():
-        run = ray_engine.filter_with_ray(
-            inputs,
-            Path(output),
-            directory,
-            cluster,
-            decision=decision,
-            variant=variant,
-            batch_size=batch_size,
-            text_column=context.params["text_column"],
-            text_column_given=_given(context, "text_column"),
-            input_format=context.params["input_format"],
-            progress=bool(progress),
-            report=report,
-        )
-        if not quiet or run.failed or run.interrupted:
-            used = _model_used(model, directory, variant or open_model_directory(directory).default_variant)
-            _warn(f"{run.line()}; verdicts in {run.verdicts}; {used}")
-        if run.interrupted is not None:
-            sys.exit(exit_code(run.interrupted))
-        if run.failed:
-            failed = ", ".join(run.failed)
-            raise ray_engine.InputsFailed(
-                f"{len(run.failed)} of {run.inputs} inputs failed ({failed}); the others are complete"
-            )
-
-
-def _peek(source: io.BufferedReader) -> bytes:
-    """The first bytes, for format detection, without consuming them. Waiting for them (a terminal,
-    a quiet pipe) can be cut short by a stop signal: nothing has been read then."""
-    from ..interrupts import interruptible
-
-    with interruptible():
-        return source.peek(4096)[:4096]
 
 
 def _given(context: click.Context, name: str) -> bool:
     return context.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)
-
-
-def _is_regular_file(stream: BinaryIO) -> bool:
-    import stat
-
-    try:
-        return stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
-    except (OSError, ValueError, io.UnsupportedOperation):  # in-memory streams: no file descriptor
-        return False
-
-
-def _filter_folder(
-    source: Path,
-    output: str,
-    model: Path | None,
-    decision: Decision,
-    gpu: bool,
-    batch_size: int | None,
-    variant: str | None,
-    quiet: bool,
-    progress: bool | None,
-    user: str | None = None,
-) -> None:
-    from .. import pipeline
-
-    if output == "-":
-        raise click.UsageError("a folder as INPUT needs -o DIR for the tagged copies")
-    classifier = _load_classifier(model, gpu, batch_size, variant).for_user(user)
-    if not quiet:
-        _warn_if_not_for_mail(classifier)
-    started = time.perf_counter()
-    with contextlib.ExitStack() as stack, _library_errors():
-        try:
-            bound = decision.for_model(classifier.threshold)
-            summary = pipeline.filter_folder(
-                source, Path(output), classifier, bound, _progress_display(stack, progress)
-            )
-        except pipeline.FilterInterrupted as stop:
-            _interrupted(stop, started)
-        except OSError as error:
-            _fail(f"cannot write the output: {error.strerror or error}")
-    if not quiet:
-        used = _classifier_used(model, classifier)
-        click.echo(f"spamfilter: {pipeline.timed(summary, started).line()}; {used}", err=True)
-
-
-def _warn_if_not_for_mail(classifier: Classifier) -> None:
-    """The domain guard: once per run over mail (mbox, a folder) with a model trained on SMS.
-    Pipeline mode stays silent: each message is a run of its own, and mail logs would fill up."""
-    warning = classifier.directory.manifest.mail_warning()
-    if warning is not None:
-        _warn(warning)
-
-
-def _interrupted(stop: FilterInterrupted, started: float) -> NoReturn:
-    """Ctrl-C or SIGTERM: every message read is in the output; say how far the run got."""
-    from ..pipeline import timed
-
-    summary = timed(stop.summary, started).line()
-    click.echo(f"spamfilter: {stop}: {summary}; the rest of the input was not read", err=True)
-    sys.exit(exit_code(stop.signum))
-
-
-def _same_file(a: str | None, b: str | None) -> bool:
-    if not a or not b or "-" in (a, b):
-        return False
-    try:
-        return os.path.samefile(a, b)
-    except OSError:  # the output does not exist yet
-        return False
 
 
 def _progress_display(
@@ -412,7 +247,7 @@ def _progress_display(
         TimeRemainingColumn,
     )
 
-    size = os.fstat(source.fileno()).st_size if source is not None and _is_regular_file(source) else None
+    size = os.fstat(source.fileno()).st_size if source is not None and is_regular_file(source) else None
     count = TextColumn("{task.fields[messages]} messages ({task.fields[rate]})")
     columns: list[Any] = [SpinnerColumn(), count]
     if size:
@@ -429,74 +264,3 @@ def _progress_display(
         display.update(task, completed=position, messages=done, rate=rate)
 
     return update
-
-
-def _open_input(path: str, stack: contextlib.ExitStack) -> io.BufferedReader:
-    if path == "-":
-        stdin = sys.stdin.buffer
-        try:
-            # A reader of our own on a copy of the descriptor: the reader thread may still be
-            # waiting in it when a stop signal ends the run, and Python's own sys.stdin must not
-            # be busy then (closing it at exit would abort the process). Nor is this one closed
-            # after a stop: closing would wait for that read.
-            reader = open(os.dup(stdin.fileno()), "rb")  # noqa: SIM115 - closed by the callback
-            stack.callback(_close_unless_stopping, reader)
-            return reader
-        except (OSError, ValueError, io.UnsupportedOperation):  # an in-memory stdin (tests, embedding)
-            return stdin if isinstance(stdin, io.BufferedReader) else io.BufferedReader(stdin)  # type: ignore[arg-type]
-    try:
-        return stack.enter_context(open(path, "rb"))
-    except OSError as error:
-        raise click.BadParameter(f"cannot read {path}: {error.strerror}", param_hint="INPUT") from None
-
-
-def _close_unless_stopping(stream: BinaryIO) -> None:
-    if interrupts.requested() is None:
-        stream.close()
-
-
-def _open_output(path: str, stack: contextlib.ExitStack, append: bool = False) -> BinaryIO:
-    if path == "-":
-        return sys.stdout.buffer
-    try:
-        return stack.enter_context(open(path, "ab" if append else "wb"))
-    except OSError as error:
-        raise click.BadParameter(f"cannot write {path}: {error.strerror}", param_hint="--output") from None
-
-
-def _quiet_broken_pipe() -> NoReturn:
-    # The reader went away (e.g. `| head`): stop quietly, as cat does; silence the final flush.
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    sys.exit(EX_BROKEN_PIPE)
-
-
-def _pipeline_mode(
-    source: BinaryIO,
-    sink: BinaryIO,
-    model: Path | None,
-    decision: Decision,
-    gpu: bool,
-    variant: str | None,
-    strict: bool,
-    verdict_exit: bool,
-    user: str | None = None,
-) -> NoReturn:
-    """One message: fail-safe like spamc (``pipeline.tag_message``). On any failure the original
-    bytes go out unchanged and the exit code is 0; with --strict nothing goes out and the exit code
-    is 75, so that the mail system keeps the message and retries."""
-    from ..pipeline import deliver, tag_message
-    from ..runtime import Classifier
-
-    def load() -> Classifier:
-        directory = model or default_model_dir()
-        return Classifier.load(directory, gpu=gpu, variant=variant, warn=_warn).for_user(user)
-
-    outcome = tag_message(source.read(), load, decision)
-    if outcome.error is not None and strict:
-        click.echo(f"spamfilter: message not tagged, exit 75 to retry later: {outcome.error}", err=True)
-    else:
-        if outcome.error is not None:
-            click.echo(f"spamfilter: message passed through untagged: {outcome.error}", err=True)
-        deliver(sink, outcome.message)  # DeliveryError (exit 75) if it cannot be written
-    sys.exit(outcome.exit_code(strict, verdict_exit))
