@@ -73,7 +73,7 @@ def import_report(model: Path, eml: Path, variant: str) -> tuple[list[list[Any]]
 
 
 def breakdown_worker(model: Path, eml: Path, variant: str) -> dict[str, float]:
-    """Stage times of pipeline mode in this (fresh) process, mirroring cli._pipeline_mode."""
+    """Stage times of pipeline mode in this (fresh) process, mirroring filtering._pipeline_mode."""
     marks: dict[str, float] = {}
     t0 = time.perf_counter()
     import onnxruntime  # noqa: F401
