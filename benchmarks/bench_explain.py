@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from spamfilter.explain import MAX_SPANS, MAX_WORDS, candidate_spans, explain_batch, without_spans
-from spamfilter.runtime import Classifier, chars_kept
+from spamfilter.runtime import Classifier
 
 from . import bench_evasion, bench_recipe
 from .common import table
@@ -183,7 +183,7 @@ def main() -> None:
     spam = [text for text, label in zip(texts, test["Label"], strict=True) if label == 1]
     p = classifier.spam_probability(spam)
     flagged = [text for text, q in zip(spam, p, strict=True) if q >= classifier.threshold][: args.limit]
-    cap = chars_kept(classifier.directory.max_length)
+    cap = classifier.recipe.chars_kept
     print(
         f"test split: {len(texts)} messages, {len(spam)} spam, {len(flagged)} flagged spam explained; "
         f"threshold {classifier.threshold:.4f}",

@@ -15,10 +15,6 @@ import numpy as np
 
 from .errors import InstallError, first_line
 from .head import Head, apply_head
-
-# Deprecated alias, kept while benchmarks/bench_explain.py and tests/test_explain.py still import it
-# from here: the text cap is decided once in mail/text.py; read it as ``ModelRecipe.chars_kept``.
-from .mail.text import chars_kept as chars_kept
 from .modeldir import ModelDirectory, ModelDirectoryError, open_model_directory
 from .tokenizer import Tokenizer, pad_rows
 from .user_heads import UserHead
