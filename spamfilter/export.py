@@ -46,7 +46,7 @@ from .modelupdate import (  # noqa: F401  (re-exported: the atomic update's name
     remove_leftovers,
     update_model_directory,
 )
-from .onnx_head import FEATURES_OUTPUT, HEAD_WEIGHT
+from .onnx_head import FEATURES_OUTPUT, HEAD_WEIGHT, READ_FEATURES_OUTPUT
 from .runtime import (
     LogitsFunction,
     accepts_shorter_inputs,
@@ -62,6 +62,7 @@ PARITY_TOLERANCE = 1e-4
 PARITY_EXAMPLES = 64  # test messages run through both torch and onnxruntime
 INT8_MIN_AGREEMENT = 0.99  # int8 becomes the default variant only at this verdict agreement
 ONNX_OPSET = 17
+PADDING_FREE_POOLINGS = ("last-token", "line-ends")  # answers that do not depend on padding
 
 
 class _PooledForward(torch.nn.Module):
@@ -73,9 +74,14 @@ class _PooledForward(torch.nn.Module):
         super().__init__()
         self.classifier = classifier
 
-    def forward(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.classifier.features(input_ids)
-        return self.classifier.gpt.lm_head(features), features
+    def forward(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        classifier = self.classifier
+        if classifier.pooling != "line-ends":
+            features = classifier.features(input_ids)
+            return classifier.gpt.lm_head(features), features
+        read = classifier.read_features(input_ids)  # (B, K, C)
+        features = classifier.most_spam_like(read)
+        return classifier.gpt.lm_head(features), features, read
 
 
 def export_onnx(
@@ -86,6 +92,7 @@ def export_onnx(
     classifier = classifier.eval().cpu()
     example = torch.full((2, max_length), PAD_TOKEN_ID, dtype=torch.long)
     example[:, 0] = 0
+    reads = int(classifier.pooling == "line-ends")  # the third output, every position read
     with warnings.catch_warnings():
         # The TorchScript exporter warns about its deprecation and about traced index arithmetic;
         # the parity check below is what proves the graph right.
@@ -95,11 +102,12 @@ def export_onnx(
             (example,),
             str(path),
             input_names=["input_ids"],
-            output_names=["logits", FEATURES_OUTPUT],
+            output_names=["logits", FEATURES_OUTPUT, READ_FEATURES_OUTPUT][: 2 + reads],
             dynamic_axes={
                 "input_ids": {0: "batch", 1: "sequence"} if dynamic_length else {0: "batch"},
                 "logits": {0: "batch"},
                 FEATURES_OUTPUT: {0: "batch"},
+                **({READ_FEATURES_OUTPUT: {0: "batch"}} if reads else {}),
             },
             opset_version=ONNX_OPSET,
             dynamo=False,
@@ -267,9 +275,9 @@ def write_model_directory(
     Every file is built and checked in a staging folder first; the directory changes from the old
     model to the new one in a single step (``update_model_directory``): a failed or killed export
     never damages a working model directory.
-    ``model.onnx`` (fp32, fixed length) must agree with torch. With last-token pooling the answer
-    does not depend on padding, so ``model.dynamic.onnx`` also accepts shorter inputs (checked
-    against torch at the trimmed length). ``quantize="int8"`` adds ``model.int8.onnx`` and records
+    ``model.onnx`` (fp32, fixed length) must agree with torch. With last-token or line-ends pooling
+    the answer does not depend on padding, so ``model.dynamic.onnx`` also accepts shorter inputs
+    (checked against torch at the trimmed length). ``quantize="int8"`` adds ``model.int8.onnx`` and records
     how often its verdicts agree with fp32 on the test messages.
     """
     if quantize not in (None, "int8"):
@@ -318,7 +326,7 @@ def _build(
     fixed = check_parity(classifier, session, ONNX_FILE, parity_ids)
     variants: dict[str, Variant] = {}
     fastest_fp32 = folder / ONNX_FILE
-    if classifier.pooling == "last-token":
+    if classifier.pooling in PADDING_FREE_POOLINGS:
         fastest_fp32 = folder / DYNAMIC_ONNX_FILE
         export_onnx(classifier, fastest_fp32, max_length, dynamic_length=True)
         session = create_session(fastest_fp32)
@@ -334,7 +342,7 @@ def _build(
         variants["int8"] = Variant(
             INT8_ONNX_FILE,
             sha256_file(folder / INT8_ONNX_FILE),
-            dynamic_length=classifier.pooling == "last-token",
+            dynamic_length=classifier.pooling in PADDING_FREE_POOLINGS,
             quantization=INT8_SCHEME,
             agreement_with_fp32=(
                 float(np.mean((int8 >= threshold) == (fp32 >= threshold))) if len(fp32) else 1.0

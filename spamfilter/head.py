@@ -214,12 +214,15 @@ def teach(
     """Retrain on corrections until each is learnt: every correction first weighs ``base_weights``
     (default 1: a training message of its class where the anchor's weights are the class weights),
     and while some are still scored against their class at ``threshold`` all weights double, at
-    most ``max_doublings`` times. ``owners`` maps rows (windows) to messages, whose score is their
-    highest row's (as the filter scores a long message); without it each row is a message."""
+    most ``max_doublings`` times. ``owners`` maps rows (windows, or the positions read in them) to
+    messages, whose score is their highest row's (as the filter scores a long message); a
+    message's weight is shared among its rows, so that a long ham, taught at every position the
+    model reads, weighs what a short one does. Without ``owners`` each row is a message."""
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
     rows = len(labels)
     owners = np.arange(rows) if owners is None else np.asarray(owners, dtype=np.int64)
     base = np.ones(rows) if base_weights is None else np.asarray(base_weights, dtype=np.float64)
+    base = base / np.bincount(owners)[owners] if rows else base
     messages = int(owners.max()) + 1 if rows else 0
     message_labels = np.zeros(messages, dtype=np.int64)
     message_labels[owners] = labels

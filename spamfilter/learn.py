@@ -53,7 +53,7 @@ from .modeldir import (
     open_model_directory,
     sha256_file,
 )
-from .onnx_head import FEATURES_OUTPUT, read_head, replace_head, with_features_output
+from .onnx_head import feature_rows, read_head, replace_head, with_features_output
 from .windows import windows_of
 
 if TYPE_CHECKING:
@@ -91,13 +91,16 @@ def pooled_features(classifier: SpamClassifier, ids: np.ndarray, device: str = "
 
 
 def features_session(directory: ModelDirectory) -> Any:
-    """An onnxruntime session of the directory's fp32 model with its ``features`` output (added in
-    memory where the export has none); the file's sha256 is checked first."""
+    """An onnxruntime session of the directory's default variant, the one the filter and the
+    service score with, with its ``features`` output (added in memory where the export has none);
+    the file's sha256 is checked first. The same variant: with ``line-ends`` pooling the graph
+    chooses the line end whose features it outputs, and int8 and fp32 can choose differently, so
+    a head taught on one variant's features of a message is applied to the same features."""
     import onnxruntime as ort
 
     from .runtime import available_cores
 
-    path = directory.checked_variant_file("fp32")
+    path = directory.checked_variant_file(directory.default_variant)
     size = (
         int(directory.manifest.base_model.get("config", {}).get("n_embd", 0))
         or read_head(path.read_bytes()).size
@@ -112,8 +115,9 @@ def features_session(directory: ModelDirectory) -> Any:
 def window_features(
     directory: ModelDirectory, texts: Sequence[str], session: Any = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The pooled features (W, C) of every window the filter reads of each text (as reduced by
-    :func:`spamfilter.formats.message_text`), and the index of the text owning each window (W,)."""
+    """The feature rows (N, C) the head reads of every window the filter reads of each text (as
+    reduced by :func:`spamfilter.formats.message_text`): one per window, or one per position read
+    with line-ends pooling; and the index of the text owning each row (N,)."""
     from .tokenizer import Tokenizer
 
     recipe = directory.recipe
@@ -122,13 +126,10 @@ def window_features(
     windows, owners = windows_of(rows, recipe.max_length, recipe.max_windows)
     ids = tokenizer.pad(windows, recipe.max_length, recipe.pad_token_id)
     session = session or features_session(directory)
-    parts = [
-        session.run([FEATURES_OUTPUT], {"input_ids": ids[begin : begin + _FEATURE_BATCH]})[0]
-        for begin in range(0, len(ids), _FEATURE_BATCH)
-    ]
-    size = read_head(directory.onnx_path.read_bytes()).size if not parts else parts[0].shape[1]
-    features = np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, size), np.float32)
-    return features, np.asarray(owners, dtype=np.int64)
+    features, windows_read = feature_rows(session, ids, _FEATURE_BATCH)
+    if not len(features):
+        features = np.zeros((0, read_head(directory.onnx_path.read_bytes()).size), np.float32)
+    return features, np.asarray(owners, dtype=np.int64)[windows_read]
 
 
 def current_head(directory: ModelDirectory) -> Head:

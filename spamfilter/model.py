@@ -14,10 +14,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-POOLINGS = ("last", "last-token")
+POOLINGS = ("last", "last-token", "line-ends")
 """``last``: the hidden state at the last (padded) position, as the reference recipe does.
 ``last-token``: the hidden state at each message's last real token; under the causal mask it does
-not depend on the padding after it, so shorter inputs give identical answers."""
+not depend on the padding after it, so shorter inputs give identical answers.
+``line-ends``: the hidden state, among the window's line ends and its last token, that the head
+finds most spam-like. Under the causal mask the state at a line end is what the model reads of the
+window cut there, so ham text appended after a spam's own lines cannot lower its verdict; like
+``last-token`` it does not depend on padding."""
+
+NEWLINE_IDS = (198, 628)  # GPT-2's "\n" and "\n\n"
+LINE_END_MIN_TOKENS = 16  # line ends read after the first line (the Subject): a shorter prefix says little
+LINE_ENDS_READ = 32  # positions the head reads per window at most: the first line ends, then the last token
 
 
 @dataclass(frozen=True)
@@ -52,8 +60,10 @@ GPT2_SIZES: dict[str, GPTConfig] = {
 
 
 def take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """Row b's position ``index[b]``: (B, T, C), (B,) -> (B, 1, C)."""
-    return x[torch.arange(x.shape[0], device=x.device), index][:, None]
+    """Row b's positions ``index[b]``: (B, T, C), (B,) -> (B, 1, C); (B, K) -> (B, K, C)."""
+    if index.dim() == 1:
+        index = index[:, None]
+    return torch.gather(x, 1, index[:, :, None].expand(-1, -1, x.shape[2]))
 
 
 class CausalSelfAttention(nn.Module):
@@ -64,8 +74,8 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd)
 
     def forward(self, x: torch.Tensor, only: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, T, C) -> (B, T, C); with ``only`` (B,) -> (B, 1, C), row b's output at position
-        ``only[b]`` alone: one query there, keys and values up to it."""
+        """(B, T, C) -> (B, T, C); with ``only`` (B,) or (B, K) -> (B, 1, C) or (B, K, C), row b's
+        output at positions ``only[b]`` alone: queries there, keys and values up to each."""
         B, T, C = x.shape
         if only is None:
             q, k, v = self.c_attn(x).split(C, dim=2)  # (B, T, C) each
@@ -74,8 +84,9 @@ class CausalSelfAttention(nn.Module):
             weight, bias = self.c_attn.weight, self.c_attn.bias
             q = F.linear(take(x, only), weight[:C], bias[:C])  # (B, 1, C)
             k, v = F.linear(x, weight[C:], bias[C:]).split(C, dim=2)  # (B, T, C) each
-            visible = torch.arange(T, device=x.device) <= only[:, None]  # (B, T): causal
-            mask = visible[:, None, None, :]  # (B, 1, 1, T)
+            reads = only if only.dim() == 2 else only[:, None]  # (B, K)
+            visible = torch.arange(T, device=x.device) <= reads[:, :, None]  # (B, K, T): causal
+            mask = visible[:, None]  # (B, 1, K, T)
         q = q.view(B, -1, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, Tq, hs)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
@@ -103,7 +114,7 @@ class Block(nn.Module):
         self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor, only: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, T, C) -> (B, T, C); with ``only`` (B,) -> (B, 1, C) at those positions alone."""
+        """(B, T, C) -> (B, T, C); with ``only`` (B,) or (B, K) -> (B, 1 or K, C) at those positions alone."""
         h = self.ln_1(x)  # (B, T, C): keys and values need every position
         if only is not None:
             x = take(x, only)  # (B, 1, C)
@@ -148,8 +159,8 @@ class GPT(nn.Module):
         return self.wte(input_ids) + self.wpe(positions)  # (B, T, C)
 
     def run_blocks(self, x: torch.Tensor, start: int = 0, only: torch.Tensor | None = None) -> torch.Tensor:
-        """Blocks ``start..`` then the final LayerNorm: (B, T, C) -> (B, T, C); with ``only`` (B,)
-        -> (B, 1, C), the last block computing those positions alone (see :class:`Block`)."""
+        """Blocks ``start..`` then the final LayerNorm: (B, T, C) -> (B, T, C); with ``only`` (B,) or
+        (B, K) -> (B, 1 or K, C), the last block computing those positions alone (see :class:`Block`)."""
         blocks = self.h[start:]
         for i, block in enumerate(blocks):
             x = block(x, only if i == len(blocks) - 1 else None)
@@ -196,26 +207,43 @@ class SpamClassifier(nn.Module):
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """The plain full forward: every block at every position, then the pooled position."""
         hidden = self.gpt.run_blocks(self.gpt.embed(input_ids))  # (B, T, C)
-        return self.gpt.lm_head(take(hidden, self.pooled_index(input_ids))[:, 0])
+        return self.gpt.lm_head(self.most_spam_like(take(hidden, self.pooled_index(input_ids))))
 
     def logits_from_block(self, x: torch.Tensor, input_ids: torch.Tensor, start: int) -> torch.Tensor:
         """Class logits from the input ``x`` (B, T, C) of block ``start``, for training.
 
-        The logits of :meth:`forward` with less work: only the pooled position reaches the head,
+        The logits of :meth:`forward` with less work: only the pooled positions reach the head,
         so the last block computes keys and values for every position but queries, attention
-        output and MLP for that position alone.
+        output and MLP for those positions alone.
         """
         return self.gpt.lm_head(self.features_from_block(x, input_ids, start))
 
+    def training_logits(self, x: torch.Tensor, input_ids: torch.Tensor, start: int) -> torch.Tensor:
+        """(B, R, 2): the logits a training step fits to each row's label, from the input ``x`` of
+        block ``start``. For ``line-ends``, those at the most spam-like line end and at the last
+        token: the label holds at the message's end as well, and that steady signal keeps the
+        choice of line end from wandering while the head is still untrained. Otherwise the
+        pooled logits alone (R = 1)."""
+        hidden = self.gpt.run_blocks(x, start, only=self.pooled_index(input_ids))  # (B, K, C)
+        if self.pooling != "line-ends":
+            return self.gpt.lm_head(hidden)
+        chosen = self.gpt.lm_head(self.most_spam_like(hidden))  # (B, 2)
+        return torch.stack([chosen, self.gpt.lm_head(hidden[:, -1])], dim=1)
+
     def features_from_block(self, x: torch.Tensor, input_ids: torch.Tensor, start: int) -> torch.Tensor:
         """What the head reads, from the input ``x`` (B, T, C) of block ``start``: (B, C)."""
-        return self.gpt.run_blocks(x, start, only=self.pooled_index(input_ids))[:, 0]
+        return self.most_spam_like(self.gpt.run_blocks(x, start, only=self.pooled_index(input_ids)))
 
     def features(self, input_ids: torch.Tensor) -> torch.Tensor:
         """What the head reads: the pooled position after the final LayerNorm, (B, T) -> (B, C). The
         head is linear, so ``lm_head(features(ids))`` are the logits; ``spamfilter learn`` retrains
-        the head on these."""
+        the head on these (with ``line-ends``, at the position the model's own head chose)."""
         return self.features_from_block(self.gpt.embed(input_ids), input_ids, 0)
+
+    def read_features(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Every position the head reads, after the final LayerNorm: (B, T) -> (B, K, C) (K = 1 but
+        for ``line-ends``); :meth:`most_spam_like` picks the features among them."""
+        return self.gpt.run_blocks(self.gpt.embed(input_ids), 0, only=self.pooled_index(input_ids))
 
     def forward_pooled(self, input_ids: torch.Tensor) -> torch.Tensor:
         """The logits of :meth:`forward`, with the last block computed only where the head reads
@@ -223,7 +251,43 @@ class SpamClassifier(nn.Module):
         return self.logits_from_block(self.gpt.embed(input_ids), input_ids, 0)
 
     def pooled_index(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """The position the head reads in each row: (B, T) -> (B,)."""
+        """The positions the head reads in each row: (B, T) -> (B,), or (B, K) for ``line-ends``."""
         if self.pooling == "last":
             return torch.full_like(input_ids[:, 0], input_ids.shape[1] - 1)
-        return last_token_index(input_ids, self.pad_token_id)
+        last = last_token_index(input_ids, self.pad_token_id)
+        if self.pooling == "last-token":
+            return last
+        return line_end_index(input_ids, last)
+
+    def most_spam_like(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(B, K, C) -> (B, C): the read position whose spam log-odds are highest (K = 1: that one)."""
+        if hidden.shape[1] == 1:
+            return hidden[:, 0]
+        logits = self.gpt.lm_head(hidden)  # (B, K, 2)
+        chosen = (logits[:, :, 1] - logits[:, :, 0]).argmax(dim=1, keepdim=True)  # (B, 1)
+        # a one-hot sum rather than a gather: exact, and the exported features keep their static width
+        one_hot = torch.arange(hidden.shape[1], device=hidden.device) == chosen  # (B, K)
+        return (hidden * one_hot[:, :, None].to(hidden.dtype)).sum(dim=1)
+
+
+_NOWHERE = 1 << 40  # beyond any position
+
+
+def line_end_index(input_ids: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+    """The positions ``line-ends`` reads, (B, T) -> (B, LINE_ENDS_READ): the last tokens of the
+    row's first lines at least ``LINE_END_MIN_TOKENS`` past its first line, then its last token
+    (repeated where a row has fewer line ends). Only tensor operations, so the exported graph
+    computes them too."""
+    positions = torch.arange(input_ids.shape[1], device=input_ids.device)[None]  # (1, T)
+    is_newline = (input_ids == NEWLINE_IDS[0]) | (input_ids == NEWLINE_IDS[1])  # (B, T)
+    # values, not the traced length, mark "no position": the exported graph keeps a dynamic length
+    first_end = torch.where(is_newline, positions, _NOWHERE).amin(dim=1, keepdim=True)  # (B, 1)
+    # a line's last token, not the newline after it: the state there is the same whatever follows,
+    # so text appended after a spam's last line leaves the spam's own reading exactly as it was
+    ends_line = torch.cat([is_newline[:, 1:], torch.zeros_like(is_newline[:, :1])], dim=1) & ~is_newline
+    readable = ends_line & (positions >= first_end + LINE_END_MIN_TOKENS) & (positions < last[:, None])
+    keys = torch.where(readable, positions, positions + _NOWHERE)  # the earliest line ends sort first
+    padding = torch.zeros_like(first_end).expand(-1, LINE_ENDS_READ - 1) + 2 * _NOWHERE  # short rows
+    earliest = torch.topk(torch.cat([keys, padding], dim=1), LINE_ENDS_READ - 1, dim=1, largest=False)
+    ends = torch.where(earliest.values < _NOWHERE, earliest.values, last[:, None])  # (B, K - 1)
+    return torch.cat([ends, last[:, None]], dim=1)

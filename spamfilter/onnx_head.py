@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +29,9 @@ from .head import Head
 HEAD_WEIGHT = "classifier.gpt.lm_head.weight"
 HEAD_BIAS = "classifier.gpt.lm_head.bias"
 FEATURES_OUTPUT = "features"  # the pooled vector the head reads: (batch, C) float32
+# line-ends pooling: every position the head reads, (batch, K, C); the graph's own head chooses
+# among them, another head (a user's, a retrained one) chooses for itself
+READ_FEATURES_OUTPUT = "read_features"
 
 _FLOAT, _INT8, _UINT8 = 1, 3, 2  # TensorProto.DataType
 _INT8_RANGE = 64  # onnxruntime's reduce_range int8: symmetric [-64, 64]
@@ -283,3 +287,22 @@ def with_features_output(model: bytes | bytearray, size: int) -> bytes:
     if source != FEATURES_OUTPUT.encode():  # (a graph whose tensor is so named only lost the output)
         graph_extra = _message(_GRAPH_NODE, node) + graph_extra
     return bytes(model) + _message(_MODEL_GRAPH, graph_extra)
+
+
+def feature_rows(session: Any, ids: np.ndarray, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """What a head reads of each row of ``ids``, through an onnxruntime session: feature rows
+    (N, C) float32 and, for each, the index of its row of ``ids`` (N,). One row per row of ids, or,
+    for a graph with ``read_features`` (line-ends pooling), one per position read: a head scores
+    a window by its highest row, as the graph's own head does, and a ham correction is taught at
+    every position read."""
+    names = {output.name for output in session.get_outputs()}
+    name = READ_FEATURES_OUTPUT if READ_FEATURES_OUTPUT in names else FEATURES_OUTPUT
+    parts = [
+        session.run([name], {"input_ids": ids[b : b + batch_size]})[0] for b in range(0, len(ids), batch_size)
+    ]
+    if not parts:
+        return np.zeros((0, 0), dtype=np.float32), np.zeros(0, dtype=np.int64)
+    features = np.concatenate(parts).astype(np.float32)
+    reads = features.shape[1] if features.ndim == 3 else 1
+    rows = np.repeat(np.arange(len(ids), dtype=np.int64), reads)
+    return features.reshape(len(ids) * reads, -1), rows

@@ -386,8 +386,8 @@ class HeadFilter:
     message scores the highest of its windows', as the filter scores it. A ham fed back teaches
     all its windows, a spam its highest-scoring one under the head of the moment (as ``learn``
     does). ``base_features`` and ``base_labels`` are the train split's (``learn.safetensors``);
-    each row fed back weighs as much as a training message of its class (the recipe's class
-    weights). The threshold stays the model's."""
+    each message fed back weighs as much as a training message of its class (the recipe's class
+    weights), shared among the rows it teaches. The threshold stays the model's."""
 
     def __init__(
         self,
@@ -414,6 +414,7 @@ class HeadFilter:
         self.trainer = trainer or retrain_anchored
         self.taught_rows: list[int] = []
         self.taught_labels: list[int] = []
+        self.taught_shares: list[float] = []
 
     @property
     def threshold(self) -> float:
@@ -434,8 +435,10 @@ class HeadFilter:
                 rows = [rows[int(np.argmax(scores))]]
             self.taught_rows.extend(rows)
             self.taught_labels.extend([int(label)] * len(rows))
+            self.taught_shares.extend([1.0 / len(rows)] * len(rows))  # a message's weight, shared
         y = np.asarray(self.taught_labels, dtype=np.int64)
-        taught = Rows(self.features[self.taught_rows], y, self.class_weight[y])
+        weights = self.class_weight[y] * np.asarray(self.taught_shares)
+        taught = Rows(self.features[self.taught_rows], y, weights)
         # Every update starts from the trained head with everything fed back so far, so the head
         # after a message depends on the labels seen, not on how the updates were spaced.
         self.weight, self.bias = self.trainer(*self.start, taught, self.trained)
@@ -449,14 +452,15 @@ _FEATURE_BATCH = 32
 
 
 def window_features(model_dir: Path, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """The pooled features (W, C) of every window the filter reads of each text, and the text
-    index owning each window (W,): what the head reads, so that replaying a head retrain needs
-    no second pass through the trunk.
+    """The feature rows (N, C) the head reads of every window the filter reads of each text (one
+    per window, or one per position read with line-ends pooling), and the text index owning each
+    row (N,): so that replaying a head retrain needs no second pass through the trunk.
 
     From the ONNX graph's ``features`` output where the export has one; else from the torch
     checkpoint (``model.pt``; torch imported here only).
     """
     from .modeldir import open_model_directory
+    from .onnx_head import feature_rows
     from .runtime import create_session
     from .tokenizer import Tokenizer
     from .windows import windows_of
@@ -469,11 +473,8 @@ def window_features(model_dir: Path, texts: Sequence[str]) -> tuple[np.ndarray, 
     ids = tokenizer.pad(windows, recipe.max_length, recipe.pad_token_id)
     session = create_session(directory.checked_variant_file("fp32"))
     if FEATURES_OUTPUT in {output.name for output in session.get_outputs()}:
-        parts = [
-            session.run([FEATURES_OUTPUT], {"input_ids": ids[begin : begin + _FEATURE_BATCH]})[0]
-            for begin in range(0, len(ids), _FEATURE_BATCH)
-        ]
-        return np.concatenate(parts).astype(np.float32), np.asarray(owners, dtype=np.int64)
+        features, windows_read = feature_rows(session, ids, _FEATURE_BATCH)
+        return features, np.asarray(owners, dtype=np.int64)[windows_read]
     # Until the export writes a features output: the checkpoint's trunk (what learn reads too).
     from .export import load_checkpoint
     from .learn import pooled_features

@@ -221,6 +221,8 @@ class Classifier:
         self._threads = threads
         self._features_session: Any = None  # the session answering pooled features (user heads)
         self._features_width = 0
+        self._features_output = "features"  # or "read_features": every position read (line-ends)
+        self._reads = 1  # positions read per window
         self.user_head: UserHead | None = None  # for_user: every text scored by this user's head
         self.dynamic_length = accepts_shorter_inputs(self.session)
         # A GPU is only busy with many messages per call; on the CPU small batches lose nothing.
@@ -298,29 +300,46 @@ class Classifier:
             for text, head in enumerate(heads):
                 if head is not None:
                     mine = owner_of == text
-                    probabilities[mine] = apply_head(head, outputs[mine, 2:])
+                    # a window's score under this head: its highest over the positions read
+                    read = outputs[mine, 2:].reshape(-1, self._features_width)
+                    probabilities[mine] = apply_head(head, read).reshape(int(mine.sum()), -1).max(axis=1)
         return combine(probabilities, owners, len(texts))
 
     def _features_size(self) -> int:
-        """The width of the pooled features; the session answering them is the model's own, or, for
-        an export without a ``features`` output, a copy of the graph with one (made once)."""
+        """The columns of features per window: the pooled features' width, times the positions
+        read for line-ends pooling (its ``read_features`` output). The session answering them is
+        the model's own, or, for an export without a ``features`` output, a copy of the graph with
+        one (made once)."""
         if self._features_session is None:
-            from .onnx_head import FEATURES_OUTPUT, read_head, with_features_output
+            from .onnx_head import FEATURES_OUTPUT, READ_FEATURES_OUTPUT, read_head, with_features_output
 
             model = self.directory.checked_variant_file(self.variant).read_bytes()
             self._features_width = read_head(model).size
-            if any(output.name == FEATURES_OUTPUT for output in self.session.get_outputs()):
+            outputs = {output.name: output for output in self.session.get_outputs()}
+            if READ_FEATURES_OUTPUT in outputs:
+                self._features_output = READ_FEATURES_OUTPUT
+                self._reads = self._positions_read(outputs[READ_FEATURES_OUTPUT].shape[1])
+            if FEATURES_OUTPUT in outputs:
                 self._features_session = self.session
             else:
                 graph = with_features_output(model, self._features_width)
                 self._features_session = create_session_from_bytes(graph, self._threads)
-        return self._features_width
+        return self._features_width * self._reads
+
+    def _positions_read(self, declared: Any) -> int:
+        """How many positions the graph reads per window: its declared shape, or, where the exporter
+        left that axis symbolic, the answer to one padded row."""
+        if isinstance(declared, int):
+            return declared
+        ids = np.full((1, self.recipe.max_length), self.recipe.pad_token_id, dtype=np.int64)
+        ids[0, 0] = 0
+        return int(self.session.run(["read_features"], {"input_ids": ids})[0].shape[1])
 
     def _logits_and_features(self, size: int) -> LogitsFunction:
-        session = self._features_session
+        session, name = self._features_session, self._features_output
 
         def run(ids: np.ndarray) -> np.ndarray:
-            logits, features = session.run(["logits", "features"], {"input_ids": ids})
+            logits, features = session.run(["logits", name], {"input_ids": ids})
             return np.concatenate([logits, np.asarray(features).reshape(len(ids), size)], axis=1)
 
         return run

@@ -141,6 +141,13 @@ class _Inputs:
             return classifier(ids)
         return classifier.logits_from_block(self.hidden[index], ids, self.start_block)
 
+    def training_logits(self, classifier: SpamClassifier, index: torch.Tensor) -> torch.Tensor:
+        """(B, R, 2): the logits each row is trained on (:meth:`SpamClassifier.training_logits`)."""
+        ids = self.ids[index]
+        if self.hidden is None:
+            return classifier.training_logits(classifier.gpt.embed(ids), ids, 0)
+        return classifier.training_logits(self.hidden[index], ids, self.start_block)
+
     def features(self, classifier: SpamClassifier) -> np.ndarray:
         """(N, C) float32: what the head reads of every row, from the frozen blocks' cached output
         where there is one (a second full pass over gpt2-small would take as long as the cache)."""
@@ -282,9 +289,9 @@ def train_classifier(
         for b in range(steps_per_epoch):
             index = order[b * config.batch_size : (b + 1) * config.batch_size]
             optimizer.zero_grad()
-            loss = F.cross_entropy(
-                train_data.logits(classifier, index), train_data.labels[index], weight=loss_weight
-            )
+            logits = train_data.training_logits(classifier, index)  # (B, R, 2)
+            labels = train_data.labels[index].repeat_interleave(logits.shape[1])
+            loss = F.cross_entropy(logits.flatten(0, 1), labels, weight=loss_weight)
             loss.backward()
             optimizer.step()
             step += 1

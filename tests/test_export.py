@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from spamfilter.cli import cli
 from spamfilter.export import ExportError, load_checkpoint, write_model_directory
-from spamfilter.model import GPT, GPTConfig, SpamClassifier, add_classification_head
+from spamfilter.model import GPT, POOLINGS, GPTConfig, SpamClassifier, add_classification_head
 from spamfilter.modeldir import ModelDirectoryError, open_model_directory
 from spamfilter.runtime import Classifier
 from spamfilter.tokenizer import PAD_TOKEN_ID
@@ -49,7 +49,7 @@ def _export(
     return classifier, out
 
 
-@pytest.mark.parametrize("pooling", ["last", "last-token"])
+@pytest.mark.parametrize("pooling", POOLINGS)
 def test_export_writes_a_complete_directory_that_agrees_with_torch(tmp_path: Path, pooling: str) -> None:
     classifier, out = _export(tmp_path, pooling)
     assert {p.name for p in out.iterdir()} >= EXPECTED_FILES
@@ -68,14 +68,20 @@ def test_export_writes_a_complete_directory_that_agrees_with_torch(tmp_path: Pat
     assert [(i.name, i.type, i.shape) for i in session.get_inputs()] == [
         ("input_ids", "tensor(int64)", ["batch", 24])
     ]
-    assert [(o.name, o.type, o.shape) for o in session.get_outputs()] == [
+    assert [(o.name, o.type, o.shape) for o in session.get_outputs()][:2] == [
         ("logits", "tensor(float)", ["batch", 2]),
         ("features", "tensor(float)", ["batch", 32]),  # what the head reads (learn, user heads)
     ]
     ids = _samples(5, 24)[::-1].copy()
     with torch.no_grad():
         expected = classifier(torch.as_tensor(ids)).numpy()
+        read = classifier.read_features(torch.as_tensor(ids)).numpy()
     np.testing.assert_allclose(session.run(["logits"], {"input_ids": ids})[0], expected, atol=1e-4)
+    # line-ends: every position read too, so that another head (a user's) chooses for itself
+    names = [o.name for o in session.get_outputs()]
+    assert names[2:] == (["read_features"] if pooling == "line-ends" else [])
+    if pooling == "line-ends":
+        np.testing.assert_allclose(session.run(["read_features"], {"input_ids": ids})[0], read, atol=1e-4)
 
 
 def test_checkpoint_loads_with_weights_only_and_reexports(tmp_path: Path) -> None:
@@ -159,7 +165,7 @@ def test_last_token_pooling_adds_a_dynamic_length_model_with_identical_answers(t
     np.testing.assert_allclose(dynamic, expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("pooling", ["last", "last-token"])
+@pytest.mark.parametrize("pooling", POOLINGS)
 def test_int8_variant_is_recorded_with_its_agreement(tmp_path: Path, pooling: str) -> None:
     classifier, out = _export(tmp_path, pooling, quantize="int8")
     manifest = json.loads((out / "spamfilter.json").read_text())
@@ -185,7 +191,7 @@ def test_int8_variant_is_recorded_with_its_agreement(tmp_path: Path, pooling: st
     assert classifier.spam_probability(["hello there"]).shape == (1,)
 
 
-@pytest.mark.parametrize("pooling", ["last", "last-token"])
+@pytest.mark.parametrize("pooling", POOLINGS)
 def test_int8_model_computes_the_same_on_every_cpu(tmp_path: Path, pooling: str) -> None:
     """onnxruntime's int8 kernels differ by CPU (VPMADDUBSW saturates its int16 pair sums on AVX2
     without VNNI). ONNX's reference evaluator computes the same int8 graph in plain numpy integer

@@ -857,3 +857,14 @@ def test_the_mbox_from_line_is_not_part_of_the_text() -> None:
     for raw in split_mbox(io.BytesIO(SAMPLE_MBOX.read_bytes())):
         assert raw.startswith(b"From ")
         assert extract_text(raw) == extract_text(raw.split(b"\n", 1)[1])
+
+
+def test_a_message_saved_with_its_own_from_line_into_an_mbox_reads_as_itself() -> None:
+    """Two envelope lines (an mbox entry whose message kept its own 'From ' line): neither is a
+    header, so the text is the message's own and the tags go below both lines."""
+    one = b"From alice@example.org  Thu Aug 22 2002\nSubject: lunch\nFrom: a@example.org\n\nsee you at noon\n"
+    twice = b"From someone Mon Jan  1 00:00:00 2024\n" + one
+    assert extract_text(twice) == extract_text(one) == "lunch\nsee you at noon"
+    tagged = insert_spam_headers(twice, 0.1)
+    lines = tagged.split(b"\n")
+    assert lines[:2] == twice.split(b"\n")[:2] and lines[2].startswith(b"X-Spam-")

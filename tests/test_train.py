@@ -13,7 +13,7 @@ from conftest import write_hf_checkpoint
 
 from spamfilter.cli import cli
 from spamfilter.errors import TrainingError
-from spamfilter.model import GPT, GPTConfig, SpamClassifier, add_classification_head
+from spamfilter.model import GPT, POOLINGS, GPTConfig, SpamClassifier, add_classification_head
 from spamfilter.train_loop import TrainingConfig, count_trainable, set_trainable, train_classifier
 
 
@@ -60,7 +60,7 @@ def test_a_training_step_changes_only_trainable_parameters() -> None:
 
 
 @pytest.mark.parametrize("trainable", ["last-block", "last-two-blocks", "head"])
-@pytest.mark.parametrize("pooling", ["last", "last-token"])
+@pytest.mark.parametrize("pooling", POOLINGS)
 def test_cached_frozen_blocks_give_the_straightforward_losses(trainable: str, pooling: str) -> None:
     data = _toy_data(40, 16, 1)
     records = []
@@ -117,7 +117,7 @@ def test_per_epoch_figures_are_on_the_whole_splits() -> None:
             assert loss == pytest.approx(expected, rel=1e-4)
 
 
-@pytest.mark.parametrize("pooling", ["last", "last-token"])
+@pytest.mark.parametrize("pooling", POOLINGS)
 @pytest.mark.parametrize("start", [0, 1, 2, 3])
 def test_logits_from_block_equal_the_full_forward(pooling: str, start: int) -> None:
     classifier = _classifier(pooling, n_embd=32, n_layer=3, n_head=2, n_positions=64).eval()

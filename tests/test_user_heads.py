@@ -111,3 +111,30 @@ def test_score_with_head_takes_a_messages_highest_window() -> None:
     features = np.array([[-2.0, 0.0], [3.0, 0.0], [0.0, 0.0]])
     scores = score_with_head(head, features, np.array([0, 0, 1]), 2)
     assert np.allclose(scores, [apply_head(head, features[1:2])[0], 0.5])
+
+
+def test_the_shared_head_given_as_a_users_head_scores_as_the_model_does(trained_model: Path) -> None:
+    """A user's head is applied at every position the model reads (line-ends pooling: its
+    ``read_features``) and a window scored by its highest: with the shared head itself, that is
+    the graph's own choice, so the scores must equal the model's."""
+    from spamfilter.runtime import Classifier, create_session
+
+    directory = open_model_directory(trained_model)
+    assert directory.manifest.pooling == "line-ends"  # the default: the case with positions to choose
+    raws = (
+        list(iter_mail_source(CORPUS / "spam.mbox"))[:12]
+        + list(iter_mail_source(CORPUS / "hard_ham.mbox"))[:12]
+    )
+    texts = [message_text(raw) for raw in raws]
+    classifier = Classifier.load(trained_model, variant="fp32")
+    own = classifier.spam_probability(texts)
+    as_user = classifier.spam_probability(texts, heads=[current_head(directory)] * len(texts))
+    np.testing.assert_allclose(as_user, own, atol=1e-5)
+    # fp32 for both: int8 quantizes activations over the whole batch, so its answers move with
+    # the batch's padding, which the filter trims and these rows do not
+    session = create_session(directory.checked_variant_file("fp32"))
+    features, owners = window_features(directory, texts, session)
+    assert len(features) > len(texts)  # several rows a message: every position read
+    np.testing.assert_allclose(
+        score_with_head(current_head(directory), features, owners, len(texts)), own, atol=1e-5
+    )

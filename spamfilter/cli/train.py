@@ -101,8 +101,9 @@ def _augment_default() -> str:
     "--pooling",
     POOLINGS,
     TrainOptions.pooling,
-    "last-token: each message's last real token (measured at least as good, and faster: shorter "
-    "inputs); last: the last padded position, the reference recipe exactly.",
+    "line-ends: the most spam-like of each window's line ends and its last token (text appended "
+    "after a spam's lines cannot lower its score); last-token: each message's last real token; "
+    "last: the last padded position, the reference recipe exactly.",
 )
 @_out_option("Model directory to write. Default: $SPAMFILTER_MODEL or ~/.local/share/spamfilter/model.")
 @choice_option("--device", ("auto", "cpu", "cuda"), "auto")

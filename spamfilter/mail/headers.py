@@ -86,16 +86,20 @@ def scan_headers(raw: bytes, start: int, stop: int, max_fields: int | None = Non
 
 
 def header_start(raw: bytes) -> int:
-    """Offset where the header block starts: after an mbox 'From ' line, if there is one.
+    """Offset where the header block starts: after the mbox 'From ' lines, if there are any.
 
-    The 'From ' line only counts when it ends in a newline; inserting headers after an
+    A message saved with its own envelope line into another mbox starts with two of them; neither
+    is a header, and reading the second as one would turn the whole header block into body text.
+    A 'From ' line only counts when it ends in a newline; inserting headers after an
     unterminated one would glue them onto it.
     """
-    if raw.startswith(b"From ") and not _FROM_FIELD.match(raw):
-        newline = raw.find(b"\n")
-        if newline >= 0:
-            return newline + 1
-    return 0
+    start = 0
+    while raw.startswith(b"From ", start) and not _FROM_FIELD.match(raw, start):
+        newline = raw.find(b"\n", start)
+        if newline < 0:
+            break
+        start = newline + 1
+    return start
 
 
 def _field_value(raw: bytes, block: _HeaderBlock, index: int, limit: int | None = None) -> bytes:
