@@ -75,13 +75,27 @@ ROWS = [
         what="base with the reader's text (hidden HTML dropped, Unicode, quotes) and windows",
     ),
     replace(BASE, name="reader+augment", what="reader + training spam with ham text around it", augment=True),
-    replace(MAIL, name="line-ends", what="the mail row with pooling line-ends", pooling="line-ends"),
+    replace(
+        MAIL,
+        name="line-ends",
+        what="the mail row with pooling line-ends",
+        pooling="line-ends",
+        link_copies=False,
+    ),
+    replace(
+        MAIL,
+        name="line-ends+links",
+        what="line-ends + link-only copies of training mail",
+        pooling="line-ends",
+        link_copies=True,
+    ),
     replace(
         MAIL,
         name="line-ends+augment",
         what="line-ends + training spam with ham text around it",
         pooling="line-ends",
         augment=True,
+        link_copies=False,
     ),
     replace(
         BASE,

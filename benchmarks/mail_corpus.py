@@ -48,6 +48,7 @@ class Row:
     epochs: int = 8
     lr: float = 5e-4
     augment: bool = False
+    link_copies: bool | None = None  # None: the recipe's
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -150,6 +151,7 @@ def train_row(
         keep_best=row.keep_best,
         target_fpr=row.target_fpr,
         augment=row.augment,
+        link_copies=row.link_copies,
         training=TrainingConfig(epochs=row.epochs, lr=row.lr, trainable="all", seed=seed, **row.extra),
         out=out,
         resume=resume,

@@ -1,4 +1,5 @@
-"""Training against the tricks that survive reading: ham text placed around training spam.
+"""Training against the tricks that survive reading: ham text placed around training spam
+(``--augment``), and mail cut down to its links (``--link-copies``, on for mail).
 
 :func:`spamfilter.mail.extract_text` undoes what changes the code points but not what a reader
 sees (hidden HTML, zero-width characters, look-alike letters, transfer encodings) and quoted reply
@@ -8,6 +9,9 @@ after it, in the same window. ``augment_spam`` adds, for each training spam, one
 text of the training split before its body and one with ham text after it, so that the model
 learns that an offer is an offer wherever it stands (:func:`spamfilter.finetune.fine_tune` also
 trains every further window of a long training ham as ham).
+``link_only_copies`` adds, for every training message that shows a link, a copy cut down to its
+Subject and one or two of its links: a spam that sends nothing else gives the model only those to
+read, and the ham copies keep a bare shared link from reading as spam.
 Validation and test splits are never changed:
 the threshold and the reported figures stay those of real mail.
 """
@@ -15,10 +19,12 @@ the threshold and the reported figures stay those of real mail.
 from __future__ import annotations
 
 import random
+import re
 
 import numpy as np
 import pandas as pd
 
+_URL = re.compile(r"https?://[^\s<>\"']+")
 PREFIX_WORDS = (30, 150)  # words of ham text put before a spam's body (a paragraph or two)
 SUFFIX_WORDS = (50, 200)  # words put after it
 
@@ -51,4 +57,23 @@ def augment_spam(train: pd.DataFrame, seed: int) -> pd.DataFrame:
         copies.append(f"{subject}\n{_stretch(pool, rng, PREFIX_WORDS)}\n\n{body}")
         copies.append(f"{text}\n\n{_stretch(pool, rng, SUFFIX_WORDS)}")
     added = pd.DataFrame({"Label": np.ones(len(copies), dtype=np.int64), "Text": copies})
+    return pd.concat([train, added], ignore_index=True)
+
+
+def link_only_copies(train: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """``train`` with, for every message (spam or ham) whose text shows a link, a copy cut down to
+    its first line (the Subject) and one or two of its links, labelled as the message was: a spam
+    that sends nothing but a link is read on the link and the Subject, and a ham that does the same
+    (a shared link, a list's notice) stays ham."""
+    rng = random.Random(f"{seed}:links")
+    copies, labels = [], []
+    for text, label in zip(train["Text"].tolist(), train["Label"].tolist(), strict=True):
+        subject, _, body = text.partition("\n")
+        links = list(dict.fromkeys(url.rstrip(".,;)") for url in _URL.findall(body)))
+        if not links:
+            continue
+        chosen = rng.sample(links, min(len(links), rng.randint(1, 2)))
+        copies.append(subject + "\n" + "\n\n".join(chosen))
+        labels.append(label)
+    added = pd.DataFrame({"Label": np.asarray(labels, dtype=np.int64), "Text": copies})
     return pd.concat([train, added], ignore_index=True)

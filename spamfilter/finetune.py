@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .augment import augment_spam
+from .augment import augment_spam, link_only_copies
 from .calibration import calibrate, needs_more_ham
 from .data import (
     NEEDS_BOTH,
@@ -225,6 +225,7 @@ def mail_settings(options: TrainOptions) -> TrainOptions:
         keep_best=keep_best,
         target_fpr=recipe.target_fpr if options.target_fpr is None else options.target_fpr,
         augment=recipe.augment if options.augment is None else options.augment,
+        link_copies=recipe.link_copies if options.link_copies is None else options.link_copies,
         training=training,
     )
 
@@ -312,8 +313,10 @@ def fine_tune(
     # The model trains on the augmented training split; the splits' sizes and the training data
     # recorded stay those of the real messages.
     frames = {"train": splits.train, "validation": splits.validation, "test": splits.test}
+    if options.link_copies:
+        frames["train"] = link_only_copies(frames["train"], config.seed)
     if options.augment:
-        frames["train"] = augment_spam(splits.train, config.seed)
+        frames["train"] = augment_spam(frames["train"], config.seed)
     stage("tokenising")
     tokenizer = Tokenizer()
     rows = {
@@ -410,6 +413,7 @@ def fine_tune(
             "max_windows": MAX_WINDOWS,
             "balance": options.balance,
             "augment": bool(options.augment),
+            "link_copies": bool(options.link_copies),
             "target_fpr": options.target_fpr,
             "data": data_origin,
             "split_sizes": [len(splits.train), len(splits.validation), len(splits.test)],

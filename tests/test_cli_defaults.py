@@ -51,6 +51,7 @@ def test_every_train_option_named_like_a_library_field_has_its_default() -> None
     # The matching by name must find the options at all, or this test would pass on nothing.
     assert {"epochs", "batch_size", "lr", "weight_decay", "seed", "trainable", "pooling"} <= compared
     assert {"max_length", "balance", "keep_best", "augment", "target_fpr", "quantize", "resume"} <= compared
+    assert "link_copies" in compared
 
 
 def test_train_help_quotes_the_data_recipes() -> None:
@@ -62,6 +63,9 @@ def test_train_help_quotes_the_data_recipes() -> None:
     assert f"[default: {MAIL_RECIPE.target_fpr} for --spam/--ham" in text
     assert "[default: keep-best for --spam/--ham]" in text and MAIL_RECIPE.keep_best
     assert "[default: no-augment]" in text and not (MAIL_RECIPE.augment or LABELLED_RECIPE.augment)
+    assert "[default: no-link-copies]" in text and not (
+        MAIL_RECIPE.link_copies or LABELLED_RECIPE.link_copies
+    )
     assert f"[default: {TrainingConfig.epochs}; x>=1]" in text
     assert f"[default: {TrainOptions.pooling}]" in text
 

@@ -169,6 +169,27 @@ def test_train_on_mailboxes(tmp_path: Path) -> None:
     assert manifest["training_data"] == {"kind": "mail", "messages": 44, "spam": 20}
 
 
+def test_link_copies_add_a_copy_of_each_training_message_with_a_link(tmp_path: Path) -> None:
+    _write_mbox(tmp_path / "spam.mbox", [f"{SPAM_TEXT} http://prize.example/{i}" for i in range(20)], "prize")
+    _write_mbox(tmp_path / "ham.mbox", [f"{HAM_TEXT} note {i}" for i in range(20)], "lunch")
+    (tmp_path / "config.json").write_text(
+        json.dumps({"n_embd": 32, "n_layer": 1, "n_head": 2, "n_positions": 128})
+    )
+    out = tmp_path / "model"
+    result = run([
+        "train", "--model", str(tmp_path / "config.json"), "--weights", "random", "--epochs", "1",
+        "--spam", str(tmp_path / "spam.mbox"), "--ham", str(tmp_path / "ham.mbox"), "--max-length", "64",
+        "--out", str(out), "--device", "cpu", "--link-copies",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "spamfilter.json").read_text())
+    assert manifest["recipe"]["link_copies"] is True
+    train_labels = load_file(out / FEATURES_FILE)["train_labels"]
+    real = manifest["recipe"]["split_sizes"][0]
+    copies = train_labels[real:]  # after the real messages: one per training spam (only they have links)
+    assert len(copies) == int(train_labels[:real].sum()) > 0 and copies.all()
+
+
 def test_train_rejects_data_and_mailboxes_together(tmp_path: Path, sms_file: Path) -> None:
     box = tmp_path / "x.mbox"
     _write_mbox(box, ["hi"], "x")

@@ -51,9 +51,11 @@ def _keep(best: bool) -> str:
     return "keep-best" if best else "keep-last"
 
 
-def _augment_default() -> str:
-    """The --augment/--no-augment default, the same for either data or said for each."""
-    mail, labelled = ("augment" if r.augment else "no-augment" for r in (MAIL_RECIPE, LABELLED_RECIPE))
+def _flag_default(name: str) -> str:
+    """A --NAME/--no-NAME recipe default, the same for either data or said for each."""
+    mail, labelled = (
+        name if getattr(r, name.replace("-", "_")) else f"no-{name}" for r in (MAIL_RECIPE, LABELLED_RECIPE)
+    )
     return mail if mail == labelled else f"{mail} for --spam/--ham, else {labelled}"
 
 
@@ -126,7 +128,14 @@ def _augment_default() -> str:
     default=None,
     help="Also train on two copies of each training spam with ordinary ham text before and after "
     "its body, and on every window of long ham, so that padding around an offer does not hide it "
-    f"(measured: it cost recall at low false-positive rates).  [default: {_augment_default()}]",
+    f"(measured: it cost recall at low false-positive rates).  [default: {_flag_default('augment')}]",
+)
+@click.option(
+    "--link-copies/--no-link-copies",
+    default=None,
+    help="Also train on a copy of each training message that shows a link, cut down to its Subject "
+    "and one or two of its links and labelled as the message, so that a spam sent as a bare link is "
+    f"still read as spam.  [default: {_flag_default('link-copies')}]",
 )
 @click.option(
     "--target-fpr",
@@ -168,6 +177,7 @@ def train(
     balance: str | None,
     keep_best: bool | None,
     augment: bool | None,
+    link_copies: bool | None,
     target_fpr: float | None,
     quantize: str,
     resume: bool,
@@ -205,6 +215,7 @@ def train(
         balance=balance,
         keep_best=keep_best,
         augment=augment,
+        link_copies=link_copies,
         target_fpr=target_fpr,
         training=TrainingConfig(
             epochs=epochs,
