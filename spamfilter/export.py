@@ -68,7 +68,8 @@ PADDING_FREE_POOLINGS = ("last-token", "line-ends")  # answers that do not depen
 class _PooledForward(torch.nn.Module):
     """What is exported: the logits of ``SpamClassifier.forward_pooled`` (the same logits with less
     work; the parity check compares them with the plain ``forward``), and the pooled features the
-    head reads to compute them."""
+    head reads to compute them; for ``line-ends`` also the features at every position read
+    (``read_features``), among which the head chose."""
 
     def __init__(self, classifier: SpamClassifier) -> None:
         super().__init__()
