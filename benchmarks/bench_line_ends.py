@@ -14,7 +14,9 @@ state, and prints spam recall per change at fixed numbers of test ham marked spa
 
     python -m benchmarks.bench_line_ends --model benchmarks/.work/recipe/explain-2ep
 
-An experiment for the reader's scoring: the filter does not score this way yet.
+The experiment that led to ``--pooling line-ends`` (RESULTS section 21), which trains the head
+for this rule and reads each line's last token rather than its newline. It reads a model's
+positions itself, so run it on a model trained with ``last-token``.
 """
 
 from __future__ import annotations
