@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from spamfilter.windows import MAX_WINDOWS
+
 from .bench_evasion import OUT, changed_spam, cpu_line, ham_pool, load_split, replies_quoting
 from .common import script_parser, table
 from .mail_corpus import SEED, state_classifier
@@ -37,28 +39,34 @@ if TYPE_CHECKING:
 _NEWLINES = frozenset({198, 628})  # GPT-2's "\n" and "\n\n"
 
 
+RULES = ("last", "line ends", "model")
+
+
 def window_scores(
-    classifier: SpamClassifier, tokenizer: Tokenizer, raw: bytes, min_tokens: int
-) -> tuple[float, float]:
-    """(last-token rule, line-ends rule) P(spam) of one message: the highest over its windows."""
+    classifier: SpamClassifier, tokenizer: Tokenizer, raw: bytes, min_tokens: int, max_windows: int
+) -> tuple[float, float, float]:
+    """P(spam) of one message by each of ``RULES``, the highest over its windows: the head at the
+    last token, at every newline (this experiment's rule), and the model's own pooling (what the
+    filter computes, in fp32)."""
     import torch
 
     from spamfilter.formats import message_text
     from spamfilter.windows import head_length, windows_of
 
     ids = tokenizer.encode_batch([message_text(raw)])[0]
-    windows, _ = windows_of([ids], 256)
-    last, ends = 0.0, 0.0
+    windows, _ = windows_of([ids], 256, max_windows)
+    last, ends, own = 0.0, 0.0, 0.0
     for window in windows:
         with torch.no_grad():
             gpt = classifier.gpt
             logits = gpt.lm_head(gpt.run_blocks(gpt.embed(torch.tensor([window]))))[0]
+            own = max(own, float(torch.softmax(classifier(torch.tensor([window])), -1)[0, 1]))
         p = torch.softmax(logits, -1)[:, 1].numpy()
         first = head_length(window, 64)
         read = [t for t, token in enumerate(window) if token in _NEWLINES and t >= first + min_tokens]
         last = max(last, float(p[-1]))
         ends = max(ends, float(p[[*read, len(window) - 1]].max()))
-    return last, ends
+    return last, ends, own
 
 
 def recall_at(spam: np.ndarray, ham: np.ndarray, false_positives: int) -> float:
@@ -76,6 +84,9 @@ def main() -> None:
         help="a model directory (model.pt) or a run's folder (training-state.pt)",
     )
     parser.add_argument("--min-tokens", type=int, default=16, help="line ends read after the first line")
+    parser.add_argument(
+        "--max-windows", type=int, default=MAX_WINDOWS, help="windows read per message at most"
+    )
     args = parser.parse_args()
 
     import torch
@@ -96,19 +107,26 @@ def main() -> None:
     rows = changed_spam(split, pool, None, SEED)
     rows["replies (ham)"] = replies_quoting(split.test_spam, pool, SEED)
     scored = {
-        name: np.array([window_scores(classifier, tokenizer, raw, args.min_tokens) for raw in messages])
+        name: np.array(
+            [window_scores(classifier, tokenizer, raw, args.min_tokens, args.max_windows) for raw in messages]
+        )
         for name, messages in {"ham": split.test_ham, **rows}.items()
     }
     ham = scored.pop("ham")
-    headers = ["change to the spam"] + [
-        f"{rule} at {fp}/{len(ham)} ham" for fp in (1, 3) for rule in ("last", "line ends")
-    ]
+    headers = ["change to the spam"] + [f"{rule} at {fp}/{len(ham)} ham" for fp in (1, 3) for rule in RULES]
     lines = [
         [name]
-        + [f"{100 * recall_at(s[:, rule], ham[:, rule], fp):.1f} %" for fp in (1, 3) for rule in (0, 1)]
+        + [
+            f"{100 * recall_at(s[:, rule], ham[:, rule], fp):.1f} %"
+            for fp in (1, 3)
+            for rule in range(len(RULES))
+        ]
         for name, s in scored.items()
     ]
-    print(f"model {args.model}, min tokens {args.min_tokens}; CPU: {cpu_line()}")
+    print(
+        f"model {args.model} (pooling {classifier.pooling}), min tokens {args.min_tokens}, "
+        f"windows {args.max_windows}; CPU: {cpu_line()}"
+    )
     print(table(headers, lines))
 
 

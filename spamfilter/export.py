@@ -77,12 +77,15 @@ class _PooledForward(torch.nn.Module):
 
     def forward(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
         classifier = self.classifier
-        if classifier.pooling != "line-ends":
-            features = classifier.features(input_ids)
-            return classifier.gpt.lm_head(features), features
         read = classifier.read_features(input_ids)  # (B, K, C)
         features = classifier.most_spam_like(read)
-        return classifier.gpt.lm_head(features), features, read
+        outputs = (classifier.gpt.lm_head(features), features)
+        return (*outputs, read) if _reads_several(classifier) else outputs
+
+
+def _reads_several(classifier: SpamClassifier) -> bool:
+    """Whether the head reads several positions of a window (its choice among them exported)."""
+    return classifier.pooling == "line-ends"
 
 
 def export_onnx(
@@ -93,7 +96,7 @@ def export_onnx(
     classifier = classifier.eval().cpu()
     example = torch.full((2, max_length), PAD_TOKEN_ID, dtype=torch.long)
     example[:, 0] = 0
-    reads = int(classifier.pooling == "line-ends")  # the third output, every position read
+    reads = int(_reads_several(classifier))  # the third output, every position read
     with warnings.catch_warnings():
         # The TorchScript exporter warns about its deprecation and about traced index arithmetic;
         # the parity check below is what proves the graph right.

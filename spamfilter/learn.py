@@ -90,7 +90,7 @@ def pooled_features(classifier: SpamClassifier, ids: np.ndarray, device: str = "
     return torch.cat(out).numpy() if out else np.zeros((0, size), dtype=np.float32)
 
 
-def features_session(directory: ModelDirectory) -> Any:
+def features_session(directory: ModelDirectory, variant: str | None = None) -> Any:
     """An onnxruntime session of the directory's default variant, the one the filter and the
     service score with, with its ``features`` output (added in memory where the export has none);
     the file's sha256 is checked first. The same variant: with ``line-ends`` pooling the graph
@@ -100,7 +100,7 @@ def features_session(directory: ModelDirectory) -> Any:
 
     from .runtime import available_cores
 
-    path = directory.checked_variant_file(directory.default_variant)
+    path = directory.checked_variant_file(variant or directory.default_variant)
     size = (
         int(directory.manifest.base_model.get("config", {}).get("n_embd", 0))
         or read_head(path.read_bytes()).size

@@ -224,15 +224,20 @@ class SpamClassifier(nn.Module):
         token: the label holds at the message's end as well, and that steady signal keeps the
         choice of line end from wandering while the head is still untrained. Otherwise the
         pooled logits alone (R = 1)."""
-        hidden = self.gpt.run_blocks(x, start, only=self.pooled_index(input_ids))  # (B, K, C)
+        hidden = self.reads_from_block(x, input_ids, start)  # (B, K, C)
         if self.pooling != "line-ends":
             return self.gpt.lm_head(hidden)
         chosen = self.gpt.lm_head(self.most_spam_like(hidden))  # (B, 2)
         return torch.stack([chosen, self.gpt.lm_head(hidden[:, -1])], dim=1)
 
+    def reads_from_block(self, x: torch.Tensor, input_ids: torch.Tensor, start: int) -> torch.Tensor:
+        """Every position the head reads, after the final LayerNorm, from the input ``x`` (B, T, C)
+        of block ``start``: (B, K, C), K = 1 but for ``line-ends``."""
+        return self.gpt.run_blocks(x, start, only=self.pooled_index(input_ids))
+
     def features_from_block(self, x: torch.Tensor, input_ids: torch.Tensor, start: int) -> torch.Tensor:
         """What the head reads, from the input ``x`` (B, T, C) of block ``start``: (B, C)."""
-        return self.most_spam_like(self.gpt.run_blocks(x, start, only=self.pooled_index(input_ids)))
+        return self.most_spam_like(self.reads_from_block(x, input_ids, start))
 
     def features(self, input_ids: torch.Tensor) -> torch.Tensor:
         """What the head reads: the pooled position after the final LayerNorm, (B, T) -> (B, C). The
@@ -241,9 +246,9 @@ class SpamClassifier(nn.Module):
         return self.features_from_block(self.gpt.embed(input_ids), input_ids, 0)
 
     def read_features(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Every position the head reads, after the final LayerNorm: (B, T) -> (B, K, C) (K = 1 but
-        for ``line-ends``); :meth:`most_spam_like` picks the features among them."""
-        return self.gpt.run_blocks(self.gpt.embed(input_ids), 0, only=self.pooled_index(input_ids))
+        """Every position the head reads: (B, T) -> (B, K, C); :meth:`most_spam_like` picks the
+        features among them."""
+        return self.reads_from_block(self.gpt.embed(input_ids), input_ids, 0)
 
     def forward_pooled(self, input_ids: torch.Tensor) -> torch.Tensor:
         """The logits of :meth:`forward`, with the last block computed only where the head reads

@@ -447,40 +447,16 @@ class HeadFilter:
 # --------------------------------------------------------------------------- features of a model
 
 
-FEATURES_OUTPUT = "features"  # the exported graph's pooled-features output, where it has one
-_FEATURE_BATCH = 32
-
-
 def window_features(model_dir: Path, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """The feature rows (N, C) the head reads of every window the filter reads of each text (one
     per window, or one per position read with line-ends pooling), and the text index owning each
-    row (N,): so that replaying a head retrain needs no second pass through the trunk.
-
-    From the ONNX graph's ``features`` output where the export has one; else from the torch
-    checkpoint (``model.pt``; torch imported here only).
-    """
+    row (N,): so that replaying a head retrain needs no second pass through the trunk. Read as
+    ``learn`` reads them, from the fp32 model."""
+    from . import learn
     from .modeldir import open_model_directory
-    from .onnx_head import feature_rows
-    from .runtime import create_session
-    from .tokenizer import Tokenizer
-    from .windows import windows_of
 
     directory = open_model_directory(Path(model_dir))
-    recipe = directory.recipe
-    tokenizer = Tokenizer(directory.path)
-    rows = tokenizer.encode_batch([text[: recipe.chars_kept] for text in texts])
-    windows, owners = windows_of(rows, recipe.max_length, recipe.max_windows)
-    ids = tokenizer.pad(windows, recipe.max_length, recipe.pad_token_id)
-    session = create_session(directory.checked_variant_file("fp32"))
-    if FEATURES_OUTPUT in {output.name for output in session.get_outputs()}:
-        features, windows_read = feature_rows(session, ids, _FEATURE_BATCH)
-        return features, np.asarray(owners, dtype=np.int64)[windows_read]
-    # Until the export writes a features output: the checkpoint's trunk (what learn reads too).
-    from .export import load_checkpoint
-    from .learn import pooled_features
-
-    classifier, _ = load_checkpoint(directory.checkpoint_path)
-    return pooled_features(classifier, ids), np.asarray(owners, dtype=np.int64)
+    return learn.window_features(directory, texts, learn.features_session(directory, "fp32"))
 
 
 def model_head(model_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
