@@ -426,6 +426,23 @@ def long_ham_preamble(raw: bytes, rng: random.Random, pool: Sequence[str]) -> by
     return _edit(raw, lambda text: plain + text, lambda text: _insert_html(text, start=markup))
 
 
+FLOOD_LINES = 40  # more than a line-ends reader reads per window (LINE_ENDS_READ)
+
+
+def short_line_flood(raw: bytes, rng: random.Random, pool: Sequence[str]) -> bytes:
+    """Forty short lines of two or three ham words, visible, before the spam. Aimed at a model
+    that reads a window at its line ends: every short line is a line end that takes one of the
+    reads before the spam's own lines are reached."""
+    words = " ".join(_ham_text(pool, rng, 2000)).split()
+    lines = []
+    for _ in range(FLOOD_LINES):
+        at = rng.randrange(max(len(words) - 3, 1))
+        lines.append(" ".join(words[at : at + rng.randint(2, 3)]))
+    plain = "\n".join(lines) + "\n\n"
+    markup = "<p>" + "<br>\n".join(html.escape(line) for line in lines) + "</p>\n"
+    return _edit(raw, lambda text: plain + text, lambda text: _insert_html(text, start=markup))
+
+
 def link_only(raw: bytes, rng: random.Random, pool: Sequence[str]) -> bytes:
     """The spam cut down to its Subject and one or two of its links (and its first image), in a
     single text/html part with no other text. A spam without a link is returned as it is."""
@@ -462,5 +479,6 @@ TRICKS: dict[str, Trick] = {
     "homoglyphs": homoglyphs,
     "base64_body": base64_body,
     "long_ham_preamble": long_ham_preamble,
+    "short_line_flood": short_line_flood,
     "link_only": link_only,
 }

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from spamfilter.evasion import HIDDEN_STYLES, HOMOGLYPHS, TRICKS, ZERO_WIDTH, ham_paragraphs
-from spamfilter.mail import split_mbox
+from spamfilter.evasion import FLOOD_LINES, HIDDEN_STYLES, HOMOGLYPHS, TRICKS, ZERO_WIDTH, ham_paragraphs
+from spamfilter.mail import extract_text, split_mbox
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "spamassassin"
 _MIME_FIELD = re.compile(rb"(?i)(content-|mime-version)")
@@ -188,6 +188,20 @@ def test_long_ham_preamble_before_the_spam(spam: bytes, pool: list[str]) -> None
     preamble = changed[: changed.index(original[:200])]
     assert len(preamble) >= 8000
     assert preamble.split()[:10] == next(p for p in pool if p.startswith(preamble[:40])).split()[:10]
+
+
+def test_short_line_flood_before_the_spam(spam: bytes, pool: list[str]) -> None:
+    changed = TRICKS["short_line_flood"](spam, random.Random(1), pool)
+    text = extract_text(changed)
+    original = extract_text(spam).partition("\n")[2].split("\n")
+    # the body read, after the Subject line (HTML source line breaks are read as blank lines)
+    lines = [line for line in text.partition("\n")[2].split("\n") if line.strip()]
+    flood = lines[:FLOOD_LINES]
+    assert all(2 <= len(line.split()) <= 3 for line in flood), flood
+    pool_words = set(" ".join(pool).split())
+    assert all(word in pool_words for line in flood for word in line.split())
+    first_own = next(line for line in original if line.strip())
+    assert first_own.strip() in "\n".join(lines[FLOOD_LINES:])  # the spam follows, whole
 
 
 def test_link_only_keeps_a_link_and_little_else(spam: bytes, pool: list[str]) -> None:
