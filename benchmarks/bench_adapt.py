@@ -4,17 +4,18 @@ The split of ``bench_recipe`` (the SpamAssassin public corpus, 70/10/20, seed 12
 2-layer x 128 GPT-2 from the same random weights the mail row starts from, first continues
 next-token pretraining on the messages of the TRAINING split only (their labels unused; never the
 validation or test split), written out as a folder of message files and read by the same reader as
-``train``. The mail recipe (bench_recipe's mail row) then fine-tunes from the adapted checkpoint,
-and both models are compared on the test split: spam recall at 0.1 % and 0.5 % ham FPR (the
+``train``. bench_recipe's ``line-ends`` row (the mail recipe with the default pooling; ``--row mail``
+for last-token) then fine-tunes from the adapted checkpoint, and both models are compared on the
+test split: spam recall at 0.1 % and 0.5 % ham FPR (the
 lowest threshold at which at most that share of the 546 test ham is marked spam), (1 - ROC area) %,
 and recall / FPR at the threshold calibrated on the validation split.
 
     python -m benchmarks.bench_adapt                      # adapt (cached), fine-tune, table
     python -m benchmarks.bench_adapt --steps 600 --fresh  # another budget
 
-The baseline is bench_recipe's mail row (``benchmarks/.work/recipe/mail``) when it is there,
-trained here otherwise. An interrupted adaptation resumes from its last saved step, an interrupted
-fine-tuning from its last finished epoch.
+The baseline is the same bench_recipe row from random weights (``benchmarks/.work/recipe/ROW``)
+when it is there, trained here otherwise. An interrupted adaptation resumes from its last saved
+step, an interrupted fine-tuning from its last finished epoch.
 """
 
 from __future__ import annotations
@@ -34,13 +35,14 @@ from spamfilter.data import Splits
 from spamfilter.finetune import TRAINING_STATE
 from spamfilter.modeldir import MANIFEST_FILE
 
+from .bench_recipe import ROWS
 from .common import DEFAULT_WORKDIR, script_parser, table_head
 from .mail_corpus import (
-    MAIL,
-    RECIPE_OUT,
     SEED,
+    Row,
     load_corpus,
     messages_of,
+    recipe_dir,
     shape_file,
     split_indexes,
     state_classifier,
@@ -50,11 +52,17 @@ from .mail_corpus import (
 )
 
 OUT = DEFAULT_WORKDIR / "adapt"
+RECIPES = {recipe.name: recipe for recipe in ROWS if recipe.name in ("mail", "line-ends")}
 
 
-def split_with_raws(raws: list[bytes], labels: np.ndarray) -> tuple[Splits, list[bytes]]:
+def split_with_raws(raws: list[bytes], labels: np.ndarray, seed: int = SEED) -> tuple[Splits, list[bytes]]:
     """The benchmarks' split (bench_recipe's), and the raw messages of its training part."""
-    return text_splits(raws, labels), messages_of(split_indexes(labels).train, raws)
+    return text_splits(raws, labels, seed), messages_of(split_indexes(labels, seed).train, raws)
+
+
+def workdir(seed: int) -> Path:
+    """This benchmark's folder for a split: ``adapt/`` for the default seed, ``adapt/split-<seed>/``."""
+    return OUT if seed == SEED else OUT / f"split-{seed}"
 
 
 def write_folder(raws: list[bytes], folder: Path) -> None:
@@ -68,7 +76,7 @@ def write_folder(raws: list[bytes], folder: Path) -> None:
 
 
 def run_adaptation(args: argparse.Namespace, mail: Path, shape: Path) -> dict[str, Any]:
-    out = OUT / f"trunk-{args.steps}"
+    out = workdir(args.seed) / f"trunk-{args.steps}"
     record_file = out / "adapt.json"
     if record_file.is_file() and not args.fresh:
         return dict(json.loads(record_file.read_text()))
@@ -84,7 +92,7 @@ def run_adaptation(args: argparse.Namespace, mail: Path, shape: Path) -> dict[st
         warmup=max(1, args.steps // 10),
         save_every=args.save_every,
         held_out_windows=64,
-        seed=SEED,
+        seed=args.seed,
         resume=(out / STATE_FILE).is_file() and not args.fresh,
     )
     started = time.monotonic()
@@ -102,13 +110,15 @@ def run_adaptation(args: argparse.Namespace, mail: Path, shape: Path) -> dict[st
     return record.to_dict()
 
 
-def fine_tune_from(weights: str, model: str | None, splits: Splits, out: Path) -> dict[str, Any]:
-    """bench_recipe's mail row, from ``weights``; its manifest's test metrics and the time."""
+def fine_tune_from(
+    recipe: Row, weights: str, model: str | None, splits: Splits, out: Path, seed: int = SEED
+) -> dict[str, Any]:
+    """bench_recipe's row ``recipe``, from ``weights``; its manifest's test metrics and the time."""
     if (out / MANIFEST_FILE).is_file():
         manifest = json.loads((out / MANIFEST_FILE).read_text())
         return {"metrics": manifest["metrics"], "threshold": manifest["threshold"], "seconds": None}
     resume = (out / TRAINING_STATE).is_file()  # an interrupted run goes on from its last epoch
-    result, seconds = train_row(MAIL, splits, out, model=model, weights=weights, resume=resume)
+    result, seconds = train_row(recipe, splits, out, model=model, weights=weights, seed=seed, resume=resume)
     return {"metrics": result.manifest.metrics, "threshold": result.threshold, "seconds": seconds}
 
 
@@ -161,6 +171,18 @@ def main() -> None:
         metavar=("BASELINE", "ADAPTED"),
         help="only compare the test figures of two fine-tuning states (training-state.pt), as they are",
     )
+    parser.add_argument(
+        "--row",
+        default="line-ends",
+        choices=sorted(RECIPES),
+        help="bench_recipe's row that fine-tunes (line-ends: the default pooling; mail: last-token)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=SEED,
+        help="the split, initial weights and batches (as bench_recipe)",
+    )
     args = parser.parse_args()
     if args.states:
         raws, labels = load_corpus()
@@ -171,8 +193,9 @@ def main() -> None:
         return
     shape = shape_file(OUT)
     raws, labels = load_corpus()
-    splits, train_raws = split_with_raws(raws, labels)
-    mail = OUT / "train-mail"
+    splits, train_raws = split_with_raws(raws, labels, args.seed)
+    work = workdir(args.seed)
+    mail = work / "train-mail"
     write_folder(train_raws, mail)
     print(f"adapting on the {len(train_raws)} training messages ({args.steps} steps) ...", flush=True)
     adapted = run_adaptation(args, mail, shape)
@@ -182,18 +205,22 @@ def main() -> None:
         f"({adapted['training_tokens']:,} training tokens)",
         flush=True,
     )
-    trunk = OUT / f"trunk-{args.steps}"
-    tuned_dir = OUT / f"mail-adapted-{args.steps}"
+    trunk = work / f"trunk-{args.steps}"
+    recipe = RECIPES[args.row]
+    # the last-token runs before line-ends became the default keep their folder's name
+    tuned_dir = work / (
+        f"mail-adapted-{args.steps}" if args.row == "mail" else f"{args.row}-adapted-{args.steps}"
+    )
     if args.fresh:
         shutil.rmtree(tuned_dir, ignore_errors=True)
-    print("fine-tuning the adapted trunk (the mail recipe) ...", flush=True)
-    tuned = fine_tune_from(str(trunk), None, splits, tuned_dir)
-    cached = RECIPE_OUT / "mail" / MANIFEST_FILE
-    baseline_dir = RECIPE_OUT / "mail" if cached.is_file() else OUT / "mail"
+    print(f"fine-tuning the adapted trunk (bench_recipe's {args.row} row) ...", flush=True)
+    tuned = fine_tune_from(recipe, str(trunk), None, splits, tuned_dir, args.seed)
+    cached = recipe_dir(args.seed) / args.row / MANIFEST_FILE
+    baseline_dir = cached.parent if cached.is_file() else work / args.row
     print(f"the baseline, from random weights ({baseline_dir}) ...", flush=True)
-    baseline = fine_tune_from("random", str(shape), splits, baseline_dir)
+    baseline = fine_tune_from(recipe, "random", str(shape), splits, baseline_dir, args.seed)
     print("\n" + head("the calibrated threshold", "best epoch"))
-    print(row("random weights (the mail recipe)", baseline))
+    print(row(f"random weights (bench_recipe's {args.row} row)", baseline))
     print(row(f"adapted: {adapted['steps']} steps on the training mail", tuned))
     print(f"\n{torch.get_num_threads()} torch threads; adaptation {adapted['seconds']:.0f} s")
 
