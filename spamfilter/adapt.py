@@ -39,13 +39,12 @@ from .interrupts import Interrupted, requested
 from .labelled import read_mail_texts
 from .model import GPT
 from .tokenizer import PAD_TOKEN_ID, Tokenizer
-from .train_options import DEFAULT_MODEL
+from .train_options import DEFAULT_MODEL, RANDOM_WEIGHTS
 from .train_options import AdaptOptions as AdaptOptions  # torch-free there: the command line reads it
 from .weights import CONFIG_FILE, WEIGHTS_FILE
 
 STATE_FILE = "adapt-state.pt"  # in the output folder while a run is unfinished
 RECORD_FILE = "adapt.json"
-RANDOM_WEIGHTS = "random"
 END_OF_TEXT = PAD_TOKEN_ID  # ends each message in the stream: the classifier pads with it
 # A newsletter of 50,000 tokens would otherwise outweigh hundreds of short messages; the filter
 # itself reads at most a few windows of a message.

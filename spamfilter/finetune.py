@@ -39,11 +39,10 @@ from .model import GPT, GPT2_SIZES, GPTConfig, SpamClassifier, add_classificatio
 from .modeldir import Manifest
 from .tokenizer import PAD_TOKEN_ID, Tokenizer
 from .train_loop import EpochCallback, ProgressCallback, TrainingRecord, train_classifier
-from .train_options import BALANCE_CHOICES, DEFAULT_MODEL, KEEP_BEST_PATIENCE, TrainOptions
+from .train_options import BALANCE_CHOICES, DEFAULT_MODEL, KEEP_BEST_PATIENCE, RANDOM_WEIGHTS, TrainOptions
 from .weights import HUB_REPOS, load_pretrained
 from .windows import MAX_WINDOWS, later_windows
 
-RANDOM_WEIGHTS = "random"
 CUSTOM_ARCHITECTURE = "custom"  # any shape that is not one of GPT2_SIZES; the dims are in the config
 TRAINING_STATE = "training-state.pt"  # in the output directory until the model directory is complete
 

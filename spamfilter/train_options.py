@@ -12,6 +12,8 @@ from pathlib import Path
 
 from .modeldir import DEFAULT_POOLING, MAIL_MAX_LENGTH, MAIL_TARGET_FPR
 
+RANDOM_WEIGHTS = "random"  # --weights for a random initialisation (train_inputs keeps a stdlib copy)
+
 DEFAULT_MODEL = (
     "gpt2-small"  # the shape without --model or --weights PATH (train_inputs repeats it: it imports nothing)
 )

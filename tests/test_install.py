@@ -377,12 +377,12 @@ def test_spamfilter_train_names_every_missing_input_at_once(
 
 
 def test_the_input_check_agrees_with_what_train_downloads() -> None:
-    from spamfilter import data, finetune, train_inputs, weights
+    from spamfilter import data, finetune, train_inputs, train_options, weights
 
     assert data.SMS_URLS[0] == train_inputs.SMS_URL and train_inputs.SMS_MEMBER == data.SMS_MEMBER
     assert train_inputs.SMS_SHA256 == data.SMS_SHA256
     assert train_inputs.HUB_REPOS == weights.HUB_REPOS
     assert train_inputs.HUB_FILES == (weights.CONFIG_FILE, weights.WEIGHTS_FILE)
     assert train_inputs.DEFAULT_MODEL == finetune.DEFAULT_MODEL
-    assert train_inputs.RANDOM_WEIGHTS == finetune.RANDOM_WEIGHTS
+    assert train_inputs.RANDOM_WEIGHTS == train_options.RANDOM_WEIGHTS
     assert train_inputs.sms_cache_file() == data.cache_dir() / data.SMS_MEMBER
