@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .adapt import AdaptRecord
 from .augment import augment_spam, link_only_copies
 from .calibration import calibrate, needs_more_ham
 from .data import (
@@ -36,13 +38,22 @@ from .metrics import (
     threshold_sweep,
 )
 from .model import GPT, GPT2_SIZES, GPTConfig, SpamClassifier, add_classification_head
-from .modeldir import Manifest
+from .modeldir import MAIL_MAX_LENGTH, Manifest
 from .tokenizer import PAD_TOKEN_ID, Tokenizer
 from .train_loop import EpochCallback, ProgressCallback, TrainingRecord, train_classifier
-from .train_options import BALANCE_CHOICES, DEFAULT_MODEL, KEEP_BEST_PATIENCE, RANDOM_WEIGHTS, TrainOptions
+from .train_options import (
+    BALANCE_CHOICES,
+    DEFAULT_MODEL,
+    KEEP_BEST_PATIENCE,
+    RANDOM_WEIGHTS,
+    AdaptOptions,
+    TrainOptions,
+)
 from .weights import HUB_REPOS, load_pretrained
 from .windows import MAX_WINDOWS, later_windows
 
+ADAPTED_FOLDER = "adapted"  # train --adapt-steps: the adapted weights, until the model directory is complete
+ADAPT_LR = 1e-3  # bench_adapt's, for train --adapt-steps (RESULTS section 15)
 CUSTOM_ARCHITECTURE = "custom"  # any shape that is not one of GPT2_SIZES; the dims are in the config
 TRAINING_STATE = "training-state.pt"  # in the output directory until the model directory is complete
 
@@ -225,6 +236,7 @@ def mail_settings(options: TrainOptions) -> TrainOptions:
         target_fpr=recipe.target_fpr if options.target_fpr is None else options.target_fpr,
         augment=recipe.augment if options.augment is None else options.augment,
         link_copies=recipe.link_copies if options.link_copies is None else options.link_copies,
+        adapt_steps=recipe.adapt_steps if options.adapt_steps is None else options.adapt_steps,
         training=training,
     )
 
@@ -291,6 +303,55 @@ def training_ham_scores(
     )
 
 
+def adapt_to_training_split(
+    options: TrainOptions, texts: list[str], stage: Callable[[str], None]
+) -> AdaptRecord:
+    """Next-token pretraining on the training split's ``texts`` from ``options``' start weights,
+    into ``ADAPTED_FOLDER`` of the output directory: the settings measured in ``bench_adapt``
+    (batches of 4 windows of the recipe's length, lr 1e-3, a tenth of the steps warming up). The
+    validation and test messages are never read, so the test figures stay honest. An interrupted
+    run resumes with ``--resume``; a finished adaptation is reused as it is."""
+    from .adapt import RECORD_FILE, STATE_FILE, adapt
+
+    folder = options.out / ADAPTED_FOLDER
+    record_file = folder / RECORD_FILE
+    if options.resume and record_file.is_file() and not (folder / STATE_FILE).is_file():
+        return AdaptRecord(**json.loads(record_file.read_text()))
+    steps = options.adapt_steps or 0
+    adapt_options = AdaptOptions(
+        mail=[],
+        out=folder,
+        model=options.model,
+        weights=options.weights,
+        steps=steps,
+        context=options.max_length or options.data_recipe.max_length or MAIL_MAX_LENGTH,
+        lr=ADAPT_LR,
+        warmup=max(1, steps // 10),
+        save_every=max(1, min(100, steps // 4)),
+        held_out_windows=64,
+        seed=options.training.seed,
+        device=options.device,
+        resume=options.resume and (folder / STATE_FILE).is_file(),
+    )
+
+    def report(step: int, loss: float) -> None:
+        stage(f"adaptation: held-out next-token loss {loss:.3f} at step {step} of {steps}")
+
+    return adapt(adapt_options, on_eval=report, texts=texts)
+
+
+def adaptation_summary(record: AdaptRecord) -> dict[str, Any]:
+    """What the manifest keeps of an adaptation: enough to tell whether it learnt anything."""
+    return {
+        "steps": record.steps,
+        "messages": record.messages,
+        "held_out_messages": record.held_out_messages,
+        "held_out_loss_before": round(record.held_out_loss_before, 4),
+        "held_out_loss_after": round(record.held_out_loss_after, 4),
+        "seconds": round(record.seconds, 1),
+    }
+
+
 def fine_tune(
     options: TrainOptions,
     splits: Splits | None = None,
@@ -323,8 +384,16 @@ def fine_tune(
         for name in ("train", "validation", "test")
     }
     longest = max((len(r) for r in rows["train"][: len(splits.train)]), default=1)  # real messages
+    adaptation = None
+    weights = options.weights
+    if options.adapt_steps:
+        stage(f"adapting to the training split's text ({options.adapt_steps} steps)")
+        adaptation = adapt_to_training_split(options, splits.train["Text"].tolist(), stage)
+        weights = str(options.out / ADAPTED_FOLDER)
     stage("loading model")
-    classifier, origin = build_classifier(options.model, options.weights, options.pooling, config.seed)
+    classifier, origin = build_classifier(options.model, weights, options.pooling, config.seed)
+    if adaptation is not None:
+        origin = adaptation.options["weights"]  # what adaptation started from, not the scratch folder
     max_length = options.max_length or default_max_length(options, longest, classifier.gpt.config.n_positions)
     if max_length > classifier.gpt.config.n_positions:
         raise TrainingError(
@@ -413,6 +482,8 @@ def fine_tune(
             "balance": options.balance,
             "augment": bool(options.augment),
             "link_copies": bool(options.link_copies),
+            "adapt_steps": options.adapt_steps or 0,
+            **({"adaptation": adaptation_summary(adaptation)} if adaptation is not None else {}),
             "target_fpr": options.target_fpr,
             "data": data_origin,
             "split_sizes": [len(splits.train), len(splits.validation), len(splits.test)],
@@ -454,4 +525,5 @@ def fine_tune(
     )
     write_report(report, options.out)
     state_path.unlink(missing_ok=True)  # the model directory is complete: nothing left to resume
+    shutil.rmtree(options.out / ADAPTED_FOLDER, ignore_errors=True)  # its weights are in the model now
     return TrainResult(record, written, splits, max_length, threshold, calibration)

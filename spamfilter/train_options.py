@@ -52,6 +52,7 @@ class DataRecipe:
     link_copies: bool
     target_fpr: float | None  # None: the threshold is 0.5
     max_length: int | None  # tokens per window at most; None: the longest training message
+    adapt_steps: int  # next-token steps on the training split's text before fine-tuning (0: none)
 
 
 # Mail (--spam/--ham): all the ham with a weighted loss, the best epoch by validation loss, and a
@@ -66,10 +67,17 @@ MAIL_RECIPE = DataRecipe(
     link_copies=False,
     target_fpr=MAIL_TARGET_FPR,
     max_length=MAIL_MAX_LENGTH,
+    adapt_steps=0,
 )
 # SMS and other labelled files: the seed recipe exactly (undersampling, last epoch, 0.5).
 LABELLED_RECIPE = DataRecipe(
-    balance="undersample", keep_best=False, augment=False, link_copies=False, target_fpr=None, max_length=None
+    balance="undersample",
+    keep_best=False,
+    augment=False,
+    link_copies=False,
+    target_fpr=None,
+    max_length=None,
+    adapt_steps=0,
 )
 
 
@@ -98,6 +106,9 @@ class TrainOptions:
     # A copy of every training message that shows a link, cut to its Subject and one or two of its
     # links, labelled as the message (augment.py).
     link_copies: bool | None = None
+    # Steps of next-token pretraining (adapt.py) on the training split's text, labels unused, before
+    # the classifier is fine-tuned from those weights; never on the validation or test messages.
+    adapt_steps: int | None = None
     out: Path = Path("model")
     device: str = "cpu"
     quantize: str | None = "int8"  # also write model.int8.onnx (the default variant where it agrees)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from conftest import make_email, write_hf_checkpoint
 
@@ -52,3 +54,79 @@ def test_adapt_bad_input_is_one_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["adapt", "--mail", str(empty), "--out", str(tmp_path / "o")])
     assert result.exit_code in (1, 2) and "Traceback" not in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_train_adapts_on_its_training_split_then_fine_tunes(tmp_path: Path) -> None:
+    import torch
+
+    from spamfilter.export import load_checkpoint
+    from spamfilter.weights import load_pretrained
+
+    start, spam, ham = tmp_path / "start", tmp_path / "spam", tmp_path / "ham"
+    write_hf_checkpoint(start, n_embd=32, n_layer=2, n_head=2, n_positions=64)
+    spam.mkdir()
+    ham.mkdir()
+    for i in range(24):
+        offer = make_email(f"cheap pills {i}", "buy cheap pills now, best price " * 3)
+        (spam / f"{i}.eml").write_bytes(offer)
+        (ham / f"{i}.eml").write_bytes(make_email(f"meeting {i}", BODY.format(f"report {i}")))
+    out = tmp_path / "model"
+    train = ["train", "--weights", str(start), "--spam", str(spam), "--ham", str(ham), "--epochs", "1"]
+    train += ["--max-length", "32", "--quantize", "none", "--out", str(out), "--adapt-steps", "8"]
+    result = CliRunner().invoke(cli, train)
+    assert result.exit_code == 0, result.output
+    assert "adapting to the training split's text (8 steps)" in result.output
+    manifest = json.loads((out / "spamfilter.json").read_text())
+    recipe, adaptation = manifest["recipe"], manifest["recipe"]["adaptation"]
+    assert recipe["adapt_steps"] == 8 and adaptation["steps"] == 8
+    # the training split's messages only: the validation and test messages were never read
+    assert adaptation["messages"] == recipe["split_sizes"][0] < sum(recipe["split_sizes"])
+    assert adaptation["held_out_loss_after"] < adaptation["held_out_loss_before"]
+    assert manifest["base_model"]["weights"] == str(start)  # where it started, not the scratch folder
+    assert not (out / "adapted").exists()  # its weights are in the model
+    # the default trainable part is the last block: the embedding is the adapted one, not the start's
+    classifier = load_checkpoint(out / "model.pt")[0]
+    started = load_pretrained(str(start)).wte.weight.detach()
+    assert not torch.equal(classifier.gpt.wte.weight.detach(), started)
+
+
+def test_train_resumed_after_its_adaptation_reuses_it(tmp_path: Path) -> None:
+    from spamfilter.finetune import fine_tune
+    from spamfilter.train_loop import TrainingConfig
+    from spamfilter.train_options import TrainOptions
+
+    start, spam, ham = tmp_path / "start", tmp_path / "spam", tmp_path / "ham"
+    write_hf_checkpoint(start, n_embd=32, n_layer=2, n_head=2, n_positions=64)
+    spam.mkdir()
+    ham.mkdir()
+    for i in range(24):
+        (spam / f"{i}.eml").write_bytes(make_email(f"cheap pills {i}", "buy cheap pills now " * 3))
+        (ham / f"{i}.eml").write_bytes(make_email(f"meeting {i}", BODY.format(f"report {i}")))
+    options = TrainOptions(
+        weights=str(start),
+        spam=[spam],
+        ham=[ham],
+        max_length=32,
+        adapt_steps=6,
+        training=TrainingConfig(epochs=2),
+        out=tmp_path / "model",
+        quantize=None,
+    )
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(record: object) -> None:
+        raise Stop
+
+    first: list[str] = []
+    with pytest.raises(Stop):
+        fine_tune(options, on_epoch=stop_after_first, on_stage=first.append)
+    assert any(stage.startswith("adaptation:") for stage in first), first
+    adapted = (tmp_path / "model" / "adapted" / "model.safetensors").read_bytes()
+    stages: list[str] = []
+    result = fine_tune(replace(options, resume=True), on_stage=stages.append)
+    assert not any(stage.startswith("adaptation:") for stage in stages), stages  # not adapted again
+    assert [epoch.epoch for epoch in result.record.epochs] == [1, 2]
+    assert result.manifest.recipe["adaptation"]["steps"] == 6 and len(adapted) > 0
+    assert not (tmp_path / "model" / "adapted").exists()

@@ -51,7 +51,7 @@ def test_every_train_option_named_like_a_library_field_has_its_default() -> None
     # The matching by name must find the options at all, or this test would pass on nothing.
     assert {"epochs", "batch_size", "lr", "weight_decay", "seed", "trainable", "pooling"} <= compared
     assert {"max_length", "balance", "keep_best", "augment", "target_fpr", "quantize", "resume"} <= compared
-    assert "link_copies" in compared
+    assert {"link_copies", "adapt_steps"} <= compared
 
 
 def test_train_help_quotes_the_data_recipes() -> None:
@@ -66,6 +66,7 @@ def test_train_help_quotes_the_data_recipes() -> None:
     assert "[default: no-link-copies]" in text and not (
         MAIL_RECIPE.link_copies or LABELLED_RECIPE.link_copies
     )
+    assert f"[default: {MAIL_RECIPE.adapt_steps}" in text and "--adapt-steps" in text
     assert f"[default: {TrainingConfig.epochs}; x>=1]" in text
     assert f"[default: {TrainOptions.pooling}]" in text
 

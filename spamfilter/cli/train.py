@@ -138,6 +138,20 @@ def _flag_default(name: str) -> str:
     f"still read as spam.  [default: {_flag_default('link-copies')}]",
 )
 @click.option(
+    "--adapt-steps",
+    type=click.IntRange(min=0),
+    default=None,
+    help="First continue the model's next-token pretraining for this many steps on the training "
+    "split's text (labels unused; never the validation or test messages), then fine-tune from "
+    "those weights.  [default: "
+    + (
+        f"{MAIL_RECIPE.adapt_steps}"
+        if MAIL_RECIPE.adapt_steps == LABELLED_RECIPE.adapt_steps
+        else f"{MAIL_RECIPE.adapt_steps} for --spam/--ham, else {LABELLED_RECIPE.adapt_steps}"
+    )
+    + "]",
+)
+@click.option(
     "--target-fpr",
     type=click.FloatRange(0, 1, max_open=True),
     default=None,
@@ -178,6 +192,7 @@ def train(
     keep_best: bool | None,
     augment: bool | None,
     link_copies: bool | None,
+    adapt_steps: int | None,
     target_fpr: float | None,
     quantize: str,
     resume: bool,
@@ -216,6 +231,7 @@ def train(
         keep_best=keep_best,
         augment=augment,
         link_copies=link_copies,
+        adapt_steps=adapt_steps,
         target_fpr=target_fpr,
         training=TrainingConfig(
             epochs=epochs,
