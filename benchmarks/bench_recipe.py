@@ -91,6 +91,14 @@ ROWS = [
     ),
     replace(
         MAIL,
+        name="line-ends+adapt",
+        what="line-ends, after 100 steps of train --adapt-steps on the training split",
+        pooling="line-ends",
+        link_copies=False,
+        adapt_steps=100,
+    ),
+    replace(
+        MAIL,
         name="line-ends+augment",
         what="line-ends + training spam with ham text around it",
         pooling="line-ends",

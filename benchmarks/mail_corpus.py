@@ -49,6 +49,7 @@ class Row:
     lr: float = 5e-4
     augment: bool = False
     link_copies: bool | None = None  # None: the recipe's
+    adapt_steps: int | None = None  # None: the recipe's (train --adapt-steps)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -152,6 +153,7 @@ def train_row(
         target_fpr=row.target_fpr,
         augment=row.augment,
         link_copies=row.link_copies,
+        adapt_steps=row.adapt_steps,
         training=TrainingConfig(epochs=row.epochs, lr=row.lr, trainable="all", seed=seed, **row.extra),
         out=out,
         resume=resume,
