@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .adapt import AdaptRecord
+from .adapt import RECORD_FILE, STATE_FILE, AdaptRecord, adapt
 from .augment import augment_spam, link_only_copies
 from .calibration import calibrate, needs_more_ham
 from .data import (
@@ -311,13 +311,13 @@ def adapt_to_training_split(
     (batches of 4 windows of the recipe's length, lr 1e-3, a tenth of the steps warming up). The
     validation and test messages are never read, so the test figures stay honest. An interrupted
     run resumes with ``--resume``; a finished adaptation is reused as it is."""
-    from .adapt import RECORD_FILE, STATE_FILE, adapt
-
     folder = options.out / ADAPTED_FOLDER
     record_file = folder / RECORD_FILE
-    if options.resume and record_file.is_file() and not (folder / STATE_FILE).is_file():
-        return AdaptRecord(**json.loads(record_file.read_text()))
     steps = options.adapt_steps or 0
+    if options.resume and record_file.is_file() and not (folder / STATE_FILE).is_file():
+        finished = AdaptRecord(**json.loads(record_file.read_text()))
+        if finished.steps == steps:  # another --adapt-steps adapts again
+            return finished
     adapt_options = AdaptOptions(
         mail=[],
         out=folder,
