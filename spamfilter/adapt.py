@@ -120,15 +120,16 @@ def read_streams(
     """The mail's texts, tokenised, split by message into a training and a held-out stream."""
     if not sources:
         raise UsageError("give at least one mail source to adapt on")
-    return streams_of(read_mail_texts(list(sources), [], warn).texts, held_out, seed, context)
+    texts = [text for text in read_mail_texts(list(sources), [], warn).texts if text.strip()]
+    return streams_of(Tokenizer().encode_batch(texts), held_out, seed, context)
 
 
-def streams_of(texts: Sequence[str], held_out: float, seed: int, context: int) -> Streams:
-    """``texts`` tokenised, split by message into a training and a held-out stream."""
-    texts = [text for text in texts if text.strip()]
-    if len(texts) < 2:
-        raise UsageError(f"{len(texts)} readable messages: adapting needs at least 2 (one is held out)")
-    rows = Tokenizer().encode_batch(texts)
+def streams_of(rows: Sequence[Sequence[int]], held_out: float, seed: int, context: int) -> Streams:
+    """Messages' token ids (empty ones dropped), split by message into a training and a held-out
+    stream."""
+    rows = [row for row in rows if len(row)]
+    if len(rows) < 2:
+        raise UsageError(f"{len(rows)} readable messages: adapting needs at least 2 (one is held out)")
     order = np.random.default_rng(seed).permutation(len(rows))
     n_held = min(max(1, round(held_out * len(rows))), len(rows) - 1)
 
@@ -209,10 +210,11 @@ def adapt(
     on_eval: EvalCallback | None = None,
     on_stage: Callable[[str], None] | None = None,
     on_warning: Callable[[str], None] | None = None,
-    texts: Sequence[str] | None = None,
+    rows: Sequence[Sequence[int]] | None = None,
 ) -> AdaptRecord:
-    """Continue GPT-2's pretraining on ``options.mail`` (or on ``texts``, mail already read: ``train
-    --adapt-steps`` gives its training split's); write the checkpoint to ``options.out``."""
+    """Continue GPT-2's pretraining on ``options.mail`` (or on ``rows``, mail already read and
+    tokenised: ``train --adapt-steps`` gives its training split's); write the checkpoint to
+    ``options.out``."""
     stage = on_stage or (lambda _: None)
     counts = (
         options.steps,
@@ -232,10 +234,10 @@ def adapt(
             f"--context {options.context} exceeds the model's {gpt.config.n_positions} positions"
         )
     stage("reading mail")
-    if texts is None:
+    if rows is None:
         streams = read_streams(options.mail, options.held_out, options.seed, options.context, on_warning)
     else:
-        streams = streams_of(texts, options.held_out, options.seed, options.context)
+        streams = streams_of(rows, options.held_out, options.seed, options.context)
     fingerprint = _fingerprint(options, origin, streams)
     options.out.mkdir(parents=True, exist_ok=True)
     state_path = options.out / STATE_FILE

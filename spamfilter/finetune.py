@@ -49,7 +49,7 @@ from .train_options import (
     AdaptOptions,
     TrainOptions,
 )
-from .weights import HUB_REPOS, load_pretrained
+from .weights import HUB_REPOS, WEIGHTS_FILE, load_pretrained
 from .windows import MAX_WINDOWS, later_windows
 
 ADAPTED_FOLDER = "adapted"  # train --adapt-steps: the adapted weights, until the model directory is complete
@@ -304,20 +304,15 @@ def training_ham_scores(
 
 
 def adapt_to_training_split(
-    options: TrainOptions, texts: list[str], stage: Callable[[str], None]
+    options: TrainOptions, rows: list[list[int]], stage: Callable[[str], None]
 ) -> AdaptRecord:
-    """Next-token pretraining on the training split's ``texts`` from ``options``' start weights,
+    """Next-token pretraining on the training split's token ``rows`` from ``options``' start weights,
     into ``ADAPTED_FOLDER`` of the output directory: the settings measured in ``bench_adapt``
     (batches of 4 windows of the recipe's length, lr 1e-3, a tenth of the steps warming up). The
     validation and test messages are never read, so the test figures stay honest. An interrupted
     run resumes with ``--resume``; a finished adaptation is reused as it is."""
     folder = options.out / ADAPTED_FOLDER
-    record_file = folder / RECORD_FILE
     steps = options.adapt_steps or 0
-    if options.resume and record_file.is_file() and not (folder / STATE_FILE).is_file():
-        finished = AdaptRecord(**json.loads(record_file.read_text()))
-        if finished.steps == steps:  # another --adapt-steps adapts again
-            return finished
     adapt_options = AdaptOptions(
         mail=[],
         out=folder,
@@ -334,10 +329,30 @@ def adapt_to_training_split(
         resume=options.resume and (folder / STATE_FILE).is_file(),
     )
 
+    if options.resume and not (folder / STATE_FILE).is_file():
+        finished = finished_adaptation(folder, adapt_options)
+        if finished is not None:
+            return finished
+
     def report(step: int, loss: float) -> None:
         stage(f"adaptation: held-out next-token loss {loss:.3f} at step {step} of {steps}")
 
-    return adapt(adapt_options, on_eval=report, texts=texts)
+    return adapt(adapt_options, on_eval=report, rows=rows)
+
+
+# What a finished adaptation must have been run with to be reused by `train --resume`.
+_REUSED_IF_EQUAL = ("model", "steps", "context", "batch_size", "lr", "warmup", "seed")
+
+
+def finished_adaptation(folder: Path, options: AdaptOptions) -> AdaptRecord | None:
+    """The record of an adaptation that finished in ``folder`` with ``options``' settings, or None
+    (none there, another run's settings, or a record that cannot be read: then it adapts again)."""
+    try:
+        record = AdaptRecord(**json.loads((folder / RECORD_FILE).read_text()))
+        same = all(record.options.get(name) == getattr(options, name) for name in _REUSED_IF_EQUAL)
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+    return record if same and (folder / WEIGHTS_FILE).is_file() else None
 
 
 def adaptation_summary(record: AdaptRecord) -> dict[str, Any]:
@@ -388,7 +403,7 @@ def fine_tune(
     weights = options.weights
     if options.adapt_steps:
         stage(f"adapting to the training split's text ({options.adapt_steps} steps)")
-        adaptation = adapt_to_training_split(options, splits.train["Text"].tolist(), stage)
+        adaptation = adapt_to_training_split(options, rows["train"][: len(splits.train)], stage)
         weights = str(options.out / ADAPTED_FOLDER)
     stage("loading model")
     classifier, origin = build_classifier(options.model, weights, options.pooling, config.seed)

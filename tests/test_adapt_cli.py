@@ -56,20 +56,27 @@ def test_adapt_bad_input_is_one_line(tmp_path: Path) -> None:
     assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
+def _start_and_mail(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A tiny start checkpoint, and 24 spam and 24 ham messages in two folders."""
+    start, spam, ham = tmp_path / "start", tmp_path / "spam", tmp_path / "ham"
+    write_hf_checkpoint(start, n_embd=32, n_layer=2, n_head=2, n_positions=64)
+    spam.mkdir()
+    ham.mkdir()
+    for i in range(24):
+        (spam / f"{i}.eml").write_bytes(
+            make_email(f"cheap pills {i}", "buy cheap pills now, best price " * 3)
+        )
+        (ham / f"{i}.eml").write_bytes(make_email(f"meeting {i}", BODY.format(f"report {i}")))
+    return start, spam, ham
+
+
 def test_train_adapts_on_its_training_split_then_fine_tunes(tmp_path: Path) -> None:
     import torch
 
     from spamfilter.export import load_checkpoint
     from spamfilter.weights import load_pretrained
 
-    start, spam, ham = tmp_path / "start", tmp_path / "spam", tmp_path / "ham"
-    write_hf_checkpoint(start, n_embd=32, n_layer=2, n_head=2, n_positions=64)
-    spam.mkdir()
-    ham.mkdir()
-    for i in range(24):
-        offer = make_email(f"cheap pills {i}", "buy cheap pills now, best price " * 3)
-        (spam / f"{i}.eml").write_bytes(offer)
-        (ham / f"{i}.eml").write_bytes(make_email(f"meeting {i}", BODY.format(f"report {i}")))
+    start, spam, ham = _start_and_mail(tmp_path)
     out = tmp_path / "model"
     train = ["train", "--weights", str(start), "--spam", str(spam), "--ham", str(ham), "--epochs", "1"]
     train += ["--max-length", "32", "--quantize", "none", "--out", str(out), "--adapt-steps", "8"]
@@ -95,13 +102,7 @@ def test_train_resumed_after_its_adaptation_reuses_it(tmp_path: Path) -> None:
     from spamfilter.train_loop import TrainingConfig
     from spamfilter.train_options import TrainOptions
 
-    start, spam, ham = tmp_path / "start", tmp_path / "spam", tmp_path / "ham"
-    write_hf_checkpoint(start, n_embd=32, n_layer=2, n_head=2, n_positions=64)
-    spam.mkdir()
-    ham.mkdir()
-    for i in range(24):
-        (spam / f"{i}.eml").write_bytes(make_email(f"cheap pills {i}", "buy cheap pills now " * 3))
-        (ham / f"{i}.eml").write_bytes(make_email(f"meeting {i}", BODY.format(f"report {i}")))
+    start, spam, ham = _start_and_mail(tmp_path)
     options = TrainOptions(
         weights=str(start),
         spam=[spam],
@@ -130,3 +131,27 @@ def test_train_resumed_after_its_adaptation_reuses_it(tmp_path: Path) -> None:
     assert [epoch.epoch for epoch in result.record.epochs] == [1, 2]
     assert result.manifest.recipe["adaptation"]["steps"] == 6 and len(adapted) > 0
     assert not (tmp_path / "model" / "adapted").exists()
+
+
+def test_a_finished_adaptation_is_reused_only_as_it_was_run(tmp_path: Path) -> None:
+    from spamfilter.adapt import RECORD_FILE, AdaptRecord
+    from spamfilter.finetune import finished_adaptation
+    from spamfilter.train_options import AdaptOptions
+    from spamfilter.weights import WEIGHTS_FILE
+
+    folder = tmp_path / "adapted"
+    folder.mkdir()
+    options = AdaptOptions(mail=[], out=folder, steps=6, context=32, lr=1e-3, warmup=1, seed=5)
+    settings = {name: getattr(options, name) for name in ("model", "steps", "context", "batch_size")}
+    settings |= {"lr": options.lr, "warmup": options.warmup, "seed": options.seed}
+    record = AdaptRecord(6, 40, 2, 900, 60, 10.8, 9.1, 1.0, options=settings)
+    assert finished_adaptation(folder, options) is None  # nothing there
+    (folder / RECORD_FILE).write_text(json.dumps(record.to_dict()))
+    assert finished_adaptation(folder, options) is None  # a record without its weights
+    (folder / WEIGHTS_FILE).write_bytes(b"weights")
+    assert finished_adaptation(folder, options) == record
+    assert finished_adaptation(folder, replace(options, steps=7)) is None  # another run's settings
+    assert finished_adaptation(folder, replace(options, seed=6)) is None
+    for damaged in ("{", "[]", '{"steps": 6}', json.dumps({**record.to_dict(), "options": 3})):
+        (folder / RECORD_FILE).write_text(damaged)  # torn, or another version's: adapted again
+        assert finished_adaptation(folder, options) is None
