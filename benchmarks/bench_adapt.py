@@ -32,7 +32,7 @@ import torch
 
 from spamfilter.adapt import STATE_FILE, AdaptOptions, adapt
 from spamfilter.data import Splits
-from spamfilter.finetune import TRAINING_STATE
+from spamfilter.finetune import ADAPT_LR, TRAINING_STATE
 from spamfilter.modeldir import MANIFEST_FILE
 
 from .bench_recipe import ROWS
@@ -161,7 +161,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100, help="adaptation steps")
     parser.add_argument("--context", type=int, default=128, help="tokens per window")
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=ADAPT_LR, help="as train --adapt-steps")
     parser.add_argument("--save-every", type=int, default=50)
     parser.add_argument("--fresh", action="store_true", help="adapt and fine-tune again")
     parser.add_argument(
