@@ -59,8 +59,9 @@ def window_scores(
     for window in windows:
         with torch.no_grad():
             gpt = classifier.gpt
-            logits = gpt.lm_head(gpt.run_blocks(gpt.embed(torch.tensor([window]))))[0]
-            own = max(own, float(torch.softmax(classifier(torch.tensor([window])), -1)[0, 1]))
+            row = torch.tensor([window])
+            logits = gpt.lm_head(gpt.run_blocks(gpt.embed(row), seen=gpt.seen(row)))[0]
+            own = max(own, float(torch.softmax(classifier(row), -1)[0, 1]))
         p = torch.softmax(logits, -1)[:, 1].numpy()
         first = head_length(window, 64)
         read = [t for t, token in enumerate(window) if token in _NEWLINES and t >= first + min_tokens]

@@ -99,6 +99,14 @@ ROWS = [
     ),
     replace(
         MAIL,
+        name="line-ends+window64",
+        what="line-ends, each position attending to the first line and the 64 positions up to it",
+        pooling="line-ends",
+        link_copies=False,
+        attention_window=64,
+    ),
+    replace(
+        MAIL,
         name="line-ends+augment",
         what="line-ends + training spam with ham text around it",
         pooling="line-ends",

@@ -50,6 +50,8 @@ class Row:
     augment: bool = False
     link_copies: bool | None = None  # None: the recipe's
     adapt_steps: int | None = None  # None: the recipe's (train --adapt-steps)
+    # 0: every earlier position, as every row before the window was measured; None: the recipe's
+    attention_window: int | None = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -154,6 +156,7 @@ def train_row(
         augment=row.augment,
         link_copies=row.link_copies,
         adapt_steps=row.adapt_steps,
+        attention_window=row.attention_window,
         training=TrainingConfig(epochs=row.epochs, lr=row.lr, trainable="all", seed=seed, **row.extra),
         out=out,
         resume=resume,

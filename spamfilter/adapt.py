@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from .errors import TrainingError, UsageError
 from .interrupts import Interrupted, requested
 from .labelled import read_mail_texts
-from .model import GPT
+from .model import GPT, set_attention_window
 from .tokenizer import PAD_TOKEN_ID, Tokenizer
 from .train_options import DEFAULT_MODEL, RANDOM_WEIGHTS
 from .train_options import AdaptOptions as AdaptOptions  # torch-free there: the command line reads it
@@ -200,6 +200,8 @@ def _fingerprint(options: AdaptOptions, origin: str, streams: Streams) -> dict[s
     """What a saved state must match to be resumed (not ``save_every``, ``device`` or ``resume``)."""
     keep = ["model", "steps", "context", "batch_size", "lr", "weight_decay", "warmup", "held_out"]
     keep += ["held_out_windows", "seed"]
+    if options.attention_window is not None:  # states saved before the option match as they were
+        keep.append("attention_window")
     values = {name: getattr(options, name) for name in keep}
     return {**values, "weights": origin, "inputs_sha256": streams.sha256}
 
@@ -229,6 +231,8 @@ def adapt(
         raise UsageError(f"held-out share {options.held_out}: give a fraction between 0 and 1")
     stage("loading model")
     gpt, origin = start_model(options.model, options.weights, options.seed)
+    if options.attention_window is not None:
+        set_attention_window(gpt, options.attention_window or None)
     if options.context > gpt.config.n_positions:
         raise TrainingError(
             f"--context {options.context} exceeds the model's {gpt.config.n_positions} positions"

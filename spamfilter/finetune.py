@@ -37,7 +37,7 @@ from .metrics import (
     near_chance,
     threshold_sweep,
 )
-from .model import GPT, GPT2_SIZES, GPTConfig, SpamClassifier, add_classification_head
+from .model import GPT, GPT2_SIZES, GPTConfig, SpamClassifier, add_classification_head, set_attention_window
 from .modeldir import MAIL_MAX_LENGTH, Manifest
 from .tokenizer import PAD_TOKEN_ID, Tokenizer
 from .train_loop import EpochCallback, ProgressCallback, TrainingRecord, train_classifier
@@ -96,9 +96,10 @@ def describe_shape(config: GPTConfig) -> str:
 
 
 def build_classifier(
-    model: str | None, weights: str | None, pooling: str, seed: int
+    model: str | None, weights: str | None, pooling: str, seed: int, attention_window: int | None = None
 ) -> tuple[SpamClassifier, str]:
-    """The GPT-2 with its new head, and a description of where its weights came from.
+    """The GPT-2 with its new head, and a description of where its weights came from; with an
+    ``attention_window``, that window instead of the loaded shape's own (0: none).
 
     The shape is the one that was loaded: with ``weights`` a folder or file, its configuration.
     A ``model`` given as well must then describe the same shape, or this raises ``TrainingError``
@@ -125,6 +126,8 @@ def build_classifier(
                 f"--model {model} ({describe_shape(expected)}) does not match --weights {weights} "
                 f"({describe_shape(gpt.config)}): leave out --model to train the weights' own shape"
             )
+    if attention_window is not None:  # 0: every earlier position, whatever the weights' config said
+        set_attention_window(gpt, attention_window or None)
     torch.manual_seed(seed)  # the head's initialisation is part of the recipe's reproducibility
     return SpamClassifier(add_classification_head(gpt), pooling, PAD_TOKEN_ID), origin
 
@@ -237,8 +240,20 @@ def mail_settings(options: TrainOptions) -> TrainOptions:
         augment=recipe.augment if options.augment is None else options.augment,
         link_copies=recipe.link_copies if options.link_copies is None else options.link_copies,
         adapt_steps=recipe.adapt_steps if options.adapt_steps is None else options.adapt_steps,
+        attention_window=default_attention_window(options),
         training=training,
     )
+
+
+def default_attention_window(options: TrainOptions) -> int | None:
+    """The attention window to train with: the one given; without one, the recipe's for a model
+    trained from random weights, which learns to read through it from the start, and None
+    otherwise (pretrained weights keep the attention they were pretrained with)."""
+    if options.attention_window is not None:
+        return options.attention_window
+    if options.weights == RANDOM_WEIGHTS and options.data_recipe.attention_window:
+        return options.data_recipe.attention_window
+    return None
 
 
 def default_max_length(options: TrainOptions, longest: int, context: int) -> int:
@@ -327,6 +342,7 @@ def adapt_to_training_split(
         seed=options.training.seed,
         device=options.device,
         resume=options.resume and (folder / STATE_FILE).is_file(),
+        attention_window=options.attention_window,
     )
 
     if options.resume and not (folder / STATE_FILE).is_file():
@@ -341,7 +357,7 @@ def adapt_to_training_split(
 
 
 # What a finished adaptation must have been run with to be reused by `train --resume`.
-_REUSED_IF_EQUAL = ("model", "steps", "context", "batch_size", "lr", "warmup", "seed")
+_REUSED_IF_EQUAL = ("model", "steps", "context", "batch_size", "lr", "warmup", "seed", "attention_window")
 
 
 def finished_adaptation(folder: Path, options: AdaptOptions) -> AdaptRecord | None:
@@ -406,7 +422,9 @@ def fine_tune(
         adaptation = adapt_to_training_split(options, rows["train"][: len(splits.train)], stage)
         weights = str(options.out / ADAPTED_FOLDER)
     stage("loading model")
-    classifier, origin = build_classifier(options.model, weights, options.pooling, config.seed)
+    classifier, origin = build_classifier(
+        options.model, weights, options.pooling, config.seed, options.attention_window
+    )
     if adaptation is not None:
         origin = adaptation.options["weights"]  # what adaptation started from, not the scratch folder
     max_length = options.max_length or default_max_length(options, longest, classifier.gpt.config.n_positions)
@@ -498,6 +516,7 @@ def fine_tune(
             "augment": bool(options.augment),
             "link_copies": bool(options.link_copies),
             "adapt_steps": options.adapt_steps or 0,
+            "attention_window": classifier.gpt.config.attention_window or 0,
             **({"adaptation": adaptation_summary(adaptation)} if adaptation is not None else {}),
             "target_fpr": options.target_fpr,
             "data": data_origin,

@@ -7,7 +7,7 @@ loading pretrained weights is a state-dict copy plus a transpose of the Conv1D w
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
@@ -26,6 +26,10 @@ window cut there, so ham text appended after a spam's own lines cannot lower its
 NEWLINE_IDS = (198, 628)  # GPT-2's "\n" and "\n\n"
 LINE_END_MIN_TOKENS = 16  # line ends read after the first line (the Subject): a shorter prefix says little
 LINE_ENDS_READ = 32  # positions the head reads per window at most: the first line ends, then the last token
+_NOWHERE = 1 << 40  # beyond any position
+FIRST_LINE_SEEN = (
+    64  # with an attention window, a first line this long at most stays in sight of every position
+)
 
 
 @dataclass(frozen=True)
@@ -36,10 +40,16 @@ class GPTConfig:
     n_layer: int = 12
     n_head: int = 12
     layer_norm_epsilon: float = 1e-5
+    # None: GPT-2's causal attention over every earlier position. N: each position attends to the
+    # text's first line (the Subject, at most FIRST_LINE_SEEN tokens) and to the N positions up to
+    # itself, so text far before a line cannot change how it is read
+    attention_window: int | None = None
 
     def __post_init__(self) -> None:
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd {self.n_embd} is not divisible by n_head {self.n_head}")
+        if self.attention_window is not None and self.attention_window < 1:
+            raise ValueError(f"attention_window {self.attention_window} must be at least 1")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,31 +76,64 @@ def take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return torch.gather(x, 1, index[:, :, None].expand(-1, -1, x.shape[2]))
 
 
+def visible_keys(
+    queries: torch.Tensor, length: int, window: int | None, seen: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Which of ``length`` keys each query position sees: queries (Q,) or (B, K) -> (Q, length) or
+    (B, K, length). Causal; with a ``window``, only the ``window`` positions up to the query, and
+    with ``seen`` (B,) also each row's first ``seen[b]`` positions: then (B, Q or K, length)."""
+    keys = torch.arange(length, device=queries.device)
+    visible = keys <= queries[..., None]
+    if window is None:
+        return visible
+    near = keys > queries[..., None] - window
+    if seen is not None:
+        head = keys < seen[:, None, None]  # (B, 1, length)
+        near = near | head
+    return visible & near
+
+
+def first_line_length(input_ids: torch.Tensor) -> torch.Tensor:
+    """(B, T) -> (B,): the tokens of each row's first line, its newline included, where it ends
+    within ``FIRST_LINE_SEEN`` tokens; else 0. Tensor operations only: the exported graph computes it."""
+    positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+    is_newline = (input_ids == NEWLINE_IDS[0]) | (input_ids == NEWLINE_IDS[1])
+    first_end = torch.where(is_newline, positions, _NOWHERE).amin(dim=1)  # (B,)
+    return torch.where(first_end < FIRST_LINE_SEEN, first_end + 1, torch.zeros_like(first_end))
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.n_head = config.n_head
+        self.window = config.attention_window
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)  # qkv with bias
         self.c_proj = nn.Linear(config.n_embd, config.n_embd)
 
-    def forward(self, x: torch.Tensor, only: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, only: torch.Tensor | None = None, seen: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """(B, T, C) -> (B, T, C); with ``only`` (B,) or (B, K) -> (B, 1, C) or (B, K, C), row b's
-        output at positions ``only[b]`` alone: queries there, keys and values up to each."""
+        output at positions ``only[b]`` alone: queries there, keys and values up to each. ``seen``
+        (B,): each row's first positions that stay visible under an attention window."""
         B, T, C = x.shape
         if only is None:
             q, k, v = self.c_attn(x).split(C, dim=2)  # (B, T, C) each
+            # the plain causal mask is SDPA's own (is_causal); a window needs one written out
             mask = None
+            if self.window is not None:
+                mask = visible_keys(torch.arange(T, device=x.device), T, self.window, seen)
+                mask = mask[:, None] if mask.dim() == 3 else mask  # (B, 1, T, T) or (T, T)
         else:
             weight, bias = self.c_attn.weight, self.c_attn.bias
             q = F.linear(take(x, only), weight[:C], bias[:C])  # (B, 1, C)
             k, v = F.linear(x, weight[C:], bias[C:]).split(C, dim=2)  # (B, T, C) each
             reads = only if only.dim() == 2 else only[:, None]  # (B, K)
-            visible = torch.arange(T, device=x.device) <= reads[:, :, None]  # (B, K, T): causal
-            mask = visible[:, None]  # (B, 1, K, T)
+            mask = visible_keys(reads, T, self.window, seen)[:, None]  # (B, 1, K, T)
         q = q.view(B, -1, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, Tq, hs)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=only is None)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
         y = y.transpose(1, 2).reshape(B, -1, C)  # (B, Tq, C)
         return self.c_proj(y)
 
@@ -113,12 +156,15 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, only: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, T, C) -> (B, T, C); with ``only`` (B,) or (B, K) -> (B, 1 or K, C) at those positions alone."""
+    def forward(
+        self, x: torch.Tensor, only: torch.Tensor | None = None, seen: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, T, C) -> (B, T, C); with ``only`` (B,) or (B, K) -> (B, 1 or K, C) at those positions
+        alone; ``seen`` as :class:`CausalSelfAttention` takes it."""
         h = self.ln_1(x)  # (B, T, C): keys and values need every position
         if only is not None:
             x = take(x, only)  # (B, 1, C)
-        x = x + self.attn(h, only)
+        x = x + self.attn(h, only, seen)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -158,21 +204,50 @@ class GPT(nn.Module):
         positions = torch.arange(T, device=input_ids.device)
         return self.wte(input_ids) + self.wpe(positions)  # (B, T, C)
 
-    def run_blocks(self, x: torch.Tensor, start: int = 0, only: torch.Tensor | None = None) -> torch.Tensor:
+    def seen(self, input_ids: torch.Tensor) -> torch.Tensor | None:
+        """What every position may attend to beyond its attention window: the first line's length
+        per row (B,); None without a window (every earlier position is visible anyway)."""
+        return None if self.config.attention_window is None else first_line_length(input_ids)
+
+    def blocks_before(self, input_ids: torch.Tensor, stop: int) -> torch.Tensor:
+        """The input of block ``stop``: the embedding through blocks ``..stop - 1``, (B, T) -> (B, T, C)."""
+        x, seen = self.embed(input_ids), self.seen(input_ids)
+        for block in self.h[:stop]:
+            x = block(x, None, seen)
+        return x
+
+    def run_blocks(
+        self,
+        x: torch.Tensor,
+        start: int = 0,
+        only: torch.Tensor | None = None,
+        seen: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Blocks ``start..`` then the final LayerNorm: (B, T, C) -> (B, T, C); with ``only`` (B,) or
-        (B, K) -> (B, 1 or K, C), the last block computing those positions alone (see :class:`Block`)."""
+        (B, K) -> (B, 1 or K, C), the last block computing those positions alone (see :class:`Block`).
+        ``seen``: :meth:`seen` of the input ids, for a model with an attention window."""
         blocks = self.h[start:]
         for i, block in enumerate(blocks):
-            x = block(x, only if i == len(blocks) - 1 else None)
+            x = block(x, only if i == len(blocks) - 1 else None, seen)
         if only is not None and not blocks:
             x = take(x, only)  # (B, 1, C)
         return self.ln_f(x)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(self.run_blocks(self.embed(input_ids)))
+        return self.lm_head(self.run_blocks(self.embed(input_ids), seen=self.seen(input_ids)))
 
 
 NUM_CLASSES = 2
+
+
+def set_attention_window(model: GPT, window: int | None) -> GPT:
+    """``model`` with attention ``window`` (None: GPT-2's, every earlier position); the weights stay
+    as they are, and the configuration saved with them says it."""
+    model.config = replace(model.config, attention_window=window)
+    for attention in model.modules():
+        if isinstance(attention, CausalSelfAttention):
+            attention.window = window
+    return model
 
 
 def add_classification_head(model: GPT) -> GPT:
@@ -206,7 +281,7 @@ class SpamClassifier(nn.Module):
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """The plain full forward: every block at every position, then the pooled position."""
-        hidden = self.gpt.run_blocks(self.gpt.embed(input_ids))  # (B, T, C)
+        hidden = self.gpt.run_blocks(self.gpt.embed(input_ids), seen=self.gpt.seen(input_ids))  # (B, T, C)
         return self.gpt.lm_head(self.most_spam_like(take(hidden, self.pooled_index(input_ids))))
 
     def logits_from_block(self, x: torch.Tensor, input_ids: torch.Tensor, start: int) -> torch.Tensor:
@@ -233,7 +308,7 @@ class SpamClassifier(nn.Module):
     def reads_from_block(self, x: torch.Tensor, input_ids: torch.Tensor, start: int) -> torch.Tensor:
         """Every position the head reads, after the final LayerNorm, from the input ``x`` (B, T, C)
         of block ``start``: (B, K, C), K = 1 but for ``line-ends``."""
-        return self.gpt.run_blocks(x, start, only=self.pooled_index(input_ids))
+        return self.gpt.run_blocks(x, start, only=self.pooled_index(input_ids), seen=self.gpt.seen(input_ids))
 
     def features_from_block(self, x: torch.Tensor, input_ids: torch.Tensor, start: int) -> torch.Tensor:
         """What the head reads, from the input ``x`` (B, T, C) of block ``start``: (B, C)."""
@@ -273,9 +348,6 @@ class SpamClassifier(nn.Module):
         # a one-hot sum rather than a gather: exact, and the exported features keep their static width
         one_hot = torch.arange(hidden.shape[1], device=hidden.device) == chosen  # (B, K)
         return (hidden * one_hot[:, :, None].to(hidden.dtype)).sum(dim=1)
-
-
-_NOWHERE = 1 << 40  # beyond any position
 
 
 def line_end_index(input_ids: torch.Tensor, last: torch.Tensor) -> torch.Tensor:

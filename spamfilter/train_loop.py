@@ -126,10 +126,7 @@ class _Inputs:
             chunks = []
             with torch.no_grad():
                 for begin in range(0, len(self.ids), 32):
-                    x = gpt.embed(self.ids[begin : begin + 32])
-                    for block in gpt.h[:start_block]:
-                        x = block(x)
-                    chunks.append(x)
+                    chunks.append(gpt.blocks_before(self.ids[begin : begin + 32], start_block))
             self.hidden = torch.cat(chunks)  # (N, T, C)
 
     def __len__(self) -> int:
@@ -248,7 +245,7 @@ def train_classifier(
     record = TrainingRecord(
         config=asdict(config),
         trainable_parameters=count_trainable(classifier),
-        inputs_sha256=_inputs_sha256(classifier.pooling, train, validation, test),
+        inputs_sha256=_inputs_sha256(_reading(classifier), train, validation, test),
     )
     classifier.eval()  # dropout is 0 anyway; eval mode keeps the cached and live paths identical
     if config.cache_frozen and start_block > 0:  # a full forward pass over every message: it takes a while
@@ -392,8 +389,15 @@ class _BestEpoch:
         self.weights = dict(state["weights"])  # type: ignore[call-overload]
 
 
-def _inputs_sha256(pooling: str, *splits: tuple[np.ndarray, np.ndarray]) -> str:
-    digest = hashlib.sha256(pooling.encode())
+def _reading(classifier: SpamClassifier) -> str:
+    """How the model reads its input, for the resume check: the pooling, and the attention window
+    where one is set (a state saved without one keeps the digest it had)."""
+    window = classifier.gpt.config.attention_window
+    return classifier.pooling if window is None else f"{classifier.pooling}/attention-window {window}"
+
+
+def _inputs_sha256(reading: str, *splits: tuple[np.ndarray, np.ndarray]) -> str:
+    digest = hashlib.sha256(reading.encode())
     for ids, labels in splits:
         for array in (ids, labels):
             array = np.ascontiguousarray(array, dtype=np.int64)
@@ -445,7 +449,9 @@ def _restore_state(
         if state["record"]["config"] != record.config:
             raise ValueError("it was saved with other training options")
         if state["record"].get("inputs_sha256") != record.inputs_sha256:
-            raise ValueError("it was saved for other training data, --max-length or --pooling")
+            raise ValueError(
+                "it was saved for other training data, --max-length, --pooling or --attention-window"
+            )
         classifier.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])

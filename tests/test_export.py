@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -30,12 +31,15 @@ def _samples(n: int, length: int) -> np.ndarray:
 
 
 def _export(
-    tmp_path: Path, pooling: str = "last", length: int = 24, quantize: str | None = None
+    tmp_path: Path,
+    pooling: str = "last",
+    length: int = 24,
+    quantize: str | None = None,
+    attention_window: int | None = None,
 ) -> tuple[SpamClassifier, Path]:
     torch.manual_seed(0)
-    classifier = SpamClassifier(
-        add_classification_head(GPT(GPTConfig(n_embd=32, n_layer=2, n_head=2, n_positions=64))), pooling
-    ).eval()
+    shape = GPTConfig(n_embd=32, n_layer=2, n_head=2, n_positions=64, attention_window=attention_window)
+    classifier = SpamClassifier(add_classification_head(GPT(shape)), pooling).eval()
     out = tmp_path / "model"
     write_model_directory(
         out,
@@ -145,6 +149,38 @@ def test_bad_checkpoint_is_refused(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["export", str(bad)])
     assert result.exit_code == 1
     assert "is not a spamfilter checkpoint" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_an_attention_window_is_exported_and_reloaded(tmp_path: Path, pooling: str) -> None:
+    """The window and the Subject it keeps in sight are computed by the graph itself: the ONNX
+    model (and the dynamic-length one) answers as torch does, and the checkpoint keeps the window."""
+    classifier, out = _export(tmp_path, pooling, attention_window=3)
+    ids = _samples(6, 24)
+    ids[:, 2] = 198  # a first line of 3 tokens: seen from every position
+    ids[1, 2], ids[1, 9] = 7, 628  # a longer one
+    ids[2:, 11] = 198  # line ends to read
+    with torch.no_grad():
+        expected = torch.softmax(classifier(torch.as_tensor(ids)), dim=-1)[:, 1].numpy()
+    import onnxruntime as ort
+
+    directory = open_model_directory(out)
+    for path in {directory.onnx_path, directory.variant_file("fp32")[0]}:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        logits = session.run(["logits"], {"input_ids": ids})[0]
+        np.testing.assert_allclose(
+            torch.softmax(torch.as_tensor(logits), -1)[:, 1].numpy(), expected, atol=1e-5
+        )
+    loaded, _ = load_checkpoint(out / "model.pt")
+    assert loaded.gpt.config.attention_window == 3
+    with torch.no_grad():
+        assert torch.equal(loaded(torch.as_tensor(ids)), classifier(torch.as_tensor(ids)))
+    full = SpamClassifier(
+        add_classification_head(GPT(replace(classifier.gpt.config, attention_window=None))), pooling
+    )
+    full.load_state_dict(classifier.state_dict())
+    with torch.no_grad():  # the samples are long enough that the window changes the answers
+        assert not torch.allclose(full.eval()(torch.as_tensor(ids)), classifier(torch.as_tensor(ids)))
 
 
 def test_last_token_pooling_adds_a_dynamic_length_model_with_identical_answers(tmp_path: Path) -> None:

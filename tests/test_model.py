@@ -15,6 +15,8 @@ from spamfilter.model import (
     GPTConfig,
     SpamClassifier,
     add_classification_head,
+    first_line_length,
+    set_attention_window,
 )
 
 PAD = 50256
@@ -156,3 +158,98 @@ def test_parameter_names_are_hugging_face_names() -> None:
 def test_unknown_pooling_is_a_value_error() -> None:
     with pytest.raises(ValueError, match="unknown pooling 'first'"):
         SpamClassifier(add_classification_head(GPT(GPTConfig(**SHAPE))), "first")
+
+
+# --------------------------------------------------------------------------- an attention window
+
+
+def _windowed(pooling: str, window: int) -> SpamClassifier:
+    """``_classifier``'s weights with an attention window: the same parameters, read nearer."""
+    classifier = _classifier(pooling)
+    set_attention_window(classifier.gpt, window)
+    return classifier
+
+
+def _plain_windowed_attention(
+    block: Block, x: torch.Tensor, window: int, first_line: list[int]
+) -> torch.Tensor:
+    """One block written out with an explicit mask: query t sees key s when s <= t and either
+    t - s < window or s is in the row's first line. (B, T, C) -> (B, T, C)."""
+    B, T, C = x.shape
+    h = block.ln_1(x)
+    q, k, v = block.attn.c_attn(h).split(C, dim=2)
+    heads = block.attn.n_head
+
+    def split(t: torch.Tensor) -> torch.Tensor:
+        return t.view(B, T, heads, C // heads).transpose(1, 2)
+
+    scores = split(q) @ split(k).transpose(-1, -2) / (C // heads) ** 0.5  # (B, nh, T, T)
+    t, s = torch.arange(T)[:, None], torch.arange(T)[None, :]
+    allowed = torch.stack([(s <= t) & ((t - s < window) | (s < n)) for n in first_line])  # (B, T, T)
+    scores = scores.masked_fill(~allowed[:, None], float("-inf"))
+    y = (scores.softmax(-1) @ split(v)).transpose(1, 2).reshape(B, T, C)
+    x = x + block.attn.c_proj(y)
+    return x + block.mlp(block.ln_2(x))
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_an_attention_window_is_the_written_out_mask_on_every_path(pooling: str) -> None:
+    window = 4
+    classifier = _windowed(pooling, window)
+    rows = [_lines(7, [3, 9, 6, 12]), _lines(8, [70]), _lines(9, [2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2])]
+    width = max(len(row) for row in rows)
+    ids = torch.tensor([row + [PAD] * (width - len(row)) for row in rows])
+    # the first line, its newline included, where it ends within FIRST_LINE_SEEN tokens
+    first_line = [4, 0, 3]
+    assert first_line_length(ids).tolist() == first_line
+    with torch.no_grad():
+        x = classifier.gpt.embed(ids)
+        inputs = [x]
+        for block in classifier.gpt.h:
+            inputs.append(_plain_windowed_attention(block, inputs[-1], window, first_line))
+        hidden = classifier.gpt.ln_f(inputs[-1])
+        torch.testing.assert_close(classifier.gpt.run_blocks(x, seen=classifier.gpt.seen(ids)), hidden)
+        every = classifier.gpt.lm_head(hidden)
+        pooled = classifier.pooled_index(ids)
+        reads = pooled if pooled.dim() == 2 else pooled[:, None]
+        odds = every[:, :, 1] - every[:, :, 0]
+        chosen = reads.gather(1, odds.gather(1, reads).argmax(dim=1, keepdim=True))[:, 0]
+        expected = every[torch.arange(len(ids)), chosen]
+        torch.testing.assert_close(classifier(ids), expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(classifier.forward_pooled(ids), expected, atol=1e-5, rtol=1e-5)
+        for start, block_input in enumerate(inputs):
+            logits = classifier.logits_from_block(block_input, ids, start)
+            torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(classifier.gpt.blocks_before(ids, start), block_input)
+
+
+def test_text_far_before_a_line_cannot_change_how_it_is_read() -> None:
+    """A page of ham before the offer: with a window, a line of the offer is read as it would be
+    after any other text once that text lies more than (window - 1) x blocks back; the Subject stays
+    seen. (Read here at the offer's last token, as every line end is read.)"""
+    window = 5
+    classifier = _windowed("last-token", window)
+    subject, offer = _lines(10, [4]), _lines(11, [30, 8])
+    reach = (window - 1) * classifier.gpt.config.n_layer  # how far back a position's state can see
+    one, other = _lines(12, [10, 9, 12]), _lines(13, [6, 6, 6, 5, 6])
+    assert len(one) == len(other) == 34 and len(offer) > reach
+
+    def read(model: SpamClassifier, first: list[int], page: list[int]) -> torch.Tensor:
+        return model.forward_pooled(torch.tensor([first + page + offer]))[0]
+
+    with torch.no_grad():
+        torch.testing.assert_close(read(classifier, subject, one), read(classifier, subject, other))
+        full = _classifier("last-token")
+        assert not torch.allclose(read(full, subject, one), read(full, subject, other))  # without: it does
+        changed_subject = [subject[0] + 1, *subject[1:]]
+        assert not torch.allclose(read(classifier, subject, one), read(classifier, changed_subject, one))
+
+
+def test_an_attention_window_is_saved_with_the_configuration() -> None:
+    config = GPTConfig(**SHAPE, attention_window=64)
+    assert GPTConfig.from_dict(config.to_dict()) == config
+    assert GPTConfig.from_dict(GPTConfig(**SHAPE).to_dict()).attention_window is None  # GPT-2's own
+    gpt = set_attention_window(GPT(GPTConfig(**SHAPE)), 16)
+    assert gpt.config.attention_window == 16 and all(block.attn.window == 16 for block in gpt.h)
+    with pytest.raises(ValueError, match="at least 1"):
+        GPTConfig(**SHAPE, attention_window=0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,18 @@ from conftest import write_hf_checkpoint
 
 from spamfilter.cli import cli
 from spamfilter.errors import TrainingError
-from spamfilter.model import GPT, POOLINGS, GPTConfig, SpamClassifier, add_classification_head
+from spamfilter.export import load_checkpoint
+from spamfilter.finetune import mail_settings
+from spamfilter.model import (
+    GPT,
+    POOLINGS,
+    GPTConfig,
+    SpamClassifier,
+    add_classification_head,
+    set_attention_window,
+)
 from spamfilter.train_loop import TrainingConfig, count_trainable, set_trainable, train_classifier
+from spamfilter.train_options import MAIL_RECIPE, TrainOptions
 
 
 def _classifier(pooling: str = "last", **shape) -> SpamClassifier:
@@ -193,6 +204,10 @@ def test_resume_refuses_a_state_from_other_options_or_data(tmp_path) -> None:
         _train_small(data, TrainingConfig(epochs=2, lr=1e-3), state_path=state, resume=True)
     with pytest.raises(TrainingError, match="other training data"):
         _train_small(_toy_data(16, 12, 6), TrainingConfig(epochs=1), state_path=state, resume=True)
+    windowed = _classifier(n_embd=32, n_layer=2, n_head=2, n_positions=64)
+    set_attention_window(windowed.gpt, 4)  # the same weights read otherwise: not the run that was saved
+    with pytest.raises(TrainingError, match="--attention-window"):
+        train_classifier(windowed, data, data, data, TrainingConfig(epochs=1), state_path=state, resume=True)
 
 
 def _small_sms(folder: Path, sms_file: Path) -> Path:
@@ -227,6 +242,42 @@ def test_manifest_names_the_architecture_that_was_loaded(tmp_path: Path, sms_fil
     error = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert len(error) == 1 and "does not match --weights" in error[0], result.output
     assert not (tmp_path / "other" / "spamfilter.json").exists()
+
+
+def test_attention_window_option_trains_and_exports_the_window(tmp_path: Path, sms_file: Path) -> None:
+    write_hf_checkpoint(tmp_path / "weights", n_embd=32, n_layer=2, n_head=2, n_positions=128)
+    data = str(_small_sms(tmp_path, sms_file))
+
+    def trained(*window: str) -> tuple[dict, list[int | None]]:
+        out = tmp_path / f"model{'-'.join(window)}"
+        result = _train("--weights", str(tmp_path / "weights"), "--data", data, *window, "--out", str(out))
+        assert result.exit_code == 0, result.output
+        manifest = json.loads((out / "spamfilter.json").read_text())
+        classifier, _ = load_checkpoint(out / "model.pt")
+        return manifest, [block.attn.window for block in classifier.gpt.h]
+
+    manifest, windows = trained("--attention-window", "8")
+    assert manifest["base_model"]["config"]["attention_window"] == 8 and windows == [8, 8]
+    assert manifest["recipe"]["attention_window"] == 8
+    # weights whose config has a window keep it by default; 0 reads every earlier position
+    config = tmp_path / "weights" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "attention_window": 16}))
+    assert trained()[1] == [16, 16]
+    manifest, windows = trained("--attention-window", "0")
+    assert windows == [None, None] and manifest["recipe"]["attention_window"] == 0
+    result = _train("--weights", str(tmp_path / "weights"), "--data", data, "--attention-window", "-1")
+    assert result.exit_code == 2 and "--attention-window" in result.output
+
+
+def test_mail_from_random_weights_reads_through_the_recipe_window() -> None:
+    """The mail recipe's window is for a model that learns its attention from the start; pretrained
+    weights keep the attention they were pretrained with; SMS has none; an explicit value wins."""
+    mail = TrainOptions(spam=[Path("Junk")], ham=[Path("INBOX")], weights="random")
+    assert mail_settings(mail).attention_window == MAIL_RECIPE.attention_window == 64
+    assert mail_settings(replace(mail, weights="gpt2-folder")).attention_window is None
+    assert mail_settings(replace(mail, weights=None)).attention_window is None
+    assert mail_settings(replace(mail, attention_window=0)).attention_window == 0
+    assert mail_settings(TrainOptions(weights="random")).attention_window is None  # SMS
 
 
 def _flipped_validation(n: int = 64) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:

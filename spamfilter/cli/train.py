@@ -107,6 +107,15 @@ def _flag_default(name: str) -> str:
     "after a spam's lines cannot lower its score); last-token: each message's last real token; "
     "last: the last padded position, the reference recipe exactly.",
 )
+@click.option(
+    "--attention-window",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Each position attends to its window's first line (the Subject) and to this many positions "
+    "up to itself, so that text far before a line cannot change how it is read (a page of ham before "
+    "the offer); 0: every earlier position, as GPT-2.  [default: "
+    f"{MAIL_RECIPE.attention_window} for --spam/--ham from --weights random; else the weights' own]",
+)
 @_out_option("Model directory to write. Default: $SPAMFILTER_MODEL or ~/.local/share/spamfilter/model.")
 @choice_option("--device", ("auto", "cpu", "cuda"), "auto")
 @click.option(
@@ -186,6 +195,7 @@ def train(
     max_length: int | None,
     trainable: str,
     pooling: str,
+    attention_window: int | None,
     out: Path | None,
     device: str,
     balance: str | None,
@@ -227,6 +237,7 @@ def train(
         ham=list(ham_sources),
         max_length=max_length,
         pooling=pooling,
+        attention_window=attention_window,
         balance=balance,
         keep_best=keep_best,
         augment=augment,
