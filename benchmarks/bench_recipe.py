@@ -131,6 +131,14 @@ ROWS = [
     ),
     replace(
         MAIL,
+        name="line-ends+window64+links",
+        what="window 64 + link-only copies of training mail",
+        pooling="line-ends",
+        link_copies=True,
+        attention_window=64,
+    ),
+    replace(
+        MAIL,
         name="line-ends+augment",
         what="line-ends + training spam with ham text around it",
         pooling="line-ends",
