@@ -232,7 +232,7 @@ def adapt(
     stage("loading model")
     gpt, origin = start_model(options.model, options.weights, options.seed)
     if options.attention_window is not None:
-        set_attention_window(gpt, options.attention_window or None)
+        set_attention_window(gpt, options.attention_window)
     if options.context > gpt.config.n_positions:
         raise TrainingError(
             f"--context {options.context} exceeds the model's {gpt.config.n_positions} positions"

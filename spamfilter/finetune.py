@@ -127,7 +127,7 @@ def build_classifier(
                 f"({describe_shape(gpt.config)}): leave out --model to train the weights' own shape"
             )
     if attention_window is not None:  # 0: every earlier position, whatever the weights' config said
-        set_attention_window(gpt, attention_window or None)
+        set_attention_window(gpt, attention_window)
     torch.manual_seed(seed)  # the head's initialisation is part of the recipe's reproducibility
     return SpamClassifier(add_classification_head(gpt), pooling, PAD_TOKEN_ID), origin
 

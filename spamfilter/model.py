@@ -48,8 +48,9 @@ class GPTConfig:
     def __post_init__(self) -> None:
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd {self.n_embd} is not divisible by n_head {self.n_head}")
-        if self.attention_window is not None and self.attention_window < 1:
-            raise ValueError(f"attention_window {self.attention_window} must be at least 1")
+        window = self.attention_window
+        if window is not None and (not isinstance(window, int) or isinstance(window, bool) or window < 1):
+            raise ValueError(f"attention_window {window!r} must be a whole number of positions, at least 1")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -241,8 +242,10 @@ NUM_CLASSES = 2
 
 
 def set_attention_window(model: GPT, window: int | None) -> GPT:
-    """``model`` with attention ``window`` (None: GPT-2's, every earlier position); the weights stay
-    as they are, and the configuration saved with them says it."""
+    """``model`` with attention ``window`` (None or 0: GPT-2's, every earlier position, as
+    ``--attention-window 0`` says); the weights stay as they are, and the configuration saved with
+    them says it."""
+    window = window or None
     model.config = replace(model.config, attention_window=window)
     for attention in model.modules():
         if isinstance(attention, CausalSelfAttention):

@@ -48,7 +48,10 @@ def load_pretrained(source: str | Path, *, progress: bool = True) -> GPT:
     weights_path, config_path = resolve_source(source, progress=progress)
     tensors = read_safetensors(weights_path)
     if config_path is not None:
-        config = GPTConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8")))
+        try:
+            config = GPTConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8")))
+        except (ValueError, TypeError) as error:  # bad JSON, or values no GPT-2 can have
+            raise WeightsError(f"{config_path} is not a usable GPT-2 config.json: {error}") from None
     else:
         config = infer_config(tensors, str(weights_path))
     model = GPT(config)

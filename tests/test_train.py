@@ -267,6 +267,14 @@ def test_attention_window_option_trains_and_exports_the_window(tmp_path: Path, s
     assert windows == [None, None] and manifest["recipe"]["attention_window"] == 0
     result = _train("--weights", str(tmp_path / "weights"), "--data", data, "--attention-window", "-1")
     assert result.exit_code == 2 and "--attention-window" in result.output
+    for bad in (0, True, "64", 6.5):  # a hostile or mistaken config.json: one line, no traceback
+        config.write_text(json.dumps({**json.loads(config.read_text()), "attention_window": bad}))
+        result = _train(
+            "--weights", str(tmp_path / "weights"), "--data", data, "--out", str(tmp_path / "bad")
+        )
+        errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+        assert result.exit_code == 1 and len(errors) == 1 and "attention_window" in errors[0], result.output
+        assert "Traceback" not in result.output
 
 
 def test_mail_from_random_weights_reads_through_the_recipe_window() -> None:
