@@ -88,6 +88,7 @@ def main() -> None:
     parser.add_argument(
         "--max-windows", type=int, default=MAX_WINDOWS, help="windows read per message at most"
     )
+    parser.add_argument("--seed", type=int, default=SEED, help="the split (bench_recipe --seed)")
     args = parser.parse_args()
 
     import torch
@@ -103,10 +104,10 @@ def main() -> None:
 
         classifier = load_checkpoint(args.model / "model.pt")[0]
     tokenizer = Tokenizer()
-    split = load_split(SEED)
+    split = load_split(args.seed)
     pool = ham_pool(split, OUT)
-    rows = changed_spam(split, pool, None, SEED)
-    rows["replies (ham)"] = replies_quoting(split.test_spam, pool, SEED)
+    rows = changed_spam(split, pool, None, args.seed)
+    rows["replies (ham)"] = replies_quoting(split.test_spam, pool, args.seed)
     scored = {
         name: np.array(
             [window_scores(classifier, tokenizer, raw, args.min_tokens, args.max_windows) for raw in messages]
@@ -125,8 +126,8 @@ def main() -> None:
         for name, s in scored.items()
     ]
     print(
-        f"model {args.model} (pooling {classifier.pooling}), min tokens {args.min_tokens}, "
-        f"windows {args.max_windows}; CPU: {cpu_line()}"
+        f"model {args.model} (pooling {classifier.pooling}), split {args.seed}, min tokens "
+        f"{args.min_tokens}, windows {args.max_windows}; CPU: {cpu_line()}"
     )
     print(table(headers, lines))
 

@@ -443,6 +443,44 @@ def short_line_flood(raw: bytes, rng: random.Random, pool: Sequence[str]) -> byt
     return _edit(raw, lambda text: plain + text, lambda text: _insert_html(text, start=markup))
 
 
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+# not </tr> or </td>: text between table rows is moved before the table by an HTML parser
+_LINE_BREAK_TAG = re.compile(r"<br\s*/?>|</(?:p|div|li|h[1-6])\s*>", re.IGNORECASE)
+
+
+def _ham_sentences(pool: Sequence[str], rng: random.Random, n: int) -> list[str]:
+    """``n`` sentences of ordinary mail, each cut to at most 14 words, from consecutive paragraphs."""
+    sentences = [s for p in _ham_text(pool, rng, 4000) for s in _SENTENCE_END.split(p) if len(s.split()) >= 4]
+    if not sentences:
+        raise ValueError("the ham pool has no sentences")
+    return [" ".join(sentences[i % len(sentences)].split()[:14]) for i in range(n)]
+
+
+def interleaved_ham_lines(raw: bytes, rng: random.Random, pool: Sequence[str]) -> bytes:
+    """A sentence of ordinary mail, visible, after every line of the spam (in HTML, after every
+    line break and closing block tag): each line of the offer is read between lines of ham."""
+
+    def plain(text: str) -> str:
+        lines = text.split("\n")
+        fillers = iter(_ham_sentences(pool, rng, len(lines)))
+        return "\n".join(f"{line}\n{next(fillers)}" if line.strip() else line for line in lines)
+
+    def markup(text: str) -> str:
+        breaks = list(_LINE_BREAK_TAG.finditer(text))
+        fillers = iter(_ham_sentences(pool, rng, len(breaks) + 1))
+        pieces, at = [], 0
+        for tag in breaks:
+            pieces += [text[at : tag.end()], f"\n{html.escape(next(fillers))}<br>"]
+            at = tag.end()
+        return (
+            "".join(pieces) + text[at:]
+            if breaks
+            else _insert_html(text, end=f"<p>{html.escape(next(fillers))}</p>\n")
+        )
+
+    return _edit(raw, plain, markup)
+
+
 def link_only(raw: bytes, rng: random.Random, pool: Sequence[str]) -> bytes:
     """The spam cut down to its Subject and one or two of its links (and its first image), in a
     single text/html part with no other text. A spam without a link is returned as it is."""
@@ -480,5 +518,6 @@ TRICKS: dict[str, Trick] = {
     "base64_body": base64_body,
     "long_ham_preamble": long_ham_preamble,
     "short_line_flood": short_line_flood,
+    "interleaved_ham_lines": interleaved_ham_lines,
     "link_only": link_only,
 }

@@ -270,9 +270,10 @@ def train_classifier(
     first_epoch = 1
     last_epoch: EpochRecord | None = None  # of this process: the final model's whole-split figures
     best = _BestEpoch(classifier)
+    average = _WeightAverage(classifier, config.weight_average) if config.weight_average else None
     if resume and state_path is not None and state_path.is_file():
         first_epoch, step, examples_seen = _restore_state(
-            state_path, classifier, optimizer, generator, record, best
+            state_path, classifier, optimizer, generator, record, best, average
         )
     for epoch in range(first_epoch, config.epochs + 1):
         if config.keep_best and best.out_of_patience(epoch, config.patience):
@@ -291,6 +292,8 @@ def train_classifier(
             loss = F.cross_entropy(logits.flatten(0, 1), labels, weight=loss_weight)
             loss.backward()
             optimizer.step()
+            if average is not None:
+                average.update(classifier)
             step += 1
             examples_seen += len(index)
             record.step_losses.append(loss.item())
@@ -304,7 +307,10 @@ def train_classifier(
                 record.eval_points.append(EvalPoint(step, examples_seen, train_loss, val_loss))
             if on_step is not None:
                 on_step(step, total_steps, loss.item())
-        # Per-epoch figures on the whole splits: cheap with the frozen blocks cached.
+        # Per-epoch figures on the whole splits (cheap with the frozen blocks cached), of the
+        # averaged weights where they are averaged: those are the ones a kept epoch keeps.
+        if average is not None:
+            average.swap(classifier)
         train_loss, train_accuracy = _loss_and_accuracy(classifier, train_data, EVAL_BATCH_SIZE)
         val_loss, val_accuracy = _loss_and_accuracy(classifier, validation_data, EVAL_BATCH_SIZE)
         epoch_record = EpochRecord(
@@ -313,12 +319,25 @@ def train_classifier(
         record.epochs.append(epoch_record)
         last_epoch = epoch_record
         best.offer(epoch_record, classifier)
+        if average is not None:
+            average.swap(classifier)  # training goes on from the optimizer's own weights
         if state_path is not None:
             _save_state(
-                state_path, classifier, optimizer, generator, record, epoch, step, examples_seen, best
+                state_path,
+                classifier,
+                optimizer,
+                generator,
+                record,
+                epoch,
+                step,
+                examples_seen,
+                best,
+                average,
             )
         if on_epoch is not None:
             on_epoch(epoch_record)
+    if average is not None:
+        average.swap(classifier)  # the model is the average from here on
     record.best_epoch = record.epochs[-1].epoch if record.epochs else 0
     if config.keep_best and best.epoch and best.epoch != record.best_epoch:
         best.restore(classifier)
@@ -389,6 +408,50 @@ class _BestEpoch:
         self.weights = dict(state["weights"])  # type: ignore[call-overload]
 
 
+class _WeightAverage:
+    """An exponential moving average of the trainable weights, updated after every step.
+
+    The decay is warmed up as (1 + n) / (10 + n) after n updates (at most ``decay``), so the
+    random initial weights fade out within the first steps instead of lingering for 1 / (1 - decay).
+    ``swap`` exchanges the average with the live weights in place: called twice, nothing changed."""
+
+    def __init__(self, classifier: SpamClassifier, decay: float) -> None:
+        if not 0.0 < decay < 1.0:
+            raise TrainingError(f"the weight average's decay must lie between 0 and 1, not {decay}")
+        self.decay = decay
+        self.updates = 0
+        self.names = [name for name, p in classifier.named_parameters() if p.requires_grad]
+        parameters = dict(classifier.named_parameters())
+        self.weights = {name: parameters[name].detach().clone() for name in self.names}
+
+    @torch.no_grad()
+    def update(self, classifier: SpamClassifier) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        parameters = dict(classifier.named_parameters())
+        for name, value in self.weights.items():
+            value.lerp_(parameters[name].detach(), 1.0 - decay)
+
+    @torch.no_grad()
+    def swap(self, classifier: SpamClassifier) -> None:
+        parameters = dict(classifier.named_parameters())
+        for name, value in self.weights.items():
+            live = parameters[name].detach().clone()
+            parameters[name].copy_(value)
+            value.copy_(live)
+
+    def state(self) -> dict[str, object]:
+        return {"updates": self.updates, "weights": {k: v.cpu() for k, v in self.weights.items()}}
+
+    def load(self, state: dict[str, object]) -> None:
+        self.updates = int(state["updates"])  # type: ignore[call-overload]
+        saved: dict[str, torch.Tensor] = state["weights"]  # type: ignore[assignment]
+        if set(saved) != set(self.weights):
+            raise ValueError("its weight average holds other parameters")
+        for name, value in self.weights.items():
+            value.copy_(saved[name])
+
+
 def _reading(classifier: SpamClassifier) -> str:
     """How the model reads its input, for the resume check: the pooling, and the attention window
     where one is set (a state saved without one keeps the digest it had)."""
@@ -416,6 +479,7 @@ def _save_state(
     step: int,
     examples_seen: int,
     best: _BestEpoch,
+    average: _WeightAverage | None,
 ) -> None:
     """Everything needed to continue after ``epoch``; written to a scratch file, then renamed."""
     scratch = path.with_name(path.name + ".partial")
@@ -429,6 +493,7 @@ def _save_state(
             "generator": generator.get_state(),
             "record": record.to_dict(),
             "best": best.state(),
+            **({"average": average.state()} if average is not None else {}),
         },
         scratch,
     )
@@ -442,11 +507,13 @@ def _restore_state(
     generator: torch.Generator,
     record: TrainingRecord,
     best: _BestEpoch,
+    average: _WeightAverage | None,
 ) -> tuple[int, int, int]:
     """Load a saved state (``weights_only``: no code from the file); returns (next epoch, step, seen)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        if state["record"]["config"] != record.config:
+        # a state saved before the weight average was an option ran without one
+        if {"weight_average": 0.0, **state["record"]["config"]} != record.config:
             raise ValueError("it was saved with other training options")
         if state["record"].get("inputs_sha256") != record.inputs_sha256:
             raise ValueError(
@@ -457,6 +524,8 @@ def _restore_state(
         generator.set_state(state["generator"])
         if "best" in state:
             best.load(state["best"])
+        if average is not None:  # the options match, so a state saved with an average has one
+            average.load(state["average"])
     except Exception as error:  # torch.load and load_state_dict raise many types
         raise TrainingError(f"cannot resume from {path}: {first_line(error)}") from None
     saved = state["record"]

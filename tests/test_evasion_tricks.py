@@ -204,6 +204,26 @@ def test_short_line_flood_before_the_spam(spam: bytes, pool: list[str]) -> None:
     assert first_own.strip() in "\n".join(lines[FLOOD_LINES:])  # the spam follows, whole
 
 
+def test_interleaved_ham_lines_put_a_ham_sentence_after_every_line(spam: bytes, pool: list[str]) -> None:
+    changed = TRICKS["interleaved_ham_lines"](spam, random.Random(1), pool)
+    pool_words = set(" ".join(pool).split())
+    own = [line.strip() for line in extract_text(spam).split("\n")[1:] if line.strip()]
+    lines = [line.strip() for line in extract_text(changed).split("\n")[1:] if line.strip()]
+    # the reader sees every line of the spam, in order, each one followed by a line of ham
+    at = 0
+    for line in own:
+        at = lines.index(line, at) + 1
+    fillers = [line for line in lines if line not in own]
+    assert len(fillers) >= len(own) // 2, (len(fillers), len(own))
+    assert all(4 <= len(line.split()) <= 14 and set(line.split()) <= pool_words for line in fillers), fillers[
+        :5
+    ]
+    if "plain" in _texts(spam):  # the plain text: exactly one ham line after each of its lines
+        text_lines = [line for line in _texts(changed)["plain"].split("\n") if line.strip()]
+        original = [line for line in _texts(spam)["plain"].split("\n") if line.strip()]
+        assert text_lines[0::2] == original and len(text_lines) == 2 * len(original)
+
+
 def test_link_only_keeps_a_link_and_little_else(spam: bytes, pool: list[str]) -> None:
     changed = TRICKS["link_only"](spam, random.Random(1), pool)
     message = _parse(changed)

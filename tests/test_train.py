@@ -25,7 +25,7 @@ from spamfilter.model import (
     set_attention_window,
 )
 from spamfilter.train_loop import TrainingConfig, count_trainable, set_trainable, train_classifier
-from spamfilter.train_options import MAIL_RECIPE, TrainOptions
+from spamfilter.train_options import LABELLED_RECIPE, MAIL_RECIPE, TrainOptions
 
 
 def _classifier(pooling: str = "last", **shape) -> SpamClassifier:
@@ -288,6 +288,25 @@ def test_mail_from_random_weights_reads_through_the_recipe_window() -> None:
     assert mail_settings(TrainOptions(weights="random")).attention_window is None  # SMS
 
 
+def test_weight_average_option_reaches_the_training_and_the_manifest(tmp_path: Path, sms_file: Path) -> None:
+    write_hf_checkpoint(tmp_path / "weights", n_embd=32, n_layer=2, n_head=2, n_positions=128)
+    data = str(_small_sms(tmp_path, sms_file))
+    out = tmp_path / "model"
+    result = _train(
+        "--weights", str(tmp_path / "weights"), "--data", data, "--weight-average", "0.9", "--out", str(out)
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "spamfilter.json").read_text())["recipe"]["weight_average"] == 0.9
+    for bad in ("1", "-0.1", "x"):
+        result = _train("--weights", str(tmp_path / "weights"), "--data", data, "--weight-average", bad)
+        assert result.exit_code == 2 and "--weight-average" in result.output, result.output
+    mail = TrainOptions(spam=[Path("Junk")], ham=[Path("INBOX")], weights="random")
+    assert mail_settings(mail).training.weight_average == MAIL_RECIPE.weight_average
+    assert mail_settings(replace(mail, weight_average=0.0)).training.weight_average == 0.0
+    assert mail_settings(replace(mail, weight_average=0.9)).training.weight_average == 0.9
+    assert mail_settings(TrainOptions()).training.weight_average == LABELLED_RECIPE.weight_average == 0.0
+
+
 def _flipped_validation(n: int = 64) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """Training data and the same messages with the other label: the better the model fits the
     training split, the worse its validation loss, so the best epoch comes early."""
@@ -336,3 +355,58 @@ def test_weighted_loss_weights_each_class_by_its_inverse_frequency() -> None:
     )
     assert record.class_weights == pytest.approx([32 / 48, 2.0])
     assert record.step_losses[0] == pytest.approx(expected, rel=1e-5)
+
+
+def test_weight_average_is_the_moving_average_of_every_step_and_is_what_is_kept() -> None:
+    data = _toy_data(48, 12, 8)
+    classifier = _classifier("last-token", n_embd=32, n_layer=2, n_head=2, n_positions=64)
+    names = [n for n, p in classifier.named_parameters() if p.requires_grad]
+    parameters = dict(classifier.named_parameters())
+    expected = {n: parameters[n].detach().clone() for n in names}  # the average starts at the start
+    decay = 0.9
+
+    def after_step(step: int, total: int, loss: float) -> None:  # the optimizer's weights of each step
+        rate = 1 - min(decay, (1 + step) / (10 + step))
+        for n in names:
+            expected[n] += rate * (parameters[n].detach() - expected[n])
+
+    config = TrainingConfig(epochs=2, lr=3e-3, trainable="all", weight_average=decay)
+    record = train_classifier(classifier, data, data, data, config, on_step=after_step)
+    assert len(record.step_losses) == 12
+    for n in names:
+        torch.testing.assert_close(parameters[n].detach(), expected[n], rtol=1e-5, atol=1e-6)
+    # the epoch's figures are the averaged weights', the ones the model keeps
+    with torch.no_grad():
+        logits = classifier(torch.as_tensor(data[0]))
+    loss = torch.nn.functional.cross_entropy(logits, torch.as_tensor(data[1])).item()
+    assert record.epochs[-1].validation_loss == pytest.approx(loss, rel=1e-4)
+    # and they are not the optimizer's last weights: the same run without the average ends elsewhere
+    plain = _classifier("last-token", n_embd=32, n_layer=2, n_head=2, n_positions=64)
+    train_classifier(plain, data, data, data, replace(config, weight_average=0.0))
+    assert not torch.allclose(dict(plain.named_parameters())[names[0]], parameters[names[0]])
+
+
+def test_resume_with_a_weight_average_gives_the_uninterrupted_run(tmp_path) -> None:
+    data = _toy_data(48, 12, 9)
+    config = TrainingConfig(epochs=3, lr=1e-3, weight_average=0.95, keep_best=True)
+    whole = _classifier(n_embd=32, n_layer=2, n_head=2, n_positions=64)
+    train_classifier(whole, data, data, data, config)
+    state = tmp_path / "training-state.pt"
+
+    def stop_after_first(record) -> None:  # noqa: ANN001
+        if record.epoch == 1:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        _train_small(data, config, on_epoch=stop_after_first, state_path=state)
+    resumed = _classifier(n_embd=32, n_layer=2, n_head=2, n_positions=64)
+    train_classifier(resumed, data, data, data, config, state_path=state, resume=True)
+    for name, value in whole.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[name], value, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("decay", [1.0, -0.5, 1.5])
+def test_a_weight_average_decay_outside_0_1_is_refused(decay: float) -> None:
+    data = _toy_data(16, 12, 5)
+    with pytest.raises(TrainingError, match="between 0 and 1"):
+        _train_small(data, TrainingConfig(epochs=1, weight_average=decay))

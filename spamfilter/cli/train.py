@@ -116,6 +116,21 @@ def _flag_default(name: str) -> str:
     "the offer); 0: every earlier position, as GPT-2.  [default: "
     f"{MAIL_RECIPE.attention_window} for --spam/--ham from --weights random; else the weights' own]",
 )
+@click.option(
+    "--weight-average",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=None,
+    metavar="DECAY",
+    help="Keep a moving average of the weights over the training steps (this decay per step, e.g. "
+    "0.995) and save it instead of the last step's: the constant learning rate leaves the last "
+    "step's weights noisy; 0: none.  [default: "
+    + (
+        f"{MAIL_RECIPE.weight_average:g}"
+        if MAIL_RECIPE.weight_average == LABELLED_RECIPE.weight_average
+        else f"{MAIL_RECIPE.weight_average:g} for --spam/--ham, else {LABELLED_RECIPE.weight_average:g}"
+    )
+    + "]",
+)
 @_out_option("Model directory to write. Default: $SPAMFILTER_MODEL or ~/.local/share/spamfilter/model.")
 @choice_option("--device", ("auto", "cpu", "cuda"), "auto")
 @click.option(
@@ -145,6 +160,13 @@ def _flag_default(name: str) -> str:
     help="Also train on a copy of each training message that shows a link, cut down to its Subject "
     "and one or two of its links and labelled as the message, so that a spam sent as a bare link is "
     f"still read as spam.  [default: {_flag_default('link-copies')}]",
+)
+@click.option(
+    "--interleaved-copies/--no-interleaved-copies",
+    default=None,
+    help="Also train on a copy of each training spam with a sentence of the training ham after "
+    "each of its lines, and on as many ham treated alike, so that lines of ordinary mail woven "
+    f"through an offer do not hide it.  [default: {_flag_default('interleaved-copies')}]",
 )
 @click.option(
     "--adapt-steps",
@@ -196,12 +218,14 @@ def train(
     trainable: str,
     pooling: str,
     attention_window: int | None,
+    weight_average: float | None,
     out: Path | None,
     device: str,
     balance: str | None,
     keep_best: bool | None,
     augment: bool | None,
     link_copies: bool | None,
+    interleaved_copies: bool | None,
     adapt_steps: int | None,
     target_fpr: float | None,
     quantize: str,
@@ -238,10 +262,12 @@ def train(
         max_length=max_length,
         pooling=pooling,
         attention_window=attention_window,
+        weight_average=weight_average,
         balance=balance,
         keep_best=keep_best,
         augment=augment,
         link_copies=link_copies,
+        interleaved_copies=interleaved_copies,
         adapt_steps=adapt_steps,
         target_fpr=target_fpr,
         training=TrainingConfig(
