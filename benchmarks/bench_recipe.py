@@ -157,16 +157,6 @@ ROWS = [
     ),
     replace(
         MAIL,
-        name="line-ends+window64+avg995+interleave",
-        what="window 64, average 0.995, interleaved copies of training mail",
-        pooling="line-ends",
-        link_copies=False,
-        attention_window=64,
-        weight_average=0.995,
-        interleaved_copies=True,
-    ),
-    replace(
-        MAIL,
         name="line-ends+augment",
         what="line-ends + training spam with ham text around it",
         pooling="line-ends",

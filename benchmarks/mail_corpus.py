@@ -49,7 +49,6 @@ class Row:
     lr: float = 5e-4
     augment: bool = False
     link_copies: bool | None = None  # None: the recipe's
-    interleaved_copies: bool | None = False  # False: as every row before the option was measured
     adapt_steps: int | None = None  # None: the recipe's (train --adapt-steps)
     # 0: every earlier position, as every row before the window was measured; None: the recipe's
     attention_window: int | None = 0
@@ -158,7 +157,6 @@ def train_row(
         target_fpr=row.target_fpr,
         augment=row.augment,
         link_copies=row.link_copies,
-        interleaved_copies=row.interleaved_copies,
         adapt_steps=row.adapt_steps,
         attention_window=row.attention_window,
         weight_average=row.weight_average,

@@ -1,5 +1,5 @@
 """Training against the tricks that survive reading: ham text placed around training spam
-(``--augment``), and mail cut down to its links (``--link-copies``, on for mail).
+(``--augment``), and mail cut down to its links (``--link-copies``; both off by default).
 
 :func:`spamfilter.mail.extract_text` undoes what changes the code points but not what a reader
 sees (hidden HTML, zero-width characters, look-alike letters, transfer encodings) and quoted reply
@@ -12,10 +12,6 @@ trains every further window of a long training ham as ham).
 ``link_only_copies`` adds, for every training message that shows a link, a copy cut down to its
 Subject and one or two of its links: a spam that sends nothing else gives the model only those to
 read, and the ham copies keep a bare shared link from reading as spam.
-``interleaved_copies`` adds, for every training spam, a copy with a sentence of the training ham
-after each of its lines (the trick of ``spamfilter.evasion.interleaved_ham_lines``: each line of
-the offer read between lines of ordinary mail), and as many ham interleaved with sentences of other
-ham, labelled ham, so that the model learns that the mixing itself says nothing.
 Validation and test splits are never changed:
 the threshold and the reported figures stay those of real mail.
 """
@@ -80,42 +76,4 @@ def link_only_copies(train: pd.DataFrame, seed: int) -> pd.DataFrame:
         copies.append(subject + "\n" + "\n\n".join(chosen))
         labels.append(label)
     added = pd.DataFrame({"Label": np.asarray(labels, dtype=np.int64), "Text": copies})
-    return pd.concat([train, added], ignore_index=True)
-
-
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-SENTENCE_WORDS = (4, 14)  # words of a ham sentence put after a line, at least and at most
-
-
-def _sentences(texts: list[str]) -> list[str]:
-    """The sentences of the ham bodies (first lines left out), cut to at most 14 words."""
-    found = []
-    for text in texts:
-        for sentence in _SENTENCE_END.split(" ".join(text.partition("\n")[2].split())):
-            words = sentence.split()
-            if len(words) >= SENTENCE_WORDS[0]:
-                found.append(" ".join(words[: SENTENCE_WORDS[1]]))
-    return found
-
-
-def _interleave(text: str, sentences: list[str], rng: random.Random) -> str:
-    subject, _, body = text.partition("\n")
-    lines = [line if not line.strip() else f"{line}\n{rng.choice(sentences)}" for line in body.split("\n")]
-    return subject + "\n" + "\n".join(lines)
-
-
-def interleaved_copies(train: pd.DataFrame, seed: int) -> pd.DataFrame:
-    """``train`` with a copy of every spam whose body lines are each followed by a sentence of the
-    training ham, and as many copies of randomly chosen ham treated alike (with sentences of other
-    ham), each labelled as its message; unchanged where the ham has no sentences to borrow."""
-    rng = random.Random(f"{seed}:interleave")
-    texts, labels = train["Text"].tolist(), train["Label"].tolist()
-    ham = [i for i, label in enumerate(labels) if label == 0]
-    spam = [i for i, label in enumerate(labels) if label == 1]
-    sentences = _sentences([texts[i] for i in ham])
-    if not sentences or not spam:
-        return train
-    chosen = spam + rng.sample(ham, min(len(ham), len(spam)))
-    copies = [_interleave(texts[i], sentences, rng) for i in chosen]
-    added = pd.DataFrame({"Label": np.asarray([labels[i] for i in chosen], dtype=np.int64), "Text": copies})
     return pd.concat([train, added], ignore_index=True)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .adapt import RECORD_FILE, STATE_FILE, AdaptRecord, adapt
-from .augment import augment_spam, interleaved_copies, link_only_copies
+from .augment import augment_spam, link_only_copies
 from .calibration import calibrate, needs_more_ham
 from .data import (
     NEEDS_BOTH,
@@ -240,9 +240,6 @@ def mail_settings(options: TrainOptions) -> TrainOptions:
         target_fpr=recipe.target_fpr if options.target_fpr is None else options.target_fpr,
         augment=recipe.augment if options.augment is None else options.augment,
         link_copies=recipe.link_copies if options.link_copies is None else options.link_copies,
-        interleaved_copies=(
-            recipe.interleaved_copies if options.interleaved_copies is None else options.interleaved_copies
-        ),
         adapt_steps=recipe.adapt_steps if options.adapt_steps is None else options.adapt_steps,
         attention_window=default_attention_window(options),
         weight_average=training.weight_average,
@@ -411,8 +408,6 @@ def fine_tune(
     frames = {"train": splits.train, "validation": splits.validation, "test": splits.test}
     if options.link_copies:
         frames["train"] = link_only_copies(frames["train"], config.seed)
-    if options.interleaved_copies:
-        frames["train"] = interleaved_copies(frames["train"], config.seed)
     if options.augment:
         frames["train"] = augment_spam(frames["train"], config.seed)
     stage("tokenising")
@@ -522,7 +517,6 @@ def fine_tune(
             "balance": options.balance,
             "augment": bool(options.augment),
             "link_copies": bool(options.link_copies),
-            "interleaved_copies": bool(options.interleaved_copies),
             "adapt_steps": options.adapt_steps or 0,
             "attention_window": classifier.gpt.config.attention_window or 0,
             **({"adaptation": adaptation_summary(adaptation)} if adaptation is not None else {}),

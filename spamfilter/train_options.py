@@ -54,7 +54,6 @@ class DataRecipe:
     keep_best: bool
     augment: bool
     link_copies: bool
-    interleaved_copies: bool
     target_fpr: float | None  # None: the threshold is 0.5
     max_length: int | None  # tokens per window at most; None: the longest training message
     adapt_steps: int  # next-token steps on the training split's text before fine-tuning (0: none)
@@ -79,7 +78,6 @@ MAIL_RECIPE = DataRecipe(
     keep_best=True,
     augment=False,
     link_copies=False,
-    interleaved_copies=False,
     target_fpr=MAIL_TARGET_FPR,
     max_length=MAIL_MAX_LENGTH,
     adapt_steps=0,
@@ -92,7 +90,6 @@ LABELLED_RECIPE = DataRecipe(
     keep_best=False,
     augment=False,
     link_copies=False,
-    interleaved_copies=False,
     target_fpr=None,
     max_length=None,
     adapt_steps=0,
@@ -126,9 +123,6 @@ class TrainOptions:
     # A copy of every training message that shows a link, cut to its Subject and one or two of its
     # links, labelled as the message (augment.py).
     link_copies: bool | None = None
-    # A copy of every training spam with a sentence of training ham after each of its lines, and as
-    # many ham treated alike, each labelled as its message (augment.py).
-    interleaved_copies: bool | None = None
     # Steps of next-token pretraining (adapt.py) on the training split's text, labels unused, before
     # the classifier is fine-tuned from those weights; never on the validation or test messages.
     adapt_steps: int | None = None

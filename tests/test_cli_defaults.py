@@ -51,7 +51,7 @@ def test_every_train_option_named_like_a_library_field_has_its_default() -> None
     # The matching by name must find the options at all, or this test would pass on nothing.
     assert {"epochs", "batch_size", "lr", "weight_decay", "seed", "trainable", "pooling"} <= compared
     assert {"max_length", "balance", "keep_best", "augment", "target_fpr", "quantize", "resume"} <= compared
-    assert {"link_copies", "adapt_steps", "weight_average", "interleaved_copies"} <= compared
+    assert {"link_copies", "adapt_steps", "weight_average"} <= compared
 
 
 def test_train_help_quotes_the_data_recipes() -> None:
@@ -75,8 +75,6 @@ def test_train_help_quotes_the_data_recipes() -> None:
         in text
     )
     assert MAIL_RECIPE.weight_average > 0 == LABELLED_RECIPE.weight_average  # the seed recipe stays exact
-    assert "[default: no-interleaved-copies]" in text
-    assert not (MAIL_RECIPE.interleaved_copies or LABELLED_RECIPE.interleaved_copies)
     assert f"[default: {TrainingConfig.epochs}; x>=1]" in text
     assert f"[default: {TrainOptions.pooling}]" in text
 

@@ -162,13 +162,6 @@ def _flag_default(name: str) -> str:
     f"still read as spam.  [default: {_flag_default('link-copies')}]",
 )
 @click.option(
-    "--interleaved-copies/--no-interleaved-copies",
-    default=None,
-    help="Also train on a copy of each training spam with a sentence of the training ham after "
-    "each of its lines, and on as many ham treated alike, so that lines of ordinary mail woven "
-    f"through an offer do not hide it.  [default: {_flag_default('interleaved-copies')}]",
-)
-@click.option(
     "--adapt-steps",
     type=click.IntRange(min=0),
     default=None,
@@ -225,7 +218,6 @@ def train(
     keep_best: bool | None,
     augment: bool | None,
     link_copies: bool | None,
-    interleaved_copies: bool | None,
     adapt_steps: int | None,
     target_fpr: float | None,
     quantize: str,
@@ -267,7 +259,6 @@ def train(
         keep_best=keep_best,
         augment=augment,
         link_copies=link_copies,
-        interleaved_copies=interleaved_copies,
         adapt_steps=adapt_steps,
         target_fpr=target_fpr,
         training=TrainingConfig(
