@@ -157,6 +157,15 @@ ROWS = [
     ),
     replace(
         MAIL,
+        name="line-ends+window32+avg995",
+        what="window 32, the weights a moving average (decay 0.995 per step)",
+        pooling="line-ends",
+        link_copies=False,
+        attention_window=32,
+        weight_average=0.995,
+    ),
+    replace(
+        MAIL,
         name="line-ends+augment",
         what="line-ends + training spam with ham text around it",
         pooling="line-ends",
