@@ -183,6 +183,11 @@ def state_classifier(state: dict[str, Any], best: bool = False) -> SpamClassifie
     gpt = GPT(GPTConfig.from_dict(SHAPE))
     classifier = SpamClassifier(add_classification_head(gpt), MAIL.pooling, PAD_TOKEN_ID)
     classifier.load_state_dict(state["model"])
+    if "average" in state and not best:  # a run with a weight average keeps the average, not the last step
+        with torch.no_grad():
+            parameters = dict(classifier.named_parameters())
+            for name, value in state["average"]["weights"].items():
+                parameters[name].copy_(value)
     if best:
         with torch.no_grad():
             parameters = dict(classifier.named_parameters())

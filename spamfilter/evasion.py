@@ -445,7 +445,9 @@ def short_line_flood(raw: bytes, rng: random.Random, pool: Sequence[str]) -> byt
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 # not </tr> or </td>: text between table rows is moved before the table by an HTML parser
-_LINE_BREAK_TAG = re.compile(r"<br\s*/?>|</(?:p|div|li|h[1-6])\s*>", re.IGNORECASE)
+_LINE_BREAK_TAG = re.compile(r"<br\b[^>]*>|</(?:p|div|li|h[1-6])\s*>", re.IGNORECASE)
+_UNSEEN_HTML = re.compile(r"<(style|script)\b.*?</\1\s*>|<!--.*?-->", re.IGNORECASE | re.DOTALL)
+_QUOTE_PREFIX = re.compile(r"[>\s]*")
 
 
 def _ham_sentences(pool: Sequence[str], rng: random.Random, n: int) -> list[str]:
@@ -461,12 +463,21 @@ def interleaved_ham_lines(raw: bytes, rng: random.Random, pool: Sequence[str]) -
     line break and closing block tag): each line of the offer is read between lines of ham."""
 
     def plain(text: str) -> str:
+        # a quoted line's filler is quoted alike: the writer's own words stay those of the spam
         lines = text.split("\n")
         fillers = iter(_ham_sentences(pool, rng, len(lines)))
-        return "\n".join(f"{line}\n{next(fillers)}" if line.strip() else line for line in lines)
+        return "\n".join(
+            f"{line}\n{_QUOTE_PREFIX.match(line).group()}{next(fillers)}" if line.strip() else line  # type: ignore[union-attr]
+            for line in lines
+        )
 
     def markup(text: str) -> str:
-        breaks = list(_LINE_BREAK_TAG.finditer(text))
+        unseen = [match.span() for match in _UNSEEN_HTML.finditer(text)]  # no filler in a script
+        breaks = [
+            tag
+            for tag in _LINE_BREAK_TAG.finditer(text)
+            if not any(start <= tag.start() < end for start, end in unseen)
+        ]
         fillers = iter(_ham_sentences(pool, rng, len(breaks) + 1))
         pieces, at = [], 0
         for tag in breaks:

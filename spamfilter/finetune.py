@@ -226,12 +226,15 @@ def mail_settings(options: TrainOptions) -> TrainOptions:
     if balance_choice not in BALANCE_CHOICES:
         raise UsageError(f"--balance {balance_choice}: choose {' or '.join(BALANCE_CHOICES)}")
     keep_best = recipe.keep_best if options.keep_best is None else options.keep_best
+    average = recipe.weight_average if options.weight_average is None else options.weight_average
+    if not 0.0 <= average < 1.0:  # NaN included: refused before any data is read
+        raise UsageError(f"--weight-average {average}: choose a decay from 0 (none) up to, not including, 1")
     training = replace(
         options.training,
         weighted_loss=balance_choice == "weight",
         keep_best=keep_best,
         patience=options.training.patience or (KEEP_BEST_PATIENCE if keep_best else 0),
-        weight_average=recipe.weight_average if options.weight_average is None else options.weight_average,
+        weight_average=average,
     )
     return replace(
         options,

@@ -233,8 +233,10 @@ def train_classifier(
     the whole train and validation splits (the recipe prints them on ``eval_batches`` batches,
     which can read 100% on 40 messages); after the last epoch they are the record's
     ``train_accuracy`` and ``validation_accuracy``. With ``state_path`` the state after each
-    finished epoch (weights, optimizer, shuffling generator, record) is saved there; ``resume``
-    continues from it, giving the same result as an uninterrupted run.
+    finished epoch (weights, optimizer, shuffling generator, record, the best epoch's weights and
+    the weight average) is saved there; ``resume`` continues from it, giving the same result as an
+    uninterrupted run. With ``config.weight_average`` the epoch figures, the best epoch and the
+    final weights are the average's.
     """
     started = time.perf_counter()
     stage = on_stage or (lambda _: None)
@@ -513,8 +515,14 @@ def _restore_state(
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         # a state saved before the weight average was an option ran without one
-        if {"weight_average": 0.0, **state["record"]["config"]} != record.config:
-            raise ValueError("it was saved with other training options")
+        saved_config = {"weight_average": 0.0, **state["record"]["config"]}
+        differing = sorted(
+            k
+            for k in saved_config.keys() | record.config.keys()
+            if saved_config.get(k) != record.config.get(k)
+        )
+        if differing:
+            raise ValueError(f"it was saved with other training options ({', '.join(differing)})")
         if state["record"].get("inputs_sha256") != record.inputs_sha256:
             raise ValueError(
                 "it was saved for other training data, --max-length, --pooling or --attention-window"

@@ -71,8 +71,8 @@ class DataRecipe:
 # another they lowered both (RESULTS section 21). From random weights the model reads through an
 # attention window of 64: a page of ham before the offer then costs a third of the recall it did,
 # and recall at 0.1 % FPR rose on both splits measured (RESULTS section 22). The kept weights are a
-# moving average of the steps': recall at 0.1 % FPR and (1 - ROC area) % were better on both splits
-# measured, at no cost to filtering (RESULTS section 23).
+# moving average of the steps': recall at 0.1 % FPR and (1 - ROC area) % were better on the three
+# splits measured, at no cost to filtering (RESULTS section 23).
 MAIL_RECIPE = DataRecipe(
     balance="weight",
     keep_best=True,

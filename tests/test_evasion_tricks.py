@@ -224,6 +224,25 @@ def test_interleaved_ham_lines_put_a_ham_sentence_after_every_line(spam: bytes, 
         assert text_lines[0::2] == original and len(text_lines) == 2 * len(original)
 
 
+def test_interleaved_ham_lines_quote_a_quoted_line_and_stay_out_of_scripts(pool: list[str]) -> None:
+    plain = (
+        b"From: a@example.com\nSubject: offer\nContent-Type: text/plain\n\n"
+        b"> Cheap meds here today\n> Order at once\nThanks\n"
+    )
+    lines = _texts(TRICKS["interleaved_ham_lines"](plain, random.Random(2), pool))["plain"].split("\n")
+    assert lines[0] == "> Cheap meds here today" and lines[1].startswith("> ")  # the filler is quoted too
+    assert lines[2] == "> Order at once" and lines[3].startswith("> ")
+    assert lines[4] == "Thanks" and not lines[5].startswith(">")
+    markup = (
+        b"From: a@example.com\nSubject: offer\nContent-Type: text/html\n\n"
+        b'<html><head><script>var s = "<br>";</script><!-- <br> --></head>'
+        b"<body>Cheap meds<br clear=all>Order now</body></html>\n"
+    )
+    changed = _texts(TRICKS["interleaved_ham_lines"](markup, random.Random(2), pool))["html"]
+    assert '<script>var s = "<br>";</script><!-- <br> -->' in changed  # nothing added where unseen
+    assert re.search(r"Cheap meds<br clear=all>\n[^<]+<br>Order now", changed)
+
+
 def test_link_only_keeps_a_link_and_little_else(spam: bytes, pool: list[str]) -> None:
     changed = TRICKS["link_only"](spam, random.Random(1), pool)
     message = _parse(changed)

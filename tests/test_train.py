@@ -410,3 +410,42 @@ def test_a_weight_average_decay_outside_0_1_is_refused(decay: float) -> None:
     data = _toy_data(16, 12, 5)
     with pytest.raises(TrainingError, match="between 0 and 1"):
         _train_small(data, TrainingConfig(epochs=1, weight_average=decay))
+
+
+def test_keep_best_with_a_weight_average_keeps_the_best_epochs_average() -> None:
+    train, validation = _flipped_validation()
+    classifier = _classifier("last-token", n_embd=32, n_layer=2, n_head=2, n_positions=64)
+    config = TrainingConfig(
+        epochs=5, lr=3e-3, trainable="all", weight_decay=0.0, keep_best=True, weight_average=0.9
+    )
+    record = train_classifier(classifier, train, validation, validation, config)
+    losses = [e.validation_loss for e in record.epochs]
+    assert record.best_epoch == int(np.argmin(losses)) + 1 < len(losses)
+    with torch.no_grad():
+        logits = classifier(torch.as_tensor(validation[0]))
+    loss = torch.nn.functional.cross_entropy(logits, torch.as_tensor(validation[1])).item()
+    assert loss == pytest.approx(min(losses), rel=1e-4)  # the kept weights are that epoch's average
+
+
+def test_a_state_saved_before_the_weight_average_resumes_without_one(tmp_path) -> None:
+    data = _toy_data(16, 12, 5)
+    state = tmp_path / "state.pt"
+    _train_small(data, TrainingConfig(epochs=1), state_path=state)
+    saved = torch.load(state, weights_only=True)
+    del saved["record"]["config"]["weight_average"]  # as the state of an older release has it
+    torch.save(saved, state)
+    resumed = _train_small(data, TrainingConfig(epochs=1), state_path=state, resume=True)
+    assert [e.epoch for e in resumed.epochs] == [1]
+    with pytest.raises(TrainingError, match=r"other training options \(weight_average\)"):
+        _train_small(data, TrainingConfig(epochs=1, weight_average=0.9), state_path=state, resume=True)
+    with pytest.raises(TrainingError, match=r"other training options \(epochs, weight_average\)"):
+        _train_small(data, TrainingConfig(epochs=2, weight_average=0.9), state_path=state, resume=True)
+
+
+def test_a_weight_average_that_is_not_a_number_is_refused_before_training() -> None:
+    from spamfilter.errors import UsageError
+
+    mail = TrainOptions(spam=[Path("Junk")], ham=[Path("INBOX")], weights="random")
+    for bad in (float("nan"), 1.0, -0.1):
+        with pytest.raises(UsageError, match="--weight-average"):
+            mail_settings(replace(mail, weight_average=bad))
