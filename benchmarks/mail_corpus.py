@@ -183,15 +183,12 @@ def state_classifier(state: dict[str, Any], best: bool = False) -> SpamClassifie
     gpt = GPT(GPTConfig.from_dict(SHAPE))
     classifier = SpamClassifier(add_classification_head(gpt), MAIL.pooling, PAD_TOKEN_ID)
     classifier.load_state_dict(state["model"])
-    if "average" in state and not best:  # a run with a weight average keeps the average, not the last step
+    # a run with a weight average keeps the average, not the last step's weights
+    kept = state["best"] if best else state.get("average")
+    if kept is not None:
         with torch.no_grad():
             parameters = dict(classifier.named_parameters())
-            for name, value in state["average"]["weights"].items():
-                parameters[name].copy_(value)
-    if best:
-        with torch.no_grad():
-            parameters = dict(classifier.named_parameters())
-            for name, value in state["best"]["weights"].items():
+            for name, value in kept["weights"].items():
                 parameters[name].copy_(value)
     return classifier.eval()
 

@@ -295,7 +295,7 @@ def train_classifier(
             loss.backward()
             optimizer.step()
             if average is not None:
-                average.update(classifier)
+                average.update()
             step += 1
             examples_seen += len(index)
             record.step_losses.append(loss.item())
@@ -312,7 +312,7 @@ def train_classifier(
         # Per-epoch figures on the whole splits (cheap with the frozen blocks cached), of the
         # averaged weights where they are averaged: those are the ones a kept epoch keeps.
         if average is not None:
-            average.swap(classifier)
+            average.swap()
         train_loss, train_accuracy = _loss_and_accuracy(classifier, train_data, EVAL_BATCH_SIZE)
         val_loss, val_accuracy = _loss_and_accuracy(classifier, validation_data, EVAL_BATCH_SIZE)
         epoch_record = EpochRecord(
@@ -322,7 +322,7 @@ def train_classifier(
         last_epoch = epoch_record
         best.offer(epoch_record, classifier)
         if average is not None:
-            average.swap(classifier)  # training goes on from the optimizer's own weights
+            average.swap()  # training goes on from the optimizer's own weights
         if state_path is not None:
             _save_state(
                 state_path,
@@ -339,7 +339,7 @@ def train_classifier(
         if on_epoch is not None:
             on_epoch(epoch_record)
     if average is not None:
-        average.swap(classifier)  # the model is the average from here on
+        average.swap()  # the model is the average from here on
     record.best_epoch = record.epochs[-1].epoch if record.epochs else 0
     if config.keep_best and best.epoch and best.epoch != record.best_epoch:
         best.restore(classifier)
@@ -422,24 +422,22 @@ class _WeightAverage:
             raise TrainingError(f"the weight average's decay must lie between 0 and 1, not {decay}")
         self.decay = decay
         self.updates = 0
-        self.names = [name for name, p in classifier.named_parameters() if p.requires_grad]
-        parameters = dict(classifier.named_parameters())
-        self.weights = {name: parameters[name].detach().clone() for name in self.names}
+        # the live parameters, found once: update runs after every step
+        self.live = {name: p for name, p in classifier.named_parameters() if p.requires_grad}
+        self.weights = {name: p.detach().clone() for name, p in self.live.items()}
 
     @torch.no_grad()
-    def update(self, classifier: SpamClassifier) -> None:
+    def update(self) -> None:
         self.updates += 1
         decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        parameters = dict(classifier.named_parameters())
         for name, value in self.weights.items():
-            value.lerp_(parameters[name].detach(), 1.0 - decay)
+            value.lerp_(self.live[name], 1.0 - decay)
 
     @torch.no_grad()
-    def swap(self, classifier: SpamClassifier) -> None:
-        parameters = dict(classifier.named_parameters())
+    def swap(self) -> None:
         for name, value in self.weights.items():
-            live = parameters[name].detach().clone()
-            parameters[name].copy_(value)
+            live = self.live[name].clone()
+            self.live[name].copy_(value)
             value.copy_(live)
 
     def state(self) -> dict[str, object]:
