@@ -157,6 +157,16 @@ ROWS = [
     ),
     replace(
         MAIL,
+        name="line-ends+window64+avg995+win16",
+        what="window 64, average 0.995, at most 16 windows read per message",
+        pooling="line-ends",
+        link_copies=False,
+        attention_window=64,
+        weight_average=0.995,
+        max_windows=16,
+    ),
+    replace(
+        MAIL,
         name="line-ends+window32+avg995",
         what="window 32, the weights a moving average (decay 0.995 per step)",
         pooling="line-ends",

@@ -17,6 +17,7 @@ import pandas as pd
 
 from spamfilter.data import Splits, random_split
 from spamfilter.mail import extract_text, iter_mail_source
+from spamfilter.windows import MAX_WINDOWS
 
 from .common import DEFAULT_WORKDIR
 
@@ -54,6 +55,7 @@ class Row:
     attention_window: int | None = 0
     # 0: the optimizer's last weights, as every row before the average was measured; None: the recipe's
     weight_average: float | None = 0.0
+    max_windows: int = MAX_WINDOWS  # windows read per message at most (train --max-windows)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -160,6 +162,7 @@ def train_row(
         adapt_steps=row.adapt_steps,
         attention_window=row.attention_window,
         weight_average=row.weight_average,
+        max_windows=row.max_windows,
         training=TrainingConfig(epochs=row.epochs, lr=row.lr, trainable="all", seed=seed, **row.extra),
         out=out,
         resume=resume,

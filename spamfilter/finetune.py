@@ -50,7 +50,7 @@ from .train_options import (
     TrainOptions,
 )
 from .weights import HUB_REPOS, WEIGHTS_FILE, load_pretrained
-from .windows import MAX_WINDOWS, later_windows
+from .windows import MAX_WINDOWS, WINDOWS_LIMIT, later_windows
 
 ADAPTED_FOLDER = "adapted"  # train --adapt-steps: the adapted weights, until the model directory is complete
 ADAPT_LR = 1e-3  # bench_adapt's, for train --adapt-steps (RESULTS section 15)
@@ -229,6 +229,8 @@ def mail_settings(options: TrainOptions) -> TrainOptions:
     average = recipe.weight_average if options.weight_average is None else options.weight_average
     if not 0.0 <= average < 1.0:  # NaN included: refused before any data is read
         raise UsageError(f"--weight-average {average}: choose a decay from 0 (none) up to, not including, 1")
+    if not 1 <= options.max_windows <= WINDOWS_LIMIT:
+        raise UsageError(f"--max-windows {options.max_windows}: choose 1 to {WINDOWS_LIMIT}")
     training = replace(
         options.training,
         weighted_loss=balance_choice == "weight",
@@ -285,11 +287,13 @@ def windowed_probabilities(
     rows: list[list[int]],
     first_windows: np.ndarray,
     max_length: int,
+    max_windows: int = MAX_WINDOWS,
 ) -> np.ndarray:
-    """P(spam) per text as the filter computes it: the highest of its windows'. ``first_windows``
-    are the scores already computed of every text's first ``max_length`` tokens (a text's first
-    window is exactly that), so only the later windows of long texts are run here."""
-    windows, owners = later_windows(rows, max_length)
+    """P(spam) per text as the filter computes it: the highest of its windows' (at most
+    ``max_windows``). ``first_windows`` are the scores already computed of every text's first
+    ``max_length`` tokens (a text's first window is exactly that), so only the later windows of
+    long texts are run here."""
+    windows, owners = later_windows(rows, max_length, max_windows)
     if not windows:
         return first_windows
     device = next(classifier.parameters()).device
@@ -313,13 +317,14 @@ def training_ham_scores(
     labels: np.ndarray,
     first_windows: np.ndarray,
     max_length: int,
+    max_windows: int = MAX_WINDOWS,
 ) -> np.ndarray:
     """P(spam) of the training ham as the filter computes it, every window, for the tail fit of a
     small false-positive budget (spamfilter.calibration); ``first_windows`` are the training
     run's scores of the same rows."""
     ham = np.flatnonzero(labels == 0)
     return windowed_probabilities(
-        classifier, tokenizer, [rows[i] for i in ham], first_windows[ham], max_length
+        classifier, tokenizer, [rows[i] for i in ham], first_windows[ham], max_length, max_windows
     )
 
 
@@ -442,7 +447,7 @@ def fine_tune(
         # The filter reads every window of a long message and keeps the highest score, so every
         # window of a ham must read as ham: a long newsletter's offers page is trained as ham too.
         ham = [rows["train"][i] for i in range(len(splits.train)) if labels["train"][i] == 0]
-        further, _ = later_windows(ham, max_length)
+        further, _ = later_windows(ham, max_length, options.max_windows)
         rows["train"] = [*rows["train"], *further]
         labels["train"] = np.concatenate([labels["train"], np.zeros(len(further), dtype=np.int64)])
     arrays = {name: (tokenizer.pad(rows[name], max_length), labels[name]) for name in rows}
@@ -471,7 +476,9 @@ def fine_tune(
     for name in ("validation", "test"):
         attribute = f"{name}_spam_probability"
         first_windows = np.asarray(getattr(record, attribute), dtype=np.float64)
-        combined = windowed_probabilities(classifier, tokenizer, rows[name], first_windows, max_length)
+        combined = windowed_probabilities(
+            classifier, tokenizer, rows[name], first_windows, max_length, options.max_windows
+        )
         setattr(record, attribute, combined.tolist())
     # The figures at fixed false-positive rates, on that same combined score.
     record.test_threshold_sweep = [
@@ -491,6 +498,7 @@ def fine_tune(
                     labels["train"][:real],
                     np.asarray(record.train_spam_probability[:real], dtype=np.float64),
                     max_length,
+                    options.max_windows,
                 )
                 if needs_more_ham(int((arrays["validation"][1] == 0).sum()), options.target_fpr)
                 else None,
@@ -516,7 +524,7 @@ def fine_tune(
         },
         "recipe": {
             **record.config,  # pooling and max_length are the manifest's own fields (ModelRecipe)
-            "max_windows": MAX_WINDOWS,
+            "max_windows": options.max_windows,
             "balance": options.balance,
             "augment": bool(options.augment),
             "link_copies": bool(options.link_copies),

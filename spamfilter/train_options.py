@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .modeldir import DEFAULT_POOLING, MAIL_MAX_LENGTH, MAIL_TARGET_FPR
+from .windows import MAX_WINDOWS
 
 RANDOM_WEIGHTS = "random"  # --weights for a random initialisation (train_inputs keeps a stdlib copy)
 
@@ -133,6 +134,9 @@ class TrainOptions:
     # The kept weights are a moving average of the steps' with this decay (TrainingConfig.
     # weight_average); 0: the optimizer's own. None: the data's recipe's.
     weight_average: float | None = None
+    # Windows read per message at most (windows.py), recorded with the model: the filter reads as
+    # many, and the threshold and the test figures are computed on as many.
+    max_windows: int = MAX_WINDOWS
     out: Path = Path("model")
     device: str = "cpu"
     quantize: str | None = "int8"  # also write model.int8.onnx (the default variant where it agrees)

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 
 MAX_WINDOWS = 4  # windows scored per message at most (README "What the model reads")
+WINDOWS_LIMIT = 64  # the most a model may record (train --max-windows)
 _HEAD_SHARE = 4  # the repeated first line takes at most 1/_HEAD_SHARE of a window
 _NEWLINES = frozenset({198, 628})  # GPT-2's tokens for "\n" and "\n\n": where lines begin
 
@@ -32,7 +33,7 @@ def windows_recorded(recipe: dict[str, object]) -> int:
     """The windows per message that a model's threshold was calibrated for (``max_windows`` in its
     recipe); 1 for models written before windows, whose threshold was chosen on one window."""
     value = recipe.get("max_windows", 1)
-    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 64:
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= WINDOWS_LIMIT:
         return value
     return 1
 
@@ -110,10 +111,13 @@ def windows_of(
     return windows, np.asarray(owners, dtype=np.int64)
 
 
-def later_windows(rows: Sequence[Sequence[int]], max_length: int) -> tuple[list[list[int]], np.ndarray]:
-    """The windows after the first of every row longer than ``max_length``, and the index of each
-    one's row: what training adds to the first windows it has already scored or trained on."""
-    windows, owners = windows_of(rows, max_length)
+def later_windows(
+    rows: Sequence[Sequence[int]], max_length: int, max_windows: int = MAX_WINDOWS
+) -> tuple[list[list[int]], np.ndarray]:
+    """The windows after the first of every row longer than ``max_length`` (at most ``max_windows``
+    in all per row), and the index of each one's row: what training adds to the first windows it
+    has already scored or trained on."""
+    windows, owners = windows_of(rows, max_length, max_windows)
     later = np.flatnonzero(np.r_[False, owners[1:] == owners[:-1]])
     return [windows[i] for i in later], owners[later]
 

@@ -13,7 +13,7 @@ from click.testing import CliRunner, Result
 from conftest import write_hf_checkpoint
 
 from spamfilter.cli import cli
-from spamfilter.errors import TrainingError
+from spamfilter.errors import TrainingError, UsageError
 from spamfilter.export import load_checkpoint
 from spamfilter.finetune import mail_settings
 from spamfilter.model import (
@@ -307,6 +307,27 @@ def test_weight_average_option_reaches_the_training_and_the_manifest(tmp_path: P
     assert mail_settings(TrainOptions()).training.weight_average == LABELLED_RECIPE.weight_average == 0.0
 
 
+def test_max_windows_option_is_recorded_and_read_by_the_filter(tmp_path: Path, sms_file: Path) -> None:
+    """train --max-windows N: the model records N, and the filter reads a long text in N windows."""
+    from spamfilter.runtime import Classifier
+
+    write_hf_checkpoint(tmp_path / "weights", n_embd=32, n_layer=2, n_head=2, n_positions=128)
+    data = str(_small_sms(tmp_path, sms_file))
+    out = tmp_path / "model"
+    weights = str(tmp_path / "weights")
+    result = _train("--weights", weights, "--data", data, "--max-windows", "2", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "spamfilter.json").read_text())["recipe"]["max_windows"] == 2
+    classifier = Classifier.load(out, variant="fp32")
+    classifier.spam_probability(["Subject\n" + "an ordinary line of text\n" * 400])
+    assert classifier.windows_scored == 2
+    for bad in ("0", "65", "x"):
+        result = _train("--weights", weights, "--data", data, "--max-windows", bad)
+        assert result.exit_code == 2 and "--max-windows" in result.output, result.output
+    with pytest.raises(UsageError, match="--max-windows 0"):
+        mail_settings(TrainOptions(max_windows=0))
+
+
 def _flipped_validation(n: int = 64) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """Training data and the same messages with the other label: the better the model fits the
     training split, the worse its validation loss, so the best epoch comes early."""
@@ -443,8 +464,6 @@ def test_a_state_saved_before_the_weight_average_resumes_without_one(tmp_path) -
 
 
 def test_a_weight_average_that_is_not_a_number_is_refused_before_training() -> None:
-    from spamfilter.errors import UsageError
-
     mail = TrainOptions(spam=[Path("Junk")], ham=[Path("INBOX")], weights="random")
     for bad in (float("nan"), 1.0, -0.1):
         with pytest.raises(UsageError, match="--weight-average"):

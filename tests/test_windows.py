@@ -165,3 +165,12 @@ def test_the_summary_counts_the_windows_read(
     )
     assert result.exit_code == 0, result.output
     assert f"; {MAX_WINDOWS} windows read" in result.stderr
+
+
+def test_later_windows_stop_at_the_cap() -> None:
+    rows = [list(range(1_000)), list(range(50)), list(range(2_000))]
+    windows, owners = later_windows(rows, 100, max_windows=3)
+    assert owners.tolist() == [0, 0, 2, 2]  # two after each long row's first, none for the short one
+    assert len(later_windows(rows, 100, max_windows=1)[0]) == 0
+    every, _ = later_windows(rows, 100, max_windows=64)
+    assert len(every) > len(windows)

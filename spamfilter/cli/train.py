@@ -22,6 +22,7 @@ from ..train_options import (
     TrainingConfig,
     TrainOptions,
 )
+from ..windows import MAX_WINDOWS, WINDOWS_LIMIT
 from .common import (
     CONTEXT,
     TRAIN_EXTRA_HINT,
@@ -131,6 +132,16 @@ def _flag_default(name: str) -> str:
     )
     + "]",
 )
+@click.option(
+    "--max-windows",
+    type=click.IntRange(1, WINDOWS_LIMIT),
+    default=MAX_WINDOWS,
+    show_default=True,
+    metavar="N",
+    help="Read a long message in at most N windows (its Subject and the next stretch of the body), "
+    "recorded with the model: the filter reads as many, and the threshold is chosen on that score. "
+    "More read more of a spam hidden behind pages of ham, at the cost of speed on long mail.",
+)
 @_out_option("Model directory to write. Default: $SPAMFILTER_MODEL or ~/.local/share/spamfilter/model.")
 @choice_option("--device", ("auto", "cpu", "cuda"), "auto")
 @click.option(
@@ -212,6 +223,7 @@ def train(
     pooling: str,
     attention_window: int | None,
     weight_average: float | None,
+    max_windows: int,
     out: Path | None,
     device: str,
     balance: str | None,
@@ -255,6 +267,7 @@ def train(
         pooling=pooling,
         attention_window=attention_window,
         weight_average=weight_average,
+        max_windows=max_windows,
         balance=balance,
         keep_best=keep_best,
         augment=augment,
