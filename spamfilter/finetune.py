@@ -169,12 +169,16 @@ def describe_result(result: TrainResult, out: Path) -> list[str]:
     low_fpr = low_fpr_figures(result.manifest.metrics)
     if low_fpr:
         lines.append(low_fpr)
+    sweep = {
+        point["target"]: point["recall"] for point in result.manifest.metrics.get("test_threshold_sweep", [])
+    }
     warning = near_chance(
         float(test["roc_auc"]),
         float(test["recall"]),
         result.threshold,
         result.manifest.recipe,
         result.manifest.base_model,
+        (0.005, float(sweep[0.005])) if 0.005 in sweep else None,
     )
     if warning is not None:
         lines.append(f"warning: {warning}")

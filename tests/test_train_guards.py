@@ -123,6 +123,19 @@ def test_a_model_that_learnt_is_not_near_chance(roc_auc: float, recall: float) -
     assert near_chance(roc_auc, recall, 0.5, *MANIFEST_RANDOM_LAST_BLOCK) is None
 
 
+def test_a_model_that_ranks_well_under_a_too_strict_threshold_is_told_so() -> None:
+    """Split 7 of the mail recipe: ROC AUC 0.994, but the 0.1 % threshold sat above validation ham
+    that scored like the spam and caught 4.9 % of the test spam (83.3 % at 0.5 % test FPR)."""
+    recipe = {"trainable": "all", "split_sizes": [2275, 325, 650], "target_fpr": 0.001}
+    warning = near_chance(0.994, 0.049, 0.9954, recipe, {"weights": RANDOM_INITIALISATION}, (0.005, 0.833))
+    assert warning is not None and "near chance" not in warning and "random weights" not in warning
+    assert "0.9954 marks only 4.9% of the test spam" in warning and "ROC AUC 0.99" in warning
+    assert "where 0.5% of the test ham are marked spam it catches 83.3%" in warning
+    assert "--target-fpr 0.001" in warning and "too little data" not in warning
+    untuned = near_chance(0.9, 0.3, 0.5, {"trainable": "all"})
+    assert untuned is not None and "train --target-fpr" in untuned and "it catches" not in untuned
+
+
 def test_near_chance_without_a_manifest_still_names_causes() -> None:
     warning = near_chance(0.6, 0.2, 0.7)
     assert warning is not None and "too little data or too few epochs" in warning

@@ -162,9 +162,10 @@ def eval_command(
         decision.cut,
         classifier.directory.manifest.recipe,
         classifier.directory.manifest.base_model,
+        (0.005, _recall_at(result.labels, result.spam_probability, 0.005)),
     )
     if warning is not None:
-        _warn(warning.replace("on the test split", "on these messages"))
+        _warn(warning.replace("on the test split", "on these messages").replace("of the test ", "of these "))
     click.echo(f"spamfilter: {_classifier_used(model, classifier)}", err=True)
     if report is not None and report.suffix.lower() in PAGE_SUFFIXES:
         _write_error_page(report, texts, result.labels, result.spam_probability, decision.cut, classifier)
@@ -181,6 +182,18 @@ def eval_command(
 
 # eval --report PATH with one of these suffixes writes the error page (report.py) in that format
 PAGE_SUFFIXES = {".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm": "html"}
+
+
+def _recall_at(labels: list[int], probabilities: list[float], fpr: float) -> float:
+    """Spam recall where at most ``fpr`` of these ham are marked spam (nan without spam or ham)."""
+    import numpy as np
+
+    from ..metrics import threshold_sweep
+
+    y = np.asarray(labels)
+    if not (y == 0).any() or not (y == 1).any():
+        return float("nan")
+    return float(threshold_sweep(y, np.asarray(probabilities), (fpr,))[0].recall)
 
 
 def _low_fpr_line(labels: list[int], probabilities: list[float]) -> str:
