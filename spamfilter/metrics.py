@@ -281,8 +281,8 @@ def _strict_threshold(
     if isinstance(target_fpr, float | int) and not isinstance(target_fpr, bool) and target_fpr > 0:
         cause = (
             f"the threshold was chosen for --target-fpr {target_fpr:g} above the highest-scoring "
-            "validation ham, which score as high as most spam (retrain with a larger --target-fpr, "
-            "or with more mail for a larger validation split)"
+            "validation ham, which score as high as most spam (retrain with a larger --target-fpr or "
+            "more mail, or give filter a --threshold from eval's table)"
         )
     else:
         cause = "the threshold is too strict for this model's scores (choose one with train --target-fpr)"

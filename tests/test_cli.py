@@ -86,6 +86,22 @@ def test_eval_reports_metrics_sweep_and_plots(trained_model: Path, test_csv: Pat
     assert (tmp_path / "roc.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_eval_names_a_too_strict_threshold_of_a_model_that_ranks_well(
+    trained_model: Path, test_csv: Path
+) -> None:
+    """A threshold above nearly every spam: eval says the threshold is the cause, not the model."""
+    result = CliRunner().invoke(
+        cli, ["eval", str(test_csv), "--model", str(trained_model), "--threshold", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((trained_model / "spamfilter.json").read_text())
+    assert manifest["metrics"]["test"]["roc_auc"] >= 0.8  # the fixture model ranks well
+    lines = [line for line in result.stderr.splitlines() if "marks only" in line]
+    assert len(lines) == 1 and "near chance" not in lines[0], result.stderr
+    assert "of these spam as spam though the model ranks spam above ham" in lines[0]
+    assert "where 0.5% of these ham are marked spam it catches" in lines[0]
+
+
 def test_train_stores_roc_and_sweep_in_the_model_directory(trained_model: Path) -> None:
     assert (trained_model / "roc.png").is_file()
     manifest = json.loads((trained_model / "spamfilter.json").read_text())
