@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 _MAX_VALUE_BYTES = 16_384  # read of one header value (Subject, Content-Type, ...)
 
@@ -17,13 +18,15 @@ _MAX_VALUE_BYTES = 16_384  # read of one header value (Subject, Content-Type, ..
 # without a colon from costing more than a bounded match.
 FIELD_NAME = re.compile(rb"([!-9;-~\x80-\xff]{1,998})[ \t]*:")
 _FROM_FIELD = re.compile(rb"From[ \t]*:")  # a 'From:' header, not an mbox 'From ' line
+# One line of a header block, its newline included: a continuation (leading space or tab), or a
+# field, whose name is group 1 and whose space and colon before the value are group 2.
+_HEADER_LINE = re.compile(rb"(?:[ \t]|([!-9;-~\x80-\xff]{1,998})([ \t]*:))[^\n]*\n?")
 
 
 # --- header blocks --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Field:
+class _Field(NamedTuple):  # a tuple: a message has many, and scanning is on every filter's path
     name: bytes | None  # lower-cased; None for indented lines with no field above them
     start: int  # offset of the field's first line
     value_start: int  # offset just after the colon
@@ -62,26 +65,24 @@ def scan_headers(raw: bytes, start: int, stop: int, max_fields: int | None = Non
     fields: list[_Field] = []
     pos = start
     while pos < stop:
-        newline = raw.find(b"\n", pos, stop)
-        line_end = stop if newline < 0 else newline + 1
-        first = raw[pos]
-        if first in b" \t":
+        # One C-level match per line: a continuation (group 1 empty), a field (its name), or
+        # neither (a blank line or body text ends the block).
+        line = _HEADER_LINE.match(raw, pos, stop)
+        if line is None:
+            break
+        name = line.group(1)
+        if name is None:
             if not fields:
                 # An indented line with no field above it: keep it as a nameless field so that
                 # it stays inside the block (see remove_spam_headers for why that matters).
                 fields.append(_Field(None, pos, pos))
-        elif is_blank_line(raw, pos, line_end):
-            break
         else:
-            match = FIELD_NAME.match(raw, pos, line_end)
-            if match is None:
-                break
             if max_fields is not None and len(fields) >= max_fields:
                 # Enough fields to know what the part is; don't walk a million more lines in
                 # Python when a C-level search can find where the body starts.
                 return _HeaderBlock(fields, _find_blank_line(raw, pos, stop))
-            fields.append(_Field(match.group(1).lower(), pos, match.end()))
-        pos = line_end
+            fields.append(_Field(name.lower(), pos, line.end(2)))
+        pos = line.end()
     return _HeaderBlock(fields, pos)
 
 

@@ -23,7 +23,13 @@ import unicodedata
 from importlib import resources
 
 _INVISIBLE_LETTERS = "\u034f\u115f\u1160\u17b4\u17b5\u3164\uffa0\u2800"
-_WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
+_WORD = r"[^\W\d_]"  # a letter (or other alphanumeric that is not a digit)
+_ASCII_LETTER = re.compile(r"[A-Za-z]")
+_NON_ASCII_LETTER = re.compile(r"[^\W\d_\x00-\x7f]")
+# A whole word (a run of letters) with a non-ASCII letter in it. The look-behind starts a match
+# only at a word's first letter (without it, a long ASCII run would be tried from every letter:
+# quadratic), and the greedy tail takes it to the word's last.
+_NON_ASCII_WORD = re.compile(rf"(?<!{_WORD}){_WORD}*[^\W\d_\x00-\x7f]{_WORD}*")
 _MOSTLY_ASCII = 0.5  # share of letters that must be ASCII for whole look-alike words to be mapped
 
 
@@ -71,20 +77,22 @@ def _unmask_words(text: str) -> str:
 
     def unmask_mixed(match: re.Match[str]) -> str:
         word = match.group(0)
-        if word.isascii() or not any(c.isascii() for c in word):
+        if not any(c.isascii() for c in word):
             return word
         return word.translate(table)  # ASCII letters beside look-alikes: disguised Latin
 
-    text = _WORD.sub(unmask_mixed, text)
-    letters = "".join(_WORD.findall(text))
-    if not letters or sum(c.isascii() for c in letters) / len(letters) < _MOSTLY_ASCII:
-        return text  # a Russian or Greek text: its words are its own
+    # Only words with a non-ASCII letter can change: the rest are left to the C-level search.
+    text = _NON_ASCII_WORD.sub(unmask_mixed, text)
+    others = len(_NON_ASCII_LETTER.findall(text))
+    latin = len(_ASCII_LETTER.findall(text))
+    if not others or latin / (latin + others) < _MOSTLY_ASCII:
+        return text  # a Russian or Greek text (or no look-alike left): its words are its own
 
     def unmask_whole(match: re.Match[str]) -> str:
         mapped = match.group(0).translate(table)
         return mapped if mapped.isascii() else match.group(0)
 
-    return _WORD.sub(unmask_whole, text)
+    return _NON_ASCII_WORD.sub(unmask_whole, text)
 
 
 def normalise(text: str) -> str:

@@ -20,6 +20,7 @@ Quotations of earlier mail (``<blockquote type="cite">``, the webmail quote clas
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -84,7 +85,9 @@ _RGB = re.compile(rf"^rgba?\({_NUMBER}[, ]{_NUMBER}[, ]{_NUMBER}(?:[,/]{_NUMBER}
 
 
 def _declarations(style: str) -> dict[str, str]:
-    found = {}
+    found: dict[str, str] = {}
+    if not style:
+        return found
     for name, value in _DECLARATION.findall(style[:4000]):
         found[name.lower()] = value.replace("!important", "").strip().lower()
     return found
@@ -125,6 +128,8 @@ def _channel(text: str, full: float) -> float:
 
 def _hides(declarations: dict[str, str]) -> bool:
     """Whether these CSS declarations make an element and its content invisible."""
+    if not declarations:
+        return False  # most elements: no style at all
     if declarations.get("display", "").startswith("none"):
         return True
     if declarations.get("visibility", "") in ("hidden", "collapse"):
@@ -162,10 +167,11 @@ class _Ink:
     colour: Colour
     ground: Colour
 
-    def under(self, node: LexborNode, declarations: dict[str, str]) -> _Ink:
-        attributes = node.attributes
+    def under(self, tag: str, attributes: dict[str, str | None], declarations: dict[str, str]) -> _Ink:
+        if not declarations and "color" not in attributes and "bgcolor" not in attributes and tag != "a":
+            return self  # nothing of colour changes: most elements
         colour = _colour(declarations.get("color", "") or (attributes.get("color") or ""))
-        if colour is None and node.tag == "a" and attributes.get("href"):
+        if colour is None and tag == "a" and attributes.get("href"):
             colour = _LINK_BLUE  # a link has a colour of its own unless styled
         ground = _colour(declarations.get("background-color", ""))
         if ground is None and "background" in declarations:  # the shorthand: find its colour
@@ -177,7 +183,7 @@ class _Ink:
             ground = _colour(attributes.get("bgcolor") or "")
         return _Ink(colour or self.colour, ground or self.ground)
 
-    @property
+    @functools.cached_property  # read for every text node under it
     def invisible(self) -> bool:
         return sum(abs(a - b) for a, b in zip(self.colour, self.ground, strict=True)) < _COLOUR_DISTANCE
 
@@ -278,7 +284,7 @@ def visible_text(markup: str) -> str:
             continue
         if tag == "font" and (attributes.get("size") or "").strip() in ("0", "-7", "-6"):
             continue
-        ink = ink.under(node, declarations)
+        ink = ink.under(tag, attributes, declarations)
         if tag == "img":
             alt = attributes.get("alt")  # drawn as an image, whatever the text colour
             if alt:
