@@ -120,6 +120,33 @@ def test_html_quotations_become_quoted_lines() -> None:
     assert text.split("\n") == ["My answer", "", "> Your question"]
 
 
+def test_an_html_document_sent_as_plain_text_is_read_as_html() -> None:
+    """A newsletter of the corpus whose text/plain alternative holds the HTML source: its style
+    sheet and tags are not words of the message (read as words, they made this ham score as spam)."""
+    newsletter = next(
+        raw
+        for raw in iter_mail_source(CORPUS / "hard_ham.mbox")
+        if b"Subject: FC Sporadic for Wednesday, October 30, 2002" in raw
+    )
+    assert b"Content-Type: text/plain;" in newsletter and b"\n<head>\n<title>" in newsletter
+    text = extract_text(newsletter)
+    assert "Check out my new site," in text and "Over 980 internal memos, updated daily." in text
+    assert "<" not in text and "border-right" not in text and "FC Sporadic</title>" not in text
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "Try <b>bold</b> in the <html> of your page.\n",  # a tag mentioned, not a document
+        "<table> rows need <tr> and <td>, as in this snippet.\n",  # a snippet first: not a document
+        "<htmlish> is not a tag we know\n",
+    ],
+)
+def test_plain_text_about_html_stays_plain(body: str) -> None:
+    raw = f"Subject: markup\nContent-Type: text/plain\n\n{body}".encode()
+    assert extract_text(raw) == "markup\n" + body.strip()
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

@@ -25,6 +25,9 @@ _MAX_DEPTH = 64  # nesting of multipart/message parts followed; real mail rarely
 _MAX_HEADER_FIELDS = 10_000  # header fields parsed per part before we just look for the body
 _PLAIN_BYTES_PER_CHAR = 4  # the most bytes one character takes in UTF-8 (or UTF-16/32)
 _HTML_BYTES_PER_CHAR = 16  # markup is verbose: allow for tags, styles and entities
+# Plain text that starts as an HTML document does: only document-level tags, so that a message
+# about HTML that begins with a snippet of it is not mistaken for one.
+_HTML_DOCUMENT = re.compile(r"\s*<(?:!doctype\s+html|html|head|body)[\s>]", re.IGNORECASE)
 
 
 # --- charsets and transfer encodings ----------------------------------------------------------
@@ -322,6 +325,10 @@ def _part_text(raw: bytes, part: _Part, budget: _Budget) -> str:
     budget.decoded_bytes -= len(data)
     # NULs go after decoding: in UTF-16 text they are half of every ASCII character.
     text = _decode_bytes(data, part.charset, final=complete).replace("\x00", "")
+    # An HTML document sent as text/plain (a mailer that labels its HTML alternative wrongly, as
+    # some newsletters and much old spam do) is read as the document it is: its tags and style
+    # sheet are not words of the message, and read as words they made ham look like raw spam.
+    is_html = is_html or _HTML_DOCUMENT.match(text) is not None
     text = visible_text(text) if is_html else _clean_plain(text)
     budget.chars -= len(text)
     return text
