@@ -30,7 +30,9 @@ _MAX_STYLE_RULES = 256  # <style> rules read per message: spam templates use a h
 _MAX_SELECTOR_CHARS = 200
 _MAX_STYLE_CHARS = 100_000  # of all <style> text looked at
 
-_SKIPPED = frozenset({"head", "title", "style", "script", "template", "-comment", "!doctype", "svg"})
+_SKIPPED = frozenset(
+    {"head", "title", "style", "script", "template", "-comment", "!doctype", "svg", "iframe"}
+)
 _BLOCK_TAGS = frozenset(
     {
         *("address", "article", "aside", "blockquote", "br", "center", "dd", "div", "dl", "dt"),
