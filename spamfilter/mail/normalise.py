@@ -33,19 +33,15 @@ _NON_ASCII_WORD = re.compile(rf"(?<!{_WORD}){_WORD}*[^\W\d_\x00-\x7f]{_WORD}*")
 _MOSTLY_ASCII = 0.5  # share of letters that must be ASCII for whole look-alike words to be mapped
 
 
-@functools.cache
-def _format_characters() -> dict[int, None]:
-    """A str.translate table deleting every Cf character and the invisible letters."""
-    table: dict[int, None] = {ord(c): None for c in _INVISIBLE_LETTERS}
-    # Outside the BMP, format characters live only in these blocks (Egyptian hieroglyph and
-    # shorthand format controls, musical symbol beams, tags); scanning all 1.1 million code
-    # points would cost a cold start a third of a second.
-    planes = (range(0x10000), range(0x110BD, 0x110CE), range(0x13430, 0x13460), range(0x1BCA0, 0x1BCA4))
-    for block in (*planes, range(0x1D173, 0x1D17B), range(0xE0000, 0xE0080)):
-        for code in block:
-            if unicodedata.category(chr(code)) == "Cf":
-                table[code] = None
-    return table
+def _invisible_characters(text: str) -> dict[int, None]:
+    """A str.translate table deleting the Cf characters and invisible letters that ``text`` holds:
+    built from the text's distinct characters, not from every code point (a table of all of them
+    cost each new process a tenth of a second, and pipeline mode starts one per message)."""
+    return {
+        ord(c): None
+        for c in set(text)
+        if not c.isascii() and (c in _INVISIBLE_LETTERS or unicodedata.category(c) == "Cf")
+    }
 
 
 @functools.cache
@@ -100,7 +96,8 @@ def normalise(text: str) -> str:
     look-alikes unmasked (see the module's documentation). Pure ASCII text is returned as it is."""
     if text.isascii():
         return text
-    text = unicodedata.normalize("NFKC", text).translate(_format_characters())
-    if text.isascii():
-        return text
+    text = unicodedata.normalize("NFKC", text)
+    text = text.translate(_invisible_characters(text))
+    if _NON_ASCII_LETTER.search(text) is None:
+        return text  # nothing a look-alike could be: the confusables table is not even loaded
     return _unmask_words(text)
