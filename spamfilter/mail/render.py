@@ -6,7 +6,8 @@ offer. This module parses the HTML with lexbor (an HTML5 parser in C, through se
 no recursion limit, the tree a browser builds from the same sloppy markup) and walks the tree with
 an explicit stack, dropping what a mail client would not display:
 
-- ``<head>``, ``<title>``, ``<style>``, ``<script>``, ``<template>``, comments;
+- ``<head>``, ``<title>``, ``<style>``, ``<script>``, ``<template>``, comments, and what an
+  ``<iframe>`` holds (a browser shows the page its ``src`` names, never that text);
 - elements hidden by an inline ``style``, by a ``<style>`` rule whose selector matches them, or by
   the ``hidden`` attribute: ``display:none``, ``visibility:hidden``, a font size under 2 px,
   ``opacity`` under 0.1, a zero width or height with overflow hidden, text pushed thousands of
