@@ -123,9 +123,9 @@ def test_html_quotations_become_quoted_lines() -> None:
     assert text.split("\n") == ["My answer", "", "> Your question"]
 
 
-def test_an_html_document_sent_as_plain_text_is_read_as_html() -> None:
-    """A newsletter of the corpus whose text/plain alternative holds the HTML source: its style
-    sheet and tags are not words of the message (read as words, they made this ham score as spam)."""
+def test_an_html_document_sent_as_plain_text_is_read_without_its_tags() -> None:
+    """A newsletter of the corpus whose text/plain alternative holds the HTML source: its tags are
+    not words of the message (read as words, they made this ham score as spam)."""
     newsletter = next(
         raw
         for raw in iter_mail_source(CORPUS / "hard_ham.mbox")
@@ -134,7 +134,22 @@ def test_an_html_document_sent_as_plain_text_is_read_as_html() -> None:
     assert b"Content-Type: text/plain;" in newsletter and b"\n<head>\n<title>" in newsletter
     text = extract_text(newsletter)
     assert "Check out my new site," in text and "Over 980 internal memos, updated daily." in text
-    assert "<" not in text and "border-right" not in text and "FC Sporadic</title>" not in text
+    assert "<" not in text and ">" not in text and "FC Sporadic</title>" not in text
+
+
+def test_an_html_document_sent_as_plain_text_hides_nothing_a_plain_client_shows() -> None:
+    """A plain-text client shows the source: an offer in a hidden element, a comment or a style
+    sheet of such a part is on the reader's screen, so the model reads it too."""
+    body = (
+        "<html><head><style>.x {display:none} OFFER-IN-STYLE</style></head><body>\n"
+        "<p>Minutes of the meeting</p>\n<div class=x style='display:none'>OFFER-HIDDEN</div>\n"
+        "<!-- OFFER-IN-COMMENT -->\n</body></html>\n"
+    )
+    raw = f"Subject: minutes\nContent-Type: text/plain\n\n{body}".encode()
+    text = extract_text(raw)
+    for word in ("Minutes of the meeting", "OFFER-IN-STYLE", "OFFER-HIDDEN", "OFFER-IN-COMMENT"):
+        assert word in text
+    assert "<" not in text and "display:none'" not in text
 
 
 def test_an_iframes_inner_markup_is_not_read() -> None:

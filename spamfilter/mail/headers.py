@@ -16,11 +16,12 @@ _MAX_VALUE_BYTES = 16_384  # read of one header value (Subject, Content-Type, ..
 # mailers emit them and the field is still a header to any reader. Whitespace before the colon
 # is obsolete syntax that old mailers still emit. The length bound keeps a megabyte-long line
 # without a colon from costing more than a bounded match.
-FIELD_NAME = re.compile(rb"([!-9;-~\x80-\xff]{1,998})[ \t]*:")
+_NAME = rb"([!-9;-~\x80-\xff]{1,998})"
+FIELD_NAME = re.compile(_NAME + rb"[ \t]*:")
 _FROM_FIELD = re.compile(rb"From[ \t]*:")  # a 'From:' header, not an mbox 'From ' line
 # One line of a header block, its newline included: a continuation (leading space or tab), or a
 # field, whose name is group 1 and whose space and colon before the value are group 2.
-_HEADER_LINE = re.compile(rb"(?:[ \t]|([!-9;-~\x80-\xff]{1,998})([ \t]*:))[^\n]*\n?")
+_HEADER_LINE = re.compile(rb"(?:[ \t]|" + _NAME + rb"([ \t]*:))[^\n]*\n?")
 
 
 # --- header blocks --------------------------------------------------------------------------

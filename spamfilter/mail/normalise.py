@@ -25,11 +25,12 @@ from importlib import resources
 _INVISIBLE_LETTERS = "\u034f\u115f\u1160\u17b4\u17b5\u3164\uffa0\u2800"
 _WORD = r"[^\W\d_]"  # a letter (or other alphanumeric that is not a digit)
 _ASCII_LETTER = re.compile(r"[A-Za-z]")
-_NON_ASCII_LETTER = re.compile(r"[^\W\d_\x00-\x7f]")
+_NON_ASCII = r"[^\W\d_\x00-\x7f]"  # a letter that is not ASCII
+_NON_ASCII_LETTER = re.compile(_NON_ASCII)
 # A whole word (a run of letters) with a non-ASCII letter in it. The look-behind starts a match
 # only at a word's first letter (without it, a long ASCII run would be tried from every letter:
 # quadratic), and the greedy tail takes it to the word's last.
-_NON_ASCII_WORD = re.compile(rf"(?<!{_WORD}){_WORD}*[^\W\d_\x00-\x7f]{_WORD}*")
+_NON_ASCII_WORD = re.compile(rf"(?<!{_WORD}){_WORD}*{_NON_ASCII}{_WORD}*")
 _MOSTLY_ASCII = 0.5  # share of letters that must be ASCII for whole look-alike words to be mapped
 
 

@@ -28,6 +28,10 @@ _HTML_BYTES_PER_CHAR = 16  # markup is verbose: allow for tags, styles and entit
 # Plain text that starts as an HTML document does: only document-level tags, so that a message
 # about HTML that begins with a snippet of it is not mistaken for one.
 _HTML_DOCUMENT = re.compile(r"\s*<(?:!doctype\s+html|html|head|body)[\s>]", re.IGNORECASE)
+# A tag, or a comment's opening or closing mark (its text stays). Bounded, and no '<' inside: one
+# scan per '<', linear in the text.
+_TAG = re.compile(r"<!--|-->|<[A-Za-z/!?][^<>]{0,1000}>")
+_SPACES = re.compile(r"[ \t]+")
 
 
 # --- charsets and transfer encodings ----------------------------------------------------------
@@ -325,11 +329,18 @@ def _part_text(raw: bytes, part: _Part, budget: _Budget) -> str:
     budget.decoded_bytes -= len(data)
     # NULs go after decoding: in UTF-16 text they are half of every ASCII character.
     text = _decode_bytes(data, part.charset, final=complete).replace("\x00", "")
-    # An HTML document sent as text/plain (a mailer that labels its HTML alternative wrongly, as
-    # some newsletters and much old spam do) is read as the document it is: its tags and style
-    # sheet are not words of the message, and read as words they made ham look like raw spam.
-    is_html = is_html or _HTML_DOCUMENT.match(text) is not None
-    text = visible_text(text) if is_html else _clean_plain(text)
+    if is_html:
+        text = visible_text(text)
+    elif _HTML_DOCUMENT.match(text):
+        # An HTML document sent as text/plain (a mailer that labels its HTML alternative wrongly):
+        # its tags are not words (read as words, they made a newsletter score as spam), but a
+        # plain-text client shows everything else, hidden elements and comments included, so
+        # all of that is read: rendering it would let a spammer hide an offer from the model
+        # that the reader still sees.
+        lines = _SPACES.sub(" ", _TAG.sub(" ", text)).split("\n")
+        text = _clean_plain("\n".join(line.strip() for line in lines))
+    else:
+        text = _clean_plain(text)
     budget.chars -= len(text)
     return text
 
