@@ -24,7 +24,7 @@ import torch
 
 from . import __version__
 from .errors import ExportError, ModelDirectoryError, first_line
-from .model import GPT, GPTConfig, SpamClassifier, add_classification_head
+from .model import GPT, NUM_CLASSES, GPTConfig, SpamClassifier, add_classification_head
 from .modeldir import (
     CHECKPOINT_FILE,
     DYNAMIC_ONNX_FILE,
@@ -239,7 +239,14 @@ def quantize_int8(
 
     graph = onnx.load(str(source), load_external_data=False).graph
     # The quantizer turns a Gemm into MatMul + Add first, the MatMul named after the Gemm.
-    head_nodes = [node.name for node in graph.node if HEAD_WEIGHT in node.input] if head_fp32 else []
+    # line-ends pooling also runs the head over every position read, to choose one: there the
+    # exporter folded the head's weight into a transposed copy, (C, 2), under another name
+    two_columns = {t.name for t in graph.initializer if len(t.dims) == 2 and t.dims[1] == NUM_CLASSES}
+    head_nodes = (
+        [node.name for node in graph.node if HEAD_WEIGHT in node.input or two_columns & set(node.input)]
+        if head_fp32
+        else []
+    )
     head_nodes += [f"{name}_MatMul" for name in head_nodes]
 
     weight_type = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}[weights]

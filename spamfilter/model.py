@@ -121,16 +121,23 @@ class CausalSelfAttention(nn.Module):
         if only is None:
             q, k, v = self.c_attn(x).split(C, dim=2)  # (B, T, C) each
             # the plain causal mask is SDPA's own (is_causal); a window needs one written out
-            mask = None
+            visible = None
             if self.window is not None:
-                mask = visible_keys(torch.arange(T, device=x.device), T, self.window, seen)
-                mask = mask[:, None] if mask.dim() == 3 else mask  # (B, 1, T, T) or (T, T)
+                visible = visible_keys(torch.arange(T, device=x.device), T, self.window, seen)
+                visible = visible[:, None] if visible.dim() == 3 else visible  # (B, 1, T, T) or (T, T)
         else:
-            weight, bias = self.c_attn.weight, self.c_attn.bias
-            q = F.linear(take(x, only), weight[:C], bias[:C])  # (B, 1, C)
-            k, v = F.linear(x, weight[C:], bias[C:]).split(C, dim=2)  # (B, T, C) each
+            # every position through the whole c_attn, then the queries taken: one plain Linear, which
+            # the int8 export quantizes (slices of its weight stayed fp32 there, 8 % of the run time)
+            queries, k, v = self.c_attn(x).split(C, dim=2)  # (B, T, C) each
+            q = take(queries, only)  # (B, 1 or K, C)
             reads = only if only.dim() == 2 else only[:, None]  # (B, K)
-            mask = visible_keys(reads, T, self.window, seen)[:, None]  # (B, 1, K, T)
+            visible = visible_keys(reads, T, self.window, seen)[:, None]  # (B, 1, K, T)
+        # An additive mask rather than a boolean one, the same softmax: the ONNX export of SDPA with
+        # a boolean mask adds a pass over every score that replaces NaN (rows with no visible key,
+        # which a causal mask never has), 12 % of the run time (benchmarks/RESULTS.md section 27).
+        mask = None
+        if visible is not None:
+            mask = torch.zeros_like(visible, dtype=q.dtype).masked_fill(~visible, -math.inf)
         q = q.view(B, -1, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, Tq, hs)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)

@@ -247,6 +247,26 @@ def test_int8_model_computes_the_same_on_every_cpu(tmp_path: Path, pooling: str)
     assert np.abs(fast - exact).max() < 1e-3  # 3e-8 measured; saturation moved it by 0.03-0.06
 
 
+@pytest.mark.parametrize("window", [None, 3])
+def test_the_int8_graph_quantizes_every_projection_and_needs_no_nan_pass(
+    tmp_path: Path, window: int | None
+) -> None:
+    """What the filter's time goes on: every Linear but the head runs as an int8 MatMul (the
+    last block's keys and values once ran in fp32 from a slice of c_attn's weight), and the masked
+    attention has no NaN pass (SDPA's export of a boolean mask adds one over every score)."""
+    import onnx
+
+    classifier, out = _export(tmp_path, "line-ends", quantize="int8", attention_window=window)
+    fp32 = onnx.load(str(out / "model.onnx")).graph
+    assert not [node.name for node in fp32.node if node.op_type == "IsNaN"]
+    nodes = onnx.load(str(out / "model.int8.onnx")).graph.node
+    blocks = classifier.gpt.h
+    projections = [name for name, module in blocks.named_modules() if isinstance(module, torch.nn.Linear)]
+    quantized = [node.name for node in nodes if node.op_type in ("DynamicQuantizeMatMul", "MatMulInteger")]
+    assert len(projections) == 4 * len(classifier.gpt.h)
+    assert len(quantized) == len(projections), quantized  # the head, read twice with line-ends, stays fp32
+
+
 def test_missing_int8_variant_says_how_to_make_it(tmp_path: Path) -> None:
     _, out = _export(tmp_path)
     with pytest.raises(ModelDirectoryError, match="--quantize int8"):
