@@ -1,26 +1,36 @@
 """GPT-2 byte-pair encoding from the files shipped in the package: no network, no torch.
 
-tiktoken's own ``get_encoding("gpt2")`` downloads these two files on first use; building the
-``Encoding`` from the packaged copies (checked against the sha256 values tiktoken itself checks)
-gives the very same ids offline.
+tiktoken's own ``get_encoding("gpt2")`` downloads ``encoder.json`` and ``vocab.bpe`` on first use;
+building the ``Encoding`` from the packaged copies (checked against the sha256 values tiktoken
+itself checks) gives the very same ids offline.
+
+The merge ranks are not rebuilt from those two files in every process: tiktoken's conversion took
+a third of a second, most of the start of a one-message filter, and it copies each file it reads
+into ``$TMPDIR/data-gym-cache`` under a name any local user can predict and take first (a FIFO
+there would hang every filter). The same ranks ship in tiktoken's own format,
+``r50k_base.tiktoken``, the file OpenAI publishes for that encoding (tiktoken's sha256), read in
+50 ms. The two GPT-2 files are still required and checked: the ranks stand for exactly those files.
 """
 
 from __future__ import annotations
 
+import base64
 import functools
+import hashlib
 from collections.abc import Iterable, Sequence
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import tiktoken
-from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
 ENCODER_JSON = "encoder.json"
 VOCAB_BPE = "vocab.bpe"
 ENCODER_JSON_SHA256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
 VOCAB_BPE_SHA256 = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
 TOKENIZER_FILES = (ENCODER_JSON, VOCAB_BPE)
+RANKS_FILE = "r50k_base.tiktoken"  # the merge ranks of those two files, as tiktoken stores them
+RANKS_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
 
 END_OF_TEXT = "<|endoftext|>"
 PAD_TOKEN_ID = 50256  # GPT-2's <|endoftext|>, used as the padding token by the recipe
@@ -37,7 +47,7 @@ def packaged_tokenizer_dir() -> Path:
 
 @functools.lru_cache(maxsize=4)
 def load_encoding(directory: str | Path | None = None) -> tiktoken.Encoding:
-    """The GPT-2 encoding built from ``directory`` (default: the packaged copy).
+    """The GPT-2 encoding for the tokenizer files in ``directory`` (default: the packaged copy).
 
     Raises ``ValueError`` if a file is missing or its sha256 is not the expected one.
     """
@@ -45,22 +55,32 @@ def load_encoding(directory: str | Path | None = None) -> tiktoken.Encoding:
     for name in TOKENIZER_FILES:
         if not (folder / name).is_file():
             raise ValueError(f"tokenizer file missing: {folder / name}")
-    try:
-        ranks = data_gym_to_mergeable_bpe_ranks(
-            vocab_bpe_file=str(folder / VOCAB_BPE),
-            encoder_json_file=str(folder / ENCODER_JSON),
-            vocab_bpe_hash=VOCAB_BPE_SHA256,
-            encoder_json_hash=ENCODER_JSON_SHA256,
-        )
-    except ValueError as error:
-        raise ValueError(f"tokenizer files in {folder} are not GPT-2's: {error}") from None
+    for name, sha256 in ((VOCAB_BPE, VOCAB_BPE_SHA256), (ENCODER_JSON, ENCODER_JSON_SHA256)):
+        if not _has_sha256(folder / name, sha256):
+            raise ValueError(f"tokenizer files in {folder} are not GPT-2's: {name} has another sha256")
     return tiktoken.Encoding(
         name="gpt2",
         pat_str=_R50K_PATTERN,
-        mergeable_ranks=ranks,
+        mergeable_ranks=_packaged_ranks(),
         special_tokens={END_OF_TEXT: PAD_TOKEN_ID},
         explicit_n_vocab=VOCAB_SIZE,
     )
+
+
+def _has_sha256(path: Path, sha256: str) -> bool:
+    return hashlib.sha256(path.read_bytes()).hexdigest() == sha256
+
+
+@functools.lru_cache(maxsize=1)
+def _packaged_ranks() -> dict[bytes, int]:
+    """The merge ranks of GPT-2's files, from ``RANKS_FILE`` (lines of base64 token and rank)."""
+    path = packaged_tokenizer_dir() / RANKS_FILE
+    data = path.read_bytes() if path.is_file() else b""
+    if hashlib.sha256(data).hexdigest() != RANKS_SHA256:
+        raise ValueError(f"{path} is missing or damaged: reinstall spamfilter")
+    return {
+        base64.b64decode(token): int(rank) for token, rank in (line.split() for line in data.splitlines())
+    }
 
 
 class Tokenizer:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,7 +14,7 @@ import tiktoken
 from conftest import GPT2_TOKENIZER_DIR
 from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
-from spamfilter.tokenizer import PAD_TOKEN_ID, Tokenizer, load_encoding
+from spamfilter.tokenizer import PAD_TOKEN_ID, Tokenizer, _packaged_ranks, load_encoding
 
 SAMPLES = [
     "Do you have time",
@@ -19,6 +23,12 @@ SAMPLES = [
     "naïve café – 日本語のテキスト 🙂\n\ttabs  and   spaces",
     "",
 ]
+
+
+@pytest.fixture(autouse=True)
+def _no_tiktoken_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """tiktoken's loaders copy every file they read into $TMPDIR/data-gym-cache; "" turns that off."""
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")
 
 
 def _reference_encoding() -> tiktoken.Encoding:
@@ -71,3 +81,56 @@ def test_damaged_tokenizer_files_are_rejected(tmp_path: Path) -> None:
 def test_missing_tokenizer_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="encoder.json"):
         load_encoding(tmp_path)
+
+
+def test_packaged_ranks_are_those_tiktoken_builds_from_the_gpt2_files() -> None:
+    reference = data_gym_to_mergeable_bpe_ranks(
+        vocab_bpe_file=str(GPT2_TOKENIZER_DIR / "vocab.bpe"),
+        encoder_json_file=str(GPT2_TOKENIZER_DIR / "encoder.json"),
+    )
+    assert _packaged_ranks() == reference
+
+
+def test_loading_writes_nothing_where_a_local_user_could_plant_a_file(tmp_path: Path) -> None:
+    """tiktoken's own loader reads and writes $TMPDIR/data-gym-cache/<sha1 of the file's path>: a
+    FIFO planted there by another user hung every process that loaded the tokenizer. The encoding
+    is built from the model's files without that cache (the old loader would block here until the
+    timeout)."""
+    model = tmp_path / "model"
+    model.mkdir()
+    for name in ("encoder.json", "vocab.bpe"):
+        shutil.copy(GPT2_TOKENIZER_DIR / name, model / name)
+    cache = tmp_path / "tmp" / "data-gym-cache"
+    cache.mkdir(parents=True)
+    for name in ("encoder.json", "vocab.bpe"):
+        os.mkfifo(cache / hashlib.sha1(str(model / name).encode()).hexdigest())
+    planted = sorted(p.name for p in cache.iterdir())
+    environment = {
+        k: v for k, v in os.environ.items() if k not in ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR")
+    }
+    code = f"import spamfilter.tokenizer as t; print(t.Tokenizer({str(model)!r}).encode('Do you have time'))"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**environment, "TMPDIR": str(tmp_path / "tmp")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[5211, 345, 423, 640]"
+    assert sorted(p.name for p in cache.iterdir()) == planted  # nothing added
+
+
+def test_damaged_packaged_ranks_are_one_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from spamfilter import tokenizer
+
+    for name in ("encoder.json", "vocab.bpe"):
+        shutil.copy(GPT2_TOKENIZER_DIR / name, tmp_path / name)
+    (tmp_path / tokenizer.RANKS_FILE).write_bytes(b"IQ== 0\n")
+    monkeypatch.setattr(tokenizer, "packaged_tokenizer_dir", lambda: tmp_path)
+    _packaged_ranks.cache_clear()
+    try:
+        with pytest.raises(ValueError, match="damaged: reinstall"):
+            _packaged_ranks()
+    finally:
+        _packaged_ranks.cache_clear()
