@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spamfilter.head import Anchor, Head, apply_head, head_logits, retrain_head, teach
+from spamfilter.head import LEARNT_MARGIN, Anchor, Head, apply_head, head_logits, retrain_head, teach
 
 
 def _problem(seed: int = 0, size: int = 48, rows: int = 400) -> tuple[Head, Anchor, np.ndarray, np.ndarray]:
@@ -85,8 +85,28 @@ def test_teach_learns_every_correction_at_the_threshold() -> None:
     assert taught.unlearnt == 0
     assert ((after >= 0.5) == (labels == 1)).all()
     assert not ((before >= 0.5) == (labels == 1)).all()  # there was something to learn
+    # ...with room to spare: the service's batches move a message's int8 features a little
+    log_odds = np.log(after) - np.log1p(-after)
+    assert (np.where(labels == 1, log_odds, -log_odds) >= LEARNT_MARGIN).all()
 
 
 def test_a_head_has_the_graph_shape() -> None:
     with pytest.raises(ValueError):
         Head(np.zeros((3, 4)), np.zeros(3))
+
+
+def test_a_correction_learnt_by_a_hair_is_not_learnt_yet() -> None:
+    """A ham correction already scored ham, 0.1 in log-odds below the threshold, under a head
+    that thousands of training messages hold in place: one retrain barely moves it, so it is not
+    yet learnt (the service's batching moves int8 scores by about that much), and the doublings
+    go on until it stands LEARNT_MARGIN below."""
+    start = Head(np.array([[0.0, 0.0], [1.0, 0.0]], dtype=np.float32), np.zeros(2, dtype=np.float32))
+    side = np.repeat([-1.0, 1.0], 2000)
+    anchor = Anchor(np.stack([side, np.zeros_like(side)], axis=1), (side > 0).astype(np.int64))
+    correction, ham = np.array([[-0.1, 0.0]]), np.array([0])
+    assert 0.47 < apply_head(start, correction)[0] < 0.5  # on its side already, by a hair
+    assert teach(start, correction, ham, 0.5, anchor, max_doublings=0).unlearnt == 1
+    taught = teach(start, correction, ham, 0.5, anchor)
+    assert taught.unlearnt == 0 and taught.scale > 1
+    p = apply_head(taught.head, correction)[0]
+    assert np.log(p / (1 - p)) <= -LEARNT_MARGIN
