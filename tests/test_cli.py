@@ -33,6 +33,38 @@ def test_group_help_and_version() -> None:
     assert CliRunner().invoke(cli, ["--version"]).output.strip() == f"spamfilter, version {__version__}"
 
 
+def test_each_commands_module_is_the_one_named_and_every_command_is_named() -> None:
+    """Commands are imported when they run: the table that says where each one lives must hold
+    every command the modules define, each with the module that defines it."""
+    import importlib
+
+    from spamfilter.cli.common import COMMAND_MODULES
+
+    for module in set(COMMAND_MODULES.values()):
+        importlib.import_module(f"spamfilter.cli.{module}")
+    defined = {name: command.callback.__module__ for name, command in cli.commands.items()}
+    assert defined == {name: f"spamfilter.cli.{module}" for name, module in COMMAND_MODULES.items()}
+    listed = CliRunner().invoke(cli, ["--help"]).output
+    assert all(f"\n  {name} " in listed for name in COMMAND_MODULES)
+
+
+def test_filter_starts_without_the_services_or_trainings_modules() -> None:
+    """``filter`` runs once per message in a mail pipeline: it imports its own command's module."""
+    code = (
+        "import runpy, sys\n"
+        "sys.argv = ['spamfilter', 'filter', '--help']\n"
+        "try:\n    runpy.run_module('spamfilter', run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith('spamfilter.cli.')))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    loaded = result.stdout.strip().splitlines()[-1]
+    assert "'spamfilter.cli.filter'" in loaded
+    for unused in ("serve", "train", "learn", "evaluate"):
+        assert f"'spamfilter.cli.{unused}'" not in loaded, loaded
+
+
 def test_unknown_option_is_a_usage_error() -> None:
     result = CliRunner().invoke(cli, ["filter", "--no-such-option"])
     assert result.exit_code == 2 and "No such option" in result.output

@@ -11,8 +11,7 @@ import sys
 import click
 
 from ..errors import EX_INTERRUPTED
-from . import evaluate, filter, learn, serve, train  # noqa: F401 - each registers its commands
-from .common import _console, cli
+from .common import _console, cli  # each command's module is imported when the command runs
 
 __all__ = ["_console", "cli", "main"]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -64,7 +65,34 @@ def _fail(message: str) -> NoReturn:
     raise click.ClickException(message)
 
 
-@click.group(context_settings=CONTEXT)
+# The module that defines each command, imported only when that command runs (or help lists it):
+# `filter` starts once per message in a mail pipeline, and the service's and training's modules
+# are imports it would never use.
+COMMAND_MODULES = {
+    "adapt": "train",
+    "classify": "evaluate",
+    "eval": "evaluate",
+    "export": "train",
+    "filter": "filter",
+    "learn": "learn",
+    "serve": "serve",
+    "train": "train",
+}
+
+
+class _Commands(click.Group):
+    """The commands, each module imported on first use; importing it registers its commands."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | COMMAND_MODULES.keys())
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands and name in COMMAND_MODULES:
+            importlib.import_module(f"{__package__}.{COMMAND_MODULES[name]}")
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_Commands, context_settings=CONTEXT)
 @click.version_option(__version__, prog_name="spamfilter")
 def cli() -> None:
     """Fine-tune GPT-2 to tell spam from mail, export it to ONNX, and filter mail with it.
