@@ -136,8 +136,9 @@ class CausalSelfAttention(nn.Module):
         # a boolean mask adds a pass over every score that replaces NaN (rows with no visible key,
         # which a causal mask never has), 12 % of the run time (benchmarks/RESULTS.md section 27).
         mask = None
-        if visible is not None:
-            mask = torch.zeros_like(visible, dtype=q.dtype).masked_fill(~visible, -math.inf)
+        if visible is not None:  # one Where from two scalars: no zero tensor filled first
+            nothing = torch.tensor(-math.inf, dtype=q.dtype, device=q.device)
+            mask = torch.where(visible, torch.zeros((), dtype=q.dtype, device=q.device), nothing)
         q = q.view(B, -1, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, Tq, hs)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
