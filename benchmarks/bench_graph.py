@@ -19,6 +19,7 @@ import collections
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, TypedDict
@@ -43,12 +44,15 @@ def _ids() -> np.ndarray:
     return ids
 
 
-def _session(path: Path, threads: int, profile: bool) -> Any:
+def _session(path: Path, threads: int, profile: Path | None = None) -> Any:
+    """A CPU session; with ``profile``, onnxruntime's profiler writes there (not in the cwd)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    options.enable_profiling = profile
+    if profile is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = str(profile)
     options.log_severity_level = 3
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
@@ -62,10 +66,11 @@ def measure(model: Path, threads: int, runs: int, profile: bool) -> Measured:
     ids = _ids()
     events = []
     if profile:
-        session = _session(path, threads, profile=True)
-        for _ in range(runs + 3):
-            session.run(None, {"input_ids": ids})
-        events = json.loads(Path(session.end_profiling()).read_text())
+        with tempfile.TemporaryDirectory() as folder:
+            session = _session(path, threads, Path(folder) / "profile")
+            for _ in range(runs + 3):
+                session.run(None, {"input_ids": ids})
+            events = json.loads(Path(session.end_profiling()).read_text())
     by_op: collections.Counter[str] = collections.Counter()
     by_node: collections.Counter[str] = collections.Counter()
     shapes: dict[str, str] = {}
@@ -76,7 +81,7 @@ def measure(model: Path, threads: int, runs: int, profile: bool) -> Measured:
             by_node[node] += event["dur"]
             shapes[node] = f"{op} {event['args'].get('output_type_shape', '')}"
     total = sum(by_op.values()) or 1
-    timed = _session(path, threads, profile=False)
+    timed = _session(path, threads)
     for _ in range(3):
         timed.run(None, {"input_ids": ids})
     times = []
