@@ -6,7 +6,9 @@ times after a warm-up with onnxruntime's profiler on: each operator type's share
 time, the slowest nodes with their output shapes, and the milliseconds per call (median and best,
 timed without the profiler, in a process of its own per model so that one session's spinning
 threads do not slow the other's). ``--vs DIR`` does the same for a second directory and prints
-the two side by side, e.g. the same checkpoint exported by two versions of the exporter:
+the two side by side, e.g. the same checkpoint exported by two versions of the exporter; the two
+take turns over ``--rounds`` processes each (which goes first alternates), and the ratio of their
+medians is taken round by round, so that a machine whose speed drifts does not favour one:
 
     python -m benchmarks.bench_graph --model DIR
     python -m benchmarks.bench_graph --model NEW --vs OLD --threads 1
@@ -121,9 +123,11 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(measure(args.model, args.threads, args.runs, args.profile)))
         return
     models = [args.model, *([args.vs] if args.vs else [])]
-    rounds = [
-        [_in_child(model, args.threads, args.runs, r == 0) for model in models] for r in range(args.rounds)
-    ]
+    rounds = []
+    for r in range(args.rounds):  # each round in turn, the order swapped every other round
+        order = list(range(len(models)))[:: -1 if r % 2 else 1]
+        ran = {m: _in_child(models[m], args.threads, args.runs, r == 0) for m in order}
+        rounds.append([ran[m] for m in range(len(models))])
     results = rounds[0]
     times = [[t for one in rounds for t in one[m]["ms"]] for m in range(len(models))]
     print(

@@ -24,7 +24,7 @@ import torch
 
 from . import __version__
 from .errors import ExportError, ModelDirectoryError, first_line
-from .model import GPT, NUM_CLASSES, GPTConfig, SpamClassifier, add_classification_head
+from .model import GPT, GPTConfig, SpamClassifier, add_classification_head
 from .modeldir import (
     CHECKPOINT_FILE,
     DYNAMIC_ONNX_FILE,
@@ -240,13 +240,9 @@ def quantize_int8(
     graph = onnx.load(str(source), load_external_data=False).graph
     # The quantizer turns a Gemm into MatMul + Add first, the MatMul named after the Gemm.
     # line-ends pooling also runs the head over every position read, to choose one: there the
-    # exporter folded the head's weight into a transposed copy, (C, 2), under another name
-    two_columns = {t.name for t in graph.initializer if len(t.dims) == 2 and t.dims[1] == NUM_CLASSES}
-    head_nodes = (
-        [node.name for node in graph.node if HEAD_WEIGHT in node.input or two_columns & set(node.input)]
-        if head_fp32
-        else []
-    )
+    # exporter folded the head's weight into a transposed copy under another name
+    head = {HEAD_WEIGHT, *_copies_of_head(graph)}
+    head_nodes = [node.name for node in graph.node if head & set(node.input)] if head_fp32 else []
     head_nodes += [f"{name}_MatMul" for name in head_nodes]
 
     weight_type = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}[weights]
@@ -264,6 +260,22 @@ def quantize_int8(
         )
     finally:
         root.setLevel(level)
+
+
+def _copies_of_head(graph: Any) -> list[str]:
+    """The initializers that hold the head's weight transposed, (C, 2), value for value."""
+    from onnx import numpy_helper
+
+    weights = {t.name: t for t in graph.initializer}
+    if HEAD_WEIGHT not in weights:
+        return []
+    transposed = numpy_helper.to_array(weights[HEAD_WEIGHT]).T
+    return [
+        name
+        for name, tensor in weights.items()
+        if tuple(tensor.dims) == transposed.shape
+        and np.array_equal(numpy_helper.to_array(tensor), transposed)
+    ]
 
 
 def write_model_directory(

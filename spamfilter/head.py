@@ -89,6 +89,7 @@ class Taught:
     head: Head
     scale: float  # how many times a training message of its class each correction finally weighed
     unlearnt: int  # corrections still scored against their class at the threshold
+    narrow: int = 0  # corrections on their side of it, but by less than LEARNT_MARGIN
 
 
 def head_logits(head: Head, features: np.ndarray) -> np.ndarray:
@@ -239,14 +240,17 @@ def teach(
     messages = int(owners.max()) + 1 if rows else 0
     message_labels = np.zeros(messages, dtype=np.int64)
     message_labels[owners] = labels
-    scale, head, unlearnt = 1.0, start, 0
+    scale, head, unlearnt, narrow = 1.0, start, 0, 0
     for _ in range(max_doublings + 1):
         head = retrain_head(start, features, labels, base * scale, anchor)
         cut = threshold(head) if callable(threshold) else float(threshold)
         margins = np.full(messages, -np.inf)  # log-odds above the threshold, each message's highest row
         np.maximum.at(margins, owners, _margin(head, features) - _log_odds(cut))
-        unlearnt = int(np.where(message_labels == 1, margins < LEARNT_MARGIN, margins > -LEARNT_MARGIN).sum())
-        if unlearnt == 0:
+        spam, flagged = message_labels == 1, margins >= 0  # flagged: P(spam) >= the threshold
+        unlearnt = int((flagged != spam).sum())
+        towards = np.where(spam, margins, -margins)  # how far on the correction's side
+        narrow = int(((flagged == spam) & (towards < LEARNT_MARGIN)).sum())
+        if unlearnt + narrow == 0:
             break
         scale *= 2
-    return Taught(head, scale, unlearnt)
+    return Taught(head, scale, unlearnt, narrow)

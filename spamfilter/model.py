@@ -115,8 +115,8 @@ class CausalSelfAttention(nn.Module):
         self, x: torch.Tensor, only: torch.Tensor | None = None, seen: torch.Tensor | None = None
     ) -> torch.Tensor:
         """(B, T, C) -> (B, T, C); with ``only`` (B,) or (B, K) -> (B, 1, C) or (B, K, C), row b's
-        output at positions ``only[b]`` alone: queries there, keys and values up to each. ``seen``
-        (B,): each row's first positions that stay visible under an attention window."""
+        output at positions ``only[b]`` alone: attention from there, over keys and values up to
+        each. ``seen`` (B,): each row's first positions that stay visible under an attention window."""
         B, T, C = x.shape
         if only is None:
             q, k, v = self.c_attn(x).split(C, dim=2)  # (B, T, C) each
@@ -137,8 +137,7 @@ class CausalSelfAttention(nn.Module):
         # which a causal mask never has), 12 % of the run time (benchmarks/RESULTS.md section 27).
         mask = None
         if visible is not None:  # one Where from two scalars: no zero tensor filled first
-            nothing = torch.tensor(-math.inf, dtype=q.dtype, device=q.device)
-            mask = torch.where(visible, torch.zeros((), dtype=q.dtype, device=q.device), nothing)
+            mask = torch.where(visible, q.new_zeros(()), q.new_full((), -math.inf))
         q = q.view(B, -1, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, Tq, hs)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
@@ -299,8 +298,8 @@ class SpamClassifier(nn.Module):
         """Class logits from the input ``x`` (B, T, C) of block ``start``, for training.
 
         The logits of :meth:`forward` with less work: only the pooled positions reach the head,
-        so the last block computes keys and values for every position but queries, attention
-        output and MLP for those positions alone.
+        so the last block computes its projection (queries, keys, values) for every position but
+        attention, output and MLP for those positions alone.
         """
         return self.gpt.lm_head(self.features_from_block(x, input_ids, start))
 
@@ -338,7 +337,8 @@ class SpamClassifier(nn.Module):
 
     def forward_pooled(self, input_ids: torch.Tensor) -> torch.Tensor:
         """The logits of :meth:`forward`, with the last block computed only where the head reads
-        (what the exported ONNX model runs: about 7 % less work for GPT-2 small)."""
+        (what the exported ONNX model runs: attention, output and MLP of the last block at the
+        read positions only)."""
         return self.logits_from_block(self.gpt.embed(input_ids), input_ids, 0)
 
     def pooled_index(self, input_ids: torch.Tensor) -> torch.Tensor:

@@ -28,6 +28,7 @@ ENCODER_JSON = "encoder.json"
 VOCAB_BPE = "vocab.bpe"
 ENCODER_JSON_SHA256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
 VOCAB_BPE_SHA256 = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
+_SIZES = {ENCODER_JSON: 1_042_301, VOCAB_BPE: 456_318}  # checked before a file is read whole
 TOKENIZER_FILES = (ENCODER_JSON, VOCAB_BPE)
 RANKS_FILE = "r50k_base.tiktoken"  # the merge ranks of those two files, as tiktoken stores them
 RANKS_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
@@ -68,7 +69,9 @@ def load_encoding(directory: str | Path | None = None) -> tiktoken.Encoding:
 
 
 def _has_sha256(path: Path, sha256: str) -> bool:
-    return hashlib.sha256(path.read_bytes()).hexdigest() == sha256
+    return (
+        path.stat().st_size == _SIZES[path.name] and hashlib.sha256(path.read_bytes()).hexdigest() == sha256
+    )
 
 
 @functools.lru_cache(maxsize=1)

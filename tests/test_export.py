@@ -259,12 +259,17 @@ def test_the_int8_graph_quantizes_every_projection_and_needs_no_nan_pass(
     classifier, out = _export(tmp_path, "line-ends", quantize="int8", attention_window=window)
     fp32 = onnx.load(str(out / "model.onnx")).graph
     assert not [node.name for node in fp32.node if node.op_type == "IsNaN"]
-    nodes = onnx.load(str(out / "model.int8.onnx")).graph.node
-    blocks = classifier.gpt.h
-    projections = [name for name, module in blocks.named_modules() if isinstance(module, torch.nn.Linear)]
-    quantized = [node.name for node in nodes if node.op_type in ("DynamicQuantizeMatMul", "MatMulInteger")]
-    assert len(projections) == 4 * len(classifier.gpt.h)
-    assert len(quantized) == len(projections), quantized  # the head, read twice with line-ends, stays fp32
+    int8 = onnx.load(str(out / "model.int8.onnx")).graph
+    shapes = {t.name: tuple(t.dims) for t in int8.initializer}
+    quantized = [node for node in int8.node if node.op_type in ("DynamicQuantizeMatMul", "MatMulInteger")]
+    # the weights multiplied in int8, (in, out): exactly the blocks' four projections each
+    c = classifier.gpt.config.n_embd
+    expected = [(c, 3 * c), (c, c), (c, 4 * c), (4 * c, c)] * len(classifier.gpt.h)
+    assert sorted(shapes[node.input[1]] for node in quantized) == sorted(expected)
+    # the head (read twice with line-ends: to choose the line end, then for the logits) stays fp32
+    heads = [node for node in int8.node if any(shapes.get(name) in ((c, 2), (2, c)) for name in node.input)]
+    assert len(heads) == 2
+    assert {node.op_type for node in heads} <= {"MatMul", "Gemm"}
 
 
 def test_missing_int8_variant_says_how_to_make_it(tmp_path: Path) -> None:

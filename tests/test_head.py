@@ -82,7 +82,7 @@ def test_teach_learns_every_correction_at_the_threshold() -> None:
     before = apply_head(start, corrections)
     taught = teach(start, corrections, labels, 0.5, anchor)
     after = apply_head(taught.head, corrections)
-    assert taught.unlearnt == 0
+    assert taught.unlearnt == taught.narrow == 0
     assert ((after >= 0.5) == (labels == 1)).all()
     assert not ((before >= 0.5) == (labels == 1)).all()  # there was something to learn
     # ...with room to spare: the service's batches move a message's int8 features a little
@@ -105,8 +105,9 @@ def test_a_correction_learnt_by_a_hair_is_not_learnt_yet() -> None:
     anchor = Anchor(np.stack([side, np.zeros_like(side)], axis=1), (side > 0).astype(np.int64))
     correction, ham = np.array([[-0.1, 0.0]]), np.array([0])
     assert 0.47 < apply_head(start, correction)[0] < 0.5  # on its side already, by a hair
-    assert teach(start, correction, ham, 0.5, anchor, max_doublings=0).unlearnt == 1
+    once = teach(start, correction, ham, 0.5, anchor, max_doublings=0)
+    assert (once.unlearnt, once.narrow) == (0, 1)  # scored ham, but not yet learnt
     taught = teach(start, correction, ham, 0.5, anchor)
-    assert taught.unlearnt == 0 and taught.scale > 1
+    assert (taught.unlearnt, taught.narrow) == (0, 0) and taught.scale > 1
     p = apply_head(taught.head, correction)[0]
     assert np.log(p / (1 - p)) <= -LEARNT_MARGIN
