@@ -240,8 +240,9 @@ def teach(
     messages = int(owners.max()) + 1 if rows else 0
     message_labels = np.zeros(messages, dtype=np.int64)
     message_labels[owners] = labels
-    scale, head, unlearnt, narrow = 1.0, start, 0, 0
+    scale, head, unlearnt, narrow = 0.5, start, 0, 0
     for _ in range(max_doublings + 1):
+        scale *= 2  # doubled before each retrain after the first, so `scale` is the one the head had
         head = retrain_head(start, features, labels, base * scale, anchor)
         cut = threshold(head) if callable(threshold) else float(threshold)
         margins = np.full(messages, -np.inf)  # log-odds above the threshold, each message's highest row
@@ -252,5 +253,4 @@ def teach(
         narrow = int(((flagged == spam) & (towards < LEARNT_MARGIN)).sum())
         if unlearnt + narrow == 0:
             break
-        scale *= 2
     return Taught(head, scale, unlearnt, narrow)

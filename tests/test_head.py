@@ -111,3 +111,19 @@ def test_a_correction_learnt_by_a_hair_is_not_learnt_yet() -> None:
     assert (taught.unlearnt, taught.narrow) == (0, 0) and taught.scale > 1
     p = apply_head(taught.head, correction)[0]
     assert np.log(p / (1 - p)) <= -LEARNT_MARGIN
+
+
+def test_the_weight_reported_is_the_one_the_head_was_taught_with() -> None:
+    """Two corrections with the same features and opposite labels can never both be learnt: the
+    doublings run out, and the weight reported is the last one retrained with (2**max_doublings),
+    not one doubling more. The head it returns is the retrain at that weight."""
+    start = Head(np.array([[0.0, 0.0], [1.0, 0.0]], dtype=np.float32), np.zeros(2, dtype=np.float32))
+    side = np.repeat([-1.0, 1.0], 50)
+    anchor = Anchor(np.stack([side, np.zeros_like(side)], axis=1), (side > 0).astype(np.int64))
+    same = np.array([[0.3, 1.0], [0.3, 1.0]])
+    taught = teach(start, same, np.array([0, 1]), 0.5, anchor, max_doublings=3)
+    assert taught.unlearnt == 1 and taught.scale == 2**3
+    direct = retrain_head(start, same, np.array([0, 1]), np.full(2, 2.0**3), anchor)
+    np.testing.assert_allclose(taught.head.weight, direct.weight, atol=1e-6)
+    learnt = teach(start, np.array([[0.3, 1.0]]), np.array([0]), 0.5, anchor)
+    assert learnt.unlearnt == 0 and learnt.scale >= 1
