@@ -11,6 +11,7 @@ import pytest
 
 from spamfilter.evasion import TRICKS, ham_paragraphs
 from spamfilter.mail import extract_text, iter_mail_source
+from spamfilter.mail import text as text_module
 from spamfilter.mail.normalise import normalise
 from spamfilter.mail.quotes import drop_quoted
 from spamfilter.mail.render import visible_text
@@ -163,6 +164,27 @@ def test_an_iframes_inner_markup_is_not_read() -> None:
     text = extract_text(newsletter)
     assert "<script" not in text and "RGROUP" not in text
     assert len(text.split()) > 100  # the newsletter itself is read
+
+
+def test_html_past_the_tag_budget_is_read_without_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Thousands of unclosed block tags make an HTML parser's tree construction quadratic (80,000
+    "<dl>" held the model worker for 7.6 s): a message's parts together are parsed up to
+    _MAX_HTML_TAGS tags, and the markup after that is read without its tags, nothing dropped."""
+    parsed: list[str] = []
+    render = text_module.visible_text
+    monkeypatch.setattr(text_module, "visible_text", lambda markup: parsed.append(markup) or render(markup))
+    part = "--Z\nContent-Type: text/html\n\n{}\n"
+    bomb = (
+        "Subject: hi\nContent-Type: multipart/mixed; boundary=Z\n\n"
+        + part.format("<p>first part</p><span style='display:none'>HIDDEN</span>" + "<dl>" * 80_000)
+        + part.format("<div>" * 45_000 + "the offer " + "<b style='display:none'>padding</b>")
+        + "--Z--\n"
+    ).encode()
+    text = extract_text(bomb)
+    assert sum(len(text_module._TAG_START.findall(markup)) for markup in parsed) <= text_module._MAX_HTML_TAGS
+    assert "first part" in text and "the offer" in text  # the text past the cap is read
+    assert "HIDDEN" not in text  # what was parsed is rendered as before
+    assert "padding" in text and "<" not in text  # past the cap: every character but the tags
 
 
 @pytest.mark.parametrize(
