@@ -236,3 +236,42 @@ def test_every_front_end_writes_the_same_bytes_and_score(trained_model: Path, pr
             assert (shown.group(1) == b"True") is (status.group(1) == b"Yes")
     finally:
         assert server.stop() == 0
+
+
+def test_recipients_without_end_are_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Per-user heads need to know only whether a message has one recipient: an MTA's client
+    that sends RCPT after RCPT (1 GB of them grew the service by 1 GB) leaves no more than two
+    addresses kept (5,000 were kept before)."""
+    import asyncio
+    import struct
+
+    from spamfilter.service import milter
+
+    messages: list[Any] = []
+    real = milter._Message
+    monkeypatch.setattr(milter, "_Message", lambda: messages.append(real()) or messages[-1])
+    optneg = milter.packet(milter.OPTNEG, struct.pack(">III", 6, 0x1FF, NR_BITS))
+    rcpts = b"".join(milter.packet(milter.RCPT, b"<user%05d@example.org>\0" % i) for i in range(5000))
+
+    async def session() -> None:
+        reader = asyncio.StreamReader()
+        reader.feed_data(optneg + rcpts)
+        reader.feed_eof()
+        await milter.milter_session(
+            reader,
+            _ignore,
+            None,
+            MilterPolicy(),
+            None,
+            1 << 20,
+            5.0,
+            recipients=True,  # type: ignore[arg-type]
+        )
+
+    asyncio.run(session())
+    assert messages and max(len(m.recipients) for m in messages) == 2
+    assert messages[0].recipients[0] == b"<user00000@example.org>"
+
+
+async def _ignore(reply: bytes) -> None:
+    pass

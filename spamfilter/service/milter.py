@@ -199,7 +199,9 @@ async def milter_session(
             pass  # {i}, {mail_addr}, ...: nothing the classifier needs
         elif command == ABORT:
             message = _Message()
-        elif command == RCPT and recipients:
+        elif command == RCPT and recipients and len(message.recipients) < 2:
+            # Only whether there is one recipient matters: an MTA's client may send RCPT without
+            # end (1 GB of them grew the service by 1 GB), so no more than two are kept.
             message.recipients.append(data.split(b"\0", 1)[0])
         elif command == HEADER:
             name, _, rest = data.partition(b"\0")
