@@ -7,7 +7,6 @@ No torch here: the service keeps corrections in a filter-only install and leaves
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .labelled import message_key
+from .lockfile import locked, private_folder
 
 CORRECTIONS_DIR = "corrections"
 LEARNT_RECORD = "learnt.json"  # in CORRECTIONS_DIR: the corrections the current head was trained with
@@ -49,10 +49,9 @@ class Corrections:
     def _locked(self) -> Iterator[None]:
         """Changes one at a time (across threads and processes): the same message told as spam
         and as ham at once ends up in one class, the one told last."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / LOCK_FILE, "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            yield  # closing the file releases the lock
+        private_folder(self.root)
+        with locked(self.root / LOCK_FILE):
+            yield
 
     def add(self, raw: bytes, label: int, teacher: str | None = None, quota: Quota | None = None) -> bool:
         """Keep ``raw`` as ``label`` (1 spam, 0 ham); False when it was already kept as that.
@@ -68,7 +67,7 @@ class Corrections:
                 return False
             if teacher is not None and quota is not None and not other.is_file():
                 self._charge(teacher, quota, key, len(kept))
-            target.parent.mkdir(parents=True, exist_ok=True)
+            private_folder(target.parent)
             handle, scratch = tempfile.mkstemp(prefix=".new-", dir=target.parent)
             with os.fdopen(handle, "wb") as out:
                 out.write(kept)
@@ -101,7 +100,7 @@ class Corrections:
                 f"the most allowed is {quota.count} ({quota.bytes} bytes)"
             )
         stored[key] = size
-        record.parent.mkdir(parents=True, exist_ok=True)
+        private_folder(record.parent)
         scratch = record.with_suffix(".partial")
         scratch.write_text(json.dumps({"teacher": teacher, "stored": stored}, sort_keys=True) + "\n")
         scratch.replace(record)
@@ -131,7 +130,7 @@ class Corrections:
         return changed + forgotten
 
     def mark_learnt(self, keys: dict[str, int]) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_folder(self.root)
         scratch = self.root / f".{LEARNT_RECORD}.partial"
         scratch.write_text(json.dumps(keys, indent=1, sort_keys=True) + "\n")
         scratch.replace(self.root / LEARNT_RECORD)

@@ -26,7 +26,6 @@ the caller is told which figure moved, by how much, and what was allowed.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import math
 import os
@@ -44,6 +43,7 @@ from .corrections import CORRECTIONS_DIR, Corrections
 from .errors import ModelDirectoryError, SpamfilterError, first_line
 from .formats import message_text
 from .head import Anchor, Head, apply_head, teach
+from .lockfile import locked
 from .metrics import compute_metrics
 from .modeldir import (
     DYNAMIC_ONNX_FILE,
@@ -333,14 +333,11 @@ LOCK_FILE = ".learn.lock"
 def _exclusive(model_dir: Path) -> Iterator[None]:
     """One retrain of a model directory at a time (the service's and a cron job's, say): a second
     one would write model files from a head the first one's record does not describe."""
-    with open(model_dir / LOCK_FILE, "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise SpamfilterError(
-                f"another retrain of {model_dir} is running; try again when it ends"
-            ) from None
-        yield
+    try:
+        with locked(model_dir / LOCK_FILE, wait=False):
+            yield
+    except BlockingIOError:
+        raise SpamfilterError(f"another retrain of {model_dir} is running; try again when it ends") from None
 
 
 def retrain(model_dir: Path, on_stage: Callable[[str], None] | None = None) -> LearnResult:

@@ -35,6 +35,7 @@ import numpy as np
 from .corrections import Corrections, Quota
 from .errors import SpamfilterError, UsageError
 from .head import Head, apply_head, teach
+from .lockfile import private_folder
 from .windows import combine
 
 USERS_DIR = "users"
@@ -147,7 +148,7 @@ class UserHeads:
                     f"{count} users have their own head or corrections, the most allowed: "
                     f"{user[:40]!r} gets the shared model"
                 )
-            folder.mkdir(parents=True, exist_ok=True)
+            private_folder(folder)
             _write_atomically(folder / USER_RECORD, json.dumps({"user": user}).encode() + b"\n")
         return folder
 
