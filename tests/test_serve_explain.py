@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import make_email
 from support import require_tool
 from support.spamd_server import Server
+
+from spamfilter.service import spamd_front
 
 SPAM = make_email(
     "WIN cash now", "WINNER!! You have won a FREE prize of 1000 cash. Call now to claim, text WIN."
@@ -50,3 +53,39 @@ def test_without_explain_nothing_is_explained(trained_model: Path) -> None:
     with Server(trained_model) as server:
         assert b"X-Spam-Report:" not in spamc(server, SPAM).stdout
         assert b"phrases towards" not in spamc(server, SPAM, "-R").stdout
+
+
+def test_replies_that_show_no_explanation_compute_none(
+    trained_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An explanation costs tens of classifications: CHECK and SYMBOLS, whose replies never show
+    one, do not make the model worker compute it (20 clients sending spam with CHECK held a
+    victim's ham for half a minute); PROCESS still carries it."""
+    import asyncio
+
+    from spamfilter.runtime import Classifier
+    from spamfilter.service import batcher as batcher_module
+    from spamfilter.verdict import Decision
+
+    explained: list[str] = []
+    real = batcher_module.explanation_for
+
+    def counted(classifier: object, decision: Decision, verdict: object, text: str) -> object:
+        explained.append(text)
+        return real(classifier, decision, verdict, text)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(batcher_module, "explanation_for", counted)
+    classifier = Classifier.load(trained_model, variant="fp32")
+
+    async def tag(explain: bool) -> object:
+        batcher = batcher_module.MicroBatcher(classifier, 8, 0.001, Decision(explain="all"))
+        batcher.start()
+        try:
+            return await batcher.tag(SPAM, "", explain)
+        finally:
+            await batcher.stop()
+
+    plain = asyncio.run(tag(False))
+    assert explained == [] and getattr(plain, "explanation", None) is None
+    assert asyncio.run(tag(True)).explanation is not None and len(explained) == 1  # type: ignore[attr-defined]
+    assert {"CHECK", "SYMBOLS"} == spamd_front.UNEXPLAINED

@@ -9,18 +9,22 @@ import asyncio
 import contextlib
 import errno
 import logging
+import os
+import shutil
 import socket
+import struct
 import subprocess
 import threading
 import time
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import miltertest
 import pytest
 from conftest import StandIn, make_email
 from miltertest import constants as smfi
-from support import require_tool
+from support import as_unprivileged_user, require_tool, unavailable
 from support.milter_client import connect, send_message
 from support.spamd_server import Server, request, spamd_request
 
@@ -137,21 +141,71 @@ def test_running_out_of_file_descriptors_is_one_line(
     assert all(record.exc_info is None for record in caplog.records)
 
 
-def test_one_address_cannot_take_every_slot(trained_model: Path) -> None:
+# Run as another local user: connections from as many loopback addresses as it is told, each with
+# the same first bytes, held open until stdin closes.
+STALLER = """
+import socket, sys
+port, count, first = int(sys.argv[1]), int(sys.argv[2]), bytes.fromhex(sys.argv[3])
+held = []
+for i in range(count):
+    conn = socket.create_connection(("127.0.0.1", port), timeout=30, source_address=(f"127.0.0.{2 + i}", 0))
+    conn.sendall(first)
+    held.append(conn)
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+@contextlib.contextmanager
+def stalled_by_another_user(port: int, count: int, first: bytes) -> Iterator[None]:
+    """``count`` connections that another local user holds open from ``count`` loopback addresses."""
+    if os.geteuid() != 0:
+        unavailable("needs root to connect as another local user")
+    python = shutil.which("python3", path="/usr/bin:/bin")  # root's own Python may be private
+    assert python is not None
+    staller = subprocess.Popen(
+        [*as_unprivileged_user(), python, "-c", STALLER, str(port), str(count), first.hex()],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert staller.stdin is not None and staller.stdout is not None
+    try:
+        assert staller.stdout.readline().strip() == "ready"
+        time.sleep(1)  # let the server take them in
+        yield
+    finally:
+        staller.stdin.close()
+        staller.wait(timeout=30)
+        staller.stdout.close()
+
+
+def test_a_local_user_on_many_loopback_addresses_cannot_take_every_slot(trained_model: Path) -> None:
+    """Any local user may bind any 127.x address: counted by address, 8 of them were 8 peers, and
+    their unfinished requests held all 4 slots and all 4 waiting places (spamc got 75). Counted by
+    the user that owns them, they hold --max-per-peer (3) slots, and another user is served."""
     args = ("--max-connections", "4", "--timeout", "10")  # --max-per-peer: 3 by default
     with Server(trained_model, *args) as server:
-        stalled = []
-        for _ in range(8):  # requests begun from 127.0.0.2 and never finished
-            conn = socket.create_connection(server.address, timeout=30, source_address=("127.0.0.2", 0))
-            conn.sendall(b"CHECK SPAMC/1.5\r\nContent-length: 100\r\n\r\nonly part")
-            stalled.append(conn)
-        time.sleep(1)  # let the server take them in (before: all 4 slots and all 4 waiting places)
-        try:
+        part = b"CHECK SPAMC/1.5\r\nContent-length: 100\r\n\r\nonly part"
+        with stalled_by_another_user(server.port, 8, part):
             reply = request(server.address, spamd_request("CHECK", SPAM))
-        finally:
-            for conn in stalled:
-                conn.close()
     assert reply.startswith(b"SPAMD/1.1 0 EX_OK"), reply
+
+
+def test_a_local_user_on_many_loopback_addresses_cannot_take_every_milter_slot(trained_model: Path) -> None:
+    """The same for the milter: 8 sessions from 8 addresses of one user held all 4 connections and
+    the MTA's was closed (its milter_default_action then decides the mail unfiltered)."""
+    args = ("--max-connections", "4", "--timeout", "10")
+    negotiate = (
+        struct.pack("!I", 13) + smfi.SMFIC_OPTNEG.encode() + struct.pack("!III", 6, smfi.SMFI_V6_ACTS, 0)
+    )
+    with Server(trained_model, *args, listen=(), milter=("127.0.0.1:0",)) as server:
+        port = server.milter_address[1]
+        with stalled_by_another_user(port, 8, negotiate):
+            conn = connect(server.milter_address)
+            actions = send_message(conn, SPAM, replies=False)
+            conn.sock.close()
+    assert actions[-1][0] == smfi.SMFIR_ACCEPT and len(actions) > 1, actions  # tagged
 
 
 def test_a_server_out_of_file_descriptors_logs_no_tracebacks(trained_model: Path) -> None:

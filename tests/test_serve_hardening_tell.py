@@ -4,7 +4,9 @@ message when the same message is told as spam and as ham at once."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import os
 import socket
 import threading
@@ -16,6 +18,10 @@ from support.spamd_server import Server, request, spamd_request
 
 from spamfilter.corrections import Corrections, Quota, QuotaExceeded
 from spamfilter.labelled import message_key
+from spamfilter.service import protocol
+from spamfilter.service.access import parse_networks
+from spamfilter.service.learning import Teaching
+from spamfilter.service.settings import ServiceSettings
 
 
 def tell(message: bytes, what: str) -> bytes:
@@ -73,19 +79,26 @@ def test_tell_over_a_unix_socket_goes_by_the_peers_uid(model_copy: Path, tmp_pat
 
 
 def test_stored_corrections_are_bounded_per_teacher(model_copy: Path) -> None:
+    """A local teacher is one user however many loopback addresses it uses (by address, each of
+    the 16 million 127.x addresses had a quota of its own)."""
     args = ("--allow-tell", "--learn-after", "0", "--tell-max", "3")
     messages = [make_email(f"n{i}", f"Correction number {i}.") for i in range(5)]
+    teacher = f"uid {os.getuid()}"
     with Server(model_copy, *args) as server:
-        replies = [request(server.address, tell(message, "spam")) for message in messages]
+        replies = [
+            from_address(server.address, f"127.0.0.{1 + i}", tell(message, "spam"))
+            for i, message in enumerate(messages)
+        ]
         assert all(reply.startswith(b"SPAMD/1.1 0 EX_OK") for reply in replies[:3])
+        refused = f"SPAMD/1.0 73 TELL refused: {teacher} keeps 3 corrections".encode()
         for reply in replies[3:]:
-            assert reply.startswith(b"SPAMD/1.0 73 TELL refused: 127.0.0.1 keeps 3 corrections"), reply
+            assert reply.startswith(refused), reply
         # Moving a kept message to the other class costs nothing; forgetting one frees a place.
         assert request(server.address, tell(messages[0], "ham")).startswith(b"SPAMD/1.1 0 EX_OK")
         forget = spamd_request("TELL", messages[1], Remove="local")
         assert request(server.address, forget).startswith(b"SPAMD/1.1 0 EX_OK")
         assert request(server.address, tell(messages[3], "spam")).startswith(b"SPAMD/1.1 0 EX_OK")
-        server.wait_for_log("TELL refused: 127.0.0.1 keeps 3 corrections")
+        server.wait_for_log(f"TELL refused: {teacher} keeps 3 corrections")
     assert len(list(Corrections(model_copy))) == 3
 
 
@@ -121,3 +134,33 @@ def test_concurrent_spam_and_ham_end_in_one_class(tmp_path: Path, monkeypatch: p
     key = message_key(message).hex()
     classes = [label for found, label, _ in Corrections(tmp_path) if found == key]
     assert len(classes) == 1, f"kept as {classes}"
+
+
+def test_counting_waiting_corrections_runs_off_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After each TELL the corrections are counted (is a retrain due?): that reads all of them, a
+    third of a second at 50,000, which on the event loop held every other client."""
+    threads: list[threading.Thread] = []
+    real = Corrections.pending
+
+    def pending(self: Corrections) -> int:
+        threads.append(threading.current_thread())
+        return real(self)
+
+    monkeypatch.setattr(Corrections, "pending", pending)
+    settings = ServiceSettings(
+        listen=[], allow=parse_networks(()), corrections=tmp_path, learn_after=100, learn_command=["true"]
+    )
+    teaching = Teaching(settings, logging.getLogger("test-tell"), None, lambda: None)
+
+    class Writer:  # a TCP client on loopback, as the front end hands it over
+        @staticmethod
+        def get_extra_info(name: str) -> object:
+            return ("127.0.0.1", 4000) if name == "peername" else None
+
+    message = make_email("counted", "A correction.")
+    told = protocol.Request("TELL", 1.5, {"message-class": "spam", "set": "local"}, message)
+    _reply, outcome, _detail = asyncio.run(teaching.tell(told, Writer()))
+    assert outcome == "ok" and len(list(Corrections(tmp_path))) == 1
+    assert threads and all(thread is not threading.main_thread() for thread in threads)

@@ -134,7 +134,8 @@ def _octal_mode(_context: click.Context, _param: click.Parameter, value: str | N
     "--max-per-peer",
     type=click.IntRange(1),
     default=None,
-    help="Connections one client address (one uid on a unix socket) may have served at once. "
+    help="Connections one peer may have served at once: a local user (by uid, over a unix socket "
+    "or loopback TCP) or a remote address (IPv6: its /64). "
     "Default: three quarters of --max-connections.",
 )
 @click.option(

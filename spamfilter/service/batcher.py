@@ -50,6 +50,7 @@ class _Waiting:
     raw: bytes
     result: asyncio.Future[Tagged]
     user: str = ""
+    explain: bool = True  # False: the reply shows no explanation, so none is computed
 
 
 class MicroBatcher:
@@ -88,12 +89,14 @@ class MicroBatcher:
         """Use another model from the next batch on (the running batch keeps the one it has)."""
         self.scorer = scorer
 
-    async def tag(self, raw: bytes, user: str = "") -> Tagged:
+    async def tag(self, raw: bytes, user: str = "", explain: bool = True) -> Tagged:
         """The message tagged as ``filter --format email`` tags it (by ``user``'s head where that
         user has one); on a model error it comes back unchanged with ``error`` set. Raises nothing
-        of the model's."""
+        of the model's. ``explain=False`` for a reply that shows no explanation (spamd's CHECK and
+        SYMBOLS): an explanation costs tens of classifications, and a client must not be able to
+        make the model worker spend that on answers that throw it away."""
         result: asyncio.Future[Tagged] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Waiting(raw, result, user))
+        await self._queue.put(_Waiting(raw, result, user, explain))
         return await result
 
     async def _collect(self) -> None:
@@ -120,13 +123,24 @@ class MicroBatcher:
             scorer = self.scorer
             assert scorer is not None, "the batcher starts once a model is loaded"
             outcomes = await loop.run_in_executor(
-                self._worker, self._run, scorer, [waiting.raw for waiting in batch], [w.user for w in batch]
+                self._worker,
+                self._run,
+                scorer,
+                [waiting.raw for waiting in batch],
+                [w.user for w in batch],
+                [w.explain for w in batch],
             )
             for waiting, outcome in zip(batch, outcomes, strict=True):
                 if not waiting.result.done():
                     waiting.result.set_result(outcome)
 
-    def _run(self, scorer: Scorer, raws: list[bytes], users: list[str] | None = None) -> list[Tagged]:
+    def _run(
+        self,
+        scorer: Scorer,
+        raws: list[bytes],
+        users: list[str] | None = None,
+        explains: list[bool] | None = None,
+    ) -> list[Tagged]:
         """On the worker thread: never raises; a failed batch comes back untagged, with the reason."""
         started = time.perf_counter()
         windows_before = getattr(scorer, "windows_scored", 0)  # a Classifier counts its windows
@@ -145,11 +159,14 @@ class MicroBatcher:
                 raise ValueError("the model answered a P(spam) that is not a number")
             decisions = [decision.for_model(head.threshold) if head else decision for head in found]
             outcomes: list[Tagged] = []
-            for text, raw, p, chosen, head in zip(texts, raws, probabilities, decisions, found, strict=True):
+            wanted = explains or [True] * len(raws)
+            for text, raw, p, chosen, head, explain in zip(
+                texts, raws, probabilities, decisions, found, wanted, strict=True
+            ):
                 # Explained alone (its phrases never depend on the batch), by the shared model:
                 # a message scored by a user's head goes without one.
                 verdict = chosen.verdict(float(p))
-                explanation = None if head else explanation_for(scorer, chosen, verdict, text)
+                explanation = None if head or not explain else explanation_for(scorer, chosen, verdict, text)
                 tagged = tagged_message(raw, float(p), chosen, explanation)
                 outcomes.append(Explained(tagged.message, tagged.verdict, tagged.error, explanation))
         except Exception as error:  # the model failed: every message goes back unchanged

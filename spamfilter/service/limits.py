@@ -1,9 +1,9 @@
 """Bounds on what any one peer can take from the service: connection slots shared out per peer, and
 the connections that have not yet said anything.
 
-A peer is a TCP address, or for a unix socket the connecting process's uid (``SO_PEERCRED``). A
-connection is *pending* until its first line (spamd) or first packet (milter) has arrived: it holds
-no slot, waits at most ``first_line_seconds``, and when a peer (or everyone together) keeps too many
+A peer is what :func:`.peers.peer_key` names: a local user, or a remote address. A connection is
+*pending* until its first line (spamd) or first packet (milter) has arrived: it holds no slot,
+waits at most ``first_line_seconds``, and when a peer (or everyone together) keeps too many
 pending, the oldest is closed. So idle connections, however many, never keep a client that speaks
 at once from being served.
 """
@@ -11,44 +11,23 @@ at once from being served.
 from __future__ import annotations
 
 import asyncio
-import socket
-import struct
 from collections import OrderedDict
-from typing import Any, Protocol
+from typing import Protocol
 
 FIRST_LINE_SECONDS = 5.0  # spamc, Exim and MTAs send their first line at once (TLS: after the handshake)
 PENDING_PER_SLOT = 2  # idle connections one peer may keep, per connection slot, before its oldest goes
 MIN_PENDING = 32  # however few the slots: clients that connect at once are not closed as idle
-_UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
 class _Transport(Protocol):
     def abort(self) -> None: ...
 
 
-def peer_credentials(sock: Any) -> tuple[int, int] | None:
-    """(uid, gid) of the process at the other end of a unix socket, or None (TCP, or unknown)."""
-    if sock is None or getattr(sock, "family", None) != socket.AF_UNIX:
-        return None
-    try:
-        _pid, uid, gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
-    except (OSError, AttributeError, struct.error):
-        return None
-    return uid, gid
-
-
-def peer_key(peer: object, sock: Any) -> str:
-    """Who a connection counts against: its address over TCP, its uid over a unix socket."""
-    if isinstance(peer, tuple) and peer:
-        return str(peer[0])
-    credentials = peer_credentials(sock)
-    return f"uid {credentials[0]}" if credentials is not None else "unix socket"
-
-
 class Slots:
     """``total`` connections served at once, at most ``per_peer`` of them from one peer. A
-    connection over either bound waits for a slot (``acquire``), up to ``waiters`` of them at once;
-    or is refused at once (``try_acquire``)."""
+    connection over either bound waits for a slot (``acquire``), up to ``waiters`` of them at once
+    and ``per_peer`` of them from one peer (so one peer cannot take every waiting place either); or
+    is refused at once (``try_acquire``)."""
 
     def __init__(self, total: int, per_peer: int, waiters: int) -> None:
         self.total = total
@@ -75,6 +54,8 @@ class Slots:
         if self.try_acquire(peer):
             return True
         if len(self._queue) >= self.waiters:
+            return False
+        if sum(waiter == peer for waiter, _ in self._queue) >= self.per_peer:
             return False
         entry = (peer, asyncio.get_running_loop().create_future())
         self._queue.append(entry)

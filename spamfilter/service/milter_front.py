@@ -11,9 +11,9 @@ from ..errors import first_line
 from ..pipeline import Tagged
 from .batcher import MicroBatcher
 from .door import Door
-from .limits import peer_key
 from .milter import MilterError, Packet, milter_session, read_packet
 from .observe import Metrics
+from .peers import peer_key
 from .settings import ServiceSettings
 
 MILTER_PACKET_FACTOR = 10  # inside a message an MTA sends within 10x --timeout (Postfix: 300 s)

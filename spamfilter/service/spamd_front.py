@@ -20,12 +20,13 @@ from . import protocol
 from .batcher import MicroBatcher
 from .door import Door, Writer
 from .learning import Teaching
-from .limits import peer_key
 from .observe import Metrics
+from .peers import peer_key
 from .settings import ServiceSettings
 from .tls import TlsWriter
 
 LINGER_SECONDS = 2.0  # how long a refused request's rest is read and dropped before closing
+UNEXPLAINED = frozenset({"CHECK", "SYMBOLS"})  # replies that show no explanation: none is computed
 
 
 class SpamdFrontEnd:
@@ -133,7 +134,7 @@ class SpamdFrontEnd:
         if not request.message.strip():
             error = protocol.unavailable(EMPTY_MESSAGE)
             return error.reply(), "error", error.text
-        outcome = await self.batcher.tag(request.message, request.user)
+        outcome = await self.batcher.tag(request.message, request.user, request.command not in UNEXPLAINED)
         verdict = outcome.verdict
         if outcome.error is not None or verdict is None:
             error = protocol.unavailable(outcome.error or "not classified")

@@ -1,0 +1,87 @@
+"""Who a connection counts against: a local user by uid however many loopback addresses they use
+(the kernel tells the owner of the client's socket), a remote IPv6 host by its /64."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+
+import pytest
+from support import as_unprivileged_user, unavailable
+
+from spamfilter.service.peers import loopback_owner, peer_key
+
+
+def accepted_from(server: socket.socket, source: str) -> tuple[socket.socket, socket.socket]:
+    client = socket.create_connection(server.getsockname()[:2], timeout=10, source_address=(source, 0))
+    conn, _ = server.accept()
+    return client, conn
+
+
+def test_loopback_addresses_of_one_user_are_one_peer() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        ends = [accepted_from(server, f"127.0.0.{last}") for last in (1, 2, 77)]
+        try:
+            keys = {peer_key(conn.getpeername(), conn) for _, conn in ends}
+        finally:
+            for pair in ends:
+                for sock in pair:
+                    sock.close()
+    assert keys == {f"uid {os.getuid()}"}
+
+
+def test_a_dual_stack_listener_sees_the_same_user() -> None:
+    if not socket.has_dualstack_ipv6():
+        unavailable("no dual-stack IPv6 here")
+    with socket.create_server(("::", 0), family=socket.AF_INET6, dualstack_ipv6=True) as server:
+        client = socket.create_connection(("127.0.0.1", server.getsockname()[1]), timeout=10)
+        conn, peer = server.accept()
+        with client, conn:
+            assert peer[0].startswith("::ffff:127.")
+            assert peer_key(peer, conn) == f"uid {os.getuid()}"
+
+
+def test_another_local_user_is_another_peer() -> None:
+    if os.geteuid() != 0:
+        unavailable("needs root to connect as another local user")
+    python = shutil.which("python3", path="/usr/bin:/bin")
+    assert python is not None
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        probe = f"import socket; s = socket.create_connection(('127.0.0.1', {port})); s.recv(1)"
+        client = subprocess.Popen([*as_unprivileged_user(), python, "-c", probe])
+        conn, peer = server.accept()
+        with conn:
+            try:
+                key = peer_key(peer, conn)
+                server_side = loopback_owner(conn.getsockname(), peer)  # the server's end: root's
+            finally:
+                conn.sendall(b"x")
+                client.wait(timeout=30)
+    assert key == "uid 65534" and server_side == 0
+
+
+def test_a_closed_connection_falls_back_to_one_loopback_peer() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        client, conn = accepted_from(server, "127.0.0.9")
+        peer, local = conn.getpeername(), conn.getsockname()
+        client.close()
+        conn.close()
+    # Both ends gone: the kernel knows no such socket, and the key does not name an address.
+    assert loopback_owner(peer, local) is None
+    assert peer_key(peer, None) == "loopback"
+
+
+@pytest.mark.parametrize(
+    ("address", "key"),
+    [
+        ("192.0.2.7", "192.0.2.7"),
+        ("2001:db8:1:2::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff:1:2:3", "2001:db8:1:2::/64"),
+        ("::ffff:192.0.2.7", "192.0.2.7"),
+    ],
+)
+def test_remote_peers(address: str, key: str) -> None:
+    assert peer_key((address, 25), None) == key
