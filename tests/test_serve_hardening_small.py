@@ -1,13 +1,18 @@
-"""The smaller hardening items: the metrics listener follows --allow, a Content-length with too
-many digits is a protocol error (76), and SIGTERM with idle connections open exits at once."""
+"""The smaller hardening items: the metrics listener follows --allow and keeps few idle
+connections, a Content-length with too many digits is a protocol error (76), and SIGTERM with idle
+connections open exits at once."""
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
+import time
 from pathlib import Path
 
 from support.spamd_server import Server, request
+
+from spamfilter.service.observe import HTTP_WAITING
 
 
 def http_get(host_port: str, path: str, source: str) -> bytes:
@@ -28,6 +33,30 @@ def test_the_metrics_listener_follows_allow(trained_model: Path) -> None:
         assert http_get(server.metrics, "/health", "127.0.0.1").startswith(b"HTTP/1.0 200 OK")
         assert http_get(server.metrics, "/health", "127.0.0.2") == b""  # closed before a byte is read
         server.wait_for_log("refused metrics connection from 127.0.0.2")
+
+
+def open_sockets(pid: int) -> int:
+    fds = Path(f"/proc/{pid}/fd")
+    return sum(1 for fd in fds.iterdir() if os.readlink(fd).startswith("socket:"))
+
+
+def test_idle_metrics_connections_are_bounded(trained_model: Path) -> None:
+    """Connections that never send their request were each kept 30 s (--timeout): a few thousand
+    used up the service's file descriptors, and spamc's connections with them. At most
+    HTTP_WAITING are kept, the oldest closed first; a scrape still gets its answer."""
+    with Server(trained_model, "--metrics", "127.0.0.1:0") as server:
+        host, _, port = server.metrics.rpartition(":")
+        before = open_sockets(server.process.pid)
+        idle = [socket.create_connection((host, int(port)), timeout=30) for _ in range(200)]
+        try:
+            time.sleep(1)
+            held = open_sockets(server.process.pid) - before
+            assert held <= HTTP_WAITING, held
+            assert idle[0].recv(10) == b""  # the oldest was closed
+            assert http_get(server.metrics, "/health", "127.0.0.1").startswith(b"HTTP/1.0 200 OK")
+        finally:
+            for conn in idle:
+                conn.close()
 
 
 def test_a_content_length_with_thousands_of_digits_is_76(trained_model: Path) -> None:

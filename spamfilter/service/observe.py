@@ -26,9 +26,15 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ..errors import UsageError
+from .limits import FIRST_LINE_SECONDS, Pending
+from .peers import peer_key
 
 LOGGER_NAME = "spamfilter.serve"
 _MAX_HTTP_HEAD = 8192
+# Connections to the metrics listener still waiting for their request (a scraper sends it at once):
+# beyond these the oldest is closed, so that idle ones cannot use up the process's descriptors.
+HTTP_WAITING = 32
+HTTP_WAITING_PER_PEER = 16
 
 
 def setup_logging(syslog_address: str | None = None) -> logging.Logger:
@@ -169,13 +175,20 @@ class HttpEndpoint:
         self.health = health  # updated in place by the service (model, variant, provider)
         self.timeout = timeout
         self.refused = refused
+        self.waiting = Pending(HTTP_WAITING, HTTP_WAITING_PER_PEER)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.refused(writer.get_extra_info("peername")):
+        peer = writer.get_extra_info("peername")
+        if self.refused(peer):
             writer.transport.abort()
             return
+        token, _closed = self.waiting.add(peer_key(peer, writer.get_extra_info("socket")), writer.transport)
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.timeout)
+            try:
+                read = reader.readuntil(b"\r\n\r\n")
+                head = await asyncio.wait_for(read, min(self.timeout, FIRST_LINE_SECONDS))
+            finally:
+                self.waiting.discard(token)
             method, _, rest = head.decode("latin-1").partition(" ")
             path = rest.split(" ", 1)[0].split("?", 1)[0]
             if method not in ("GET", "HEAD"):
