@@ -244,6 +244,93 @@ class Kept:
 # --------------------------------------------------------------------------- spamfilter
 
 
+class Taught(HeadFilter):
+    """``learn``'s own rule (``spamfilter.head.teach``) instead of one retrain: every message fed
+    back so far is a correction weighing a training message of its class (shared among its
+    windows), and all their weights double until each one scores on its side of the threshold by
+    ``LEARNT_MARGIN`` (at most ``MAX_DOUBLINGS`` times), as ``spamfilter learn`` and the service's
+    corrections retrain a head. Every update starts from the trained head."""
+
+    def __init__(self, inner: HeadFilter) -> None:
+        self.__dict__.update(inner.__dict__)
+        self.messages: list[int] = []
+        self.message_labels: list[int] = []
+        self.scales: list[float] = []
+
+    def learn(self, indexes: Sequence[int], labels: Sequence[int]) -> None:
+        from spamfilter.head import Anchor, Head, teach
+
+        self.messages.extend(indexes)
+        self.message_labels.extend(labels)
+        rows = [self.windows_of[m] for m in self.messages]
+        owners = np.repeat(np.arange(len(rows)), [len(r) for r in rows])
+        y = np.repeat(np.asarray(self.message_labels, dtype=np.int64), [len(r) for r in rows])
+        taught = teach(
+            Head(*self.start),
+            self.features[np.concatenate(rows)],
+            y,
+            self.threshold,
+            Anchor(self.trained.features, self.trained.labels, self.trained.weights),
+            owners=owners,
+            base_weights=self.class_weight[y],
+        )
+        self.scales.append(taught.scale)
+        self.weight = taught.head.weight.astype(np.float64)
+        self.bias = taught.head.bias.astype(np.float64)
+
+
+class Retrained:
+    """The whole model trained again, every ``every`` messages, on the past's training split and
+    every message replayed so far (the past's validation split stays the validation): what a mail
+    server that retrains each night on its users' mail would run. Each model scores the messages
+    up to the next retrain (fp32, every window, as ``filter`` scores), with its own threshold."""
+
+    def __init__(
+        self, raws: list[bytes], labels: np.ndarray, past: np.ndarray, replayed: np.ndarray, every: int
+    ) -> None:
+        self.raws, self.labels, self.every = raws, labels, every
+        self.train_part, self.validation = past_split(past)
+        self.replayed = list(replayed)
+        self.seen: list[int] = []
+        self.folder = OUT / f"retrained-{every}"
+        self.train_seconds: list[float] = []
+        self._load(OUT / "model")
+
+    def _load(self, model: Path) -> None:
+        from spamfilter.runtime import Classifier
+
+        self.classifier = Classifier.load(model, variant="fp32")
+        self.threshold = self.classifier.threshold
+
+    def score(self, indexes: Sequence[int]) -> np.ndarray:
+        from spamfilter.mail import extract_text
+
+        return np.asarray(self.classifier.spam_probability([extract_text(self.raws[i]) for i in indexes]))
+
+    def learn(self, indexes: Sequence[int], labels: Sequence[int]) -> None:
+        from spamfilter.data import Splits
+        from spamfilter.mail import extract_text
+
+        self.seen.extend(indexes)
+        if len(self.seen) % self.every or len(self.seen) == len(self.replayed):
+            return
+        out = self.folder / f"after-{len(self.seen)}"
+        if not (out / "spamfilter.json").is_file():
+
+            def frame(chosen: np.ndarray) -> pd.DataFrame:
+                texts = [extract_text(self.raws[i]) for i in chosen]
+                return pd.DataFrame({"Label": self.labels[chosen], "Text": texts})
+
+            train = np.concatenate([self.train_part, np.asarray(self.seen, dtype=np.int64)])
+            validation = frame(self.validation)
+            # the test split is not used for anything here: the validation split stands in
+            _, seconds = train_row(
+                MAIL, Splits(frame(train), validation, validation), out, model=str(shape_file(OUT))
+            )
+            self.train_seconds.append(seconds)
+        self._load(out)
+
+
 class Frozen:
     """A filter that is never updated: the batch figure over the same order."""
 
@@ -363,7 +450,12 @@ def run_one(
     trunk_seconds = 0.0  # spamfilter's pass through the trunk, done once before its replays
     source = name
     start = 0  # where in the replay this run starts (a resumed SpamAssassin run)
-    if name.startswith("spamfilter"):
+    if name == "spamfilter-retrained":
+        if model is None:
+            raise SystemExit("spamfilter-retrained needs the finished model (not --from-state)")
+        online = Retrained(raws, labels, past, replayed, args.retrain_every)
+        interval = args.retrain_every
+    elif name.startswith("spamfilter"):
         trainer = retrain_anchored if args.head == "package" else fit_head_newton
         if model is None:
             state = OUT / "model" / "training-state.pt"
@@ -372,6 +464,8 @@ def run_one(
         else:
             inner, trunk_seconds = spamfilter_filter(model, raws, replayed, trainer)
             source = str(model)
+        if args.head == "teach":
+            inner = Taught(inner)
         online = Frozen(inner) if name == "spamfilter-batch" else inner
         if name == "spamfilter-batch":
             interval = len(replayed)
@@ -482,9 +576,19 @@ FILTERS = (
     "spamfilter",
     "spamfilter-batched",
     "spamfilter-errors",
+    "spamfilter-retrained",
     "bogofilter",
     "spamassassin",
 )
+
+
+HEADS = ("package", "newton", "teach")
+_HEAD_ROWS = ("spamfilter", "spamfilter-batched", "spamfilter-errors")  # the rows a head retrain changes
+
+
+def row_name(name: str, head: str) -> str:
+    """A filter's row (and cache file): the head retrain named where it is not the package's."""
+    return f"{name}+{head}" if name in _HEAD_ROWS and head != "package" else name
 
 
 def main() -> None:
@@ -504,9 +608,16 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=195, help="messages per point of the learning curve")
     parser.add_argument(
         "--head",
-        choices=("package", "newton"),
+        choices=HEADS,
         default="package",
-        help="spamfilter's head retrain: the package's (spamfilter.head) or plain Newton",
+        help="spamfilter's head retrain: the package's (spamfilter.head), plain Newton, or learn's "
+        "rule (teach: weights doubled until every label is learnt)",
+    )
+    parser.add_argument(
+        "--retrain-every",
+        type=int,
+        default=390,
+        help="spamfilter-retrained: the whole model trained again after every N messages",
     )
     parser.add_argument("--fresh", action="store_true", help="replay the filters asked for again")
     parser.add_argument("--train-only", action="store_true")
@@ -535,17 +646,18 @@ def main() -> None:
     if args.train_only:
         return
     for name in wanted:  # one file per filter: filters may be replayed by separate runs at once
-        cache = OUT / f"{name}.json"
+        row = row_name(name, args.head)
+        cache = OUT / f"{row}.json"
         if cache.is_file() and not args.fresh:
             continue
-        print(f"replaying {name} ...", flush=True)
-        cache.write_text(json.dumps(run_one(name, args, raws, labels, past, replayed, model)))
+        print(f"replaying {row} ...", flush=True)
+        result = run_one(name, args, raws, labels, past, replayed, model)
+        cache.write_text(json.dumps({**result, "name": row}))
+    rows = [row_name(name, head) for name in FILTERS for head in HEADS]
     done = {
-        name: json.loads((OUT / f"{name}.json").read_text())
-        for name in FILTERS
-        if (OUT / f"{name}.json").is_file()
+        row: json.loads((OUT / f"{row}.json").read_text()) for row in rows if (OUT / f"{row}.json").is_file()
     }
-    results = [done[name] for name in FILTERS if name in done]
+    results = [done[row] for row in dict.fromkeys(rows) if row in done]
     print(table(results))
     curves = {
         r["name"]: learning_curve(
