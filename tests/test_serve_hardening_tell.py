@@ -8,12 +8,16 @@ import asyncio
 import contextlib
 import logging
 import os
+import pwd
+import shutil
 import socket
+import subprocess
 import threading
 from pathlib import Path
 
 import pytest
 from conftest import make_email
+from support import as_unprivileged_user, unavailable
 from support.spamd_server import Server, request, spamd_request
 
 from spamfilter.corrections import Corrections, Quota, QuotaExceeded
@@ -164,3 +168,41 @@ def test_counting_waiting_corrections_runs_off_the_event_loop(
     _reply, outcome, _detail = asyncio.run(teaching.tell(told, Writer()))
     assert outcome == "ok" and len(list(Corrections(tmp_path))) == 1
     assert threads and all(thread is not threading.main_thread() for thread in threads)
+
+
+SEND_AS_ANOTHER_USER = """
+import socket, sys
+with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=60) as conn:
+    conn.sendall(bytes.fromhex(sys.argv[2]))
+    conn.shutdown(socket.SHUT_WR)
+    sys.stdout.write(conn.recv(4096).hex())
+"""
+
+
+def reply_to_another_user(port: int, data: bytes) -> bytes:
+    """The service's reply to ``data`` sent over loopback TCP by user nobody."""
+    if os.geteuid() != 0:
+        unavailable("needs root to connect as another local user")
+    python = shutil.which("python3", path="/usr/bin:/bin")  # root's own Python may be private
+    assert python is not None
+    command = [*as_unprivileged_user(), python, "-c", SEND_AS_ANOTHER_USER, str(port), data.hex()]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
+    return bytes.fromhex(done.stdout)
+
+
+def test_a_local_user_teaches_only_its_own_head(model_copy: Path) -> None:
+    """Every local user may connect from 127.0.0.1, as the MTA and IMAPSieve do: with --per-user,
+    one outside --tell-users telling `spamc -u alice -L ham` about a spam campaign decided what
+    alice was let through. Such a user now teaches its own account's head only; root (in
+    --tell-users by default) still teaches anyone's."""
+    message = make_email("campaign", "Cheap meds, click here now.")
+    nobody = pwd.getpwnam("nobody")
+    with Server(model_copy, "--allow-tell", "--per-user", "--learn-after", "0") as server:
+        told = spamd_request("TELL", message, Message_class="ham", Set="local", User="alice")
+        refused = reply_to_another_user(server.port, told)
+        expected = f"SPAMD/1.0 77 TELL refused: uid {nobody.pw_uid} may teach only its own".encode()
+        assert refused.startswith(expected), refused
+        own = spamd_request("TELL", message, Message_class="ham", Set="local", User=nobody.pw_name)
+        assert reply_to_another_user(server.port, own).startswith(b"SPAMD/1.1 0 EX_OK")
+        assert request(server.address, told).startswith(b"SPAMD/1.1 0 EX_OK")  # root, as the test
+        server.wait_for_log("may teach only its own user's head, not 'alice'")

@@ -22,10 +22,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import pwd
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +43,7 @@ from ..user_heads import (
 )
 from . import protocol
 from .access import peer_allowed
-from .peers import peer_credentials, peer_key
+from .peers import peer_credentials, peer_identity
 from .retrains import RetrainQueue, Scheduled
 from .settings import UserLimits
 
@@ -203,6 +205,31 @@ class UserLearning:
         self._worker.shutdown(wait=True)
 
 
+@dataclass(frozen=True)
+class Teacher:
+    """Who sent a TELL. ``key``: as the quota counts them (a local user by uid, however many
+    loopback addresses they use; a remote host by address); ``named``: as --tell-allow names them;
+    ``allowed``: may teach at all; ``privileged``: may teach any user's head (a host of a
+    --tell-allow network, or a local user in --tell-users), where any other local user (who may
+    bind 127.0.0.1 as well as the MTA) teaches only the head of its own account, ``account``."""
+
+    key: str
+    named: str
+    allowed: bool
+    privileged: bool
+    account: str | None
+
+    def may_teach(self, user: str) -> bool:
+        return self.privileged or (self.account is not None and user == self.account)
+
+
+def _account(uid: int) -> str | None:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return None
+
+
 class Teaching:
     """TELL (spamc -L spam|ham|forget): who may teach, the corrections kept, and the shared
     retrain they start (a ``spamfilter learn --retrain`` process, loaded as SIGHUP would); a TELL
@@ -222,19 +249,31 @@ class Teaching:
         self._retraining: asyncio.Task[None] | None = None
         self._failed_with: int | None = None  # corrections pending when the last retrain failed
 
-    def _teacher(self, writer: Any) -> tuple[str, str, bool]:
-        """Who is telling as the quota counts them (a local user by uid, however many loopback
-        addresses they use; a remote host by address), as --tell-allow names them (the address),
-        and whether they may."""
+    def _teacher(self, writer: Any) -> Teacher:
         peer = writer.get_extra_info("peername")
+        sock = writer.get_extra_info("socket")
         if isinstance(peer, tuple) and peer:
             allowed = peer_allowed(peer, self.settings.tell_allow)
-            return peer_key(peer, writer.get_extra_info("socket")), str(peer[0]), allowed
-        credentials = peer_credentials(writer.get_extra_info("socket"))
+            key, uid = peer_identity(peer, sock)
+            if uid is not None:  # a local user over loopback TCP
+                return Teacher(key, str(peer[0]), allowed, self._privileged(uid, None), _account(uid))
+            local = key == "loopback"  # a local client the kernel could not name: no one's head
+            return Teacher(key, str(peer[0]), allowed, allowed and not local, None)
+        credentials = peer_credentials(sock)
         if credentials is None:
-            return "an unknown unix peer", "an unknown unix peer", False
+            return Teacher("an unknown unix peer", "an unknown unix peer", False, False, None)
         uid, gid = credentials
-        return f"uid {uid}", f"uid {uid}", uid in self.settings.tell_uids or gid in self.settings.tell_gids
+        privileged = self._privileged(uid, gid)
+        return Teacher(f"uid {uid}", f"uid {uid}", privileged, privileged, _account(uid))
+
+    def _privileged(self, uid: int, gid: int | None) -> bool:
+        """In --tell-users (default: root and the service's own user): may teach any user's head."""
+        if gid is None:  # over TCP the kernel names the uid only: its primary group stands for it
+            try:
+                gid = pwd.getpwuid(uid).pw_gid
+            except KeyError:
+                gid = None
+        return uid in self.settings.tell_uids or (gid is not None and gid in self.settings.tell_gids)
 
     async def tell(self, request: protocol.Request, writer: Any) -> tuple[bytes, str, str]:
         """File the message under corrections/ (Set: local) or take it out (Remove: local); remote
@@ -242,20 +281,27 @@ class Teaching:
         if self.settings.corrections is None:
             error = protocol.unavailable("TELL commands are not enabled, set the --allow-tell switch.")
             return error.reply(), "error", error.text
-        teacher, named, allowed = self._teacher(writer)
-        if not allowed:
-            detail = f"TELL refused: {named} is not allowed to teach (--tell-allow, --tell-users)"
+        teacher = self._teacher(writer)
+        if not teacher.allowed:
+            detail = f"TELL refused: {teacher.named} is not allowed to teach (--tell-allow, --tell-users)"
             self.log.warning("%s", detail)
             return protocol.error_reply(protocol.EX_NOPERM, detail), "refused", detail
         sets, removes = protocol.tell_targets(request)
         corrections = Corrections(self.settings.corrections)
         label = 1 if request.headers.get("message-class", "").lower() == "spam" else 0
         if request.user and self.users is not None:
+            if not teacher.may_teach(request.user):
+                detail = (
+                    f"TELL refused: {teacher.key} may teach only its own user's head, not "
+                    f"{request.user[:40]!r} (--tell-users names who may teach any user's)"
+                )
+                self.log.warning("%s", detail)
+                return protocol.error_reply(protocol.EX_NOPERM, detail), "refused", detail
             return await self._tell_user(request.user, request.message, label, sets, removes)
         loop = asyncio.get_running_loop()
         did_set, did_remove = [], []
         try:
-            add = functools.partial(corrections.add, teacher=teacher, quota=self.settings.tell_quota)
+            add = functools.partial(corrections.add, teacher=teacher.key, quota=self.settings.tell_quota)
             if "local" in sets and await loop.run_in_executor(None, add, request.message, label):
                 did_set.append("local")
             if "local" in removes and await loop.run_in_executor(None, corrections.remove, request.message):

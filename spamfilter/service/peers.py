@@ -40,21 +40,26 @@ def peer_credentials(sock: Any) -> tuple[int, int] | None:
 def peer_key(peer: object, sock: Any) -> str:
     """Who a connection counts against: a uid (a unix socket, or loopback TCP whose owner the kernel
     tells), ``loopback`` (where it does not), the /64 of a remote IPv6 address, or the address."""
+    return peer_identity(peer, sock)[0]
+
+
+def peer_identity(peer: object, sock: Any) -> tuple[str, int | None]:
+    """``peer_key``'s name, and the uid of a local peer (None: remote, or unknown)."""
     if isinstance(peer, tuple) and peer:
         try:
             address = ipaddress.ip_address(str(peer[0]).split("%")[0])
         except ValueError:
-            return str(peer[0])
+            return str(peer[0]), None
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
             address = address.ipv4_mapped
         if address.is_loopback:
             uid = loopback_owner(peer, getattr(sock, "getsockname", lambda: None)())
-            return f"uid {uid}" if uid is not None else "loopback"
+            return (f"uid {uid}", uid) if uid is not None else ("loopback", None)
         if isinstance(address, ipaddress.IPv6Address):
-            return str(ipaddress.IPv6Network((address, 64), strict=False))
-        return str(address)
+            return str(ipaddress.IPv6Network((address, 64), strict=False)), None
+        return str(address), None
     credentials = peer_credentials(sock)
-    return f"uid {credentials[0]}" if credentials is not None else "unix socket"
+    return (f"uid {credentials[0]}", credentials[0]) if credentials is not None else ("unix socket", None)
 
 
 def loopback_owner(peer: tuple[Any, ...], local: object) -> int | None:
