@@ -180,8 +180,13 @@ def _filter_folder(job: FilterJob, terminal: Terminal, source: Path) -> int:
 def _pipeline_mode(source: BinaryIO, sink: BinaryIO, job: FilterJob, terminal: Terminal) -> int:
     """One message: fail-safe like spamc (``pipeline.tag_message``). On any failure the original
     bytes go out unchanged and the exit code is 0; with ``strict`` nothing goes out and the exit
-    code is 75, so that the mail system keeps the message and retries."""
-    from .pipeline import deliver, tag_message
+    code is 75, so that the mail system keeps the message and retries.
+
+    Only the first ``PIPELINE_SIZE_CAP`` bytes are held (what the model reads of it): the rest of a
+    larger message is copied through after its tagged beginning, so a message of gigabytes costs
+    no more memory than one of 512 KiB (spamc streams what it does not send, too). Headers that
+    do not end within those bytes leave the message untagged."""
+    from .pipeline import Tagged, deliver, tag_message
     from .runtime import Classifier
 
     def load() -> Classifier:
@@ -190,14 +195,48 @@ def _pipeline_mode(source: BinaryIO, sink: BinaryIO, job: FilterJob, terminal: T
             job.user
         )
 
-    outcome = tag_message(source.read(), load, job.decision)
+    cap = formats.PIPELINE_SIZE_CAP
+    beginning = _read_up_to(source, cap + 1)
+    more = len(beginning) > cap
+    if more and b"\n\n" not in beginning and b"\n\r\n" not in beginning:
+        outcome = Tagged(beginning, error=f"the header block is over {cap} bytes")
+    else:
+        outcome = tag_message(beginning, load, job.decision)  # reads the first ``cap`` bytes
     if outcome.error is not None and job.strict:
         terminal.say(f"message not tagged, exit 75 to retry later: {outcome.error}")
     else:
         if outcome.error is not None:
             terminal.say(f"message passed through untagged: {outcome.error}")
         deliver(sink, outcome.message)  # DeliveryError (exit 75) if it cannot be written
+        if more:
+            _deliver_rest(source, sink)
     return outcome.exit_code(job.strict, job.verdict_exit)
+
+
+def _read_up_to(source: BinaryIO, size: int) -> bytes:
+    """At most ``size`` bytes: fewer only at the end of the input (a pipe gives what it has)."""
+    chunks, left = [], size
+    while left and (chunk := source.read(left)):
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _deliver_rest(source: BinaryIO, sink: BinaryIO) -> None:
+    """The rest of a large message, copied through in chunks; unreadable, it is not all written:
+    exit 75, so that the mail system keeps it and retries."""
+    from .pipeline import DeliveryError, deliver
+
+    while True:
+        try:
+            chunk = source.read(1 << 20)
+        except OSError as error:
+            raise DeliveryError(
+                f"cannot read the rest of the message ({error.strerror or error}); exit 75 to retry"
+            ) from None
+        if not chunk:
+            return
+        deliver(sink, chunk)
 
 
 def _filter_with_ray(job: FilterJob, terminal: Terminal) -> int:

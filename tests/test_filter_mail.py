@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -112,6 +116,53 @@ def test_pipeline_mode_keeps_a_huge_message_whole(trained_model: Path) -> None:
     score = re.compile(rb"score=([0-9.]+)")
     assert score.search(again.stdout_bytes).group(1) == score.search(result.stdout_bytes).group(1)  # type: ignore[union-attr]
     assert remove_spam_headers(again.stdout_bytes) == tail_spam
+
+
+def test_pipeline_mode_streams_what_the_model_does_not_read(trained_model: Path) -> None:
+    """A 300 MB message (an MTA's pipe transport hands over whatever it was sent) was read whole
+    and copied while tagged: the process grew by about three times its size. Only its first
+    512 KiB are held now; the rest is copied through, every byte."""
+    head = make_email("big", HAM_TEXT + "\n")
+    chunk = b"x" * 1023 + b"\n"
+    count = 300 * 1024  # 300 MiB of body
+    command = [sys.executable, "-m", "spamfilter", "filter", "-m", str(trained_model), "--format", "email"]
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert process.stdin is not None and process.stdout is not None
+
+    def feed() -> None:
+        assert process.stdin is not None
+        process.stdin.write(head)
+        for _ in range(count):
+            process.stdin.write(chunk)
+        process.stdin.close()
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    digest, size, first, peak_kib = hashlib.sha256(), 0, b"", 0
+    while block := process.stdout.read(1 << 20):
+        first = first or block
+        digest.update(block)
+        size += len(block)
+        # The process's own peak (its rusage would count the test's memory it was forked from).
+        status = Path(f"/proc/{process.pid}/status").read_text()
+        peak_kib = int(status.split("VmHWM:")[1].split()[0]) if "VmHWM:" in status else peak_kib
+    feeder.join()
+    process.stdout.close()
+    assert process.wait(timeout=60) == 0
+    assert first.startswith(b"X-Spam-") and remove_spam_headers(first)[: len(head)] == head
+    tagged_head = first[: first.index(head)] + head
+    expected = hashlib.sha256(tagged_head)
+    for _ in range(count):
+        expected.update(chunk)
+    assert (size, digest.hexdigest()) == (len(tagged_head) + count * len(chunk), expected.hexdigest())
+    assert 0 < peak_kib / 1024 < 300, f"peak {peak_kib / 1024:.0f} MiB for a 300 MiB message"
+
+
+def test_pipeline_mode_passes_a_message_with_endless_headers_untagged(trained_model: Path) -> None:
+    message = b"Subject: padded\n" + b"X-Pad: " + b"p" * 600_000 + b"\n\nHello\n"
+    result = run(["filter", "--model", str(trained_model), "--format", "email"], message)
+    assert result.exit_code == 0 and result.stdout_bytes == message
+    assert "the header block is over 524288 bytes" in result.stderr
 
 
 def test_bytes_before_the_first_from_line_pass_through_and_are_counted(trained_model: Path) -> None:
