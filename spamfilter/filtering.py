@@ -186,7 +186,7 @@ def _pipeline_mode(source: BinaryIO, sink: BinaryIO, job: FilterJob, terminal: T
     larger message is copied through after its tagged beginning, so a message of gigabytes costs
     no more memory than one of 512 KiB (spamc streams what it does not send, too). Headers that
     do not end within those bytes leave the message untagged."""
-    from .pipeline import Tagged, deliver, tag_message
+    from .pipeline import deliver, tag_message
     from .runtime import Classifier
 
     def load() -> Classifier:
@@ -199,9 +199,13 @@ def _pipeline_mode(source: BinaryIO, sink: BinaryIO, job: FilterJob, terminal: T
     beginning = _read_up_to(source, cap + 1)
     more = len(beginning) > cap
     if more and b"\n\n" not in beginning and b"\n\r\n" not in beginning:
-        outcome = Tagged(beginning, error=f"the header block is over {cap} bytes")
-    else:
-        outcome = tag_message(beginning, load, job.decision)  # reads the first ``cap`` bytes
+        # Never taggable, so never deferred (--strict too): a retry would meet the same headers.
+        # spamc passes a message over its -s through the same way.
+        terminal.say(f"message passed through untagged: the header block is over {cap} bytes")
+        deliver(sink, beginning)
+        _deliver_rest(source, sink)
+        return EX_OK
+    outcome = tag_message(beginning, load, job.decision)  # reads the first ``cap`` bytes
     if outcome.error is not None and job.strict:
         terminal.say(f"message not tagged, exit 75 to retry later: {outcome.error}")
     else:

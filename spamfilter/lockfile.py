@@ -30,18 +30,46 @@ def private_folder(path: Path) -> None:
 @contextlib.contextmanager
 def locked(path: Path, wait: bool = True) -> Iterator[None]:
     """Hold an exclusive ``flock`` on the lock file ``path`` (created if missing). Without
-    ``wait``, a lock held elsewhere raises ``BlockingIOError`` at once."""
+    ``wait``, a lock held elsewhere raises ``BlockingIOError`` at once.
+
+    An old lock file open to other users is replaced by a new one, not just closed by its mode:
+    whoever opened it before keeps their descriptor, and their ``flock`` on it then holds nothing.
+    The lock taken is on the file that is at ``path`` once it is held."""
+    while True:
+        descriptor = _open(path)
+        try:
+            status = os.fstat(descriptor)
+            if status.st_mode & 0o007 and status.st_uid == os.geteuid():
+                _replace(path)
+                continue  # (the finally closes the old one)
+            fcntl.flock(descriptor, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            try:
+                current = os.stat(path, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if (current.st_dev, current.st_ino) != (status.st_dev, status.st_ino):
+                continue  # replaced while this one waited: lock the new file
+            yield  # closing the descriptor releases the lock
+            return
+        finally:
+            os.close(descriptor)
+
+
+def _open(path: Path) -> int:
     try:
         descriptor = os.open(path, _OPEN, 0o660)
     except OSError as error:  # a symbolic link (ELOOP), a folder, a missing parent...
         raise SpamfilterError(f"cannot open the lock file {path}: {error.strerror}") from None
-    try:
-        status = os.fstat(descriptor)
-        if not stat.S_ISREG(status.st_mode):
-            raise SpamfilterError(f"the lock file {path} is not a regular file")
-        if status.st_mode & 0o007 and status.st_uid == os.geteuid():
-            os.fchmod(descriptor, stat.S_IMODE(status.st_mode) & ~0o007)
-        fcntl.flock(descriptor, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        yield  # closing the descriptor releases the lock
-    finally:
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
         os.close(descriptor)
+        raise SpamfilterError(f"the lock file {path} is not a regular file")
+    return descriptor
+
+
+def _replace(path: Path) -> None:
+    """A new, private lock file renamed over ``path`` (atomic: every later opener gets the new one)."""
+    fresh = path.with_name(f".{path.name}.{os.getpid()}.new")
+    with contextlib.suppress(FileNotFoundError):
+        fresh.unlink()
+    os.close(os.open(fresh, _OPEN | os.O_EXCL, 0o660))
+    os.replace(fresh, path)

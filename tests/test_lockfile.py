@@ -6,6 +6,7 @@ others loses those bits, and a symbolic link in its place is refused."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import stat
@@ -54,6 +55,24 @@ def test_a_lock_file_left_open_to_others_is_closed(tmp_path: Path) -> None:
     assert stat.S_IMODE((root / LOCK_FILE).stat().st_mode) == 0o640
 
 
+def test_a_descriptor_of_the_old_lock_holds_nothing(tmp_path: Path) -> None:
+    """Whoever opened the old 0644 lock before the upgrade keeps that descriptor: closing the mode
+    left their flock on it blocking every TELL. The lock file is replaced instead."""
+    lock = tmp_path / "lock"
+    lock.touch()
+    os.chmod(lock, 0o644)
+    held = os.open(lock, os.O_RDONLY)  # another user's, opened while it was readable
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with locked(lock, wait=False):
+            assert other_bits(lock) == 0
+            with pytest.raises(BlockingIOError), locked(lock, wait=False):
+                pass  # the new file is the lock: still one holder at a time
+    finally:
+        os.close(held)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["lock"]  # no scratch file left
+
+
 def test_a_symbolic_link_in_place_of_the_lock_is_refused(tmp_path: Path) -> None:
     target = tmp_path / "elsewhere"
     (tmp_path / "lock").symlink_to(target)
@@ -70,6 +89,7 @@ def test_another_user_cannot_hold_the_lock() -> None:
     try:
         folder.chmod(0o755)
         Corrections(folder).add(MESSAGE, 1)
+        (folder / CORRECTIONS_DIR).chmod(0o755)  # as an older release left it: the file's own mode
         lock = folder / CORRECTIONS_DIR / LOCK_FILE
         probe = "import sys\ntry:\n    open(sys.argv[1])\nexcept PermissionError:\n    sys.exit(3)\n"
         python = shutil.which("python3", path="/usr/bin:/bin")  # root's own Python may be private

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
@@ -11,7 +12,16 @@ import subprocess
 import pytest
 from support import as_unprivileged_user, unavailable
 
-from spamfilter.service.peers import loopback_owner, peer_key
+from spamfilter.service.limits import Slots
+from spamfilter.service.peers import kernel_names_owners, local_owner, peer_key
+
+
+@pytest.fixture
+def kernel_answers() -> None:
+    """The kernel names the owners of TCP sockets (sock_diag); some sandboxes do not."""
+    why = kernel_names_owners()
+    if why is not None:
+        unavailable(f"the kernel does not answer sock_diag here: {why}")
 
 
 def accepted_from(server: socket.socket, source: str) -> tuple[socket.socket, socket.socket]:
@@ -20,6 +30,7 @@ def accepted_from(server: socket.socket, source: str) -> tuple[socket.socket, so
     return client, conn
 
 
+@pytest.mark.usefixtures("kernel_answers")
 def test_loopback_addresses_of_one_user_are_one_peer() -> None:
     with socket.create_server(("127.0.0.1", 0)) as server:
         ends = [accepted_from(server, f"127.0.0.{last}") for last in (1, 2, 77)]
@@ -32,6 +43,7 @@ def test_loopback_addresses_of_one_user_are_one_peer() -> None:
     assert keys == {f"uid {os.getuid()}"}
 
 
+@pytest.mark.usefixtures("kernel_answers")
 def test_a_dual_stack_listener_sees_the_same_user() -> None:
     if not socket.has_dualstack_ipv6():
         unavailable("no dual-stack IPv6 here")
@@ -43,6 +55,7 @@ def test_a_dual_stack_listener_sees_the_same_user() -> None:
             assert peer_key(peer, conn) == f"uid {os.getuid()}"
 
 
+@pytest.mark.usefixtures("kernel_answers")
 def test_another_local_user_is_another_peer() -> None:
     if os.geteuid() != 0:
         unavailable("needs root to connect as another local user")
@@ -56,7 +69,7 @@ def test_another_local_user_is_another_peer() -> None:
         with conn:
             try:
                 key = peer_key(peer, conn)
-                server_side = loopback_owner(conn.getsockname(), peer)  # the server's end: root's
+                server_side = local_owner(conn.getsockname(), peer)  # the server's end: root's
             finally:
                 conn.sendall(b"x")
                 client.wait(timeout=30)
@@ -70,7 +83,7 @@ def test_a_closed_connection_falls_back_to_one_loopback_peer() -> None:
         client.close()
         conn.close()
     # Both ends gone: the kernel knows no such socket, and the key does not name an address.
-    assert loopback_owner(peer, local) is None
+    assert local_owner(peer, local) is None
     assert peer_key(peer, None) == "loopback"
 
 
@@ -85,3 +98,35 @@ def test_a_closed_connection_falls_back_to_one_loopback_peer() -> None:
 )
 def test_remote_peers(address: str, key: str) -> None:
     assert peer_key((address, 25), None) == key
+
+
+@pytest.mark.usefixtures("kernel_answers")
+def test_a_local_user_on_the_hosts_own_address_is_still_that_user() -> None:
+    """A local client of the host's non-loopback address (spamc -d <the host's IP>) is asked of the
+    kernel too: keyed by address, it escaped its uid's share and the per-user TELL rule."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # no packet is sent: only the route's source address
+            own = probe.getsockname()[0]
+        except OSError:
+            unavailable("this host has no non-loopback IPv4 address")
+    if own.startswith("127."):
+        unavailable("this host has no non-loopback IPv4 address")
+    with socket.create_server((own, 0)) as server:
+        client, conn = accepted_from(server, own)
+        with client, conn:
+            assert peer_key(conn.getpeername(), conn) == f"uid {os.getuid()}"
+
+
+def test_one_peer_waits_in_at_most_its_share_of_the_waiting_places() -> None:
+    async def scenario() -> tuple[bool, bool, bool]:
+        slots = Slots(total=2, per_peer=1, waiters=4)
+        assert slots.try_acquire("a")
+        first = asyncio.ensure_future(slots.acquire("a", 5))  # waits for a's own slot
+        await asyncio.sleep(0)
+        second = await slots.acquire("a", 5)  # a already waits in its one place: refused at once
+        other = await slots.acquire("b", 5)  # b is under its share: a free slot at once
+        slots.release("a")
+        return await first, second, other
+
+    assert asyncio.run(scenario()) == (True, False, True)

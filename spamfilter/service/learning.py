@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import pwd
 import threading
 import time
@@ -267,13 +268,15 @@ class Teaching:
         return Teacher(f"uid {uid}", f"uid {uid}", privileged, privileged, _account(uid))
 
     def _privileged(self, uid: int, gid: int | None) -> bool:
-        """In --tell-users (default: root and the service's own user): may teach any user's head."""
-        if gid is None:  # over TCP the kernel names the uid only: its primary group stands for it
-            try:
-                gid = pwd.getpwuid(uid).pw_gid
-            except KeyError:
-                gid = None
-        return uid in self.settings.tell_uids or (gid is not None and gid in self.settings.tell_gids)
+        """In --tell-users (default: root and the service's own user), by uid or by any group of
+        the account (over TCP the kernel names the uid only): may teach any user's head."""
+        groups = {gid} if gid is not None else set()
+        try:
+            account = pwd.getpwuid(uid)
+            groups.update(os.getgrouplist(account.pw_name, account.pw_gid))
+        except (KeyError, OSError):
+            pass
+        return uid in self.settings.tell_uids or bool(groups & self.settings.tell_gids)
 
     async def tell(self, request: protocol.Request, writer: Any) -> tuple[bytes, str, str]:
         """File the message under corrections/ (Set: local) or take it out (Remove: local); remote

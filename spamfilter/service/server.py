@@ -29,6 +29,7 @@ from .door import Door, Writer, peer_text
 from .learning import Teaching, UserLearning
 from .milter_front import MilterFrontEnd
 from .observe import HttpEndpoint, Metrics
+from .peers import kernel_names_owners
 from .settings import ServiceSettings as ServiceSettings  # declared there, light, for the command line
 from .spamd_front import SpamdFrontEnd
 from .tls import start_tls_server
@@ -119,6 +120,14 @@ class SpamdService:
                     self.loaded(scorer)
             if self._stop.is_set():  # stopped while the model loaded
                 return
+            why = kernel_names_owners()
+            if why is not None:  # e.g. a unit's RestrictAddressFamilies without AF_NETLINK
+                self.log.warning(
+                    "cannot ask the kernel who owns a local TCP connection (sock_diag: %s): every "
+                    "loopback client counts as one peer, and a TELL for a user's head over "
+                    "loopback TCP is refused (use the unix socket and --tell-users)",
+                    why,
+                )
             self.batcher.start()
             for server, where in self._listeners:
                 await server.start_serving()
