@@ -206,3 +206,42 @@ def test_a_local_user_teaches_only_its_own_head(model_copy: Path) -> None:
         assert reply_to_another_user(server.port, own).startswith(b"SPAMD/1.1 0 EX_OK")
         assert request(server.address, told).startswith(b"SPAMD/1.1 0 EX_OK")  # root, as the test
         server.wait_for_log("may teach only its own user's head, not 'alice'")
+
+
+def test_concurrent_tells_share_one_count(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each TELL counted every correction, all at once: N TELLs, N full reads. Now one count runs
+    at a time, and one more after it for the TELLs that came meanwhile, which sees them all."""
+    import time
+
+    seen: list[int] = []
+    real = Corrections.pending
+
+    def pending(self: Corrections) -> int:
+        time.sleep(0.3)  # as a large corrections folder takes
+        seen.append(len(list(self)))
+        return real(self)
+
+    monkeypatch.setattr(Corrections, "pending", pending)
+    settings = ServiceSettings(
+        listen=[], allow=parse_networks(()), corrections=tmp_path, learn_after=100, learn_command=["true"]
+    )
+    teaching = Teaching(settings, logging.getLogger("test-tell"), None, lambda: None)
+
+    class Writer:
+        @staticmethod
+        def get_extra_info(name: str) -> object:
+            return ("192.0.2.1", 4000) if name == "peername" else None
+
+    settings.tell_allow = parse_networks(("192.0.2.0/24",))
+
+    async def tell_all() -> list[str]:
+        told = [
+            protocol.Request("TELL", 1.5, {"message-class": "spam", "set": "local"}, make_email(f"m{i}", "x"))
+            for i in range(6)
+        ]
+        return [
+            outcome for _, outcome, _ in await asyncio.gather(*(teaching.tell(t, Writer()) for t in told))
+        ]
+
+    assert asyncio.run(tell_all()) == ["ok"] * 6
+    assert 1 <= len(seen) <= 2 and seen[-1] == 6, seen

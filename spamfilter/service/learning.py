@@ -249,6 +249,8 @@ class Teaching:
         self._reload_soon = reload
         self._retraining: asyncio.Task[None] | None = None
         self._failed_with: int | None = None  # corrections pending when the last retrain failed
+        self._counting = False  # a count of the waiting corrections is running
+        self._count_again = False  # a TELL came while it ran: count once more after it
 
     def _teacher(self, writer: Any) -> Teacher:
         peer = writer.get_extra_info("peername")
@@ -256,7 +258,7 @@ class Teaching:
         if isinstance(peer, tuple) and peer:
             allowed = peer_allowed(peer, self.settings.tell_allow)
             key, uid = peer_identity(peer, sock)
-            if uid is not None:  # a local user over loopback TCP
+            if uid is not None:  # a local user (loopback, or the host's own address)
                 return Teacher(key, str(peer[0]), allowed, self._privileged(uid, None), _account(uid))
             local = key == "loopback"  # a local client the kernel could not name: no one's head
             return Teacher(key, str(peer[0]), allowed, allowed and not local, None)
@@ -340,17 +342,27 @@ class Teaching:
     async def _retrain_if_due(self, corrections: Corrections) -> None:
         if self.settings.learn_after <= 0 or not self.settings.learn_command:
             return
-        if self._retraining is not None and not self._retraining.done():
-            return  # the running retrain is followed by the next TELL's check
-        # Counting reads every correction (a third of a second at 50,000): off the event loop, which
-        # serves every other client meanwhile.
-        pending = await asyncio.get_running_loop().run_in_executor(None, corrections.pending)
-        if self._retraining is not None and not self._retraining.done():
-            return  # another TELL started one while this one counted
-        # After a retrain that failed or was refused, the same corrections would fail again: wait
-        # for another one before trying (a misfiled message is taken out with spamc -L forget).
-        if pending >= self.settings.learn_after and pending != self._failed_with:
-            self._retraining = asyncio.get_running_loop().create_task(self._retrain(pending))
+        if self._counting:  # one count at a time: the running one counts again for this TELL
+            self._count_again = True
+            return
+        self._counting = True
+        try:
+            again = True
+            while again:
+                if self._retraining is not None and not self._retraining.done():
+                    return  # the running retrain is followed by the next TELL's check
+                self._count_again = False
+                # Counting reads every correction (a third of a second at 50,000): off the event
+                # loop, which serves every other client meanwhile.
+                pending = await asyncio.get_running_loop().run_in_executor(None, corrections.pending)
+                # After a retrain that failed or was refused, the same corrections would fail
+                # again: wait for another one (a misfiled message is taken out with -L forget).
+                if pending >= self.settings.learn_after and pending != self._failed_with:
+                    self._retraining = asyncio.get_running_loop().create_task(self._retrain(pending))
+                    return
+                again = self._count_again
+        finally:
+            self._counting = False
 
     async def _retrain(self, pending: int) -> None:
         """Run the retrain in its own process (torch stays out of the service's) and load its model."""
