@@ -26,7 +26,7 @@ from conftest import StandIn, make_email
 from miltertest import constants as smfi
 from support import as_unprivileged_user, require_tool, unavailable
 from support.milter_client import connect, send_message
-from support.spamd_server import Server, request, spamd_request
+from support.spamd_server import Server, request, service_in_thread, spamd_request
 
 from spamfilter.runtime import Classifier
 from spamfilter.service import protocol
@@ -247,3 +247,21 @@ def test_a_server_out_of_file_descriptors_logs_no_tracebacks(trained_model: Path
     log = "".join(lines) + rest
     assert "Traceback" not in log, log[-3000:]
     assert 1 <= log.count("cannot accept connections for now") <= 2, log[-3000:]
+
+
+def test_the_service_says_when_the_kernel_cannot_name_local_peers(
+    trained_model: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under a sandbox without AF_NETLINK (a systemd unit's RestrictAddressFamilies, say) every
+    loopback client is one peer and per-user TELL over loopback TCP is refused: said at start.
+    Stand-in: sock_diag's failure, which a test cannot cause for the process alone."""
+    from spamfilter.service import server as server_module
+
+    monkeypatch.setattr(server_module, "kernel_names_owners", lambda: "Address family not supported")
+    settings = ServiceSettings(listen=[parse_address("127.0.0.1:0")], allow=parse_networks(()))
+    scorer = StandIn(Classifier.load(trained_model))
+    with caplog.at_level(logging.WARNING, logger="test-serve"), service_in_thread(settings, scorer):
+        deadline = time.monotonic() + 30
+        while "sock_diag" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert "cannot ask the kernel who owns a local TCP connection (sock_diag: Address family" in caplog.text
