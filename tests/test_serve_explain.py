@@ -89,3 +89,44 @@ def test_replies_that_show_no_explanation_compute_none(
     assert explained == [] and getattr(plain, "explanation", None) is None
     assert asyncio.run(tag(True)).explanation is not None and len(explained) == 1  # type: ignore[attr-defined]
     assert {"CHECK", "SYMBOLS"} == spamd_front.UNEXPLAINED
+
+
+def test_an_explanation_holds_no_other_message(trained_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Explanations ran on the model's one worker after each batch: a client sending spam with
+    PROCESS (or REPORT) kept it busy for seconds per message, and everyone else's verdicts waited
+    behind. Now a verdict waits only for its own explanation, on a thread of its own."""
+    import asyncio
+    import threading
+
+    from spamfilter.runtime import Classifier
+    from spamfilter.service import batcher as batcher_module
+    from spamfilter.verdict import Decision
+
+    release = threading.Event()
+    real = batcher_module.explanation_for
+
+    def slow(classifier: object, decision: Decision, verdict: object, text: str) -> object:
+        release.wait(60)  # an explanation that takes as long as the test wants
+        return real(classifier, decision, verdict, text)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(batcher_module, "explanation_for", slow)
+    classifier = Classifier.load(trained_model, variant="fp32")
+    ham = make_email("lunch", "Are we still meeting for lunch tomorrow at noon?")
+
+    async def scenario() -> tuple[object, object, bool]:
+        batcher = batcher_module.MicroBatcher(classifier, 8, 0.001, Decision(explain="all"))
+        batcher.start()
+        try:
+            explained = asyncio.ensure_future(batcher.tag(SPAM, "", True))
+            await asyncio.sleep(0.5)  # its batch classified; its explanation under way
+            plain = await asyncio.wait_for(batcher.tag(ham, "", False), 20)
+            waiting = not explained.done()
+            release.set()
+            return plain, await explained, waiting
+        finally:
+            release.set()
+            await batcher.stop()
+
+    plain, explained, waiting = asyncio.run(scenario())
+    assert waiting and getattr(plain, "error", "x") is None and getattr(plain, "verdict", None) is not None
+    assert getattr(explained, "explanation", None) is not None and b"X-Spam-Report" in explained.message  # type: ignore[attr-defined]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..errors import first_line
 from ..pipeline import Scorer, Tagged, explanation_for, message_text, tagged_message
 from ..user_heads import UserHead
 
@@ -53,6 +55,28 @@ class _Waiting:
     explain: bool = True  # False: the reply shows no explanation, so none is computed
 
 
+@dataclass(frozen=True)
+class _ToExplain:
+    """A classified message whose verdict the decision explains: tagged once explained."""
+
+    raw: bytes
+    text: str
+    probability: float
+    decision: Decision
+
+
+def _deliver(result: asyncio.Future[Tagged], raw: bytes, done: asyncio.Future[Tagged]) -> None:
+    """The explained message to its caller; should tagging it fail, the message unchanged."""
+    if result.done():
+        return
+    error = None if done.cancelled() else done.exception()
+    if done.cancelled() or error is not None:
+        reason = first_line(error) if error is not None else "cancelled"
+        result.set_result(Tagged(raw, error=f"model error: {reason}"[:300]))
+    else:
+        result.set_result(done.result())
+
+
 class MicroBatcher:
     def __init__(
         self,
@@ -72,6 +96,9 @@ class MicroBatcher:
         self._queue: asyncio.Queue[_Waiting] = asyncio.Queue()
         # One thread: batches run one after another, and onnxruntime uses the cores inside each.
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spamfilter-model")
+        # Explanations (tens of classifications each) on a thread of their own, after the verdict:
+        # no message waits for another's explanation, only for its own.
+        self._explainer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spamfilter-explain")
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -84,6 +111,7 @@ class MicroBatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self._worker.shutdown(wait=True)
+        self._explainer.shutdown(wait=True)
 
     def swap(self, scorer: Scorer) -> None:
         """Use another model from the next batch on (the running batch keeps the one it has)."""
@@ -131,7 +159,10 @@ class MicroBatcher:
                 [w.explain for w in batch],
             )
             for waiting, outcome in zip(batch, outcomes, strict=True):
-                if not waiting.result.done():
+                if isinstance(outcome, _ToExplain):
+                    done = loop.run_in_executor(self._explainer, self._explained, scorer, outcome)
+                    done.add_done_callback(functools.partial(_deliver, waiting.result, waiting.raw))
+                elif not waiting.result.done():
                     waiting.result.set_result(outcome)
 
     def _run(
@@ -140,8 +171,9 @@ class MicroBatcher:
         raws: list[bytes],
         users: list[str] | None = None,
         explains: list[bool] | None = None,
-    ) -> list[Tagged]:
-        """On the worker thread: never raises; a failed batch comes back untagged, with the reason."""
+    ) -> list[Tagged | _ToExplain]:
+        """On the worker thread: never raises; a failed batch comes back untagged, with the reason.
+        A verdict to explain comes back as what its explanation needs (``_explained`` then)."""
         started = time.perf_counter()
         windows_before = getattr(scorer, "windows_scored", 0)  # a Classifier counts its windows
         try:
@@ -158,17 +190,18 @@ class MicroBatcher:
             if not np.all(np.isfinite(probabilities)):
                 raise ValueError("the model answered a P(spam) that is not a number")
             decisions = [decision.for_model(head.threshold) if head else decision for head in found]
-            outcomes: list[Tagged] = []
+            outcomes: list[Tagged | _ToExplain] = []
             wanted = explains or [True] * len(raws)
             for text, raw, p, chosen, head, explain in zip(
                 texts, raws, probabilities, decisions, found, wanted, strict=True
             ):
                 # Explained alone (its phrases never depend on the batch), by the shared model:
                 # a message scored by a user's head goes without one.
-                verdict = chosen.verdict(float(p))
-                explanation = None if head or not explain else explanation_for(scorer, chosen, verdict, text)
-                tagged = tagged_message(raw, float(p), chosen, explanation)
-                outcomes.append(Explained(tagged.message, tagged.verdict, tagged.error, explanation))
+                if explain and head is None and chosen.explains(chosen.verdict(float(p))):
+                    outcomes.append(_ToExplain(raw, text, float(p), chosen))
+                else:
+                    tagged = tagged_message(raw, float(p), chosen)
+                    outcomes.append(Explained(tagged.message, tagged.verdict, tagged.error))
         except Exception as error:  # the model failed: every message goes back unchanged
             reason = " ".join(str(error).split()) or type(error).__name__
             outcomes = [Tagged(raw, error=f"model error: {reason}"[:300]) for raw in raws]
@@ -176,6 +209,15 @@ class MicroBatcher:
             windows = getattr(scorer, "windows_scored", 0) - windows_before
             self.on_batch(len(raws), time.perf_counter() - started, max(windows, 0))
         return outcomes
+
+    @staticmethod
+    def _explained(scorer: Scorer, todo: _ToExplain) -> Tagged:
+        """On the explanation thread: never raises (an explanation that fails is left out)."""
+        explanation = explanation_for(
+            scorer, todo.decision, todo.decision.verdict(todo.probability), todo.text
+        )
+        tagged = tagged_message(todo.raw, todo.probability, todo.decision, explanation)
+        return Explained(tagged.message, tagged.verdict, tagged.error, explanation)
 
     def _heads(self, users: list[str]) -> list[UserHead | None]:
         if self.head_of is None or not any(users):
