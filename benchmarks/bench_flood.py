@@ -6,9 +6,11 @@ real spamc's answers while idle connections are held.
 
 One server (``--listen 127.0.0.1:0 --milter 127.0.0.1:0``) per scenario; its peak RSS is the
 kernel's high-water mark (``VmHWM`` in ``/proc/PID/status``), read after the flood; "base" is the
-mark after the model loaded and one message was classified. The floods come from many loopback
-source addresses (127.0.0.2, 127.0.0.3, ...) so that the per-peer caps do not hold them back: each
-scenario is the worst a local user can do to the memory.
+mark after the model loaded and one message was classified. The floods come from one process on
+many loopback addresses (127.0.0.2, 127.0.0.3, ...), which the service counts as one peer (its
+uid); the server runs with ``--max-per-peer`` equal to ``--max-connections`` so that the flood can
+fill every slot, as several local users together could: each scenario is the worst local users
+can do to the memory.
 
 - ``spamd headers``: 2 x --max-connections connections, each sending a request line and header
   lines until the server answers or 256 lines were sent, then a Content-length of --max-size and
@@ -53,7 +55,7 @@ class Served:
         command = [
             *spamfilter_argv(), "serve", "--model", str(model), "--listen", "127.0.0.1:0",
             "--milter", "127.0.0.1:0", "--max-connections", str(max_connections),
-            "--max-size", str(max_size), "--log-interval", "3600",
+            "--max-size", str(max_size), "--max-per-peer", str(max_connections), "--log-interval", "3600",
         ]  # fmt: skip
         self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.ports: dict[str, int] = {}
