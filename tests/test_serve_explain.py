@@ -11,9 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import make_email
 from support import require_tool
-from support.spamd_server import Server
-
-from spamfilter.service import spamd_front
+from support.spamd_server import Server, request, service_in_thread, spamd_request
 
 SPAM = make_email(
     "WIN cash now", "WINNER!! You have won a FREE prize of 1000 cash. Call now to claim, text WIN."
@@ -88,7 +86,22 @@ def test_replies_that_show_no_explanation_compute_none(
     plain = asyncio.run(tag(False))
     assert explained == [] and getattr(plain, "explanation", None) is None
     assert asyncio.run(tag(True)).explanation is not None and len(explained) == 1  # type: ignore[attr-defined]
-    assert {"CHECK", "SYMBOLS"} == spamd_front.UNEXPLAINED
+
+    # Through the spamd front end: CHECK and SYMBOLS ask for none, REPORT for one.
+    from spamfilter.service.access import parse_address, parse_networks
+    from spamfilter.service.settings import ServiceSettings
+
+    explained.clear()
+    settings = ServiceSettings(
+        listen=[parse_address("127.0.0.1:0")], allow=parse_networks(()), decision=Decision(explain="all")
+    )
+    with service_in_thread(settings, classifier) as bound:
+        host, port = bound[0].rsplit(":", 1)
+        for command in ("CHECK", "SYMBOLS"):
+            assert request((host, int(port)), spamd_request(command, SPAM)).startswith(b"SPAMD/1.1 0 EX_OK")
+        assert explained == []
+        assert b"phrases towards" in request((host, int(port)), spamd_request("REPORT", SPAM))
+        assert len(explained) == 1
 
 
 def test_an_explanation_holds_no_other_message(trained_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -24,7 +24,7 @@ import miltertest
 import pytest
 from conftest import StandIn, make_email
 from miltertest import constants as smfi
-from support import as_unprivileged_user, require_tool, unavailable
+from support import as_unprivileged_user, require_sock_diag, require_tool, unavailable
 from support.milter_client import connect, send_message
 from support.spamd_server import Server, request, service_in_thread, spamd_request
 
@@ -161,6 +161,7 @@ def stalled_by_another_user(port: int, count: int, first: bytes) -> Iterator[Non
     """``count`` connections that another local user holds open from ``count`` loopback addresses."""
     if os.geteuid() != 0:
         unavailable("needs root to connect as another local user")
+    require_sock_diag()
     python = shutil.which("python3", path="/usr/bin:/bin")  # root's own Python may be private
     assert python is not None
     staller = subprocess.Popen(

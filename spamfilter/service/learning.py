@@ -20,6 +20,7 @@ service's CPU and memory; TELL answers at once all the same.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -44,7 +45,7 @@ from ..user_heads import (
 )
 from . import protocol
 from .access import peer_allowed
-from .peers import peer_credentials, peer_identity
+from .peers import PeerIdentity, peer_credentials
 from .retrains import RetrainQueue, Scheduled
 from .settings import UserLimits
 
@@ -224,13 +225,6 @@ class Teacher:
         return self.privileged or (self.account is not None and user == self.account)
 
 
-def _account(uid: int) -> str | None:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return None
-
-
 class Teaching:
     """TELL (spamc -L spam|ham|forget): who may teach, the corrections kept, and the shared
     retrain they start (a ``spamfilter learn --retrain`` process, loaded as SIGHUP would); a TELL
@@ -252,41 +246,43 @@ class Teaching:
         self._counting = False  # a count of the waiting corrections is running
         self._count_again = False  # a TELL came while it ran: count once more after it
 
-    def _teacher(self, writer: Any) -> Teacher:
+    def _teacher(self, writer: Any, identity: PeerIdentity) -> Teacher:
         peer = writer.get_extra_info("peername")
-        sock = writer.get_extra_info("socket")
+        key, uid = identity
         if isinstance(peer, tuple) and peer:
             allowed = peer_allowed(peer, self.settings.tell_allow)
-            key, uid = peer_identity(peer, sock)
             if uid is not None:  # a local user (loopback, or the host's own address)
-                return Teacher(key, str(peer[0]), allowed, self._privileged(uid, None), _account(uid))
+                return Teacher(key, str(peer[0]), allowed, *self._local_user(uid, None))
             local = key == "loopback"  # a local client the kernel could not name: no one's head
             return Teacher(key, str(peer[0]), allowed, allowed and not local, None)
-        credentials = peer_credentials(sock)
+        credentials = peer_credentials(writer.get_extra_info("socket"))
         if credentials is None:
             return Teacher("an unknown unix peer", "an unknown unix peer", False, False, None)
-        uid, gid = credentials
-        privileged = self._privileged(uid, gid)
-        return Teacher(f"uid {uid}", f"uid {uid}", privileged, privileged, _account(uid))
+        privileged, account = self._local_user(*credentials)
+        return Teacher(key, key, privileged, privileged, account)
 
-    def _privileged(self, uid: int, gid: int | None) -> bool:
-        """In --tell-users (default: root and the service's own user), by uid or by any group of
-        the account (over TCP the kernel names the uid only): may teach any user's head."""
+    def _local_user(self, uid: int, gid: int | None) -> tuple[bool, str | None]:
+        """Whether the user is in --tell-users (default: root and the service's own user), by uid
+        or by any group of the account (over TCP the kernel names the uid only), so may teach any
+        user's head; and the account's name (the one head it may teach otherwise)."""
         groups = {gid} if gid is not None else set()
         try:
             account = pwd.getpwuid(uid)
+        except KeyError:
+            return uid in self.settings.tell_uids or bool(groups & self.settings.tell_gids), None
+        with contextlib.suppress(OSError):
             groups.update(os.getgrouplist(account.pw_name, account.pw_gid))
-        except (KeyError, OSError):
-            pass
-        return uid in self.settings.tell_uids or bool(groups & self.settings.tell_gids)
+        return uid in self.settings.tell_uids or bool(groups & self.settings.tell_gids), account.pw_name
 
-    async def tell(self, request: protocol.Request, writer: Any) -> tuple[bytes, str, str]:
+    async def tell(
+        self, request: protocol.Request, writer: Any, identity: PeerIdentity
+    ) -> tuple[bytes, str, str]:
         """File the message under corrections/ (Set: local) or take it out (Remove: local); remote
         reporting (Razor, Pyzor) has no counterpart here and does nothing, as in a spamd without it."""
         if self.settings.corrections is None:
             error = protocol.unavailable("TELL commands are not enabled, set the --allow-tell switch.")
             return error.reply(), "error", error.text
-        teacher = self._teacher(writer)
+        teacher = self._teacher(writer, identity)
         if not teacher.allowed:
             detail = f"TELL refused: {teacher.named} is not allowed to teach (--tell-allow, --tell-users)"
             self.log.warning("%s", detail)

@@ -25,8 +25,9 @@ _NLM_F_REQUEST = 1
 _NLMSG_HEADER = struct.Struct("=IHHII")  # length, type, flags, sequence, port id
 _ALL_STATES = 0xFFF
 _NO_COOKIE = 0xFFFFFFFF
-_UID_OFFSET = _NLMSG_HEADER.size + 4 + 48 + 12
-_TCP_LISTEN = 10  # inet_diag_msg: 4 bytes, the socket id, 3 counters
+_UID_OFFSET = _NLMSG_HEADER.size + 4 + 48 + 12  # inet_diag_msg: 4 bytes, the socket id, 3 counters
+_TCP_LISTEN = 10
+PeerIdentity = tuple[str, "int | None"]  # peer_key's name, and the uid of a local peer
 
 
 def peer_credentials(sock: Any) -> tuple[int, int] | None:
@@ -46,7 +47,7 @@ def peer_key(peer: object, sock: Any) -> str:
     return peer_identity(peer, sock)[0]
 
 
-def peer_identity(peer: object, sock: Any) -> tuple[str, int | None]:
+def peer_identity(peer: object, sock: Any) -> PeerIdentity:
     """``peer_key``'s name, and the uid of a local peer (None: remote, or unknown). Any TCP client
     is asked of the kernel first: a local user reaching one of the host's own non-loopback
     addresses is still that user."""

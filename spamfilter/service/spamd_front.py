@@ -21,7 +21,7 @@ from .batcher import MicroBatcher
 from .door import Door, Writer
 from .learning import Teaching
 from .observe import Metrics
-from .peers import peer_key
+from .peers import PeerIdentity, peer_identity
 from .settings import ServiceSettings
 from .tls import TlsWriter
 
@@ -52,7 +52,8 @@ class SpamdFrontEnd:
         peer_name = self.door.refused(writer, "")
         if peer_name is None:
             return
-        who = peer_key(writer.get_extra_info("peername"), writer.get_extra_info("socket"))
+        identity = peer_identity(writer.get_extra_info("peername"), writer.get_extra_info("socket"))
+        who = identity[0]  # asked of the kernel once per connection: TELL reuses it
         started = time.perf_counter()
         try:
             line = await self.door.first(self.pending, who, writer, protocol.read_line(reader))
@@ -82,7 +83,7 @@ class SpamdFrontEnd:
             return
         self.metrics.connections.inc()
         try:
-            await self._serve_one(reader, writer, peer_name, line)
+            await self._serve_one(reader, writer, peer_name, line, identity)
         finally:
             self.metrics.connections.dec()
             self.slots.release(who)
@@ -93,7 +94,9 @@ class SpamdFrontEnd:
             protocol.EX_TIMEOUT, f"Timeout: ({seconds} second socket timeout reading input from client)"
         )
 
-    async def _serve_one(self, reader: asyncio.StreamReader, writer: Writer, peer: str, line: bytes) -> None:
+    async def _serve_one(
+        self, reader: asyncio.StreamReader, writer: Writer, peer: str, line: bytes, identity: PeerIdentity
+    ) -> None:
         started = time.perf_counter()
         command, outcome, detail, reply = "", "error", "", b""
         try:
@@ -104,7 +107,7 @@ class SpamdFrontEnd:
                 outcome = "closed"
             else:
                 command = request.command
-                reply, outcome, detail = await self._respond(request, writer)
+                reply, outcome, detail = await self._respond(request, writer, identity)
         except protocol.RequestError as error:
             reply, detail = error.reply(), error.text
         except asyncio.TimeoutError:
@@ -123,14 +126,16 @@ class SpamdFrontEnd:
             writer.close()
         self.door.record(command, outcome, peer, detail, started)
 
-    async def _respond(self, request: protocol.Request, writer: Writer) -> tuple[bytes, str, str]:
+    async def _respond(
+        self, request: protocol.Request, writer: Writer, identity: PeerIdentity
+    ) -> tuple[bytes, str, str]:
         """(reply, outcome, log detail) for a request read whole."""
         if request.command == "PING":
             return protocol.ping_reply(), "ok", ""
         if request.command == "SKIP":
             return b"", "ok", ""
         if request.command == "TELL":
-            return await self.teaching.tell(request, writer)
+            return await self.teaching.tell(request, writer, identity)
         if not request.message.strip():
             error = protocol.unavailable(EMPTY_MESSAGE)
             return error.reply(), "error", error.text
