@@ -198,6 +198,8 @@ def _pipeline_mode(source: BinaryIO, sink: BinaryIO, job: FilterJob, terminal: T
     cap = formats.PIPELINE_SIZE_CAP
     beginning = _read_up_to(source, cap + 1)
     more = len(beginning) > cap
+    # A blank line is where the header block surely ends (scan_headers would also end it at a
+    # line cut in two by the cap, which the whole message reads as a field).
     if more and b"\n\n" not in beginning and b"\n\r\n" not in beginning:
         # Never taggable, so never deferred (--strict too): a retry would meet the same headers.
         # spamc passes a message over its -s through the same way.
