@@ -27,6 +27,11 @@ VERSION = 6
 # Sendmail chunks of 64 KB unless a larger size is negotiated (we do not): larger is no MTA.
 MAX_PACKET = 256 * 1024
 HEADER_OVERHEAD = 4  # a header as the message holds it: name, ": ", value, line end
+# Header fields kept per message. A kept field costs about 130 bytes of Python objects beside its
+# own, so 70,000 two-byte fields within --max-size took 9 MB per connection; real mail has tens.
+# Past this many, fields are only counted and the message goes through untagged, like one whose
+# headers pass --max-size.
+MAX_HEADER_FIELDS = 1000
 
 # Commands from the MTA (libmilter's mfdef.h)
 ABORT, BODY, CONNECT, MACRO, BODYEOB, HELO, QUIT_NC, HEADER = b"ABCDEHKL"
@@ -71,6 +76,7 @@ class MilterPolicy:
 class _Message:
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     header_bytes: int = 0  # kept or not: once past max_size, headers are only counted
+    header_fields: int = 0  # likewise: past MAX_HEADER_FIELDS only counted
     body: bytearray = field(default_factory=bytearray)
     body_size: int = 0
     recipients: list[bytes] = field(default_factory=list)  # RCPT TO, when asked for (per-user heads)
@@ -206,8 +212,9 @@ async def milter_session(
         elif command == HEADER:
             name, _, rest = data.partition(b"\0")
             message.header_bytes += len(name) + len(rest) + HEADER_OVERHEAD
-            if message.header_bytes <= max_size:  # beyond: counted only (let through untagged)
-                message.headers.append((name, rest.rstrip(b"\0")))
+            message.header_fields += 1
+            if message.header_bytes <= max_size and message.header_fields <= MAX_HEADER_FIELDS:
+                message.headers.append((name, rest.rstrip(b"\0")))  # beyond: counted, let through untagged
         elif command == BODY:
             message.body_size += len(data)
             message.body += data[: message.room(max_size)]
@@ -257,9 +264,13 @@ async def _end_of_message(
     on_verdict: Callable[[Tagged, str], None] | None,
     max_size: int,
 ) -> list[bytes]:
+    too_big = None
     if message.header_bytes > max_size:  # as spamc does with a message over its -s: untagged
+        too_big = f"headers of {message.header_bytes} bytes are over --max-size {max_size}"
+    elif message.header_fields > MAX_HEADER_FIELDS:
+        too_big = f"{message.header_fields} header fields are over {MAX_HEADER_FIELDS}"
+    if too_big is not None:
         if on_verdict is not None:
-            too_big = f"headers of {message.header_bytes} bytes are over --max-size {max_size}"
             on_verdict(Tagged(b"", error=too_big), "error")
         return [packet(ACCEPT)]
     raw = message_bytes(message, leading_space)
