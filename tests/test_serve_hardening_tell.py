@@ -252,3 +252,50 @@ def test_concurrent_tells_share_one_count(tmp_path: Path, monkeypatch: pytest.Mo
 
     assert asyncio.run(tell_all()) == ["ok"] * 6
     assert 1 <= len(seen) <= 2 and seen[-1] == 6, seen
+
+
+@pytest.mark.parametrize("owners_named", [True, False], ids=["kernel names owners", "no sock_diag"])
+def test_a_loopback_teller_the_kernel_cannot_name(tmp_path: Path, owners_named: bool) -> None:
+    """A local user who sends a TELL and closes the socket at once is gone when the service asks
+    the kernel whose connection it was, and was counted as the shared peer ``loopback``: 49 of 50
+    such TELLs were stored beyond that user's own quota. Where the kernel names owners, such a
+    TELL is now refused (77); where it cannot (a sandbox without sock_diag) every loopback client
+    is ``loopback`` and teaches the shared model, as before."""
+    settings = ServiceSettings(
+        listen=[], allow=parse_networks(()), corrections=tmp_path, learn_after=0, learn_command=["true"]
+    )
+    teaching = Teaching(settings, logging.getLogger("test-tell"), None, lambda: None)
+    teaching.owners_named = owners_named
+
+    class Writer:
+        @staticmethod
+        def get_extra_info(name: str) -> object:
+            return ("127.0.0.1", 40000) if name == "peername" else None
+
+    told = protocol.Request("TELL", 1.5, {"message-class": "spam", "set": "local"}, make_email("m", "x"))
+    reply, outcome, detail = asyncio.run(teaching.tell(told, Writer(), ("loopback", None)))
+    if owners_named:
+        assert reply.startswith(b"SPAMD/1.0 77 TELL refused: 127.0.0.1 (a local client that closed"), reply
+        assert outcome == "refused" and list(Corrections(tmp_path)) == []
+    else:
+        assert outcome == "ok", detail
+        assert len(list(Corrections(tmp_path))) == 1
+
+
+def test_the_service_knows_whether_the_kernel_names_owners(model_copy: Path) -> None:
+    """The refusal above rests on the service's own check at start (``kernel_names_owners``):
+    TELLs sent by a client that closes at once are either named (counted against its uid) or
+    refused, never stored for ``loopback``."""
+    import json
+
+    require_sock_diag()
+    with Server(model_copy, "--allow-tell", "--learn-after", "0") as server:
+        for i in range(20):  # send and close before the service asks the kernel, as an attacker does
+            with socket.create_connection(server.address, timeout=30) as conn:
+                conn.sendall(tell(make_email(f"early {i}", "Cheap meds."), "ham"))
+        told = request(server.address, tell(make_email("named", "Cheap meds."), "ham"))
+        assert told.startswith(b"SPAMD/1.1 0 EX_OK"), told  # a client that waits is named and taught
+    teachers = [json.loads(p.read_text()) for p in (model_copy / "corrections" / ".teachers").glob("*.json")]
+    named = {t["teacher"]: len(t["stored"]) for t in teachers}
+    assert "loopback" not in named and named.get(f"uid {os.geteuid()}", 0) >= 1, named
+    assert len(list(Corrections(model_copy))) == sum(named.values())

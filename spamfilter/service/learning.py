@@ -245,6 +245,10 @@ class Teaching:
         self._failed_with: int | None = None  # corrections pending when the last retrain failed
         self._counting = False  # a count of the waiting corrections is running
         self._count_again = False  # a TELL came while it ran: count once more after it
+        # Whether the kernel names the owner of a local TCP connection (sock_diag; the server asks
+        # at start). Where it does, a loopback client it cannot name closed its socket before the
+        # service asked: its TELL is refused rather than counted against no one's quota.
+        self.owners_named = False
 
     def _teacher(self, writer: Any, identity: PeerIdentity) -> Teacher:
         peer = writer.get_extra_info("peername")
@@ -254,6 +258,9 @@ class Teaching:
             if uid is not None:  # a local user (loopback, or the host's own address)
                 return Teacher(key, str(peer[0]), allowed, *self._local_user(uid, None))
             local = key == "loopback"  # a local client the kernel could not name: no one's head
+            if local and self.owners_named:
+                unnamed = f"{peer[0]} (a local client that closed its socket before it was named)"
+                return Teacher(key, unnamed, False, False, None)
             return Teacher(key, str(peer[0]), allowed, allowed and not local, None)
         credentials = peer_credentials(writer.get_extra_info("socket"))
         if credentials is None:

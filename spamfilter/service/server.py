@@ -121,6 +121,7 @@ class SpamdService:
             if self._stop.is_set():  # stopped while the model loaded
                 return
             why = kernel_names_owners()
+            self.teaching.owners_named = why is None
             if why is not None:  # e.g. a unit's RestrictAddressFamilies without AF_NETLINK
                 self.log.warning(
                     "cannot ask the kernel who owns a local TCP connection (sock_diag: %s): every "
