@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -299,3 +300,48 @@ def test_the_service_knows_whether_the_kernel_names_owners(model_copy: Path) -> 
     named = {t["teacher"]: len(t["stored"]) for t in teachers}
     assert "loopback" not in named and named.get(f"uid {os.geteuid()}", 0) >= 1, named
     assert len(list(Corrections(model_copy))) == sum(named.values())
+
+
+def test_flipping_a_message_between_classes_retrains_at_most_once_an_interval(tmp_path: Path) -> None:
+    """Moving a kept message to the other class is never charged to a quota, and each move made
+    it pending again: a local user flipping a few messages kept a retrain (a `learn --retrain`
+    process writing the model) and a reload going without end, 13 a minute on the test model.
+    Now retrains are at least --retrain-interval apart; one due sooner runs once it has passed."""
+    settings = ServiceSettings(
+        listen=[], allow=parse_networks(()), corrections=tmp_path, learn_after=1, learn_command=["true"]
+    )
+    settings.retrain_interval = 1.5
+    started: list[float] = []
+
+    class Counter(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage().startswith("retraining on the corrections"):
+                started.append(time.monotonic())
+
+    log = logging.getLogger("test-retrain-interval")
+    log.setLevel(logging.INFO)
+    log.addHandler(Counter())
+    teaching = Teaching(settings, log, None, lambda: None)
+
+    class Writer:
+        @staticmethod
+        def get_extra_info(name: str) -> object:
+            return ("127.0.0.1", 40000) if name == "peername" else None
+
+    message = make_email("flip", "Cheap meds.")
+
+    async def flip() -> None:
+        began = time.monotonic()
+        for n in range(12):  # spam, ham, spam, ... as fast as the service answers
+            told = protocol.Request(
+                "TELL", 1.5, {"message-class": "spam" if n % 2 == 0 else "ham", "set": "local"}, message
+            )
+            _, outcome, detail = await teaching.tell(told, Writer(), ("uid 12345", 12345))
+            assert outcome == "ok", detail
+            await asyncio.sleep(0.05)
+        assert time.monotonic() - began < 1.4  # all within the first interval
+        await asyncio.sleep(2.5)  # the one retrain due after it
+
+    asyncio.run(flip())
+    assert len(started) == 2, started
+    assert started[1] - started[0] >= 1.5 - 0.05

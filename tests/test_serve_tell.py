@@ -110,7 +110,7 @@ def test_a_correction_that_cannot_be_kept_gets_an_error_reply(model_copy: Path) 
 def test_a_failed_retrain_is_not_retried_until_another_correction_comes(model_copy: Path) -> None:
     (model_copy / "learn.safetensors").unlink()  # every retrain of this model fails
     other = make_email("second", "Another message, filed as spam by the user.")
-    with Server(model_copy, "--allow-tell", "--learn-after", "1") as server:
+    with Server(model_copy, "--allow-tell", "--learn-after", "1", "--retrain-interval", "0") as server:
         assert spamc_learn(server, MESSAGE, "spam").returncode == 0
         server.wait_for_log("retrain exited 1", timeout=120)
         assert spamc_learn(server, MESSAGE, "spam").returncode == 0  # nothing new: no second attempt

@@ -248,3 +248,34 @@ def test_many_users_telling_at_once_retrain_at_most_max_retrains_at_a_time_and_e
             assert b"X-Spam-Flag: NO" in spamc(server, raw, "-u", user).stdout, user
             assert b"X-Spam-Flag: YES" in spamc(server, raw, "-u", BOB).stdout
         assert "Traceback" not in server.log()
+
+
+def test_one_users_retrains_are_at_least_an_interval_apart(model_copy: Path) -> None:
+    """With --learn-after 1 a local user kept the retrain thread busy (61 retrains in 40 s, a
+    core, everyone's latency up fourfold) by flipping a message between spam and ham. A user's
+    head is now retrained at most once per --retrain-interval; corrections that come sooner are
+    trained on once it has passed, without another TELL."""
+    import datetime
+
+    first, second = flagged_ham(model_copy, 2)
+    options = ("--allow-tell", "--per-user", "--learn-after", "1", "--retrain-interval", "4")
+    trained = f"user '{ALICE}': head trained in "
+    with Server(model_copy, *options) as server:
+        assert spamc(server, first, "-u", ALICE, "-L", "ham").returncode == 0
+        server.wait_for_log(trained, timeout=120)
+        for label in ("spam", "ham", "spam", "ham"):  # flips: never charged to a quota
+            assert spamc(server, second, "-u", ALICE, "-L", label).returncode == 0
+        deadline = time.monotonic() + 120
+        # the last word (ham) is learnt once the interval has passed, with no TELL after it
+        while b"X-Spam-Flag: NO" not in spamc(server, second, "-u", ALICE).stdout:
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.5)
+        log = server.log()
+    started = [
+        datetime.datetime.strptime(line.split(" spamfilter serve[")[0], "%Y-%m-%d %H:%M:%S,%f")
+        for line in log.splitlines()
+        if f"user '{ALICE}': head retrain started" in line
+    ]
+    assert 2 <= len(started) <= 3, log  # the first, then one (or two, if a flip came during it)
+    gaps = [(later - earlier).total_seconds() for earlier, later in zip(started, started[1:], strict=False)]
+    assert min(gaps) >= 4 - 0.01, gaps

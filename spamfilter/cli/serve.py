@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..modeldir import default_model_dir
-from ..service.settings import GPU_BATCH_MAX, TELL_QUOTA, ServiceSettings, UserLimits
+from ..service.settings import GPU_BATCH_MAX, RETRAIN_INTERVAL, TELL_QUOTA, ServiceSettings, UserLimits
 
 if TYPE_CHECKING:
     from ..runtime import Classifier
@@ -204,6 +204,15 @@ def _octal_mode(_context: click.Context, _param: click.Parameter, value: str | N
     "load the result; 0: never (run spamfilter learn --retrain yourself, e.g. from cron).",
     minimum=0,
 )
+@click.option(
+    "--retrain-interval",
+    type=click.FloatRange(min=0),
+    default=RETRAIN_INTERVAL,
+    show_default=True,
+    metavar="SECONDS",
+    help="With --allow-tell: at least this long between two retrains of the shared model, and "
+    "between two of one user's head (--per-user); a retrain due sooner runs once it has passed.",
+)
 @explain_option(
     "Explain verdicts (spam ones, or all): the phrases that moved P(spam) most, in the tagged "
     "message's Report field (PROCESS, the milter) and REPORT's body (spamc -R). Each explained "
@@ -274,6 +283,7 @@ def serve(
     tell_max: int,
     tell_max_bytes: int,
     learn_after: int,
+    retrain_interval: float,
     explain: str,
     per_user: bool,
     max_users: int,
@@ -329,6 +339,7 @@ def serve(
             model_name=str(directory),
             corrections=directory if allow_tell else None,
             learn_after=learn_after if allow_tell else 0,
+            retrain_interval=retrain_interval,
             tell_allow=parse_networks(tell_allow, "--tell-allow"),
             tell_quota=Quota(tell_max, tell_max_bytes),
             tell_uids=tell_uids,
@@ -336,7 +347,12 @@ def serve(
             learn_command=[sys.executable, "-m", "spamfilter", "learn", "--retrain", "-m", str(directory)],
             user_heads=directory if per_user else None,
             user_limits=UserLimits(
-                max_users, max_loaded_heads, max_user_corrections, max_retrains, retrain_queue
+                max_users,
+                max_loaded_heads,
+                max_user_corrections,
+                max_retrains,
+                retrain_queue,
+                retrain_interval,
             ),
         )
         logger = setup_logging(syslog_address)

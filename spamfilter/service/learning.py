@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import os
 import pwd
 import threading
@@ -94,6 +95,8 @@ class UserLearning:
         self.log = log
         self.heads: UserHeads | None = None
         self._waiting: dict[str, int] = {}  # corrections since a user's last retrain
+        self._last_retrain: dict[str, float] = {}  # user -> when their last retrain started (monotonic)
+        self._later: dict[str, asyncio.TimerHandle] = {}  # user -> their retrain due after the interval
         self.retrains = RetrainQueue(self._retrain, limits.max_retrains, limits.retrain_queue)
         self._said = 0.0
         self._lock = threading.Lock()
@@ -163,6 +166,11 @@ class UserLearning:
     def _retrain_if_due(self, user: str) -> None:
         if self.learn_after <= 0 or self._waiting.get(user, 0) < self.learn_after:
             return
+        wait = self._last_retrain.get(user, -math.inf) + self.limits.retrain_interval - time.monotonic()
+        if wait > 0:  # --retrain-interval: once it has passed, the corrections waiting by then
+            if user not in self._later:
+                self._later[user] = asyncio.get_running_loop().call_later(wait, self._due_later, user)
+            return
         if self.retrains.request(user) is Scheduled.FULL:
             # Kept on disk and still counted: the user's next TELL asks again.
             self._quietly(
@@ -170,9 +178,14 @@ class UserLearning:
                 f"{self.retrains.max_queued}); {user[:40]!r}'s waits for their next TELL"
             )
 
+    def _due_later(self, user: str) -> None:
+        self._later.pop(user, None)
+        self._retrain_if_due(user)
+
     async def _retrain(self, user: str) -> None:
         """One retrain of ``user``'s head, on every correction kept by now (RetrainQueue runs it)."""
         self._waiting[user] = 0
+        self._last_retrain[user] = time.monotonic()
         heads = self.heads
         assert heads is not None
         self.log.info(
@@ -199,6 +212,9 @@ class UserLearning:
     async def idle(self) -> None:
         """Shutdown: wait for the retrains running now; those waiting are not started (their
         corrections are kept: ``spamfilter learn --user NAME`` or their next TELL trains them)."""
+        for later in self._later.values():  # not started: the corrections stay, as below
+            later.cancel()
+        self._later.clear()
         dropped = await self.retrains.idle()
         if dropped:
             self.log.info("%d waiting user-head retrains not started (shutting down)", dropped)
@@ -249,6 +265,8 @@ class Teaching:
         # at start). Where it does, a loopback client it cannot name closed its socket before the
         # service asked: its TELL is refused rather than counted against no one's quota.
         self.owners_named = False
+        self._last_retrain = -math.inf  # when the last shared retrain started (monotonic)
+        self._later: asyncio.Task[None] | None = None  # the check due once --retrain-interval has passed
 
     def _teacher(self, writer: Any, identity: PeerIdentity) -> Teacher:
         peer = writer.get_extra_info("peername")
@@ -361,11 +379,24 @@ class Teaching:
                 # After a retrain that failed or was refused, the same corrections would fail
                 # again: wait for another one (a misfiled message is taken out with -L forget).
                 if pending >= self.settings.learn_after and pending != self._failed_with:
+                    wait = self._last_retrain + self.settings.retrain_interval - time.monotonic()
+                    if wait > 0:  # --retrain-interval: the check runs again once it has passed
+                        if self._later is None or self._later.done():
+                            self._later = asyncio.get_running_loop().create_task(
+                                self._check_later(wait, corrections)
+                            )
+                        return
+                    self._last_retrain = time.monotonic()
                     self._retraining = asyncio.get_running_loop().create_task(self._retrain(pending))
                     return
                 again = self._count_again
         finally:
             self._counting = False
+
+    async def _check_later(self, wait: float, corrections: Corrections) -> None:
+        self.log.info("%.0f s until the next retrain (--retrain-interval)", wait)
+        await asyncio.sleep(wait)
+        await self._retrain_if_due(corrections)
 
     async def _retrain(self, pending: int) -> None:
         """Run the retrain in its own process (torch stays out of the service's) and load its model."""

@@ -27,6 +27,12 @@ TELL_QUOTA = Quota(1000, 50_000_000)  # corrections (and their bytes) one teache
 GPU_BATCH_MAX = 128  # batch_max's default on a GPU, where larger batches pay
 
 
+# Seconds at least between two retrains of the shared model, and of one user's head: a local user
+# flipping a few messages between spam and ham (never charged to a quota) otherwise kept a retrain
+# and a model reload going without end. A retrain due sooner runs once the interval has passed.
+RETRAIN_INTERVAL = 60.0
+
+
 @dataclass(frozen=True)
 class UserLimits:
     max_users: int = MAX_USERS
@@ -34,6 +40,7 @@ class UserLimits:
     max_corrections: int = MAX_CORRECTIONS
     max_retrains: int = 1  # user-head retrains running at once (each a thread: CPU, training features)
     retrain_queue: int = 1000  # users waiting for one; beyond, a retrain waits for the user's next TELL
+    retrain_interval: float = RETRAIN_INTERVAL  # seconds at least between two retrains of one user's head
 
 
 def _milter_policy() -> MilterPolicy:
@@ -67,6 +74,7 @@ class ServiceSettings:
     # `learn_command` (a retrain) and a successful one is loaded as SIGHUP would.
     corrections: Path | None = None
     learn_after: int = 0
+    retrain_interval: float = RETRAIN_INTERVAL  # seconds at least between two shared retrains
     # Who may TELL: TCP peers in tell_allow; unix-socket peers whose uid or gid is listed (by
     # default the service's own user and root). Each of them keeps at most tell_quota.
     tell_allow: list[Network] = field(default_factory=lambda: [ipaddress.ip_network(n) for n in LOOPBACK])
