@@ -202,6 +202,19 @@ class _Budget:
 _PART_FIELDS = {b"content-type", b"content-transfer-encoding", b"content-disposition"}
 
 
+def _boundary(headers: email.message.Message) -> str | None:
+    """The multipart boundary. An RFC 2231 value names its charset (``boundary*=idna''b1``), and
+    the email package decodes it with that codec, raising for those that cannot decode (idna,
+    punycode): the message was then read as one raw text, its base64 body undecoded. The
+    boundary is ASCII in every mailer; its characters are taken as they are."""
+    try:
+        return headers.get_boundary()
+    except (UnicodeError, LookupError):
+        value = headers.get_param("boundary")
+        text = value[2] if isinstance(value, tuple) else value
+        return str(text).strip() or None if text else None
+
+
 def _read_part(raw: bytes, start: int, end: int, default_type: str = "text/plain") -> _Part:
     """The headers of the message or MIME part in raw[start:end] that decide how to read it."""
     block = scan_headers(raw, start, end, _MAX_HEADER_FIELDS)
@@ -215,7 +228,7 @@ def _read_part(raw: bytes, start: int, end: int, default_type: str = "text/plain
     content_type = headers.get_content_type()
     boundary = None
     if content_type.startswith("multipart/"):
-        param = headers.get_boundary()
+        param = _boundary(headers)
         if param:
             boundary = param.encode("latin-1", errors="replace")
     disposition = values.get(b"content-disposition", b"").split(b";", 1)[0].strip().lower()
