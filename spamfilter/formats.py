@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple, TextIO
 
 from .errors import UsageError
-from .mail import detect_format, extract_text, mail_folder_files, split_mbox
+from .mail import detect_format, extract_text, is_mbox_message, mail_folder_files, split_mbox
 from .mail.text import MESSAGE_BYTES_READ
 from .verdict import Decision, Verdict
 
@@ -81,8 +81,8 @@ def choose_format(
 
 def mbox_items(source: BinaryIO) -> Iterator[Item]:
     """An mbox's items: each message's bytes with the text the model sees, and bytes before the
-    first From_ line (not a message) with None."""
-    return (Item(raw, extract_text(raw) if raw.startswith(b"From ") else None) for raw in split_mbox(source))
+    first From_ line (not a message) with None, as a From_ line that the end of the file cut off."""
+    return (Item(raw, extract_text(raw) if is_mbox_message(raw) else None) for raw in split_mbox(source))
 
 
 def message_text(raw: bytes, size_cap: int = PIPELINE_SIZE_CAP) -> str:

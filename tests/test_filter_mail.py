@@ -182,6 +182,24 @@ def test_bytes_before_the_first_from_line_pass_through_and_are_counted(trained_m
     assert "1 non-message chunks passed through" in result.stderr
 
 
+@pytest.mark.parametrize("cut", [b"From b@example.org Mon Mar  4 09:1", b"From "], ids=["date cut", "bare"])
+def test_an_mbox_cut_inside_its_last_from_line_keeps_the_message_before(
+    trained_model: Path, cut: bytes
+) -> None:
+    """A file cut off inside its last From_ line: the cut line was tagged as a message, its fields
+    written before its 'From ', which then no longer followed an empty line, so the message before
+    it took in the fields and the broken line on the next read. The cut line now passes through as
+    it came, and every message read comes out whole."""
+    first = b"From a@example.org Mon Mar  4 09:12:45 2024\n" + make_email("x", HAM_TEXT) + b"\n"
+    result = run(["filter", "-", "--model", str(trained_model), "--format", "mbox"], first + cut)
+    assert result.exit_code == 0, result.output
+    out = result.stdout_bytes
+    assert out.endswith(b"\n\n" + cut) and remove_spam_headers(out) == first + cut
+    pieces = split_messages(out)  # read again: the first message whole, then the cut line alone
+    assert [remove_spam_headers(p) for p in pieces] == [first, cut] and out.count(b"X-Spam-Flag:") == 1
+    assert "1 non-message chunks passed through" in result.stderr
+
+
 def _write_mbox(path: Path, texts: list[str], subject: str) -> None:
     path.write_bytes(
         b"".join(

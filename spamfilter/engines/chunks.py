@@ -25,7 +25,7 @@ from typing import Any, BinaryIO
 from .. import formats
 from ..errors import UsageError, first_line
 from ..formats import CsvLayout, Item
-from ..mail import split_mbox
+from ..mail import is_mbox_message, split_mbox
 from ..mail.headers import first_values, header_start, scan_headers
 from ..pipeline import CHUNK
 from ..verdict import Decision, Verdict
@@ -147,7 +147,7 @@ def _plan_mbox(index: int, item: Input, _text_column: str) -> Iterator[Chunk]:
                 yield Chunk(index, number, first_message, count, offset=start, length=position - start)
                 number, start, first_message, count = number + 1, position, messages, 0
             count += 1
-            messages += raw.startswith(b"From ")
+            messages += is_mbox_message(raw)
             position += len(raw)
     yield Chunk(index, number, first_message, count, last=True, offset=start, length=position - start)
 

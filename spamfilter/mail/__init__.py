@@ -20,6 +20,7 @@ from .mailboxes import (
     check_sources,
     describe_skipped,
     detect_format,
+    is_mbox_message,
     iter_mail_source,
     looks_like_csv,
     looks_like_email,
@@ -45,5 +46,6 @@ __all__ = [
     "remove_spam_headers",
     "replace_fields",
     "spam_field_names",
+    "is_mbox_message",
     "split_mbox",
 ]

@@ -63,6 +63,14 @@ def split_mbox(stream: typing.BinaryIO, max_message_bytes: int | None = None) ->
         yield bytes(message)
 
 
+def is_mbox_message(raw: bytes) -> bool:
+    """Whether a piece that ``split_mbox`` yields is a message: it begins with a whole 'From '
+    line. Bytes before the first separator are not, nor a separator line that the end of the
+    file cut off (a truncated mbox): tagging that one put the fields before its 'From ', which
+    then no longer followed an empty line, and the message before it took in both."""
+    return raw.startswith(b"From ") and b"\n" in raw
+
+
 def _iter_mbox_file(path: Path) -> Iterator[bytes]:
     with path.open("rb") as stream:
         yield from split_mbox(stream)
