@@ -52,6 +52,16 @@ def test_binary_input_is_a_one_line_usage_error(trained_model: Path) -> None:
     assert result.exit_code == 2, result.output
     assert "binary" in result.output and "--format text" in result.output
     assert "Traceback" not in result.output and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("Error: ")
+
+
+def test_bad_input_is_one_line_with_its_bytes_escaped(trained_model: Path) -> None:
+    """A CSV without its text column was answered with click's usage lines, a blank line and the
+    error, four lines; a NUL of the header went to the terminal as it was."""
+    data = "id,bo\0dy\n1,hello\n"
+    result = CliRunner().invoke(cli, ["filter", "--model", str(trained_model), "--format", "csv"], input=data)
+    assert result.exit_code == 2, result.output
+    assert result.stderr == "Error: no column 'Text' in the CSV header (id, bo\\x00dy); use --text-column\n"
 
 
 def test_cr_only_csv_is_read(trained_model: Path) -> None:

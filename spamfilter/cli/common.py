@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from .. import __version__
-from ..errors import EX_USAGE, SpamfilterError
+from ..errors import SpamfilterError
 from ..interrupts import stop_on_signals
 from ..modeldir import default_model_dir
 from ..verdict import DEFAULT_PREFIX, EXPLAIN_POLICIES, Decision
@@ -38,10 +38,12 @@ def _console():
 
 
 class _LibraryError(click.ClickException):
-    """A library error shown as click shows errors: ``Error: <sentence>``, with the error's exit code."""
+    """A library error shown as click shows errors: ``Error: <sentence>``, on one line (characters
+    that are not printable, as a NUL from a CSV header, escaped), with the error's exit code."""
 
     def __init__(self, error: SpamfilterError) -> None:
-        super().__init__(str(error))
+        text = str(error)
+        super().__init__("".join(c if c.isprintable() else ascii(c)[1:-1] for c in text))
         self.code = error.exit_code
 
     @property
@@ -51,13 +53,13 @@ class _LibraryError(click.ClickException):
 
 @contextlib.contextmanager
 def _library_errors() -> Iterator[None]:
-    """The one mapping from the library's errors to exit codes: usage errors 2 (with click's usage
-    line), the others their own code (1 unless they say otherwise)."""
+    """The one mapping from the library's errors to exit codes: usage errors (bad input: a missing
+    CSV column, a model directory that is not one) 2, the others their own code (1 unless they say
+    otherwise); each one line, ``Error: ...`` (click's own errors about the options keep its usage
+    lines)."""
     try:
         yield
     except SpamfilterError as error:
-        if error.exit_code == EX_USAGE:
-            raise click.UsageError(str(error)) from None
         raise _LibraryError(error) from None
 
 
