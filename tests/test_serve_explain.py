@@ -143,3 +143,49 @@ def test_an_explanation_holds_no_other_message(trained_model: Path, monkeypatch:
     plain, explained, waiting = asyncio.run(scenario())
     assert waiting and getattr(plain, "error", "x") is None and getattr(plain, "verdict", None) is not None
     assert getattr(explained, "explanation", None) is not None and b"X-Spam-Report" in explained.message  # type: ignore[attr-defined]
+
+
+def test_a_flood_of_explanations_delays_another_client_only_so_long(
+    trained_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The explanation thread serves one at a time, first come first served: a client sending 24
+    spam with --explain made another client's spam wait 21 s for its reply (spamc's and Exim's
+    timeouts then pass the mail untagged). An explanation that cannot start within
+    EXPLANATION_START_WAIT of its verdict is now left out, so the reply comes with the verdict
+    alone, and the stale ones before it cost nothing. Here explanations take 1 s each, the wait
+    is 0.5 s: behind ten, a reply came after 11 s; now within about 0.5 s + two explanations."""
+    import asyncio
+    import time
+
+    from spamfilter.runtime import Classifier
+    from spamfilter.service import batcher as batcher_module
+    from spamfilter.verdict import Decision
+
+    def slow(classifier: object, decision: Decision, verdict: object, text: str) -> object:
+        time.sleep(1.0)
+        return None  # what a failed explanation gives: the verdict alone
+
+    monkeypatch.setattr(batcher_module, "explanation_for", slow)
+    monkeypatch.setattr(batcher_module, "EXPLANATION_START_WAIT", 0.5)
+    classifier = Classifier.load(trained_model, variant="fp32")
+    skipped: list[int] = []
+
+    async def scenario() -> tuple[float, object, int]:
+        batcher = batcher_module.MicroBatcher(classifier, 8, 0.001, Decision(explain="all"))
+        batcher.on_explanation_skipped = lambda: skipped.append(1)
+        batcher.start()
+        try:
+            flood = [asyncio.ensure_future(batcher.tag(SPAM, "", True)) for _ in range(10)]
+            await asyncio.sleep(0.2)
+            began = time.monotonic()
+            victim = await asyncio.wait_for(batcher.tag(SPAM, "", True), 30)
+            waited = time.monotonic() - began
+            await asyncio.gather(*flood)
+            return waited, victim, batcher.explanations_skipped
+        finally:
+            await batcher.stop()
+
+    waited, victim, count = asyncio.run(scenario())
+    assert waited < 5.0, waited  # FIFO: at least 10 s
+    assert getattr(victim, "error", "x") is None and getattr(victim, "verdict", None) is not None
+    assert count >= 8 and len(skipped) == count  # the stale ones were skipped, each one said

@@ -24,7 +24,7 @@ from typing import Any
 from ..errors import SpamfilterError, first_line
 from ..pipeline import Scorer
 from .access import Address, BoundSocket, bind_unix_socket, peer_allowed
-from .batcher import MicroBatcher
+from .batcher import EXPLANATION_START_WAIT, MicroBatcher
 from .door import Door, Writer, peer_text
 from .learning import Teaching, UserLearning
 from .milter_front import MilterFrontEnd
@@ -79,6 +79,11 @@ class SpamdService:
             self._describe(scorer)
         self._stop = asyncio.Event()
         self.door = Door(settings, self.metrics, logger)
+        self.batcher.on_explanation_skipped = lambda: self.door.say_now(
+            "explanations-behind",
+            "an explanation was left out: the explanation thread is more than "
+            f"{EXPLANATION_START_WAIT:.0f} s behind (--explain costs tens of classifications a message)",
+        )
         self.spamd = SpamdFrontEnd(settings, self.door, self.batcher, self.teaching, self.metrics, logger)
         self.milter = MilterFrontEnd(
             settings, self.door, self.batcher, self.metrics, logger, self._stop, self.users is not None
