@@ -45,6 +45,9 @@ MAX_USER_LENGTH = 128
 MAX_USERS = 10_000
 MAX_LOADED = 1_000
 MAX_CORRECTIONS = 1_000
+# Bytes of corrections one user may keep: 1,000 corrections of up to 512 KB each were 512 MB per
+# account (ten times what one TELL peer may keep of the shared model's corrections).
+MAX_CORRECTION_BYTES = 20_000_000
 _USER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+=-]*")
 
 
@@ -102,11 +105,13 @@ class UserHeads:
         max_users: int = MAX_USERS,
         max_loaded: int = MAX_LOADED,
         max_corrections: int = MAX_CORRECTIONS,
+        max_correction_bytes: int = MAX_CORRECTION_BYTES,
         trunk: str | None = None,
     ) -> None:
         self.root = Path(model_dir) / USERS_DIR
         self.model_dir = Path(model_dir)
         self.max_users, self.max_loaded, self.max_corrections = max_users, max_loaded, max_corrections
+        self.max_correction_bytes = max_correction_bytes
         self.trunk = trunk  # the current trunk's fingerprint: heads of another are not used
         self._loaded: OrderedDict[str, UserHead | None] = OrderedDict()
         self._lock = threading.Lock()
@@ -127,10 +132,11 @@ class UserHeads:
         return Corrections(self.folder(user))
 
     def add(self, user: str, raw: bytes, label: int) -> bool:
-        """Keep ``raw`` as ``label`` among ``user``'s corrections (bounded: ``max_corrections`` per
-        user, ``max_users`` users); False when it was kept as that already."""
+        """Keep ``raw`` as ``label`` among ``user``'s corrections (bounded: ``max_corrections`` and
+        ``max_correction_bytes`` per user, ``max_users`` users); False when it was kept as that
+        already."""
         folder = self._claim(user)
-        quota = Quota(self.max_corrections, self.max_corrections * 512_000)
+        quota = Quota(self.max_corrections, self.max_correction_bytes)
         return Corrections(folder).add(raw, label, teacher=user, quota=quota)
 
     def remove(self, user: str, raw: bytes) -> bool:

@@ -133,6 +133,7 @@ def test_every_serve_option_has_the_service_settings_default() -> None:
         "tell_max_bytes": TELL_QUOTA.bytes,
         "max_loaded_heads": UserLimits.max_loaded,
         "max_user_corrections": UserLimits.max_corrections,
+        "max_user_correction_bytes": UserLimits.max_correction_bytes,
         "milter_error": MilterPolicy.on_error,
     }
     compared = set()
@@ -144,8 +145,8 @@ def test_every_serve_option_has_the_service_settings_default() -> None:
             compared.add(param.name)
     assert {"max_size", "timeout", "max_connections", "batch_wait_ms", "log_interval"} <= compared
     assert {"tell_max", "tell_max_bytes", "milter_error"} <= compared
-    assert {"max_users", "max_loaded_heads", "max_user_corrections"} <= compared
-    assert {"max_retrains", "retrain_queue"} <= compared
+    assert {"max_users", "max_loaded_heads", "max_user_corrections", "max_user_correction_bytes"} <= compared
+    assert {"max_retrains", "retrain_queue", "retrain_interval"} <= compared
 
 
 def test_serve_help_quotes_the_batch_defaults() -> None:

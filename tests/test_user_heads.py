@@ -60,6 +60,23 @@ def test_the_number_of_users_is_bounded(tmp_path: Path) -> None:
     assert sorted(heads.users()) == ["a", "b"]
 
 
+def test_the_bytes_of_a_users_corrections_are_bounded(tmp_path: Path) -> None:
+    """1,000 corrections of up to 512 KB each: 512 MB one local user could store under their own
+    account. The bytes kept per user are bounded too (MAX_CORRECTION_BYTES by default)."""
+    from spamfilter.corrections import QuotaExceeded
+    from spamfilter.user_heads import MAX_CORRECTION_BYTES
+
+    assert MAX_CORRECTION_BYTES <= 20_000_000
+    heads = UserHeads(tmp_path, max_correction_bytes=300_000)
+    big = [b"Subject: %d\n\n" % i + b"x" * 100_000 for i in range(4)]
+    for raw in big[:2]:
+        assert heads.add("alice", raw, 0)
+    with pytest.raises(QuotaExceeded, match="alice keeps 2 corrections"):
+        heads.add("alice", big[2], 1)
+    assert heads.add("bob", big[3], 1)  # another user's bytes are their own
+    assert heads.add("alice", big[0], 1)  # moving a kept one to the other class costs nothing
+
+
 def test_heads_held_in_memory_are_bounded_and_a_damaged_file_is_no_head(tmp_path: Path) -> None:
     heads = UserHeads(tmp_path, max_loaded=3, trunk="t")
     for i in range(5):

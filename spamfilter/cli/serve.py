@@ -236,6 +236,11 @@ def _octal_mode(_context: click.Context, _param: click.Parameter, value: str | N
     "With --per-user: corrections one user may keep; beyond, their TELL is refused (73).",
 )
 @count_option(
+    "--max-user-correction-bytes",
+    UserLimits.max_correction_bytes,
+    "With --per-user: bytes of corrections one user may keep; beyond, their TELL is refused (73).",
+)
+@count_option(
     "--max-loaded-heads",
     UserLimits.max_loaded,
     "With --per-user: user heads held in memory (the least recently used are read again).",
@@ -288,6 +293,7 @@ def serve(
     per_user: bool,
     max_users: int,
     max_user_corrections: int,
+    max_user_correction_bytes: int,
     max_loaded_heads: int,
     max_retrains: int,
     retrain_queue: int,
@@ -347,12 +353,13 @@ def serve(
             learn_command=[sys.executable, "-m", "spamfilter", "learn", "--retrain", "-m", str(directory)],
             user_heads=directory if per_user else None,
             user_limits=UserLimits(
-                max_users,
-                max_loaded_heads,
-                max_user_corrections,
-                max_retrains,
-                retrain_queue,
-                retrain_interval,
+                max_users=max_users,
+                max_loaded=max_loaded_heads,
+                max_corrections=max_user_corrections,
+                max_correction_bytes=max_user_correction_bytes,
+                max_retrains=max_retrains,
+                retrain_queue=retrain_queue,
+                retrain_interval=retrain_interval,
             ),
         )
         logger = setup_logging(syslog_address)

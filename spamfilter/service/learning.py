@@ -82,6 +82,7 @@ def open_user_heads(model_dir: Path, limits: UserLimits, log: logging.Logger) ->
         max_users=limits.max_users,
         max_loaded=limits.max_loaded,
         max_corrections=limits.max_corrections,
+        max_correction_bytes=limits.max_correction_bytes,
     )
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..corrections import Quota
-from ..user_heads import MAX_CORRECTIONS, MAX_LOADED, MAX_USERS
+from ..user_heads import MAX_CORRECTION_BYTES, MAX_CORRECTIONS, MAX_LOADED, MAX_USERS
 from ..verdict import Decision
 from .access import LOOPBACK, Address, Network
 
@@ -38,6 +38,7 @@ class UserLimits:
     max_users: int = MAX_USERS
     max_loaded: int = MAX_LOADED
     max_corrections: int = MAX_CORRECTIONS
+    max_correction_bytes: int = MAX_CORRECTION_BYTES
     max_retrains: int = 1  # user-head retrains running at once (each a thread: CPU, training features)
     retrain_queue: int = 1000  # users waiting for one; beyond, a retrain waits for the user's next TELL
     retrain_interval: float = RETRAIN_INTERVAL  # seconds at least between two retrains of one user's head
