@@ -67,6 +67,13 @@ class ClassificationError(SpamfilterError):
     """The model failed in the middle of a run; what was read went out untagged."""
 
 
+def printable(text: str) -> str:
+    """``text`` with every character that is not printable (control characters, C1 codes such
+    as ``\\x9b`` that a terminal reads as an escape, line breaks) written as its escape: safe for
+    one line of a terminal or a log, whatever a message or a peer put in it."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
 def first_line(error: BaseException) -> str:
     """The first line of an error's message, or its type's name when it has none."""
     lines = str(error).strip().splitlines()

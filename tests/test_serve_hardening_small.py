@@ -75,3 +75,21 @@ def test_sigterm_with_idle_connections_exits_at_once(trained_model: Path) -> Non
         for conn in idle:
             conn.close()
     assert code == 0, server.log()
+
+
+def test_a_user_header_with_terminal_escapes_is_logged_escaped(trained_model: Path) -> None:
+    """spamd's User: is the client's to choose: C1 codes in it (``\\x9b``, a terminal's CSI) were
+    written into the request's log line as they came, for whoever reads the log on a terminal."""
+    user = "bob\u009b2J\u009b31mx"
+    message = b"Subject: hi\r\n\r\nhello\r\n"
+    raw = (
+        f"CHECK SPAMC/1.5\r\nUser: {user}\r\nContent-length: {len(message)}\r\n\r\n".encode("latin-1")
+        + message
+    )
+    with Server(trained_model) as server:
+        reply = request(server.address, raw)
+        assert reply.startswith(b"SPAMD/1.1 0 EX_OK"), reply
+        server.wait_for_log("user=bob")
+        log = server.log()
+    assert "user=bob\\x9b2J\\x9b31mx" in log, log[-500:]
+    assert "\u009b" not in log

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from .. import __version__
-from ..errors import SpamfilterError
+from ..errors import SpamfilterError, printable
 from ..interrupts import stop_on_signals
 from ..modeldir import default_model_dir
 from ..verdict import DEFAULT_PREFIX, EXPLAIN_POLICIES, Decision
@@ -42,8 +42,7 @@ class _LibraryError(click.ClickException):
     that are not printable, as a NUL from a CSV header, escaped), with the error's exit code."""
 
     def __init__(self, error: SpamfilterError) -> None:
-        text = str(error)
-        super().__init__("".join(c if c.isprintable() else ascii(c)[1:-1] for c in text))
+        super().__init__(printable(str(error)))
         self.code = error.exit_code
 
     @property

@@ -11,6 +11,7 @@ import time
 from collections.abc import Awaitable
 from typing import TypeVar
 
+from ..errors import printable
 from .access import peer_allowed
 from .limits import FIRST_LINE_SECONDS, MIN_PENDING, PENDING_PER_SLOT, Pending, Slots
 from .observe import Metrics, Tally
@@ -83,7 +84,7 @@ class Door:
         self.tally.spam += detail.startswith("spam")
         if self.settings.log_interval <= 0:
             what = command or "(no command)"
-            said = f": {detail}" if detail else ""
+            said = f": {printable(detail)}" if detail else ""  # a peer's User: may hold escapes
             self.log.info("%s from %s: %s%s in %.1f ms", what, peer, outcome, said, 1000 * seconds)
 
     def summary(self) -> str:

@@ -148,7 +148,7 @@ class SpamdFrontEnd:
         detail = (
             f"{'spam' if verdict.spam else 'clean'} ({verdict.score:.1f}/{verdict.required:.1f}) "
             f"p={verdict.probability:.3f}, {len(request.message)} bytes"
-            + (f", user={request.user}" if request.user else "")
+            + (f", user={request.user[:200]}" if request.user else "")
         )
         return protocol.check_reply(request, verdict, outcome.message, _report(outcome)), "ok", detail
 
