@@ -13,8 +13,6 @@ sits in windows of its own and cannot dilute the offer's.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from spamfilter.mail import extract_text
@@ -23,9 +21,8 @@ from spamfilter.runtime import Classifier, batched_logits, session_logits, softm
 from spamfilter.windows import windows_of
 
 from .bench_evasion import changed_spam, ham_pool, load_split
-from .bench_word_fusion import WordModel, features, log_odds
-from .common import DEFAULT_WORKDIR, script_parser
-from .mail_corpus import SEED, load_corpus, recipe_dir, split_indexes
+from .bench_word_fusion import WordModel, arguments, features, log_odds
+from .common import DEFAULT_WORKDIR
 
 
 def window_scores(classifier: Classifier, texts: list[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -80,18 +77,7 @@ NAMES = ("GPT-2", "whole fused", "window fused", "window one-sided", "window min
 
 
 def main() -> None:
-    parser = script_parser(__doc__)
-    parser.add_argument("--seed", type=int, default=SEED, help="bench_recipe's split (default 123)")
-    parser.add_argument("--model", type=Path, help="default: the split's line-ends+window64+avg995 model")
-    parser.add_argument("--weight", type=float, default=1.5, help="the word model's weight (default 1.5)")
-    args = parser.parse_args()
-    model = args.model or recipe_dir(args.seed) / "line-ends+window64+avg995"
-    raws, labels = load_corpus()
-    cut = split_indexes(labels, args.seed)
-    parts = {
-        name: ([raws[i] for i in part["Index"]], part["Label"].to_numpy())
-        for name, part in (("train", cut.train), ("validation", cut.validation), ("test", cut.test))
-    }
+    args, model, parts = arguments(__doc__)
     words = WordModel().fit(
         [features(b"", extract_text(raw), False) for raw in parts["train"][0]], parts["train"][1]
     )

@@ -19,6 +19,7 @@ counted at the threshold that marks 0.5 % of the test ham spam for that score.
 
 from __future__ import annotations
 
+import argparse
 import re
 import zlib
 from email.parser import BytesHeaderParser
@@ -91,8 +92,12 @@ def log_odds(p: np.ndarray) -> np.ndarray:
     return np.asarray(np.log(p / (1 - p)))
 
 
-def main() -> None:
-    parser = script_parser(__doc__)
+Parts = dict[str, tuple[list[bytes], np.ndarray]]  # split name -> (raw messages, labels)
+
+
+def arguments(doc: str | None) -> tuple[argparse.Namespace, Path, Parts]:
+    """The word-model experiments' options (split, model, weight), the model and the split's parts."""
+    parser = script_parser(doc)
     parser.add_argument("--seed", type=int, default=SEED, help="bench_recipe's split (default 123)")
     parser.add_argument("--model", type=Path, help="default: the split's line-ends+window64+avg995 model")
     parser.add_argument("--weight", type=float, default=1.5, help="the word model's weight (default 1.5)")
@@ -104,6 +109,11 @@ def main() -> None:
         name: ([raws[i] for i in part["Index"]], part["Label"].to_numpy())
         for name, part in (("train", cut.train), ("validation", cut.validation), ("test", cut.test))
     }
+    return args, model, parts
+
+
+def main() -> None:
+    args, model, parts = arguments(__doc__)
     texts = {name: [extract_text(raw) for raw in part[0]] for name, part in parts.items()}
     classifier = Classifier.load(model)
     gpt = {name: log_odds(classifier.spam_probability(texts[name])) for name in ("validation", "test")}
