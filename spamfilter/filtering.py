@@ -121,6 +121,8 @@ def _filter_stream(job: FilterJob, terminal: Terminal, input_path: str) -> int:
             for target, hint in ((job.output, "--output"), (job.spam_output, "--spam-output")):
                 if _same_file(input_path, target):
                     raise BadOption(hint, "is the input file: write elsewhere, then move it over the input")
+            if _one_file(job.output, job.spam_output):  # both writers on one file: each overwrote the other
+                raise BadOption("--spam-output", "is the --output file: give each a file of its own")
             classifier = _load_classifier(job, terminal)
             if fmt == "mbox" and not job.quiet:
                 _warn_if_not_for_mail(classifier, terminal)
@@ -330,6 +332,13 @@ def is_regular_file(stream: BinaryIO) -> bool:
         return stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
     except (OSError, ValueError, io.UnsupportedOperation):  # in-memory streams: no file descriptor
         return False
+
+
+def _one_file(a: str | None, b: str | None) -> bool:
+    """Whether two outputs name one file, existing or not."""
+    if not a or not b or "-" in (a, b):
+        return False
+    return _same_file(a, b) or os.path.realpath(a) == os.path.realpath(b)
 
 
 def _same_file(a: str | None, b: str | None) -> bool:

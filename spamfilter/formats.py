@@ -13,8 +13,10 @@ the decision's, reading is this module's. How much of a message is read is ``mai
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple, TextIO
 
 from .errors import UsageError
 from .mail import detect_format, extract_text, is_mbox_message, mail_folder_files, split_mbox
+from .mail.mailboxes import read_folder_file
 from .mail.text import MESSAGE_BYTES_READ
 from .verdict import Decision, Verdict
 
@@ -103,9 +106,40 @@ def folder_files(root: Path) -> list[str]:
 
 
 def folder_item(root: Path, relative: str) -> Item:
-    """One file of a mail folder: its relative path and bytes, and its text."""
-    raw = (root / relative).read_bytes()
-    return Item((relative, raw), extract_text(raw))
+    """One file of a mail folder: its relative path and bytes, and its text (no bytes and no text
+    for a file ``read_folder_file`` skips)."""
+    raw = read_folder_file(root / relative)
+    return Item((relative, raw), None if raw is None else extract_text(raw))
+
+
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+_FOLDER = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
+
+
+def write_private(target: Path, relative: str, data: bytes) -> None:
+    """``data`` as the file ``relative`` under ``target``, private to its owner (0600, its new
+    folders 0700: mail is), whole or absent. Every folder below ``target`` is opened without
+    following a link and the file is made under a fresh name and renamed into place: a link
+    planted in the output folder (one in a world-writable folder replaced a root-owned file with
+    a tagged message) is replaced, never written through."""
+    target.mkdir(parents=True, exist_ok=True)
+    *folders, name = Path(relative).parts
+    folder = os.open(target, _FOLDER)
+    try:
+        for part in folders:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(part, 0o700, dir_fd=folder)
+            inner = os.open(part, _FOLDER | os.O_NOFOLLOW, dir_fd=folder)
+            os.close(folder)
+            folder = inner
+        temporary = f".{name}.{os.getpid()}.tmp"
+        with contextlib.suppress(FileNotFoundError):  # a leftover of the same pid: removed, not followed
+            os.unlink(temporary, dir_fd=folder)
+        with os.fdopen(os.open(temporary, _NEW_FILE, 0o600, dir_fd=folder), "wb") as out:
+            out.write(data)
+        os.replace(temporary, name, src_dir_fd=folder, dst_dir_fd=folder)
+    finally:
+        os.close(folder)
 
 
 class MailWriter:
@@ -133,7 +167,7 @@ class FolderWriter:
     ``write`` (the Ray engine writes atomically, as a retried chunk writes it again)."""
 
     def __init__(
-        self, target: Path, decision: Decision, write: Callable[[Path, bytes], object] = Path.write_bytes
+        self, target: Path, decision: Decision, write: Callable[[Path, bytes], object] | None = None
     ) -> None:
         self.target, self.decision, self.write = target, decision, write
 
@@ -141,9 +175,13 @@ class FolderWriter:
         self, raw: tuple[str, bytes], verdict: Verdict, explanation: Explanation | None = None
     ) -> None:
         relative, data = raw
+        tagged = self.decision.tag(data, verdict, explanation)
+        if self.write is None:
+            write_private(self.target, relative, tagged)
+            return
         destination = self.target / relative
         destination.parent.mkdir(parents=True, exist_ok=True)
-        self.write(destination, self.decision.tag(data, verdict, explanation))
+        self.write(destination, tagged)
 
 
 # --------------------------------------------------------------------------- CSV and text

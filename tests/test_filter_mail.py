@@ -326,3 +326,120 @@ def test_eml_folder_needs_an_output_folder_outside_it(trained_model: Path, tmp_p
     assert inside.exit_code == 2 and "outside the input folder" in inside.output
     result = run(["filter", str(folder), "--model", str(trained_model), "-o", str(tmp_path / "out")])
     assert result.exit_code == 0 and (tmp_path / "out" / "a.eml").read_bytes().count(b"X-Spam-Status") == 1
+
+
+def _maildir(root: Path) -> Path:
+    for sub in ("cur", "new", "tmp"):
+        (root / sub).mkdir(parents=True)
+    (root / "cur" / "1700000000.1.host:2,S").write_bytes(make_email("prize", SPAM_TEXT))
+    (root / "new" / "1700000001.2.host").write_bytes(make_email("lunch", HAM_TEXT))
+    return root
+
+
+def test_a_link_in_a_shared_maildir_is_not_followed_and_copies_are_private(
+    trained_model: Path, tmp_path: Path
+) -> None:
+    """A local user who plants ``new/123.host -> /etc/shadow`` in a shared Maildir got the file
+    copied, tagged, into the output, readable by everyone (copies were 0644). Links (to files or
+    to cur/, new/) are skipped; copies are 0600 in 0700 folders, as a Maildir's own files are."""
+    maildir = _maildir(tmp_path / "Maildir")
+    secret = tmp_path / "secret"
+    secret.write_bytes(make_email("root only", "the secret"))
+    (maildir / "new" / "1700000002.3.host").symlink_to(secret)
+    out = tmp_path / "tagged"
+    result = run(["filter", str(maildir), "--model", str(trained_model), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert written == ["cur/1700000000.1.host:2,S", "new/1700000001.2.host"]
+    assert all((out / name).stat().st_mode & 0o777 == 0o600 for name in written)
+    assert (out / "new").stat().st_mode & 0o777 == 0o700
+    linked = tmp_path / "Linked"
+    linked.mkdir()
+    (linked / "cur").symlink_to(maildir / "cur")  # a Maildir whose folders are links elsewhere
+    (linked / "new").mkdir()
+    (linked / "new" / "1700000003.4.host").write_bytes(make_email("x", HAM_TEXT))
+    result = run(["filter", str(linked), "--model", str(trained_model), "-o", str(tmp_path / "out2")])
+    assert result.exit_code == 0, result.output
+    assert [p.name for p in (tmp_path / "out2").rglob("*") if p.is_file()] == ["1700000003.4.host"]
+
+
+def test_a_link_planted_in_the_output_folder_is_replaced_not_written_through(
+    trained_model: Path, tmp_path: Path
+) -> None:
+    """With -o in a shared folder, a local user who created the output's new/ first, holding a
+    link named like a message, had a root-owned file replaced by the tagged message. Each file is
+    now made under a fresh name (O_EXCL, O_NOFOLLOW) and renamed over the link, and a folder on
+    the way that is a link is refused."""
+    from spamfilter.pipeline import filter_folder
+    from spamfilter.runtime import Classifier
+    from spamfilter.verdict import Decision
+
+    maildir = _maildir(tmp_path / "Maildir")
+    victim = tmp_path / "victim"
+    victim.write_text("root's file\n")
+    out = tmp_path / "tagged"
+    (out / "new").mkdir(parents=True)
+    (out / "new" / "1700000001.2.host").symlink_to(victim)
+    classifier = Classifier.load(trained_model)
+    filter_folder(maildir, out, classifier, Decision().for_model(classifier.threshold))
+    assert victim.read_text() == "root's file\n"
+    landed = out / "new" / "1700000001.2.host"
+    assert not landed.is_symlink() and remove_spam_headers(landed.read_bytes()) == make_email(
+        "lunch", HAM_TEXT
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    second = tmp_path / "tagged2"
+    second.mkdir()
+    (second / "cur").symlink_to(elsewhere)  # the folder itself a link: nothing written through it
+    with pytest.raises(OSError):
+        filter_folder(maildir, second, classifier, Decision().for_model(classifier.threshold))
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_message_that_vanishes_or_is_not_a_regular_file_is_skipped(
+    trained_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mail client moving a message from new/ to cur/ while a cron run reads the folder stopped
+    the whole run (18,000 of 20,000 written, 'cannot write the output'). Such a file is skipped
+    and counted; the others are tagged."""
+    from spamfilter import pipeline
+
+    maildir = _maildir(tmp_path / "Maildir")
+    listed = pipeline.folder_files(maildir)
+    monkeypatch.setattr(pipeline, "folder_files", lambda source: [*listed, "new/1700000009.gone.host"])
+    out = tmp_path / "tagged"
+    result = run(["filter", str(maildir), "--model", str(trained_model), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == [
+        "1700000000.1.host:2,S",
+        "1700000001.2.host",
+    ]
+    assert "1 non-message chunks passed through" in result.stderr
+
+
+def test_a_fifo_as_input_is_refused_at_once(trained_model: Path, tmp_path: Path) -> None:
+    """Opening a FIFO waits for a writer: ``filter box.fifo`` hung for ever, deaf to SIGTERM."""
+    import os
+
+    fifo = tmp_path / "box.fifo"
+    os.mkfifo(fifo)
+    done = subprocess.run(
+        [sys.executable, "-m", "spamfilter", "filter", "-m", str(trained_model), str(fifo)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"Error: {fifo} is not a file or folder (a FIFO, socket or device): pipe it to stdin (-)"
+    )
+
+
+def test_the_spam_output_cannot_be_the_output(trained_model: Path, tmp_path: Path) -> None:
+    """Both writers on one file overwrote each other: 15 messages came out of 16."""
+    box = tmp_path / "in.mbox"
+    box.write_bytes(b"From a@example.org Mon Mar  4 09:12:45 2024\n" + make_email("x", HAM_TEXT))
+    same = str(tmp_path / "out.mbox")
+    result = run(["filter", str(box), "-m", str(trained_model), "-o", same, "--spam-output", same])
+    assert result.exit_code == 2 and "is the --output file" in result.output

@@ -233,3 +233,20 @@ def test_filter_tags_a_folder_of_corpus_named_files(
     assert sorted(p.name for p in out.iterdir()) == [corpus_name(n) for n in (1, 2, 3)]  # cmds not copied
     tagged = (out / corpus_name(1)).read_bytes()
     assert tagged.startswith(b"From ") and tagged.count(b"X-Spam-Flag: ") >= 1
+
+
+def test_a_huge_or_linked_file_in_a_mail_folder_is_skipped_and_counted(
+    tmp_path: Path, ham_messages: list[bytes]
+) -> None:
+    """Training and ``learn`` read a folder's files whole: a sparse 8 GiB file (4 KiB on disk)
+    ended in a MemoryError traceback, and a link to /dev/zero read until memory ran out. Files
+    over MAX_FOLDER_FILE_BYTES, links and special files are skipped and counted."""
+    folder = tmp_path / "mail"
+    (folder / "cur").mkdir(parents=True)
+    (folder / "cur" / "1.host").write_bytes(ham_messages[0])
+    with (folder / "cur" / "2.host").open("wb") as huge:
+        huge.truncate(mailboxes.MAX_FOLDER_FILE_BYTES + 1)  # sparse: no disk, and no memory now
+    (folder / "cur" / "3.host").symlink_to("/dev/zero")
+    skipped: Counter[str] = Counter()
+    assert list(iter_mail_source(folder, skipped)) == [ham_messages[0]]
+    assert skipped == {mailboxes.SKIPPED_UNREADABLE: 1, mailboxes.SKIPPED_NOT_REGULAR: 1}

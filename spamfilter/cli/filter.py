@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import sys
 import time
 from collections.abc import Callable
@@ -210,6 +211,7 @@ def _engine_options_only(
 ) -> None:
     """Options that go with the other engine are refused (the Ray engine's only where given on the
     command line: $RAY_ADDRESS may be set for other runs); the local engine reads one INPUT."""
+    _regular_inputs(inputs)
     if engine == "ray":
         if user is not None:
             raise click.UsageError("--user goes with the local engine")
@@ -223,6 +225,22 @@ def _engine_options_only(
     for name in RAY_ONLY_OPTIONS:
         if context.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
             raise click.UsageError(f"--{name.replace('_', '-')} goes with --engine ray")
+
+
+def _regular_inputs(inputs: tuple[str, ...]) -> None:
+    """A FIFO, socket or device named as INPUT is refused: opening a FIFO waits for a writer, and
+    that wait held the run for ever, deaf to SIGTERM (stdin, ``-``, is the way to pipe mail in)."""
+    for name in inputs:
+        if name == "-" or "://" in name:
+            continue
+        try:
+            mode = os.stat(name).st_mode
+        except OSError:
+            continue  # a missing INPUT gets its own error where it is read
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            raise click.UsageError(
+                f"{name} is not a file or folder (a FIFO, socket or device): pipe it to stdin (-)"
+            )
 
 
 def _given(context: click.Context, name: str) -> bool:

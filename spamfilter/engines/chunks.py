@@ -271,10 +271,13 @@ def write(chunk: Chunk, item: Input, decision: Decision, target: Path) -> dict[s
     if item.kind == "folder":
         folder = formats.FolderWriter(target, decision, write_atomically)
         root = Path(item.source)
-        for relative in chunk.paths:
-            raw = (root / relative).read_bytes()
+        for relative, is_message in zip(chunk.paths, chunk.is_message, strict=True):
+            if not is_message:  # skipped when read (a link, special, gone, too large): not copied
+                continue
+            raw = formats.read_folder_file(root / relative)
             decided = verdict(raw, relative)
-            folder.tagged((relative, raw), decided, explanation)
+            if raw is not None:  # gone since it was read
+                folder.tagged((relative, raw), decided, explanation)
         return verdicts
     out = io.BytesIO()
     if item.kind == "csv":

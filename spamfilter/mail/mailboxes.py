@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import os
+import stat
 import typing
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -76,9 +78,38 @@ def _iter_mbox_file(path: Path) -> Iterator[bytes]:
         yield from split_mbox(stream)
 
 
-def _iter_files(paths: list[Path]) -> Iterator[bytes]:
+MAX_FOLDER_FILE_BYTES = 64 << 20  # a mail folder's file read at most; a larger one is skipped
+# A folder's file is opened without following a link (one planted in a shared Maildir copied
+# /etc/shadow into the output) and without waiting for a writer (a FIFO held the run for ever).
+_READ_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+
+
+def read_folder_file(path: Path) -> bytes | None:
+    """A mail folder's file, or None for one that is not there any more (a mail client moved it),
+    cannot be read, is a link or anything but a regular file, or is larger than
+    ``MAX_FOLDER_FILE_BYTES``: such a file is skipped and counted, and the run goes on."""
+    try:
+        descriptor = os.open(path, _READ_FILE)
+    except OSError:
+        return None
+    with os.fdopen(descriptor, "rb") as stream:
+        try:
+            status = os.fstat(stream.fileno())
+            if not stat.S_ISREG(status.st_mode) or status.st_size > MAX_FOLDER_FILE_BYTES:
+                return None
+            raw = stream.read(MAX_FOLDER_FILE_BYTES + 1)
+        except OSError:
+            return None
+    return raw if len(raw) <= MAX_FOLDER_FILE_BYTES else None  # longer: it grew while it was read
+
+
+def _iter_files(paths: list[Path], skipped: Counter[str] | None = None) -> Iterator[bytes]:
     for path in paths:
-        yield path.read_bytes()
+        raw = read_folder_file(path)
+        if raw is not None:
+            yield raw
+        elif skipped is not None:
+            skipped[SKIPPED_UNREADABLE] += 1
 
 
 # Limits for reading a tar archive of messages (a tar bomb stops with an error, not a full disk or
@@ -94,6 +125,7 @@ SKIPPED_NOT_MAIL = "not a message"
 SKIPPED_TOO_LARGE = f"larger than {MAX_MEMBER_BYTES >> 20} MiB"
 SKIPPED_NOT_REGULAR = "a link or special file"
 SKIPPED_UNSAFE_PATH = "an absolute or '..' path"
+SKIPPED_UNREADABLE = "gone, unreadable or larger than 64 MiB"
 
 
 def looks_like_message(head: bytes) -> bool:
@@ -148,7 +180,7 @@ def iter_mail_source(path: Path, skipped: Counter[str] | None = None) -> Iterato
             return iter([path.read_bytes()])
         raise ValueError(f"{path}: neither an mbox, an RFC 822 message nor a tar archive")
     if path.is_dir():
-        return _iter_files(mail_folder_files(path, counts))
+        return _iter_files(mail_folder_files(path, counts), counts)
     raise ValueError(f"{path}: no such file or folder")
 
 
@@ -158,16 +190,15 @@ def mail_folder_files(path: Path, skipped: Counter[str] | None = None) -> list[P
     file whose first bytes are those of a message whatever its name (the SpamAssassin corpus's
     ``00001.7c53…``); the other files are skipped and counted in ``skipped``. Hidden files are
     ignored. Raises ValueError for a folder that holds no messages, or a file that cannot be read."""
-    subfolders = [path / "cur", path / "new"]
-    if any(folder.is_dir() for folder in subfolders):
-        return [
-            entry
-            for folder in subfolders
-            if folder.is_dir()
-            for entry in sorted(folder.iterdir())
-            if entry.is_file() and not entry.name.startswith(".")
-        ]
-    files = sorted(entry for entry in path.iterdir() if entry.is_file() and not entry.name.startswith("."))
+    subfolders = [folder for folder in (path / "cur", path / "new") if _real_folder(folder)]
+    if subfolders:
+        found = [entry for folder in subfolders for entry in sorted(folder.iterdir())]
+        kept = [entry for entry in found if _real_file(entry) and not entry.name.startswith(".")]
+        _count_links(found, skipped)
+        return kept
+    entries = sorted(path.iterdir())
+    _count_links(entries, skipped)
+    files = [entry for entry in entries if _real_file(entry) and not entry.name.startswith(".")]
     emls = [entry for entry in files if entry.suffix.lower() == ".eml"]
     if emls:  # a folder of .eml files, as before: other files in it are left alone
         return emls
@@ -177,6 +208,22 @@ def mail_folder_files(path: Path, skipped: Counter[str] | None = None) -> list[P
     if messages:
         return messages
     raise ValueError(f"{path}: a folder that is neither a Maildir nor holds mail files")
+
+
+def _real_file(entry: Path) -> bool:
+    """A regular file, not a link to one: a link in a shared Maildir (to /etc/shadow, or to another
+    user's mail) is not a message of the folder, and copying it to the output leaked what it named."""
+    return not entry.is_symlink() and entry.is_file()
+
+
+def _count_links(entries: list[Path], skipped: Counter[str] | None) -> None:
+    links = sum(1 for entry in entries if entry.is_symlink())
+    if links and skipped is not None:
+        skipped[SKIPPED_NOT_REGULAR] += links
+
+
+def _real_folder(entry: Path) -> bool:
+    return not entry.is_symlink() and entry.is_dir()
 
 
 def _unsafe_member_name(name: str) -> bool:
