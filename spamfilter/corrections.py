@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .labelled import message_key
 from .lockfile import locked, private_folder
+from .replacefile import replace_file
 
 CORRECTIONS_DIR = "corrections"
 LEARNT_RECORD = "learnt.json"  # in CORRECTIONS_DIR: the corrections the current head was trained with
@@ -101,9 +102,9 @@ class Corrections:
             )
         stored[key] = size
         private_folder(record.parent)
-        scratch = record.with_suffix(".partial")
-        scratch.write_text(json.dumps({"teacher": teacher, "stored": stored}, sort_keys=True) + "\n")
-        scratch.replace(record)
+        replace_file(
+            record, (json.dumps({"teacher": teacher, "stored": stored}, sort_keys=True) + "\n").encode()
+        )
 
     def _path(self, key: str, label: int) -> Path:
         return self.root / CLASS_FOLDERS[label] / f"{key}.eml"
@@ -131,6 +132,4 @@ class Corrections:
 
     def mark_learnt(self, keys: dict[str, int]) -> None:
         private_folder(self.root)
-        scratch = self.root / f".{LEARNT_RECORD}.partial"
-        scratch.write_text(json.dumps(keys, indent=1, sort_keys=True) + "\n")
-        scratch.replace(self.root / LEARNT_RECORD)
+        replace_file(self.root / LEARNT_RECORD, (json.dumps(keys, indent=1, sort_keys=True) + "\n").encode())

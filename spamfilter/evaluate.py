@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from .metrics import DEFAULT_TARGET_FPRS, compute_metrics, roc_curve, threshold_sweep
+from .replacefile import replace_file
 from .runtime import Classifier
 from .verdict import Decision
 
@@ -74,7 +75,7 @@ def write_report(report: EvalReport, folder: Path) -> list[Path]:
     """``eval.json`` in ``folder``, and ``roc.png`` where matplotlib is installed (the train extra;
     a filter-only install has none). Returns the files written."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / EVAL_RECORD).write_text(json.dumps(report.summary(), indent=2) + "\n")
+    replace_file(folder / EVAL_RECORD, (json.dumps(report.summary(), indent=2) + "\n").encode())
     try:
         import matplotlib  # noqa: F401 - the train extra's
     except ImportError:  # a filter-only install: the numbers are all in eval.json

@@ -26,6 +26,7 @@ the caller is told which figure moved, by how much, and what was allowed.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -504,9 +505,21 @@ def write_head(model_dir: Path, head: Head, *, threshold: float, metrics: dict[s
     staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=model_dir))
     try:
         new_files: dict[str, tuple[str, str]] = {}
-        for key, name in [("fp32", current.onnx.file), *((k, v.file) for k, v in current.variants.items())]:
+        files = [
+            (current.onnx.file, current.onnx.sha256),
+            *((v.file, v.sha256) for v in current.variants.values()),
+        ]
+        for key, (name, expected) in zip(["fp32", *current.variants], files, strict=True):
             plain = _PLAIN_NAMES.get(key, ONNX_FILE)
-            (staging / plain).write_bytes(replace_head((model_dir / name).read_bytes(), head))
+            graph = (model_dir / name).read_bytes()
+            # A damaged file (the sha256 check refuses it where it is loaded) must not come out of
+            # a retrain with a new sha256 recorded for it, and so be loaded as if whole.
+            if expected and hashlib.sha256(graph).hexdigest() != expected:
+                raise ModelDirectoryError(
+                    f"{model_dir / name} does not match the sha256 in its manifest: the model is "
+                    "damaged (export or train it again); nothing was changed"
+                )
+            (staging / plain).write_bytes(replace_head(graph, head))
             new_files[key] = (plain, sha256_file(staging / plain))
         built = replace(
             current,

@@ -37,7 +37,7 @@ def plot_training(record: dict[str, Any], path: Path) -> None:
     accuracy_axis.set_title("Accuracy")
     accuracy_axis.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    _save(figure, path)
     plt.close(figure)
 
 
@@ -59,5 +59,16 @@ def plot_roc(
     axis.set_title("ROC")
     axis.legend(loc="lower right")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    _save(figure, path)
     plt.close(figure)
+
+
+def _save(figure: Any, path: Path) -> None:
+    """The figure as a PNG at ``path``, replaced whole, never written through a link there."""
+    import io
+
+    from .replacefile import replace_file
+
+    image = io.BytesIO()
+    figure.savefig(image, dpi=100, format="png")
+    replace_file(path, image.getvalue())

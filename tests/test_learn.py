@@ -156,3 +156,48 @@ def test_the_threshold_is_never_lowered_and_raised_to_keep_the_validation_ham_bu
     assert threshold_for(head(0.5), start, features, labels, 0.7) == 0.7  # never lowered
     raised = threshold_for(head(1.0, shift=1.0), start, features, labels, 0.7)  # ham at 0.5 now 0.82
     assert raised > 0.82 and raised < 0.95  # just above that ham, below the spam (0.95)
+
+
+def test_learn_writes_no_file_through_a_link_in_the_model_directory(model_copy: Path, tmp_path: Path) -> None:
+    """A model directory from elsewhere can carry links: ``learn`` wrote its eval.json, roc.png
+    and the corrections' records through them, into whatever they named (a user's ~/.bashrc).
+    Each is now made under a fresh name and renamed over the link."""
+    victims = {}
+    for name in ("eval.json", "roc.png", f"{CORRECTIONS_DIR}/learnt.json"):
+        victim = tmp_path / name.replace("/", "-")
+        victim.write_text("the user's own file\n")
+        link = model_copy / name
+        link.parent.mkdir(exist_ok=True)
+        link.unlink(missing_ok=True)
+        link.symlink_to(victim)
+        victims[name] = victim
+    message = tmp_path / "fp.eml"
+    message.write_bytes(email_false_positive(model_copy))
+    result = _learn("--ham", str(message), "--model", str(model_copy))
+    assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
+    for name, victim in victims.items():
+        assert victim.read_text() == "the user's own file\n", name
+        assert not (model_copy / name).is_symlink(), name
+    assert json.loads((model_copy / "eval.json").read_text())
+
+
+def test_learn_refuses_a_damaged_model_file_rather_than_record_it_as_whole(
+    model_copy: Path, tmp_path: Path
+) -> None:
+    """``learn`` rewrote every ONNX file with the new head and recorded new sha256s without
+    checking the old: a file damaged after export (refused where it is loaded) came out of a
+    retrain recorded as whole, and was then loaded with its damage."""
+    manifest = json.loads((model_copy / "spamfilter.json").read_text())
+    variant = next(iter(manifest["variants"].values()))["file"]
+    damaged = bytearray((model_copy / variant).read_bytes())
+    damaged[len(damaged) // 2] ^= 0x01
+    (model_copy / variant).write_bytes(bytes(damaged))
+    before = _digests(model_copy)
+    message = tmp_path / "fp.eml"
+    message.write_bytes(email_false_positive(model_copy))
+    result = CliRunner().invoke(cli, ["learn", "--ham", str(message), "--model", str(model_copy)])
+    assert result.exit_code == 1, result.output
+    assert "does not match the sha256" in result.output and "Traceback" not in result.output
+    after = _digests(model_copy)
+    model_files = [name for name in before if name.endswith(".onnx") or name == "spamfilter.json"]
+    assert [after[name] for name in model_files] == [before[name] for name in model_files]
