@@ -29,6 +29,8 @@ _REQUIRED_KEYS = ("format_version", "labels", "max_length", "pad_token_id", "poo
 # without loading the training code). POOLINGS: the model's ways of pooling (model.py builds them).
 POOLINGS = ("last", "last-token", "line-ends")
 DEFAULT_POOLING = "line-ends"  # padding after a spam's lines cannot lower it (README Training)
+MAX_LENGTH_LIMIT = 1 << 16  # tokens per window a manifest may name (GPT-2's context is 1,024)
+VOCABULARY_SIZE = 50257  # GPT-2's token ids: 0 to 50256 (the padding token, <|endoftext|>)
 MAIL_MAX_LENGTH = 256  # tokens per window for mail; see finetune.default_max_length
 MAIL_TARGET_FPR = 0.001  # the share of ham a mail model's threshold may mark spam
 
@@ -202,7 +204,7 @@ class Manifest:
         if data["format_version"] != FORMAT_VERSION:
             raise ModelDirectoryError(_format_version_mismatch(origin, data["format_version"]))
         try:
-            return cls(
+            manifest = cls(
                 max_length=int(data["max_length"]),
                 pad_token_id=int(data["pad_token_id"]),
                 pooling=str(data["pooling"]),
@@ -219,8 +221,24 @@ class Manifest:
                 spamfilter_version=str(data.get("spamfilter_version", "")),
                 checkpoint=str(data["checkpoint"]) if data.get("checkpoint") else None,
             )
-        except (TypeError, ValueError, AttributeError) as error:
+        except (TypeError, ValueError, AttributeError, OverflowError) as error:
             raise ModelDirectoryError(f"{origin} is not a spamfilter manifest: {error}") from None
+        wrong = manifest._out_of_range()
+        if wrong:
+            raise ModelDirectoryError(f"{origin} is not a spamfilter manifest: {wrong}")
+        return manifest
+
+    def _out_of_range(self) -> str | None:
+        """What no model this package writes has: a window of no tokens (the windows' loop never
+        ended on it: every filter run hung), a padding id outside GPT-2's vocabulary, a threshold
+        that is not a probability (NaN made every verdict a traceback)."""
+        if not 1 <= self.max_length <= MAX_LENGTH_LIMIT:
+            return f"max_length {self.max_length} is not 1 to {MAX_LENGTH_LIMIT}"
+        if not 0 <= self.pad_token_id < VOCABULARY_SIZE:
+            return f"pad_token_id {self.pad_token_id} is not a token id (0 to {VOCABULARY_SIZE - 1})"
+        if not 0.0 <= self.threshold <= 1.0:  # NaN fails both comparisons
+            return f"threshold {self.threshold} is not a probability (0 to 1)"
+        return None
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
@@ -340,6 +358,8 @@ def open_model_directory(path: Path) -> ModelDirectory:
         raise ModelDirectoryError(f"cannot read {manifest_path}: {error.strerror or error}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ModelDirectoryError(f"{manifest_path} is not readable JSON: {error}") from None
+    except RecursionError:  # arrays nested thousands deep
+        raise ModelDirectoryError(f"{manifest_path} is not a spamfilter manifest: nested too deep") from None
     directory = ModelDirectory(path, Manifest.from_dict(data, manifest_path))
     for required in (directory.onnx_path, *(path / name for name in TOKENIZER_FILES)):
         if not required.is_file():

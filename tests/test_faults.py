@@ -167,3 +167,49 @@ def test_pipeline_output_that_cannot_be_written_asks_for_a_retry(trained_model: 
     )
     assert result.exit_code == 75, result.output
     assert "cannot write the message" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "said"),
+    [
+        ("max_length", 0, "max_length 0 is not 1 to"),  # the windows' loop never ended: every run hung
+        ("max_length", -5, "max_length -5 is not 1 to"),
+        ("pad_token_id", 2**70, "pad_token_id"),  # an OverflowError traceback
+        ("pad_token_id", 60000, "is not a token id"),
+        ("threshold", float("nan"), "threshold nan is not a probability"),  # a traceback per verdict
+        ("threshold", 1.5, "threshold 1.5 is not a probability"),
+    ],
+)
+def test_a_manifest_out_of_range_is_one_line(
+    trained_model: Path, tmp_path: Path, field: str, value: object, said: str
+) -> None:
+    """A model directory from elsewhere with a manifest no spamfilter writes: refused at load,
+    one line and exit 1, where it hung every filter run or ended each verdict in a traceback."""
+    import json
+    import shutil
+
+    copy = tmp_path / "model"
+    shutil.copytree(trained_model, copy)
+    manifest = json.loads((copy / "spamfilter.json").read_text())
+    manifest[field] = value
+    (copy / "spamfilter.json").write_text(json.dumps(manifest))
+    result = subprocess.run(
+        [*SPAMFILTER, "classify", "--model", str(copy), "hello " * 500],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.count("\n") == 1 and said in result.stderr, result.stderr
+
+
+def test_a_manifest_nested_thousands_deep_is_one_line(trained_model: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "model"
+    shutil.copytree(trained_model, copy)
+    (copy / "spamfilter.json").write_text("[" * 100_000 + "]" * 100_000)
+    result = subprocess.run(
+        [*SPAMFILTER, "classify", "--model", str(copy), "hello"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1 and result.stderr.count("\n") == 1 and "nested too deep" in result.stderr
