@@ -110,10 +110,12 @@ class Corrections:
         return self.root / CLASS_FOLDERS[label] / f"{key}.eml"
 
     def __iter__(self) -> Iterator[tuple[str, int, Path]]:
-        """(key, label, file) of every correction, in a stable order."""
+        """(key, label, file) of every correction, in a stable order: regular files only (a FIFO
+        planted among them held every retrain, a link to /dev/zero read until memory ran out)."""
         for label, folder in CLASS_FOLDERS.items():
             for path in sorted((self.root / folder).glob("*.eml")):
-                yield path.stem, label, path
+                if not path.is_symlink() and path.is_file():
+                    yield path.stem, label, path
 
     def learnt(self) -> dict[str, int]:
         try:
@@ -133,3 +135,12 @@ class Corrections:
     def mark_learnt(self, keys: dict[str, int]) -> None:
         private_folder(self.root)
         replace_file(self.root / LEARNT_RECORD, (json.dumps(keys, indent=1, sort_keys=True) + "\n").encode())
+
+
+def read_correction(path: Path) -> bytes:
+    """A kept correction's bytes (those this package wrote are at most ``MAX_CORRECTION_BYTES``);
+    nothing for one that is gone, is not a regular file, or is larger than any it writes."""
+    from .mail.mailboxes import read_folder_file
+
+    raw = read_folder_file(path)
+    return raw[:MAX_CORRECTION_BYTES] if raw is not None else b""

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .corrections import CORRECTIONS_DIR, Corrections
+from .corrections import CORRECTIONS_DIR, Corrections, read_correction
 from .errors import ModelDirectoryError, SpamfilterError, first_line
 from .formats import message_text
 from .head import Anchor, Head, apply_head, teach
@@ -366,7 +366,7 @@ def _corrections_taught(
     say spam), a spam message's highest-scoring one under the current head (its others may be
     ordinary text)."""
     cap = directory.recipe.chars_kept
-    texts = [message_text(path.read_bytes())[:cap] for _, _, path in corrections]
+    texts = [message_text(read_correction(path))[:cap] for _, _, path in corrections]
     features, owners = window_features(directory, texts)
     message_labels = np.asarray([label for _, label, _ in corrections], dtype=np.int64)
     current = apply_head(start, features)

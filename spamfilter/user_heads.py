@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import re
@@ -32,10 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .corrections import Corrections, Quota
+from .corrections import Corrections, Quota, read_correction
 from .errors import SpamfilterError, UsageError
 from .head import Head, apply_head, teach
 from .lockfile import private_folder
+from .mail.mailboxes import read_folder_file
 from .windows import combine
 
 USERS_DIR = "users"
@@ -220,7 +222,7 @@ def train_user_head(model_dir: Path, user: str, heads: UserHeads | None = None) 
     saved = read_features(Path(model_dir))
     anchor, class_weight = training_anchor(saved)
     shared = current_head(directory)
-    texts = [message_text(path.read_bytes()) for _, _, path in kept]
+    texts = [message_text(read_correction(path)) for _, _, path in kept]
     features, owners = window_features(directory, texts)
     labels = np.asarray([label for _, label, _ in kept], dtype=np.int64)
     current = apply_head(shared, features)
@@ -253,13 +255,24 @@ def _head_bytes(head: UserHead) -> bytes:
     return buffer.getvalue()
 
 
+MAX_HEAD_FILE_BYTES = 16 << 20  # a head file read at most (gpt2-small's is 7 KB)
+
+
 def _read_head(path: Path) -> UserHead | None:
+    """A user's head, or None for a damaged one. The file is read whole first, and only a regular
+    file of at most ``MAX_HEAD_FILE_BYTES`` (a FIFO there held the filter, deaf to SIGTERM; an
+    array header claiming 30 GB asked for them)."""
+    raw = read_folder_file(path, MAX_HEAD_FILE_BYTES)
+    if raw is None:
+        return None
     try:
-        # Opened here: np.load leaves a file it failed to read open.
-        with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as data:
-            return UserHead(Head(data["weight"], data["bias"]), float(data["threshold"]), str(data["trunk"]))
-    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile):
+        with np.load(io.BytesIO(raw), allow_pickle=False) as data:
+            head = UserHead(Head(data["weight"], data["bias"]), float(data["threshold"]), str(data["trunk"]))
+    except (OSError, ValueError, KeyError, TypeError, EOFError, MemoryError, zipfile.BadZipFile):
         return None  # a damaged file: the shared verdict, never an error in the scoring worker
+    if not (np.isfinite(head.head.weight).all() and np.isfinite(head.head.bias).all()):
+        return None
+    return head if 0.0 <= head.threshold <= 1.0 else None
 
 
 SCRATCH_PREFIX = ".new-"

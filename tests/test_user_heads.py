@@ -155,3 +155,51 @@ def test_the_shared_head_given_as_a_users_head_scores_as_the_model_does(trained_
     np.testing.assert_allclose(
         score_with_head(current_head(directory), features, owners, len(texts)), own, atol=1e-5
     )
+
+
+def test_a_head_file_that_is_no_head_gives_the_shared_verdict(tmp_path: Path) -> None:
+    """A model directory from elsewhere: a FIFO as a user's head.npz held ``filter --user`` for
+    ever (deaf to SIGTERM), an array header claiming shape (2, 4e9) asked for 30 GB, a NaN threshold
+    or weight ended the batch in an error. Each is now no head: the user gets the shared verdict."""
+    import io
+    import os
+
+    from spamfilter import user_heads
+
+    heads = UserHeads(tmp_path)
+    good = UserHead(Head(np.ones((2, 4)), np.zeros(2)), 0.5, "t")
+    heads.save("alice", good)
+    path = heads.folder("alice") / user_heads.HEAD_FILE
+    assert user_heads._read_head(path) is not None
+    path.unlink()
+    os.mkfifo(path)
+    assert user_heads._read_head(path) is None  # at once: not opened for a writer to come
+    path.unlink()
+    header = b"\x93NUMPY\x01\x00" + b"{'descr': '<f4', 'fortran_order': False, 'shape': (2, 4000000000), }"
+    header += b" " * (-(len(header) + 1) % 64) + b"\n"
+    buffer = io.BytesIO()
+    import zipfile
+
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("weight.npy", header + b"\0" * 64)
+        archive.writestr("bias.npy", header + b"\0" * 64)
+    path.write_bytes(buffer.getvalue())
+    assert user_heads._read_head(path) is None
+    for threshold, weight in ((float("nan"), 1.0), (0.5, float("nan"))):
+        heads.save("alice", UserHead(Head(np.full((2, 4), weight), np.zeros(2)), threshold, "t"))
+        assert user_heads._read_head(path) is None
+
+
+def test_a_fifo_or_link_among_the_corrections_is_not_read(tmp_path: Path) -> None:
+    """A FIFO planted among a model directory's corrections held every retrain; a link to
+    /dev/zero read until memory ran out."""
+    import os
+
+    from spamfilter.corrections import Corrections
+
+    corrections = Corrections(tmp_path)
+    assert corrections.add(b"Subject: kept\n\nhello\n", 1)
+    spam = tmp_path / "corrections" / "spam"
+    os.mkfifo(spam / "fifo.eml")
+    (spam / "zero.eml").symlink_to("/dev/zero")
+    assert [label for _, label, _ in corrections] == [1]

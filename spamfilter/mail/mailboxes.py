@@ -84,10 +84,10 @@ MAX_FOLDER_FILE_BYTES = 64 << 20  # a mail folder's file read at most; a larger 
 _READ_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 
 
-def read_folder_file(path: Path) -> bytes | None:
+def read_folder_file(path: Path, limit: int = MAX_FOLDER_FILE_BYTES) -> bytes | None:
     """A mail folder's file, or None for one that is not there any more (a mail client moved it),
     cannot be read, is a link or anything but a regular file, or is larger than
-    ``MAX_FOLDER_FILE_BYTES``: such a file is skipped and counted, and the run goes on."""
+    ``limit``: such a file is skipped and counted, and the run goes on."""
     try:
         descriptor = os.open(path, _READ_FILE)
     except OSError:
@@ -95,12 +95,12 @@ def read_folder_file(path: Path) -> bytes | None:
     with os.fdopen(descriptor, "rb") as stream:
         try:
             status = os.fstat(stream.fileno())
-            if not stat.S_ISREG(status.st_mode) or status.st_size > MAX_FOLDER_FILE_BYTES:
+            if not stat.S_ISREG(status.st_mode) or status.st_size > limit:
                 return None
-            raw = stream.read(MAX_FOLDER_FILE_BYTES + 1)
+            raw = stream.read(limit + 1)
         except OSError:
             return None
-    return raw if len(raw) <= MAX_FOLDER_FILE_BYTES else None  # longer: it grew while it was read
+    return raw if len(raw) <= limit else None  # longer: it grew while it was read
 
 
 def _iter_files(paths: list[Path], skipped: Counter[str] | None = None) -> Iterator[bytes]:
