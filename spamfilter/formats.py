@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple, TextIO
 
-from .errors import UsageError
+from .errors import DataError, UsageError
 from .mail import detect_format, extract_text, is_mbox_message, mail_folder_files, split_mbox
 from .mail.mailboxes import read_folder_file
 from .mail.text import MESSAGE_BYTES_READ
@@ -82,10 +82,21 @@ def choose_format(
 # --------------------------------------------------------------------------- mail
 
 
+MAX_MBOX_MESSAGE_BYTES = 256 << 20  # one message of an mbox held in memory at most
+
+
 def mbox_items(source: BinaryIO) -> Iterator[Item]:
     """An mbox's items: each message's bytes with the text the model sees, and bytes before the
-    first From_ line (not a message) with None, as a From_ line that the end of the file cut off."""
-    return (Item(raw, extract_text(raw) if is_mbox_message(raw) else None) for raw in split_mbox(source))
+    first From_ line (not a message) with None, as a From_ line that the end of the file cut off.
+    A message over ``MAX_MBOX_MESSAGE_BYTES`` stops the run with one line (``DataError``): a
+    sparse 8 GiB file ended in a MemoryError traceback; the messages before it are written."""
+    try:
+        for raw in split_mbox(source, MAX_MBOX_MESSAGE_BYTES):
+            yield Item(raw, extract_text(raw) if is_mbox_message(raw) else None)
+    except ValueError as error:  # split_mbox's: a message over the cap
+        raise DataError(
+            f"{error}: split it off the mailbox, or filter it alone in pipeline mode (--format email)"
+        ) from None
 
 
 def message_text(raw: bytes, size_cap: int = PIPELINE_SIZE_CAP) -> str:

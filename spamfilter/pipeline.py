@@ -212,7 +212,10 @@ def _everything_read(queue: Queue, reader: threading.Thread, done: threading.Eve
 def _classify(classifier: Scorer, texts: list[str]) -> np.ndarray:
     """P(spam) for one chunk; the only step a stop signal cuts short (raising ``Interrupted``)."""
     with interrupts.interruptible():
-        return classifier.spam_probability(texts)
+        probabilities = classifier.spam_probability(texts)
+    if not np.all(np.isfinite(probabilities)):  # a damaged head (NaN): each verdict was a traceback
+        raise ValueError("the model answered a P(spam) that is not a number")
+    return probabilities
 
 
 @dataclass

@@ -443,3 +443,43 @@ def test_the_spam_output_cannot_be_the_output(trained_model: Path, tmp_path: Pat
     same = str(tmp_path / "out.mbox")
     result = run(["filter", str(box), "-m", str(trained_model), "-o", same, "--spam-output", same])
     assert result.exit_code == 2 and "is the --output file" in result.output
+
+
+def test_an_mbox_message_over_the_cap_is_one_line_after_the_ones_before(
+    trained_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sparse 8 GiB mbox (4 KiB on disk) or /dev/zero read as one message until a MemoryError
+    traceback. A message over MAX_MBOX_MESSAGE_BYTES (one line of it is not read further either)
+    stops the run with one line, exit 1, the messages before it written."""
+    from spamfilter import formats
+
+    monkeypatch.setattr(formats, "MAX_MBOX_MESSAGE_BYTES", 1 << 20)
+    first = b"From a@example.org Mon Mar  4 09:12:45 2024\n" + make_email("x", HAM_TEXT) + b"\n"
+    huge = b"From b@example.org Mon Mar  4 09:12:45 2024\nSubject: y\n\n" + b"z" * (3 << 20)
+    box = tmp_path / "in.mbox"
+    box.write_bytes(first + huge)
+    out = tmp_path / "out.mbox"
+    result = run(["filter", str(box), "-m", str(trained_model), "-o", str(out), "-q"])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.count("\n") == 1 and "mbox message 2 is larger than 1048576 bytes" in result.stderr
+    assert remove_spam_headers(out.read_bytes()) == first
+
+
+def test_a_model_answering_nan_passes_the_mail_untagged_in_one_line(
+    trained_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A head with NaN weights (a valid sha256 over damaged numbers) ended each run in a
+    traceback from the verdict's rounding; now the chunk goes out untagged, as for any model
+    error, with one line."""
+    import numpy as np
+
+    from spamfilter.runtime import Classifier
+
+    monkeypatch.setattr(
+        Classifier, "spam_probability", lambda self, texts, heads=None: np.full(len(texts), np.nan)
+    )
+    box = tmp_path / "in.mbox"
+    box.write_bytes(b"From a@example.org Mon Mar  4 09:12:45 2024\n" + make_email("x", HAM_TEXT))
+    result = run(["filter", str(box), "-m", str(trained_model), "-q"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "not a number" in result.stderr and result.stdout_bytes == box.read_bytes()

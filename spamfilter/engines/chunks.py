@@ -262,7 +262,12 @@ def write(chunk: Chunk, item: Input, decision: Decision, target: Path) -> dict[s
         position = chunk.first_message + len(verdicts["position"])
         verdicts["source"].append(item.source)
         verdicts["position"].append(position)
-        verdicts["path"].append(path)
+        # a file name that is not UTF-8 (bytes kept as surrogates) in a form the table can hold
+        verdicts["path"].append(
+            None
+            if path is None
+            else path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        )
         verdicts["message_id"].append(message_id(raw) if raw is not None else None)
         verdicts["label"].append(decided.label)
         verdicts["spam_probability"].append(p)

@@ -52,7 +52,9 @@ def split_mbox(stream: typing.BinaryIO, max_message_bytes: int | None = None) ->
     message = bytearray()
     follows_empty_line = True  # the start of the input counts as a message boundary
     number = 1
-    for line in iter(stream.readline, b""):
+    # With a cap, no line is read past it either: one line of 8 GiB was read whole before the check.
+    limit = -1 if max_message_bytes is None else max_message_bytes + 1
+    for line in iter(lambda: stream.readline(limit), b""):
         if follows_empty_line and message and line.startswith(b"From "):
             yield bytes(message)
             message.clear()
