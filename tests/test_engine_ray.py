@@ -69,6 +69,10 @@ def inputs(tmp_path_factory: pytest.TempPathFactory, test_csv: Path) -> list[Pat
     emls.mkdir()
     for i, message in enumerate(_messages(CORPUS / "hard_ham.mbox")[:30]):
         (emls / f"{i:03d}.eml").write_bytes(message.split(b"\n", 1)[1])
+    # a name that is not UTF-8: the local engine copied it, the Ray engine failed the whole folder
+    (emls / os.fsdecode(b"030.bad\xff\xfe.eml")).write_bytes(
+        _messages(CORPUS / "hard_ham.mbox")[30].split(b"\n", 1)[1]
+    )
     (root / "one.eml").write_bytes(ham[400].split(b"\n", 1)[1])
     return [CORPUS / "spam.mbox", root / "crlf.mbox", SAMPLE, maildir, emls, test_csv, root / "one.eml"]
 
@@ -124,6 +128,7 @@ def test_outputs_are_the_local_engines_byte_for_byte(
     assert first_id and first_id.encode() in _messages(SAMPLE)[0]
     maildir_paths = [row["path"] for row in by_source[str(inputs[3])]]
     assert len(maildir_paths) == 300 and maildir_paths[0].startswith("cur/")
+    assert "030.bad\\xff\\xfe.eml" in [row["path"] for row in by_source[str(inputs[4])]]
 
 
 class KilledOnce(ChunkScorer):
