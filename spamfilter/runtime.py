@@ -283,6 +283,13 @@ class Classifier:
             heads = [self.user_head.head] * len(texts)
         personal = heads is not None and any(head is not None for head in heads)
         size = self._features_size() if personal else 0
+        if personal:
+            assert heads is not None
+            # A head of another width (a damaged or foreign file) is no head: the shared verdict,
+            # where it failed the whole batch.
+            heads = [
+                head if head is not None and head.size == self._features_width else None for head in heads
+            ]
         outputs = batched_logits(
             windows,
             self._logits_and_features(size) if personal else session_logits(self.session),

@@ -203,3 +203,15 @@ def test_a_fifo_or_link_among_the_corrections_is_not_read(tmp_path: Path) -> Non
     os.mkfifo(spam / "fifo.eml")
     (spam / "zero.eml").symlink_to("/dev/zero")
     assert [label for _, label, _ in corrections] == [1]
+
+
+def test_a_head_of_another_width_gives_the_shared_verdict(trained_model: Path) -> None:
+    """A user's head of the wrong width (a (2, 7) head on a 128-wide model) failed the whole
+    batch: every message of it passed untagged. It is now no head for that text alone."""
+    from spamfilter.runtime import Classifier
+
+    classifier = Classifier.load(trained_model)
+    texts = ["WIN a prize now, call 0906", "lunch tomorrow at noon?"]
+    shared = classifier.spam_probability(texts)
+    wrong = Head(np.ones((2, 7)), np.zeros(2))
+    np.testing.assert_allclose(classifier.spam_probability(texts, heads=[wrong, None]), shared, atol=1e-6)
