@@ -92,7 +92,7 @@ class Corrections:
         record = self.root / TEACHERS_DIR / f"{hashlib.sha256(teacher.encode()).hexdigest()[:32]}.json"
         try:
             stored = {str(k): int(v) for k, v in json.loads(record.read_text())["stored"].items()}
-        except (OSError, ValueError, KeyError, AttributeError, TypeError):
+        except (OSError, ValueError, KeyError, AttributeError, TypeError, RecursionError):
             stored = {}
         stored = {k: v for k, v in stored.items() if any(self._path(k, label).is_file() for label in (0, 1))}
         if len(stored) + 1 > quota.count or sum(stored.values()) + size > quota.bytes:
@@ -120,7 +120,7 @@ class Corrections:
     def learnt(self) -> dict[str, int]:
         try:
             return {str(k): int(v) for k, v in json.loads((self.root / LEARNT_RECORD).read_text()).items()}
-        except (OSError, ValueError, AttributeError):
+        except (OSError, ValueError, AttributeError, TypeError, RecursionError):  # damaged: none learnt
             return {}
 
     def pending(self) -> int:

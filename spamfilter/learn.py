@@ -207,7 +207,7 @@ def read_features(folder: Path) -> dict[str, np.ndarray]:
     try:
         tensors = _load_safetensors(path)
         return {key: tensors[key] for name in SPLITS for key in (f"{name}_features", f"{name}_labels")}
-    except (OSError, ValueError, KeyError, TypeError, struct.error) as error:
+    except (OSError, ValueError, KeyError, TypeError, struct.error, RecursionError) as error:
         raise ModelDirectoryError(f"{path} is damaged ({first_line(error)}); train again") from None
 
 
@@ -473,7 +473,7 @@ def _trained_head(model_dir: Path) -> Head | None:
         tensors = _load_safetensors(model_dir / FEATURES_FILE)
         if all(key in tensors for key in TRAINED_HEAD):
             return Head(tensors[TRAINED_HEAD[0]], tensors[TRAINED_HEAD[1]])
-    except (OSError, ValueError, KeyError, struct.error):
+    except (OSError, ValueError, KeyError, TypeError, struct.error, RecursionError):
         pass
     return None
 

@@ -9,6 +9,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from support.corpus import CORPUS, email_false_positive
 
@@ -201,3 +202,22 @@ def test_learn_refuses_a_damaged_model_file_rather_than_record_it_as_whole(
     after = _digests(model_copy)
     model_files = [name for name in before if name.endswith(".onnx") or name == "spamfilter.json"]
     assert [after[name] for name in model_files] == [before[name] for name in model_files]
+
+
+def test_records_nested_thousands_deep_are_one_line_or_none(model_copy: Path) -> None:
+    """JSON nested thousands deep (a RecursionError) in learn.safetensors' header was a traceback;
+    in the corrections' learnt record, a traceback from every TELL count."""
+    import struct
+
+    from spamfilter.learn import read_features
+
+    corrections = Corrections(model_copy)
+    corrections.add(b"Subject: x\n\nhello\n", 1)
+    (model_copy / CORRECTIONS_DIR / "learnt.json").write_text("[" * 100_000 + "]" * 100_000)
+    assert corrections.learnt() == {} and corrections.pending() == 1
+    header = b"[" * 100_000 + b"]" * 100_000
+    (model_copy / FEATURES_FILE).write_bytes(struct.pack("<Q", len(header)) + header)
+    result = CliRunner().invoke(cli, ["learn", "--retrain", "--model", str(model_copy)])
+    assert result.exit_code == 1 and "is damaged" in result.output and "Traceback" not in result.output
+    with pytest.raises(Exception, match="is damaged"):
+        read_features(model_copy)
