@@ -92,11 +92,14 @@ def run_filter(job: FilterJob, terminal: Terminal = Terminal()) -> int:
     the package's errors."""
     if job.engine == "ray":
         return _filter_with_ray(job, terminal)
-    if job.output != "-" and Path(job.output).is_dir():  # as click's own check said before -o took folders
-        raise BadOption("'-o' / '--output'", f"File {job.output!r} is a directory.")
     input_path = job.inputs[0] if job.inputs else "-"
     if input_path != "-" and Path(input_path).is_dir():
+        # an output folder that exists (a cron job's second run) gets its copies replaced
         return _filter_folder(job, terminal, Path(input_path))
+    if job.output != "-" and Path(job.output).is_dir():  # as click's own check said before -o took folders
+        raise BadOption(
+            "'-o' / '--output'", f"{job.output!r} is a folder: a folder is the output of a folder INPUT"
+        )
     return _filter_stream(job, terminal, input_path)
 
 

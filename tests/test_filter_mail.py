@@ -483,3 +483,25 @@ def test_a_model_answering_nan_passes_the_mail_untagged_in_one_line(
     result = run(["filter", str(box), "-m", str(trained_model), "-q"])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "not a number" in result.stderr and result.stdout_bytes == box.read_bytes()
+
+
+def test_a_second_run_into_the_same_output_folder_replaces_its_copies(
+    trained_model: Path, tmp_path: Path
+) -> None:
+    """A nightly cron job failed from its second run on: an existing -o DIR was refused ('File ...
+    is a directory'). A folder's copies now replace those of the run before; a folder as the
+    output of a stream INPUT is still refused, in words that say why."""
+    maildir = _maildir(tmp_path / "Maildir")
+    out = tmp_path / "tagged"
+    for _ in range(2):
+        result = run(["filter", str(maildir), "--model", str(trained_model), "-o", str(out), "-q"])
+        assert result.exit_code == 0, result.output
+    copy = out / "new" / "1700000001.2.host"
+    assert remove_spam_headers(copy.read_bytes()) == make_email("lunch", HAM_TEXT)
+    assert copy.read_bytes().count(b"X-Spam-Flag:") == 1
+    box = tmp_path / "in.mbox"
+    box.write_bytes(b"From a@example.org Mon Mar  4 09:12:45 2024\n" + make_email("x", HAM_TEXT))
+    refused = run(["filter", str(box), "--model", str(trained_model), "-o", str(out)])
+    assert (
+        refused.exit_code == 2 and "is a folder: a folder is the output of a folder INPUT" in refused.output
+    )
