@@ -246,3 +246,23 @@ def test_the_ray_engine_chooses_formats_as_the_local_filter(tmp_path: Path) -> N
 
 def _local_format(head: bytes, requested: str) -> str:
     return formats.choose_format(requested, lambda: head)
+
+
+def test_a_folder_file_changed_between_scoring_and_writing_is_not_copied(tmp_path: Path) -> None:
+    """The Ray engine scores a folder's files in one stage and reads them again to write them: a
+    file renamed over by another version in between (a spam for the ham that was scored) came out
+    with the other version's verdict. A file whose bytes changed since they were scored is now not
+    copied (as one that vanished)."""
+    folder = tmp_path / "mail"
+    (folder / "cur").mkdir(parents=True)
+    for name in ("a", "b"):
+        (folder / "cur" / name).write_bytes(b"Subject: lunch\n\nSee you at noon.\n")
+    item = chunks.describe_input(str(folder), "auto", "Text", False)
+    chunk = next(chunks.plan(0, item, "Text"))
+    chunk = chunks.read(chunk, item, 20_000)
+    chunk.probabilities = [0.01] * len(chunk.texts)  # the verdicts the scoring stage gave
+    (folder / "cur" / "b").write_bytes(b"Subject: WIN\n\nWIN A PRIZE NOW\n")  # swapped after scoring
+    out = tmp_path / "out"
+    verdicts = chunks.write(chunk, item, Decision(), out)
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["a"]
+    assert verdicts["path"] == ["cur/a", "cur/b"]  # both were scored; only the unchanged one copied

@@ -15,6 +15,7 @@ of a CSV, so many to a chunk.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 from collections.abc import Iterator
@@ -63,6 +64,10 @@ class Chunk:
     rows: list[list[str]] = field(default_factory=list)  # CSV: its rows
     layout: CsvLayout | None = None  # CSV: the output header, written before chunk 0's rows
     is_message: list[bool] = field(default_factory=list)  # per item; False: passed through as it came
+    # folder: the sha256 of each file's bytes as read and scored; the write stage reads the file
+    # again, and a file changed in between (renamed over by another version) is not copied with
+    # a verdict that was not its own
+    digests: list[bytes] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)  # of its messages, in order: what the model reads
     # per message, where the run explains verdicts (--explain): an Explanation or None; empty: none
     explanations: list[Any] = field(default_factory=list)
@@ -222,6 +227,8 @@ def read(chunk: Chunk, item: Input, chars_kept: int) -> Chunk:
         chunk.error = f"{item.source}: {_reason(error)}"
         return chunk
     chunk.is_message = [text is not None for _, text in items]
+    if item.kind == "folder":
+        chunk.digests = [hashlib.sha256(raw).digest() if raw is not None else b"" for (_, raw), _ in items]
     chunk.texts = [text[:chars_kept] for _, text in items if text is not None]
     return chunk
 
@@ -276,12 +283,12 @@ def write(chunk: Chunk, item: Input, decision: Decision, target: Path) -> dict[s
     if item.kind == "folder":
         folder = formats.FolderWriter(target, decision, write_atomically)
         root = Path(item.source)
-        for relative, is_message in zip(chunk.paths, chunk.is_message, strict=True):
+        for relative, is_message, digest in zip(chunk.paths, chunk.is_message, chunk.digests, strict=True):
             if not is_message:  # skipped when read (a link, special, gone, too large): not copied
                 continue
             raw = formats.read_folder_file(root / relative)
             decided = verdict(raw, relative)
-            if raw is not None:  # gone since it was read
+            if raw is not None and hashlib.sha256(raw).digest() == digest:  # gone or changed: not copied
                 folder.tagged((relative, raw), decided, explanation)
         return verdicts
     out = io.BytesIO()
