@@ -234,6 +234,14 @@ class Manifest:
         that is not a probability (NaN made every verdict a traceback)."""
         if not 1 <= self.max_length <= MAX_LENGTH_LIMIT:
             return f"max_length {self.max_length} is not 1 to {MAX_LENGTH_LIMIT}"
+        context = (
+            self.base_model.get("config", {}).get("n_positions")
+            if isinstance(self.base_model, dict)
+            else None
+        )
+        if isinstance(context, int) and not isinstance(context, bool) and self.max_length > context:
+            # the graph's position table has no row past its context: onnxruntime's Gather error
+            return f"max_length {self.max_length} is more than the model's context of {context} tokens"
         if not 0 <= self.pad_token_id < VOCABULARY_SIZE:
             return f"pad_token_id {self.pad_token_id} is not a token id (0 to {VOCABULARY_SIZE - 1})"
         if not 0.0 <= self.threshold <= 1.0:  # NaN fails both comparisons
