@@ -109,8 +109,14 @@ def features_session(directory: ModelDirectory, variant: str | None = None) -> A
     options = ort.SessionOptions()
     options.intra_op_num_threads = available_cores()
     options.log_severity_level = 3
-    model = with_features_output(path.read_bytes(), size)
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    try:
+        model = with_features_output(path.read_bytes(), size)
+        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    except ModelDirectoryError:
+        raise
+    except Exception as error:  # onnxruntime's own (Fail, InvalidProtobuf...), the graph editor's
+        # A broken file whose recorded sha256 matches it (written so, or its manifest edited too)
+        raise ModelDirectoryError(f"cannot use {path}: {first_line(error)}") from None
 
 
 def window_features(
@@ -388,6 +394,12 @@ def _retrain(model_dir: Path, on_stage: Callable[[str], None] | None) -> LearnRe
     if not corrections and not Corrections(model_dir).learnt():  # (all forgotten: retrain without them)
         raise SpamfilterError(f"no corrections in {model_dir / CORRECTIONS_DIR}: learn --spam/--ham MESSAGES")
     start = current_head(directory)
+    width = saved["train_features"].shape[1] if saved["train_features"].ndim == 2 else -1
+    if width != start.size:  # a features file of another model: numpy's shape error before
+        raise ModelDirectoryError(
+            f"{model_dir / FEATURES_FILE} holds features of width {width}, the model's head reads "
+            f"{start.size}: it belongs to another model (train again)"
+        )
     # Every retrain starts from the head the directory was trained with and learns every correction
     # kept: the head depends on the corrections, not on the order of retrains, and forgetting one
     # takes it back out.

@@ -221,3 +221,35 @@ def test_records_nested_thousands_deep_are_one_line_or_none(model_copy: Path) ->
     assert result.exit_code == 1 and "is damaged" in result.output and "Traceback" not in result.output
     with pytest.raises(Exception, match="is damaged"):
         read_features(model_copy)
+
+
+def test_features_or_a_graph_of_another_model_are_one_line(model_copy: Path, tmp_path: Path) -> None:
+    """learn.safetensors of another model (features 7 wide for a head that reads 128) ended in
+    numpy's shape error; an ONNX file that is broken but whose recorded sha256 matches it (its
+    manifest edited too) in onnxruntime's. Each is one line now, exit 1."""
+    import shutil
+
+    import numpy as np
+
+    from spamfilter.learn import write_features
+
+    message = tmp_path / "fp.eml"
+    message.write_bytes(email_false_positive(model_copy))
+    foreign = model_copy.parent / "foreign"
+    shutil.copytree(model_copy, foreign)
+    labels = {name: np.zeros(3, dtype=np.int64) for name in ("train", "validation", "test")}
+    write_features(foreign, {name: np.ones((3, 7), np.float32) for name in labels}, labels)
+    result = CliRunner().invoke(cli, ["learn", "--ham", str(message), "--model", str(foreign)])
+    assert result.exit_code == 1 and "holds features of width 7" in result.output, result.output
+    manifest = json.loads((model_copy / "spamfilter.json").read_text())
+    name = manifest["variants"][manifest["default_variant"]]["file"] if manifest.get("variants") else None
+    name = name or manifest["onnx"]["file"]
+    broken = (model_copy / name).read_bytes()[:5000]
+    (model_copy / name).write_bytes(broken)
+    for entry in [manifest["onnx"], *manifest.get("variants", {}).values()]:
+        if entry["file"] == name:
+            entry["sha256"] = hashlib.sha256(broken).hexdigest()
+    (model_copy / "spamfilter.json").write_text(json.dumps(manifest))
+    result = CliRunner().invoke(cli, ["learn", "--ham", str(message), "--model", str(model_copy)])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert result.output.strip().splitlines()[-1].startswith("Error: cannot use "), result.output
