@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import DataError
 from .labelled import message_key
 from .lockfile import locked, private_folder
 from .replacefile import replace_file
@@ -35,7 +36,7 @@ class Quota:
     bytes: int
 
 
-class QuotaExceeded(Exception):
+class QuotaExceeded(DataError):
     """A teacher at its quota tried to store one more correction."""
 
 

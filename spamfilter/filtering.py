@@ -367,7 +367,11 @@ def _open_input(path: str, stack: contextlib.ExitStack) -> io.BufferedReader:
         except (OSError, ValueError, io.UnsupportedOperation):  # an in-memory stdin (tests, embedding)
             return stdin if isinstance(stdin, io.BufferedReader) else io.BufferedReader(stdin)  # type: ignore[arg-type]
     try:
-        return stack.enter_context(open(path, "rb"))
+        # Without waiting for a writer: a FIFO nobody writes to held the run for ever, deaf to
+        # SIGTERM, in open(). Once open it reads as any pipe (end of input when no writer is left).
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        os.set_blocking(descriptor, True)
+        return stack.enter_context(open(descriptor, "rb"))
     except OSError as error:
         raise BadOption("INPUT", f"cannot read {path}: {error.strerror}") from None
 

@@ -26,6 +26,7 @@ from .errors import DataError, UsageError
 from .mail import detect_format, extract_text, is_mbox_message, mail_folder_files, split_mbox
 from .mail.mailboxes import read_folder_file
 from .mail.text import MESSAGE_BYTES_READ
+from .replacefile import new_file, scratch_name
 from .verdict import Decision, Verdict
 
 if TYPE_CHECKING:
@@ -123,7 +124,6 @@ def folder_item(root: Path, relative: str) -> Item:
     return Item((relative, raw), None if raw is None else extract_text(raw))
 
 
-_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _FOLDER = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
 
 
@@ -133,7 +133,7 @@ def write_private(target: Path, relative: str, data: bytes) -> None:
     following a link and the file is made under a fresh name and renamed into place: a link
     planted in the output folder (one in a world-writable folder replaced a root-owned file with
     a tagged message) is replaced, never written through."""
-    target.mkdir(parents=True, exist_ok=True)
+    target.mkdir(mode=0o700, parents=True, exist_ok=True)
     *folders, name = Path(relative).parts
     folder = os.open(target, _FOLDER)
     try:
@@ -143,12 +143,15 @@ def write_private(target: Path, relative: str, data: bytes) -> None:
             inner = os.open(part, _FOLDER | os.O_NOFOLLOW, dir_fd=folder)
             os.close(folder)
             folder = inner
-        temporary = f".{name}.{os.getpid()}.tmp"
-        with contextlib.suppress(FileNotFoundError):  # a leftover of the same pid: removed, not followed
-            os.unlink(temporary, dir_fd=folder)
-        with os.fdopen(os.open(temporary, _NEW_FILE, 0o600, dir_fd=folder), "wb") as out:
-            out.write(data)
-        os.replace(temporary, name, src_dir_fd=folder, dst_dir_fd=folder)
+        temporary = scratch_name()
+        try:
+            with os.fdopen(new_file(folder, temporary, 0o600), "wb") as out:
+                out.write(data)
+            os.replace(temporary, name, src_dir_fd=folder, dst_dir_fd=folder)
+        except BaseException:
+            with contextlib.suppress(OSError):  # a full disk: no scratch file left behind
+                os.unlink(temporary, dir_fd=folder)
+            raise
     finally:
         os.close(folder)
 

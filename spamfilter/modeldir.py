@@ -234,11 +234,8 @@ class Manifest:
         that is not a probability (NaN made every verdict a traceback)."""
         if not 1 <= self.max_length <= MAX_LENGTH_LIMIT:
             return f"max_length {self.max_length} is not 1 to {MAX_LENGTH_LIMIT}"
-        context = (
-            self.base_model.get("config", {}).get("n_positions")
-            if isinstance(self.base_model, dict)
-            else None
-        )
+        config = self.base_model.get("config") if isinstance(self.base_model, dict) else None
+        context = config.get("n_positions") if isinstance(config, dict) else None
         if isinstance(context, int) and not isinstance(context, bool) and self.max_length > context:
             # the graph's position table has no row past its context: onnxruntime's Gather error
             return f"max_length {self.max_length} is more than the model's context of {context} tokens"

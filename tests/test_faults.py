@@ -214,3 +214,21 @@ def test_a_manifest_nested_thousands_deep_is_one_line(trained_model: Path, tmp_p
         [*SPAMFILTER, "classify", "--model", str(copy), "hello"], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 1 and result.stderr.count("\n") == 1 and "nested too deep" in result.stderr
+
+
+def test_a_manifest_whose_model_config_is_not_a_mapping_still_loads(
+    trained_model: Path, tmp_path: Path
+) -> None:
+    """The context check read base_model.config as a mapping: ``null`` there was a traceback."""
+    import json
+    import shutil
+
+    copy = tmp_path / "model"
+    shutil.copytree(trained_model, copy)
+    manifest = json.loads((copy / "spamfilter.json").read_text())
+    manifest["base_model"]["config"] = None
+    (copy / "spamfilter.json").write_text(json.dumps(manifest))
+    result = subprocess.run(
+        [*SPAMFILTER, "classify", "--model", str(copy), "hello"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr

@@ -253,3 +253,17 @@ def test_features_or_a_graph_of_another_model_are_one_line(model_copy: Path, tmp
     result = CliRunner().invoke(cli, ["learn", "--ham", str(message), "--model", str(model_copy)])
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
     assert result.output.strip().splitlines()[-1].startswith("Error: cannot use "), result.output
+
+
+def test_learn_user_over_the_byte_quota_is_one_line(model_copy: Path, tmp_path: Path) -> None:
+    """Past --max-user-correction-bytes (20 MB by default) `learn --user` ended in a traceback:
+    the quota's error was not one of the package's."""
+    folder = tmp_path / "ham"
+    folder.mkdir()
+    for i in range(45):  # 45 x 500 KB: over 20,000,000 bytes
+        (folder / f"{i:03d}.eml").write_bytes(b"Subject: big %d\n\n" % i + b"word " * 100_000)
+    result = CliRunner().invoke(
+        cli, ["learn", "--user", "alice", "--ham", str(folder), "--model", str(model_copy)]
+    )
+    assert result.exit_code != 0 and "Traceback" not in result.output, result.output
+    assert result.output.strip().splitlines()[-1].startswith("Error: alice keeps "), result.output

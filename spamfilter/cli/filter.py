@@ -211,7 +211,7 @@ def _engine_options_only(
 ) -> None:
     """Options that go with the other engine are refused (the Ray engine's only where given on the
     command line: $RAY_ADDRESS may be set for other runs); the local engine reads one INPUT."""
-    _regular_inputs(inputs)
+    _readable_inputs(inputs, ray=engine == "ray")
     if engine == "ray":
         if user is not None:
             raise click.UsageError("--user goes with the local engine")
@@ -227,9 +227,10 @@ def _engine_options_only(
             raise click.UsageError(f"--{name.replace('_', '-')} goes with --engine ray")
 
 
-def _regular_inputs(inputs: tuple[str, ...]) -> None:
-    """A FIFO, socket or device named as INPUT is refused: opening a FIFO waits for a writer, and
-    that wait held the run for ever, deaf to SIGTERM (stdin, ``-``, is the way to pipe mail in)."""
+def _readable_inputs(inputs: tuple[str, ...], ray: bool) -> None:
+    """A socket named as INPUT is refused (it cannot be opened); so is anything but a file or a
+    folder for the Ray engine, which reads its inputs by offsets. The local engine reads a FIFO or
+    a process substitution (``<(zcat box.gz)``); it opens them without waiting for a writer."""
     for name in inputs:
         if name == "-" or "://" in name:
             continue
@@ -237,10 +238,9 @@ def _regular_inputs(inputs: tuple[str, ...]) -> None:
             mode = os.stat(name).st_mode
         except OSError:
             continue  # a missing INPUT gets its own error where it is read
-        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-            raise click.UsageError(
-                f"{name} is not a file or folder (a FIFO, socket or device): pipe it to stdin (-)"
-            )
+        if stat.S_ISSOCK(mode) or (ray and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))):
+            what = "a file or folder" if ray else "a file, a folder or a pipe"
+            raise click.UsageError(f"{name} is not {what}: pipe it to stdin (-)")
 
 
 def _given(context: click.Context, name: str) -> bool:

@@ -61,6 +61,12 @@ def _octal_mode(_context: click.Context, _param: click.Parameter, value: str | N
     return mode
 
 
+def _finite(value: float, name: str) -> float:
+    if value != value:  # NaN passes every range check
+        raise click.BadParameter(f"{name} must be a number of seconds", param_hint=name)
+    return value
+
+
 @cli.command(context_settings=CONTEXT)
 @model_option
 @click.option(
@@ -206,7 +212,8 @@ def _octal_mode(_context: click.Context, _param: click.Parameter, value: str | N
 )
 @click.option(
     "--retrain-interval",
-    type=click.FloatRange(min=0),
+    type=click.FloatRange(min=0, max=86_400 * 365),  # NaN is refused by the callback
+    callback=lambda _context, _param, value: _finite(value, "--retrain-interval"),
     default=RETRAIN_INTERVAL,
     show_default=True,
     metavar="SECONDS",

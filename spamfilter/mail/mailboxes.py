@@ -86,10 +86,11 @@ MAX_FOLDER_FILE_BYTES = 64 << 20  # a mail folder's file read at most; a larger 
 _READ_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 
 
-def read_folder_file(path: Path, limit: int = MAX_FOLDER_FILE_BYTES) -> bytes | None:
+def read_folder_file(path: Path, limit: int = MAX_FOLDER_FILE_BYTES, head: int | None = None) -> bytes | None:
     """A mail folder's file, or None for one that is not there any more (a mail client moved it),
     cannot be read, is a link or anything but a regular file, or is larger than
-    ``limit``: such a file is skipped and counted, and the run goes on."""
+    ``limit``: such a file is skipped and counted, and the run goes on. ``head``: only its first
+    bytes (a plain folder's files are told from other files by them)."""
     try:
         descriptor = os.open(path, _READ_FILE)
     except OSError:
@@ -99,7 +100,7 @@ def read_folder_file(path: Path, limit: int = MAX_FOLDER_FILE_BYTES) -> bytes | 
             status = os.fstat(stream.fileno())
             if not stat.S_ISREG(status.st_mode) or status.st_size > limit:
                 return None
-            raw = stream.read(limit + 1)
+            raw = stream.read(limit + 1 if head is None else head)
         except OSError:
             return None
     return raw if len(raw) <= limit else None  # longer: it grew while it was read
@@ -204,9 +205,14 @@ def mail_folder_files(path: Path, skipped: Counter[str] | None = None) -> list[P
     emls = [entry for entry in files if entry.suffix.lower() == ".eml"]
     if emls:  # a folder of .eml files, as before: other files in it are left alone
         return emls
-    messages = [entry for entry in files if looks_like_message(_read_head(entry, 1024))]
-    if skipped is not None and len(files) > len(messages):
-        skipped[SKIPPED_NOT_MAIL] += len(files) - len(messages)
+    heads = {entry: read_folder_file(entry, MAX_FOLDER_FILE_BYTES, head=1024) for entry in files}
+    messages = [entry for entry in files if looks_like_message(heads[entry] or b"")]
+    if skipped is not None:  # gone or unreadable since it was listed: skipped, as in a Maildir
+        unreadable = sum(1 for head in heads.values() if head is None)
+        if unreadable:
+            skipped[SKIPPED_UNREADABLE] += unreadable
+        if len(files) - unreadable > len(messages):
+            skipped[SKIPPED_NOT_MAIL] += len(files) - unreadable - len(messages)
     if messages:
         return messages
     raise ValueError(f"{path}: a folder that is neither a Maildir nor holds mail files")

@@ -301,9 +301,19 @@ def _without_reopening(markup: str) -> str:
     custom element that the walk reads as the tag it was. The text and the styles stay; only
     misnested formatting (``<b><p>x</b>y``) may then end where the markup says, not where a
     browser's repair would move it."""
-    found = _FORMATTING_TAG.findall(markup)
-    opened = sum(1 for slash, _ in found if not slash) - sum(1 for slash, _ in found if slash)
-    if opened <= 0 or opened * markup.count("<") <= _MAX_REOPENED:
+    depth: dict[str, int] = {}
+    open_now = opened = 0  # formatting elements open at once, at most (end tags never count below 0)
+    for slash, name in _FORMATTING_TAG.findall(markup):
+        name = name.lower()
+        if slash:
+            if depth.get(name, 0) > 0:
+                depth[name] -= 1
+                open_now -= 1
+        else:
+            depth[name] = depth.get(name, 0) + 1
+            open_now += 1
+            opened = max(opened, open_now)
+    if opened * markup.count("<") <= _MAX_REOPENED:
         return markup
     return _FORMATTING_TAG.sub(lambda m: f"<{m.group(1)}{_PLAIN_PREFIX}{m.group(2)}", markup)
 

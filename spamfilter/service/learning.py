@@ -394,6 +394,12 @@ class Teaching:
         finally:
             self._counting = False
 
+    def stop_waiting(self) -> None:
+        """Shutdown: the retrain waiting for --retrain-interval is not started (its corrections
+        stay: the next start's first TELL, or ``spamfilter learn --retrain``, learns them)."""
+        if self._later is not None:
+            self._later.cancel()
+
     async def _check_later(self, wait: float, corrections: Corrections) -> None:
         self.log.info("%.0f s until the next retrain (--retrain-interval)", wait)
         await asyncio.sleep(wait)

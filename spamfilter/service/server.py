@@ -222,6 +222,7 @@ class SpamdService:
         if self._handlers:
             # Each handler is bounded by the read and write timeouts plus the model's time.
             await asyncio.wait(set(self._handlers))
+        self.teaching.stop_waiting()  # a retrain due after --retrain-interval: not started now
         if self._reloading is not None:
             with contextlib.suppress(BaseException):
                 await self._reloading
