@@ -18,6 +18,7 @@ from pathlib import Path
 from .errors import DataError
 from .labelled import message_key
 from .lockfile import locked, private_folder
+from .mail.mailboxes import plain_file
 from .replacefile import replace_file
 
 CORRECTIONS_DIR = "corrections"
@@ -115,7 +116,7 @@ class Corrections:
         planted among them held every retrain, a link to /dev/zero read until memory ran out)."""
         for label, folder in CLASS_FOLDERS.items():
             for path in sorted((self.root / folder).glob("*.eml")):
-                if not path.is_symlink() and path.is_file():
+                if plain_file(path):
                     yield path.stem, label, path
 
     def learnt(self) -> dict[str, int]:

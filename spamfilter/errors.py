@@ -71,6 +71,8 @@ def printable(text: str) -> str:
     """``text`` with every character that is not printable (control characters, C1 codes such
     as ``\\x9b`` that a terminal reads as an escape, line breaks) written as its escape: safe for
     one line of a terminal or a log, whatever a message or a peer put in it."""
+    if text.isprintable():  # every request's log line: nearly always
+        return text
     return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 

@@ -281,15 +281,13 @@ class Classifier:
         windows, owners = windows_of(rows, recipe.max_length, recipe.max_windows)
         if heads is None and self.user_head is not None:
             heads = [self.user_head.head] * len(texts)
+        if heads is not None and any(head is not None for head in heads):
+            width = self._features_size() // self._reads
+            # A head of another width (a damaged or foreign file) is no head: the shared verdict
+            # (the shared model's own path), where it failed the whole batch.
+            heads = [head if head is not None and head.size == width else None for head in heads]
         personal = heads is not None and any(head is not None for head in heads)
         size = self._features_size() if personal else 0
-        if personal:
-            assert heads is not None
-            # A head of another width (a damaged or foreign file) is no head: the shared verdict,
-            # where it failed the whole batch.
-            heads = [
-                head if head is not None and head.size == self._features_width else None for head in heads
-            ]
         outputs = batched_logits(
             windows,
             self._logits_and_features(size) if personal else session_logits(self.session),

@@ -18,13 +18,10 @@ most ``max_corrections`` corrections per user, and at most ``max_loaded`` heads 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
-import os
 import re
-import tempfile
 import threading
 import zipfile
 from collections import OrderedDict
@@ -38,6 +35,7 @@ from .errors import SpamfilterError, UsageError
 from .head import Head, apply_head, teach
 from .lockfile import private_folder
 from .mail.mailboxes import read_folder_file
+from .replacefile import replace_file
 from .windows import combine
 
 USERS_DIR = "users"
@@ -275,58 +273,7 @@ def _read_head(path: Path) -> UserHead | None:
     return head if 0.0 <= head.threshold <= 1.0 else None
 
 
-SCRATCH_PREFIX = ".new-"
-
-
 def _write_atomically(path: Path, data: bytes) -> None:
-    """``path`` holds the old bytes or ``data``, whatever instant the writer is killed: the new
-    bytes go to a scratch file (named with this process's id), are flushed to disk, and are renamed
-    over ``path``; the folder is flushed too, so that the rename outlives a power cut. Scratch files
-    of writers that were killed are removed here."""
-    _remove_dead_scratch(path.parent)
-    handle, scratch = tempfile.mkstemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(scratch, path)
-        _fsync_folder(path.parent)
-    finally:
-        Path(scratch).unlink(missing_ok=True)
-
-
-def _fsync_folder(folder: Path) -> None:
-    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def _remove_dead_scratch(folder: Path) -> None:
-    """Scratch files of writers no longer running (a killed ``learn --user``, a service killed
-    mid-retrain); a live writer's, and names not of this form, are left alone."""
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return
-    for entry in entries:
-        pid = entry.name[len(SCRATCH_PREFIX) :].split("-", 1)[0]
-        if not entry.name.startswith(SCRATCH_PREFIX) or not pid.isdigit() or _alive(int(pid)):
-            continue
-        if entry.is_file(follow_symlinks=False):
-            with contextlib.suppress(OSError):
-                os.unlink(entry.path)
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True  # another thread of this process may be writing
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
+    """``path`` holds the old bytes or ``data``, whatever instant the writer is killed, flushed to
+    disk (the rename too); private to the service's user, as mkstemp made them before."""
+    replace_file(path, data, mode=0o600, durable=True)

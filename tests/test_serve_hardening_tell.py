@@ -310,7 +310,7 @@ def test_flipping_a_message_between_classes_retrains_at_most_once_an_interval(tm
     settings = ServiceSettings(
         listen=[], allow=parse_networks(()), corrections=tmp_path, learn_after=1, learn_command=["true"]
     )
-    settings.retrain_interval = 1.5
+    settings.retrain_interval = 2.0
     started: list[float] = []
 
     class Counter(logging.Handler):
@@ -330,7 +330,7 @@ def test_flipping_a_message_between_classes_retrains_at_most_once_an_interval(tm
 
     message = make_email("flip", "Cheap meds.")
 
-    async def flip() -> None:
+    async def flip() -> float:
         began = time.monotonic()
         for n in range(12):  # spam, ham, spam, ... as fast as the service answers
             told = protocol.Request(
@@ -339,9 +339,13 @@ def test_flipping_a_message_between_classes_retrains_at_most_once_an_interval(tm
             _, outcome, detail = await teaching.tell(told, Writer(), ("uid 12345", 12345))
             assert outcome == "ok", detail
             await asyncio.sleep(0.05)
-        assert time.monotonic() - began < 1.4  # all within the first interval
-        await asyncio.sleep(2.5)  # the one retrain due after it
+        flipping = time.monotonic() - began
+        await asyncio.sleep(3.0)  # the retrain due after the last interval
+        return flipping
 
-    asyncio.run(flip())
-    assert len(started) == 2, started
-    assert started[1] - started[0] >= 1.5 - 0.05
+    flipping = asyncio.run(flip())
+    # However slow the machine: at most one retrain per interval while flipping, then one more
+    # (before: one per flip, 12 in 0.6 s).
+    assert 2 <= len(started) <= 2 + int(flipping / 2.0), (started, flipping)
+    gaps = [later - earlier for earlier, later in zip(started, started[1:], strict=False)]
+    assert min(gaps) >= 2.0 - 0.05, gaps

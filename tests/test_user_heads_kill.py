@@ -18,7 +18,8 @@ from support import SHARED_DATA
 
 from spamfilter.head import Head
 from spamfilter.mail import iter_mail_source
-from spamfilter.user_heads import HEAD_FILE, SCRATCH_PREFIX, UserHead, UserHeads, _read_head
+from spamfilter.replacefile import SCRATCH_PREFIX
+from spamfilter.user_heads import HEAD_FILE, UserHead, UserHeads, _read_head
 
 ALICE = "alice@example.org"
 WIDTH = 1_000_000  # 2 x 1M float32: 8 MB a head, a write long enough to be killed inside

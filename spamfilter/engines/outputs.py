@@ -18,6 +18,7 @@ engine wrote it. Anything else there is the user's, and the run is refused befor
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -69,7 +70,9 @@ def create_file(path: Path, data: bytes) -> None:
 def _temporary(path: Path) -> Path:
     """A fresh name beside ``path`` for a file renamed onto it; a leftover of the same name (an
     earlier run of the same process id) is removed, never followed."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # fixed length: a mail file's 250-byte name plus a suffix passed the file system's 255
+    digest = hashlib.sha256(path.name.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    temporary = path.with_name(f".{digest}.{os.getpid()}.tmp")
     temporary.unlink(missing_ok=True)  # unlink removes a link itself, not what it points to
     return temporary
 

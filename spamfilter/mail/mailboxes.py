@@ -14,7 +14,7 @@ import os
 import stat
 import typing
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
 
 from .headers import FIELD_NAME
@@ -128,7 +128,7 @@ SKIPPED_NOT_MAIL = "not a message"
 SKIPPED_TOO_LARGE = f"larger than {MAX_MEMBER_BYTES >> 20} MiB"
 SKIPPED_NOT_REGULAR = "a link or special file"
 SKIPPED_UNSAFE_PATH = "an absolute or '..' path"
-SKIPPED_UNREADABLE = "gone, unreadable or larger than 64 MiB"
+SKIPPED_UNREADABLE = f"gone, unreadable or larger than {MAX_FOLDER_FILE_BYTES >> 20} MiB"
 
 
 def looks_like_message(head: bytes) -> bool:
@@ -196,12 +196,12 @@ def mail_folder_files(path: Path, skipped: Counter[str] | None = None) -> list[P
     subfolders = [folder for folder in (path / "cur", path / "new") if _real_folder(folder)]
     if subfolders:
         found = [entry for folder in subfolders for entry in sorted(folder.iterdir())]
-        kept = [entry for entry in found if _real_file(entry) and not entry.name.startswith(".")]
+        kept = [entry for entry in found if plain_file(entry) and not entry.name.startswith(".")]
         _count_links(found, skipped)
         return kept
     entries = sorted(path.iterdir())
     _count_links(entries, skipped)
-    files = [entry for entry in entries if _real_file(entry) and not entry.name.startswith(".")]
+    files = [entry for entry in entries if plain_file(entry) and not entry.name.startswith(".")]
     emls = [entry for entry in files if entry.suffix.lower() == ".eml"]
     if emls:  # a folder of .eml files, as before: other files in it are left alone
         return emls
@@ -218,10 +218,18 @@ def mail_folder_files(path: Path, skipped: Counter[str] | None = None) -> list[P
     raise ValueError(f"{path}: a folder that is neither a Maildir nor holds mail files")
 
 
-def _real_file(entry: Path) -> bool:
-    """A regular file, not a link to one: a link in a shared Maildir (to /etc/shadow, or to another
-    user's mail) is not a message of the folder, and copying it to the output leaked what it named."""
-    return not entry.is_symlink() and entry.is_file()
+def plain_file(entry: Path) -> bool:
+    """A regular file, not a link to one (one ``lstat``): a link in a shared Maildir (to
+    /etc/shadow, or to another user's mail) is not a message of the folder, and copying it to the
+    output leaked what it named."""
+    return _kind(entry, stat.S_ISREG)
+
+
+def _kind(entry: Path, test: Callable[[int], bool]) -> bool:
+    try:
+        return test(entry.lstat().st_mode)
+    except OSError:
+        return False
 
 
 def _count_links(entries: list[Path], skipped: Counter[str] | None) -> None:
@@ -231,7 +239,7 @@ def _count_links(entries: list[Path], skipped: Counter[str] | None) -> None:
 
 
 def _real_folder(entry: Path) -> bool:
-    return not entry.is_symlink() and entry.is_dir()
+    return _kind(entry, stat.S_ISDIR)
 
 
 def _unsafe_member_name(name: str) -> bool:

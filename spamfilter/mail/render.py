@@ -301,9 +301,13 @@ def _without_reopening(markup: str) -> str:
     custom element that the walk reads as the tag it was. The text and the styles stay; only
     misnested formatting (``<b><p>x</b>y``) may then end where the markup says, not where a
     browser's repair would move it."""
+    found = _FORMATTING_TAG.findall(markup)
+    tags = markup.count("<")
+    if len(found) * tags <= _MAX_REOPENED:  # at most that many open: nearly all mail stops here
+        return markup
     depth: dict[str, int] = {}
     open_now = opened = 0  # formatting elements open at once, at most (end tags never count below 0)
-    for slash, name in _FORMATTING_TAG.findall(markup):
+    for slash, name in found:
         name = name.lower()
         if slash:
             if depth.get(name, 0) > 0:
@@ -313,7 +317,7 @@ def _without_reopening(markup: str) -> str:
             depth[name] = depth.get(name, 0) + 1
             open_now += 1
             opened = max(opened, open_now)
-    if opened * markup.count("<") <= _MAX_REOPENED:
+    if opened * tags <= _MAX_REOPENED:
         return markup
     return _FORMATTING_TAG.sub(lambda m: f"<{m.group(1)}{_PLAIN_PREFIX}{m.group(2)}", markup)
 
