@@ -56,11 +56,11 @@ def worker_torch_eager(texts: list[str], model: Path, device: str, batch: int) -
 
     torch.set_num_threads(cores())
     from benchmarks.reference_model import ReferenceClassifier
-    from spamfilter.export import load_checkpoint
+    from spamfilter.export import load_single_checkpoint
     from spamfilter.tokenizer import Tokenizer
 
     loaded = time.perf_counter()
-    ours, _ = load_checkpoint(model / "model.pt")
+    ours, _ = load_single_checkpoint(model / "model.pt")
     classifier = ReferenceClassifier.from_classifier(ours)
     probe = torch.randint(0, 50_000, (2, MAX_LENGTH))
     with torch.no_grad():  # the same logits as spamfilter's model, or the comparison means nothing

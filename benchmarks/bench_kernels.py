@@ -35,13 +35,13 @@ def main() -> None:
     import torch
 
     from benchmarks.reference_model import ReferenceClassifier
-    from spamfilter.export import load_checkpoint
+    from spamfilter.export import load_single_checkpoint
     from spamfilter.runtime import create_session
 
     torch.set_num_threads(cores())
     directory = model_dir(args.workdir, "last")
     ids = np.random.default_rng(0).integers(0, 50000, (args.batch, MAX_LENGTH), dtype=np.int64)
-    classifier, _ = load_checkpoint(directory / "model.pt")
+    classifier, _ = load_single_checkpoint(directory / "model.pt")
     tensor = torch.as_tensor(ids)
 
     def torch_run() -> None:

@@ -100,9 +100,9 @@ def main() -> None:
     if state_file.is_file():
         classifier = state_classifier(torch.load(state_file, weights_only=True), best=True)
     else:
-        from spamfilter.export import load_checkpoint
+        from spamfilter.export import load_single_checkpoint
 
-        classifier = load_checkpoint(args.model / "model.pt")[0]
+        classifier = load_single_checkpoint(args.model / "model.pt")[0]
     tokenizer = Tokenizer()
     split = load_split(args.seed)
     pool = ham_pool(split, OUT)

@@ -148,6 +148,17 @@ ROWS = [
     ),
     replace(
         MAIL,
+        name="members3-L1",
+        what="3 runs of 1 layer (seeds seed, +1000, +2000) read as one, log-odds averaged",
+        pooling="line-ends",
+        link_copies=False,
+        attention_window=64,
+        weight_average=0.995,
+        members=3,
+        layers=1,
+    ),
+    replace(
+        MAIL,
         name="line-ends+window64+avg995+links",
         what="window 64, average 0.995, link-only copies of training mail",
         pooling="line-ends",
@@ -235,7 +246,7 @@ workdir = recipe_dir
 def measure(row: Row, raws: list[bytes], labels: np.ndarray, seed: int = SEED) -> dict[str, Any]:
     splits = splits_for(raws, labels, row.parts, seed)
     out = workdir(seed) / row.name
-    result, seconds = train_row(row, splits, out, model=str(shape_file(OUT)), seed=seed)
+    result, seconds = train_row(row, splits, out, model=str(shape_file(OUT, row.layers)), seed=seed)
     test = result.manifest.metrics["test"]
     sweep = {point["target"]: point["recall"] for point in result.manifest.metrics["test_threshold_sweep"]}
     return {

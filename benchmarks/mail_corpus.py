@@ -56,6 +56,8 @@ class Row:
     # 0: the optimizer's last weights, as every row before the average was measured; None: the recipe's
     weight_average: float | None = 0.0
     max_windows: int = MAX_WINDOWS  # windows read per message at most (train --max-windows)
+    members: int = 1  # runs read as one model (train --members)
+    layers: int = SHAPE["n_layer"]  # blocks of each run's GPT-2 (its width stays SHAPE's)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -113,13 +115,13 @@ def recipe_dir(seed: int = SEED) -> Path:
     return RECIPE_OUT if seed == SEED else RECIPE_OUT / f"split-{seed}"
 
 
-def shape_file(folder: Path) -> Path:
-    """SHAPE as a config.json that ``--model`` reads, written into ``folder``."""
+def shape_file(folder: Path, layers: int = SHAPE["n_layer"]) -> Path:
+    """SHAPE (with ``layers`` blocks) as a config.json that ``--model`` reads, written into ``folder``."""
     import json
 
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "shape.json"
-    path.write_text(json.dumps(SHAPE))
+    path = folder / ("shape.json" if layers == SHAPE["n_layer"] else f"shape-L{layers}.json")
+    path.write_text(json.dumps({**SHAPE, "n_layer": layers}))
     return path
 
 
@@ -163,6 +165,7 @@ def train_row(
         attention_window=row.attention_window,
         weight_average=row.weight_average,
         max_windows=row.max_windows,
+        members=row.members,
         training=TrainingConfig(epochs=row.epochs, lr=row.lr, trainable="all", seed=seed, **row.extra),
         out=out,
         resume=resume,

@@ -24,7 +24,7 @@ import torch
 
 from . import __version__
 from .errors import ExportError, ModelDirectoryError, first_line
-from .model import GPT, GPTConfig, SpamClassifier, add_classification_head
+from .model import GPT, GPTConfig, SpamClassifier, SpamEnsemble, SpamModel, add_classification_head
 from .modeldir import (
     CHECKPOINT_FILE,
     DYNAMIC_ONNX_FILE,
@@ -71,7 +71,7 @@ class _PooledForward(torch.nn.Module):
     head reads to compute them; for ``line-ends`` also the features at every position read
     (``read_features``), among which the head chose."""
 
-    def __init__(self, classifier: SpamClassifier) -> None:
+    def __init__(self, classifier: SpamModel) -> None:
         super().__init__()
         self.classifier = classifier
 
@@ -83,14 +83,12 @@ class _PooledForward(torch.nn.Module):
         return (*outputs, read) if _reads_several(classifier) else outputs
 
 
-def _reads_several(classifier: SpamClassifier) -> bool:
+def _reads_several(classifier: SpamModel) -> bool:
     """Whether the head reads several positions of a window (its choice among them exported)."""
     return classifier.pooling == "line-ends"
 
 
-def export_onnx(
-    classifier: SpamClassifier, path: Path, max_length: int, dynamic_length: bool = False
-) -> None:
+def export_onnx(classifier: SpamModel, path: Path, max_length: int, dynamic_length: bool = False) -> None:
     """Write ``classifier`` as ONNX with a dynamic batch axis and a fixed ``max_length``
     (or, with ``dynamic_length``, a dynamic sequence axis too)."""
     classifier = classifier.eval().cpu()
@@ -119,7 +117,7 @@ def export_onnx(
 
 
 def check_parity(
-    classifier: SpamClassifier, session: Any, name: str, input_ids: np.ndarray, batch_size: int = 16
+    classifier: SpamModel, session: Any, name: str, input_ids: np.ndarray, batch_size: int = 16
 ) -> float:
     """Largest absolute logit difference between torch and the onnxruntime ``session`` (of the file
     ``name``) on right-padded ``input_ids``, both run through the package's batching path (trimmed
@@ -170,12 +168,13 @@ def _batched(
     )
 
 
-def save_checkpoint(classifier: SpamClassifier, path: Path, max_length: int, extra: dict[str, Any]) -> None:
+def save_checkpoint(classifier: SpamModel, path: Path, max_length: int, extra: dict[str, Any]) -> None:
     """The torch checkpoint: plain dicts, strings, numbers and tensors (``weights_only``-loadable)."""
     torch.save(
         {
             "format_version": FORMAT_VERSION,
-            "config": classifier.gpt.config.to_dict(),
+            "config": classifier.gpt.config.to_dict(),  # an ensemble's: its members'
+            "members": len(classifier.members) if isinstance(classifier, SpamEnsemble) else 1,
             "pooling": classifier.pooling,
             "pad_token_id": classifier.pad_token_id,
             "max_length": max_length,
@@ -186,18 +185,30 @@ def save_checkpoint(classifier: SpamClassifier, path: Path, max_length: int, ext
     )
 
 
-def load_checkpoint(path: Path) -> tuple[SpamClassifier, dict[str, Any]]:
+def load_checkpoint(path: Path) -> tuple[SpamModel, dict[str, Any]]:
     """A classifier from ``model.pt`` (never unpickles code: ``weights_only=True``)."""
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-        gpt = add_classification_head(GPT(GPTConfig.from_dict(data["config"])))
-        classifier = SpamClassifier(gpt, data["pooling"], data["pad_token_id"])
+        config = GPTConfig.from_dict(data["config"])
+        members = [
+            SpamClassifier(add_classification_head(GPT(config)), data["pooling"], data["pad_token_id"])
+            for _ in range(int(data.get("members", 1)))
+        ]
+        classifier = members[0] if len(members) == 1 else SpamEnsemble(members)
         classifier.load_state_dict(data["state_dict"])
     except FileNotFoundError:
         raise ExportError(f"checkpoint not found: {path}") from None
     except Exception as error:  # torch.load raises many types (unpickling, zip, key, shape errors)
         raise ExportError(f"{path} is not a spamfilter checkpoint: {first_line(error)}") from None
     return classifier.eval(), data
+
+
+def load_single_checkpoint(path: Path) -> tuple[SpamClassifier, dict[str, Any]]:
+    """:func:`load_checkpoint` for what only a single classifier can do (its own kernels compared)."""
+    classifier, data = load_checkpoint(path)
+    if isinstance(classifier, SpamEnsemble):
+        raise ExportError(f"{path} holds {len(classifier.members)} members (train --members): not one model")
+    return classifier, data
 
 
 # How the int8 model is made. onnxruntime's x86 kernels multiply uint8 activations by int8 weights
@@ -241,6 +252,8 @@ def quantize_int8(
     # The quantizer turns a Gemm into MatMul + Add first, the MatMul named after the Gemm.
     # line-ends pooling also runs the head over every position read, to choose one: there the
     # exporter folded the head's weight into a transposed copy under another name
+    # An ensemble's members choose their line ends with heads of their own (``members.N.gpt.lm_head``):
+    # kept fp32 alike, a (C, 2) product has nothing to gain from int8
     head = {HEAD_WEIGHT, *_copies_of_head(graph)}
     head_nodes = [node.name for node in graph.node if head & set(node.input)] if head_fp32 else []
     head_nodes += [f"{name}_MatMul" for name in head_nodes]
@@ -263,24 +276,27 @@ def quantize_int8(
 
 
 def _copies_of_head(graph: Any) -> list[str]:
-    """The initializers that hold the head's weight transposed, (C, 2), value for value."""
+    """The heads' weights (the graph's own and, in an ensemble, each member's) and the initializers
+    that hold one of them transposed, (C, 2), value for value."""
     from onnx import numpy_helper
 
     weights = {t.name: t for t in graph.initializer}
-    if HEAD_WEIGHT not in weights:
-        return []
-    transposed = numpy_helper.to_array(weights[HEAD_WEIGHT]).T
-    return [
-        name
-        for name, tensor in weights.items()
-        if tuple(tensor.dims) == transposed.shape
-        and np.array_equal(numpy_helper.to_array(tensor), transposed)
-    ]
+    heads = [name for name in weights if name.endswith("lm_head.weight")]
+    found = set(heads)
+    for head in heads:
+        transposed = numpy_helper.to_array(weights[head]).T
+        found.update(
+            name
+            for name, tensor in weights.items()
+            if tuple(tensor.dims) == transposed.shape
+            and np.array_equal(numpy_helper.to_array(tensor), transposed)
+        )
+    return sorted(found)
 
 
 def write_model_directory(
     out: Path,
-    classifier: SpamClassifier,
+    classifier: SpamModel,
     *,
     max_length: int,
     test_ids: np.ndarray,
@@ -333,7 +349,7 @@ def write_model_directory(
 
 def _build(
     folder: Path,
-    classifier: SpamClassifier,
+    classifier: SpamModel,
     max_length: int,
     test_ids: np.ndarray,
     test_labels: np.ndarray,
@@ -447,7 +463,7 @@ def _with_learnt_record(record: dict[str, Any], folder: Path) -> dict[str, Any]:
     return record
 
 
-def _take_learnt_head(classifier: SpamClassifier, folder: Path) -> None:
+def _take_learnt_head(classifier: SpamModel, folder: Path) -> None:
     """The head in use where the checkpoint's directory has one: ``spamfilter learn`` without torch
     retrains the head in the ONNX files and leaves the checkpoint as training wrote it."""
     manifest = readable_manifest(folder)

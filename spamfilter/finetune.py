@@ -28,7 +28,9 @@ from .data import (
 )
 from .errors import TrainingError, UsageError
 from .export import write_model_directory
+from .learn import pooled_features
 from .mail import check_sources
+from .members import finished_members, train_members
 from .metrics import (
     RANDOM_INITIALISATION,
     Calibration,
@@ -37,7 +39,15 @@ from .metrics import (
     near_chance,
     threshold_sweep,
 )
-from .model import GPT, GPT2_SIZES, GPTConfig, SpamClassifier, add_classification_head, set_attention_window
+from .model import (
+    GPT,
+    GPT2_SIZES,
+    GPTConfig,
+    SpamClassifier,
+    SpamModel,
+    add_classification_head,
+    set_attention_window,
+)
 from .modeldir import MAIL_MAX_LENGTH, Manifest
 from .tokenizer import PAD_TOKEN_ID, Tokenizer
 from .train_loop import EpochCallback, ProgressCallback, TrainingRecord, train_classifier
@@ -286,7 +296,7 @@ def training_data_kind(options: TrainOptions, data_origin: str) -> str:
 
 
 def windowed_probabilities(
-    classifier: SpamClassifier,
+    classifier: SpamModel,
     tokenizer: Tokenizer,
     rows: list[list[int]],
     first_windows: np.ndarray,
@@ -315,7 +325,7 @@ def windowed_probabilities(
 
 
 def training_ham_scores(
-    classifier: SpamClassifier,
+    classifier: SpamModel,
     tokenizer: Tokenizer,
     rows: list[list[int]],
     labels: np.ndarray,
@@ -458,30 +468,52 @@ def fine_tune(
     stage("training")
     options.out.mkdir(parents=True, exist_ok=True)
     state_path = options.out / TRAINING_STATE
-    if options.resume and not state_path.is_file():
+    if options.resume and not state_path.is_file() and not finished_members(options.out):
         raise TrainingError(f"nothing to resume: no {state_path}")
     features: dict[str, np.ndarray] = {}  # what the head reads, from the training run's cache
-    record = train_classifier(
-        classifier,
-        arrays["train"],
-        arrays["validation"],
-        arrays["test"],
-        config,
-        device=options.device,
-        on_step=on_step,
-        on_epoch=on_epoch,
-        on_stage=stage,
-        state_path=state_path,
-        resume=options.resume,
-        features=features,
-    )
+    model: SpamModel = classifier
+    if options.members == 1:
+        record = train_classifier(
+            classifier,
+            arrays["train"],
+            arrays["validation"],
+            arrays["test"],
+            config,
+            device=options.device,
+            on_step=on_step,
+            on_epoch=on_epoch,
+            on_stage=stage,
+            state_path=state_path,
+            resume=options.resume,
+            features=features,
+        )
+    else:
+
+        def build(seed: int) -> SpamClassifier:
+            if seed == config.seed:
+                return classifier
+            window = options.attention_window
+            return build_classifier(options.model, weights, options.pooling, seed, window)[0]
+
+        model, record = train_members(
+            options,
+            build,
+            arrays["train"],
+            arrays["validation"],
+            arrays["test"],
+            state_path=state_path,
+            stage=stage,
+            on_step=on_step,
+            on_epoch=on_epoch,
+        )
+        features = {name: pooled_features(model, ids, options.device) for name, (ids, _) in arrays.items()}
     # A long message is judged by its highest-scoring window (windows.py), so the threshold and
     # the test figures come from that same combined score, not from the first window alone.
     for name in ("validation", "test"):
         attribute = f"{name}_spam_probability"
         first_windows = np.asarray(getattr(record, attribute), dtype=np.float64)
         combined = windowed_probabilities(
-            classifier, tokenizer, rows[name], first_windows, max_length, options.max_windows
+            model, tokenizer, rows[name], first_windows, max_length, options.max_windows
         )
         setattr(record, attribute, combined.tolist())
     # The figures at fixed false-positive rates, on that same combined score.
@@ -496,7 +528,7 @@ def fine_tune(
                 record.validation_spam_probability,
                 options.target_fpr,
                 training_ham_scores(
-                    classifier,
+                    model,
                     tokenizer,
                     rows["train"][:real],  # the real messages: augmented rows come after them
                     labels["train"][:real],
@@ -534,6 +566,7 @@ def fine_tune(
             "link_copies": bool(options.link_copies),
             "adapt_steps": options.adapt_steps or 0,
             "attention_window": classifier.gpt.config.attention_window or 0,
+            "members": options.members,
             **({"adaptation": adaptation_summary(adaptation)} if adaptation is not None else {}),
             "target_fpr": options.target_fpr,
             "data": data_origin,
@@ -556,7 +589,7 @@ def fine_tune(
     }
     written = write_model_directory(
         options.out,
-        classifier.cpu(),
+        model.cpu(),
         max_length=max_length,
         test_ids=arrays["test"][0],
         test_labels=arrays["test"][1],
@@ -576,5 +609,7 @@ def fine_tune(
     )
     write_report(report, options.out)
     state_path.unlink(missing_ok=True)  # the model directory is complete: nothing left to resume
+    for finished in finished_members(options.out):
+        finished.unlink()
     shutil.rmtree(options.out / ADAPTED_FOLDER, ignore_errors=True)  # its weights are in the model now
     return TrainResult(record, written, splits, max_length, threshold, calibration)

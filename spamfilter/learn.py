@@ -58,7 +58,7 @@ from .onnx_head import feature_rows, read_head, replace_head, with_features_outp
 from .windows import windows_of
 
 if TYPE_CHECKING:
-    from .model import SpamClassifier
+    from .model import SpamModel
 
 FEATURES_FILE = "learn.safetensors"
 SPLITS = ("train", "validation", "test")
@@ -77,7 +77,7 @@ class RetrainRefused(SpamfilterError):
 # --------------------------------------------------------------------------- features
 
 
-def pooled_features(classifier: SpamClassifier, ids: np.ndarray, device: str = "cpu") -> np.ndarray:
+def pooled_features(classifier: SpamModel, ids: np.ndarray, device: str = "cpu") -> np.ndarray:
     """(N, C) float32: what the head reads of each row of token ids, through torch (training)."""
     import torch
 
@@ -87,7 +87,7 @@ def pooled_features(classifier: SpamClassifier, ids: np.ndarray, device: str = "
         for begin in range(0, len(ids), 32):
             batch = torch.tensor(ids[begin : begin + 32], dtype=torch.long, device=device)
             out.append(classifier.features(batch).float().cpu())
-    size = classifier.gpt.config.n_embd
+    size = classifier.gpt.lm_head.in_features  # an ensemble's: its members' side by side
     return torch.cat(out).numpy() if out else np.zeros((0, size), dtype=np.float32)
 
 
@@ -102,8 +102,9 @@ def features_session(directory: ModelDirectory, variant: str | None = None) -> A
     from .runtime import available_cores
 
     path = directory.checked_variant_file(variant or directory.default_variant)
+    members = int(directory.manifest.recipe.get("members", 1))  # an ensemble's features side by side
     size = (
-        int(directory.manifest.base_model.get("config", {}).get("n_embd", 0))
+        int(directory.manifest.base_model.get("config", {}).get("n_embd", 0)) * members
         or read_head(path.read_bytes()).size
     )
     options = ort.SessionOptions()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -379,3 +379,69 @@ def line_end_index(input_ids: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
     earliest = torch.topk(torch.cat([keys, padding], dim=1), LINE_ENDS_READ - 1, dim=1, largest=False)
     ends = torch.where(earliest.values < _NOWHERE, earliest.values, last[:, None])  # (B, K - 1)
     return torch.cat([ends, last[:, None]], dim=1)
+
+
+class _CombinedHead(nn.Module):
+    """Where an ensemble keeps what a classifier keeps in its ``gpt``: the members' shape
+    (``config``) and the head the exported graph's logits come from (``lm_head``), so that the head
+    is named in the ONNX file as a single classifier's is and ``learn`` replaces it alike."""
+
+    def __init__(self, config: GPTConfig, width: int) -> None:
+        super().__init__()
+        self.config = config
+        self.lm_head = nn.Linear(width, NUM_CLASSES)
+
+
+class SpamEnsemble(nn.Module):
+    """Several classifiers of one shape and pooling, trained from different initial weights, read
+    as one: each reads the window as it was trained to (with ``line-ends``, choosing its own line
+    end), and the verdict's log-odds are the mean of theirs.
+
+    Runs of the mail recipe that differ only in their seed rank the few highest-scoring ham very
+    differently, and at a small false-positive rate that decides recall (benchmarks/RESULTS.md
+    section 30); their mean ranks better than any run alone. The mean is a linear head over the
+    members' chosen features side by side, (B, M * C): its weight is the members' heads side by side
+    divided by M, its bias their mean. So the exported graph has one head and one ``features``
+    output, as a single classifier's has, and ``learn`` retrains that head over all members'
+    features (the members keep choosing their line ends with their own heads)."""
+
+    def __init__(self, members: list[SpamClassifier]) -> None:
+        super().__init__()
+        first = members[0]
+        for member in members[1:]:
+            if member.pooling != first.pooling or member.gpt.config != first.gpt.config:
+                raise ValueError("the members of an ensemble must share their shape and pooling")
+        self.members = nn.ModuleList(members)
+        self.pooling = first.pooling
+        self.pad_token_id = first.pad_token_id
+        width = first.gpt.config.n_embd
+        self.gpt = _CombinedHead(first.gpt.config, width * len(members))
+        with torch.no_grad():
+            heads = [member.gpt.lm_head for member in members]
+            self.gpt.lm_head.weight.copy_(torch.cat([h.weight for h in heads], dim=1) / len(members))
+            self.gpt.lm_head.bias.copy_(torch.stack([h.bias for h in heads]).mean(dim=0))
+
+    @property
+    def classifiers(self) -> list[SpamClassifier]:
+        return [cast(SpamClassifier, member) for member in self.members]
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.gpt.lm_head(self.features(input_ids))
+
+    def features(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(B, T) -> (B, M * C): each member's pooled features, side by side."""
+        return torch.cat([member.features(input_ids) for member in self.classifiers], dim=1)
+
+    def read_features(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(B, T) -> (B, K, M * C): every position read, each member's features side by side (the
+        members read the same positions: they depend on the ids alone)."""
+        return torch.cat([member.read_features(input_ids) for member in self.classifiers], dim=2)
+
+    def most_spam_like(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(B, K, M * C) -> (B, M * C): each member's choice among its own features."""
+        parts = hidden.chunk(len(self.members), dim=2)
+        chosen = [member.most_spam_like(part) for member, part in zip(self.classifiers, parts, strict=True)]
+        return torch.cat(chosen, dim=1)
+
+
+SpamModel = SpamClassifier | SpamEnsemble  # what is exported, checked and scored as one model

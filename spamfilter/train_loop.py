@@ -98,11 +98,24 @@ class TrainingRecord:
     # threshold for a small budget (spamfilter.calibration). Not written to training.json.
     train_spam_probability: list[float] = field(default_factory=list, repr=False)
     seconds: float = 0.0
+    # train --members: each member's seed, kept epoch, validation losses and seconds (the epochs
+    # and curves above are the first member's, the scores and accuracies the ensemble's)
+    members: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         record = asdict(self)
         del record["train_spam_probability"]  # thousands of scores nobody reads back
+        if not self.members:
+            del record["members"]  # a single run's record stays as it was
         return record
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainingRecord:
+        """The record :meth:`to_dict` wrote."""
+        known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
+        known["epochs"] = [EpochRecord(**e) for e in known.get("epochs", [])]
+        known["eval_points"] = [EvalPoint(**p) for p in known.get("eval_points", [])]
+        return cls(**known)
 
 
 class _Inputs:
@@ -457,6 +470,11 @@ def _reading(classifier: SpamClassifier) -> str:
     where one is set (a state saved without one keeps the digest it had)."""
     window = classifier.gpt.config.attention_window
     return classifier.pooling if window is None else f"{classifier.pooling}/attention-window {window}"
+
+
+def inputs_digest(classifier: SpamClassifier, *splits: tuple[np.ndarray, np.ndarray]) -> str:
+    """What a saved state must have been trained on to be continued: the reading and the splits."""
+    return _inputs_sha256(_reading(classifier), *splits)
 
 
 def _inputs_sha256(reading: str, *splits: tuple[np.ndarray, np.ndarray]) -> str:

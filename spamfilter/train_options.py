@@ -20,6 +20,8 @@ DEFAULT_MODEL = (
 )
 TRAINABLE_CHOICES = ("last-block", "last-two-blocks", "all", "head")
 BALANCE_CHOICES = ("undersample", "weight")
+MAX_MEMBERS = 8  # train --members: runs read as one model at most
+MEMBER_SEED_STEP = 1000  # member i trains with seed + i * MEMBER_SEED_STEP (its weights and batches)
 KEEP_BEST_PATIENCE = 2  # with --keep-best: epochs without a better validation loss before stopping
 
 
@@ -137,6 +139,9 @@ class TrainOptions:
     # Windows read per message at most (windows.py), recorded with the model: the filter reads as
     # many, and the threshold and the test figures are computed on as many.
     max_windows: int = MAX_WINDOWS
+    # Runs trained from different initial weights (seed, seed + 1000, ...) and read as one model,
+    # their log-odds averaged (model.SpamEnsemble): each costs a run of training and of reading.
+    members: int = 1
     out: Path = Path("model")
     device: str = "cpu"
     quantize: str | None = "int8"  # also write model.int8.onnx (the default variant where it agrees)

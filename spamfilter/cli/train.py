@@ -17,6 +17,7 @@ from ..train_options import (
     DEFAULT_MODEL,
     LABELLED_RECIPE,
     MAIL_RECIPE,
+    MAX_MEMBERS,
     TRAINABLE_CHOICES,
     AdaptOptions,
     TrainingConfig,
@@ -142,6 +143,17 @@ def _flag_default(name: str) -> str:
     "recorded with the model: the filter reads as many, and the threshold is chosen on that score. "
     "More read more of a spam hidden behind pages of ham, at the cost of speed on long mail.",
 )
+@click.option(
+    "--members",
+    type=click.IntRange(1, MAX_MEMBERS),
+    default=TrainOptions.members,
+    show_default=True,
+    metavar="N",
+    help="Train N models from different initial weights (--seed, --seed + 1000, ...) and read them as "
+    "one, their log-odds averaged: runs that differ only in their seed disagree on the few ham that "
+    "score highest, and their mean ranks better at a small false-positive rate. Training and "
+    "filtering each cost N runs' time (e.g. 3 members of 1 layer cost about what 1 of 2 layers does).",
+)
 @_out_option("Model directory to write. Default: $SPAMFILTER_MODEL or ~/.local/share/spamfilter/model.")
 @choice_option("--device", ("auto", "cpu", "cuda"), "auto")
 @click.option(
@@ -224,6 +236,7 @@ def train(
     attention_window: int | None,
     weight_average: float | None,
     max_windows: int,
+    members: int,
     out: Path | None,
     device: str,
     balance: str | None,
@@ -268,6 +281,7 @@ def train(
         attention_window=attention_window,
         weight_average=weight_average,
         max_windows=max_windows,
+        members=members,
         balance=balance,
         keep_best=keep_best,
         augment=augment,
