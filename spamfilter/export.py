@@ -24,7 +24,15 @@ import torch
 
 from . import __version__
 from .errors import ExportError, ModelDirectoryError, first_line
-from .model import GPT, GPTConfig, SpamClassifier, SpamEnsemble, SpamModel, add_classification_head
+from .model import (
+    GPT,
+    NUM_CLASSES,
+    GPTConfig,
+    SpamClassifier,
+    SpamEnsemble,
+    SpamModel,
+    add_classification_head,
+)
 from .modeldir import (
     CHECKPOINT_FILE,
     DYNAMIC_ONNX_FILE,
@@ -57,6 +65,7 @@ from .runtime import (
     softmax_spam,
 )
 from .tokenizer import PAD_TOKEN_ID, TOKENIZER_FILES, packaged_tokenizer_dir, unpad
+from .train_options import MAX_MEMBERS
 
 PARITY_TOLERANCE = 1e-4
 PARITY_EXAMPLES = 64  # test messages run through both torch and onnxruntime
@@ -84,8 +93,11 @@ class _PooledForward(torch.nn.Module):
 
 
 def _reads_several(classifier: SpamModel) -> bool:
-    """Whether the head reads several positions of a window (its choice among them exported)."""
-    return classifier.pooling == "line-ends"
+    """Whether the head reads several positions of a window (its choice among them exported). Not
+    an ensemble's: its members choose their positions with heads of their own, so another head (a
+    user's, a retrained one) reads the features they chose, as the graph's own head does; choosing
+    itself among rows of every member's features at one position, it would score another function."""
+    return classifier.pooling == "line-ends" and not isinstance(classifier, SpamEnsemble)
 
 
 def export_onnx(classifier: SpamModel, path: Path, max_length: int, dynamic_length: bool = False) -> None:
@@ -190,9 +202,12 @@ def load_checkpoint(path: Path) -> tuple[SpamModel, dict[str, Any]]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
         config = GPTConfig.from_dict(data["config"])
+        count = data.get("members", 1)
+        if not isinstance(count, int) or not 1 <= count <= MAX_MEMBERS:
+            raise ValueError(f"members {count!r} is not 1 to {MAX_MEMBERS}")
         members = [
             SpamClassifier(add_classification_head(GPT(config)), data["pooling"], data["pad_token_id"])
-            for _ in range(int(data.get("members", 1)))
+            for _ in range(count)
         ]
         classifier = members[0] if len(members) == 1 else SpamEnsemble(members)
         classifier.load_state_dict(data["state_dict"])
@@ -252,8 +267,6 @@ def quantize_int8(
     # The quantizer turns a Gemm into MatMul + Add first, the MatMul named after the Gemm.
     # line-ends pooling also runs the head over every position read, to choose one: there the
     # exporter folded the head's weight into a transposed copy under another name
-    # An ensemble's members choose their line ends with heads of their own (``members.N.gpt.lm_head``):
-    # kept fp32 alike, a (C, 2) product has nothing to gain from int8
     head = {HEAD_WEIGHT, *_copies_of_head(graph)}
     head_nodes = [node.name for node in graph.node if head & set(node.input)] if head_fp32 else []
     head_nodes += [f"{name}_MatMul" for name in head_nodes]
@@ -276,22 +289,10 @@ def quantize_int8(
 
 
 def _copies_of_head(graph: Any) -> list[str]:
-    """The heads' weights (the graph's own and, in an ensemble, each member's) and the initializers
-    that hold one of them transposed, (C, 2), value for value."""
-    from onnx import numpy_helper
-
-    weights = {t.name: t for t in graph.initializer}
-    heads = [name for name in weights if name.endswith("lm_head.weight")]
-    found = set(heads)
-    for head in heads:
-        transposed = numpy_helper.to_array(weights[head]).T
-        found.update(
-            name
-            for name, tensor in weights.items()
-            if tuple(tensor.dims) == transposed.shape
-            and np.array_equal(numpy_helper.to_array(tensor), transposed)
-        )
-    return sorted(found)
+    """The initializers that hold a head transposed, (C, 2): line-ends pooling runs the head over
+    every position read to choose one, and the exporter folds its weight into a transposed copy under
+    another name; an ensemble's members choose with heads of their own, held only so."""
+    return [t.name for t in graph.initializer if len(t.dims) == 2 and t.dims[1] == NUM_CLASSES]
 
 
 def write_model_directory(

@@ -153,12 +153,19 @@ def resolve_device(choice: str) -> str:
     return choice
 
 
+def kept_epochs(record: TrainingRecord) -> str:
+    """The epoch whose weights were kept, or each member's (train --members)."""
+    if not record.members:
+        return str(record.best_epoch)
+    return ", ".join(str(member["best_epoch"]) for member in record.members) + " (one per member)"
+
+
 def describe_result(result: TrainResult, out: Path) -> list[str]:
     """The end of a training run in a few lines: what trained, how it scored, where it went."""
     record, test = result.record, result.manifest.metrics.get("test", result.record.test)
     lines = [
         f"trainable parameters {record.trainable_parameters:,}; max_length {result.max_length}; "
-        f"{record.seconds:.1f} s; weights of epoch {record.best_epoch}",
+        f"{record.seconds:.1f} s; weights of epoch {kept_epochs(record)}",
         f"train accuracy {record.train_accuracy:.2%} | validation accuracy {record.validation_accuracy:.2%}",
     ]
     calibration = result.calibration
@@ -468,7 +475,8 @@ def fine_tune(
     stage("training")
     options.out.mkdir(parents=True, exist_ok=True)
     state_path = options.out / TRAINING_STATE
-    if options.resume and not state_path.is_file() and not finished_members(options.out):
+    resumable = state_path.is_file() or (options.members > 1 and bool(finished_members(options.out)))
+    if options.resume and not resumable:
         raise TrainingError(f"nothing to resume: no {state_path}")
     features: dict[str, np.ndarray] = {}  # what the head reads, from the training run's cache
     model: SpamModel = classifier

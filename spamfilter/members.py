@@ -52,6 +52,9 @@ def train_members(
     as one ensemble, with the first member's record (its epochs, its curves) holding the ensemble's
     scores and a summary of every member (``TrainingRecord.members``)."""
     config = options.training
+    if not options.resume:  # members an earlier run left are not this run's
+        for leftover in finished_members(options.out):
+            leftover.unlink()
     members, records = [], []
     for index in range(options.members):
         seed = member_seed(config.seed, index)
@@ -81,9 +84,11 @@ def train_members(
                 state_path=state_path,
                 resume=options.resume,
             )
+            # the state first: stopped between the two, this member trains again, where the other
+            # order would leave a finished member's state for the next member to resume from
+            state_path.unlink(missing_ok=True)
             _save_member(finished, classifier, record)
-            state_path.unlink(missing_ok=True)  # the next member starts afresh, not from this state
-        members.append(classifier)
+        members.append(classifier.to(options.device))  # a member read from its file is on the CPU
         records.append(record)
     ensemble = SpamEnsemble(members).to(options.device).eval()
     return ensemble, ensemble_record(ensemble, records, train, validation, test)

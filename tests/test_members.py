@@ -20,6 +20,7 @@ from spamfilter.data import Splits
 from spamfilter.errors import TrainingError
 from spamfilter.export import load_checkpoint
 from spamfilter.finetune import fine_tune
+from spamfilter.learn import current_head
 from spamfilter.mail import extract_text, iter_mail_source
 from spamfilter.members import FINISHED_MEMBER
 from spamfilter.model import GPT, GPTConfig, SpamClassifier, SpamEnsemble, add_classification_head
@@ -150,6 +151,31 @@ def _first_window(member: torch.nn.Module, classifier: Classifier, texts: list[s
         return torch.softmax(member(ids), dim=-1)[:, 1].double().numpy()
 
 
+@pytest.mark.parametrize("variant", ["fp32", "int8"])
+def test_a_user_head_equal_to_the_shared_one_gives_the_shared_verdicts(
+    ensemble_dir: Path, splits: Splits, variant: str
+) -> None:
+    """Another head reads the features the members chose, as the graph's own head does (were it to
+    choose among rows of every member's features at one position, it would score another function:
+    up to 0.16 apart in P(spam) on a model like this one)."""
+    classifier = Classifier.load(ensemble_dir, variant=variant)
+    texts = splits.test["Text"].tolist()
+    head = current_head(classifier.directory)
+    shared = classifier.spam_probability(texts)
+    as_user = classifier.spam_probability(texts, heads=[head] * len(texts))
+    np.testing.assert_allclose(as_user, shared, atol=1e-5)
+
+
+def test_the_members_heads_stay_fp32_in_the_int8_file(ensemble_dir: Path) -> None:
+    import onnx
+
+    graph = onnx.load(str(ensemble_dir / "model.int8.onnx")).graph
+    two_columns = [t for t in graph.initializer if len(t.dims) == 2 and t.dims[-1] == 2]
+    assert len(two_columns) >= 2  # each member's head, transposed, to choose its line end
+    assert all(t.data_type == onnx.TensorProto.FLOAT for t in two_columns)
+    assert not [t.name for t in graph.initializer if t.name.endswith("_quantized") and t.dims[-1] == 2]
+
+
 def test_learn_retrains_the_ensembles_head_and_a_users(ensemble_dir: Path, tmp_path: Path) -> None:
     spam = tmp_path / "spam.mbox"
     with open(spam, "wb") as out:
@@ -221,3 +247,29 @@ def test_members_out_of_range_are_a_usage_error(members: str, tmp_path: Path) ->
     result = CliRunner().invoke(cli, ["train", "--members", members, "--out", str(tmp_path / "m")])
     assert result.exit_code == 2
     assert "--members" in result.output
+
+
+def test_a_fresh_run_drops_the_members_an_earlier_run_left(splits: Splits, tmp_path: Path) -> None:
+    options = _options(tmp_path, 2)
+
+    def stop_in_the_second_member(epoch: object) -> None:
+        if (options.out / FINISHED_MEMBER.format(0)).is_file():
+            raise _Stop
+
+    with pytest.raises(_Stop):  # member 1 finished with lr 1e-3
+        fine_tune(options, splits=splits, data_origin="mail: test", on_epoch=stop_in_the_second_member)
+    (options.out / FINISHED_MEMBER.format(0)).rename(options.out / FINISHED_MEMBER.format(1))
+    other = replace(options, training=replace(options.training, lr=5e-4))
+    with pytest.raises(_Stop):  # a new run, not resumed: the old member files are not its own
+        fine_tune(other, splits=splits, data_origin="mail: test", on_epoch=stop_in_the_second_member)
+    assert not (options.out / FINISHED_MEMBER.format(1)).exists()
+    fine_tune(replace(other, resume=True), splits=splits, data_origin="mail: test")
+    assert json.loads((options.out / "spamfilter.json").read_text())["recipe"]["members"] == 2
+
+
+def test_a_single_run_does_not_resume_from_member_files(splits: Splits, tmp_path: Path) -> None:
+    options = _options(tmp_path, 1)
+    options.out.mkdir(parents=True)
+    (options.out / FINISHED_MEMBER.format(0)).write_bytes(b"not this run's")
+    with pytest.raises(TrainingError, match="nothing to resume"):
+        fine_tune(replace(options, resume=True), splits=splits, data_origin="mail: test")
