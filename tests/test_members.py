@@ -273,3 +273,26 @@ def test_a_single_run_does_not_resume_from_member_files(splits: Splits, tmp_path
     (options.out / FINISHED_MEMBER.format(0)).write_bytes(b"not this run's")
     with pytest.raises(TrainingError, match="nothing to resume"):
         fine_tune(replace(options, resume=True), splits=splits, data_origin="mail: test")
+
+
+def test_train_members_from_the_command_line(tmp_path: Path) -> None:
+    """The option reaches the run: two members trained, named in the summary and the manifest."""
+    spam = tmp_path / "spam.mbox"
+    ham = tmp_path / "ham.mbox"
+    for path, source, count in ((spam, "spam.mbox", 30), (ham, "easy_ham.mbox", 50)):
+        with open(path, "wb") as out:
+            for raw in list(iter_mail_source(CORPUS / source))[:count]:
+                out.write(b"From x@example.org Mon Jan  1 00:00:00 2024\n" + raw.rstrip(b"\n") + b"\n\n")
+    shape = tmp_path / "shape.json"
+    shape.write_text(json.dumps(SHAPE))
+    out = tmp_path / "model"
+    result = CliRunner().invoke(
+        cli,
+        ["train", "--model", str(shape), "--weights", "random", "--trainable", "all", "--members", "2"]
+        + ["--spam", str(spam), "--ham", str(ham), "--max-length", "32", "--epochs", "1"]
+        + ["--device", "cpu", "--no-progress", "--out", str(out)],
+    )
+    assert result.exit_code == 0, result.output
+    assert "member 2 of 2 (seed 1123)" in result.output
+    assert "(one per member)" in result.output
+    assert json.loads((out / "spamfilter.json").read_text())["recipe"]["members"] == 2
