@@ -6,12 +6,16 @@ recall at 0.1 % FPR: which commercial newsletter lands above the spam changes fr
 Averaging the log-odds of runs that differ only in their initial weights (and the order of their
 batches) is the usual cure for such variance. For each split (``--seeds``), member 0 is
 ``bench_recipe``'s cached default row (trained there first if missing); members 1.. are the same
-row trained with initial-weight seed ``split + 1000 * i`` into ``recipe/<split>/<row>+init<seed>``.
-Every member scores the split's test messages as ``spamfilter filter`` does (default variant,
-int8, 4 windows); the table gives recall where 0, 1 and 2 test ham are marked spam, (1 - ROCA) %,
-and recall and test ham FPR at a threshold chosen as the recipe chooses it (0.1 % of the
-validation and training ham, each scored as the filter scores it), for each member, the mean of
-the members' figures, and the ensembles of the first k members.
+row trained with initial-weight seed ``split + 1000 * i`` into ``recipe/<split>/<row>+init<seed>``
+(with ``--layers N`` other than the default shape's, every member, member 0 included, is trained
+here into ``<row>+L<N>+init<seed>``). Every member scores the split's test messages as
+``spamfilter filter`` does (default variant, int8, 4 windows); the table gives recall where 0, 1
+and 2 test ham are marked spam, (1 - ROCA) %, and recall and test ham FPR at a threshold chosen as
+the recipe chooses it (0.1 % of the validation and training ham, each scored as the filter scores
+it), for each member, the mean of the members' figures, and the ensembles of the first k members
+(an ensemble's message log-odds the mean of its members'; ``train --members`` takes the highest
+window of the mean instead). Each member's line in the log gives the seconds it takes to score the
+test split in-process (int8, the tokenizer included, best of 3).
 
     python -m benchmarks.bench_ensemble --seeds 123,7,11 --members 3
 """
@@ -46,6 +50,19 @@ def log_odds(folder: Path, texts: list[str]) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
+def test_seconds(folder: Path, texts: list[str]) -> float:
+    """Seconds the model takes to score ``texts`` in-process as ``filter`` scores them (int8, the
+    tokenizer included, start-up not), best of 3 after a warm-up."""
+    classifier = Classifier.load(folder)
+    classifier.spam_probability(texts[:50])
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        classifier.spam_probability(texts)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
 def measured(z: dict[str, np.ndarray], truth: np.ndarray, validation_truth: np.ndarray) -> list[float]:
     """``figures`` of the test log-odds in ``z``, the threshold chosen on its validation and training ham."""
     p = {part: 1 / (1 + np.exp(-v)) for part, v in z.items()}
@@ -76,6 +93,8 @@ def main() -> None:
                 print(f"training split {split}, member {member} (initial weights {init}) ...", flush=True)
                 _, seconds = train_row(row, splits, folder, model=str(shape), seed=init)
                 print(f"  {seconds:.0f} s", flush=True)
+            cost = test_seconds(folder, splits.test["Text"].tolist())
+            print(f"  member {member}: test split scored in {cost:.2f} s", flush=True)
             started = time.perf_counter()
             scored.append(
                 {

@@ -28,7 +28,6 @@ from .data import (
 )
 from .errors import TrainingError, UsageError
 from .export import write_model_directory
-from .learn import pooled_features
 from .mail import check_sources
 from .members import finished_members, train_members
 from .metrics import (
@@ -55,6 +54,7 @@ from .train_options import (
     BALANCE_CHOICES,
     DEFAULT_MODEL,
     KEEP_BEST_PATIENCE,
+    MAX_MEMBERS,
     RANDOM_WEIGHTS,
     AdaptOptions,
     TrainOptions,
@@ -252,6 +252,8 @@ def mail_settings(options: TrainOptions) -> TrainOptions:
         raise UsageError(f"--weight-average {average}: choose a decay from 0 (none) up to, not including, 1")
     if not 1 <= options.max_windows <= WINDOWS_LIMIT:
         raise UsageError(f"--max-windows {options.max_windows}: choose 1 to {WINDOWS_LIMIT}")
+    if not 1 <= options.members <= MAX_MEMBERS:  # the library's callers too: no empty ensemble
+        raise UsageError(f"--members {options.members}: choose 1 to {MAX_MEMBERS}")
     training = replace(
         options.training,
         weighted_loss=balance_choice == "weight",
@@ -479,42 +481,36 @@ def fine_tune(
     if options.resume and not resumable:
         raise TrainingError(f"nothing to resume: no {state_path}")
     features: dict[str, np.ndarray] = {}  # what the head reads, from the training run's cache
-    model: SpamModel = classifier
-    if options.members == 1:
-        record = train_classifier(
-            classifier,
+
+    def train_run(
+        run: SpamClassifier, seed: int, into: dict[str, np.ndarray] | None = None
+    ) -> TrainingRecord:
+        """One run of the recipe with ``seed``: the single run, or a member (``into``: the features)."""
+        return train_classifier(
+            run,
             arrays["train"],
             arrays["validation"],
             arrays["test"],
-            config,
+            replace(config, seed=seed),
             device=options.device,
             on_step=on_step,
             on_epoch=on_epoch,
             on_stage=stage,
             state_path=state_path,
             resume=options.resume,
-            features=features,
+            features=into,
         )
+
+    def build(seed: int) -> SpamClassifier:
+        if seed == config.seed:
+            return classifier
+        return build_classifier(options.model, weights, options.pooling, seed, options.attention_window)[0]
+
+    model: SpamModel = classifier
+    if options.members == 1:
+        record = train_run(classifier, config.seed, features)
     else:
-
-        def build(seed: int) -> SpamClassifier:
-            if seed == config.seed:
-                return classifier
-            window = options.attention_window
-            return build_classifier(options.model, weights, options.pooling, seed, window)[0]
-
-        model, record = train_members(
-            options,
-            build,
-            arrays["train"],
-            arrays["validation"],
-            arrays["test"],
-            state_path=state_path,
-            stage=stage,
-            on_step=on_step,
-            on_epoch=on_epoch,
-        )
-        features = {name: pooled_features(model, ids, options.device) for name, (ids, _) in arrays.items()}
+        model, record, features = train_members(options, build, train_run, arrays, state_path, stage)
     # A long message is judged by its highest-scoring window (windows.py), so the threshold and
     # the test figures come from that same combined score, not from the first window alone.
     for name in ("validation", "test"):

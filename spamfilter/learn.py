@@ -102,28 +102,24 @@ def features_session(directory: ModelDirectory, variant: str | None = None) -> A
     from .runtime import available_cores
 
     path = directory.checked_variant_file(variant or directory.default_variant)
-    size = _features_width(directory) or read_head(path.read_bytes()).size
     options = ort.SessionOptions()
     options.intra_op_num_threads = available_cores()
     options.log_severity_level = 3
+    data = path.read_bytes()
     try:
-        model = with_features_output(path.read_bytes(), size)
+        # the head's width, an ensemble's included (its members' features side by side), as the
+        # graph itself holds it: no manifest field to agree with
+        width = read_head(data).size
+    except ModelDirectoryError as error:
+        raise ModelDirectoryError(f"cannot use {path}: {error}") from None
+    try:
+        model = with_features_output(data, width)
         return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     except ModelDirectoryError:
         raise
     except Exception as error:  # onnxruntime's own (Fail, InvalidProtobuf...), the graph editor's
         # A broken file whose recorded sha256 matches it (written so, or its manifest edited too)
         raise ModelDirectoryError(f"cannot use {path}: {first_line(error)}") from None
-
-
-def _features_width(directory: ModelDirectory) -> int:
-    """The width of the features the head reads as the manifest says it (an ensemble's members'
-    side by side), or 0 where it does not say it plainly."""
-    config, members = directory.manifest.base_model.get("config"), directory.manifest.recipe.get("members", 1)
-    width = config.get("n_embd") if isinstance(config, dict) else None
-    if isinstance(width, int) and isinstance(members, int) and width > 0 and members > 0:
-        return width * members
-    return 0
 
 
 def window_features(

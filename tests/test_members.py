@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from spamfilter.cli import cli
 from spamfilter.data import Splits
-from spamfilter.errors import TrainingError
+from spamfilter.errors import TrainingError, UsageError
 from spamfilter.export import load_checkpoint
 from spamfilter.finetune import fine_tune
 from spamfilter.learn import current_head
@@ -296,3 +296,12 @@ def test_train_members_from_the_command_line(tmp_path: Path) -> None:
     assert "member 2 of 2 (seed 1123)" in result.output
     assert "(one per member)" in result.output
     assert json.loads((out / "spamfilter.json").read_text())["recipe"]["members"] == 2
+
+
+@pytest.mark.parametrize("members", [0, 9])
+def test_the_library_refuses_members_out_of_range_before_training(
+    members: int, splits: Splits, tmp_path: Path
+) -> None:
+    with pytest.raises(UsageError, match="--members"):
+        fine_tune(_options(tmp_path, members), splits=splits, data_origin="mail: test")
+    assert not (tmp_path / f"model-{members}").exists()  # nothing written
