@@ -96,6 +96,7 @@ def ham_pool(split: Split, work: Path) -> list[str]:
     the filter's text extraction, and a change to that must not change the benchmark's messages
     (the runs before and after it compare the same mail, and the peers' verdicts stay cached)."""
     path = work / f"ham-pool-{digest(split.train_ham)[:16]}.json"
+    work.mkdir(parents=True, exist_ok=True)  # a fresh checkout has no work folder yet
     if not path.is_file():
         path.write_text(json.dumps(ham_paragraphs(split.train_ham)))
     pool: list[str] = json.loads(path.read_text())

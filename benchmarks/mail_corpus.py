@@ -49,6 +49,7 @@ class Row:
     epochs: int = 8
     lr: float = 5e-4
     augment: bool = False
+    interleave: bool = False
     link_copies: bool | None = None  # None: the recipe's
     adapt_steps: int | None = None  # None: the recipe's (train --adapt-steps)
     # 0: every earlier position, as every row before the window was measured; None: the recipe's
@@ -160,6 +161,7 @@ def train_row(
         keep_best=row.keep_best,
         target_fpr=row.target_fpr,
         augment=row.augment,
+        interleave=row.interleave,
         link_copies=row.link_copies,
         adapt_steps=row.adapt_steps,
         attention_window=row.attention_window,

@@ -1,5 +1,6 @@
 """Training against the tricks that survive reading: ham text placed around training spam
-(``--augment``), and mail cut down to its links (``--link-copies``; both off by default).
+(``--augment``), ham sentences between a training spam's lines (``--interleave``), and mail cut
+down to its links (``--link-copies``; all off by default).
 
 :func:`spamfilter.mail.extract_text` undoes what changes the code points but not what a reader
 sees (hidden HTML, zero-width characters, look-alike letters, transfer encodings) and quoted reply
@@ -12,6 +13,8 @@ trains every further window of a long training ham as ham).
 ``link_only_copies`` adds, for every training message that shows a link, a copy cut down to its
 Subject and one or two of its links: a spam that sends nothing else gives the model only those to
 read, and the ham copies keep a bare shared link from reading as spam.
+``interleaved_copies`` adds, for each training spam, one copy with a sentence of training ham after
+every first to third line of its body: an offer read between lines of ordinary mail.
 Validation and test splits are never changed:
 the threshold and the reported figures stay those of real mail.
 """
@@ -25,6 +28,9 @@ import numpy as np
 import pandas as pd
 
 _URL = re.compile(r"https?://[^\s<>\"']+")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+SENTENCE_WORDS = (4, 20)  # a ham sentence between spam lines: long enough to read as prose
+INTERLEAVE_EVERY = (1, 3)  # a sentence after every first, second or third line of a copy
 PREFIX_WORDS = (30, 150)  # words of ham text put before a spam's body (a paragraph or two)
 SUFFIX_WORDS = (50, 200)  # words put after it
 
@@ -58,6 +64,41 @@ def augment_spam(train: pd.DataFrame, seed: int) -> pd.DataFrame:
         copies.append(f"{text}\n\n{_stretch(pool, rng, SUFFIX_WORDS)}")
     added = pd.DataFrame({"Label": np.ones(len(copies), dtype=np.int64), "Text": copies})
     return pd.concat([train, added], ignore_index=True)
+
+
+def _ham_sentences(texts: list[str]) -> list[str]:
+    """The sentences of the ham bodies (the Subject line left out) that read as prose."""
+    low, high = SENTENCE_WORDS
+    return [
+        " ".join(words)
+        for text in texts
+        for sentence in _SENTENCE_END.split(text.partition("\n")[2])
+        if low <= len(words := sentence.split()) <= high
+    ]
+
+
+def interleaved_copies(train: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """One copy of every spam of ``train`` (columns Text, Label), a sentence of its ham after every
+    first, second or third non-empty line of the body; none where the ham has no sentences."""
+    pool = _ham_sentences(train.loc[train["Label"] == 0, "Text"].tolist())
+    spam = train.loc[train["Label"] == 1, "Text"].tolist()
+    if not pool:
+        spam = []
+    rng = random.Random(f"{seed}:interleave")
+    copies = []
+    for text in spam:
+        subject, _, body = text.partition("\n")
+        every = rng.randint(*INTERLEAVE_EVERY)
+        lines: list[str] = []
+        written = 0  # non-empty lines of the body so far
+        for line in body.split("\n"):
+            lines.append(line)
+            if line.strip():
+                if written % every == 0:
+                    lines.append(rng.choice(pool))
+                written += 1
+        copies.append(subject + "\n" + "\n".join(lines))
+    return pd.DataFrame({"Label": np.ones(len(copies), dtype=np.int64), "Text": copies})
 
 
 def link_only_copies(train: pd.DataFrame, seed: int) -> pd.DataFrame:

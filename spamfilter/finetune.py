@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from .adapt import RECORD_FILE, STATE_FILE, AdaptRecord, adapt
-from .augment import augment_spam, link_only_copies
+from .augment import augment_spam, interleaved_copies, link_only_copies
 from .calibration import calibrate, needs_more_ham
 from .data import (
     NEEDS_BOTH,
@@ -267,6 +268,7 @@ def mail_settings(options: TrainOptions) -> TrainOptions:
         keep_best=keep_best,
         target_fpr=recipe.target_fpr if options.target_fpr is None else options.target_fpr,
         augment=recipe.augment if options.augment is None else options.augment,
+        interleave=recipe.interleave if options.interleave is None else options.interleave,
         link_copies=recipe.link_copies if options.link_copies is None else options.link_copies,
         adapt_steps=recipe.adapt_steps if options.adapt_steps is None else options.adapt_steps,
         attention_window=default_attention_window(options),
@@ -441,6 +443,9 @@ def fine_tune(
         frames["train"] = link_only_copies(frames["train"], config.seed)
     if options.augment:
         frames["train"] = augment_spam(frames["train"], config.seed)
+    if options.interleave:  # copies of the real spam only, not of the copies above
+        copies = interleaved_copies(splits.train, config.seed)
+        frames["train"] = pd.concat([frames["train"], copies], ignore_index=True)
     stage("tokenising")
     tokenizer = Tokenizer()
     rows = {
@@ -567,6 +572,7 @@ def fine_tune(
             "max_windows": options.max_windows,
             "balance": options.balance,
             "augment": bool(options.augment),
+            "interleave": bool(options.interleave),
             "link_copies": bool(options.link_copies),
             "adapt_steps": options.adapt_steps or 0,
             "attention_window": classifier.gpt.config.attention_window or 0,

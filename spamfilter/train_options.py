@@ -56,6 +56,7 @@ class DataRecipe:
     balance: str  # one of BALANCE_CHOICES
     keep_best: bool
     augment: bool
+    interleave: bool
     link_copies: bool
     target_fpr: float | None  # None: the threshold is 0.5
     max_length: int | None  # tokens per window at most; None: the longest training message
@@ -80,6 +81,7 @@ MAIL_RECIPE = DataRecipe(
     balance="weight",
     keep_best=True,
     augment=False,
+    interleave=False,
     link_copies=False,
     target_fpr=MAIL_TARGET_FPR,
     max_length=MAIL_MAX_LENGTH,
@@ -92,6 +94,7 @@ LABELLED_RECIPE = DataRecipe(
     balance="undersample",
     keep_best=False,
     augment=False,
+    interleave=False,
     link_copies=False,
     target_fpr=None,
     max_length=None,
@@ -123,6 +126,9 @@ class TrainOptions:
     # Two copies of each training spam with ham text before and after its body, and every window of
     # a long training ham (augment.py).
     augment: bool | None = None
+    # A copy of each training spam with a sentence of training ham after every first to third line
+    # of its body (augment.py).
+    interleave: bool | None = None
     # A copy of every training message that shows a link, cut to its Subject and one or two of its
     # links, labelled as the message (augment.py).
     link_copies: bool | None = None

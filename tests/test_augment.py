@@ -1,10 +1,11 @@
-"""Training copies (spamfilter/augment.py): link-only copies of the training mail."""
+"""Training copies (spamfilter/augment.py): link-only copies of the training mail, and training
+spam read between sentences of training ham."""
 
 from __future__ import annotations
 
 import pandas as pd
 
-from spamfilter.augment import link_only_copies
+from spamfilter.augment import INTERLEAVE_EVERY, interleaved_copies, link_only_copies
 
 
 def test_link_only_copies_keep_the_subject_and_one_or_two_of_the_messages_links() -> None:
@@ -34,3 +35,45 @@ def test_link_only_copies_are_the_same_for_the_same_seed() -> None:
     train = pd.DataFrame({"Text": texts, "Label": [1] * 20})
     assert link_only_copies(train, seed=3).equals(link_only_copies(train, seed=3))
     assert not link_only_copies(train, seed=3).equals(link_only_copies(train, seed=4))
+
+
+def _interleave_split() -> pd.DataFrame:
+    ham = [
+        "Re: the build\nThe log is at the usual place. It failed on the second step again! Ok.",
+        "lunch?\nAre we still meeting at noon tomorrow? Let me know before ten.",
+    ]
+    spam = [f"offer {i}\nBuy now\nCheap pills here\n\nhttp://pills.example/{i}\nLast line" for i in range(12)]
+    return pd.DataFrame({"Text": ham + spam, "Label": [0, 0] + [1] * 12})
+
+
+def test_interleaved_copies_put_ham_sentences_between_every_spams_lines() -> None:
+    train = _interleave_split()
+    copies = interleaved_copies(train, seed=1)
+    assert len(copies) == 12 and copies["Label"].eq(1).all()  # one copy per spam, none of the ham
+    # the ham's sentences of 4 to 20 words ("Ok." is too short), never its Subject line
+    sentences = {
+        "The log is at the usual place.",
+        "It failed on the second step again!",
+        "Are we still meeting at noon tomorrow?",
+        "Let me know before ten.",
+    }
+    gaps = set()
+    for original, copy in zip(train["Text"].iloc[2:], copies["Text"], strict=True):
+        lines = copy.split("\n")
+        assert lines[0] == original.split("\n")[0]  # the Subject stays first, alone
+        spam_lines = [line for line in lines[1:] if line not in sentences]
+        assert spam_lines == original.split("\n")[1:]  # every line of the spam kept, in order, blanks too
+        inserted = [line for line in lines[1:] if line in sentences]
+        assert 2 <= len(inserted) <= 4  # after the 1st (and 2nd, 3rd, 4th) of its 4 non-empty lines
+        assert lines[2] in sentences  # a sentence after the first line
+        gaps.add(len(inserted))
+    assert len(gaps) > 1  # copies differ in how often a sentence comes: every 1 to 3 lines
+    assert INTERLEAVE_EVERY == (1, 3)
+
+
+def test_interleaved_copies_are_the_same_for_the_same_seed_and_need_ham_sentences() -> None:
+    train = _interleave_split()
+    assert interleaved_copies(train, seed=3).equals(interleaved_copies(train, seed=3))
+    assert not interleaved_copies(train, seed=3).equals(interleaved_copies(train, seed=4))
+    no_prose = train.assign(Text=["hi\nok", "yo\nfine"] + train["Text"].tolist()[2:])
+    assert interleaved_copies(no_prose, seed=3).empty  # nothing to borrow: no copies

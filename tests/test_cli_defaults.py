@@ -51,7 +51,7 @@ def test_every_train_option_named_like_a_library_field_has_its_default() -> None
     # The matching by name must find the options at all, or this test would pass on nothing.
     assert {"epochs", "batch_size", "lr", "weight_decay", "seed", "trainable", "pooling"} <= compared
     assert {"max_length", "balance", "keep_best", "augment", "target_fpr", "quantize", "resume"} <= compared
-    assert {"link_copies", "adapt_steps", "weight_average"} <= compared
+    assert {"link_copies", "interleave", "adapt_steps", "weight_average"} <= compared
 
 
 def test_train_help_quotes_the_data_recipes() -> None:

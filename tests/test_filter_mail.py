@@ -224,18 +224,19 @@ def test_train_on_mailboxes(tmp_path: Path) -> None:
         "train", "--model", str(tmp_path / "config.json"), "--weights", "random",
         "--spam", str(tmp_path / "spam.mbox"), "--ham", str(ham_dir),
         "--max-length", "64", "--epochs", "1", "--out", str(out), "--device", "cpu", "--progress",
-        "--augment",
+        "--augment", "--interleave",
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "spamfilter.json").read_text())
     assert "training…" in result.stderr and "epoch 1/1: train loss" in result.stderr  # a line per phase
     # --augment: the 30 training messages, two copies of each spam with ham text around it, then
-    # the further windows of the long ham (the four of 144 words, past the 64-token window).
-    assert manifest["recipe"]["augment"] is True
+    # (--interleave) one more with ham sentences between its lines, then the further windows of the
+    # long ham (the four of 144 words, past the 64-token window).
+    assert manifest["recipe"]["augment"] is True and manifest["recipe"]["interleave"] is True
     train_labels = load_file(out / FEATURES_FILE)["train_labels"]
     real_spam = int(train_labels[:30].sum())
-    copies, windows = train_labels[30 : 30 + 2 * real_spam], train_labels[30 + 2 * real_spam :]
-    assert len(copies) == 2 * real_spam and copies.all()
+    copies, windows = train_labels[30 : 30 + 3 * real_spam], train_labels[30 + 3 * real_spam :]
+    assert len(copies) == 3 * real_spam and copies.all()
     assert len(windows) > 0 and not windows.any()
     assert manifest["max_length"] == 64
     assert manifest["recipe"]["split_sizes"] == [30, 4, 10]  # all 44 kept (mail: no undersampling), 70/10/20

@@ -63,12 +63,12 @@ def test_mail_keeps_every_message_and_weights_the_loss(mail_run: tuple[Path, str
 
 
 def test_mail_reads_windows_and_trains_on_the_real_messages(mail_run: tuple[Path, str]) -> None:
-    """The threshold is calibrated for 4 windows a message; --augment and --link-copies are off
-    unless asked for."""
+    """The threshold is calibrated for 4 windows a message; --augment, --interleave and
+    --link-copies are off unless asked for."""
     out, _ = mail_run
     manifest = json.loads((out / "spamfilter.json").read_text())
     assert manifest["recipe"]["max_windows"] == 4 and manifest["recipe"]["augment"] is False
-    assert manifest["recipe"]["link_copies"] is False
+    assert manifest["recipe"]["link_copies"] is False and manifest["recipe"]["interleave"] is False
     assert len(load_file(out / FEATURES_FILE)["train_labels"]) == manifest["recipe"]["split_sizes"][0]
 
 

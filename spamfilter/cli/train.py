@@ -178,6 +178,14 @@ def _flag_default(name: str) -> str:
     f"(measured: it cost recall at low false-positive rates).  [default: {_flag_default('augment')}]",
 )
 @click.option(
+    "--interleave/--no-interleave",
+    default=None,
+    help="Also train on a copy of each training spam with a sentence of training ham after every "
+    "first to third line of its body, so that an offer read between lines of ordinary mail is "
+    "still read as spam (measured: it cost recall on untouched and on interleaved spam).  "
+    f"[default: {_flag_default('interleave')}]",
+)
+@click.option(
     "--link-copies/--no-link-copies",
     default=None,
     help="Also train on a copy of each training message that shows a link, cut down to its Subject "
@@ -242,6 +250,7 @@ def train(
     balance: str | None,
     keep_best: bool | None,
     augment: bool | None,
+    interleave: bool | None,
     link_copies: bool | None,
     adapt_steps: int | None,
     target_fpr: float | None,
@@ -285,6 +294,7 @@ def train(
         balance=balance,
         keep_best=keep_best,
         augment=augment,
+        interleave=interleave,
         link_copies=link_copies,
         adapt_steps=adapt_steps,
         target_fpr=target_fpr,
