@@ -167,6 +167,12 @@ ROWS = [
         interleave=True,
     ),
     replace(
+        MEMBERS3_L1,
+        name="members3-L1+win16",
+        what="members3-L1 reading at most 16 windows per message",
+        max_windows=16,
+    ),
+    replace(
         MAIL,
         name="line-ends+window64+avg995+links",
         what="window 64, average 0.995, link-only copies of training mail",

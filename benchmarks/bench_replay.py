@@ -67,10 +67,12 @@ from spamfilter.replay import (
     window_features,
 )
 
+from .bench_recipe import MEMBERS3_L1
 from .common import DEFAULT_WORKDIR, script_parser, table_head
 from .mail_corpus import MAIL, SEED, load_corpus, shape_file, state_classifier, train_row
 
 OUT = DEFAULT_WORKDIR / "replay"
+ROW = MAIL  # the recipe spamfilter is trained with (--row; another row replays in OUT / its name)
 PAST_SHARE = 0.4  # the earliest 40 % train; the later 60 % are replayed
 VALIDATION_SHARE = 0.15  # of the past, for the recipe's best epoch and threshold
 
@@ -104,10 +106,10 @@ def train_model(raws: list[bytes], labels: np.ndarray, past: np.ndarray, replaye
     train, validation = past_split(past)
     splits = Splits(frame(train), frame(validation), frame(replayed))
     _, seconds = train_row(
-        MAIL,
+        ROW,
         splits,
         out,
-        model=str(shape_file(OUT)),
+        model=str(shape_file(OUT, ROW.layers)),
         data_origin="mail: SpamAssassin public corpus, the earliest 40 % by date (benchmark)",
     )
     print(f"trained in {seconds:.0f} s", flush=True)
@@ -325,7 +327,7 @@ class Retrained:
             validation = frame(self.validation)
             # the test split is not used for anything here: the validation split stands in
             _, seconds = train_row(
-                MAIL, Splits(frame(train), validation, validation), out, model=str(shape_file(OUT))
+                ROW, Splits(frame(train), validation, validation), out, model=str(shape_file(OUT, ROW.layers))
             )
             self.train_seconds.append(seconds)
         self._load(out)
@@ -629,7 +631,19 @@ def main() -> None:
     parser.add_argument(
         "--from-state", action="store_true", help="spamfilter from the unfinished training run's last epoch"
     )
+    parser.add_argument(
+        "--row",
+        choices=[MAIL.name, MEMBERS3_L1.name],
+        default=MAIL.name,
+        help="spamfilter's recipe (bench_recipe's row); another than mail replays spamfilter only, "
+        "in a folder of its own",
+    )
     args = parser.parse_args()
+    if args.row != MAIL.name:
+        global OUT, ROW
+        OUT, ROW = OUT / args.row, MEMBERS3_L1
+        if not all(name.startswith("spamfilter") for name in args.filters.split(",")):
+            raise SystemExit(f"--row {args.row}: the peers replay with the default row only")
     raws, labels = load_corpus()
     past, replayed, undated = temporal_split(raws, labels)
     print(
