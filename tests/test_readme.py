@@ -1,6 +1,7 @@
 """The README's command lines cannot rot: every `spamfilter` command in its shell blocks exists and
 every option it uses is one that command accepts, its Python API snippet runs as written, and its
-install lines (and the examples') install this project, not the unrelated `spamfilter` on PyPI."""
+install lines (and the examples') install this project, not the unrelated `spamfilter` on PyPI, and
+its links to the benchmark results name sections that exist."""
 
 from __future__ import annotations
 
@@ -167,6 +168,28 @@ def documents() -> dict[str, str]:
         if path.is_file():
             files[str(path.relative_to(PROJECT))] = path.read_text(encoding="utf-8", errors="replace")
     return files
+
+
+def _github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a markdown heading: lower case, punctuation but hyphens and
+    underscores dropped, each space a hyphen."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_link_into_the_benchmark_results_names_one_of_its_sections() -> None:
+    results = PROJECT / "benchmarks" / "RESULTS.md"
+    anchors = {
+        _github_anchor(line.lstrip("#"))
+        for line in results.read_text(encoding="utf-8").splitlines()
+        if line.startswith("#")
+    }
+    assert (
+        _github_anchor("## 33. The replay (`bench_replay --row x`)".lstrip("#"))
+        == "33-the-replay-bench_replay---row-x"
+    )
+    linked = re.findall(r"RESULTS\.md#([\w\-]+)", README.read_text(encoding="utf-8"))
+    assert len(linked) > 10  # the pattern finds the README's links at all
+    assert [anchor for anchor in linked if anchor not in anchors] == []
 
 
 def test_the_distribution_name_is_not_the_one_taken_on_pypi() -> None:
