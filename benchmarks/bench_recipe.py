@@ -168,6 +168,12 @@ ROWS = [
     ),
     replace(
         MEMBERS3_L1,
+        name="members3-L1+links",
+        what="members3-L1 + link-only copies of training mail",
+        link_copies=True,
+    ),
+    replace(
+        MEMBERS3_L1,
         name="members3-L1+win16",
         what="members3-L1 reading at most 16 windows per message",
         max_windows=16,
