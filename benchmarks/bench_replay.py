@@ -73,6 +73,7 @@ from .mail_corpus import MAIL, SEED, load_corpus, shape_file, state_classifier, 
 
 OUT = DEFAULT_WORKDIR / "replay"
 ROW = MAIL  # the recipe spamfilter is trained with (--row; another row replays in OUT / its name)
+REPLAY_ROWS = {row.name: row for row in (MAIL, MEMBERS3_L1)}
 PAST_SHARE = 0.4  # the earliest 40 % train; the later 60 % are replayed
 VALIDATION_SHARE = 0.15  # of the past, for the recipe's best epoch and threshold
 
@@ -633,7 +634,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--row",
-        choices=[MAIL.name, MEMBERS3_L1.name],
+        choices=list(REPLAY_ROWS),
         default=MAIL.name,
         help="spamfilter's recipe (bench_recipe's row); another than mail replays spamfilter only, "
         "in a folder of its own",
@@ -641,7 +642,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.row != MAIL.name:
         global OUT, ROW
-        OUT, ROW = OUT / args.row, MEMBERS3_L1
+        OUT, ROW = OUT / args.row, REPLAY_ROWS[args.row]
         if not all(name.startswith("spamfilter") for name in args.filters.split(",")):
             raise SystemExit(f"--row {args.row}: the peers replay with the default row only")
     raws, labels = load_corpus()

@@ -27,6 +27,8 @@ import re
 import numpy as np
 import pandas as pd
 
+from .mail.text import TEXT_CHARS_READ
+
 _URL = re.compile(r"https?://[^\s<>\"']+")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 SENTENCE_WORDS = (4, 20)  # a ham sentence between spam lines: long enough to read as prose
@@ -91,13 +93,20 @@ def interleaved_copies(train: pd.DataFrame, seed: int) -> pd.DataFrame:
         every = rng.randint(*INTERLEAVE_EVERY)
         lines: list[str] = []
         written = 0  # non-empty lines of the body so far
+        size = len(subject)
+        # A spam of thousands of one-letter lines would take a sentence each: the copy stops at the
+        # reader's own cap on a message's text, as extract_text would cut it.
         for line in body.split("\n"):
-            lines.append(line)
+            added = [line]
             if line.strip():
                 if written % every == 0:
-                    lines.append(rng.choice(pool))
+                    added.append(rng.choice(pool))
                 written += 1
-        copies.append(subject + "\n" + "\n".join(lines))
+            lines += added
+            size += sum(len(piece) + 1 for piece in added)  # each after a newline
+            if size >= TEXT_CHARS_READ:
+                break
+        copies.append((subject + "\n" + "\n".join(lines))[:TEXT_CHARS_READ])
     return pd.DataFrame({"Label": np.ones(len(copies), dtype=np.int64), "Text": copies})
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from spamfilter.augment import INTERLEAVE_EVERY, interleaved_copies, link_only_copies
+from spamfilter.augment import interleaved_copies, link_only_copies
+from spamfilter.mail.text import TEXT_CHARS_READ
 
 
 def test_link_only_copies_keep_the_subject_and_one_or_two_of_the_messages_links() -> None:
@@ -68,7 +69,6 @@ def test_interleaved_copies_put_ham_sentences_between_every_spams_lines() -> Non
         assert lines[2] in sentences  # a sentence after the first line
         gaps.add(len(inserted))
     assert len(gaps) > 1  # copies differ in how often a sentence comes: every 1 to 3 lines
-    assert INTERLEAVE_EVERY == (1, 3)
 
 
 def test_interleaved_copies_are_the_same_for_the_same_seed_and_need_ham_sentences() -> None:
@@ -77,3 +77,17 @@ def test_interleaved_copies_are_the_same_for_the_same_seed_and_need_ham_sentence
     assert not interleaved_copies(train, seed=3).equals(interleaved_copies(train, seed=4))
     no_prose = train.assign(Text=["hi\nok", "yo\nfine"] + train["Text"].tolist()[2:])
     assert interleaved_copies(no_prose, seed=3).empty  # nothing to borrow: no copies
+
+
+def test_an_interleaved_copy_is_no_longer_than_the_reader_reads() -> None:
+    """A training spam (from a Junk folder a spammer fills) of 10,000 one-letter lines would take a
+    sentence after each: the copy stops at the reader's cap on a message's text."""
+    train = _interleave_split()
+    lines = "\n".join("x" for _ in range(10_000))
+    train = pd.concat(
+        [train, pd.DataFrame({"Text": [f"many lines\n{lines}"], "Label": [1]})], ignore_index=True
+    )
+    copies = interleaved_copies(train, seed=1)["Text"].tolist()
+    assert max(len(copy) for copy in copies) <= TEXT_CHARS_READ
+    assert len(copies[-1]) > TEXT_CHARS_READ - 100  # cut at the cap, not far short of it
+    assert copies[-1].startswith("many lines\nx\n")
