@@ -132,7 +132,10 @@ def build_classifier(
         expected = architecture(model) if model is not None else None  # a bad --model fails before loading
         gpt = load_pretrained(weights)
         origin = weights
-        if expected is not None and gpt.config != expected:
+        # The attention window has no weights (it is set below): weights adapted with the recipe's
+        # window are still the shape that --model names.
+        window = None if expected is None else expected.attention_window
+        if expected is not None and replace(gpt.config, attention_window=window) != expected:
             raise TrainingError(
                 f"--model {model} ({describe_shape(expected)}) does not match --weights {weights} "
                 f"({describe_shape(gpt.config)}): leave out --model to train the weights' own shape"
@@ -464,7 +467,9 @@ def fine_tune(
         options.model, weights, options.pooling, config.seed, options.attention_window
     )
     if adaptation is not None:
-        origin = adaptation.options["weights"]  # what adaptation started from, not the scratch folder
+        # what adaptation started from, not the scratch folder; named as a run without adaptation names it
+        started = adaptation.options["weights"]
+        origin = RANDOM_INITIALISATION if started == RANDOM_WEIGHTS else started
     max_length = options.max_length or default_max_length(options, longest, classifier.gpt.config.n_positions)
     if max_length > classifier.gpt.config.n_positions:
         raise TrainingError(

@@ -97,6 +97,24 @@ def test_train_adapts_on_its_training_split_then_fine_tunes(tmp_path: Path) -> N
     assert not torch.equal(classifier.gpt.wte.weight.detach(), started)
 
 
+def test_train_adapts_random_weights_of_a_named_shape(tmp_path: Path) -> None:
+    """``--model SHAPE --weights random --adapt-steps``: the adapted weights carry the recipe's
+    attention window in their configuration, and are still the shape that ``--model`` names."""
+    _, spam, ham = _start_and_mail(tmp_path)
+    shape = tmp_path / "shape.json"
+    shape.write_text(json.dumps({"n_embd": 32, "n_layer": 1, "n_head": 2, "n_positions": 64}))
+    out = tmp_path / "model"
+    train = ["train", "--model", str(shape), "--weights", "random", "--trainable", "all"]
+    train += ["--spam", str(spam), "--ham", str(ham), "--epochs", "1", "--max-length", "32"]
+    train += ["--attention-window", "16", "--quantize", "none", "--out", str(out), "--adapt-steps", "4"]
+    result = CliRunner().invoke(cli, train)
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "spamfilter.json").read_text())
+    assert manifest["recipe"]["adaptation"]["steps"] == 4
+    assert manifest["base_model"]["config"]["attention_window"] == 16
+    assert manifest["base_model"]["weights"] == "random initialisation"  # not the scratch folder
+
+
 def test_train_resumed_after_its_adaptation_reuses_it(tmp_path: Path) -> None:
     from spamfilter.finetune import fine_tune
     from spamfilter.train_loop import TrainingConfig
