@@ -26,9 +26,12 @@ past and the same replay:
     python -m benchmarks.bench_replay --interval 50 --feedback errors
     python -m benchmarks.bench_replay --filters spamassassin --sa-resume   # after an interruption
     python -m benchmarks.bench_replay --from-state ...      # spamfilter from an unfinished training run
+    python -m benchmarks.bench_replay --row members3-L1 --seed 7 --filters spamfilter-batch,spamfilter-batched
 
 The spamfilter model is cached in ``benchmarks/.work/replay/model`` (delete it to train again),
-each filter's replay scores in ``benchmarks/.work/replay/<filter>.json``.
+each filter's replay scores in ``benchmarks/.work/replay/<filter>.json``; another ``--row`` than
+``mail`` in ``benchmarks/.work/replay/<row>/``, another ``--seed`` than 123 in a ``seed-N`` folder
+under it (spamfilter only: the peers do not depend on the row or the seed).
 """
 
 from __future__ import annotations
@@ -73,6 +76,7 @@ from .mail_corpus import MAIL, SEED, load_corpus, shape_file, state_classifier, 
 
 OUT = DEFAULT_WORKDIR / "replay"
 ROW = MAIL  # the recipe spamfilter is trained with (--row; another row replays in OUT / its name)
+RUN_SEED = SEED  # the initial weights, the batches and the past's shuffle (--seed; another in OUT / seed-N)
 REPLAY_ROWS = {row.name: row for row in (MAIL, MEMBERS3_L1, MEMBERS3_L1_LINKS)}
 PAST_SHARE = 0.4  # the earliest 40 % train; the later 60 % are replayed
 VALIDATION_SHARE = 0.15  # of the past, for the recipe's best epoch and threshold
@@ -87,7 +91,7 @@ def temporal_split(raws: list[bytes], labels: np.ndarray) -> tuple[np.ndarray, n
 
 def past_split(past: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The past's train and validation messages (shuffled with the seed)."""
-    shuffled = np.random.default_rng(SEED).permutation(past)
+    shuffled = np.random.default_rng(RUN_SEED).permutation(past)
     cut = int(len(shuffled) * (1 - VALIDATION_SHARE))
     return shuffled[:cut], shuffled[cut:]
 
@@ -111,6 +115,7 @@ def train_model(raws: list[bytes], labels: np.ndarray, past: np.ndarray, replaye
         splits,
         out,
         model=str(shape_file(OUT, ROW.layers)),
+        seed=RUN_SEED,
         data_origin="mail: SpamAssassin public corpus, the earliest 40 % by date (benchmark)",
     )
     print(f"trained in {seconds:.0f} s", flush=True)
@@ -639,12 +644,23 @@ def main() -> None:
         help="spamfilter's recipe (bench_recipe's row); another than mail replays spamfilter only, "
         "in a folder of its own",
     )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=SEED,
+        help="spamfilter's initial weights, batches and validation part of the past; another than "
+        f"{SEED} replays spamfilter only, in a folder of its own",
+    )
     args = parser.parse_args()
+    global OUT, ROW, RUN_SEED
     if args.row != MAIL.name:
-        global OUT, ROW
         OUT, ROW = OUT / args.row, REPLAY_ROWS[args.row]
-        if not all(name.startswith("spamfilter") for name in args.filters.split(",")):
-            raise SystemExit(f"--row {args.row}: the peers replay with the default row only")
+    if args.seed != SEED:
+        OUT, RUN_SEED = OUT / f"seed-{args.seed}", args.seed
+    if (args.row != MAIL.name or args.seed != SEED) and not all(
+        name.startswith("spamfilter") for name in args.filters.split(",")
+    ):
+        raise SystemExit("--row and --seed: the peers replay with the default row and seed only")
     raws, labels = load_corpus()
     past, replayed, undated = temporal_split(raws, labels)
     print(
