@@ -70,14 +70,14 @@ from spamfilter.replay import (
     window_features,
 )
 
-from .bench_recipe import MEMBERS3_L1, MEMBERS3_L1_LINKS
+from .bench_recipe import MEMBERS3_L1, MEMBERS3_L1_LINKS, MEMBERS3_L1_LINKS_ADAPT
 from .common import DEFAULT_WORKDIR, script_parser, table_head
 from .mail_corpus import MAIL, SEED, load_corpus, shape_file, state_classifier, train_row
 
 OUT = DEFAULT_WORKDIR / "replay"
 ROW = MAIL  # the recipe spamfilter is trained with (--row; another row replays in OUT / its name)
 RUN_SEED = SEED  # the initial weights, the batches and the past's shuffle (--seed; another in OUT / seed-N)
-REPLAY_ROWS = {row.name: row for row in (MAIL, MEMBERS3_L1, MEMBERS3_L1_LINKS)}
+REPLAY_ROWS = {row.name: row for row in (MAIL, MEMBERS3_L1, MEMBERS3_L1_LINKS, MEMBERS3_L1_LINKS_ADAPT)}
 PAST_SHARE = 0.4  # the earliest 40 % train; the later 60 % are replayed
 VALIDATION_SHARE = 0.15  # of the past, for the recipe's best epoch and threshold
 
