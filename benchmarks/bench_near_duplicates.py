@@ -80,6 +80,10 @@ def main() -> None:
     folder = OUT if args.row == MAIL.name else OUT / args.row
     if args.seed != SEED:
         folder = folder / f"seed-{args.seed}"
+    paths = {name: folder / f"{name}.json" for name in args.filters.split(",")}
+    for path in paths.values():
+        if not path.is_file():
+            raise SystemExit(f"{path}: not replayed (python -m benchmarks.bench_replay --row {args.row} ...)")
     raws, labels = load_corpus()
     past, replayed, _ = temporal_split(raws, labels)
     order = np.concatenate([past, replayed])
@@ -92,10 +96,7 @@ def main() -> None:
         f"by half or more {int((ham[y == 0] >= 0.5).sum())} of {int((y == 0).sum())}"
     )
     rows = []
-    for name in args.filters.split(","):
-        path = folder / f"{name}.json"
-        if not path.is_file():
-            raise SystemExit(f"{path}: not replayed (python -m benchmarks.bench_replay --row {args.row} ...)")
+    for name, path in paths.items():
         cached = json.loads(path.read_text())
         if cached["labels"] != y.tolist():
             raise SystemExit(f"{path}: another replay order than this corpus's")
