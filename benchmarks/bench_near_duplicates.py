@@ -30,9 +30,9 @@ import numpy as np
 from spamfilter.mail import extract_text
 from spamfilter.replay import one_minus_roca_percent, recall_at_fpr
 
-from .bench_replay import OUT, REPLAY_ROWS, SEED, temporal_split
+from .bench_replay import REPLAY_ROWS, SEED, replay_folder, temporal_split
 from .common import script_parser, table
-from .mail_corpus import MAIL, load_corpus
+from .mail_corpus import load_corpus
 
 SHINGLE_WORDS = 5
 _WORD = re.compile(r"\w+")
@@ -77,9 +77,7 @@ def main() -> None:
     parser.add_argument("--filters", default="spamfilter-batch,spamfilter-batched,spamfilter")
     parser.add_argument("--weights", default="2,5,10", help="log-odds per unit of evidence")
     args = parser.parse_args()
-    folder = OUT if args.row == MAIL.name else OUT / args.row
-    if args.seed != SEED:
-        folder = folder / f"seed-{args.seed}"
+    folder = replay_folder(args.row, args.seed)
     paths = {name: folder / f"{name}.json" for name in args.filters.split(",")}
     for path in paths.values():
         if not path.is_file():

@@ -83,6 +83,13 @@ PAST_SHARE = 0.4  # the earliest 40 % train; the later 60 % are replayed
 VALIDATION_SHARE = 0.15  # of the past, for the recipe's best epoch and threshold
 
 
+def replay_folder(row: str, seed: int) -> Path:
+    """Where a row's model and replays are cached: the mail row's with seed 123 in OUT itself,
+    another row's in a folder of its own, another seed's in a ``seed-N`` folder under it."""
+    folder = OUT if row == MAIL.name else OUT / row
+    return folder if seed == SEED else folder / f"seed-{seed}"
+
+
 def temporal_split(raws: list[bytes], labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """Indexes of the past and of the replay (each in date order), and the undated count."""
     order, undated = order_messages(raws)
@@ -665,10 +672,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     global OUT, ROW, RUN_SEED
-    if args.row != MAIL.name:
-        OUT, ROW = OUT / args.row, REPLAY_ROWS[args.row]
-    if args.seed != SEED:
-        OUT, RUN_SEED = OUT / f"seed-{args.seed}", args.seed
+    OUT, ROW, RUN_SEED = replay_folder(args.row, args.seed), REPLAY_ROWS[args.row], args.seed
     if (args.row != MAIL.name or args.seed != SEED) and not all(
         name.startswith("spamfilter") for name in args.filters.split(",")
     ):

@@ -93,7 +93,7 @@ def start_model(model: str | None, weights: str | None, seed: int) -> tuple[GPT,
             )
         return load_pretrained(model), model
     gpt = load_pretrained(weights)
-    if model is not None and gpt.config != architecture(model):
+    if model is not None and not gpt.config.same_shape(architecture(model)):
         raise TrainingError(f"--model {model} does not match the shape of --weights {weights}")
     return gpt, weights
 

@@ -132,10 +132,7 @@ def build_classifier(
         expected = architecture(model) if model is not None else None  # a bad --model fails before loading
         gpt = load_pretrained(weights)
         origin = weights
-        # The attention window has no weights (it is set below): weights adapted with the recipe's
-        # window are still the shape that --model names.
-        window = None if expected is None else expected.attention_window
-        if expected is not None and replace(gpt.config, attention_window=window) != expected:
+        if expected is not None and not gpt.config.same_shape(expected):
             raise TrainingError(
                 f"--model {model} ({describe_shape(expected)}) does not match --weights {weights} "
                 f"({describe_shape(gpt.config)}): leave out --model to train the weights' own shape"

@@ -52,6 +52,12 @@ class GPTConfig:
         if window is not None and (not isinstance(window, int) or isinstance(window, bool) or window < 1):
             raise ValueError(f"attention_window {window!r} must be a whole number of positions, at least 1")
 
+    def same_shape(self, other: GPTConfig) -> bool:
+        """Whether weights of this configuration fit ``other``'s: every size equal. The attention
+        window is how the weights are read, not a size: weights adapted or trained with a window
+        are still the shape of a configuration that names none."""
+        return replace(self, attention_window=other.attention_window) == other
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -48,6 +48,29 @@ def test_adapt_command_writes_a_checkpoint_that_train_accepts(tmp_path: Path) ->
     assert base["weights"] == str(out) and base["config"]["n_embd"] == 32
 
 
+def test_adapt_continues_windowed_weights_under_the_shape_that_names_them(tmp_path: Path) -> None:
+    """``adapt --model SHAPE --weights DIR`` where DIR's config.json carries an attention window
+    (weights an earlier adaptation or training wrote): the same sizes, so the same shape; other
+    sizes are still refused in one line."""
+    start, mail = tmp_path / "start", tmp_path / "mail"
+    write_hf_checkpoint(start, n_embd=32, n_layer=1, n_head=2, n_positions=64)
+    config = json.loads((start / "config.json").read_text())
+    (start / "config.json").write_text(json.dumps({**config, "attention_window": 16}))
+    mail.mkdir()
+    for i in range(30):
+        (mail / f"{i}.eml").write_bytes(make_email(f"report {i}", BODY.format(f"report {i}")))
+    shape = tmp_path / "shape.json"
+    shape.write_text(json.dumps({"n_embd": 32, "n_layer": 1, "n_head": 2, "n_positions": 64}))
+    args = ["adapt", "--mail", str(mail), "--weights", str(start), "--steps", "2", "--context", "32"]
+    args += ["--batch-size", "2", "--model", str(shape)]
+    result = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "adapted")])
+    assert result.exit_code == 0, result.output
+    shape.write_text(json.dumps({"n_embd": 32, "n_layer": 2, "n_head": 2, "n_positions": 64}))
+    refused = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "other")])
+    assert refused.exit_code != 0 and "does not match" in refused.output
+    assert "Traceback" not in refused.output
+
+
 def test_adapt_bad_input_is_one_line(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
