@@ -13,7 +13,9 @@ past and the same replay:
   newton`` for a plain refit) on every label fed back so far, every ``--interval`` messages (the
   trunk is never retrained); rows: ``spamfilter-batch`` (no feedback), ``spamfilter`` (every
   label), ``spamfilter-batched`` (every ``--sa-batch`` messages), ``spamfilter-errors`` (only the
-  mistakes at its threshold);
+  mistakes at its threshold); ``spamfilter-batch-memory`` (the head never retrained) and
+  ``spamfilter-memory`` (the head every ``--sa-batch``) with every label remembered at once as a
+  correction is (``spamfilter.memory``: near-duplicates of reported spam and ham);
 - bogofilter: ``-s``/``-n`` on the past into a private database, then each message scored (``-t``,
   its spamicity to 16 places, by which it is ranked) and registered under its true label: what
   ``-u`` and the user's corrections (``-Sn``/``-Ns``, and unsure messages filed) leave behind;
@@ -369,6 +371,32 @@ class Frozen:
         pass
 
 
+class Remembering:
+    """The filter as the service runs it: each label fed back is remembered at once as a correction
+    is (``spamfilter.memory``, through ``HeadFilter``'s own memory), while the head is retrained
+    only every ``every`` labels (never with ``every`` 0), as ``--learn-after`` retrains it."""
+
+    def __init__(self, inner: HeadFilter, every: int) -> None:
+        self.inner, self.every = inner, every
+        self.threshold = inner.threshold
+        self.waiting: tuple[list[int], list[int]] = ([], [])
+
+    def score(self, indexes: Sequence[int]) -> np.ndarray:
+        return self.inner.score(indexes)
+
+    def learn(self, indexes: Sequence[int], labels: Sequence[int]) -> None:
+        assert self.inner.texts is not None
+        for index, label in zip(indexes, labels, strict=True):
+            self.inner.memory = self.inner.memory.with_entry(
+                str(index), int(label), self.inner.texts[index], 0.0
+            )
+        self.waiting[0].extend(indexes)
+        self.waiting[1].extend(labels)
+        if self.every and len(self.waiting[0]) >= self.every:
+            self.inner.learn(*self.waiting)  # (remembers them again: the same entries)
+            self.waiting = ([], [])
+
+
 def spamfilter_filter(
     model: Path, raws: list[bytes], replayed: np.ndarray, trainer: HeadTrainer
 ) -> tuple[HeadFilter, float]:
@@ -491,6 +519,11 @@ def run_one(
         if args.head == "teach":
             inner = Taught(inner)
         online = Frozen(inner) if name == "spamfilter-batch" else inner
+        if name in ("spamfilter-memory", "spamfilter-batch-memory"):
+            from spamfilter.formats import message_text
+
+            inner.texts = [message_text(raw) for raw in raws]
+            online = Remembering(inner, args.sa_batch if name == "spamfilter-memory" else 0)
         if name == "spamfilter-batch":
             interval = len(replayed)
         elif name == "spamfilter-errors":
@@ -603,6 +636,8 @@ FILTERS = (
     "spamfilter-batched",
     "spamfilter-errors",
     "spamfilter-retrained",
+    "spamfilter-batch-memory",
+    "spamfilter-memory",
     "bogofilter",
     "bogofilter-text",
     "spamassassin",

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +77,7 @@ class Corrections:
                 out.write(kept)
             os.replace(scratch, target)
             other.unlink(missing_ok=True)  # after: a reader sees the message in a class throughout
+            self._remember(key, label, kept)
             return True
 
     def remove(self, raw: bytes) -> bool:
@@ -86,7 +88,40 @@ class Corrections:
             kept = [path for path in found if path.is_file()]
             for path in kept:
                 path.unlink(missing_ok=True)
+            if kept:
+                self._forget(key)
             return bool(kept)
+
+    # The memory of near-duplicates (memory.py) changes with the corrections, under the same lock:
+    # a correction takes effect on the next message scored, before any retrain.
+
+    def _remember(self, key: str, label: int, raw: bytes) -> None:
+        from .formats import message_text
+        from .memory import read_memory, write_memory
+
+        memory = read_memory(self.root)
+        write_memory(self.root, memory.with_entry(key, label, message_text(raw), time.time()))
+
+    def _forget(self, key: str) -> None:
+        from .memory import read_memory, write_memory
+
+        memory = read_memory(self.root)
+        if key in memory.keys:
+            write_memory(self.root, memory.without(key))
+
+    def remember_all(self) -> int:
+        """The memory rebuilt from the corrections kept (``learn`` does this: files added or removed
+        by hand, a memory file damaged or from an older release); how many it holds."""
+        from .formats import message_text
+        from .memory import Memory, write_memory
+
+        with self._locked():
+            memory = Memory.of(
+                (key, label, message_text(read_correction(path)), path.stat().st_mtime)
+                for key, label, path in self
+            )
+            write_memory(self.root, memory)
+            return len(memory)
 
     def _charge(self, teacher: str, quota: Quota, key: str, size: int) -> None:
         """Count a new correction against ``teacher`` (the lock held). Its record lists what it

@@ -396,6 +396,7 @@ def _retrain(model_dir: Path, on_stage: Callable[[str], None] | None) -> LearnRe
     corrections = list(Corrections(model_dir))
     if not corrections and not Corrections(model_dir).learnt():  # (all forgotten: retrain without them)
         raise SpamfilterError(f"no corrections in {model_dir / CORRECTIONS_DIR}: learn --spam/--ham MESSAGES")
+    Corrections(model_dir).remember_all()  # the memory of near-duplicates, in step with the files
     start = current_head(directory)
     width = saved["train_features"].shape[1] if saved["train_features"].ndim == 2 else -1
     if width != start.size:  # a features file of another model: numpy's shape error before

@@ -465,7 +465,9 @@ def tagged_message(
     return Tagged(decision.tag(raw, verdict, explanation), verdict)
 
 
-def explanation_for(classifier: Any, decision: Decision, verdict: Verdict, text: str) -> Explanation | None:
+def explanation_for(
+    classifier: Any, decision: Decision, verdict: Verdict, text: str, user: str | None = None
+) -> Explanation | None:
     """The explanation of one message's verdict where the decision's policy asks for one, else
     None. One message per call, so that its phrases and effects do not depend on what else was
     in the batch: filter, pipeline mode, the service and the Ray engine write the same bytes.
@@ -475,7 +477,7 @@ def explanation_for(classifier: Any, decision: Decision, verdict: Verdict, text:
     from .explain import explain_batch  # the explanation's code only where one is asked for
 
     try:
-        return explain_batch(classifier, [text], threshold=verdict.threshold)[0]
+        return explain_batch(classifier, [text], threshold=verdict.threshold, users=[user])[0]
     except Exception:  # an explanation is an extra: its failure never costs the message its verdict
         return None
 

@@ -30,6 +30,8 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from .memory import Memory, shifted, shingles
+
 Feedback = Literal["all", "errors"]
 FEEDBACK: tuple[Feedback, ...] = ("all", "errors")
 
@@ -399,8 +401,13 @@ class HeadFilter:
         base_features: np.ndarray,
         base_labels: np.ndarray,
         trainer: HeadTrainer | None = None,
+        texts: Sequence[str] | None = None,
     ) -> None:
         self.start = (np.asarray(weight, dtype=np.float64), np.asarray(bias, dtype=np.float64))
+        # With the messages' texts, each label fed back is also remembered as the filter
+        # remembers a correction (memory.py), and later messages are compared with it.
+        self.texts = texts
+        self.memory = Memory()
         self.weight, self.bias = self.start
         self._threshold = float(threshold)
         self.features = np.asarray(window_features, dtype=np.float32)
@@ -421,7 +428,11 @@ class HeadFilter:
         return self._threshold
 
     def score(self, indexes: Sequence[int]) -> np.ndarray:
-        return np.asarray([self._message_score(i) for i in indexes], dtype=np.float64)
+        scores = np.asarray([self._message_score(i) for i in indexes], dtype=np.float64)
+        if self.texts is None or not len(self.memory):
+            return scores
+        shifts = [self.memory.evidence(shingles(self.texts[i])).shift for i in indexes]
+        return shifted(scores, np.asarray(shifts))
 
     def _message_score(self, index: int) -> float:
         rows = self.windows_of[index]
@@ -433,6 +444,8 @@ class HeadFilter:
             if label == 1:  # the spam's highest window under the current head
                 scores = head_probability(self.features[rows], self.weight, self.bias)
                 rows = [rows[int(np.argmax(scores))]]
+            if self.texts is not None:
+                self.memory = self.memory.with_entry(str(index), int(label), self.texts[index], 0.0)
             self.taught_rows.extend(rows)
             self.taught_labels.extend([int(label)] * len(rows))
             self.taught_shares.extend([1.0 / len(rows)] * len(rows))  # a message's weight, shared
@@ -478,11 +491,24 @@ def model_head(model_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
     return weight, bias, saved["train_features"], saved["train_labels"], directory.threshold
 
 
-def head_filter(model_dir: Path, texts: Sequence[str], trainer: HeadTrainer | None = None) -> HeadFilter:
-    """A :class:`HeadFilter` for replaying ``texts`` (indexed as given) through a model directory."""
+def head_filter(
+    model_dir: Path, texts: Sequence[str], trainer: HeadTrainer | None = None, memory: bool = True
+) -> HeadFilter:
+    """A :class:`HeadFilter` for replaying ``texts`` (indexed as given) through a model directory,
+    remembering the labels fed back as the filter remembers corrections (unless ``memory`` is off)."""
     features, owners = window_features(model_dir, texts)
     weight, bias, base_x, base_y, threshold = model_head(model_dir)
-    return HeadFilter(weight, bias, threshold, features, owners, base_x, base_y, trainer=trainer)
+    return HeadFilter(
+        weight,
+        bias,
+        threshold,
+        features,
+        owners,
+        base_x,
+        base_y,
+        trainer=trainer,
+        texts=texts if memory else None,
+    )
 
 
 # --------------------------------------------------------------------------- the learning curve
@@ -553,15 +579,17 @@ def replay_mail(
     feedback: Feedback = "all",
     trainer: HeadTrainer | None = None,
     on_block: Callable[[int, int], None] | None = None,
+    memory: bool = True,
 ) -> ReplayResult:
     """Replay raw messages (``labels``: 1 spam, 0 ham) through a model directory in date order,
-    its head retrained every ``interval`` messages on the labels fed back so far. The result's
+    its head retrained every ``interval`` messages on the labels fed back so far, and (``memory``)
+    each label fed back remembered as a correction is (:mod:`spamfilter.memory`). The result's
     ``extra`` says how many messages had no plausible date and how long the trunk took."""
     from .formats import message_text
 
     order, undated = order_messages(raws)
     started = time.perf_counter()
-    online = head_filter(model_dir, [message_text(raw) for raw in raws], trainer)
+    online = head_filter(model_dir, [message_text(raw) for raw in raws], trainer, memory=memory)
     trunk_seconds = time.perf_counter() - started
     result = replay(online, order, labels, interval=interval, feedback=feedback, on_block=on_block)
     result.extra.update(undated=undated, trunk_seconds=trunk_seconds)

@@ -15,6 +15,7 @@ import numpy as np
 
 from .errors import InstallError, first_line
 from .head import Head, apply_head
+from .memory import Evidence, Memory, MemoryFile, MemoryFiles, shifted, shingles
 from .modeldir import ModelDirectory, ModelDirectoryError, open_model_directory
 from .tokenizer import Tokenizer, pad_rows
 from .user_heads import UserHead
@@ -224,6 +225,11 @@ class Classifier:
         self._features_output = "features"  # or "read_features": every position read (line-ends)
         self._reads = 1  # positions read per window
         self.user_head: UserHead | None = None  # for_user: every text scored by this user's head
+        self.user: str | None = None  # for_user: every text compared with this user's memory too
+        # The memory of corrected mail (memory.py): the model directory's, and each user's.
+        self.use_memory = True
+        self._memory = MemoryFile(directory.path / "corrections")
+        self._user_memories = MemoryFiles()
         self.dynamic_length = accepts_shorter_inputs(self.session)
         # A GPU is only busy with many messages per call; on the CPU small batches lose nothing.
         self.batch_size = batch_size or (GPU_BATCH if gpu else CPU_BATCH)
@@ -260,7 +266,7 @@ class Classifier:
         from .learn import read_features
         from .user_heads import UserHeads, trunk_fingerprint, valid_user
 
-        valid_user(user)
+        self.user = valid_user(user)
         try:
             trunk = trunk_fingerprint(read_features(self.directory.path)["train_features"])
         except (OSError, ValueError, KeyError):  # no training features: no head can be checked
@@ -268,14 +274,59 @@ class Classifier:
         self.user_head = UserHeads(self.directory.path, trunk=trunk).head(user)
         return self
 
+    def memory_evidence(
+        self, texts: Sequence[str], users: Sequence[str | None] | None = None
+    ) -> list[Evidence] | None:
+        """What the memory of corrected mail says of each text (:mod:`.memory`): the model
+        directory's memory and, for a text with a user, that user's. None where no memory holds
+        anything (the common case costs one ``stat`` per batch)."""
+        if not self.use_memory:
+            return None
+        if users is None and self.user is not None:
+            users = [self.user] * len(texts)
+        shared = self._memory.current()
+        mine = {user: self._user_memory(user) for user in set(users or ()) if user is not None}
+        if not len(shared) and not any(len(memory) for memory in mine.values()):
+            return None
+        found = []
+        for text, user in zip(texts, users or [None] * len(texts), strict=True):
+            hashes = shingles(text)
+            evidence = shared.evidence(hashes)
+            if user is not None and len(mine[user]):
+                evidence = evidence.strongest(mine[user].evidence(hashes))
+            found.append(evidence)
+        return found
+
+    def _user_memory(self, user: str) -> Memory:
+        from .errors import UsageError
+        from .user_heads import USERS_DIR, user_key
+
+        try:
+            key = user_key(user)
+        except UsageError:  # not a user's name: no memory of theirs (the batcher says why)
+            return Memory()
+        return self._user_memories.current(self.directory.path / USERS_DIR / key / "corrections")
+
     def spam_probability(
-        self, texts: Sequence[str], heads: Sequence[Head | None] | None = None
+        self,
+        texts: Sequence[str],
+        heads: Sequence[Head | None] | None = None,
+        users: Sequence[str | None] | None = None,
     ) -> np.ndarray:
-        """P(spam) per text, in input order: the highest of its windows' (:mod:`.windows`).
+        """P(spam) per text, in input order: the highest of its windows' (:mod:`.windows`), its
+        log-odds then moved by the memory of corrected mail (:meth:`memory_evidence`).
 
         ``heads``: per text, a user's head to score it with instead of the model's own (None: the
         model's). Those texts' windows are scored by that head from the pooled features the same
-        graph run answers; the others' from its logits, exactly as without ``heads``."""
+        graph run answers; the others' from its logits, exactly as without ``heads``. ``users``:
+        per text, the user whose memory it is compared with (None: the shared memory alone)."""
+        probabilities = self._model_probability(texts, heads)
+        evidence = self.memory_evidence(texts, users)
+        if evidence is None:
+            return probabilities
+        return shifted(probabilities, np.asarray([found.shift for found in evidence]))
+
+    def _model_probability(self, texts: Sequence[str], heads: Sequence[Head | None] | None) -> np.ndarray:
         recipe = self.recipe
         rows = self.tokenizer.encode_batch([text[: recipe.chars_kept] for text in texts])
         windows, owners = windows_of(rows, recipe.max_length, recipe.max_windows)

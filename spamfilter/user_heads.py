@@ -214,6 +214,8 @@ def train_user_head(model_dir: Path, user: str, heads: UserHeads | None = None) 
     heads = heads or UserHeads(model_dir)
     directory = open_model_directory(Path(model_dir))
     kept = list(heads.corrections(user)) if heads.folder(user).is_dir() else []
+    if heads.folder(user).is_dir():
+        heads.corrections(user).remember_all()  # the user's memory, in step with their files
     if not kept:
         heads.forget_head(user)
         return None

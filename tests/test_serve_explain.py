@@ -68,9 +68,11 @@ def test_replies_that_show_no_explanation_compute_none(
     explained: list[str] = []
     real = batcher_module.explanation_for
 
-    def counted(classifier: object, decision: Decision, verdict: object, text: str) -> object:
+    def counted(
+        classifier: object, decision: Decision, verdict: object, text: str, user: object = None
+    ) -> object:
         explained.append(text)
-        return real(classifier, decision, verdict, text)  # type: ignore[arg-type]
+        return real(classifier, decision, verdict, text, user)  # type: ignore[arg-type]
 
     monkeypatch.setattr(batcher_module, "explanation_for", counted)
     classifier = Classifier.load(trained_model, variant="fp32")
@@ -118,9 +120,11 @@ def test_an_explanation_holds_no_other_message(trained_model: Path, monkeypatch:
     release = threading.Event()
     real = batcher_module.explanation_for
 
-    def slow(classifier: object, decision: Decision, verdict: object, text: str) -> object:
+    def slow(
+        classifier: object, decision: Decision, verdict: object, text: str, user: object = None
+    ) -> object:
         release.wait(60)  # an explanation that takes as long as the test wants
-        return real(classifier, decision, verdict, text)  # type: ignore[arg-type]
+        return real(classifier, decision, verdict, text, user)  # type: ignore[arg-type]
 
     monkeypatch.setattr(batcher_module, "explanation_for", slow)
     classifier = Classifier.load(trained_model, variant="fp32")
@@ -161,7 +165,9 @@ def test_a_flood_of_explanations_delays_another_client_only_so_long(
     from spamfilter.service import batcher as batcher_module
     from spamfilter.verdict import Decision
 
-    def slow(classifier: object, decision: Decision, verdict: object, text: str) -> object:
+    def slow(
+        classifier: object, decision: Decision, verdict: object, text: str, user: object = None
+    ) -> object:
         time.sleep(1.0)
         return None  # what a failed explanation gives: the verdict alone
 

@@ -267,9 +267,10 @@ def test_one_users_retrains_are_at_least_an_interval_apart(model_copy: Path) -> 
             assert spamc(server, second, "-u", ALICE, "-L", label).returncode == 0
         deadline = time.monotonic() + 120
         # the last word (ham) is learnt once the interval has passed, with no TELL after it
-        while b"X-Spam-Flag: NO" not in spamc(server, second, "-u", ALICE).stdout:
+        while server.log().count(trained) < 2:
             assert time.monotonic() < deadline, server.log()
             time.sleep(0.5)
+        assert b"X-Spam-Flag: NO" in spamc(server, second, "-u", ALICE).stdout
         log = server.log()
     started = [
         datetime.datetime.strptime(line.split(" spamfilter serve[")[0], "%Y-%m-%d %H:%M:%S,%f")
@@ -279,3 +280,37 @@ def test_one_users_retrains_are_at_least_an_interval_apart(model_copy: Path) -> 
     assert 2 <= len(started) <= 3, log  # the first, then one (or two, if a flip came during it)
     gaps = [(later - earlier).total_seconds() for earlier, later in zip(started, started[1:], strict=False)]
     assert min(gaps) >= 4 - 0.01, gaps
+
+
+def test_a_users_report_moves_that_users_next_copies_at_once_and_the_report_says_why(
+    model_copy: Path,
+) -> None:
+    """The memory of corrected mail (memory.py): a message Alice reports as spam (one this model
+    calls ham: a newsletter she never wanted) makes its next copy spam for her, before any
+    retrain of her head (--learn-after 1000 keeps it from training); Bob's verdicts stay the same
+    bytes."""
+    from spamfilter.runtime import Classifier
+
+    raws = [
+        raw
+        for raw in list(iter_mail_source(CORPUS / "easy_ham.mbox"))[:300]
+        if len(message_text(raw).split()) > 40
+    ]
+    classifier = Classifier.load(model_copy)
+    p = classifier.spam_probability([message_text(raw) for raw in raws])
+    called_ham = [raw for raw, score in zip(raws, p, strict=True) if score < classifier.threshold]
+    assert called_ham, "the SMS model should call some of this email ham"
+    reported = called_ham[0]
+    copy = reported.rstrip(b"\n") + b"\n\nThis week's issue again, with one more line at the end.\n"
+    options = ("--allow-tell", "--per-user", "--learn-after", "1000", "--explain", "all")
+    with Server(model_copy, *options) as server:
+        before = {user: spamc(server, copy, "-u", user, "-R").stdout for user in (ALICE, BOB)}
+        assert before[ALICE] == before[BOB]
+        told = spamc(server, reported, "-u", ALICE, "-L", "spam")
+        assert told.returncode == 0, told.stderr
+        after = {user: spamc(server, copy, "-u", user, "-R").stdout for user in (ALICE, BOB)}
+        assert "head trained" not in server.log()
+    assert after[BOB] == before[BOB]
+    points = [float(reply.split(b"/")[0]) for reply in (before[ALICE], after[ALICE])]
+    assert points[0] < 5.0 <= points[1], (before[ALICE], after[ALICE])  # ham before, spam now
+    assert b"memory +" in after[ALICE] and b"of a spam reported" in after[ALICE], after[ALICE]

@@ -113,6 +113,14 @@ def _one_line_preview(text: str, width: int = 60) -> str:
     default=None,
     help="--online: write the learning curve as a PNG here (the train extra's matplotlib).",
 )
+@click.option(
+    "--memory/--no-memory",
+    default=True,
+    show_default=True,
+    help="Move each verdict by the memory of corrected mail as the filter does (near-duplicates of "
+    "reported spam and ham); with --online, each label fed back is remembered too. --no-memory: the "
+    "model (and its head) alone.",
+)
 @gpu_option
 @variant_option
 def eval_command(
@@ -128,6 +136,7 @@ def eval_command(
     feedback: str,
     block: int,
     plot: Path | None,
+    memory: bool,
     gpu: bool,
     variant: str | None,
 ) -> None:
@@ -143,7 +152,7 @@ def eval_command(
     if online:
         if data is not None or not (spam_sources and ham_sources):
             raise click.UsageError("--online replays mail: give --spam and --ham (their Date orders them)")
-        _eval_online(model, spam_sources, ham_sources, interval, feedback, block, plot)
+        _eval_online(model, spam_sources, ham_sources, interval, feedback, block, plot, memory)
         return
     with _library_errors():
         check_sources(data, spam_sources, ham_sources, "DATA", required=True)
@@ -152,6 +161,7 @@ def eval_command(
         else:
             texts, labels = read_mail_texts(spam_sources, ham_sources, _warn)
     classifier = _load_classifier(model, gpu, variant=variant)
+    classifier.use_memory = memory
     decision = Decision(classifier.threshold, threshold)
     result = evaluate(classifier, texts, labels, decision, target_fprs or DEFAULT_TARGET_FPRS)
     click.echo(format_report(result))
@@ -243,6 +253,7 @@ def _eval_online(
     feedback: str,
     block: int,
     plot: Path | None,
+    memory: bool = True,
 ) -> None:
     """eval --online: the replay of spamfilter.replay over raw mail, its figures on stdout."""
     import os
@@ -282,10 +293,11 @@ def _eval_online(
             interval=interval,
             feedback="errors" if feedback == "errors" else "all",
             on_block=progress,
+            memory=memory,
         )
     click.echo(
         f"online replay of {len(raws)} messages in Date order, head retrained every {interval}, "
-        f"feedback: {feedback}"
+        f"feedback: {feedback}, memory of the labels fed back: {'on' if memory else 'off'}"
     )
     for line in report_lines(result, block=block):
         click.echo(line)

@@ -71,6 +71,7 @@ class _ToExplain:
     text: str
     probability: float
     decision: Decision
+    user: str | None = None  # whose memory of corrected mail counted besides the shared one
     ready: float = field(default_factory=time.monotonic)  # when its verdict was known
 
 
@@ -193,10 +194,12 @@ class MicroBatcher:
             decision = self.decision.for_model(scorer.threshold)
             texts = [message_text(raw) for raw in raws]
             found = self._heads(users) if users else [None] * len(raws)
-            if any(found):
-                # Only a batch with a user head asks the model for its features as well.
+            named: list[str | None] = [user or None for user in users] if users else [None] * len(raws)
+            if any(found) or (any(named) and hasattr(scorer, "memory_evidence")):
+                # Only a batch with a user head asks the model for its features as well; a user's
+                # memory of corrected mail counts for their messages (memory.py).
                 probabilities = scorer.spam_probability(  # type: ignore[call-arg]
-                    texts, heads=[head.head if head else None for head in found]
+                    texts, heads=[head.head if head else None for head in found], users=named
                 )
             else:
                 probabilities = scorer.spam_probability(texts)
@@ -205,13 +208,13 @@ class MicroBatcher:
             decisions = [decision.for_model(head.threshold) if head else decision for head in found]
             outcomes: list[Tagged | _ToExplain] = []
             wanted = explains or [True] * len(raws)
-            for text, raw, p, chosen, head, explain in zip(
-                texts, raws, probabilities, decisions, found, wanted, strict=True
+            for text, raw, p, chosen, head, explain, user in zip(
+                texts, raws, probabilities, decisions, found, wanted, named, strict=True
             ):
                 # Explained alone (its phrases never depend on the batch), by the shared model:
                 # a message scored by a user's head goes without one.
                 if explain and head is None and chosen.explains(chosen.verdict(float(p))):
-                    outcomes.append(_ToExplain(raw, text, float(p), chosen))
+                    outcomes.append(_ToExplain(raw, text, float(p), chosen, user))
                 else:
                     tagged = tagged_message(raw, float(p), chosen)
                     outcomes.append(Explained(tagged.message, tagged.verdict, tagged.error))
@@ -233,7 +236,7 @@ class MicroBatcher:
                 self._loop.call_soon_threadsafe(self.on_explanation_skipped)
         else:
             explanation = explanation_for(
-                scorer, todo.decision, todo.decision.verdict(todo.probability), todo.text
+                scorer, todo.decision, todo.decision.verdict(todo.probability), todo.text, todo.user
             )
         tagged = tagged_message(todo.raw, todo.probability, todo.decision, explanation)
         return Explained(tagged.message, tagged.verdict, tagged.error, explanation)
