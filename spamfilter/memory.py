@@ -38,6 +38,7 @@ import hashlib
 import io
 import os
 import re
+import threading
 import zipfile
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -323,6 +324,7 @@ class MemoryFile:
         self.folder = Path(folder)
         self._seen: tuple[int, int, int] | None = None
         self._memory = Memory()
+        self._lock = threading.Lock()  # the service's scoring and explaining threads share it
 
     def current(self) -> Memory:
         try:
@@ -330,29 +332,34 @@ class MemoryFile:
             seen: tuple[int, int, int] | None = (status.st_ino, status.st_size, status.st_mtime_ns)
         except OSError:
             seen = None
-        if seen != self._seen:
-            self._memory = read_memory(self.folder) if seen is not None else Memory()
-            self._seen = seen
-        return self._memory
+        with self._lock:
+            if seen != self._seen:
+                self._memory = read_memory(self.folder) if seen is not None else Memory()
+                self._seen = seen
+            return self._memory
 
 
 class MemoryFiles:
     """Memory files by folder, at most ``max_loaded`` held (least recently used dropped): one per user
-    a service has scored for lately. Safe to share between threads (a lost race reads a file twice)."""
+    a service has scored for lately. A user's memory is at most their corrections' quota (1,000:
+    about 2 MB in memory with its index), so 64 of them are at most about 130 MB. Safe to share
+    between threads."""
 
-    def __init__(self, max_loaded: int = 256) -> None:
+    def __init__(self, max_loaded: int = 64) -> None:
         self.max_loaded = max_loaded
         self._files: OrderedDict[Path, MemoryFile] = OrderedDict()
+        self._lock = threading.Lock()
 
     def current(self, folder: Path) -> Memory:
-        found = self._files.get(folder)
-        if found is None:
-            found = MemoryFile(folder)
-            self._files[folder] = found
-            while len(self._files) > self.max_loaded:
-                self._files.popitem(last=False)
-        else:
-            self._files.move_to_end(folder)
+        with self._lock:
+            found = self._files.get(folder)
+            if found is None:
+                found = MemoryFile(folder)
+                self._files[folder] = found
+                while len(self._files) > self.max_loaded:
+                    self._files.popitem(last=False)
+            else:
+                self._files.move_to_end(folder)
         return found.current()
 
 

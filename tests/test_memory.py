@@ -248,3 +248,17 @@ def test_a_memory_made_at_once_is_the_memory_made_one_by_one(mail: dict[str, lis
     assert sorted(at_once.keys) == sorted(one_by_one.keys) and len(at_once) == 10
     for text in [*long_texts(mail["spam"], 8)[5:], entries[0][2]]:
         assert at_once.evidence(shingles(text)) == one_by_one.evidence(shingles(text))
+
+
+def test_user_memories_held_at_once_are_bounded_and_follow_their_files(tmp_path: Path) -> None:
+    from spamfilter.memory import MemoryFiles
+
+    files = MemoryFiles(max_loaded=2)
+    folders = [tmp_path / name for name in ("a", "b", "c")]
+    for number, folder in enumerate(folders):
+        folder.mkdir()
+        write_memory(folder, Memory().with_entry(f"k{number}", 1, "one two three four five six " * 4, 0.0))
+        assert files.current(folder).keys == (f"k{number}",)
+    assert len(files._files) == 2 and folders[0] not in files._files  # the least recently used went
+    write_memory(folders[2], Memory())  # changed on disk (a TELL in another process): read again
+    assert len(files.current(folders[2])) == 0
