@@ -15,7 +15,9 @@ past and the same replay:
   label), ``spamfilter-batched`` (every ``--sa-batch`` messages), ``spamfilter-errors`` (only the
   mistakes at its threshold); ``spamfilter-batch-memory`` (the head never retrained) and
   ``spamfilter-memory`` (the head every ``--sa-batch``) with every label remembered at once as a
-  correction is (``spamfilter.memory``: near-duplicates of reported spam and ham);
+  correction is (``spamfilter.memory``: near-duplicates of reported spam and ham); the same with
+  ``+past`` with the past's training split remembered from the start, as ``train
+  --remember-training`` keeps it (``spamfilter-batch+past``: that memory alone, no feedback);
 - bogofilter: ``-s``/``-n`` on the past into a private database, then each message scored (``-t``,
   its spamicity to 16 places, by which it is ranked) and registered under its true label: what
   ``-u`` and the user's corrections (``-Sn``/``-Ns``, and unsure messages filed) leave behind;
@@ -374,10 +376,12 @@ class Frozen:
 class Remembering:
     """The filter as the service runs it: each label fed back is remembered at once as a correction
     is (``spamfilter.memory``, through ``HeadFilter``'s own memory), while the head is retrained
-    only every ``every`` labels (never with ``every`` 0), as ``--learn-after`` retrains it."""
+    only every ``every`` labels (never with ``every`` 0), as ``--learn-after`` retrains it.
+    ``labels``: False for a filter that is told nothing (the batch figure of a model whose memory
+    holds only its training mail)."""
 
-    def __init__(self, inner: HeadFilter, every: int) -> None:
-        self.inner, self.every = inner, every
+    def __init__(self, inner: HeadFilter, every: int, labels: bool = True) -> None:
+        self.inner, self.every, self.labels = inner, every, labels
         self.threshold = inner.threshold
         self.waiting: tuple[list[int], list[int]] = ([], [])
 
@@ -386,6 +390,8 @@ class Remembering:
 
     def learn(self, indexes: Sequence[int], labels: Sequence[int]) -> None:
         assert self.inner.texts is not None
+        if not self.labels:
+            return
         for index, label in zip(indexes, labels, strict=True):
             self.inner.memory = self.inner.memory.with_entry(
                 str(index), int(label), self.inner.texts[index], 0.0
@@ -519,11 +525,17 @@ def run_one(
         if args.head == "teach":
             inner = Taught(inner)
         online = Frozen(inner) if name == "spamfilter-batch" else inner
-        if name in ("spamfilter-memory", "spamfilter-batch-memory"):
+        remembering = name.removesuffix("+past")
+        if remembering in ("spamfilter-memory", "spamfilter-batch-memory") or name == "spamfilter-batch+past":
             from spamfilter.formats import message_text
+            from spamfilter.memory import Memory
 
             inner.texts = [message_text(raw) for raw in raws]
-            online = Remembering(inner, args.sa_batch if name == "spamfilter-memory" else 0)
+            if name.endswith("+past"):  # the past's training split, as train --remember-training keeps it
+                kept = past_split(past)[0]
+                inner.memory = Memory.of((f"past-{i}", int(labels[i]), inner.texts[i], 0.0) for i in kept)
+            every = args.sa_batch if remembering == "spamfilter-memory" else 0
+            online = Remembering(inner, every, labels=name != "spamfilter-batch+past")
         if name == "spamfilter-batch":
             interval = len(replayed)
         elif name == "spamfilter-errors":
@@ -638,6 +650,9 @@ FILTERS = (
     "spamfilter-retrained",
     "spamfilter-batch-memory",
     "spamfilter-memory",
+    "spamfilter-batch+past",
+    "spamfilter-batch-memory+past",
+    "spamfilter-memory+past",
     "bogofilter",
     "bogofilter-text",
     "spamassassin",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from .errors import TrainingError, UsageError
 from .export import write_model_directory
 from .mail import check_sources
 from .members import finished_members, train_members
+from .memory import MEMORY_FILE, Memory, shifted, shingles, write_memory
 from .metrics import (
     RANDOM_INITIALISATION,
     Calibration,
@@ -270,6 +271,9 @@ def mail_settings(options: TrainOptions) -> TrainOptions:
         augment=recipe.augment if options.augment is None else options.augment,
         interleave=recipe.interleave if options.interleave is None else options.interleave,
         link_copies=recipe.link_copies if options.link_copies is None else options.link_copies,
+        remember_training=(
+            recipe.remember_training if options.remember_training is None else options.remember_training
+        ),
         adapt_steps=recipe.adapt_steps if options.adapt_steps is None else options.adapt_steps,
         attention_window=default_attention_window(options),
         weight_average=training.weight_average,
@@ -333,6 +337,20 @@ def windowed_probabilities(
     combined = first_windows.copy()
     np.maximum.at(combined, owners, torch.cat(scores).numpy().astype(np.float64))
     return combined
+
+
+def training_memory(train: pd.DataFrame) -> Memory:
+    """A memory (memory.py) of the training split's real messages, by their class."""
+    return Memory.of(
+        (f"train-{number}", int(label), str(text), 0.0)
+        for number, (label, text) in enumerate(zip(train["Label"], train["Text"], strict=True))
+    )
+
+
+def remembered_scores(memory: Memory, texts: Sequence[str], probabilities: Sequence[float]) -> np.ndarray:
+    """``probabilities`` of ``texts`` as the filter gives them with ``memory``."""
+    shifts = np.asarray([memory.evidence(shingles(text)).shift for text in texts], dtype=np.float64)
+    return shifted(np.asarray(probabilities, dtype=np.float64), shifts)
 
 
 def training_ham_scores(
@@ -527,6 +545,19 @@ def fine_tune(
             model, tokenizer, rows[name], first_windows, max_length, options.max_windows
         )
         setattr(record, attribute, combined.tolist())
+    remembered = training_memory(splits.train) if options.remember_training else None
+    if remembered is not None:
+        # The filter moves mail that holds a training spam's own runs (memory.py): the threshold
+        # and the test figures come from the scores it will give.
+        for name in ("validation", "test"):
+            attribute = f"{name}_spam_probability"
+            setattr(
+                record,
+                attribute,
+                remembered_scores(
+                    remembered, frames[name]["Text"].tolist(), getattr(record, attribute)
+                ).tolist(),
+            )
     # The figures at fixed false-positive rates, on that same combined score.
     record.test_threshold_sweep = [
         asdict(point) for point in threshold_sweep(arrays["test"][1], record.test_spam_probability)
@@ -576,6 +607,7 @@ def fine_tune(
             "augment": bool(options.augment),
             "interleave": bool(options.interleave),
             "link_copies": bool(options.link_copies),
+            "remember_training": bool(options.remember_training),
             "adapt_steps": options.adapt_steps or 0,
             "attention_window": classifier.gpt.config.attention_window or 0,
             "members": options.members,
@@ -612,6 +644,10 @@ def fine_tune(
     from .evaluate import EvalReport, write_report
     from .learn import write_features
 
+    if remembered is not None:
+        write_memory(options.out, remembered)  # memory.npz: the filter reads it with the model
+    else:
+        (options.out / MEMORY_FILE).unlink(missing_ok=True)  # an earlier run's into the same --out
     split_labels = {name: labels for name, (_, labels) in arrays.items()}
     write_features(options.out, features, split_labels)  # what `spamfilter learn` retrains the head on
 

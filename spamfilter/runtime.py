@@ -229,6 +229,7 @@ class Classifier:
         # The memory of corrected mail (memory.py): the model directory's, and each user's.
         self.use_memory = True
         self._memory = MemoryFile(directory.path / "corrections")
+        self._training_memory = MemoryFile(directory.path)  # train --remember-training's, if any
         self._user_memories = MemoryFiles()
         self.dynamic_length = accepts_shorter_inputs(self.session)
         # A GPU is only busy with many messages per call; on the CPU small batches lose nothing.
@@ -278,20 +279,22 @@ class Classifier:
         self, texts: Sequence[str], users: Sequence[str | None] | None = None
     ) -> list[Evidence] | None:
         """What the memory of corrected mail says of each text (:mod:`.memory`): the model
-        directory's memory and, for a text with a user, that user's. None where no memory holds
-        anything (the common case costs one ``stat`` per batch)."""
+        directory's memory (its corrections', and its training mail's where ``train
+        --remember-training`` kept one) and, for a text with a user, that user's. None where no
+        memory holds anything (the common case costs two ``stat`` calls per batch)."""
         if not self.use_memory:
             return None
         if users is None and self.user is not None:
             users = [self.user] * len(texts)
         shared = self._memory.current()
+        trained = self._training_memory.current()
         mine = {user: self._user_memory(user) for user in set(users or ()) if user is not None}
-        if not len(shared) and not any(len(memory) for memory in mine.values()):
+        if not len(shared) and not len(trained) and not any(len(memory) for memory in mine.values()):
             return None
         found = []
         for text, user in zip(texts, users or [None] * len(texts), strict=True):
             hashes = shingles(text)
-            evidence = shared.evidence(hashes)
+            evidence = shared.evidence(hashes).strongest(trained.evidence(hashes))
             if user is not None and len(mine[user]):
                 evidence = evidence.strongest(mine[user].evidence(hashes))
             found.append(evidence)

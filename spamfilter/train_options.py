@@ -58,6 +58,9 @@ class DataRecipe:
     augment: bool
     interleave: bool
     link_copies: bool
+    # Keep a memory of the training split's messages (memory.py) with the model: mail that holds a
+    # training spam's own runs scores higher, and the threshold is chosen on those scores.
+    remember_training: bool
     target_fpr: float | None  # None: the threshold is 0.5
     max_length: int | None  # tokens per window at most; None: the longest training message
     adapt_steps: int  # next-token steps on the training split's text before fine-tuning (0: none)
@@ -76,13 +79,17 @@ class DataRecipe:
 # attention window of 64: a page of ham before the offer then costs a third of the recall it did,
 # and recall at 0.1 % FPR rose on both splits measured (RESULTS section 22). The kept weights are a
 # moving average of the steps': recall at 0.1 % FPR and (1 - ROC area) % were better on the three
-# splits measured, at no cost to filtering (RESULTS section 23).
+# splits measured, at no cost to filtering (RESULTS section 23). The model keeps a memory of its
+# training mail (memory.py): on the three splits measured recall at 0.1 % FPR rose from 69.8 to
+# 82.2 % (mean), the calibrated recall from 61.6 to 82.5 %, and a ham preamble and interleaved
+# ham lines cost less recall (RESULTS section 38).
 MAIL_RECIPE = DataRecipe(
     balance="weight",
     keep_best=True,
     augment=False,
     interleave=False,
     link_copies=False,
+    remember_training=True,
     target_fpr=MAIL_TARGET_FPR,
     max_length=MAIL_MAX_LENGTH,
     adapt_steps=0,
@@ -96,6 +103,7 @@ LABELLED_RECIPE = DataRecipe(
     augment=False,
     interleave=False,
     link_copies=False,
+    remember_training=False,
     target_fpr=None,
     max_length=None,
     adapt_steps=0,
@@ -132,6 +140,8 @@ class TrainOptions:
     # A copy of every training message that shows a link, cut to its Subject and one or two of its
     # links, labelled as the message (augment.py).
     link_copies: bool | None = None
+    # A memory of the training messages kept with the model (memory.py, DataRecipe.remember_training).
+    remember_training: bool | None = None
     # Steps of next-token pretraining (adapt.py) on the training split's text, labels unused, before
     # the classifier is fine-tuned from those weights; never on the validation or test messages.
     adapt_steps: int | None = None

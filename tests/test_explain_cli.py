@@ -176,3 +176,54 @@ def test_classify_explain_prints_phrases_of_the_text(trained_model: Path) -> Non
         effect, quoted = line.split(": ", 1)
         assert float(effect.split()[0]) > 0  # towards the spam verdict
         assert quoted.strip('"') in SPAM_TEXT  # a span of the message
+
+
+def test_a_remembered_spam_moves_every_engine_alike_and_the_report_names_the_memory(
+    trained_model: Path, tmp_path: Path
+) -> None:
+    """The memory of corrected mail (memory.py) counts in Classifier.spam_probability: filter (an
+    mbox, a folder), pipeline mode and the Ray engine write the same bytes, each Report naming it."""
+    import shutil
+
+    from support import SHARED_DATA
+
+    from spamfilter.corrections import Corrections
+    from spamfilter.mail import iter_mail_source
+    from spamfilter.pipeline import message_text
+
+    model = Path(shutil.copytree(trained_model, tmp_path / "model"))
+    spam = next(
+        raw
+        for raw in iter_mail_source(SHARED_DATA / "spamassassin" / "spam.mbox")
+        if len(message_text(raw).split()) > 60
+    )
+    Corrections(model).add(spam, 1)  # filed for everyone, as learn --spam or a TELL would
+    padded = make_email("Re: lunch", f"{HAM_TEXT}\n\n{message_text(spam)}")
+    messages = [padded, make_email("Lunch", HAM_TEXT)]
+    source = tmp_path / "in.mbox"
+    source.write_bytes(_mbox(messages))
+    folder = tmp_path / "mail"
+    folder.mkdir()
+    for i, raw in enumerate(messages):
+        (folder / f"{i}.eml").write_bytes(raw)
+    local = run(["filter", str(source), "--model", str(model), "--explain", "all"])
+    assert local.exit_code == 0, local.output
+    tagged = split_messages(local.stdout_bytes)
+    assert b"memory +10.00 holds 100% of a spam reported" in tagged[0]
+    assert b"memory" not in tagged[1]
+    piped = run(["filter", "--model", str(model), "--explain", "all", "-"], padded)
+    assert piped.exit_code == 0, piped.output
+    # the same message, less the mbox's From_ line and the blank line that ends it there
+    assert piped.stdout_bytes.rstrip(b"\n") == tagged[0].split(b"\n", 1)[1].rstrip(b"\n")
+    out = tmp_path / "ray"
+    args = ["filter", "--engine", "ray", "-m", str(model), str(source), str(folder), "-o", str(out)]
+    result = run([*args, "--explain", "all"])
+    assert result.exit_code == 0, result.output
+    assert (out / "in.mbox").read_bytes() == local.stdout_bytes
+    local_folder = tmp_path / "local"
+    result = run(["filter", str(folder), "-o", str(local_folder), "--model", str(model), "--explain", "all"])
+    assert result.exit_code == 0, result.output
+    for i in range(len(messages)):
+        assert (out / "mail" / f"{i}.eml").read_bytes() == (local_folder / f"{i}.eml").read_bytes()
+    explained = run(["classify", message_text(padded), "--model", str(model), "--explain"])
+    assert "  memory +10.00 holds 100% of a spam reported" in explained.stdout, explained.output

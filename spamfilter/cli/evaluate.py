@@ -319,6 +319,8 @@ def _print_phrases(classifier: Classifier, text: str, threshold: float) -> None:
 
     with _library_errors():
         explanation = explain_batch(classifier, [text], threshold=threshold)[0]
+    for line in explanation.memory:  # what the memory of corrected (and training) mail added
+        click.echo(f"  memory {line}")
     if not explanation.phrases:
         click.echo("  no single phrase decides")
     for phrase in explanation.phrases:

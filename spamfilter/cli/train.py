@@ -193,6 +193,14 @@ def _flag_default(name: str) -> str:
     f"still read as spam.  [default: {_flag_default('link-copies')}]",
 )
 @click.option(
+    "--remember-training/--no-remember-training",
+    default=None,
+    help="Keep a memory of the training messages with the model (memory.npz: 64 hashes of each "
+    "one's runs of five words): mail that holds a training spam's own runs scores higher, however "
+    "much ham surrounds it; the threshold is chosen on those scores.  "
+    f"[default: {_flag_default('remember-training')}]",
+)
+@click.option(
     "--adapt-steps",
     type=click.IntRange(min=0),
     default=None,
@@ -252,6 +260,7 @@ def train(
     augment: bool | None,
     interleave: bool | None,
     link_copies: bool | None,
+    remember_training: bool | None,
     adapt_steps: int | None,
     target_fpr: float | None,
     quantize: str,
@@ -296,6 +305,7 @@ def train(
         augment=augment,
         interleave=interleave,
         link_copies=link_copies,
+        remember_training=remember_training,
         adapt_steps=adapt_steps,
         target_fpr=target_fpr,
         training=TrainingConfig(
