@@ -452,7 +452,21 @@ def reexport(checkpoint: Path, out: Path | None = None, quantize: str | None = N
         write_checkpoint=target.resolve() != path.parent.resolve(),
         quantize=quantize,
     )
+    if target.resolve() != path.parent.resolve():
+        _carry_memory(path.parent, target)
     return target, manifest
+
+
+def _carry_memory(source: Path, target: Path) -> None:
+    """The training mail's memory (train --remember-training) goes with the model: its threshold
+    was chosen on the scores the memory gives. A target without one in the source keeps none."""
+    from .memory import MEMORY_FILE
+
+    kept = source / MEMORY_FILE
+    if kept.is_file():
+        shutil.copyfile(kept, target / MEMORY_FILE)
+    else:
+        (target / MEMORY_FILE).unlink(missing_ok=True)
 
 
 def _with_learnt_record(record: dict[str, Any], folder: Path) -> dict[str, Any]:

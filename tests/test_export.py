@@ -101,6 +101,15 @@ def test_checkpoint_loads_with_weights_only_and_reexports(tmp_path: Path) -> Non
         "weights": "random"
     }
     assert {p.name for p in (tmp_path / "again").iterdir()} >= EXPECTED_FILES
+    assert not (tmp_path / "again" / "memory.npz").exists()  # the source kept no memory of its mail
+    # A model that keeps a memory of its training mail (train --remember-training) takes it along:
+    # its threshold was chosen on the scores the memory gives.
+    from spamfilter.memory import Memory, read_memory, write_memory
+
+    write_memory(out, Memory().with_entry("train-0", 1, "one two three four five six seven " * 4, 0.0))
+    result = CliRunner().invoke(cli, ["export", str(out / "model.pt"), "--out", str(tmp_path / "again")])
+    assert result.exit_code == 0, result.output
+    assert read_memory(tmp_path / "again").keys == ("train-0",)
 
 
 def test_failed_export_leaves_a_working_directory_untouched(

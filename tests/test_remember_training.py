@@ -1,4 +1,4 @@
-"""train --remember-training: the model keeps a memory of its training messages (memory.npz, see
+"""train --remember-training (the mail recipe's default): the model keeps a memory of its training messages (memory.npz, see
 spamfilter/memory.py); the filter reads it with the model; a later run without it leaves none."""
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def test_a_model_remembers_its_training_mail_and_the_filter_reads_it(tmp_path: P
     (tmp_path / "config.json").write_text(
         json.dumps({"n_embd": 32, "n_layer": 1, "n_head": 2, "n_positions": 128})
     )
-    _train(tmp_path, "--remember-training")
+    _train(tmp_path)  # the mail recipe's default
     model = tmp_path / "model"
     manifest = json.loads((model / "spamfilter.json").read_text())
     assert manifest["recipe"]["remember_training"] is True
@@ -70,6 +70,6 @@ def test_a_model_remembers_its_training_mail_and_the_filter_reads_it(tmp_path: P
     assert np.allclose(moved, [found.shift for found in evidence], atol=1e-6)
     assert np.all(moved[held] >= 0.9 * WEIGHT)  # (a ham of the training split may take a little back)
     # Trained again into the same folder without it: no memory is left behind to be read.
-    _train(tmp_path)
+    _train(tmp_path, "--no-remember-training")
     assert not (model / MEMORY_FILE).exists()
     assert json.loads((model / "spamfilter.json").read_text())["recipe"]["remember_training"] is False
