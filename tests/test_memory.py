@@ -147,8 +147,10 @@ def test_the_memory_file_round_trips_and_anything_else_reads_as_empty(tmp_path: 
     memory = memory.with_entry("b", 0, "alpha beta gamma delta epsilon zeta eta theta", 2.0)
     write_memory(tmp_path, memory)
     again = read_memory(tmp_path)
-    assert again.keys == ("a", "b") and np.array_equal(again.hashes, memory.hashes)
+    assert again.keys == ("a", "b") and np.array_equal(again.hashes, np.sort(memory.hashes))
     assert (tmp_path / MEMORY_FILE).stat().st_mode & 0o777 == 0o600
+    for text in ("one two three four five six seven eight nine ten", "alpha beta gamma delta epsilon zeta"):
+        assert again.evidence(shingles(text)) == memory.evidence(shingles(text))  # the index as stored
     raw = (tmp_path / MEMORY_FILE).read_bytes()
     (tmp_path / MEMORY_FILE).write_bytes(raw[: len(raw) // 2])  # truncated
     assert len(read_memory(tmp_path)) == 0
@@ -262,3 +264,15 @@ def test_user_memories_held_at_once_are_bounded_and_follow_their_files(tmp_path:
     assert len(files._files) == 2 and folders[0] not in files._files  # the least recently used went
     write_memory(folders[2], Memory())  # changed on disk (a TELL in another process): read again
     assert len(files.current(folders[2])) == 0
+
+
+def test_the_word_hashes_kept_between_messages_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import spamfilter.memory as memory_module
+
+    monkeypatch.setattr(memory_module, "MAX_KNOWN_WORDS", 50)
+    text = " ".join(f"word{n}" for n in range(40))
+    before = shingles(text)
+    for batch in range(10):  # made-up words, message after message
+        shingles(" ".join(f"junk{batch}x{n}" for n in range(40)))
+        assert len(memory_module._KNOWN_WORDS) <= 50 + 40
+    assert np.array_equal(shingles(text), before)  # the same hashes, kept or computed again

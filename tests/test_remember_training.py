@@ -1,5 +1,6 @@
-"""train --remember-training (the mail recipe's default): the model keeps a memory of its training messages (memory.npz, see
-spamfilter/memory.py); the filter reads it with the model; a later run without it leaves none."""
+"""train --remember-training (the mail recipe's default): the model keeps a memory of its training
+messages (memory.npz, see spamfilter/memory.py); the filter reads it with the model; a later run
+without it leaves none."""
 
 from __future__ import annotations
 
