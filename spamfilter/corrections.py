@@ -100,14 +100,16 @@ class Corrections:
         from .memory import read_memory, write_memory
 
         memory = read_memory(self.root)
-        write_memory(self.root, memory.with_entry(key, label, message_text(raw), time.time()))
+        with contextlib.suppress(OSError):  # the correction is kept: learn's rebuild remembers it
+            write_memory(self.root, memory.with_entry(key, label, message_text(raw), time.time()))
 
     def _forget(self, key: str) -> None:
         from .memory import read_memory, write_memory
 
         memory = read_memory(self.root)
         if key in memory.keys:
-            write_memory(self.root, memory.without(key))
+            with contextlib.suppress(OSError):  # learn's rebuild forgets it
+                write_memory(self.root, memory.without(key))
 
     def remember_all(self) -> int:
         """The memory rebuilt from the corrections kept (``learn`` does this: files added or removed
@@ -116,10 +118,14 @@ class Corrections:
         from .memory import Memory, write_memory
 
         with self._locked():
-            memory = Memory.of(
-                (key, label, message_text(read_correction(path)), path.stat().st_mtime)
-                for key, label, path in self
-            )
+            entries = []
+            for key, label, path in self:
+                try:
+                    when = path.stat().st_mtime
+                except OSError:  # removed by hand meanwhile: not remembered
+                    continue
+                entries.append((key, label, message_text(read_correction(path)), when))
+            memory = Memory.of(entries)
             write_memory(self.root, memory)
             return len(memory)
 

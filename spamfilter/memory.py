@@ -59,7 +59,6 @@ WEIGHT = 10.0  # log-odds per unit of evidence (RESULTS.md section 38)
 MAX_ENTRIES = 100_000  # corrections one memory file may hold (the quotas keep it far below)
 MAX_MEMORY_FILE_BYTES = 64 << 20
 _WORD = re.compile(r"\w+")
-_MASK = (1 << 64) - 1
 _MULTIPLIER = np.uint64(0x100000001B3)  # a run's hash: its word hashes combined in order
 
 
@@ -77,9 +76,13 @@ def _word_hashes(words: list[str]) -> np.ndarray:
     known = _KNOWN_WORDS
     if len(known) > MAX_KNOWN_WORDS:
         known.clear()
-    for word in set(words).difference(known):
-        known[word] = _word_hash(word)
-    return np.fromiter((known[word] for word in words), dtype=np.uint64, count=len(words))
+    mine: dict[str, int] = {}  # this message's own: another thread may clear the shared one meanwhile
+    for word in set(words):
+        value = known.get(word)
+        if value is None:
+            value = known[word] = _word_hash(word)
+        mine[word] = value
+    return np.fromiter((mine[word] for word in words), dtype=np.uint64, count=len(words))
 
 
 def _mix(values: np.ndarray) -> np.ndarray:
