@@ -355,6 +355,8 @@ class MemoryFile:
             seen: tuple[int, int, int] | None = (status.st_ino, status.st_size, status.st_mtime_ns)
         except OSError:
             seen = None
+        if seen == self._seen:  # unchanged (the common case, and no file at all): no lock taken
+            return self._memory
         with self._lock:
             if seen != self._seen:
                 self._memory = read_memory(self.folder) if seen is not None else Memory()
