@@ -31,7 +31,7 @@ from .errors import TrainingError, UsageError
 from .export import write_model_directory
 from .mail import check_sources
 from .members import finished_members, train_members
-from .memory import MEMORY_FILE, Memory, shifted, shingles, write_memory
+from .memory import MEMORY_FILE, TRAINING_KEY, Memory, shifted, shingles, write_memory
 from .metrics import (
     RANDOM_INITIALISATION,
     Calibration,
@@ -342,7 +342,7 @@ def windowed_probabilities(
 def training_memory(train: pd.DataFrame) -> Memory:
     """A memory (memory.py) of the training split's real messages, by their class."""
     return Memory.of(
-        (f"train-{number}", int(label), str(text), 0.0)
+        (f"{TRAINING_KEY}{number}", int(label), str(text), 0.0)
         for number, (label, text) in enumerate(zip(train["Label"], train["Text"], strict=True))
     )
 

@@ -52,6 +52,7 @@ from .mail.text import TEXT_CHARS_READ
 from .replacefile import replace_file
 
 MEMORY_FILE = "memory.npz"
+TRAINING_KEY = "train-"  # the keys of train --remember-training's entries (a correction's: a digest)
 SHINGLE_WORDS = 5
 SKETCH_SIZE = 64  # hashes kept per correction (measured: no loss against all of a message's)
 MIN_SPAM_SHINGLES = 16  # a reported spam of fewer shingles (20 words) is not used as evidence
@@ -144,21 +145,22 @@ class Evidence:
         return Evidence(nearest(self.spam, other.spam), nearest(self.ham, other.ham))
 
     def lines(self) -> list[str]:
-        """What moved the verdict, for people: ``+8.40 holds 84% of a spam reported 2026-12-05``, and
-        where a reported ham took some of that back, ``-1.00 is 10% alike a ham reported ...``."""
+        """What moved the verdict, for people: ``+8.40 holds 84% of a spam reported 2026-12-05`` (or
+        ``of a training spam``, from the model's memory of its training mail), and where a ham
+        took some of that back, ``-1.00 is 10% alike a ham reported ...``."""
         import time
 
-        def day(match: Match) -> str:
-            return time.strftime("%Y-%m-%d", time.gmtime(match.when))
+        def which(match: Match, kind: str) -> str:
+            if match.key.startswith(TRAINING_KEY):
+                return f"a training {kind}"
+            return f"a {kind} reported {time.strftime('%Y-%m-%d', time.gmtime(match.when))}"
 
         if self.spam is None or self.spam.share < 0.05:
             return []
-        out = [
-            f"{WEIGHT * self.spam.share:+.2f} holds {self.spam.share:.0%} of a spam reported {day(self.spam)}"
-        ]
+        out = [f"{WEIGHT * self.spam.share:+.2f} holds {self.spam.share:.0%} of {which(self.spam, 'spam')}"]
         if self.ham is not None and self.ham.share >= 0.05:
             taken = WEIGHT * min(self.ham.share, self.spam.share)
-            out.append(f"{-taken:+.2f} is {self.ham.share:.0%} alike a ham reported {day(self.ham)}")
+            out.append(f"{-taken:+.2f} is {self.ham.share:.0%} alike {which(self.ham, 'ham')}")
         return out
 
 

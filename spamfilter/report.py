@@ -157,8 +157,11 @@ def _markdown(title: str, summary: str, sections: list[Section]) -> str:
         ]
         for error in errors:
             phrases = "<br>".join(
-                f"{p.log_odds:+.2f}, {p.without:.3f}: {markdown_text(p.text, 200)}"
-                for p in error.explanation.phrases
+                [f"memory {markdown_text(line, 200)}" for line in error.explanation.memory]
+                + [
+                    f"{p.log_odds:+.2f}, {p.without:.3f}: {markdown_text(p.text, 200)}"
+                    for p in error.explanation.phrases
+                ]
             )
             first = error.text.split("\n", 1)[0]
             lines.append(
@@ -198,9 +201,12 @@ def _html(title: str, summary: str, sections: list[Section]) -> str:
         )
         for error in errors:
             items = "".join(
-                f'<li><span class="n">{p.log_odds:+.2f}, {p.without:.3f}</span>: '
-                f"{html_text(p.text, 200)}</li>"
-                for p in error.explanation.phrases
+                [f"<li>memory {html_text(line, 200)}</li>" for line in error.explanation.memory]
+                + [
+                    f'<li><span class="n">{p.log_odds:+.2f}, {p.without:.3f}</span>: '
+                    f"{html_text(p.text, 200)}</li>"
+                    for p in error.explanation.phrases
+                ]
             )
             first = error.text.split("\n", 1)[0]
             out.append(

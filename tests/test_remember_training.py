@@ -12,9 +12,11 @@ from click.testing import CliRunner
 from support import SHARED_DATA
 
 from spamfilter.cli import cli
+from spamfilter.explain import explain_batch
 from spamfilter.mail import iter_mail_source
 from spamfilter.memory import MEMORY_FILE, WEIGHT, read_memory
 from spamfilter.pipeline import message_text
+from spamfilter.report import error_report
 from spamfilter.runtime import Classifier
 
 CORPUS = SHARED_DATA / "spamassassin"
@@ -70,6 +72,21 @@ def test_a_model_remembers_its_training_mail_and_the_filter_reads_it(tmp_path: P
     moved = logit(with_memory) - logit(without)
     assert np.allclose(moved, [found.shift for found in evidence], atol=1e-6)
     assert np.all(moved[held] >= 0.9 * WEIGHT)  # (a ham of the training split may take a little back)
+    # Explanations name it, as the model's memory of its training mail (no date: none was reported).
+    classifier.use_memory = True
+    explanation = explain_batch(classifier, [padded[held[0]]])[0]
+    assert explanation.memory and " holds 100% of a training spam" in explanation.memory[0]
+    # ... and so does eval --report's page (these spam filed as ham: they show as false positives)
+    for fmt, marker in (("markdown", "| memory \\+10"), ("html", "<li>memory +10")):
+        page = error_report(
+            [padded[i] for i in held],
+            [0] * len(held),
+            with_memory[held],
+            classifier.threshold,
+            classifier,
+            fmt=fmt,
+        )
+        assert marker in page and "of a training spam" in page
     # Trained again into the same folder without it: no memory is left behind to be read.
     _train(tmp_path, "--no-remember-training")
     assert not (model / MEMORY_FILE).exists()
