@@ -663,6 +663,21 @@ HEADS = ("package", "newton", "teach")
 _HEAD_ROWS = ("spamfilter", "spamfilter-batched", "spamfilter-errors")  # the rows a head retrain changes
 
 
+def code_stamp() -> str:
+    """A digest of the package code a spamfilter row's scores come from (the head's retrain, the
+    replay, the memory): a cached row made by other code is said to be so (a row cached before a
+    change to the memory was once reused beside rows made after it)."""
+    import hashlib
+
+    import spamfilter
+
+    package = Path(spamfilter.__file__).parent
+    digest = hashlib.sha256()
+    for name in ("head.py", "replay.py", "memory.py", "windows.py"):
+        digest.update((package / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def row_name(name: str, head: str) -> str:
     """A filter's row (and cache file): the head retrain named where it is not the package's."""
     return f"{name}+{head}" if name in _HEAD_ROWS and head != "package" else name
@@ -742,14 +757,17 @@ def main() -> None:
         model = train_model(raws, labels, past, replayed)
     if args.train_only:
         return
+    stamp = code_stamp()
     for name in wanted:  # one file per filter: filters may be replayed by separate runs at once
         row = row_name(name, args.head)
         cache = OUT / f"{row}.json"
         if cache.is_file() and not args.fresh:
+            if row.startswith("spamfilter") and json.loads(cache.read_text()).get("code") != stamp:
+                print(f"{row}: cached by other scoring code than this (--fresh replays it again)", flush=True)
             continue
         print(f"replaying {row} ...", flush=True)
         result = run_one(name, args, raws, labels, past, replayed, model)
-        cache.write_text(json.dumps({**result, "name": row}))
+        cache.write_text(json.dumps({**result, "name": row, "code": stamp}))
     rows = [row_name(name, head) for name in FILTERS for head in HEADS]
     done = {
         row: json.loads((OUT / f"{row}.json").read_text()) for row in rows if (OUT / f"{row}.json").is_file()
