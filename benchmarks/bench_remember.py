@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
-
 from spamfilter.calibration import calibrate, needs_more_ham
 from spamfilter.mail import extract_text
-from spamfilter.memory import Memory, shifted, shingles
+from spamfilter.memory import Memory
 from spamfilter.metrics import compute_metrics
 from spamfilter.replay import one_minus_roca_percent, recall_at_fpr
 from spamfilter.runtime import Classifier, cpu_instruction_set
@@ -63,7 +61,7 @@ def main() -> None:
         )
         train_ham_texts = [t for t, h in zip(texts["train"], ham, strict=True) if h]
         remembered = {
-            name: shifted(values, np.asarray([memory.evidence(shingles(t)).shift for t in source]))
+            name: memory.scores(values, source)
             for (name, values), source in zip(
                 score.items(), (texts["validation"], texts["test"], train_ham_texts), strict=True
             )

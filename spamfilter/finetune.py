@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from .errors import TrainingError, UsageError
 from .export import write_model_directory
 from .mail import check_sources
 from .members import finished_members, train_members
-from .memory import MEMORY_FILE, TRAINING_KEY, Memory, shifted, shingles, write_memory
+from .memory import MEMORY_FILE, TRAINING_KEY, Memory, write_memory
 from .metrics import (
     RANDOM_INITIALISATION,
     Calibration,
@@ -347,12 +347,6 @@ def training_memory(train: pd.DataFrame) -> Memory:
     )
 
 
-def remembered_scores(memory: Memory, texts: Sequence[str], probabilities: Sequence[float]) -> np.ndarray:
-    """``probabilities`` of ``texts`` as the filter gives them with ``memory``."""
-    shifts = np.asarray([memory.evidence(shingles(text)).shift for text in texts], dtype=np.float64)
-    return shifted(np.asarray(probabilities, dtype=np.float64), shifts)
-
-
 def training_ham_scores(
     classifier: SpamModel,
     tokenizer: Tokenizer,
@@ -551,13 +545,8 @@ def fine_tune(
         # and the test figures come from the scores it will give.
         for name in ("validation", "test"):
             attribute = f"{name}_spam_probability"
-            setattr(
-                record,
-                attribute,
-                remembered_scores(
-                    remembered, frames[name]["Text"].tolist(), getattr(record, attribute)
-                ).tolist(),
-            )
+            scores = remembered.scores(getattr(record, attribute), frames[name]["Text"].tolist())
+            setattr(record, attribute, scores.tolist())
     # The figures at fixed false-positive rates, on that same combined score.
     record.test_threshold_sweep = [
         asdict(point) for point in threshold_sweep(arrays["test"][1], record.test_spam_probability)

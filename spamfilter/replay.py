@@ -30,7 +30,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from .memory import Memory, shifted, shingles
+from .memory import Memory
 
 Feedback = Literal["all", "errors"]
 FEEDBACK: tuple[Feedback, ...] = ("all", "errors")
@@ -431,8 +431,7 @@ class HeadFilter:
         scores = np.asarray([self._message_score(i) for i in indexes], dtype=np.float64)
         if self.texts is None or not len(self.memory):
             return scores
-        shifts = [self.memory.evidence(shingles(self.texts[i])).shift for i in indexes]
-        return shifted(scores, np.asarray(shifts))
+        return self.memory.scores(scores, [self.texts[i] for i in indexes])
 
     def _message_score(self, index: int) -> float:
         rows = self.windows_of[index]

@@ -177,6 +177,16 @@ def make_email(
     return (newline.join(lines) + newline + extra + newline + body + newline).encode("utf-8")
 
 
+def write_mbox(path: Path, messages: list[bytes]) -> Path:
+    """``messages`` as an mbox file (a From_ line added where a message has none)."""
+    with open(path, "wb") as out:
+        for raw in messages:
+            if not raw.startswith(b"From "):
+                out.write(b"From sender@example.org Mon Jan  1 00:00:00 2024\n")
+            out.write(raw.rstrip(b"\n") + b"\n\n")
+    return path
+
+
 def write_split_csv(frame, path: Path) -> Path:  # noqa: ANN001 - a pandas DataFrame
     """A split as the CSV that ``filter`` and ``eval`` read: ``Label`` (spam / not spam) and ``Text``."""
     import csv

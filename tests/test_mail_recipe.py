@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import write_mbox
 from safetensors.numpy import load_file
 
 from spamfilter.cli import cli
@@ -20,22 +21,13 @@ CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "spama
 SPAM, HAM = 40, 160
 
 
-def _mbox(path: Path, messages: list[bytes]) -> Path:
-    with open(path, "wb") as out:
-        for raw in messages:
-            if not raw.startswith(b"From "):
-                out.write(b"From sender@example.org Mon Jan  1 00:00:00 2024\n")
-            out.write(raw.rstrip(b"\n") + b"\n\n")
-    return path
-
-
 @pytest.fixture(scope="module")
 def mail_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     root = tmp_path_factory.mktemp("mail-recipe")
-    spam = _mbox(root / "spam.mbox", list(iter_mail_source(CORPUS / "spam.mbox"))[:SPAM])
+    spam = write_mbox(root / "spam.mbox", list(iter_mail_source(CORPUS / "spam.mbox"))[:SPAM])
     ham_messages = list(iter_mail_source(CORPUS / "easy_ham.mbox"))[: HAM - 20]
     ham_messages += list(iter_mail_source(CORPUS / "hard_ham.mbox"))[:20]
-    ham = _mbox(root / "ham.mbox", ham_messages)
+    ham = write_mbox(root / "ham.mbox", ham_messages)
     config = root / "config.json"
     config.write_text(json.dumps({"n_embd": 64, "n_layer": 2, "n_head": 2, "n_positions": 128}))
     out = root / "model"

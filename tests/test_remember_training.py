@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 from click.testing import CliRunner
+from conftest import write_mbox
 from support import SHARED_DATA
 
 from spamfilter.cli import cli
@@ -20,15 +21,6 @@ from spamfilter.report import error_report
 from spamfilter.runtime import Classifier
 
 CORPUS = SHARED_DATA / "spamassassin"
-
-
-def _mbox(path: Path, messages: list[bytes]) -> Path:
-    with open(path, "wb") as out:
-        for raw in messages:
-            if not raw.startswith(b"From "):
-                out.write(b"From sender@example.org Mon Jan  1 00:00:00 2024\n")
-            out.write(raw.rstrip(b"\n") + b"\n\n")
-    return path
 
 
 def _train(root: Path, *options: str) -> None:
@@ -44,8 +36,8 @@ def _train(root: Path, *options: str) -> None:
 def test_a_model_remembers_its_training_mail_and_the_filter_reads_it(tmp_path: Path) -> None:
     spam = list(iter_mail_source(CORPUS / "spam.mbox"))[:30]
     ham = list(iter_mail_source(CORPUS / "easy_ham.mbox"))[:70]
-    _mbox(tmp_path / "spam.mbox", spam)
-    _mbox(tmp_path / "ham.mbox", ham)
+    write_mbox(tmp_path / "spam.mbox", spam)
+    write_mbox(tmp_path / "ham.mbox", ham)
     (tmp_path / "config.json").write_text(
         json.dumps({"n_embd": 32, "n_layer": 1, "n_head": 2, "n_positions": 128})
     )
