@@ -11,6 +11,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 from support import SHARED_DATA, require_tool
 from support.spamd_server import Server, request, spamd_request
@@ -298,9 +299,13 @@ def test_a_users_report_moves_that_users_next_copies_at_once_and_the_report_says
     ]
     classifier = Classifier.load(model_copy)
     p = classifier.spam_probability([message_text(raw) for raw in raws])
-    called_ham = [raw for raw, score in zip(raws, p, strict=True) if score < classifier.threshold]
-    assert called_ham, "the SMS model should call some of this email ham"
-    reported = called_ham[0]
+    # Far from the threshold both ways: int8's last digits follow the batch (the service scores it
+    # alone) and the CPU's kernels, and the memory adds at most 10 to its log-odds.
+    cut = float(np.log(classifier.threshold / (1 - classifier.threshold)))
+    margin = {i: cut - float(np.log(p[i] / (1 - p[i]))) for i in range(len(raws))}
+    called_ham = [i for i in margin if 1.0 < margin[i] < 8.0]
+    assert called_ham, "the SMS model should call some of this email ham, by a clear margin"
+    reported = raws[min(called_ham, key=lambda i: abs(margin[i] - 3.0))]
     copy = reported.rstrip(b"\n") + b"\n\nThis week's issue again, with one more line at the end.\n"
     options = ("--allow-tell", "--per-user", "--learn-after", "1000", "--explain", "all")
     with Server(model_copy, *options) as server:
