@@ -50,6 +50,32 @@ def test_tricks_that_change_no_visible_word_change_no_word_read(
     assert same >= 0.95 * len(spam), f"{trick}: {same} of {len(spam)} read as the untouched spam"
 
 
+def test_stylesheet_tricks_on_corpus_spam_read_the_offer_and_no_padding(
+    spam: list[bytes], ham_pool: list[str]
+) -> None:
+    """Each spam's text behind rules that a naive reader gets wrong both ways: ham padding hidden
+    by a class's colour, a descendant rule and an attribute rule (read by a reader that applies
+    only simple selectors or only hiding rules), and the offer in an element that one rule hides
+    and a more specific rule shows again (hidden by a reader that ignores the cascade)."""
+    import html
+
+    style = (
+        "<style>.pad { color: #ffffff } div .aside { display: none } [data-x] { font-size: 0 }"
+        " .offer { display: none } p.offer { display: block }</style>"
+    )
+    for number, raw in enumerate(spam):
+        subject, _, body = extract_text(raw).partition("\n")
+        rng = random.Random(number)
+        offer = "<br>".join(html.escape(line) for line in body.split("\n"))
+        markup = (
+            f"<html><body>{style}<p class=pad>{html.escape(rng.choice(ham_pool))}</p>"
+            f"<div><p class=aside>{html.escape(rng.choice(ham_pool))}</p></div>"
+            f"<p data-x=1>{html.escape(rng.choice(ham_pool))}</p><p class=offer>{offer}</p></body></html>"
+        )
+        message = f"Subject: {subject}\nContent-Type: text/html; charset=utf-8\n\n{markup}".encode()
+        assert _words(extract_text(message)) == _words(f"{subject}\n{body}"), number
+
+
 def test_a_quoted_paragraph_before_the_spam_is_not_read(spam: list[bytes], ham_pool: list[str]) -> None:
     for number, raw in enumerate(spam):
         changed = TRICKS["quoted_ham_prefix"](raw, random.Random(number), ham_pool)
@@ -86,7 +112,19 @@ def test_padding_leaves_the_spam_text_whole(spam: list[bytes], ham_pool: list[st
         "<!-- HIDDEN -->",
         "<head><title>HIDDEN</title></head>",
         "<script>HIDDEN</script><style>HIDDEN</style>",
-        '<div style="mso-hide:all">HIDDEN</div>',
+        '<div style="transform: scale(0)">HIDDEN</div>',
+        '<div style="position:absolute;clip:rect(1px, 1px, 1px, 1px)">HIDDEN</div>',
+        '<div style="clip-path: inset(50%)">HIDDEN</div>',
+        '<span style="color: rgba(0, 0, 0, 0)">HIDDEN</span>',
+        '<span style="color: hsl(0, 0%, 100%)">HIDDEN</span>',
+        '<div style="font-size:0"><span style="font-size:1.5em">HIDDEN</span></div>',
+        "<style>.w { color: #fff }</style><p class=w>HIDDEN</p>",
+        "<style>.t { font-size: 0 }</style><p class=t>HIDDEN</p>",
+        "<style>div .x { display: none }</style><div><p><span class=x>HIDDEN</span></p></div>",
+        "<style>td > .x { display: none }</style><table><tr><td><p class=x>HIDDEN</p></td></tr></table>",
+        '<style>[data-h="1"] { display: none }</style><p data-h=1>HIDDEN</p>',
+        "<style>@media screen { .x { display: none } }</style><p class=x>HIDDEN</p>",
+        "<style>.x { display: none !important }</style><p class=x style='display:block'>HIDDEN</p>",
         '<span style="font: 0/0 a">HIDDEN</span>',
         '<span style="color: transparent">HIDDEN</span>',
         # An iframe shows its src (which mail clients do not load), never the text inside it.
@@ -100,14 +138,71 @@ def test_what_a_mail_client_hides_is_not_read(markup: str) -> None:
     assert text.split() == ["Cheap", "watches", "Buy", "now"]
 
 
-def test_style_rules_apply_by_simple_selector() -> None:
-    style = "<style>.a.b { display: none } div p { display: none } span#x { visibility: hidden }</style>"
-    text = visible_text(
-        f"{style}<p class='a b'>HIDDEN</p><p class=a>one</p><div><p>two</p></div>"
-        "<span id=x>HIDDEN</span><b id=x>three</b>"
+def test_style_rules_apply_where_their_selectors_match() -> None:
+    style = (
+        "<style>.a.b { display: none } div p { display: none } span#x { visibility: hidden }"
+        " ul > .c { display: none } [data-h] { display: none } p:hover { display: none }</style>"
     )
-    # Both classes hide; one does not. A descendant rule is not applied (simple selectors only).
-    assert text.split() == ["one", "two", "three"]
+    text = visible_text(
+        f"{style}<p class='a b'>HIDDEN</p><p class=a>one</p><div><p>HIDDEN</p></div><p>two</p>"
+        "<span id=x>HIDDEN</span><b id=x>three</b><ul><li><b class=c>four</b></li></ul>"
+        "<p data-h>HIDDEN</p><p data-x>five</p>"
+    )
+    # Both classes hide, one does not; a child rule does not reach a grandchild; a pseudo-class
+    # rule is not applied (a mail client shows the text until the pointer is over it).
+    assert text.split() == ["one", "two", "three", "four", "five"]
+
+
+@pytest.mark.parametrize(
+    "markup",
+    [
+        # the element's own style attribute wins over a rule (a rule that hid it anyway would let
+        # a spammer show readers an offer that the filter never reads)
+        "<style>.x { display: none }</style><p class=x style='display: block'>OFFER</p>",
+        # the more specific rule wins, whatever the order
+        "<style>p.x { display: block } .x { display: none }</style><p class=x>OFFER</p>",
+        "<style>#o { display: block } p.x { display: none }</style><p class=x id=o>OFFER</p>",
+        # inherited properties are undone by a descendant
+        '<div style="font-size:0">padding <span style="font-size:14px">OFFER</span></div>',
+        '<div style="visibility:hidden">padding <span style="visibility:visible">OFFER</span></div>',
+        '<div style="color:transparent">padding <span style="color:#c00">OFFER</span></div>',
+        "<p hidden style='display: block'>OFFER</p>",
+        # a rule for the whole page is dropped by mail clients, and so here
+        "<style>body { display: none } * { display: none }</style><p>OFFER</p>",
+        # shown by every client but Outlook
+        '<div style="mso-hide:all">OFFER</div>',
+        # the smallest font a browser draws for <font size>
+        '<font size="0">OFFER</font>',
+    ],
+)
+def test_what_a_mail_client_shows_is_read_however_the_rules_are_written(markup: str) -> None:
+    assert "OFFER" in visible_text(f"<html><body>{markup}</body></html>").split()
+
+
+def test_a_stylesheet_of_deep_selectors_meets_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """256 rules of 30 descendant steps each (``span`` never matches, so every rule is tried
+    against every way of choosing 30 of 2,000 ancestors): the rules tried and the ancestors
+    visited per message are bounded, and past the bound no rule is applied."""
+    from spamfilter.mail import css
+
+    tried = 0
+    matches = css._Compound.matches
+
+    def counted(self: css._Compound, element: css.Element) -> bool:
+        nonlocal tried
+        tried += 1
+        return matches(self, element)
+
+    monkeypatch.setattr(css._Compound, "matches", counted)
+    rules = "".join(f"span {'div ' * 30}.x{n} {{ display: none }}" for n in range(256))
+    classes = " ".join(f"x{n}" for n in range(256))
+    markup = f"<style>{rules}</style>" + "<div>" * 2000 + f"<p class='{classes}'>text</p>" * 50
+    assert visible_text(markup).split() == ["text"] * 50
+    assert tried <= css.MAX_MATCH_STEPS + 1
+    universal = "".join(f".a{n} * {{ display: none }}" for n in range(256))  # tried on every element
+    tried = 0
+    assert visible_text(f"<style>{universal}</style>" + "<div>x</div>" * 8000).split() == ["x"] * 8000
+    assert tried <= css.MAX_MATCH_STEPS + 1
 
 
 def test_what_a_mail_client_shows_is_read() -> None:
@@ -210,6 +305,9 @@ def test_plain_text_about_html_stays_plain(body: str) -> None:
         ("раураl ассоunt", "paypal account"),  # all-Cyrillic words in a Latin text
         ("vеrify yоur ассount", "verify your account"),  # Cyrillic inside Latin words
         ("ТНІЅ WАЅ ΙΝ СОΝFIDЕNСЕ", "THIS WAS IN CONFIDENCE"),  # capitals keep their case
+        ("".join(c + "\u0336" for c in "cheap pills"), "cheap pills"),  # struck through
+        ("Z\u0351\u036b\u0343a\u0310l\u0352go w\u20ddins", "Zalgo wins"),  # stacked, enclosing marks
+        ("b\ufe0fu\ufe0fy n\ufe0eow", "buy now"),  # variation selectors
     ],
 )
 def test_unicode_disguises_are_undone(text: str, expected: str) -> None:
@@ -223,6 +321,10 @@ def test_unicode_disguises_are_undone(text: str, expected: str) -> None:
         "Καλημέρα σας, σας στέλνω το πρόγραμμα της συνάντησης για την Τρίτη.",
         "Привет, Ира! Встречаемся в кафе «Север» в 7, как договорились. Олег",
         "Café, naïve, résumé, Ærø, straße",
+        "नमस्ते, कल की बैठक का समय बदल गया है।",  # Devanagari: vowel signs and virama are marks
+        "مَرْحَبًا، سَأُرْسِلُ التَّقْرِيرَ غَدًا",  # Arabic with its vowel marks
+        "שָׁלוֹם, הַפְּגִישָׁה מָחָר",  # Hebrew with points
+        "Tiếng Việt có dấu: người, được, những",  # Vietnamese: composed by NFKC
     ],
 )
 def test_real_non_latin_mail_is_left_as_it_is(text: str) -> None:
@@ -281,7 +383,7 @@ def test_formatting_left_open_before_many_paragraphs_is_not_reopened_at_each() -
     hidden = (
         '<body bgcolor="white"><p>'
         + "".join(f'<font face="f{i}">' for i in range(400))
-        + '<font color="white">HIDDEN</font><font size="0">HIDDEN</font>'
+        + '<font color="white">HIDDEN</font><font style="font-size:0">HIDDEN</font>'
         + '<a href="http://example.com/">link</a></p>'
         + "<p>seen</p>" * 400
     )
@@ -300,7 +402,7 @@ def test_style_rules_are_read_in_one_pass() -> None:
     found are those it found."""
     import re
 
-    from spamfilter.mail.render import _rules
+    from spamfilter.mail.css import _blocks as _rules
 
     old = re.compile(r"([^{}]{1,2000})\{([^{}]*)\}")
     rng = random.Random(7)

@@ -5,10 +5,15 @@ letters and "раураl" with Cyrillic letters that look Latin, so that a token
 where a reader sees common words. ``normalise`` applies, in order:
 
 1. NFKC: compatibility forms (full-width, mathematical alphanumerics, ligatures) to plain letters;
-2. removal of format characters (Unicode category Cf: zero-width spaces and joiners, the soft
+2. removal of the combining marks that a Latin, Greek or Cyrillic letter (or a space) carries
+   after NFKC has composed the accents it could: what is left is strike-through, stacked or
+   enclosing marks and variation selectors, drawn over "v̶i̶a̶g̶r̶a̶" so that a reader still reads
+   the word and a tokenizer does not (the scripts whose words are written with combining marks,
+   Devanagari, Arabic, Hebrew and the rest, keep theirs);
+3. removal of format characters (Unicode category Cf: zero-width spaces and joiners, the soft
    hyphen, bidirectional controls, the byte-order mark, tag characters) and of the few invisible
    letters that are not Cf (the Hangul fillers, the combining grapheme joiner);
-3. look-alikes mapped to the ASCII letters they imitate, from Unicode's confusables data (as
+4. look-alikes mapped to the ASCII letters they imitate, from Unicode's confusables data (as
    shipped by the ``confusable-homoglyphs`` package), but only where the text is disguised Latin:
    in a word that mixes ASCII letters with look-alikes, and in any word of a text whose letters
    are mostly ASCII. A Russian or Greek message stays Russian or Greek.
@@ -31,6 +36,12 @@ _NON_ASCII_LETTER = re.compile(_NON_ASCII)
 # only at a word's first letter (without it, a long ASCII run would be tried from every letter:
 # quadratic), and the greedy tail takes it to the word's last.
 _NON_ASCII_WORD = re.compile(rf"(?<!{_WORD}){_WORD}*{_NON_ASCII}{_WORD}*")
+# Combining marks (diacritics, their supplement and extensions, marks for symbols, variation
+# selectors, half marks) after a character below U+0530 (Latin, Greek, Cyrillic, punctuation,
+# spaces) or in Latin/Greek Extended; the quantifier takes a whole stack of them.
+_STRAY_MARKS = re.compile(
+    r"(?<=[\x00-\u052f\u1e00-\u1fff])[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe00-\ufe0f\ufe20-\ufe2f]+"
+)
 _MOSTLY_ASCII = 0.5  # share of letters that must be ASCII for whole look-alike words to be mapped
 
 
@@ -97,7 +108,7 @@ def normalise(text: str) -> str:
     look-alikes unmasked (see the module's documentation). Pure ASCII text is returned as it is."""
     if text.isascii():
         return text
-    text = unicodedata.normalize("NFKC", text)
+    text = _STRAY_MARKS.sub("", unicodedata.normalize("NFKC", text))
     text = text.translate(_invisible_characters(text))
     if _NON_ASCII_LETTER.search(text) is None:
         return text  # nothing a look-alike could be: the confusables table is not even loaded

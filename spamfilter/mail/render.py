@@ -8,11 +8,16 @@ an explicit stack, dropping what a mail client would not display:
 
 - ``<head>``, ``<title>``, ``<style>``, ``<script>``, ``<template>``, comments, and what an
   ``<iframe>`` holds (a browser shows the page its ``src`` names, never that text);
-- elements hidden by an inline ``style``, by a ``<style>`` rule whose selector matches them, or by
-  the ``hidden`` attribute: ``display:none``, ``visibility:hidden``, a font size under 2 px,
-  ``opacity`` under 0.1, a zero width or height with overflow hidden, text pushed thousands of
-  pixels off the page, ``mso-hide:all``;
-- text in (nearly) the colour of its background, colours inherited as CSS inherits them.
+- elements hidden by their declarations (their ``style`` attribute and the ``<style>`` rules that
+  match them, cascaded as a browser cascades them: :mod:`.css`) or by the ``hidden`` attribute:
+  ``display:none``, ``opacity`` under 0.1, a zero width or height with overflow hidden, text
+  pushed thousands of pixels off the page, ``transform: scale(0)``, a ``clip`` of no area;
+- text that cannot be seen where it is drawn, from what it inherits as CSS inherits it (so a
+  descendant can undo it, as in a browser): ``visibility:hidden``, a font size under 2 px
+  (relative sizes taken from the parent's), a transparent colour, (nearly) the colour of its
+  background.
+
+Outlook's ``mso-hide:all`` hides nothing here: every other client shows that text.
 
 Link text and image alt text are kept; block elements become line breaks, table cells spaces.
 Quotations of earlier mail (``<blockquote type="cite">``, the webmail quote classes) come out as
@@ -23,14 +28,12 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
-_MAX_STYLE_RULES = 256  # <style> rules read per message: spam templates use a handful
-_MAX_SELECTOR_CHARS = 200
-_MAX_STYLE_CHARS = 100_000  # of all <style> text looked at
+from .css import MAX_STYLE_CHARS, Element, StyleSheet
+from .css import declarations as css_declarations
 
 _SKIPPED = frozenset(
     {"head", "title", "style", "script", "template", "-comment", "!doctype", "svg", "iframe"}
@@ -80,21 +83,27 @@ _LINK_BLUE: Colour = (0, 0, 238)
 _COLOUR_IN_SHORTHAND = re.compile(r"rgba?\([^)]*\)|#[0-9a-f]{3,6}\b|\b[a-z]+\b")
 _COLOUR_DISTANCE = 24  # sum of channel differences under which text cannot be told from its ground
 
-_DECLARATION = re.compile(r"([a-zA-Z-]+)\s*:\s*([^;]*)")
-_MAX_RULE_SELECTOR_CHARS = 2000  # of the text before a rule's "{" read as its selectors
 _LENGTH = re.compile(r"^(-?[0-9]*\.?[0-9]+)\s*(px|pt|em|rem|%|ex|ch|vw|vh|cm|mm|in)?$")
 _HEX = re.compile(r"^#([0-9a-f]{3}|[0-9a-f]{6})$")
 _NUMBER = r"\s*([0-9.]+%?)\s*"
 _RGB = re.compile(rf"^rgba?\({_NUMBER}[, ]{_NUMBER}[, ]{_NUMBER}(?:[,/]{_NUMBER})?\)$")
-
-
-def _declarations(style: str) -> dict[str, str]:
-    found: dict[str, str] = {}
-    if not style:
-        return found
-    for name, value in _DECLARATION.findall(style[:4000]):
-        found[name.lower()] = value.replace("!important", "").strip().lower()
-    return found
+_HSL = re.compile(rf"^hsla?\(\s*([0-9.]+)(?:deg)?\s*[, ]{_NUMBER}[, ]{_NUMBER}(?:[,/]{_NUMBER})?\)$")
+_TRANSPARENT = "transparent"  # a colour that draws nothing: the ground shows through
+_SCALED_TO_NOTHING = re.compile(r"\bscale[xy]?\(\s*-?0*\.?0+\s*[,)]|\bscale\([^,)]*,\s*-?0*\.?0+\s*\)")
+_RECT = re.compile(r"rect\(([^)]*)\)")
+_INSET = re.compile(r"inset\(\s*([0-9.]+)%")
+_DEFAULT_SIZE = 16.0  # px: a mail client's default font size
+_FONT_KEYWORDS = {
+    "xx-small": 9.0,
+    "x-small": 10.0,
+    "small": 13.0,
+    "medium": 16.0,
+    "large": 18.0,
+    "x-large": 24.0,
+    "xx-large": 32.0,
+}
+_FONT_SIZE_ATTRIBUTE = {1: 10.0, 2: 13.0, 3: 16.0, 4: 18.0, 5: 24.0, 6: 32.0, 7: 48.0}  # <font size=N>
+_TOO_SMALL = 2.0  # px: text smaller than this cannot be read
 
 
 def _pixels(value: str) -> float | None:
@@ -107,23 +116,66 @@ def _pixels(value: str) -> float | None:
     return number * scale.get(unit, 1.0)
 
 
-def _colour(value: str) -> Colour | None:
+def _font_size(value: str, parent: float) -> float | None:
+    """A ``font-size`` in pixels, relative units taken from the parent's size; None if unknown."""
+    value = value.strip()
+    if value in _FONT_KEYWORDS:
+        return _FONT_KEYWORDS[value]
+    if value in ("smaller", "larger"):
+        return parent / 1.2 if value == "smaller" else parent * 1.2
+    match = _LENGTH.match(value)
+    if match is None:
+        return None
+    number, unit = float(match.group(1)), match.group(2) or "px"
+    relative = {"em": parent, "%": parent / 100, "ex": parent / 2, "ch": parent / 2}
+    return number * relative.get(unit, 1.0) if unit in relative else _pixels(value)
+
+
+def _colour(value: str) -> Colour | str | None:
+    """A CSS colour: its RGB, ``_TRANSPARENT`` for one that draws nothing (``transparent``, an
+    alpha under 0.1), None for one this module does not know (the inherited colour stays)."""
     value = value.strip().lower()
     if value in _NAMED_COLOURS:
         return _NAMED_COLOURS[value]
+    if value == _TRANSPARENT:
+        return _TRANSPARENT
     match = _HEX.match(value) or _HEX.match("#" + value)  # bgcolor=ffffff is common in mail
     if match:
         digits = match.group(1)
         if len(digits) == 3:
             digits = "".join(c * 2 for c in digits)
         return (int(digits[0:2], 16), int(digits[2:4], 16), int(digits[4:6], 16))
-    match = _RGB.match(value)
-    if match:
-        if match.group(4) is not None and _channel(match.group(4), 1.0) < 0.1:
-            return None  # transparent: the ground shows through (handled as opacity elsewhere)
-        red, green, blue = (int(min(255.0, _channel(match.group(i), 255.0))) for i in (1, 2, 3))
-        return (red, green, blue)
-    return None
+    rgb, hsl = _RGB.match(value), _HSL.match(value)
+    found = rgb or hsl
+    if found is None:
+        return None
+    try:
+        if found.group(4) is not None and _channel(found.group(4), 1.0) < 0.1:
+            return _TRANSPARENT
+        if rgb is not None:
+            red, green, blue = (min(255.0, _channel(rgb.group(i), 255.0)) for i in (1, 2, 3))
+        else:
+            lightness, saturation = _channel(found.group(3), 1.0), _channel(found.group(2), 1.0)
+            hue = float(found.group(1)) % 360
+            red, green, blue = _hsl_to_rgb(hue, min(saturation, 1.0), min(lightness, 1.0))
+    except ValueError:  # "1.2.3": the pattern's digits and dots, not a number
+        return None
+    return (int(red), int(green), int(blue))
+
+
+def _hsl_to_rgb(hue: float, saturation: float, lightness: float) -> tuple[float, float, float]:
+    chroma = (1 - abs(2 * lightness - 1)) * saturation
+    second = chroma * (1 - abs((hue / 60) % 2 - 1))
+    red, green, blue = [
+        (chroma, second, 0.0),
+        (second, chroma, 0.0),
+        (0.0, chroma, second),
+        (0.0, second, chroma),
+        (second, 0.0, chroma),
+        (chroma, 0.0, second),
+    ][int(hue // 60) % 6]
+    base = lightness - chroma / 2
+    return ((red + base) * 255, (green + base) * 255, (blue + base) * 255)
 
 
 def _channel(text: str, full: float) -> float:
@@ -131,23 +183,13 @@ def _channel(text: str, full: float) -> float:
 
 
 def _hides(declarations: dict[str, str]) -> bool:
-    """Whether these CSS declarations make an element and its content invisible."""
+    """Whether these CSS declarations make an element and all it holds invisible, whatever its
+    descendants declare (what a descendant can undo, a font size or ``visibility``, the colours,
+    is inherited in ``_Ink`` instead: ``font-size:0`` on a table whose cells set their own size is
+    how newsletters remove the spaces between cells, and those cells are read)."""
     if not declarations:
         return False  # most elements: no style at all
     if declarations.get("display", "").startswith("none"):
-        return True
-    if declarations.get("visibility", "") in ("hidden", "collapse"):
-        return True
-    if declarations.get("mso-hide", "") == "all":
-        return True
-    # "font: 0/0 a" is the templates' favourite: the shorthand's size is its first length.
-    font = declarations.get("font", "").replace("/", " ").split()
-    size = _pixels(declarations.get("font-size", "x")) if "font-size" in declarations else None
-    if size is None:
-        size = next((length for word in font if (length := _pixels(word)) is not None), None)
-    if size is not None and size < 2:
-        return True
-    if declarations.get("color", "") == "transparent":
         return True
     opacity = declarations.get("opacity", "")
     if opacity and _LENGTH.match(opacity) and _channel(opacity, 1.0) < 0.1:
@@ -161,20 +203,48 @@ def _hides(declarations: dict[str, str]) -> bool:
         length = _pixels(declarations.get(offset, "x"))
         if length is not None and length <= -500:
             return True  # pushed off the page
-    return False
+    if _SCALED_TO_NOTHING.search(declarations.get("transform", "")):
+        return True
+    return _clipped_to_nothing(declarations)
+
+
+def _clipped_to_nothing(declarations: dict[str, str]) -> bool:
+    """``clip: rect(...)`` of no area on a positioned element, or a ``clip-path`` that keeps none of it."""
+    inset = _INSET.search(declarations.get("clip-path", ""))
+    if inset is not None and float(inset.group(1) or 0) >= 50:
+        return True
+    rect = _RECT.search(declarations.get("clip", ""))
+    if rect is None or declarations.get("position", "") not in ("absolute", "fixed"):
+        return False
+    sides = [_pixels(side) for side in re.split(r"[\s,]+", rect.group(1).strip())]
+    if len(sides) != 4 or any(side is None for side in sides):
+        return False
+    top, right, bottom, left = (float(side or 0) for side in sides)
+    return bottom - top < 1 or right - left < 1
 
 
 @dataclass(frozen=True)
 class _Ink:
-    """The colours text is drawn in and on, as inherited from the ancestors."""
+    """What an element's text inherits: the colours it is drawn in and on (None: transparent), its
+    font size in pixels and whether ``visibility`` shows it. A descendant may undo any of them."""
 
-    colour: Colour
+    colour: Colour | None
     ground: Colour
+    size: float = _DEFAULT_SIZE
+    shown: bool = True
 
     def under(self, tag: str, attributes: dict[str, str | None], declarations: dict[str, str]) -> _Ink:
-        if not declarations and "color" not in attributes and "bgcolor" not in attributes and tag != "a":
-            return self  # nothing of colour changes: most elements
-        colour = _colour(declarations.get("color", "") or (attributes.get("color") or ""))
+        if (
+            not declarations
+            and "color" not in attributes
+            and "bgcolor" not in attributes
+            and tag != "a"
+            and not (tag == "font" and "size" in attributes)
+        ):
+            return self  # nothing inherited changes: most elements
+        colour = _colour(declarations.get("color", ""))
+        if colour is None:
+            colour = _colour(attributes.get("color") or "")
         if colour is None and tag == "a" and attributes.get("href"):
             colour = _LINK_BLUE  # a link has a colour of its own unless styled
         ground = _colour(declarations.get("background-color", ""))
@@ -185,89 +255,43 @@ class _Ink:
                     break
         if ground is None:
             ground = _colour(attributes.get("bgcolor") or "")
-        return _Ink(colour or self.colour, ground or self.ground)
+        size = self.size
+        if tag == "font" and attributes.get("size"):
+            size = _font_attribute_size(attributes.get("size") or "", size)
+        if "font-size" in declarations:
+            declared = _font_size(declarations["font-size"], self.size)
+            size = size if declared is None else declared
+        elif "font" in declarations:  # the shorthand ("font: 0/0 a"): its size is its first length
+            words = declarations["font"].replace("/", " ").split()
+            sizes = (_font_size(word, self.size) for word in words)
+            size = next((declared for declared in sizes if declared is not None), size)
+        shown = self.shown
+        if declarations.get("visibility", "") in ("hidden", "collapse", "visible"):
+            shown = declarations["visibility"] == "visible"
+        return _Ink(
+            self.colour if colour is None else (None if colour == _TRANSPARENT else colour),  # type: ignore[arg-type]
+            self.ground if ground is None or ground == _TRANSPARENT else ground,  # type: ignore[arg-type]
+            size,
+            shown,
+        )
 
     @functools.cached_property  # read for every text node under it
     def invisible(self) -> bool:
+        if not self.shown or self.size < _TOO_SMALL or self.colour is None:
+            return True
         return sum(abs(a - b) for a, b in zip(self.colour, self.ground, strict=True)) < _COLOUR_DISTANCE
 
 
-@dataclass(frozen=True)
-class _Selector:
-    """A simple selector of a hiding <style> rule: a tag, classes and an id, any of them optional."""
-
-    tag: str | None
-    classes: frozenset[str]
-    ident: str | None
-
-    def matches(self, tag: str, classes: set[str], ident: str | None) -> bool:
-        return (
-            (self.tag is None or self.tag == tag)
-            and self.classes <= classes
-            and (self.ident is None or self.ident == ident)
-        )
-
-
-_SIMPLE_SELECTOR = re.compile(r"([a-zA-Z][a-zA-Z0-9]*)?((?:[.#][\w-]+)*)")
-
-
-class _HidingRules:
-    """The <style> rules that hide what they select. Only simple selectors (``p``, ``.x``,
-    ``#id``, ``span.a.b``: how templates hide text) are applied, each matched while the tree is
-    walked, by a dictionary look-up per tag, class and id: a stylesheet cannot make the walk cost
-    more than the markup's size (selector queries over the whole tree took 70 s on 320 KB)."""
-
-    def __init__(self, tree: LexborHTMLParser) -> None:
-        self._by_key: dict[str, list[_Selector]] = {}
-        sheets = "".join(node.text(deep=True) for node in tree.css("style"))[:_MAX_STYLE_CHARS]
-        sheets = re.sub(r"/\*.*?\*/", "", sheets, flags=re.DOTALL)
-        for count, (selectors, body) in enumerate(_rules(sheets)):
-            if count >= _MAX_STYLE_RULES:
-                break
-            if _hides(_declarations(body)):
-                for text in selectors.split(","):
-                    self._add(text.strip())
-
-    def _add(self, text: str) -> None:
-        match = _SIMPLE_SELECTOR.fullmatch(text)
-        if not text or len(text) > _MAX_SELECTOR_CHARS or match is None:
-            return  # combinators, attributes, pseudo-classes: not how mail hides text
-        parts = re.findall(r"[.#][\w-]+", match.group(2) or "")
-        idents = [part[1:] for part in parts if part[0] == "#"]
-        selector = _Selector(
-            (match.group(1) or "").lower() or None,
-            frozenset(part[1:] for part in parts if part[0] == "."),
-            idents[0] if idents else None,
-        )
-        key = (
-            f"#{selector.ident}"
-            if selector.ident
-            else (f".{min(selector.classes)}" if selector.classes else (selector.tag or ""))
-        )
-        if key and key not in ("html", "body"):
-            self._by_key.setdefault(key, []).append(selector)
-
-    def hide(self, tag: str, attributes: dict[str, str | None]) -> bool:
-        if not self._by_key:
-            return False
-        classes = set((attributes.get("class") or "").split())
-        ident = attributes.get("id")
-        keys = [tag, *(f".{name}" for name in classes), *([f"#{ident}"] if ident else [])]
-        return any(
-            selector.matches(tag, classes, ident) for key in keys for selector in self._by_key.get(key, ())
-        )
-
-
-def _rules(sheets: str) -> Iterator[tuple[str, str]]:
-    """(selectors, declarations) of each ``selectors { declarations }`` rule, in one pass: the
-    text between the last ``{`` and the ``}`` that ends a rule, and before it the last
-    ``_MAX_RULE_SELECTOR_CHARS`` characters since the brace before. (A regular expression that
-    tried a selector of up to 2,000 characters at every offset took 1.6 s on a stylesheet of
-    100,000 characters without a brace, once per HTML part.)"""
-    for chunk in sheets.split("}")[:-1]:  # what follows the last "}" ends no rule
-        *before, body = chunk.split("{")
-        if before and before[-1]:
-            yield before[-1][-_MAX_RULE_SELECTOR_CHARS:], body
+def _font_attribute_size(value: str, parent: float) -> float:
+    """``<font size=N>`` (1 to 7, or +N/-N from 3) in pixels, as browsers clamp it."""
+    value = value.strip()
+    try:
+        number = int(value)
+    except ValueError:
+        return parent
+    if value[0] in "+-":
+        number += 3
+    return _FONT_SIZE_ATTRIBUTE[min(7, max(1, number))]
 
 
 # The HTML parser's formatting elements: one left open is re-opened at every block after it (the
@@ -325,19 +349,21 @@ def _without_reopening(markup: str) -> str:
 def visible_text(markup: str) -> str:
     """The text a mail client shows for ``markup``, whitespace collapsed, lines kept."""
     tree = LexborHTMLParser(_without_reopening(markup))
-    rules = _HidingRules(tree)
+    sheet = StyleSheet("".join(node.text(deep=True) for node in tree.css("style"))[:MAX_STYLE_CHARS])
     out: list[str] = []
     root = tree.root
     if root is None:
         return ""
     # Explicit stack: spam nests elements thousands deep. A str entry is text to emit on the way out.
-    stack: list[tuple[LexborNode, _Ink] | str] = [(root, _Ink(_BLACK, _WHITE))]
+    # Each element entry carries what selectors see of its parent (``Element``, only where the
+    # message has style rules to match) and what its text inherits (``_Ink``).
+    stack: list[tuple[LexborNode, _Ink, Element | None] | str] = [(root, _Ink(_BLACK, _WHITE), None)]
     while stack:
         entry = stack.pop()
         if isinstance(entry, str):
             out.append(entry)
             continue
-        node, ink = entry
+        node, ink, parent = entry
         tag = node.tag or ""
         if tag.startswith(_PLAIN_PREFIX):
             tag = tag[len(_PLAIN_PREFIX) :]
@@ -349,10 +375,14 @@ def visible_text(markup: str) -> str:
         if tag in _SKIPPED:
             continue
         attributes = node.attributes
-        declarations = _declarations(attributes.get("style") or "")
-        if "hidden" in attributes or _hides(declarations) or rules.hide(tag, attributes):
-            continue
-        if tag == "font" and (attributes.get("size") or "").strip() in ("0", "-7", "-6"):
+        element = Element(tag, attributes, parent) if sheet else None
+        declarations = (
+            sheet.style(element, attributes.get("style") or "")
+            if element
+            else (css_declarations(attributes.get("style") or "")[0])
+        )
+        # ``hidden`` is the browser's own display:none, which an author's display undoes
+        if ("hidden" in attributes and "display" not in declarations) or _hides(declarations):
             continue
         ink = ink.under(tag, attributes, declarations)
         if tag == "img":
@@ -371,7 +401,7 @@ def visible_text(markup: str) -> str:
         while child is not None:
             children.append(child)
             child = child.next
-        stack.extend((child, ink) for child in reversed(children))
+        stack.extend((child, ink, element) for child in reversed(children))
     return _BLANK_LINES.sub("\n\n", "\n".join(_quoted_lines("".join(out)))).strip()
 
 
