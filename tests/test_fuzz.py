@@ -21,13 +21,16 @@ from spamfilter.mail import remove_spam_headers
 from spamfilter.runtime import Classifier
 from spamfilter.verdict import Decision
 
+# After the From_ line, and after any further "From " lines that are not a From: field (a message
+# saved with its own envelope line into another mbox: headers.header_start).
 INSERTED = re.compile(
-    rb"^(From [^\n]*\n)X-Spam-Flag: [^\r\n]*\r?\nX-Spam-Status: [^\r\n]*\r?\nX-Spam-Level: [^\r\n]*\r?\n"
+    rb"^((?:From (?![ \t]*:)[^\n]*\n)+)X-Spam-Flag: [^\r\n]*\r?\nX-Spam-Status: [^\r\n]*\r?\n"
+    rb"X-Spam-Level: [^\r\n]*\r?\n"
 )
 
 
 def without_inserted_headers(message: bytes) -> bytes:
-    """The message minus the three header lines the filter puts right after the From_ line."""
+    """The message minus the three header lines the filter puts right after the From_ lines."""
     return INSERTED.sub(rb"\1", message, count=1)
 
 

@@ -125,6 +125,9 @@ def test_padding_leaves_the_spam_text_whole(spam: list[bytes], ham_pool: list[st
         '<style>[data-h="1"] { display: none }</style><p data-h=1>HIDDEN</p>',
         "<style>@media screen { .x { display: none } }</style><p class=x>HIDDEN</p>",
         "<style>.x { display: none !important }</style><p class=x style='display:block'>HIDDEN</p>",
+        '<span style="color:#000; -webkit-text-fill-color:#fff">HIDDEN</span>',  # drawn white
+        '<div style="-webkit-text-fill-color:transparent"><b style="color:red">HIDDEN</b></div>',
+        '<div style="line-height:0; overflow:hidden">HIDDEN</div>',
         '<span style="font: 0/0 a">HIDDEN</span>',
         '<span style="color: transparent">HIDDEN</span>',
         # An iframe shows its src (which mail clients do not load), never the text inside it.
@@ -167,6 +170,13 @@ def test_style_rules_apply_where_their_selectors_match() -> None:
         '<div style="visibility:hidden">padding <span style="visibility:visible">OFFER</span></div>',
         '<div style="color:transparent">padding <span style="color:#c00">OFFER</span></div>',
         "<p hidden style='display: block'>OFFER</p>",
+        # white text on a picture: its colours are unknown, so the text is seen
+        '<table><tr><td background="dark.jpg"><font color="white">OFFER</font></td></tr></table>',
+        '<div style="background: #fff url(dark.jpg)"><span style="color:#fff">OFFER</span></div>',
+        # transparent text drawn by its shadow
+        '<span style="color:transparent; text-shadow:0 0 0 #000">OFFER</span>',
+        # a unitless line-height is a factor of the font size, not a length
+        '<div style="line-height:1; overflow:hidden">OFFER</div>',
         # a rule for the whole page is dropped by mail clients, and so here
         "<style>body { display: none } * { display: none }</style><p>OFFER</p>",
         # shown by every client but Outlook
@@ -398,20 +408,59 @@ def test_formatting_left_open_before_many_paragraphs_is_not_reopened_at_each() -
 
 def test_style_rules_are_read_in_one_pass() -> None:
     """A ``<style>`` without braces cost 1.6 s per 100,000 characters, once per HTML part (a
-    regular expression tried a selector of up to 2,000 characters at every offset). The rules
-    found are those it found."""
+    regular expression tried a selector of up to 2,000 characters at every offset). On flat
+    stylesheets the rules found are those it found; ``@`` blocks are followed."""
     import re
 
-    from spamfilter.mail.css import _blocks as _rules
+    from spamfilter.mail.css import ALL_VIEWS, _blocks
 
     old = re.compile(r"([^{}]{1,2000})\{([^{}]*)\}")
     rng = random.Random(7)
     for _ in range(2000):
-        sheet = "".join(rng.choice("ab .#{}{}}\n,:;") for _ in range(rng.randint(0, 60)))
-        assert list(_rules(sheet)) == old.findall(sheet), sheet
+        rules = [
+            (
+                "".join(rng.choice("ab .#,:") for _ in range(rng.randint(1, 12))),
+                rng.choice(["", "x:1", "y:2;z:3;"]),
+            )
+            for _ in range(rng.randint(0, 5))
+        ]
+        sheet = "".join(f"{selector}{{{body}}}" for selector, body in rules) + rng.choice(["", "tail", "p {"])
+        found = [(selector, body) for selector, body, views in _blocks(sheet) if views == ALL_VIEWS]
+        assert found == [(s.strip(), b) for s, b in old.findall(sheet) if s.strip()], sheet
     long_selector = "p" * 5000 + "{display:none}"
-    assert list(_rules(long_selector)) == old.findall(long_selector)
-    assert list(_rules("a" * 100_000)) == []
+    assert [(s, b) for s, b, _ in _blocks(long_selector)] == old.findall(long_selector)
+    assert list(_blocks("a" * 100_000)) == []
+    nested = (
+        "@charset 'utf-8'; @import url(x.css); @font-face { font-family: f; src: url(f.woff) }"
+        " @keyframes k { from { opacity: 0 } to { opacity: 1 } } @media print { .p { display: none } }"
+        " @media screen and (max-width: 600px) { .m { display: none } }"
+        " @supports (display: grid) { .s { x: 1 } } .t { y: 2 }"
+    )
+    assert [(s, b.strip(), v) for s, b, v in _blocks(nested)] == [
+        (".m", "display: none", 0b10),  # a phone's view only
+        (".s", "x: 1", ALL_VIEWS),
+        (".t", "y: 2", ALL_VIEWS),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("style", "shown"),
+    [
+        ("@media print { .o { display: none } }", True),  # printing is not reading
+        ("@media (prefers-color-scheme: dark) { .o { display: none } }", True),
+        ("@media screen and (max-width: 600px) { .o { display: none } }", True),  # a desktop shows it
+        (
+            ".o { display: none } @media screen and (max-width: 600px) { .o { display: block } }",
+            True,
+        ),  # a phone
+        ("@media screen { .o { display: none } }", False),
+        ("@media not print { .o { display: none } }", False),
+        (".o { display: none } @media print { .o { display: block } }", False),
+    ],
+)
+def test_media_rules_apply_to_the_screens_that_show_mail(style: str, shown: bool) -> None:
+    text = visible_text(f"<style>{style}</style><p class=o>OFFER</p><p>more</p>")
+    assert ("OFFER" in text.split()) == shown
 
 
 @pytest.mark.parametrize("boundary", ["boundary=b1", "boundary*=idna''b1", "boundary*=us-ascii''b1"])

@@ -203,18 +203,105 @@ class _Rule:
     rank: tuple[tuple[int, int, int], int]  # specificity, then order in the sheets
     normal: dict[str, str]
     important: dict[str, str]
+    views: int  # the views it applies in (a bit each, VIEW_WIDTHS)
 
 
-def _blocks(sheets: str) -> Iterator[tuple[str, str]]:
-    """(selectors, declarations) of each ``selectors { declarations }`` rule, in one pass: the
-    text between the last ``{`` and the ``}`` that ends a rule, and before it the last
-    ``_MAX_RULE_SELECTOR_CHARS`` characters since the brace before (so the rules inside an
-    ``@media`` block are read as rules). A regular expression that tried a selector of up to 2,000
-    characters at every offset took 1.6 s on a stylesheet of 100,000 characters without a brace."""
-    for chunk in sheets.split("}")[:-1]:  # what follows the last "}" ends no rule
-        *before, body = chunk.split("{")
-        if before and before[-1]:
-            yield before[-1][-_MAX_RULE_SELECTOR_CHARS:], body
+# The views a message is read in: a desktop client's window and a phone's. ``@media`` blocks apply to
+# the views their queries match; an element counts as seen if either view shows it (a spammer who
+# shows the offer only on phones is read, and so is one who shows it only on desktops).
+VIEW_WIDTHS = (1280.0, 375.0)
+ALL_VIEWS = (1 << len(VIEW_WIDTHS)) - 1
+_AT_GROUPS = frozenset({"media", "supports", "layer", "container", "document"})
+_FEATURE = re.compile(r"\(\s*([a-z-]+)\s*(?::\s*([^)]*))?\)")
+_OTHER_MEDIA = re.compile(r"\b(print|speech|aural|braille|embossed|projection|tty|tv)\b")
+
+
+def _query_matches(query: str, width: float) -> bool:
+    """Whether one media query (no commas) matches a colour screen ``width`` pixels wide, in the
+    light scheme. Features this module does not know are taken to match."""
+    query = query.strip().lower()
+    negated = query.startswith("not ")
+    if negated:
+        query = query[4:]
+    matches = not _OTHER_MEDIA.search(query.split("(")[0])
+    for name, value in _FEATURE.findall(query):
+        length = _length(value or "")
+        if name in ("max-width", "max-device-width") and length is not None:
+            matches = matches and width <= length
+        elif name in ("min-width", "min-device-width") and length is not None:
+            matches = matches and width >= length
+        elif name == "prefers-color-scheme":
+            matches = matches and value.strip() != "dark"
+    return matches != negated
+
+
+def _length(value: str) -> float | None:
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(px|em|rem)?\s*", value)
+    if match is None:
+        return None
+    return float(match.group(1)) * (16.0 if match.group(2) in ("em", "rem") else 1.0)
+
+
+def _views(prelude: str) -> int:
+    """The views (a bit each) in which the rules of an ``@`` block apply: ``@media`` by its queries,
+    ``@supports`` and other grouping rules in all, the rest (``@font-face``, ``@keyframes``,
+    ``@page``) in none: what they hold are not rules for elements."""
+    keyword, _, query = prelude[1:].partition(" ")
+    keyword = keyword.lower()
+    if keyword != "media":
+        return ALL_VIEWS if keyword in _AT_GROUPS else 0
+    mask = 0
+    for bit, width in enumerate(VIEW_WIDTHS):
+        if any(_query_matches(part, width) for part in query.split(",")):
+            mask |= 1 << bit
+    return mask
+
+
+def _blocks(sheets: str) -> Iterator[tuple[str, str, int]]:
+    """(selectors, declarations, views) of each ``selectors { declarations }`` rule, in one pass
+    over the braces: the selectors are at most the last ``_MAX_RULE_SELECTOR_CHARS`` characters
+    before a rule's ``{``, the views those of the ``@media`` blocks around it. (A regular
+    expression that tried a selector of up to 2,000 characters at every offset took 1.6 s on a
+    stylesheet of 100,000 characters without a brace.)"""
+    groups: list[int] = []  # the views of each open @-block
+    rule: tuple[str, int] | None = None  # the open rule's selectors and where its body starts
+    since = 0  # where the text before the next "{" starts
+    for brace in re.finditer(r"[{};]", sheets):
+        at, mark = brace.start(), brace.group()
+        if mark == ";":
+            if rule is None:
+                since = at + 1  # "@import ...;" and "@charset ...;" end here
+            continue
+        if mark == "{":
+            prelude = sheets[max(since, at - _MAX_RULE_SELECTOR_CHARS) : at].strip()
+            if rule is not None:  # a brace inside a rule's body: a nested block, read as a rule
+                groups.append(groups[-1] if groups else ALL_VIEWS)
+            if prelude.startswith("@"):
+                outer = groups[-1] if groups else ALL_VIEWS
+                groups.append(outer & _views(prelude))
+                rule = None
+            else:
+                rule = (prelude, at + 1)
+        elif rule is not None:  # "}" ends a rule
+            views = groups[-1] if groups else ALL_VIEWS
+            if rule[0] and views:
+                yield rule[0], sheets[rule[1] : at], views
+            rule = None
+        elif groups:  # "}" ends an @-block
+            groups.pop()
+        since = at + 1
+
+
+def _cascade(rules: list[_Rule], own: dict[str, str], own_important: frozenset[str]) -> dict[str, str]:
+    if not rules:
+        return own
+    cascaded: dict[str, str] = {}
+    for rule in rules:
+        cascaded.update(rule.normal)
+    cascaded.update(own)
+    for rule in rules:
+        cascaded.update({k: v for k, v in rule.important.items() if k not in own_important})
+    return cascaded
 
 
 class StyleSheet:
@@ -225,7 +312,8 @@ class StyleSheet:
         self._steps = MAX_MATCH_STEPS
         sheets = re.sub(r"/\*.*?\*/", "", sheets[:MAX_STYLE_CHARS], flags=re.DOTALL)
         order = 0
-        for count, (selectors, body) in enumerate(_blocks(sheets)):
+        self.views_differ = False  # whether any rule applies in some views only
+        for count, (selectors, body, views) in enumerate(_blocks(sheets)):
             if count >= MAX_RULES:
                 break
             found, important = declarations(body)
@@ -239,18 +327,21 @@ class StyleSheet:
                     continue
                 subject, context = parsed
                 order += 1
-                rule = _Rule(subject, context, (_specificity(subject, context), order), normal, strong)
+                rule = _Rule(subject, context, (_specificity(subject, context), order), normal, strong, views)
                 self._by_key.setdefault(subject.key, []).append(rule)
+                self.views_differ = self.views_differ or views != ALL_VIEWS
 
     def __bool__(self) -> bool:
         return bool(self._by_key)
 
-    def style(self, element: Element, inline: str) -> dict[str, str]:
-        """The element's declarations: its matching rules' by specificity and order, its ``style``
-        attribute (``inline``) over them, the rules' ``!important`` ones over that."""
+    def styles(self, element: Element, inline: str) -> tuple[dict[str, str], ...]:
+        """The element's declarations in each view (one, where no rule depends on the view): its
+        matching rules' by specificity and order, its ``style`` attribute (``inline``) over them,
+        the rules' ``!important`` ones over that."""
         own, own_important = declarations(inline)
+        views = len(VIEW_WIDTHS) if self.views_differ else 1
         if not self._by_key or self._steps < 0:
-            return own
+            return (own,) * views
         keys = [element.tag, "*", *(f".{name}" for name in element.classes)]
         keys += [f"#{element.ident}"] if element.ident else []
         keys += [f"[{name}" for name in element.attributes]
@@ -259,19 +350,16 @@ class StyleSheet:
             for rule in self._by_key.get(key, ()):
                 self._steps -= 1
                 if self._steps < 0:
-                    return own  # past the message's bound: no rule is applied from here on
+                    return (own,) * views  # past the message's bound: no rule is applied from here on
                 if rule.subject.matches(element) and self._in_context(element, rule.context, 0):
                     rules.append(rule)
         if not rules:
-            return own
+            return (own,) * views
         rules.sort(key=lambda rule: rule.rank)
-        cascaded: dict[str, str] = {}
-        for rule in rules:
-            cascaded.update(rule.normal)
-        cascaded.update(own)
-        for rule in rules:
-            cascaded.update({k: v for k, v in rule.important.items() if k not in own_important})
-        return cascaded
+        return tuple(
+            _cascade([rule for rule in rules if rule.views >> view & 1], own, own_important)
+            for view in range(views)
+        )
 
     def _in_context(self, element: Element, context: tuple[tuple[str, _Compound], ...], at: int) -> bool:
         """Whether the ancestors of ``element`` match ``context[at:]`` (backtracking over the

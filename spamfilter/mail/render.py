@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
-from .css import MAX_STYLE_CHARS, Element, StyleSheet
+from .css import MAX_STYLE_CHARS, VIEW_WIDTHS, Element, StyleSheet
 from .css import declarations as css_declarations
 
 _SKIPPED = frozenset(
@@ -131,6 +131,7 @@ def _font_size(value: str, parent: float) -> float | None:
     return number * relative.get(unit, 1.0) if unit in relative else _pixels(value)
 
 
+@functools.lru_cache(maxsize=4096)  # mail repeats its few colours on every element
 def _colour(value: str) -> Colour | str | None:
     """A CSS colour: its RGB, ``_TRANSPARENT`` for one that draws nothing (``transparent``, an
     alpha under 0.1), None for one this module does not know (the inherited colour stays)."""
@@ -195,6 +196,8 @@ def _hides(declarations: dict[str, str]) -> bool:
     if opacity and _LENGTH.match(opacity) and _channel(opacity, 1.0) < 0.1:
         return True
     clipped = declarations.get("overflow", "") in ("hidden", "clip")
+    if clipped and re.fullmatch(r"0*\.?0+(px|pt|em|rem|%)?", declarations.get("line-height", "x")):
+        return True  # lines of no height, their overflow cut (a unitless line-height is a factor)
     for box in ("width", "height", "max-width", "max-height"):
         length = _pixels(declarations.get(box, "x"))
         if length is not None and length <= 1 and clipped:
@@ -223,13 +226,22 @@ def _clipped_to_nothing(declarations: dict[str, str]) -> bool:
     return bottom - top < 1 or right - left < 1
 
 
+_CURRENT = "currentcolor"  # a fill colour that is the text colour (the default)
+_PICTURE = re.compile(r"url\(|image-set\(|gradient\(")
+
+
 @dataclass(frozen=True)
 class _Ink:
-    """What an element's text inherits: the colours it is drawn in and on (None: transparent), its
-    font size in pixels and whether ``visibility`` shows it. A descendant may undo any of them."""
+    """What an element's text inherits, as CSS inherits it (so a descendant may undo any of it):
+    the colour it is drawn in (None: transparent; WebKit's ``-webkit-text-fill-color`` over it,
+    which Apple Mail and Chrome draw whatever ``color`` says), the background under it (None: a
+    picture, whose colours are unknown: text on it counts as seen), whether a ``text-shadow``
+    draws it anyway, its font size in pixels and whether ``visibility`` shows it."""
 
     colour: Colour | None
-    ground: Colour
+    ground: Colour | None
+    fill: Colour | str | None = _CURRENT
+    shadow: bool = False
     size: float = _DEFAULT_SIZE
     shown: bool = True
 
@@ -238,6 +250,7 @@ class _Ink:
             not declarations
             and "color" not in attributes
             and "bgcolor" not in attributes
+            and "background" not in attributes
             and tag != "a"
             and not (tag == "font" and "size" in attributes)
         ):
@@ -247,39 +260,66 @@ class _Ink:
             colour = _colour(attributes.get("color") or "")
         if colour is None and tag == "a" and attributes.get("href"):
             colour = _LINK_BLUE  # a link has a colour of its own unless styled
+        fill = self.fill
+        if "-webkit-text-fill-color" in declarations:
+            value = declarations["-webkit-text-fill-color"].strip()
+            fill = _CURRENT if value == _CURRENT else _colour(value) or self.fill
+        shadow = self.shadow
+        if "text-shadow" in declarations:
+            shadow = (
+                declarations["text-shadow"].strip() not in ("", "none")
+                and _TRANSPARENT not in (declarations["text-shadow"])
+            )
+        return _Ink(
+            self.colour if colour is None else (None if colour == _TRANSPARENT else colour),  # type: ignore[arg-type]
+            self._ground_under(attributes, declarations),
+            fill,
+            shadow,
+            self._size_under(tag, attributes, declarations),
+            self.shown
+            if declarations.get("visibility", "") not in ("hidden", "collapse", "visible")
+            else declarations["visibility"] == "visible",
+        )
+
+    def _ground_under(self, attributes: dict[str, str | None], declarations: dict[str, str]) -> Colour | None:
+        shorthand = declarations.get("background", "")[:200]
+        if _PICTURE.search(shorthand) or _PICTURE.search(declarations.get("background-image", "")[:200]):
+            return None
+        if attributes.get("background"):  # <td background="picture.jpg">
+            return None
         ground = _colour(declarations.get("background-color", ""))
-        if ground is None and "background" in declarations:  # the shorthand: find its colour
-            for found in _COLOUR_IN_SHORTHAND.finditer(declarations["background"][:200]):
+        if ground is None and shorthand:  # the shorthand: find its colour
+            for found in _COLOUR_IN_SHORTHAND.finditer(shorthand):
                 ground = _colour(found.group(0))
                 if ground is not None:
                     break
         if ground is None:
             ground = _colour(attributes.get("bgcolor") or "")
+        return self.ground if ground is None or ground == _TRANSPARENT else ground  # type: ignore[return-value]
+
+    def _size_under(self, tag: str, attributes: dict[str, str | None], declarations: dict[str, str]) -> float:
         size = self.size
         if tag == "font" and attributes.get("size"):
             size = _font_attribute_size(attributes.get("size") or "", size)
         if "font-size" in declarations:
             declared = _font_size(declarations["font-size"], self.size)
-            size = size if declared is None else declared
-        elif "font" in declarations:  # the shorthand ("font: 0/0 a"): its size is its first length
+            return size if declared is None else declared
+        if "font" in declarations:  # the shorthand ("font: 0/0 a"): its size is its first length
             words = declarations["font"].replace("/", " ").split()
             sizes = (_font_size(word, self.size) for word in words)
-            size = next((declared for declared in sizes if declared is not None), size)
-        shown = self.shown
-        if declarations.get("visibility", "") in ("hidden", "collapse", "visible"):
-            shown = declarations["visibility"] == "visible"
-        return _Ink(
-            self.colour if colour is None else (None if colour == _TRANSPARENT else colour),  # type: ignore[arg-type]
-            self.ground if ground is None or ground == _TRANSPARENT else ground,  # type: ignore[arg-type]
-            size,
-            shown,
-        )
+            return next((declared for declared in sizes if declared is not None), size)
+        return size
 
     @functools.cached_property  # read for every text node under it
     def invisible(self) -> bool:
-        if not self.shown or self.size < _TOO_SMALL or self.colour is None:
+        if not self.shown or self.size < _TOO_SMALL:
             return True
-        return sum(abs(a - b) for a, b in zip(self.colour, self.ground, strict=True)) < _COLOUR_DISTANCE
+        drawn = self.colour if self.fill == _CURRENT else (None if self.fill == _TRANSPARENT else self.fill)
+        if drawn is None or isinstance(drawn, str):
+            return not self.shadow  # transparent text that a shadow draws is seen
+        if self.ground is None:
+            return False  # on a picture
+        return sum(abs(a - b) for a, b in zip(drawn, self.ground, strict=True)) < _COLOUR_DISTANCE
 
 
 def _font_attribute_size(value: str, parent: float) -> float:
@@ -356,35 +396,45 @@ def visible_text(markup: str) -> str:
         return ""
     # Explicit stack: spam nests elements thousands deep. A str entry is text to emit on the way out.
     # Each element entry carries what selectors see of its parent (``Element``, only where the
-    # message has style rules to match) and what its text inherits (``_Ink``).
-    stack: list[tuple[LexborNode, _Ink, Element | None] | str] = [(root, _Ink(_BLACK, _WHITE), None)]
+    # message has style rules to match) and, per view (:data:`.css.VIEW_WIDTHS`: two where
+    # ``@media`` rules tell a phone from a desktop, else one), what its text inherits (``_Ink``),
+    # None where that view does not show it. Text is read if any view shows it.
+    views = len(VIEW_WIDTHS) if sheet.views_differ else 1
+    start = _Ink(_BLACK, _WHITE)
+    stack: list[tuple[LexborNode, tuple[_Ink | None, ...], Element | None] | str] = [
+        (root, (start,) * views, None)
+    ]
     while stack:
         entry = stack.pop()
         if isinstance(entry, str):
             out.append(entry)
             continue
-        node, ink, parent = entry
+        node, inks, parent = entry
         tag = node.tag or ""
         if tag.startswith(_PLAIN_PREFIX):
             tag = tag[len(_PLAIN_PREFIX) :]
         if tag == "-text":
             text = node.text_content or ""
-            if not ink.invisible or not text.strip():  # white space separates words in any colour
+            # white space separates words in any colour
+            if not text.strip() or any(ink is not None and not ink.invisible for ink in inks):
                 out.append(text)
             continue
         if tag in _SKIPPED:
             continue
         attributes = node.attributes
+        inline = attributes.get("style") or ""
         element = Element(tag, attributes, parent) if sheet else None
-        declarations = (
-            sheet.style(element, attributes.get("style") or "")
-            if element
-            else (css_declarations(attributes.get("style") or "")[0])
-        )
-        # ``hidden`` is the browser's own display:none, which an author's display undoes
-        if ("hidden" in attributes and "display" not in declarations) or _hides(declarations):
-            continue
-        ink = ink.under(tag, attributes, declarations)
+        styles = sheet.styles(element, inline) if element else (css_declarations(inline)[0],) * views
+        if views == 1:  # the common case, without a generator per element
+            inks = (_ink_under(inks[0], tag, attributes, styles[0]),)
+            if inks[0] is None:
+                continue
+        else:
+            inks = tuple(
+                _ink_under(ink, tag, attributes, style) for ink, style in zip(inks, styles, strict=True)
+            )
+            if all(ink is None for ink in inks):
+                continue
         if tag == "img":
             alt = attributes.get("alt")  # drawn as an image, whatever the text colour
             if alt:
@@ -401,8 +451,19 @@ def visible_text(markup: str) -> str:
         while child is not None:
             children.append(child)
             child = child.next
-        stack.extend((child, ink, element) for child in reversed(children))
+        stack.extend((child, inks, element) for child in reversed(children))
     return _BLANK_LINES.sub("\n\n", "\n".join(_quoted_lines("".join(out)))).strip()
+
+
+def _ink_under(
+    ink: _Ink | None, tag: str, attributes: dict[str, str | None], declarations: dict[str, str]
+) -> _Ink | None:
+    """What an element's text inherits in one view, None where the element is not shown there."""
+    if ink is None or _hides(declarations):
+        return None
+    if "hidden" in attributes and "display" not in declarations:
+        return None  # ``hidden`` is the browser's own display:none, which an author's display undoes
+    return ink.under(tag, attributes, declarations)
 
 
 def _is_quotation(tag: str, attributes: dict[str, str | None]) -> bool:

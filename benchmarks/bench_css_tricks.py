@@ -1,0 +1,106 @@
+"""Stylesheet tricks against the reader, scored as ``spamfilter filter`` scores them, at fixed numbers
+of test ham (``bench_tricks``'s measure) on cached ``bench_recipe`` models.
+
+Each test spam is rebuilt as one HTML part (its Subject kept, its reader's text as the offer):
+
+- ``offer shown by the cascade``: the offer in ``<p class=offer>`` under ``.offer {display:none}
+  p.offer {display:block}`` (a browser shows it: the more specific rule wins);
+- ``offer in a font-size:0 table``: the offer in a cell that sets its own font size, inside a
+  table of ``font-size:0`` (how newsletters remove the gaps between cells);
+- ``padding hidden by rules``: the offer shown as it is, after three ham paragraphs hidden by a
+  class's colour (white on white), a descendant rule and an attribute rule;
+- ``as HTML`` (the control): the offer alone in the same HTML.
+
+The tricks live here, not in ``spamfilter.evasion``, so that the same script can score the reader
+of an earlier commit (``PYTHONPATH=<its checkout>:.``) against the same mail.
+
+    python -m benchmarks.bench_css_tricks --row members3-L1+links --seeds 123,7,11
+"""
+
+from __future__ import annotations
+
+import html
+import random
+from collections.abc import Callable
+
+import numpy as np
+
+from spamfilter.mail import extract_text
+from spamfilter.runtime import Classifier
+
+from .bench_evasion import OUT, cpu_line, ham_pool, load_split
+from .common import script_parser, table
+from .mail_corpus import recipe_dir
+
+HAM_ALLOWED = (1, 3)
+
+
+def _message(subject: str, body: str) -> bytes:
+    markup = f"<html><body>{body}</body></html>"
+    return f"Subject: {subject}\nContent-Type: text/html; charset=utf-8\n\n{markup}".encode()
+
+
+def _offer(body: str) -> str:
+    return "<br>\n".join(html.escape(line) for line in body.split("\n"))
+
+
+def as_html(subject: str, body: str, rng: random.Random, pool: list[str]) -> bytes:
+    return _message(subject, f"<p>{_offer(body)}</p>")
+
+
+def shown_by_cascade(subject: str, body: str, rng: random.Random, pool: list[str]) -> bytes:
+    style = "<style>.offer { display: none } p.offer { display: block }</style>"
+    return _message(subject, f"{style}<p class=offer>{_offer(body)}</p>")
+
+
+def in_font_size_zero_table(subject: str, body: str, rng: random.Random, pool: list[str]) -> bytes:
+    cell = f'<td style="font-size:14px">{_offer(body)}</td>'
+    return _message(subject, f'<table style="font-size:0"><tr>{cell}</tr></table>')
+
+
+def padding_hidden_by_rules(subject: str, body: str, rng: random.Random, pool: list[str]) -> bytes:
+    style = "<style>.pad { color: #ffffff } div .aside { display: none } [data-x] { font-size: 0 }</style>"
+    pads = [html.escape(rng.choice(pool)) for _ in range(3)]
+    padding = f"<p class=pad>{pads[0]}</p><div><p class=aside>{pads[1]}</p></div><p data-x=1>{pads[2]}</p>"
+    return _message(subject, f"{style}{padding}<p>{_offer(body)}</p>")
+
+
+TRICKS: dict[str, Callable[[str, str, random.Random, list[str]], bytes]] = {
+    "as HTML (control)": as_html,
+    "offer shown by the cascade": shown_by_cascade,
+    "offer in a font-size:0 table": in_font_size_zero_table,
+    "padding hidden by rules": padding_hidden_by_rules,
+}
+
+
+def main() -> None:
+    parser = script_parser(__doc__)
+    parser.add_argument("--row", default="members3-L1+links")
+    parser.add_argument("--seeds", default="123,7,11")
+    args = parser.parse_args()
+    lines = []
+    for seed in (int(s) for s in args.seeds.split(",")):
+        split = load_split(seed)
+        pool = ham_pool(split, OUT)
+        folder = recipe_dir(seed) / args.row
+        if not (folder / "spamfilter.json").is_file():
+            raise SystemExit(
+                f"{folder}: not trained (python -m benchmarks.bench_recipe --rows {args.row} --seed {seed})"
+            )
+        classifier = Classifier.load(folder)
+        classifier.use_memory = False  # the reader is measured, not a memory of the training mail
+        ham = np.sort(classifier.spam_probability([extract_text(raw) for raw in split.test_ham]))[::-1]
+        texts = [extract_text(raw).partition("\n") for raw in split.test_spam]
+        for name, trick in TRICKS.items():
+            messages = [
+                trick(subject, body, random.Random(f"{seed}:{name}:{n}"), pool)
+                for n, (subject, _, body) in enumerate(texts)
+            ]
+            p = classifier.spam_probability([extract_text(raw) for raw in messages])
+            lines.append([seed, name, *(f"{100 * float((p > ham[k]).mean()):.1f} %" for k in HAM_ALLOWED)])
+    print(f"CPU: {cpu_line()}")
+    print(table(["split", "change to the spam", *(f"recall at {k} test ham" for k in HAM_ALLOWED)], lines))
+
+
+if __name__ == "__main__":
+    main()
