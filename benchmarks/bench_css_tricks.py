@@ -7,6 +7,9 @@ Each test spam is rebuilt as one HTML part (its Subject kept, its reader's text 
   p.offer {display:block}`` (a browser shows it: the more specific rule wins);
 - ``offer in a font-size:0 table``: the offer in a cell that sets its own font size, inside a
   table of ``font-size:0`` (how newsletters remove the gaps between cells);
+- ``offer hidden from print``: the offer under ``@media print { .offer {display:none} }``;
+- ``offer shown on phones only``: ``.offer {display:none}``, and ``display:block`` under
+  ``@media (max-width: 600px)`` (the spam's readers on phones see it);
 - ``padding hidden by rules``: the offer shown as it is, after three ham paragraphs hidden by a
   class's colour (white on white), a descendant rule and an attribute rule;
 - ``as HTML`` (the control): the offer alone in the same HTML.
@@ -58,6 +61,16 @@ def in_font_size_zero_table(subject: str, body: str, rng: random.Random, pool: l
     return _message(subject, f'<table style="font-size:0"><tr>{cell}</tr></table>')
 
 
+def hidden_from_print(subject: str, body: str, rng: random.Random, pool: list[str]) -> bytes:
+    style = "<style>@media print { .offer { display: none } }</style>"
+    return _message(subject, f"{style}<p class=offer>{_offer(body)}</p>")
+
+
+def shown_on_phones_only(subject: str, body: str, rng: random.Random, pool: list[str]) -> bytes:
+    style = "<style>.offer { display: none } @media (max-width: 600px) { .offer { display: block } }</style>"
+    return _message(subject, f"{style}<p class=offer>{_offer(body)}</p>")
+
+
 def padding_hidden_by_rules(subject: str, body: str, rng: random.Random, pool: list[str]) -> bytes:
     style = "<style>.pad { color: #ffffff } div .aside { display: none } [data-x] { font-size: 0 }</style>"
     pads = [html.escape(rng.choice(pool)) for _ in range(3)]
@@ -69,6 +82,8 @@ TRICKS: dict[str, Callable[[str, str, random.Random, list[str]], bytes]] = {
     "as HTML (control)": as_html,
     "offer shown by the cascade": shown_by_cascade,
     "offer in a font-size:0 table": in_font_size_zero_table,
+    "offer hidden from print": hidden_from_print,
+    "offer shown on phones only": shown_on_phones_only,
     "padding hidden by rules": padding_hidden_by_rules,
 }
 

@@ -215,6 +215,18 @@ def test_a_stylesheet_of_deep_selectors_meets_a_bound(monkeypatch: pytest.Monkey
     assert tried <= css.MAX_MATCH_STEPS + 1
 
 
+@pytest.mark.parametrize(
+    "markup",
+    [
+        "<p>see <bdo dir=rtl>sllip paehc</bdo> today</p>",
+        "<p>see <span style='unicode-bidi: bidi-override; direction: rtl'>sllip paehc</span> today</p>",
+        "<p>see <bdo dir=rtl>sllip <b>paehc</b></bdo> today</p>",
+    ],
+)
+def test_text_drawn_right_to_left_is_read_as_drawn(markup: str) -> None:
+    assert visible_text(markup).split() == ["see", "cheap", "pills", "today"]
+
+
 def test_what_a_mail_client_shows_is_read() -> None:
     text = visible_text(
         '<body bgcolor="black"><font color="white">white on black</font> '
@@ -311,13 +323,14 @@ def test_plain_text_about_html_stays_plain(body: str) -> None:
         ("ｆｒｅｅ ｍｏｎｅｙ", "free money"),  # full-width
         ("𝐅𝐑𝐄𝐄 𝐦𝐨𝐧𝐞𝐲", "FREE money"),  # mathematical bold
         ("v\u200bi\u200ba\u200bg\u200br\u200ba", "viagra"),  # zero-width spaces
-        ("c\u00adh\u200de\u200cap \u202epills\u202c", "cheap pills"),  # soft hyphen, joiners, bidi
+        ("c\u00adh\u200de\u200cap \u202esllip\u202c", "cheap pills"),  # soft hyphen, joiners, bidi override
         ("раураl ассоunt", "paypal account"),  # all-Cyrillic words in a Latin text
         ("vеrify yоur ассount", "verify your account"),  # Cyrillic inside Latin words
         ("ТНІЅ WАЅ ΙΝ СОΝFIDЕNСЕ", "THIS WAS IN CONFIDENCE"),  # capitals keep their case
         ("".join(c + "\u0336" for c in "cheap pills"), "cheap pills"),  # struck through
         ("Z\u0351\u036b\u0343a\u0310l\u0352go w\u20ddins", "Zalgo wins"),  # stacked, enclosing marks
         ("b\ufe0fu\ufe0fy n\ufe0eow", "buy now"),  # variation selectors
+        ("see \u202ewon yub\u202c today", "see buy now today"),  # drawn right to left
     ],
 )
 def test_unicode_disguises_are_undone(text: str, expected: str) -> None:

@@ -10,9 +10,11 @@ where a reader sees common words. ``normalise`` applies, in order:
    enclosing marks and variation selectors, drawn over "v̶i̶a̶g̶r̶a̶" so that a reader still reads
    the word and a tokenizer does not (the scripts whose words are written with combining marks,
    Devanagari, Arabic, Hebrew and the rest, keep theirs);
-3. removal of format characters (Unicode category Cf: zero-width spaces and joiners, the soft
-   hyphen, bidirectional controls, the byte-order mark, tag characters) and of the few invisible
-   letters that are not Cf (the Hangul fillers, the combining grapheme joiner);
+3. a run after a right-to-left override (U+202E) reversed, as it is drawn ("won yub" after one
+   is "buy now" on screen), then removal of format characters (Unicode category Cf: zero-width
+   spaces and joiners, the soft hyphen, bidirectional controls, the byte-order mark, tag
+   characters) and of the few invisible letters that are not Cf (the Hangul fillers, the
+   combining grapheme joiner);
 4. look-alikes mapped to the ASCII letters they imitate, from Unicode's confusables data (as
    shipped by the ``confusable-homoglyphs`` package), but only where the text is disguised Latin:
    in a word that mixes ASCII letters with look-alikes, and in any word of a text whose letters
@@ -42,6 +44,8 @@ _NON_ASCII_WORD = re.compile(rf"(?<!{_WORD}){_WORD}*{_NON_ASCII}{_WORD}*")
 _STRAY_MARKS = re.compile(
     r"(?<=[\x00-\u052f\u1e00-\u1fff])[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe00-\ufe0f\ufe20-\ufe2f]+"
 )
+# A right-to-left override's run: to its POP DIRECTIONAL FORMATTING, or the end of the line.
+_OVERRIDDEN = re.compile(r"\u202e([^\u202c\n]*)\u202c?")
 _MOSTLY_ASCII = 0.5  # share of letters that must be ASCII for whole look-alike words to be mapped
 
 
@@ -109,6 +113,8 @@ def normalise(text: str) -> str:
     if text.isascii():
         return text
     text = _STRAY_MARKS.sub("", unicodedata.normalize("NFKC", text))
+    if "\u202e" in text:  # RIGHT-TO-LEFT OVERRIDE: what follows is drawn right to left
+        text = _OVERRIDDEN.sub(lambda run: run.group(1)[::-1], text)
     text = text.translate(_invisible_characters(text))
     if _NON_ASCII_LETTER.search(text) is None:
         return text  # nothing a look-alike could be: the confusables table is not even loaded

@@ -51,6 +51,9 @@ _BLANK_LINES = re.compile(r"\n{3,}")
 # Begin and end of a quotation in the collected text: NUL never occurs in it (extract_text removes
 # NULs before rendering), so no markup can forge one.
 _QUOTE_BEGIN, _QUOTE_END = "\x00[", "\x00]"
+# Begin and end of text drawn right to left letter by letter (``<bdo dir=rtl>``, ``unicode-bidi:
+# bidi-override`` with ``direction: rtl``): "won yub" written so is "buy now" to a reader.
+_REVERSED_BEGIN, _REVERSED_END = "\x00<", "\x00>"
 _QUOTE_CLASSES = ("gmail_quote", "moz-cite", "yahoo_quoted", "protonmail_quote", "divrplyfwdmsg")
 
 Colour = tuple[int, int, int]
@@ -441,6 +444,9 @@ def visible_text(markup: str) -> str:
                 out.append(f" {alt} ")
             continue
         separator = "\n" if tag in _BLOCK_TAGS else " " if tag in _CELL_TAGS else ""
+        if _overrides_to_the_left(tag, attributes, styles[0]):
+            out.append(_REVERSED_BEGIN)
+            stack.append(_REVERSED_END)
         if _is_quotation(tag, attributes):
             out.append(_QUOTE_BEGIN)
             stack.append(_QUOTE_END)
@@ -452,7 +458,7 @@ def visible_text(markup: str) -> str:
             children.append(child)
             child = child.next
         stack.extend((child, inks, element) for child in reversed(children))
-    return _BLANK_LINES.sub("\n\n", "\n".join(_quoted_lines("".join(out)))).strip()
+    return _BLANK_LINES.sub("\n\n", "\n".join(_quoted_lines(_as_drawn("".join(out))))).strip()
 
 
 def _ink_under(
@@ -464,6 +470,35 @@ def _ink_under(
     if "hidden" in attributes and "display" not in declarations:
         return None  # ``hidden`` is the browser's own display:none, which an author's display undoes
     return ink.under(tag, attributes, declarations)
+
+
+def _overrides_to_the_left(tag: str, attributes: dict[str, str | None], declarations: dict[str, str]) -> bool:
+    if tag == "bdo":
+        return (attributes.get("dir") or "").strip().lower() == "rtl"
+    return (
+        declarations.get("unicode-bidi", "") == "bidi-override" and declarations.get("direction", "") == "rtl"
+    )
+
+
+def _as_drawn(text: str) -> str:
+    """The collected text with the runs drawn right to left reversed, as a reader reads them (an
+    override inside another is part of its run, as the Unicode bidi algorithm draws it;
+    quotation markers inside one are dropped)."""
+    if _REVERSED_BEGIN not in text:
+        return text
+    runs: list[list[str]] = [[]]
+    for piece in re.split(r"(\x00[<>])", text):
+        if piece == _REVERSED_BEGIN:
+            runs.append([])
+        elif piece == _REVERSED_END and len(runs) > 1:
+            inner = "".join(runs.pop()).replace(_QUOTE_BEGIN, "").replace(_QUOTE_END, "")
+            runs[-1].append(inner[::-1] if len(runs) == 1 else inner)
+        elif piece != _REVERSED_END:
+            runs[-1].append(piece)
+    while len(runs) > 1:  # not closed (cannot happen: every begin has its end on the stack)
+        inner = "".join(runs.pop())
+        runs[-1].append(inner)
+    return "".join(runs[0])
 
 
 def _is_quotation(tag: str, attributes: dict[str, str | None]) -> bool:
