@@ -10,6 +10,9 @@ Each test spam is rebuilt as one HTML part (its Subject kept, its reader's text 
 - ``offer hidden from print``: the offer under ``@media print { .offer {display:none} }``;
 - ``offer shown on phones only``: ``.offer {display:none}``, and ``display:block`` under
   ``@media (max-width: 600px)`` (the spam's readers on phones see it);
+- ``offer drawn by ::before``: each line of the offer as the ``content`` of an empty paragraph's
+  ``::before`` rule (Apple Mail and Thunderbird draw it);
+- ``offer written right to left``: each line reversed, in ``<bdo dir=rtl>`` (drawn as written);
 - ``padding hidden by rules``: the offer shown as it is, after three ham paragraphs hidden by a
   class's colour (white on white), a descendant rule and an attribute rule;
 - ``as HTML`` (the control): the offer alone in the same HTML.
@@ -71,6 +74,22 @@ def shown_on_phones_only(subject: str, body: str, rng: random.Random, pool: list
     return _message(subject, f"{style}<p class=offer>{_offer(body)}</p>")
 
 
+def drawn_by_before(subject: str, body: str, rng: random.Random, pool: list[str]) -> bytes:
+    lines = [line for line in body.split("\n") if line.strip()][:200]
+    quoted = [line.replace("\\", "\\\\").replace('"', '\\"') for line in lines]
+    rules = "".join(f'.l{n}::before {{ content: "{line}" }}' for n, line in enumerate(quoted))
+    # markup characters in a line would end the <style>: written as CSS escapes
+    rules = rules.replace("<", "\\3c ").replace(">", "\\3e ").replace("&", "\\26 ")
+    return _message(
+        subject, f"<style>{rules}</style>" + "".join(f"<p class=l{n}></p>" for n in range(len(lines)))
+    )
+
+
+def right_to_left(subject: str, body: str, rng: random.Random, pool: list[str]) -> bytes:
+    lines = [f"<bdo dir=rtl>{html.escape(line[::-1])}</bdo>" for line in body.split("\n")]
+    return _message(subject, "<p>" + "<br>\n".join(lines) + "</p>")
+
+
 def padding_hidden_by_rules(subject: str, body: str, rng: random.Random, pool: list[str]) -> bytes:
     style = "<style>.pad { color: #ffffff } div .aside { display: none } [data-x] { font-size: 0 }</style>"
     pads = [html.escape(rng.choice(pool)) for _ in range(3)]
@@ -84,6 +103,8 @@ TRICKS: dict[str, Callable[[str, str, random.Random, list[str]], bytes]] = {
     "offer in a font-size:0 table": in_font_size_zero_table,
     "offer hidden from print": hidden_from_print,
     "offer shown on phones only": shown_on_phones_only,
+    "offer drawn by ::before": drawn_by_before,
+    "offer written right to left": right_to_left,
     "padding hidden by rules": padding_hidden_by_rules,
 }
 

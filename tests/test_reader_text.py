@@ -227,6 +227,15 @@ def test_text_drawn_right_to_left_is_read_as_drawn(markup: str) -> None:
     assert visible_text(markup).split() == ["see", "cheap", "pills", "today"]
 
 
+def test_text_that_style_rules_draw_is_read() -> None:
+    style = (
+        "<style>.o::before { content: 'Cheap \\70 ills ' attr(data-x) } .o:after { content: \"!\" }"
+        " .h::before { content: 'HIDDEN'; font-size: 0 } .n::before { content: none }</style>"
+    )
+    text = visible_text(f"{style}<p class=o data-x='today'>for you</p><p class=h>seen</p><p class=n>too</p>")
+    assert text.split() == ["Cheap", "pills", "today", "for", "you", "!", "seen", "too"]
+
+
 def test_what_a_mail_client_shows_is_read() -> None:
     text = visible_text(
         '<body bgcolor="black"><font color="white">white on black</font> '

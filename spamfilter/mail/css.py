@@ -48,6 +48,9 @@ _PART = re.compile(
     r"([.#])([\w-]+)|\[\s*([\w-]+)\s*(?:([~|^$*]?=)\s*(?:\"([^\"]*)\"|'([^']*)'|([\w-]+))\s*([iI])?\s*)?\]"
 )
 _COMBINATOR = re.compile(r"\s*>\s*|\s+")
+_GENERATED = re.compile(r"::?(before|after)\s*$", re.IGNORECASE)
+_CONTENT = re.compile(r"\"((?:[^\"\\]|\\.)*)\"|'((?:[^'\\]|\\.)*)'|attr\(\s*([\w-]+)\s*\)", re.DOTALL)
+_ESCAPE = re.compile(r"\\([0-9a-fA-F]{1,6})\s?|\\(.)", re.DOTALL)
 _IGNORED_SUBJECTS = frozenset({"html", "body"})
 
 
@@ -63,8 +66,29 @@ def declarations(style: str) -> tuple[dict[str, str], frozenset[str]]:
         if _IMPORTANT.search(value):
             important.add(name)
             value = _IMPORTANT.sub("", value)
-        found[name] = value.strip().lower()
+        found[name] = value.strip() if name == "content" else value.strip().lower()  # text keeps its case
     return found, frozenset(important)
+
+
+def generated_text(content: str, attributes: Mapping[str, str | None]) -> str:
+    """The text a ``content`` declaration draws: its strings (CSS escapes decoded) and the
+    ``attr()`` values it names; nothing for ``none``, ``normal``, counters and pictures."""
+
+    def unescape(match: re.Match[str]) -> str:
+        if match.group(1) is None:
+            return match.group(2)
+        code = int(match.group(1), 16)
+        return chr(code) if 0 < code < 0x110000 and not 0xD800 <= code < 0xE000 else "\ufffd"
+
+    pieces = []
+    for found in _CONTENT.finditer(content[:_MAX_DECLARATION_CHARS]):
+        if found.group(3) is not None:
+            pieces.append(attributes.get(found.group(3).lower()) or "")
+        else:
+            pieces.append(
+                _ESCAPE.sub(unescape, found.group(1) if found.group(1) is not None else found.group(2))
+            )
+    return "".join(pieces)
 
 
 @dataclass(frozen=True)
@@ -157,11 +181,15 @@ def _compound(match: re.Match[str]) -> _Compound:
     return _Compound(None if tag == "*" else tag, frozenset(classes), ident, tuple(attributes))
 
 
-def _parse_selector(text: str) -> tuple[_Compound, tuple[tuple[str, _Compound], ...]] | None:
-    """A selector's subject and its context (combinator and compound, nearest first); None for a
-    selector this module does not apply."""
+def _parse_selector(text: str) -> tuple[_Compound, tuple[tuple[str, _Compound], ...], str] | None:
+    """A selector's subject, its context (combinator and compound, nearest first) and its
+    pseudo-element ("before", "after" or ""); None for a selector this module does not apply."""
     if not text or len(text) > MAX_SELECTOR_CHARS:
         return None
+    generated = _GENERATED.search(text)
+    pseudo = ""
+    if generated is not None:
+        pseudo, text = generated.group(1).lower(), text[: generated.start()]
     compounds: list[_Compound] = []
     combinators: list[str] = []
     at = 0
@@ -184,7 +212,7 @@ def _parse_selector(text: str) -> tuple[_Compound, tuple[tuple[str, _Compound], 
     ):
         return None
     context = tuple(zip(reversed(combinators), reversed(compounds[:-1]), strict=True))
-    return subject, context
+    return subject, context, pseudo
 
 
 def _specificity(subject: _Compound, context: tuple[tuple[str, _Compound], ...]) -> tuple[int, int, int]:
@@ -309,6 +337,8 @@ class StyleSheet:
 
     def __init__(self, sheets: str) -> None:
         self._by_key: dict[str, list[_Rule]] = {}
+        # ::before and ::after rules by pseudo-element, indexed as the element rules are
+        self._generated: dict[str, dict[str, list[_Rule]]] = {"before": {}, "after": {}}
         self._steps = MAX_MATCH_STEPS
         sheets = re.sub(r"/\*.*?\*/", "", sheets[:MAX_STYLE_CHARS], flags=re.DOTALL)
         order = 0
@@ -325,41 +355,54 @@ class StyleSheet:
                 parsed = _parse_selector(text.strip())
                 if parsed is None:
                     continue
-                subject, context = parsed
+                subject, context, pseudo = parsed
                 order += 1
                 rule = _Rule(subject, context, (_specificity(subject, context), order), normal, strong, views)
-                self._by_key.setdefault(subject.key, []).append(rule)
+                index = self._generated[pseudo] if pseudo else self._by_key
+                index.setdefault(subject.key, []).append(rule)
                 self.views_differ = self.views_differ or views != ALL_VIEWS
+        self.generates = any(self._generated.values())  # whether any rule draws text of its own
 
     def __bool__(self) -> bool:
-        return bool(self._by_key)
+        return bool(self._by_key) or self.generates
 
     def styles(self, element: Element, inline: str) -> tuple[dict[str, str], ...]:
         """The element's declarations in each view (one, where no rule depends on the view): its
         matching rules' by specificity and order, its ``style`` attribute (``inline``) over them,
         the rules' ``!important`` ones over that."""
         own, own_important = declarations(inline)
-        views = len(VIEW_WIDTHS) if self.views_differ else 1
-        if not self._by_key or self._steps < 0:
-            return (own,) * views
+        rules = self._matching(element, self._by_key)
+        return tuple(
+            _cascade([rule for rule in rules if rule.views >> view & 1], own, own_important)
+            for view in range(len(VIEW_WIDTHS) if self.views_differ else 1)
+        )
+
+    def generated(self, element: Element, pseudo: str) -> tuple[dict[str, str], ...]:
+        """The declarations of the element's ``::before`` or ``::after`` in each view (empty: none)."""
+        rules = self._matching(element, self._generated[pseudo]) if self._generated[pseudo] else []
+        return tuple(
+            _cascade([rule for rule in rules if rule.views >> view & 1], {}, frozenset())
+            for view in range(len(VIEW_WIDTHS) if self.views_differ else 1)
+        )
+
+    def _matching(self, element: Element, index: dict[str, list[_Rule]]) -> list[_Rule]:
+        """The rules of ``index`` that match the element, by specificity and order (none once the
+        message's bound is reached)."""
+        if not index or self._steps < 0:
+            return []
         keys = [element.tag, "*", *(f".{name}" for name in element.classes)]
         keys += [f"#{element.ident}"] if element.ident else []
         keys += [f"[{name}" for name in element.attributes]
         rules = []
         for key in dict.fromkeys(keys):
-            for rule in self._by_key.get(key, ()):
+            for rule in index.get(key, ()):
                 self._steps -= 1
                 if self._steps < 0:
-                    return (own,) * views  # past the message's bound: no rule is applied from here on
+                    return []  # past the message's bound: no rule is applied from here on
                 if rule.subject.matches(element) and self._in_context(element, rule.context, 0):
                     rules.append(rule)
-        if not rules:
-            return (own,) * views
         rules.sort(key=lambda rule: rule.rank)
-        return tuple(
-            _cascade([rule for rule in rules if rule.views >> view & 1], own, own_important)
-            for view in range(views)
-        )
+        return rules
 
     def _in_context(self, element: Element, context: tuple[tuple[str, _Compound], ...], at: int) -> bool:
         """Whether the ancestors of ``element`` match ``context[at:]`` (backtracking over the

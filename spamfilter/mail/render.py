@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
-from .css import MAX_STYLE_CHARS, VIEW_WIDTHS, Element, StyleSheet
+from .css import MAX_STYLE_CHARS, VIEW_WIDTHS, Element, StyleSheet, generated_text
 from .css import declarations as css_declarations
 
 _SKIPPED = frozenset(
@@ -452,6 +452,9 @@ def visible_text(markup: str) -> str:
             stack.append(_QUOTE_END)
         out.append(separator)
         stack.append("" if tag == "br" else separator)
+        if sheet.generates and element is not None:  # text drawn by ::before and ::after rules
+            out.append(_generated(sheet, element, "before", inks, tag, attributes))
+            stack.append(_generated(sheet, element, "after", inks, tag, attributes))
         children = []
         child = node.child
         while child is not None:
@@ -470,6 +473,25 @@ def _ink_under(
     if "hidden" in attributes and "display" not in declarations:
         return None  # ``hidden`` is the browser's own display:none, which an author's display undoes
     return ink.under(tag, attributes, declarations)
+
+
+def _generated(
+    sheet: StyleSheet,
+    element: Element,
+    pseudo: str,
+    inks: tuple[_Ink | None, ...],
+    tag: str,
+    attributes: dict[str, str | None],
+) -> str:
+    """The text an element's ``::before`` or ``::after`` draws where a view shows it, spaced off."""
+    for ink, declarations in zip(inks, sheet.generated(element, pseudo), strict=True):
+        if not declarations.get("content"):
+            continue
+        drawn = _ink_under(ink, tag, {}, declarations)
+        if drawn is not None and not drawn.invisible:
+            text = generated_text(declarations["content"], attributes)
+            return f" {text} " if text.strip() else ""
+    return ""
 
 
 def _overrides_to_the_left(tag: str, attributes: dict[str, str | None], declarations: dict[str, str]) -> bool:
