@@ -86,6 +86,16 @@ def _texts(raw: bytes) -> dict[str, str]:
     return texts
 
 
+def _shown(raw: bytes) -> str:
+    """The body text of the part a mail client shows, as the reader reads it."""
+    html_part = _texts(raw).get("html")
+    if html_part is None:
+        return extract_text(raw).partition("\n")[2]
+    return extract_text(
+        f"Subject: x\nContent-Type: text/html; charset=utf-8\n\n{html_part}".encode()
+    ).partition("\n")[2]
+
+
 def _visible_words(raw: bytes) -> list[str]:
     """The words a reader sees, with zero-width characters dropped and look-alikes read back."""
     readable = {glyph: letter for letter, glyph in HOMOGLYPHS.items()}
@@ -207,9 +217,12 @@ def test_short_line_flood_before_the_spam(spam: bytes, pool: list[str]) -> None:
 def test_interleaved_ham_lines_put_a_ham_sentence_after_every_line(spam: bytes, pool: list[str]) -> None:
     changed = TRICKS["interleaved_ham_lines"](spam, random.Random(1), pool)
     pool_words = set(" ".join(pool).split())
-    own = [line.strip() for line in extract_text(spam).split("\n")[1:] if line.strip()]
-    lines = [line.strip() for line in extract_text(changed).split("\n")[1:] if line.strip()]
-    # the reader sees every line of the spam, in order, each one followed by a line of ham
+    # the reader sees every line of the spam, in order, each one followed by a line of ham (in the
+    # part a client shows: the reader adds an alternative's plain part where it says other words,
+    # and the trick draws other sentences for each part)
+    own, lines = (
+        [line.strip() for line in _shown(raw).split("\n") if line.strip()] for raw in (spam, changed)
+    )
     at = 0
     for line in own:
         at = lines.index(line, at) + 1

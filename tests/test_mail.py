@@ -73,13 +73,46 @@ def test_leading_mbox_from_line_is_not_text() -> None:
     assert extract_text(raw) == "hi\nx"
 
 
-def test_multipart_alternative_prefers_plain_text() -> None:
+def test_multipart_alternative_reads_the_part_a_client_shows() -> None:
     body = (
         "--alt\nContent-Type: text/html\n\n<p>the html version</p>\n"
         "--alt\nContent-Type: text/plain\n\nthe plain version\n--alt--\n"
     )
     text = extract_text(mime('multipart/alternative; boundary="alt"', body))
-    assert body_of(text) == "the plain version"
+    assert body_of(text) == "the plain version"  # the last part a client can show (RFC 2046)
+
+
+NEWSLETTER = (
+    "Minutes of the board meeting on Tuesday. The budget for the spring term was approved, the "
+    "library will open on Saturdays from March, and the next meeting is on the fourth of April."
+)
+OFFER = "Cheap meds without prescription, lowest prices guaranteed, order today and save big on every refill."
+
+
+def _alternative(plain: str, markup: str) -> bytes:
+    body = (
+        f"--alt\nContent-Type: text/plain\n\n{plain}\n"
+        f"--alt\nContent-Type: text/html\n\n<html><body>{markup}</body></html>\n--alt--\n"
+    )
+    return mime("multipart/alternative; boundary=alt", body)
+
+
+def test_an_alternative_written_twice_is_read_once() -> None:
+    text = extract_text(_alternative(NEWSLETTER, f"<p>{NEWSLETTER.replace('budget', '<b>budget</b>')}</p>"))
+    assert body_of(text) == NEWSLETTER
+
+
+def test_an_offer_in_the_html_behind_a_plain_newsletter_is_read() -> None:
+    """The spam's readers see the HTML; a filter that read only the plain part read the newsletter."""
+    text = body_of(extract_text(_alternative(NEWSLETTER, f"<p>{OFFER}</p>")))
+    assert text == f"{OFFER}\n\n{NEWSLETTER}"
+
+
+def test_an_offer_in_the_plain_part_behind_an_html_newsletter_is_read() -> None:
+    # the offer's words scattered through the HTML do not make its plain text known: word pairs count
+    scattered = " ".join(sorted(OFFER.split()))
+    text = body_of(extract_text(_alternative(OFFER, f"<p>{NEWSLETTER}</p><p>{scattered}</p>")))
+    assert text.endswith(OFFER) and text.startswith(NEWSLETTER)
 
 
 def test_multipart_alternative_with_only_html_reduces_it() -> None:
@@ -99,7 +132,7 @@ def test_alternative_inside_mixed_keeps_document_order() -> None:
         "--outer\nContent-Type: text/plain\n\nsecond\n--outer--\n"
     )
     text = extract_text(mime("multipart/mixed; boundary=outer", body))
-    assert body_of(text) == "first\n\nsecond"
+    assert body_of(text) == "first as html\n\nsecond"
 
 
 def test_html_only_drops_script_style_and_comments_and_unescapes_entities() -> None:

@@ -309,15 +309,44 @@ def _multipart_ranges(raw: bytes, part: _Part, limit: int) -> list[tuple[int, in
     return _split_multipart(raw, part.body_start, part.end, boundary, limit)
 
 
-def _choose_alternative(parts: list[_Part]) -> list[_Part]:
-    """The one part of a multipart/alternative to read: plain text is what the sender wrote for
-    humans and is cheaper to read than HTML; failing both, the last (richest) one."""
+def _choose_alternatives(parts: list[_Part]) -> list[_Part]:
+    """The parts of a multipart/alternative to read: its plain text, if it has one, and the last
+    readable part, which is what mail clients show (RFC 2046: the richest last), where that is
+    another (:func:`_alternatives_read` decides what of them is read)."""
     readable = [part for part in parts if not part.is_attachment]
-    for wanted in ("text/plain", "text/html"):
-        for part in readable:
-            if part.content_type == wanted:
-                return [part]
-    return readable[-1:]
+    plain = next((part for part in readable if part.content_type == "text/plain"), None)
+    shown = readable[-1:]
+    if plain is None or shown[0] is plain:
+        return shown
+    return [plain, shown[0]]
+
+
+_WORDS = re.compile(r"\w+")
+_NEW_PAIRS = 0.2  # share of the plain text's word pairs that the shown part lacks: the two differ
+_MIN_NEW_PAIRS = 8
+
+
+def _word_pairs(text: str) -> list[tuple[str, str]]:
+    words = _WORDS.findall(text.lower())
+    return list(zip(words, words[1:], strict=False))
+
+
+def _alternatives_read(plain: str, shown: str) -> list[str]:
+    """What is read of an alternative: the text of the part a mail client shows, and after it the
+    plain text where that says something else (its word pairs, in order: a spam cannot pass its
+    offer off as known by scattering the offer's words), which a plain-text client shows. A spam
+    whose HTML holds the offer and whose plain part a newsletter's text is read as its readers see
+    it, and one that hides its offer in the plain part is read too."""
+    if not shown.strip():
+        return [plain] if plain else []
+    if not plain.strip():
+        return [shown]
+    known = set(_word_pairs(shown))
+    pairs = _word_pairs(plain)
+    new = sum(pair not in known for pair in pairs)
+    if new < _MIN_NEW_PAIRS or new < _NEW_PAIRS * len(pairs):
+        return [shown]
+    return [shown, plain]
 
 
 def _payload(raw: bytes, part: _Part, limit: int) -> tuple[bytes, bool]:
@@ -394,11 +423,14 @@ def _body_texts(raw: bytes, start: int, budget: _Budget) -> list[str]:
     raise RecursionError; parts nested deeper than _MAX_DEPTH are skipped. Parts are offset
     ranges into `raw`: nothing is copied but the prefixes actually decoded.
     """
-    texts: list[str] = []
-    stack = [(_read_part(raw, start, len(raw)), 0)]
+    # Each stack entry: a part, its depth, and where it stands in a multipart/alternative whose
+    # plain part and shown part are both read (its number and "plain" or "shown"; None else).
+    read: list[tuple[str, tuple[int, str] | None]] = []
+    stack: list[tuple[_Part, int, tuple[int, str] | None]] = [(_read_part(raw, start, len(raw)), 0, None)]
     budget.parts -= 1
+    groups = 0
     while stack and budget.chars > 0 and budget.decoded_bytes > 0:
-        part, depth = stack.pop()
+        part, depth, group = stack.pop()
         if part.is_attachment:
             continue
         if part.content_type.startswith("multipart/"):
@@ -411,9 +443,14 @@ def _body_texts(raw: bytes, start: int, budget: _Budget) -> list[str]:
                 default = "message/rfc822" if digest else "text/plain"
                 children = [_read_part(raw, begin, end, default) for begin, end in ranges]
                 budget.parts -= len(children)
+                roles: list[tuple[int, str] | None] = [group] * len(children)
                 if part.content_type == "multipart/alternative":
-                    children = _choose_alternative(children)
-                stack.extend((child, depth + 1) for child in reversed(children))
+                    children = _choose_alternatives(children)
+                    groups += 1
+                    paired: list[tuple[int, str] | None] = [(groups, "plain"), (groups, "shown")]
+                    roles = paired if len(children) == 2 else [group] * len(children)
+                pairs = list(zip(children, roles, strict=True))
+                stack.extend((child, depth + 1, role) for child, role in reversed(pairs))
                 continue
             # Not one delimiter, not even a guessed one: the body is likely still readable text,
             # which beats returning nothing.
@@ -422,11 +459,27 @@ def _body_texts(raw: bytes, start: int, budget: _Budget) -> list[str]:
             # A forwarded message shown inline is part of what the recipient reads.
             if depth < _MAX_DEPTH and budget.parts > 0:
                 budget.parts -= 1
-                stack.append((_read_part(raw, part.body_start, part.end), depth + 1))
+                stack.append((_read_part(raw, part.body_start, part.end), depth + 1, group))
         elif part.content_type in ("text/plain", "text/html"):
             text = _part_text(raw, part, budget)
             if text:
-                texts.append(text)
+                read.append((text, group))
+    return _with_alternatives_read(read)
+
+
+def _with_alternatives_read(read: list[tuple[str, tuple[int, str] | None]]) -> list[str]:
+    """The texts in reading order, each alternative's plain and shown texts as
+    :func:`_alternatives_read` reads them (at the place of the first of them)."""
+    texts: list[str] = []
+    done: set[int] = set()
+    for text, group in read:
+        if group is None:
+            texts.append(text)
+        elif group[0] not in done:
+            done.add(group[0])
+            plain = "\n\n".join(t for t, g in read if g == (group[0], "plain"))
+            shown = "\n\n".join(t for t, g in read if g == (group[0], "shown"))
+            texts.extend(_alternatives_read(plain, shown))
     return texts
 
 

@@ -1,5 +1,6 @@
-"""Stylesheet tricks against the reader, scored as ``spamfilter filter`` scores them, at fixed numbers
-of test ham (``bench_tricks``'s measure) on cached ``bench_recipe`` models.
+"""Tricks against the reader (what a mail client shows against what the filter reads), scored as
+``spamfilter filter`` scores them, at fixed numbers of test ham (``bench_tricks``'s measure) on
+cached ``bench_recipe`` models.
 
 Each test spam is rebuilt as one HTML part (its Subject kept, its reader's text as the offer):
 
@@ -15,12 +16,14 @@ Each test spam is rebuilt as one HTML part (its Subject kept, its reader's text 
 - ``offer written right to left``: each line reversed, in ``<bdo dir=rtl>`` (drawn as written);
 - ``padding hidden by rules``: the offer shown as it is, after three ham paragraphs hidden by a
   class's colour (white on white), a descendant rule and an attribute rule;
+- ``offer in HTML, newsletter in plain text``: a multipart/alternative whose HTML part (what mail
+  clients show) holds the offer and whose plain part three ham paragraphs;
 - ``as HTML`` (the control): the offer alone in the same HTML.
 
 The tricks live here, not in ``spamfilter.evasion``, so that the same script can score the reader
 of an earlier commit (``PYTHONPATH=<its checkout>:.``) against the same mail.
 
-    python -m benchmarks.bench_css_tricks --row members3-L1+links --seeds 123,7,11
+    python -m benchmarks.bench_reader_tricks --row members3-L1+links --seeds 123,7,11
 """
 
 from __future__ import annotations
@@ -97,6 +100,18 @@ def padding_hidden_by_rules(subject: str, body: str, rng: random.Random, pool: l
     return _message(subject, f"{style}{padding}<p>{_offer(body)}</p>")
 
 
+def html_offer_plain_newsletter(subject: str, body: str, rng: random.Random, pool: list[str]) -> bytes:
+    plain = "\n\n".join(rng.choice(pool) for _ in range(3))
+    markup = f"<html><body><p>{_offer(body)}</p></body></html>"
+    parts = (
+        f"--alt\nContent-Type: text/plain; charset=utf-8\n\n{plain}\n"
+        f"--alt\nContent-Type: text/html; charset=utf-8\n\n{markup}\n--alt--\n"
+    )
+    return (
+        f"Subject: {subject}\nMIME-Version: 1.0\nContent-Type: multipart/alternative; boundary=alt\n\n{parts}"
+    ).encode()
+
+
 TRICKS: dict[str, Callable[[str, str, random.Random, list[str]], bytes]] = {
     "as HTML (control)": as_html,
     "offer shown by the cascade": shown_by_cascade,
@@ -106,6 +121,7 @@ TRICKS: dict[str, Callable[[str, str, random.Random, list[str]], bytes]] = {
     "offer drawn by ::before": drawn_by_before,
     "offer written right to left": right_to_left,
     "padding hidden by rules": padding_hidden_by_rules,
+    "offer in HTML, newsletter in plain text": html_offer_plain_newsletter,
 }
 
 
