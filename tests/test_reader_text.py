@@ -128,6 +128,11 @@ def test_padding_leaves_the_spam_text_whole(spam: list[bytes], ham_pool: list[st
         '<span style="color:#000; -webkit-text-fill-color:#fff">HIDDEN</span>',  # drawn white
         '<div style="-webkit-text-fill-color:transparent"><b style="color:red">HIDDEN</b></div>',
         '<div style="line-height:0; overflow:hidden">HIDDEN</div>',
+        '<div style="position:absolute; left:9999px">HIDDEN</div>',
+        '<div style="transform: translateX(-9999px)">HIDDEN</div>',
+        '<div style="filter: opacity(0)">HIDDEN</div>',
+        '<div style="content-visibility: hidden">HIDDEN</div>',
+        '<img src="p.gif" width="1" height="1" alt="HIDDEN">',  # a tracking pixel's alt has no room
         '<span style="font: 0/0 a">HIDDEN</span>',
         '<span style="color: transparent">HIDDEN</span>',
         # An iframe shows its src (which mail clients do not load), never the text inside it.
@@ -175,6 +180,8 @@ def test_style_rules_apply_where_their_selectors_match() -> None:
         '<div style="background: #fff url(dark.jpg)"><span style="color:#fff">OFFER</span></div>',
         # transparent text drawn by its shadow
         '<span style="color:transparent; text-shadow:0 0 0 #000">OFFER</span>',
+        '<div style="transform: translateX(-50%); filter: opacity(60%)">OFFER</div>',
+        '<img src="offer.png" width="300" alt="OFFER">',
         # a unitless line-height is a factor of the font size, not a length
         '<div style="line-height:1; overflow:hidden">OFFER</div>',
         # a rule for the whole page is dropped by mail clients, and so here

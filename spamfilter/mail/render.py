@@ -11,7 +11,9 @@ an explicit stack, dropping what a mail client would not display:
 - elements hidden by their declarations (their ``style`` attribute and the ``<style>`` rules that
   match them, cascaded as a browser cascades them: :mod:`.css`) or by the ``hidden`` attribute:
   ``display:none``, ``opacity`` under 0.1, a zero width or height with overflow hidden, text
-  pushed thousands of pixels off the page, ``transform: scale(0)``, a ``clip`` of no area;
+  pushed thousands of pixels off the page (or moved there), ``transform: scale(0)``, a ``clip``
+  of no area, ``filter: opacity(0)``, ``content-visibility: hidden``; the alt text of a tracking
+  pixel;
 - text that cannot be seen where it is drawn, from what it inherits as CSS inherits it (so a
   descendant can undo it, as in a browser): ``visibility:hidden``, a font size under 2 px
   (relative sizes taken from the parent's), a transparent colour, (nearly) the colour of its
@@ -94,6 +96,8 @@ _HSL = re.compile(rf"^hsla?\(\s*([0-9.]+)(?:deg)?\s*[, ]{_NUMBER}[, ]{_NUMBER}(?
 _TRANSPARENT = "transparent"  # a colour that draws nothing: the ground shows through
 _SCALED_TO_NOTHING = re.compile(r"\bscale[xy]?\(\s*-?0*\.?0+\s*[,)]|\bscale\([^,)]*,\s*-?0*\.?0+\s*\)")
 _RECT = re.compile(r"rect\(([^)]*)\)")
+_TRANSLATED_AWAY = re.compile(r"translate[xy]?\(\s*-?[0-9]{4,}(?:\.[0-9]*)?px")  # thousands of px away
+_OPACITY_FILTER = re.compile(r"opacity\(\s*0*(?:\.0\d*)?%?\s*\)")  # opacity(0), opacity(0.05)
 _INSET = re.compile(r"inset\(\s*([0-9.]+)%")
 _DEFAULT_SIZE = 16.0  # px: a mail client's default font size
 _FONT_KEYWORDS = {
@@ -209,7 +213,17 @@ def _hides(declarations: dict[str, str]) -> bool:
         length = _pixels(declarations.get(offset, "x"))
         if length is not None and length <= -500:
             return True  # pushed off the page
-    if _SCALED_TO_NOTHING.search(declarations.get("transform", "")):
+    if declarations.get("position", "") in ("absolute", "fixed"):
+        for offset in ("left", "top"):
+            length = _pixels(declarations.get(offset, "x"))
+            if length is not None and length >= 5000:
+                return True  # placed far past the right or the bottom of any window
+    transform = declarations.get("transform", "")
+    if _SCALED_TO_NOTHING.search(transform) or _TRANSLATED_AWAY.search(transform):
+        return True
+    if _OPACITY_FILTER.search(declarations.get("filter", "")):
+        return True
+    if declarations.get("content-visibility", "") == "hidden":
         return True
     return _clipped_to_nothing(declarations)
 
@@ -440,7 +454,7 @@ def visible_text(markup: str) -> str:
                 continue
         if tag == "img":
             alt = attributes.get("alt")  # drawn as an image, whatever the text colour
-            if alt:
+            if alt and not _tiny(attributes, styles[0]):
                 out.append(f" {alt} ")
             continue
         separator = "\n" if tag in _BLOCK_TAGS else " " if tag in _CELL_TAGS else ""
@@ -462,6 +476,16 @@ def visible_text(markup: str) -> str:
             child = child.next
         stack.extend((child, inks, element) for child in reversed(children))
     return _BLANK_LINES.sub("\n\n", "\n".join(_quoted_lines(_as_drawn("".join(out))))).strip()
+
+
+def _tiny(attributes: dict[str, str | None], declarations: dict[str, str]) -> bool:
+    """Whether an image is drawn in a box of at most 2 pixels a side (a tracking pixel): its alt
+    text, shown where pictures are blocked, has no room to be read."""
+    for side in ("width", "height"):
+        length = _pixels(declarations.get(side, "") or (attributes.get(side) or "x"))
+        if length is not None and length <= 2:
+            return True
+    return False
 
 
 def _ink_under(
