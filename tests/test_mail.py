@@ -97,6 +97,17 @@ def _alternative(plain: str, markup: str) -> bytes:
     return mime("multipart/alternative; boundary=alt", body)
 
 
+def test_an_invitation_after_the_html_leaves_the_html_read() -> None:
+    body = (
+        f"--alt\nContent-Type: text/plain\n\n{NEWSLETTER}\n"
+        f"--alt\nContent-Type: text/html\n\n<p>{OFFER}</p>\n"
+        "--alt\nContent-Type: text/calendar\n\nBEGIN:VCALENDAR\nEND:VCALENDAR\n--alt--\n"
+    )
+    assert (
+        body_of(extract_text(mime("multipart/alternative; boundary=alt", body))) == f"{OFFER}\n\n{NEWSLETTER}"
+    )
+
+
 def test_an_alternative_written_twice_is_read_once() -> None:
     text = extract_text(_alternative(NEWSLETTER, f"<p>{NEWSLETTER.replace('budget', '<b>budget</b>')}</p>"))
     assert body_of(text) == NEWSLETTER

@@ -315,12 +315,20 @@ def _choose_alternatives(parts: list[_Part]) -> list[_Part]:
     another (:func:`_alternatives_read` decides what of them is read)."""
     readable = [part for part in parts if not part.is_attachment]
     plain = next((part for part in readable if part.content_type == "text/plain"), None)
-    shown = readable[-1:]
+    # the last that this reader can read (a text/calendar invitation or a text/watch-html last
+    # leaves the HTML before it as the body a client shows)
+    shown = [
+        part
+        for part in readable
+        if part.content_type in _SHOWN_TYPES or part.content_type.startswith("multipart/")
+    ]
+    shown = shown[-1:] or readable[-1:]
     if plain is None or shown[0] is plain:
         return shown
     return [plain, shown[0]]
 
 
+_SHOWN_TYPES = ("text/html", "text/plain")
 _WORDS = re.compile(r"\w+")
 _NEW_PAIRS = 0.2  # share of the plain text's word pairs that the shown part lacks: the two differ
 _MIN_NEW_PAIRS = 8
