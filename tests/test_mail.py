@@ -108,6 +108,12 @@ def test_an_invitation_after_the_html_leaves_the_html_read() -> None:
     )
 
 
+def test_an_html_message_behind_a_plain_stub_is_read() -> None:
+    stub = "This is an HTML message. To read it, view it online at http://example.com/view?id=77 please."
+    text = body_of(extract_text(_alternative(stub, f"<p>{NEWSLETTER}</p>")))
+    assert text == f"{NEWSLETTER}\n\n{stub}"
+
+
 def test_an_alternative_written_twice_is_read_once() -> None:
     text = extract_text(_alternative(NEWSLETTER, f"<p>{NEWSLETTER.replace('budget', '<b>budget</b>')}</p>"))
     assert body_of(text) == NEWSLETTER
@@ -143,7 +149,7 @@ def test_alternative_inside_mixed_keeps_document_order() -> None:
         "--outer\nContent-Type: text/plain\n\nsecond\n--outer--\n"
     )
     text = extract_text(mime("multipart/mixed; boundary=outer", body))
-    assert body_of(text) == "first as html\n\nsecond"
+    assert body_of(text) == "first\n\nsecond"
 
 
 def test_html_only_drops_script_style_and_comments_and_unescapes_entities() -> None:
