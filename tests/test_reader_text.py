@@ -132,6 +132,7 @@ def test_padding_leaves_the_spam_text_whole(spam: list[bytes], ham_pool: list[st
         '<div style="transform: translateX(-9999px)">HIDDEN</div>',
         '<div style="filter: opacity(0)">HIDDEN</div>',
         '<div style="content-visibility: hidden">HIDDEN</div>',
+        '<div style="opacity:0.3"><div style="opacity:0.3"><p>HIDDEN</p></div></div>',  # 0.09 drawn
         '<img src="p.gif" width="1" height="1" alt="HIDDEN">',  # a tracking pixel's alt has no room
         '<span style="font: 0/0 a">HIDDEN</span>',
         '<span style="color: transparent">HIDDEN</span>',
@@ -241,6 +242,12 @@ def test_text_that_style_rules_draw_is_read() -> None:
     )
     text = visible_text(f"{style}<p class=o data-x='today'>for you</p><p class=h>seen</p><p class=n>too</p>")
     assert text.split() == ["Cheap", "pills", "today", "for", "you", "!", "seen", "too"]
+
+
+def test_the_pages_text_colour_hides_what_it_draws_on_its_ground() -> None:
+    text = visible_text('<body text="#ffffff">HIDDEN padding <font color="black">shown</font></body>')
+    assert text.split() == ["shown"]
+    assert visible_text('<body bgcolor="black" text="white">shown</body>').split() == ["shown"]
 
 
 def test_what_a_mail_client_shows_is_read() -> None:

@@ -111,6 +111,7 @@ _FONT_KEYWORDS = {
 }
 _FONT_SIZE_ATTRIBUTE = {1: 10.0, 2: 13.0, 3: 16.0, 4: 18.0, 5: 24.0, 6: 32.0, 7: 48.0}  # <font size=N>
 _TOO_SMALL = 2.0  # px: text smaller than this cannot be read
+_FADED = 0.1  # opacity under which text cannot be read
 
 
 def _pixels(value: str) -> float | None:
@@ -253,7 +254,9 @@ class _Ink:
     the colour it is drawn in (None: transparent; WebKit's ``-webkit-text-fill-color`` over it,
     which Apple Mail and Chrome draw whatever ``color`` says), the background under it (None: a
     picture, whose colours are unknown: text on it counts as seen), whether a ``text-shadow``
-    draws it anyway, its font size in pixels and whether ``visibility`` shows it."""
+    draws it anyway, its font size in pixels and whether ``visibility`` shows it; and the product
+    of the ``opacity`` of the element and its ancestors (not inherited, but each layer fades
+    what it holds: three at 0.3 draw nothing a reader sees)."""
 
     colour: Colour | None
     ground: Colour | None
@@ -261,6 +264,7 @@ class _Ink:
     shadow: bool = False
     size: float = _DEFAULT_SIZE
     shown: bool = True
+    alpha: float = 1.0
 
     def under(self, tag: str, attributes: dict[str, str | None], declarations: dict[str, str]) -> _Ink:
         if (
@@ -268,13 +272,15 @@ class _Ink:
             and "color" not in attributes
             and "bgcolor" not in attributes
             and "background" not in attributes
-            and tag != "a"
+            and tag not in ("a", "body")
             and not (tag == "font" and "size" in attributes)
         ):
             return self  # nothing inherited changes: most elements
         colour = _colour(declarations.get("color", ""))
         if colour is None:
             colour = _colour(attributes.get("color") or "")
+        if colour is None and tag == "body":
+            colour = _colour(attributes.get("text") or "")  # <body text="white">: the page's text colour
         if colour is None and tag == "a" and attributes.get("href"):
             colour = _LINK_BLUE  # a link has a colour of its own unless styled
         fill = self.fill
@@ -296,6 +302,7 @@ class _Ink:
             self.shown
             if declarations.get("visibility", "") not in ("hidden", "collapse", "visible")
             else declarations["visibility"] == "visible",
+            self.alpha * _opacity(declarations.get("opacity", "")),
         )
 
     def _ground_under(self, attributes: dict[str, str | None], declarations: dict[str, str]) -> Colour | None:
@@ -329,7 +336,7 @@ class _Ink:
 
     @functools.cached_property  # read for every text node under it
     def invisible(self) -> bool:
-        if not self.shown or self.size < _TOO_SMALL:
+        if not self.shown or self.size < _TOO_SMALL or self.alpha < _FADED:
             return True
         drawn = self.colour if self.fill == _CURRENT else (None if self.fill == _TRANSPARENT else self.fill)
         if drawn is None or isinstance(drawn, str):
@@ -337,6 +344,16 @@ class _Ink:
         if self.ground is None:
             return False  # on a picture
         return sum(abs(a - b) for a, b in zip(drawn, self.ground, strict=True)) < _COLOUR_DISTANCE
+
+
+def _opacity(value: str) -> float:
+    """An ``opacity`` declaration as a number from 0 to 1 (1 where there is none or it is unreadable)."""
+    if not value or not _LENGTH.match(value):
+        return 1.0
+    try:
+        return min(1.0, max(0.0, _channel(value, 1.0)))
+    except ValueError:
+        return 1.0
 
 
 def _font_attribute_size(value: str, parent: float) -> float:
