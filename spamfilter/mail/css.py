@@ -14,7 +14,13 @@ Selectors: type, class, id, attribute (``[a]``, ``[a=v]``, ``~=``, ``^=``, ``$=`
 ``|=``) and the universal selector, joined by the descendant and child combinators. A selector
 with anything else (pseudo-classes, sibling combinators) is not applied, nor are rules whose
 subject is ``html``, ``body`` or ``*`` alone (mail clients drop those; a filter that applied
-``body{display:none}`` would read nothing of a message every client shows).
+``body{display:none}`` would read nothing of a message every client shows). Rules for
+``::before`` and ``::after`` are kept apart: their ``content`` is text a client draws.
+
+``@media`` blocks apply in the views their queries match (``VIEW_WIDTHS``: a desktop's window and
+a phone's; print, speech and the dark scheme in neither), so that an element is styled per view
+and its text counts as seen where either view shows it; ``@font-face``, ``@keyframes`` and
+``@page`` hold no rules for elements.
 
 Bounds: ``MAX_RULES`` rules of at most ``MAX_STYLE_CHARS`` of style text; an element meets only
 the rules indexed under its tag, classes, id and attribute names (a dictionary look-up each); the
