@@ -44,6 +44,7 @@ MAX_MATCH_STEPS = 100_000  # rules tried and ancestors visited per message
 _MAX_RULE_SELECTOR_CHARS = 2000  # of the text before a rule's "{" read as its selectors
 _MAX_DECLARATION_CHARS = 4000
 
+LENGTH = re.compile(r"^(-?[0-9]*\.?[0-9]+)\s*(px|pt|em|rem|%|ex|ch|vw|vh|cm|mm|in)?$")
 _DECLARATION = re.compile(r"([a-zA-Z-]+)\s*:\s*([^;]*)")
 _IMPORTANT = re.compile(r"!\s*important", re.IGNORECASE)
 _COMPOUND = re.compile(
@@ -259,7 +260,7 @@ def _query_matches(query: str, width: float) -> bool:
         query = query[4:]
     matches = not _OTHER_MEDIA.search(query.split("(")[0])
     for name, value in _FEATURE.findall(query):
-        length = _length(value or "")
+        length = pixels(value or "")
         if name in ("max-width", "max-device-width") and length is not None:
             matches = matches and width <= length
         elif name in ("min-width", "min-device-width") and length is not None:
@@ -269,11 +270,14 @@ def _query_matches(query: str, width: float) -> bool:
     return matches != negated
 
 
-def _length(value: str) -> float | None:
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(px|em|rem)?\s*", value)
+def pixels(value: str) -> float | None:
+    """A CSS length in pixels (roughly: 1pt is 4/3 px, 1em 16 px), or None for anything else."""
+    match = LENGTH.match(value.strip())
     if match is None:
         return None
-    return float(match.group(1)) * (16.0 if match.group(2) in ("em", "rem") else 1.0)
+    number, unit = float(match.group(1)), match.group(2) or "px"
+    scale = {"pt": 4 / 3, "em": 16, "rem": 16, "ex": 8, "ch": 8, "%": 0.16, "cm": 38, "mm": 3.8, "in": 96}
+    return number * scale.get(unit, 1.0)
 
 
 def _views(prelude: str) -> int:

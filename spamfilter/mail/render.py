@@ -34,8 +34,10 @@ from dataclasses import dataclass
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
+from .css import LENGTH as _LENGTH
 from .css import MAX_STYLE_CHARS, VIEW_WIDTHS, Element, StyleSheet, generated_text
 from .css import declarations as css_declarations
+from .css import pixels as _pixels
 
 _SKIPPED = frozenset(
     {"head", "title", "style", "script", "template", "-comment", "!doctype", "svg", "iframe"}
@@ -88,7 +90,6 @@ _LINK_BLUE: Colour = (0, 0, 238)
 _COLOUR_IN_SHORTHAND = re.compile(r"rgba?\([^)]*\)|#[0-9a-f]{3,6}\b|\b[a-z]+\b")
 _COLOUR_DISTANCE = 24  # sum of channel differences under which text cannot be told from its ground
 
-_LENGTH = re.compile(r"^(-?[0-9]*\.?[0-9]+)\s*(px|pt|em|rem|%|ex|ch|vw|vh|cm|mm|in)?$")
 _HEX = re.compile(r"^#([0-9a-f]{3}|[0-9a-f]{6})$")
 _NUMBER = r"\s*([0-9.]+%?)\s*"
 _RGB = re.compile(rf"^rgba?\({_NUMBER}[, ]{_NUMBER}[, ]{_NUMBER}(?:[,/]{_NUMBER})?\)$")
@@ -112,16 +113,6 @@ _FONT_KEYWORDS = {
 _FONT_SIZE_ATTRIBUTE = {1: 10.0, 2: 13.0, 3: 16.0, 4: 18.0, 5: 24.0, 6: 32.0, 7: 48.0}  # <font size=N>
 _TOO_SMALL = 2.0  # px: text smaller than this cannot be read
 _FADED = 0.1  # opacity under which text cannot be read
-
-
-def _pixels(value: str) -> float | None:
-    """A CSS length in pixels (roughly: 1pt is 4/3 px, 1em 16 px), or None for anything else."""
-    match = _LENGTH.match(value.strip())
-    if match is None:
-        return None
-    number, unit = float(match.group(1)), match.group(2) or "px"
-    scale = {"pt": 4 / 3, "em": 16, "rem": 16, "ex": 8, "ch": 8, "%": 0.16, "cm": 38, "mm": 3.8, "in": 96}
-    return number * scale.get(unit, 1.0)
 
 
 def _font_size(value: str, parent: float) -> float | None:
@@ -200,8 +191,7 @@ def _hides(declarations: dict[str, str]) -> bool:
         return False  # most elements: no style at all
     if declarations.get("display", "").startswith("none"):
         return True
-    opacity = declarations.get("opacity", "")
-    if opacity and _LENGTH.match(opacity) and _channel(opacity, 1.0) < 0.1:
+    if _opacity(declarations.get("opacity", "")) < _FADED:
         return True
     clipped = declarations.get("overflow", "") in ("hidden", "clip")
     if clipped and re.fullmatch(r"0*\.?0+(px|pt|em|rem|%)?", declarations.get("line-height", "x")):
