@@ -18,6 +18,12 @@ Each test spam is rebuilt as one HTML part (its Subject kept, its reader's text 
   class's colour (white on white), a descendant rule and an attribute rule;
 - ``offer in HTML, newsletter in plain text``: a multipart/alternative whose HTML part (what mail
   clients show) holds the offer and whose plain part three ham paragraphs;
+- ``offer spelled out``: half the words of three letters or more, in the Subject and the offer,
+  spelled out letter by letter with a space between letters ("V I A G R A"; next to another such
+  word it runs on: "F R E E O F F E R");
+- ``offer spelled in table cells``: three in ten of the offer's words of four letters or more written
+  one letter a cell, in a table of their own (a client draws the word on a line of its own, with
+  gaps between its letters);
 - ``as HTML`` (the control): the offer alone in the same HTML.
 
 The tricks live here, not in ``spamfilter.evasion``, so that the same script can score the reader
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import html
 import random
+import re
 from collections.abc import Callable
 
 import numpy as np
@@ -112,6 +119,27 @@ def html_offer_plain_newsletter(subject: str, body: str, rng: random.Random, poo
     ).encode()
 
 
+_LONG_WORD = re.compile(r"[^\W\d_]{3,}")
+
+
+def spelled_out(subject: str, body: str, rng: random.Random, pool: list[str]) -> bytes:
+    def spell(match: re.Match[str]) -> str:
+        return " ".join(match.group(0)) if rng.random() < 0.5 else match.group(0)
+
+    return _message(_LONG_WORD.sub(spell, subject), f"<p>{_offer(_LONG_WORD.sub(spell, body))}</p>")
+
+
+def spelled_in_cells(subject: str, body: str, rng: random.Random, pool: list[str]) -> bytes:
+    def in_cells(word: str) -> str:
+        if len(word) < 4 or not word.isalpha() or rng.random() >= 0.3:
+            return html.escape(word)
+        cells = "".join(f"<td>{html.escape(letter)}</td>" for letter in word)
+        return f"<table><tr>{cells}</tr></table>"
+
+    lines = [" ".join(in_cells(word) for word in line.split(" ")) for line in body.split("\n")]
+    return _message(subject, "<p>" + "<br>\n".join(lines) + "</p>")
+
+
 TRICKS: dict[str, Callable[[str, str, random.Random, list[str]], bytes]] = {
     "as HTML (control)": as_html,
     "offer shown by the cascade": shown_by_cascade,
@@ -122,6 +150,8 @@ TRICKS: dict[str, Callable[[str, str, random.Random, list[str]], bytes]] = {
     "offer written right to left": right_to_left,
     "padding hidden by rules": padding_hidden_by_rules,
     "offer in HTML, newsletter in plain text": html_offer_plain_newsletter,
+    "offer spelled out": spelled_out,
+    "offer spelled in table cells": spelled_in_cells,
 }
 
 
@@ -129,7 +159,12 @@ def main() -> None:
     parser = script_parser(__doc__)
     parser.add_argument("--row", default="members3-L1+links")
     parser.add_argument("--seeds", default="123,7,11")
+    parser.add_argument("--tricks", help="only these (comma-separated names; the control is always run)")
     args = parser.parse_args()
+    chosen = {name for name in (args.tricks or "").split(",") if name}
+    unknown = chosen - set(TRICKS)
+    if unknown:
+        raise SystemExit(f"unknown tricks: {', '.join(sorted(unknown))}")
     lines = []
     for seed in (int(s) for s in args.seeds.split(",")):
         split = load_split(seed)
@@ -144,6 +179,8 @@ def main() -> None:
         ham = np.sort(classifier.spam_probability([extract_text(raw) for raw in split.test_ham]))[::-1]
         texts = [extract_text(raw).partition("\n") for raw in split.test_spam]
         for name, trick in TRICKS.items():
+            if chosen and name not in chosen and trick is not as_html:
+                continue
             messages = [
                 trick(subject, body, random.Random(f"{seed}:{name}:{n}"), pool)
                 for n, (subject, _, body) in enumerate(texts)

@@ -395,6 +395,20 @@ def zero_width(raw: bytes, rng: random.Random, pool: Sequence[str]) -> bytes:
     )
 
 
+def spelled_out(raw: bytes, rng: random.Random, pool: Sequence[str]) -> bytes:
+    """Half the words of three letters or more spelled out letter by letter ("V I A G R A"; two
+    such words side by side run on: "F R E E O F F E R")."""
+
+    def spell(word: str) -> str:
+        return " ".join(word) if len(word) >= 3 and word.isalpha() and rng.random() < 0.5 else word
+
+    return _edit(
+        raw,
+        lambda text: _map_words(text, spell, markup=False),
+        lambda text: _map_words(text, spell, markup=True),
+    )
+
+
 def homoglyphs(raw: bytes, rng: random.Random, pool: Sequence[str]) -> bytes:
     """In four words of five, Latin letters swapped for Cyrillic or Greek look-alikes."""
 
@@ -526,6 +540,7 @@ TRICKS: dict[str, Trick] = {
     "ham_words_appended": ham_words_appended,
     "zero_width": zero_width,
     "homoglyphs": homoglyphs,
+    "spelled_out": spelled_out,
     "base64_body": base64_body,
     "long_ham_preamble": long_ham_preamble,
     "short_line_flood": short_line_flood,

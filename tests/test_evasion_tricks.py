@@ -18,7 +18,9 @@ from spamfilter.mail import extract_text, split_mbox
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "spamassassin"
 _MIME_FIELD = re.compile(rb"(?i)(content-|mime-version)")
-_FROM_ORIGINAL = frozenset(TRICKS) - {"link_only"}
+# Tricks whose spam keeps every visible word (a word spelled out letter by letter is no word to
+# the plain word split of these tests: test_reader_text checks that the reader joins it again).
+_FROM_ORIGINAL = frozenset(TRICKS) - {"link_only", "spelled_out"}
 
 
 def _messages(name: str) -> list[bytes]:
@@ -181,6 +183,17 @@ def test_homoglyphs_in_most_words(spam: bytes, pool: list[str]) -> None:
     words = re.findall(r"[^\W\d_]{4,}", re.sub(r"<[^>]*>|https?://\S+|\S+@\S+", " ", text))
     disguised = [word for word in words if set(word) & set(HOMOGLYPHS.values())]
     assert len(disguised) > 0.6 * len(words)
+
+
+def test_spelled_out_spells_about_half_the_words(spam: bytes, pool: list[str]) -> None:
+    original = _plain_or_html(spam)
+    text = _plain_or_html(TRICKS["spelled_out"](spam, random.Random(1), pool))
+    words = re.findall(
+        r"(?<![^\W\d_] )\b[^\W\d_]{3,}\b", re.sub(r"<[^>]*>|https?://\S+|\S+@\S+", " ", original)
+    )
+    spelled = re.findall(r"\b[^\W\d_](?: [^\W\d_]){2,}\b", text)
+    assert 0.3 * len(words) < sum(len(run.split()) >= 3 for run in spelled)
+    assert "".join(original.split()) == "".join(text.split())  # only spaces added
 
 
 def test_base64_body_same_text(spam: bytes, pool: list[str]) -> None:

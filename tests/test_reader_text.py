@@ -361,6 +361,66 @@ def test_unicode_disguises_are_undone(text: str, expected: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Buy V I A G R A now", "Buy VIAGRA now"),
+        ("F R E E  O F F E R inside", "FREE  OFFER inside"),  # a wider gap parts the words
+        ("V.I.A.G.R.A, c-a-s-h, M*O*N*E*Y, p . i . l . l . s", "VIAGRA, cash, MONEY, pills"),
+        ("V\u00a0I\u00a0A\u00a0G\u00a0R\u00a0A", "VIAGRA"),  # no-break spaces
+        ("ｖ ｉ ａ ｇ ｒ ａ", "viagra"),  # full-width letters, spelled out
+        ("Б Е С П Л А Т Н О", "БЕСПЛАТНО"),
+    ],
+)
+def test_words_spelled_out_letter_by_letter_are_read_as_words(text: str, expected: str) -> None:
+    assert normalise(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "run ls -l -a -t, then tar -x -v -f it",  # options: dashes on one side only
+        "I think plan B is a good one, a b test",  # at most two single letters in a row
+        "see J. R. R. Tolkien and e.g. the U.K.",
+        "rows 1 2 3 4 and A1 B2 C3",  # digits are not letters
+        "snake_case_name and x86_64",
+    ],
+)
+def test_ordinary_text_with_single_letters_is_left_as_it_is(text: str) -> None:
+    assert normalise(text) == text
+
+
+def test_corpus_spam_spelled_out_is_read_as_words(spam: list[bytes], ham_pool: list[str]) -> None:
+    """Half of each spam's words spelled out letter by letter (``evasion.spelled_out``): read with
+    every letter in its place and no run of single letters left (words spelled side by side run on
+    into one, as a reader reads them without the gaps)."""
+    import re
+
+    single_letters = re.compile(r"(?:\b[^\W\d_] ){2}[^\W\d_]\b")
+    read_whole = 0
+    for number, raw in enumerate(spam):
+        changed = TRICKS["spelled_out"](raw, random.Random(number), ham_pool)
+        assert changed != raw
+        original, seen = extract_text(raw), extract_text(changed)
+        assert single_letters.search(seen) is None or single_letters.search(original) is not None
+        read_whole += "".join(original.split()) == "".join(seen.split())
+    assert read_whole >= 0.95 * len(spam), f"{read_whole} of {len(spam)} read with every letter in place"
+
+
+def test_an_elements_display_decides_what_parts_its_text() -> None:
+    inline = '<div style="display:inline">Vi</div><div style="display:inline">agra</div> now'
+    assert visible_text(inline) == "Viagra now"
+    assert visible_text("<style>.c {display: inline}</style><p class=c>Vi</p><p class=c>agra</p>") == "Viagra"
+    columns = '<div style="display:inline-block">left</div><div style="display:inline-block">right</div>'
+    assert visible_text(columns) == "left right"  # boxes side by side, not one word
+    assert visible_text('<span style="display:block">one</span><span>two</span>').split("\n") == [
+        "one",
+        "two",
+    ]
+    cells = "<table><tr>" + "".join(f"<td>{c}</td>" for c in "VIAGRA") + "</tr></table>"
+    assert extract_text(f"Subject: s\nContent-Type: text/html\n\n{cells}".encode()) == "s\nVIAGRA"
+
+
+@pytest.mark.parametrize(
     "text",
     [
         "Добрый день! Отправляю отчёт о продажах за март, посмотрите, пожалуйста, до пятницы.",

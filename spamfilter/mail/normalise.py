@@ -18,7 +18,11 @@ where a reader sees common words. ``normalise`` applies, in order:
 4. look-alikes mapped to the ASCII letters they imitate, from Unicode's confusables data (as
    shipped by the ``confusable-homoglyphs`` package), but only where the text is disguised Latin:
    in a word that mixes ASCII letters with look-alikes, and in any word of a text whose letters
-   are mostly ASCII. A Russian or Greek message stays Russian or Greek.
+   are mostly ASCII. A Russian or Greek message stays Russian or Greek;
+5. a word spelled out letter by letter ("V I A G R A", "F.R.E.E", "c-a-s-h", or a word's letters
+   in table cells, which the renderer separates by a space) joined into the word a reader reads:
+   three single letters or more, separated alike. Words stay apart where the spammer parted them
+   otherwise ("F R E E  O F F E R" is "FREE  OFFER"); a text of ordinary words has no such run.
 """
 
 from __future__ import annotations
@@ -46,6 +50,13 @@ _STRAY_MARKS = re.compile(
 )
 # A right-to-left override's run: to its POP DIRECTIONAL FORMATTING, or the end of the line.
 _OVERRIDDEN = re.compile(r"\u202e([^\u202c\n]*)\u202c?")
+# Three or more single letters (none touching another letter or digit), each pair separated by the
+# same white space, or by the same one of . - _ * | ~ + · • with as many spaces either side of it
+# (a command line's "ls -l -a -t" has its dashes on one side: not a word).
+_SPELLED_OUT = re.compile(
+    r"\b[^\W\d_](?=[^\w\n])(?P<gap>[^\S\n]+|(?P<pad>[^\S\n]*)[-.*_|~+\u00b7\u2022](?P=pad))[^\W\d_]"
+    r"(?:(?P=gap)[^\W\d_])+(?![^\W_])"
+)
 _MOSTLY_ASCII = 0.5  # share of letters that must be ASCII for whole look-alike words to be mapped
 
 
@@ -107,11 +118,19 @@ def _unmask_words(text: str) -> str:
     return _NON_ASCII_WORD.sub(unmask_whole, text)
 
 
+def _join_spelled_out(text: str) -> str:
+    return _SPELLED_OUT.sub(lambda run: "".join(c for c in run.group(0) if c.isalpha()), text)
+
+
 def normalise(text: str) -> str:
-    """``text`` with compatibility forms folded, invisible characters removed and Latin
-    look-alikes unmasked (see the module's documentation). Pure ASCII text is returned as it is."""
+    """``text`` with compatibility forms folded, invisible characters removed, Latin look-alikes
+    unmasked and words spelled out letter by letter joined (see the module's documentation)."""
     if text.isascii():
-        return text
+        return _join_spelled_out(text)
+    return _join_spelled_out(_unicode_normalised(text))
+
+
+def _unicode_normalised(text: str) -> str:
     text = _STRAY_MARKS.sub("", unicodedata.normalize("NFKC", text))
     if "\u202e" in text:  # RIGHT-TO-LEFT OVERRIDE: what follows is drawn right to left
         text = _OVERRIDDEN.sub(lambda run: run.group(1)[::-1], text)

@@ -51,6 +51,8 @@ _BLOCK_TAGS = frozenset(
     }
 )
 _CELL_TAGS = frozenset({"td", "th"})
+_SPACED_DISPLAYS = frozenset({"inline-block", "inline-flex", "inline-grid", "inline-table", "table-cell"})
+_BLOCK_DISPLAYS = frozenset({"block", "flex", "grid", "list-item", "table", "table-row", "flow-root"})
 _BLANK_LINES = re.compile(r"\n{3,}")
 # Begin and end of a quotation in the collected text: NUL never occurs in it (extract_text removes
 # NULs before rendering), so no markup can forge one.
@@ -464,7 +466,7 @@ def visible_text(markup: str) -> str:
             if alt and not _tiny(attributes, styles[0]):
                 out.append(f" {alt} ")
             continue
-        separator = "\n" if tag in _BLOCK_TAGS else " " if tag in _CELL_TAGS else ""
+        separator = _separator(tag, styles[0].get("display", ""))
         if _overrides_to_the_left(tag, attributes, styles[0]):
             out.append(_REVERSED_BEGIN)
             stack.append(_REVERSED_END)
@@ -483,6 +485,23 @@ def visible_text(markup: str) -> str:
             child = child.next
         stack.extend((child, inks, element) for child in reversed(children))
     return _BLANK_LINES.sub("\n\n", "\n".join(_quoted_lines(_as_drawn("".join(out))))).strip()
+
+
+def _separator(tag: str, display: str) -> str:
+    """What sets an element's text apart from its neighbours': a line for a block, a space for a
+    cell or an inline block, nothing for inline text. The element's ``display`` decides where it
+    says (``<div style="display:inline">Vi</div><div style="display:inline">agra</div>`` is one
+    word on screen), its tag's default otherwise."""
+    if tag == "br":
+        return "\n"
+    kind = display.split("!")[0].strip()
+    if kind == "inline":
+        return ""
+    if kind in _SPACED_DISPLAYS:
+        return " "
+    if kind in _BLOCK_DISPLAYS:
+        return "\n"
+    return "\n" if tag in _BLOCK_TAGS else " " if tag in _CELL_TAGS else ""
 
 
 def _tiny(attributes: dict[str, str | None], declarations: dict[str, str]) -> bool:
