@@ -24,6 +24,11 @@ Each test spam is rebuilt as one HTML part (its Subject kept, its reader's text 
 - ``offer spelled in table cells``: three in ten of the offer's words of four letters or more written
   one letter a cell, in a table of their own (a client draws the word on a line of its own, with
   gaps between its letters);
+- ``offer in styles a browser drops``: the offer's lines in paragraphs styled
+  ``/* ; display:none ; */``, ``x display:none`` or ``display:none\\;`` in turn (a comment, a
+  declaration that is not ``name: value``, an escaped semicolon: each element is shown);
+- ``padding hidden by alpha, scale, zoom, clip path``: the offer after four ham paragraphs in
+  ``color:#fff0``, ``transform:scale(0.01)``, ``zoom:2%`` and ``clip-path:circle(0)``;
 - ``as HTML`` (the control): the offer alone in the same HTML.
 
 The tricks live here, not in ``spamfilter.evasion``, so that the same script can score the reader
@@ -140,6 +145,24 @@ def spelled_in_cells(subject: str, body: str, rng: random.Random, pool: list[str
     return _message(subject, "<p>" + "<br>\n".join(lines) + "</p>")
 
 
+_DROPPED_STYLES = ("/* ; display:none ; */", "x display:none", "display:none\\;")
+_HIDING_STYLES = ("color:#fff0", "transform:scale(0.01)", "zoom:2%", "clip-path:circle(0)")
+
+
+def in_styles_a_browser_drops(subject: str, body: str, rng: random.Random, pool: list[str]) -> bytes:
+    lines = [line for line in body.split("\n") if line.strip()]
+    styled = (
+        f'<p style="{_DROPPED_STYLES[n % len(_DROPPED_STYLES)]}">{html.escape(line)}</p>'
+        for n, line in enumerate(lines)
+    )
+    return _message(subject, "".join(styled))
+
+
+def padding_hidden_by_alpha_scale_zoom(subject: str, body: str, rng: random.Random, pool: list[str]) -> bytes:
+    padding = "".join(f'<p style="{style}">{html.escape(rng.choice(pool))}</p>' for style in _HIDING_STYLES)
+    return _message(subject, f"{padding}<p>{_offer(body)}</p>")
+
+
 TRICKS: dict[str, Callable[[str, str, random.Random, list[str]], bytes]] = {
     "as HTML (control)": as_html,
     "offer shown by the cascade": shown_by_cascade,
@@ -152,6 +175,8 @@ TRICKS: dict[str, Callable[[str, str, random.Random, list[str]], bytes]] = {
     "offer in HTML, newsletter in plain text": html_offer_plain_newsletter,
     "offer spelled out": spelled_out,
     "offer spelled in table cells": spelled_in_cells,
+    "offer in styles a browser drops": in_styles_a_browser_drops,
+    "padding hidden by alpha, scale, zoom, clip path": padding_hidden_by_alpha_scale_zoom,
 }
 
 

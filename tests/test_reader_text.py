@@ -139,6 +139,22 @@ def test_padding_leaves_the_spam_text_whole(spam: list[bytes], ham_pool: list[st
         # An iframe shows its src (which mail clients do not load), never the text inside it.
         '<iframe src="http://ads.example/x"><script src="http://ads.example/x.js">HIDDEN</script></iframe>',
         "<iframe>HIDDEN words as fallback</iframe>",
+        # colours with an alpha, shrinking transforms and zoom, clip paths and indents of no room
+        '<span style="color:#fff0">HIDDEN</span>',
+        '<span style="color:#FFFFFF00">HIDDEN</span>',
+        '<div style="transform: scale(0.01)">HIDDEN</div>',
+        '<div style="transform: rotate(0deg) scaleY(0.1)">HIDDEN</div>',
+        '<div style="transform: scale3d(1, 0.05, 1)">HIDDEN</div>',
+        '<div style="zoom: 0.05">HIDDEN</div>',
+        '<div style="zoom: 1%">HIDDEN</div>',
+        '<div style="clip-path: circle(0)">HIDDEN</div>',
+        '<div style="text-indent:100%; white-space:nowrap; overflow:hidden">HIDDEN</div>',
+        # written as a browser still reads it: comments, escapes, odd case
+        '<div style="display:/* x */none">HIDDEN</div>',
+        '<div style="display:n\\6f ne">HIDDEN</div>',
+        '<div style="d\\69 splay: none">HIDDEN</div>',
+        '<div style="DISPLAY: NONE">HIDDEN</div>',
+        "<style>.x { display: /**/ none }</style><p class=x>HIDDEN</p>",
     ],
 )
 def test_what_a_mail_client_hides_is_not_read(markup: str) -> None:
@@ -191,6 +207,17 @@ def test_style_rules_apply_where_their_selectors_match() -> None:
         '<div style="mso-hide:all">OFFER</div>',
         # the smallest font a browser draws for <font size>
         '<font size="0">OFFER</font>',
+        # declarations a browser drops, or reads as something that hides nothing: a comment, a
+        # declaration that is not "name: value", an escaped semicolon, a semicolon in a string
+        '<p style="/* ; display:none ; */ color:#c00">OFFER</p>',
+        '<p style="/* display:none">OFFER</p>',
+        '<p style="x display:none">OFFER</p>',
+        '<p style="display:none\\;">OFFER</p>',
+        "<p style=\"background:url('x;display:none;') ; color:#c00\">OFFER</p>",
+        # mirrored, and zoom:0 (drawn at full size)
+        '<p style="transform: scale(-1)">OFFER</p>',
+        '<p style="zoom: 0">OFFER</p>',
+        '<p style="text-indent: 100%; white-space: nowrap">OFFER</p>',  # its overflow shown
     ],
 )
 def test_what_a_mail_client_shows_is_read_however_the_rules_are_written(markup: str) -> None:

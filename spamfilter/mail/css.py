@@ -45,7 +45,13 @@ _MAX_RULE_SELECTOR_CHARS = 2000  # of the text before a rule's "{" read as its s
 _MAX_DECLARATION_CHARS = 4000
 
 LENGTH = re.compile(r"^(-?[0-9]*\.?[0-9]+)\s*(px|pt|em|rem|%|ex|ch|vw|vh|cm|mm|in)?$")
-_DECLARATION = re.compile(r"([a-zA-Z-]+)\s*:\s*([^;]*)")
+_COMMENT = re.compile(r"/\*.*?(?:\*/|\Z)", re.DOTALL)  # an unclosed comment runs to the end
+_MARKUP_OF_VALUES = ("\\", '"', "'", "(", "[", "{")  # without them a block splits at every ";"
+_VALUE_TOKEN = re.compile(
+    r"\\.|\"(?:[^\"\\]|\\.)*\"?|'(?:[^'\\]|\\.)*'?|[;()\[\]{}]|[^;()\[\]{}\\\"']+", re.DOTALL
+)
+_NAME_VALUE = re.compile(r"\s*(-?(?:[a-zA-Z_]|\\.)(?:[\w-]|\\[0-9a-fA-F]{1,6}\s?|\\.)*)\s*:(.*)", re.DOTALL)
+_IDENTIFIER = re.compile(r"-?[a-zA-Z_][\w-]*")
 _IMPORTANT = re.compile(r"!\s*important", re.IGNORECASE)
 _COMPOUND = re.compile(
     r"(\*|[a-zA-Z][a-zA-Z0-9-]*)?"
@@ -62,30 +68,72 @@ _IGNORED_SUBJECTS = frozenset({"html", "body"})
 
 
 def declarations(style: str) -> tuple[dict[str, str], frozenset[str]]:
-    """A declaration block's properties (names and values lower case, ``!important`` taken off)
-    and the names of those marked ``!important``."""
+    """A declaration block's properties (names and values lower case, CSS escapes decoded,
+    ``!important`` taken off) and the names of those marked ``!important``.
+
+    Read as a browser reads it, because every difference is a way past the filter: comments are
+    no text (``/* ; display:none ; */ color:red`` shows the element), a declaration ends at a
+    ``;`` outside strings, brackets and escapes, and one that is not ``name: value`` is dropped
+    whole (``x display:none`` hides nothing); ``n\\6f ne`` is ``none``, and ``none\\;`` is not."""
     found: dict[str, str] = {}
     important: set[str] = set()
     if not style:
         return found, frozenset()
-    for name, value in _DECLARATION.findall(style[:_MAX_DECLARATION_CHARS]):
+    style = style[:_MAX_DECLARATION_CHARS]
+    if "/*" in style:
+        style = _COMMENT.sub("", style)
+    plain = not any(mark in style for mark in _MARKUP_OF_VALUES)
+    for piece in style.split(";") if plain else _top_level_pieces(style):
+        declaration = _NAME_VALUE.match(piece)
+        if declaration is None:
+            continue
+        name, value = declaration.group(1), declaration.group(2)
+        if "\\" in name:
+            name = _ESCAPE.sub(_unescape, name)
+            if not _IDENTIFIER.fullmatch(name):
+                continue
         name = name.lower()
         if _IMPORTANT.search(value):
             important.add(name)
             value = _IMPORTANT.sub("", value)
-        found[name] = value.strip() if name == "content" else value.strip().lower()  # text keeps its case
+        if name == "content":
+            found[name] = value.strip()  # text keeps its case and its escapes (generated_text decodes them)
+            continue
+        if "\\" in value:
+            value = _ESCAPE.sub(_unescape, value)
+        found[name] = value.strip().lower()
     return found, frozenset(important)
+
+
+def _top_level_pieces(style: str) -> list[str]:
+    """``style`` split at the semicolons outside strings, brackets and escapes."""
+    pieces: list[str] = []
+    current: list[str] = []
+    depth = 0
+    for token in _VALUE_TOKEN.findall(style):
+        if token == ";" and depth == 0:
+            pieces.append("".join(current))
+            current = []
+            continue
+        if token in ("(", "[", "{"):
+            depth += 1
+        elif token in (")", "]", "}"):
+            depth = max(0, depth - 1)
+        current.append(token)
+    pieces.append("".join(current))
+    return pieces
+
+
+def _unescape(match: re.Match[str]) -> str:
+    if match.group(1) is None:
+        return match.group(2)
+    code = int(match.group(1), 16)
+    return chr(code) if 0 < code < 0x110000 and not 0xD800 <= code < 0xE000 else "\ufffd"
 
 
 def generated_text(content: str, attributes: Mapping[str, str | None]) -> str:
     """The text a ``content`` declaration draws: its strings (CSS escapes decoded) and the
     ``attr()`` values it names; nothing for ``none``, ``normal``, counters and pictures."""
-
-    def unescape(match: re.Match[str]) -> str:
-        if match.group(1) is None:
-            return match.group(2)
-        code = int(match.group(1), 16)
-        return chr(code) if 0 < code < 0x110000 and not 0xD800 <= code < 0xE000 else "\ufffd"
 
     pieces = []
     for found in _CONTENT.finditer(content[:_MAX_DECLARATION_CHARS]):
@@ -93,7 +141,7 @@ def generated_text(content: str, attributes: Mapping[str, str | None]) -> str:
             pieces.append(attributes.get(found.group(3).lower()) or "")
         else:
             pieces.append(
-                _ESCAPE.sub(unescape, found.group(1) if found.group(1) is not None else found.group(2))
+                _ESCAPE.sub(_unescape, found.group(1) if found.group(1) is not None else found.group(2))
             )
     return "".join(pieces)
 

@@ -89,19 +89,21 @@ _NAMED_COLOURS: dict[str, Colour] = {
     "lightgrey": (211, 211, 211),
 }
 _LINK_BLUE: Colour = (0, 0, 238)
-_COLOUR_IN_SHORTHAND = re.compile(r"rgba?\([^)]*\)|#[0-9a-f]{3,6}\b|\b[a-z]+\b")
+_COLOUR_IN_SHORTHAND = re.compile(r"rgba?\([^)]*\)|#[0-9a-f]{3,8}\b|\b[a-z]+\b")
 _COLOUR_DISTANCE = 24  # sum of channel differences under which text cannot be told from its ground
 
-_HEX = re.compile(r"^#([0-9a-f]{3}|[0-9a-f]{6})$")
+_HEX = re.compile(r"^#([0-9a-f]{3,4}|[0-9a-f]{6}|[0-9a-f]{8})$")  # 4 and 8 digits: with an alpha
 _NUMBER = r"\s*([0-9.]+%?)\s*"
 _RGB = re.compile(rf"^rgba?\({_NUMBER}[, ]{_NUMBER}[, ]{_NUMBER}(?:[,/]{_NUMBER})?\)$")
 _HSL = re.compile(rf"^hsla?\(\s*([0-9.]+)(?:deg)?\s*[, ]{_NUMBER}[, ]{_NUMBER}(?:[,/]{_NUMBER})?\)$")
 _TRANSPARENT = "transparent"  # a colour that draws nothing: the ground shows through
-_SCALED_TO_NOTHING = re.compile(r"\bscale[xy]?\(\s*-?0*\.?0+\s*[,)]|\bscale\([^,)]*,\s*-?0*\.?0+\s*\)")
+_SCALE = re.compile(r"\bscale(x|y|3d)?\(([^)]*)\)")
+_TOO_SCALED = 0.125  # a factor that draws a 16 px font under 2 px
 _RECT = re.compile(r"rect\(([^)]*)\)")
 _TRANSLATED_AWAY = re.compile(r"translate[xy]?\(\s*-?[0-9]{4,}(?:\.[0-9]*)?px")  # thousands of px away
 _OPACITY_FILTER = re.compile(r"opacity\(\s*0*(?:\.0\d*)?%?\s*\)")  # opacity(0), opacity(0.05)
 _INSET = re.compile(r"inset\(\s*([0-9.]+)%")
+_NO_RADIUS = re.compile(r"(?:circle|ellipse)\(\s*0*\.?0+(?:px|%|em)?(?:\s|\)|,)")  # circle(0), ellipse(0 0)
 _DEFAULT_SIZE = 16.0  # px: a mail client's default font size
 _FONT_KEYWORDS = {
     "xx-small": 9.0,
@@ -144,8 +146,10 @@ def _colour(value: str) -> Colour | str | None:
     match = _HEX.match(value) or _HEX.match("#" + value)  # bgcolor=ffffff is common in mail
     if match:
         digits = match.group(1)
-        if len(digits) == 3:
+        if len(digits) <= 4:
             digits = "".join(c * 2 for c in digits)
+        if len(digits) == 8 and int(digits[6:8], 16) / 255 < 0.1:
+            return _TRANSPARENT
         return (int(digits[0:2], 16), int(digits[2:4], 16), int(digits[4:6], 16))
     rgb, hsl = _RGB.match(value), _HSL.match(value)
     found = rgb or hsl
@@ -191,7 +195,7 @@ def _hides(declarations: dict[str, str]) -> bool:
     how newsletters remove the spaces between cells, and those cells are read)."""
     if not declarations:
         return False  # most elements: no style at all
-    if declarations.get("display", "").startswith("none"):
+    if declarations.get("display", "") == "none":  # "none;" (an escaped semicolon) is no keyword: shown
         return True
     if _opacity(declarations.get("opacity", "")) < _FADED:
         return True
@@ -212,7 +216,12 @@ def _hides(declarations: dict[str, str]) -> bool:
             if length is not None and length >= 5000:
                 return True  # placed far past the right or the bottom of any window
     transform = declarations.get("transform", "")
-    if _SCALED_TO_NOTHING.search(transform) or _TRANSLATED_AWAY.search(transform):
+    if _scaled_to_nothing(transform) or _TRANSLATED_AWAY.search(transform):
+        return True
+    zoom = _opacity(declarations.get("zoom", ""))  # a number or a percentage, as opacity is
+    if 0 < zoom < _TOO_SCALED:  # zoom:0 is drawn at full size
+        return True
+    if declarations.get("white-space", "") == "nowrap" and _indented_away(declarations, clipped):
         return True
     if _OPACITY_FILTER.search(declarations.get("filter", "")):
         return True
@@ -221,10 +230,53 @@ def _hides(declarations: dict[str, str]) -> bool:
     return _clipped_to_nothing(declarations)
 
 
+def _scaled_to_nothing(transform: str) -> bool:
+    """Whether a ``transform`` shrinks the element's width or height under an eighth (a line of
+    16 px text to under 2 px): ``scale(0)``, ``scale(0.01)``, ``scaleY(0.1)``, ``scale3d(1, 0, 1)``."""
+    for found in _SCALE.finditer(transform):
+        factors = [_factor(factor) for factor in re.split(r"[\s,]+", found.group(2).strip()) if factor]
+        if not factors or None in factors:
+            continue  # not a scale a browser draws
+        axis = found.group(1)
+        if axis == "x" or axis == "y":
+            shown = factors[:1]
+        elif axis == "3d":
+            shown = factors[:2]
+        else:
+            shown = factors[:2] if len(factors) > 1 else factors * 2
+        if any(abs(factor) < _TOO_SCALED for factor in shown if factor is not None):
+            return True
+    return False
+
+
+def _factor(text: str) -> float | None:
+    """A number or a percentage as a factor (``50%`` is 0.5); None for anything else."""
+    try:
+        return float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        return None
+
+
+def _indented_away(declarations: dict[str, str], clipped: bool) -> bool:
+    """A line that ``white-space: nowrap`` keeps whole, indented past its box (the old image
+    replacement: ``text-indent: 100%`` with its overflow hidden) or past any window."""
+    indent = declarations.get("text-indent", "")
+    if clipped and indent.endswith("%"):
+        try:
+            return float(indent[:-1]) >= 100
+        except ValueError:
+            return False
+    length = _pixels(indent or "x")
+    return length is not None and length >= (1000 if clipped else 5000)
+
+
 def _clipped_to_nothing(declarations: dict[str, str]) -> bool:
     """``clip: rect(...)`` of no area on a positioned element, or a ``clip-path`` that keeps none of it."""
-    inset = _INSET.search(declarations.get("clip-path", ""))
+    clip_path = declarations.get("clip-path", "")
+    inset = _INSET.search(clip_path)
     if inset is not None and float(inset.group(1) or 0) >= 50:
+        return True
+    if _NO_RADIUS.search(clip_path):
         return True
     rect = _RECT.search(declarations.get("clip", ""))
     if rect is None or declarations.get("position", "") not in ("absolute", "fixed"):
