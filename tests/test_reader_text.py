@@ -396,6 +396,8 @@ def test_unicode_disguises_are_undone(text: str, expected: str) -> None:
         ("V\u00a0I\u00a0A\u00a0G\u00a0R\u00a0A", "VIAGRA"),  # no-break spaces
         ("ｖ ｉ ａ ｇ ｒ ａ", "viagra"),  # full-width letters, spelled out
         ("Б Е С П Л А Т Н О", "БЕСПЛАТНО"),
+        ("Buy\n\nV\n\nI\n\nA\n\nG\n\nR\n\nA\n\nnow", "Buy\n\nVIAGRA\n\nnow"),  # down a table
+        ("Buy\nC\nA\nS\nH\nnow", "Buy\nCASH\nnow"),
     ],
 )
 def test_words_spelled_out_letter_by_letter_are_read_as_words(text: str, expected: str) -> None:
@@ -410,6 +412,8 @@ def test_words_spelled_out_letter_by_letter_are_read_as_words(text: str, expecte
         "see J. R. R. Tolkien and e.g. the U.K.",
         "rows 1 2 3 4 and A1 B2 C3",  # digits are not letters
         "snake_case_name and x86_64",
+        "choose one:\na\nb\nc\nthen reply",  # three one-letter lines: a list, not a word
+        "A\nB\n\nC\nD",  # gaps that differ
     ],
 )
 def test_ordinary_text_with_single_letters_is_left_as_it_is(text: str) -> None:

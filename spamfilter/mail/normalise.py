@@ -21,7 +21,8 @@ where a reader sees common words. ``normalise`` applies, in order:
    are mostly ASCII. A Russian or Greek message stays Russian or Greek;
 5. a word spelled out letter by letter ("V I A G R A", "F.R.E.E", "c-a-s-h", or a word's letters
    in table cells, which the renderer separates by a space) joined into the word a reader reads:
-   three single letters or more, separated alike. Words stay apart where the spammer parted them
+   three single letters or more, separated alike; or four or more lines of one letter each (a
+   word spelled down a table). Words stay apart where the spammer parted them
    otherwise ("F R E E  O F F E R" is "FREE  OFFER"); a text of ordinary words has no such run.
 """
 
@@ -57,6 +58,9 @@ _SPELLED_OUT = re.compile(
     r"\b[^\W\d_](?=[^\w\n])(?P<gap>[^\S\n]+|(?P<pad>[^\S\n]*)[-.*_|~+\u00b7\u2022](?P=pad))[^\W\d_]"
     r"(?:(?P=gap)[^\W\d_])+(?![^\W_])"
 )
+# A word spelled down the page: four or more lines of one letter each, the same line breaks
+# between them (a table of one letter a row, or a letter after each <br>).
+_SPELLED_DOWN = re.compile(r"(?m)^[^\W\d_](?P<gap>\n+)[^\W\d_]$(?:(?P=gap)^[^\W\d_]$){2,}")
 _MOSTLY_ASCII = 0.5  # share of letters that must be ASCII for whole look-alike words to be mapped
 
 
@@ -119,7 +123,12 @@ def _unmask_words(text: str) -> str:
 
 
 def _join_spelled_out(text: str) -> str:
-    return _SPELLED_OUT.sub(lambda run: "".join(c for c in run.group(0) if c.isalpha()), text)
+    def letters(run: re.Match[str]) -> str:
+        return "".join(c for c in run.group(0) if c.isalpha())
+
+    if "\n" in text:
+        text = _SPELLED_DOWN.sub(letters, text)
+    return _SPELLED_OUT.sub(letters, text)
 
 
 def normalise(text: str) -> str:
