@@ -27,7 +27,7 @@ Each test spam is rebuilt as one HTML part (its Subject kept, its reader's text 
 - ``offer in styles a browser drops``: the offer's lines in paragraphs styled
   ``/* ; display:none ; */``, ``x display:none`` or ``display:none\\;`` in turn (a comment, a
   declaration that is not ``name: value``, an escaped semicolon: each element is shown);
-- ``padding hidden by alpha, scale, zoom, clip path``: the offer after four ham paragraphs in
+- ``padding hidden by alpha/scale/zoom/clip-path``: the offer after four ham paragraphs in
   ``color:#fff0``, ``transform:scale(0.01)``, ``zoom:2%`` and ``clip-path:circle(0)``;
 - ``as HTML`` (the control): the offer alone in the same HTML.
 
@@ -176,7 +176,7 @@ TRICKS: dict[str, Callable[[str, str, random.Random, list[str]], bytes]] = {
     "offer spelled out": spelled_out,
     "offer spelled in table cells": spelled_in_cells,
     "offer in styles a browser drops": in_styles_a_browser_drops,
-    "padding hidden by alpha, scale, zoom, clip path": padding_hidden_by_alpha_scale_zoom,
+    "padding hidden by alpha/scale/zoom/clip-path": padding_hidden_by_alpha_scale_zoom,
 }
 
 
