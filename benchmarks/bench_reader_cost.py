@@ -1,6 +1,7 @@
 """What the reader (``spamfilter.mail.extract_text``) costs and changes, on the shared corpus.
 
-Prints the time to read all 3,250 corpus messages (the fastest of ``--passes``), the most style-rule
+Prints the time to read all 3,250 corpus messages (the fastest of ``--passes``), the time to read a
+message of 8,000 hostile style attributes (each kind), the most style-rule
 matching steps any one message needs (``css.MAX_MATCH_STEPS`` bounds them), and the time to render a
 hostile stylesheet (256 universal rules over 20,000 elements) with the bound and without it.
 ``--save FILE`` writes the texts read; ``--compare FILE`` counts the messages whose text differs from
@@ -29,6 +30,17 @@ def hostile_markup() -> str:
     return f"<style>{rules}</style>" + "<div>x</div>" * 20_000
 
 
+# Style attributes written to make a declaration parser work: brackets to nest, escapes to decode,
+# many short declarations, strings, comments (each about 190 characters).
+_HOSTILE_STYLES = (
+    ("open brackets", "(" * 190),
+    ("escapes", "\\a" * 95),
+    ("declarations", "a:b;" * 48),
+    ("strings", "a:'x';" * 32),
+    ("comment openers", "/*" * 95),
+)
+
+
 def main() -> None:
     parser = script_parser(__doc__)
     parser.add_argument("--passes", type=int, default=3)
@@ -52,6 +64,11 @@ def main() -> None:
         print(
             f"texts that differ from {args.compare}: {len(changed)} ({spam} spam, {len(changed) - spam} ham)"
         )
+    for name, style in _HOSTILE_STYLES:
+        raw = b"Subject: s\nContent-Type: text/html\n\n" + (f'<p style="{style}">x</p>' * 8000).encode()
+        started = time.perf_counter()
+        extract_text(raw)
+        print(f"8,000 style attributes of {name}: {time.perf_counter() - started:.2f} s")
     try:
         from spamfilter.mail import css
         from spamfilter.mail.render import visible_text

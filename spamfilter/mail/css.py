@@ -50,7 +50,9 @@ _MARKUP_OF_VALUES = ("\\", '"', "'", "(", "[", "{")  # without them a block spli
 _VALUE_TOKEN = re.compile(
     r"\\.|\"(?:[^\"\\]|\\.)*\"?|'(?:[^'\\]|\\.)*'?|[;()\[\]{}]|[^;()\[\]{}\\\"']+", re.DOTALL
 )
-_NAME_VALUE = re.compile(r"\s*(-?(?:[a-zA-Z_]|\\.)(?:[\w-]|\\[0-9a-fA-F]{1,6}\s?|\\.)*)\s*:(.*)", re.DOTALL)
+# A name of word characters and escapes: each character has one reading (no backtracking on a
+# hostile name of thousands of escapes); what it spells is checked once it is decoded.
+_NAME_VALUE = re.compile(r"\s*((?:[\w-]|\\.)+)\s*:(.*)", re.DOTALL)
 _IDENTIFIER = re.compile(r"-?[a-zA-Z_][\w-]*")
 _IMPORTANT = re.compile(r"!\s*important", re.IGNORECASE)
 _COMPOUND = re.compile(
@@ -90,8 +92,8 @@ def declarations(style: str) -> tuple[dict[str, str], frozenset[str]]:
         name, value = declaration.group(1), declaration.group(2)
         if "\\" in name:
             name = _ESCAPE.sub(_unescape, name)
-            if not _IDENTIFIER.fullmatch(name):
-                continue
+        if not _IDENTIFIER.fullmatch(name):
+            continue  # "9x: ...", "--custom: ..." and the like: no property a reader's view depends on
         name = name.lower()
         if _IMPORTANT.search(value):
             important.add(name)
