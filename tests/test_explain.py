@@ -5,6 +5,8 @@ from __future__ import annotations
 import email
 import email.policy
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +75,18 @@ def test_spans_are_trimmed_clauses_of_the_text() -> None:
     assert pieces[:2] == ["Hello there,", "friend."]
     assert all(len(p.split()) <= 6 and p == p.strip() for p in pieces)
     assert " ".join(pieces[2:]) == text.split("\n")[1]  # the long line cut, nothing lost
+
+
+def test_a_text_of_a_long_run_of_spaces_is_split_at_once() -> None:
+    """Each space of a run was tried as the start of a dash's spaces (n² steps: 0.1 s for 3,000
+    tabs, minutes for 200,000, on every spam explained). In a child, so that a return of that
+    fails the test instead of hanging the suite (a few hundredths of a second here)."""
+    code = (
+        "from spamfilter.explain import split_spans\n"
+        "assert split_spans('a' + '\\t' * 200_000 + 'x') == [(0, 200_002)]\n"
+        "assert split_spans('buy now - cheap | pills') == [(0, 7), (10, 15), (18, 23)]\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=20)
 
 
 def test_without_spans_takes_the_space_before_a_span() -> None:

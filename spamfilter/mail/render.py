@@ -101,9 +101,14 @@ _SCALE = re.compile(r"\bscale(x|y|3d)?\(([^)]*)\)")
 _TOO_SCALED = 0.125  # a factor that draws a 16 px font under 2 px
 _RECT = re.compile(r"rect\(([^)]*)\)")
 _TRANSLATED_AWAY = re.compile(r"translate[xy]?\(\s*-?[0-9]{4,}(?:\.[0-9]*)?px")  # thousands of px away
-_OPACITY_FILTER = re.compile(r"opacity\(\s*0*(?:\.0\d*)?%?\s*\)")  # opacity(0), opacity(0.05)
+_OPACITY_FILTER = re.compile(r"opacity\(([^)]*)\)")  # filter: opacity(0), opacity(5%)
 _INSET = re.compile(r"inset\(\s*([0-9.]+)%")
-_NO_RADIUS = re.compile(r"(?:circle|ellipse)\(\s*0*\.?0+(?:px|%|em)?(?:\s|\)|,)")  # circle(0), ellipse(0 0)
+# Zero written one way per character ("0*\.?0+" tried every split of a run of zeros: n² steps)
+_ZERO_NUMBER = r"(?:0+(?:\.0*)?|\.0+)"
+_ZERO = re.compile(rf"{_ZERO_NUMBER}(?:px|pt|em|rem|%)?")
+_NO_RADIUS = re.compile(
+    rf"(?:circle|ellipse)\(\s*{_ZERO_NUMBER}(?:px|%|em)?(?:\s|\)|,)"
+)  # circle(0), ellipse(0 0)
 _DEFAULT_SIZE = 16.0  # px: a mail client's default font size
 _FONT_KEYWORDS = {
     "xx-small": 9.0,
@@ -200,7 +205,7 @@ def _hides(declarations: dict[str, str]) -> bool:
     if _opacity(declarations.get("opacity", "")) < _FADED:
         return True
     clipped = declarations.get("overflow", "") in ("hidden", "clip")
-    if clipped and re.fullmatch(r"0*\.?0+(px|pt|em|rem|%)?", declarations.get("line-height", "x")):
+    if clipped and _ZERO.fullmatch(declarations.get("line-height", "x")):
         return True  # lines of no height, their overflow cut (a unitless line-height is a factor)
     for box in ("width", "height", "max-width", "max-height"):
         length = _pixels(declarations.get(box, "x"))
@@ -223,7 +228,8 @@ def _hides(declarations: dict[str, str]) -> bool:
         return True
     if declarations.get("white-space", "") == "nowrap" and _indented_away(declarations, clipped):
         return True
-    if _OPACITY_FILTER.search(declarations.get("filter", "")):
+    faded = _OPACITY_FILTER.search(declarations.get("filter", ""))
+    if faded is not None and _opacity(faded.group(1).strip()) < _FADED:
         return True
     if declarations.get("content-visibility", "") == "hidden":
         return True
