@@ -157,6 +157,13 @@ def test_padding_leaves_the_spam_text_whole(spam: list[bytes], ham_pool: list[st
         '<div style="d\\69splay: none">HIDDEN</div>',
         '<div style="DISPLAY: NONE">HIDDEN</div>',
         "<style>.x { display: /**/ none }</style><p class=x>HIDDEN</p>",
+        # ...and what stays hidden beside the cases above
+        '<div style="position:relative;height:0;overflow:hidden">'
+        '<b style="position:absolute">HIDDEN</b></div>',  # its box holds what is placed against it
+        '<div style="height:0; overflow:hidden"><p><b>HIDDEN</b></p></div>',
+        '<div style="text-indent:-9999px"><p>HIDDEN</p><span style="text-indent:0">HIDDEN</span></div>',
+        '<p style="position:relative; left:-9999px">HIDDEN</p>',
+        '<p style="margin-left:-9999px">HIDDEN</p>',
     ],
 )
 def test_what_a_mail_client_hides_is_not_read(markup: str) -> None:
@@ -220,6 +227,12 @@ def test_style_rules_apply_where_their_selectors_match() -> None:
         '<p style="transform: scale(-1)">OFFER</p>',
         '<p style="zoom: 0">OFFER</p>',
         '<p style="text-indent: 100%; white-space: nowrap">OFFER</p>',  # its overflow shown
+        # offsets move only a positioned element; a box of no room does not hold what is placed
+        # against another box; a block that sets its own indent starts its own first line
+        '<p style="left:-9999px; top:-9999px">OFFER</p>',
+        '<div style="height:0; overflow:hidden">padding <span style="position:absolute">OFFER</span></div>',
+        '<div style="max-height:0; overflow:hidden"><div style="position:fixed"><p>OFFER</p></div></div>',
+        '<div style="text-indent:-9999px">padding <p style="text-indent:0">OFFER</p></div>',
     ],
 )
 def test_what_a_mail_client_shows_is_read_however_the_rules_are_written(markup: str) -> None:

@@ -110,6 +110,10 @@ _NO_RADIUS = re.compile(
     rf"(?:circle|ellipse)\(\s*{_ZERO_NUMBER}(?:px|%|em)?(?:\s|\)|,)"
 )  # circle(0), ellipse(0 0)
 _DEFAULT_SIZE = 16.0  # px: a mail client's default font size
+_POSITIONED = frozenset({"absolute", "fixed", "relative", "sticky"})
+_ESCAPING = frozenset({"absolute", "fixed"})  # placed against an ancestor that is positioned, or the page
+_MARGINS = ("margin-left", "margin-top")
+_OFF_THE_PAGE = -500.0  # px: a first line indented further left than this starts off any window
 _FONT_KEYWORDS = {
     "xx-small": 9.0,
     "x-small": 10.0,
@@ -207,15 +211,16 @@ def _hides(declarations: dict[str, str]) -> bool:
     clipped = declarations.get("overflow", "") in ("hidden", "clip")
     if clipped and _ZERO.fullmatch(declarations.get("line-height", "x")):
         return True  # lines of no height, their overflow cut (a unitless line-height is a factor)
-    for box in ("width", "height", "max-width", "max-height"):
-        length = _pixels(declarations.get(box, "x"))
-        if length is not None and length <= 1 and clipped:
-            return True
-    for offset in ("left", "top", "text-indent", "margin-left", "margin-top"):
+    position = declarations.get("position", "")
+    if position in _POSITIONED and _zero_box(declarations):
+        return True  # a box of no room that holds even its absolutely placed descendants
+    # Offsets move an element only where it is positioned ("left:-9999px" on a paragraph of the
+    # page's flow moves nothing: a browser shows it); margins move any element.
+    for offset in ("left", "top", "margin-left", "margin-top") if position in _POSITIONED else _MARGINS:
         length = _pixels(declarations.get(offset, "x"))
         if length is not None and length <= -500:
             return True  # pushed off the page
-    if declarations.get("position", "") in ("absolute", "fixed"):
+    if position in ("absolute", "fixed"):
         for offset in ("left", "top"):
             length = _pixels(declarations.get(offset, "x"))
             if length is not None and length >= 5000:
@@ -234,6 +239,17 @@ def _hides(declarations: dict[str, str]) -> bool:
     if declarations.get("content-visibility", "") == "hidden":
         return True
     return _clipped_to_nothing(declarations)
+
+
+def _zero_box(declarations: dict[str, str]) -> bool:
+    """A width or height of at most a pixel with its overflow cut: nothing laid out in it is seen."""
+    if declarations.get("overflow", "") not in ("hidden", "clip"):
+        return False
+    for box in ("width", "height", "max-width", "max-height"):
+        length = _pixels(declarations.get(box, "x"))
+        if length is not None and length <= 1:
+            return True
+    return False
 
 
 def _scaled_to_nothing(transform: str) -> bool:
@@ -306,7 +322,15 @@ class _Ink:
     picture, whose colours are unknown: text on it counts as seen), whether a ``text-shadow``
     draws it anyway, its font size in pixels and whether ``visibility`` shows it; and the product
     of the ``opacity`` of the element and its ancestors (not inherited, but each layer fades
-    what it holds: three at 0.3 draw nothing a reader sees)."""
+    what it holds: three at 0.3 draw nothing a reader sees).
+
+    ``text-indent`` is inherited too: a first line indented far to the left starts off the page, and
+    a block inside that sets its own indent is seen (an inline element's indent moves nothing; a
+    first line holds about 1,250 characters at -9,999 px: the rest of a longer block is drawn, and
+    read as hidden here). And a box of no room with its overflow cut (``height:0;
+    overflow:hidden``) that is not itself positioned hides what flows in it but not a descendant
+    placed ``absolute`` or ``fixed``, which is laid out against another box: a browser shows it,
+    so ``clipped`` ends there."""
 
     colour: Colour | None
     ground: Colour | None
@@ -315,6 +339,8 @@ class _Ink:
     size: float = _DEFAULT_SIZE
     shown: bool = True
     alpha: float = 1.0
+    indent: float = 0.0  # px of the first line's indent (text-indent)
+    clipped: bool = False  # in a box of no room, laid out in its flow
 
     def under(self, tag: str, attributes: dict[str, str | None], declarations: dict[str, str]) -> _Ink:
         if (
@@ -343,6 +369,13 @@ class _Ink:
                 declarations["text-shadow"].strip() not in ("", "none")
                 and _TRANSPARENT not in (declarations["text-shadow"])
             )
+        indent = self.indent
+        if "text-indent" in declarations and _separator(tag, declarations.get("display", "")):
+            indent = _pixels(declarations["text-indent"]) or 0.0  # a block's own first line
+        position = declarations.get("position", "")
+        clipped = (self.clipped and position not in _ESCAPING) or (
+            position not in _POSITIONED and _zero_box(declarations)
+        )
         return _Ink(
             self.colour if colour is None else (None if colour == _TRANSPARENT else colour),  # type: ignore[arg-type]
             self._ground_under(attributes, declarations),
@@ -353,6 +386,8 @@ class _Ink:
             if declarations.get("visibility", "") not in ("hidden", "collapse", "visible")
             else declarations["visibility"] == "visible",
             self.alpha * _opacity(declarations.get("opacity", "")),
+            indent,
+            clipped,
         )
 
     def _ground_under(self, attributes: dict[str, str | None], declarations: dict[str, str]) -> Colour | None:
@@ -386,7 +421,9 @@ class _Ink:
 
     @functools.cached_property  # read for every text node under it
     def invisible(self) -> bool:
-        if not self.shown or self.size < _TOO_SMALL or self.alpha < _FADED:
+        if not self.shown or self.size < _TOO_SMALL or self.alpha < _FADED or self.clipped:
+            return True
+        if self.indent <= _OFF_THE_PAGE:
             return True
         drawn = self.colour if self.fill == _CURRENT else (None if self.fill == _TRANSPARENT else self.fill)
         if drawn is None or isinstance(drawn, str):
