@@ -164,6 +164,7 @@ def test_padding_leaves_the_spam_text_whole(spam: list[bytes], ham_pool: list[st
         '<div style="text-indent:-9999px"><p>HIDDEN</p><span style="text-indent:0">HIDDEN</span></div>',
         '<p style="position:relative; left:-9999px">HIDDEN</p>',
         '<p style="margin-left:-9999px">HIDDEN</p>',
+        '<div style="line-height:0;overflow:hidden"><p><b>HIDDEN</b></p></div>',
     ],
 )
 def test_what_a_mail_client_hides_is_not_read(markup: str) -> None:
@@ -233,6 +234,9 @@ def test_style_rules_apply_where_their_selectors_match() -> None:
         '<div style="height:0; overflow:hidden">padding <span style="position:absolute">OFFER</span></div>',
         '<div style="max-height:0; overflow:hidden"><div style="position:fixed"><p>OFFER</p></div></div>',
         '<div style="text-indent:-9999px">padding <p style="text-indent:0">OFFER</p></div>',
+        # lines of their own grow a box of flat lines; a flat line in a box of other lines is drawn
+        '<div style="line-height:0;overflow:hidden">padding <p style="line-height:20px">OFFER</p></div>',
+        '<div style="overflow:hidden"><p>text</p><p style="line-height:0">OFFER</p></div>',
     ],
 )
 def test_what_a_mail_client_shows_is_read_however_the_rules_are_written(markup: str) -> None:

@@ -209,8 +209,6 @@ def _hides(declarations: dict[str, str]) -> bool:
     if _opacity(declarations.get("opacity", "")) < _FADED:
         return True
     clipped = declarations.get("overflow", "") in ("hidden", "clip")
-    if clipped and _ZERO.fullmatch(declarations.get("line-height", "x")):
-        return True  # lines of no height, their overflow cut (a unitless line-height is a factor)
     position = declarations.get("position", "")
     if position in _POSITIONED and _zero_box(declarations):
         return True  # a box of no room that holds even its absolutely placed descendants
@@ -327,10 +325,11 @@ class _Ink:
     ``text-indent`` is inherited too: a first line indented far to the left starts off the page, and
     a block inside that sets its own indent is seen (an inline element's indent moves nothing; a
     first line holds about 1,250 characters at -9,999 px: the rest of a longer block is drawn, and
-    read as hidden here). And a box of no room with its overflow cut (``height:0;
-    overflow:hidden``) that is not itself positioned hides what flows in it but not a descendant
-    placed ``absolute`` or ``fixed``, which is laid out against another box: a browser shows it,
-    so ``clipped`` ends there."""
+    read as hidden here). So is ``line-height``: lines of no height in a box whose overflow is cut
+    draw nothing, but a block inside with lines of its own grows the box and is seen. And a box of
+    no room with its overflow cut (``height:0; overflow:hidden``) that is not itself positioned
+    hides what flows in it but not a descendant placed ``absolute`` or ``fixed``, which is laid
+    out against another box: a browser shows it, so ``clipped`` ends there."""
 
     colour: Colour | None
     ground: Colour | None
@@ -340,6 +339,8 @@ class _Ink:
     shown: bool = True
     alpha: float = 1.0
     indent: float = 0.0  # px of the first line's indent (text-indent)
+    flat: bool = False  # lines of no height (line-height 0; a unitless line-height is a factor)
+    cut: bool = False  # in a box of lines of no height whose overflow is cut
     clipped: bool = False  # in a box of no room, laid out in its flow
 
     def under(self, tag: str, attributes: dict[str, str | None], declarations: dict[str, str]) -> _Ink:
@@ -372,6 +373,11 @@ class _Ink:
         indent = self.indent
         if "text-indent" in declarations and _separator(tag, declarations.get("display", "")):
             indent = _pixels(declarations["text-indent"]) or 0.0  # a block's own first line
+        flat = self.flat
+        if "line-height" in declarations:
+            flat = _ZERO.fullmatch(declarations["line-height"]) is not None
+        # a box cut to lines of no height (a box of other lines is as high as they are)
+        cut = self.cut or (flat and declarations.get("overflow", "") in ("hidden", "clip"))
         position = declarations.get("position", "")
         clipped = (self.clipped and position not in _ESCAPING) or (
             position not in _POSITIONED and _zero_box(declarations)
@@ -387,6 +393,8 @@ class _Ink:
             else declarations["visibility"] == "visible",
             self.alpha * _opacity(declarations.get("opacity", "")),
             indent,
+            flat,
+            cut,
             clipped,
         )
 
@@ -423,7 +431,7 @@ class _Ink:
     def invisible(self) -> bool:
         if not self.shown or self.size < _TOO_SMALL or self.alpha < _FADED or self.clipped:
             return True
-        if self.indent <= _OFF_THE_PAGE:
+        if self.indent <= _OFF_THE_PAGE or (self.flat and self.cut):
             return True
         drawn = self.colour if self.fill == _CURRENT else (None if self.fill == _TRANSPARENT else self.fill)
         if drawn is None or isinstance(drawn, str):
