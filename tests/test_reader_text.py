@@ -165,6 +165,11 @@ def test_padding_leaves_the_spam_text_whole(spam: list[bytes], ham_pool: list[st
         '<p style="position:relative; left:-9999px">HIDDEN</p>',
         '<p style="margin-left:-9999px">HIDDEN</p>',
         '<div style="line-height:0;overflow:hidden"><p><b>HIDDEN</b></p></div>',
+        # custom properties, as clients that apply var() apply them
+        '<div style="--c:#fff"><div><b style="color:var(--c)">HIDDEN</b></div></div>',
+        "<style>.w { --bg: #FFFFFF }</style><div class=w><p style='color: VAR(--BG)'>HIDDEN</p></div>",
+        '<p style="--d:none; display:var(--d)">HIDDEN</p>',
+        '<p style="color:var(--unknown, var(--unknown-too, #fff))">HIDDEN</p>',
     ],
 )
 def test_what_a_mail_client_hides_is_not_read(markup: str) -> None:
@@ -237,6 +242,10 @@ def test_style_rules_apply_where_their_selectors_match() -> None:
         # lines of their own grow a box of flat lines; a flat line in a box of other lines is drawn
         '<div style="line-height:0;overflow:hidden">padding <p style="line-height:20px">OFFER</p></div>',
         '<div style="overflow:hidden"><p>text</p><p style="line-height:0">OFFER</p></div>',
+        # a var() of nothing known is as if unset; a property of one's own wins; a definition hides nothing
+        '<p style="display:var(--unknown)">OFFER</p>',
+        '<div style="--c:#fff"><p style="--c:#c00; color:var(--c)">OFFER</p></div>',
+        '<p style="--d:none; --e:var(--e)">OFFER</p>',
     ],
 )
 def test_what_a_mail_client_shows_is_read_however_the_rules_are_written(markup: str) -> None:

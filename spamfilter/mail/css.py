@@ -56,6 +56,11 @@ _VALUE_TOKEN = re.compile(
 # hostile name of thousands of escapes); what it spells is checked once it is decoded.
 _NAME_VALUE = re.compile(r"\s*((?:[\w-]|\\.)+)\s*:(.*)", re.DOTALL)
 _IDENTIFIER = re.compile(r"-?[a-zA-Z_][\w-]*")
+# var(--name) or var(--name, fallback): a fallback of text and one level of brackets, each
+# character read one way (brackets delimit the pieces)
+_VARIABLE = re.compile(r"var\(\s*(--[\w-]+)\s*(?:,([^()]*(?:\([^()]*\)[^()]*)*))?\)", re.IGNORECASE)
+_MAX_VARIABLE_DEPTH = 4
+MAX_VARIABLES = 64  # custom properties in effect for an element: templates use a handful
 _IMPORTANT = re.compile(r"!\s*important", re.IGNORECASE)
 _COMPOUND = re.compile(
     r"(\*|[a-zA-Z][a-zA-Z0-9-]*)?"
@@ -94,8 +99,9 @@ def declarations(style: str) -> tuple[dict[str, str], frozenset[str]]:
         name, value = declaration.group(1), declaration.group(2)
         if "\\" in name:
             name = _ESCAPE.sub(_unescape, name)
-        if not _IDENTIFIER.fullmatch(name):
-            continue  # "9x: ...", "--custom: ..." and the like: no property a reader's view depends on
+        custom = name.startswith("--") and len(name) > 2  # a custom property, for var()
+        if not custom and not _IDENTIFIER.fullmatch(name):
+            continue  # "9x: ..." and the like: dropped
         name = name.lower()
         if _IMPORTANT.search(value):
             important.add(name)
@@ -105,8 +111,46 @@ def declarations(style: str) -> tuple[dict[str, str], frozenset[str]]:
             continue
         if "\\" in value:
             value = _ESCAPE.sub(_unescape, value)
-        found[name] = value.strip().lower()
+        found[name] = value.strip() if custom else value.strip().lower()
     return found, frozenset(important)
+
+
+def with_variables(
+    found: dict[str, str], inherited: Mapping[str, str]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """An element's declarations with each ``var(--name, fallback)`` replaced, and the custom
+    properties in effect for it and what it holds (its own over its ancestors': they are
+    inherited). A value that still names an unknown property without a fallback is dropped, as a
+    browser drops it at computed-value time (the property is then as if unset)."""
+    variables = dict(inherited)
+    for name, value in found.items():
+        if name.startswith("--") and (name in variables or len(variables) < MAX_VARIABLES):
+            variables[name] = _substituted(value, variables)
+    resolved: dict[str, str] = {}
+    for name, value in found.items():
+        if name.startswith("--"):
+            continue
+        if "var(" in value:
+            value = _substituted(value, variables)
+            if "var(" in value:
+                continue
+            value = value if name == "content" else value.lower()
+        resolved[name] = value
+    return resolved, variables
+
+
+def _substituted(value: str, variables: Mapping[str, str]) -> str:
+    def one(match: re.Match[str]) -> str:
+        known = variables.get(match.group(1).lower())
+        if known is not None:
+            return known
+        return match.group(2).strip() if match.group(2) is not None else match.group(0)
+
+    for _ in range(_MAX_VARIABLE_DEPTH):  # a fallback may itself name a property
+        if "var(" not in value:
+            break
+        value = _VARIABLE.sub(one, value)[:_MAX_DECLARATION_CHARS]
+    return value
 
 
 def _top_level_pieces(style: str) -> list[str]:

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
 from .css import LENGTH as _LENGTH
-from .css import MAX_STYLE_CHARS, VIEW_WIDTHS, Element, StyleSheet, generated_text
+from .css import MAX_STYLE_CHARS, VIEW_WIDTHS, Element, StyleSheet, generated_text, with_variables
 from .css import declarations as css_declarations
 from .css import pixels as _pixels
 
@@ -342,10 +342,18 @@ class _Ink:
     flat: bool = False  # lines of no height (line-height 0; a unitless line-height is a factor)
     cut: bool = False  # in a box of lines of no height whose overflow is cut
     clipped: bool = False  # in a box of no room, laid out in its flow
+    variables: tuple[tuple[str, str], ...] = ()  # custom properties (--name: value), inherited
 
-    def under(self, tag: str, attributes: dict[str, str | None], declarations: dict[str, str]) -> _Ink:
+    def under(
+        self,
+        tag: str,
+        attributes: dict[str, str | None],
+        declarations: dict[str, str],
+        variables: dict[str, str] | None = None,
+    ) -> _Ink:
         if (
             not declarations
+            and variables is None
             and "color" not in attributes
             and "bgcolor" not in attributes
             and "background" not in attributes
@@ -396,6 +404,7 @@ class _Ink:
             flat,
             cut,
             clipped,
+            self.variables if variables is None else tuple(variables.items()),
         )
 
     def _ground_under(self, attributes: dict[str, str | None], declarations: dict[str, str]) -> Colour | None:
@@ -529,6 +538,7 @@ def visible_text(markup: str) -> str:
     # ``@media`` rules tell a phone from a desktop, else one), what its text inherits (``_Ink``),
     # None where that view does not show it. Text is read if any view shows it.
     views = len(VIEW_WIDTHS) if sheet.views_differ else 1
+    variables = "var(" in markup or "VAR(" in markup  # custom properties matter only where used
     start = _Ink(_BLACK, _WHITE)
     stack: list[tuple[LexborNode, tuple[_Ink | None, ...], Element | None] | str] = [
         (root, (start,) * views, None)
@@ -555,12 +565,13 @@ def visible_text(markup: str) -> str:
         element = Element(tag, attributes, parent) if sheet else None
         styles = sheet.styles(element, inline) if element else (css_declarations(inline)[0],) * views
         if views == 1:  # the common case, without a generator per element
-            inks = (_ink_under(inks[0], tag, attributes, styles[0]),)
+            inks = (_ink_under(inks[0], tag, attributes, styles[0], variables),)
             if inks[0] is None:
                 continue
         else:
             inks = tuple(
-                _ink_under(ink, tag, attributes, style) for ink, style in zip(inks, styles, strict=True)
+                _ink_under(ink, tag, attributes, style, variables)
+                for ink, style in zip(inks, styles, strict=True)
             )
             if all(ink is None for ink in inks):
                 continue
@@ -618,14 +629,26 @@ def _tiny(attributes: dict[str, str | None], declarations: dict[str, str]) -> bo
 
 
 def _ink_under(
-    ink: _Ink | None, tag: str, attributes: dict[str, str | None], declarations: dict[str, str]
+    ink: _Ink | None,
+    tag: str,
+    attributes: dict[str, str | None],
+    declarations: dict[str, str],
+    variables: bool = False,
 ) -> _Ink | None:
-    """What an element's text inherits in one view, None where the element is not shown there."""
-    if ink is None or _hides(declarations):
+    """What an element's text inherits in one view, None where the element is not shown there.
+    ``variables``: whether the message uses ``var()`` (then custom properties are resolved)."""
+    if ink is None:
+        return None
+    own: dict[str, str] | None = None
+    if variables and (
+        ink.variables or any(name.startswith("--") or "var(" in value for name, value in declarations.items())
+    ):
+        declarations, own = with_variables(declarations, dict(ink.variables))
+    if _hides(declarations):
         return None
     if "hidden" in attributes and "display" not in declarations:
         return None  # ``hidden`` is the browser's own display:none, which an author's display undoes
-    return ink.under(tag, attributes, declarations)
+    return ink.under(tag, attributes, declarations, own)
 
 
 def _generated(
