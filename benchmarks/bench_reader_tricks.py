@@ -29,6 +29,12 @@ Each test spam is rebuilt as one HTML part (its Subject kept, its reader's text 
   declaration that is not ``name: value``, an escaped semicolon: each element is shown);
 - ``padding hidden by alpha/scale/zoom/clip-path``: the offer after four ham paragraphs in
   ``color:#fff0``, ``transform:scale(0.01)``, ``zoom:2%`` and ``clip-path:circle(0)``;
+- ``offer placed where rules do not hide it``: the offer's lines in turn in a paragraph of the
+  page's flow styled ``left:-9999px`` (offsets move only positioned elements), in an ``absolute``
+  span inside a ``height:0; overflow:hidden`` box that is not positioned, and in a paragraph that
+  sets ``text-indent:0`` inside a ``text-indent:-9999px`` block (each shown by a browser);
+- ``padding hidden by a custom property``: the offer after three ham paragraphs in
+  ``color: var(--bg)`` under a wrapper that sets ``--bg: #ffffff`` on a white page;
 - ``as HTML`` (the control): the offer alone in the same HTML.
 
 The tricks live here, not in ``spamfilter.evasion``, so that the same script can score the reader
@@ -163,6 +169,26 @@ def padding_hidden_by_alpha_scale_zoom(subject: str, body: str, rng: random.Rand
     return _message(subject, f"{padding}<p>{_offer(body)}</p>")
 
 
+_UNHIDDEN = (
+    '<p style="left:-9999px">{}</p>',
+    '<div style="height:0;overflow:hidden"><span style="position:absolute">{}</span></div><br>',
+    '<div style="text-indent:-9999px"><p style="text-indent:0">{}</p></div>',
+)
+
+
+def placed_where_rules_do_not_hide(subject: str, body: str, rng: random.Random, pool: list[str]) -> bytes:
+    lines = [line for line in body.split("\n") if line.strip()]
+    return _message(
+        subject,
+        "".join(_UNHIDDEN[n % len(_UNHIDDEN)].format(html.escape(line)) for n, line in enumerate(lines)),
+    )
+
+
+def padding_hidden_by_custom_property(subject: str, body: str, rng: random.Random, pool: list[str]) -> bytes:
+    padding = "".join(f'<p style="color: var(--bg)">{html.escape(rng.choice(pool))}</p>' for _ in range(3))
+    return _message(subject, f'<div style="--bg: #ffffff">{padding}</div><p>{_offer(body)}</p>')
+
+
 TRICKS: dict[str, Callable[[str, str, random.Random, list[str]], bytes]] = {
     "as HTML (control)": as_html,
     "offer shown by the cascade": shown_by_cascade,
@@ -177,6 +203,8 @@ TRICKS: dict[str, Callable[[str, str, random.Random, list[str]], bytes]] = {
     "offer spelled in table cells": spelled_in_cells,
     "offer in styles a browser drops": in_styles_a_browser_drops,
     "padding hidden by alpha/scale/zoom/clip-path": padding_hidden_by_alpha_scale_zoom,
+    "offer placed where rules do not hide it": placed_where_rules_do_not_hide,
+    "padding hidden by a custom property": padding_hidden_by_custom_property,
 }
 
 
