@@ -5,13 +5,12 @@ from __future__ import annotations
 import email
 import email.policy
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from support import finishes_in_a_child
 
 from spamfilter.explain import (
     MAX_SPANS,
@@ -86,7 +85,7 @@ def test_a_text_of_a_long_run_of_spaces_is_split_at_once() -> None:
         "assert split_spans('a' + '\\t' * 200_000 + 'x') == [(0, 200_002)]\n"
         "assert split_spans('buy now - cheap | pills') == [(0, 7), (10, 15), (18, 23)]\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=20)
+    finishes_in_a_child(code, timeout=20)
 
 
 def test_without_spans_takes_the_space_before_a_span() -> None:

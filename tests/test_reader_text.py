@@ -5,11 +5,10 @@ intact), and real non-Latin mail is left as it is."""
 from __future__ import annotations
 
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from support import finishes_in_a_child
 
 from spamfilter.evasion import TRICKS, ham_paragraphs
 from spamfilter.mail import extract_text, iter_mail_source
@@ -640,7 +639,7 @@ def test_a_style_of_thousands_of_escapes_is_read_at_once() -> None:
         "assert declarations('\\\\a' * 4000 + ' x') == ({}, frozenset())\n"
         "assert declarations('(' * 4000 + ';display:none')[0] == {}\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    finishes_in_a_child(code, timeout=60)
 
 
 def test_a_message_of_long_numbers_in_its_styles_is_read_at_once() -> None:
@@ -658,7 +657,7 @@ def test_a_message_of_long_numbers_in_its_styles_is_read_at_once() -> None:
         "assert words[0] == 's' and set(words[1:]) == {'ok'} and len(words) > 80, words[:5]\n"
     )
     # 0.1 s here; the old patterns took 51 s on this message (RESULTS section 40)
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=20)
+    finishes_in_a_child(code, timeout=20)
 
 
 def test_a_stylesheet_of_unclosed_comments_is_read_at_once() -> None:
@@ -669,4 +668,4 @@ def test_a_stylesheet_of_unclosed_comments_is_read_at_once() -> None:
         "from spamfilter.mail.render import visible_text\n"
         "assert visible_text('<style>' + '/* ' * 33_000 + '</style><p>shown</p>') == 'shown'\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=10)
+    finishes_in_a_child(code, timeout=10)

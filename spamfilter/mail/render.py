@@ -103,17 +103,12 @@ _RECT = re.compile(r"rect\(([^)]*)\)")
 _TRANSLATED_AWAY = re.compile(r"translate[xy]?\(\s*-?[0-9]{4,}(?:\.[0-9]*)?px")  # thousands of px away
 _OPACITY_FILTER = re.compile(r"opacity\(([^)]*)\)")  # filter: opacity(0), opacity(5%)
 _INSET = re.compile(r"inset\(\s*([0-9.]+)%")
-# Zero written one way per character ("0*\.?0+" tried every split of a run of zeros: n² steps)
-_ZERO_NUMBER = r"(?:0+(?:\.0*)?|\.0+)"
-_ZERO = re.compile(rf"{_ZERO_NUMBER}(?:px|pt|em|rem|%)?")
-_NO_RADIUS = re.compile(
-    rf"(?:circle|ellipse)\(\s*{_ZERO_NUMBER}(?:px|%|em)?(?:\s|\)|,)"
-)  # circle(0), ellipse(0 0)
+_RADIUS = re.compile(r"(?:circle|ellipse)\(\s*([^\s,)]*)")  # the first radius: circle(0), ellipse(0 0)
 _DEFAULT_SIZE = 16.0  # px: a mail client's default font size
 _POSITIONED = frozenset({"absolute", "fixed", "relative", "sticky"})
 _ESCAPING = frozenset({"absolute", "fixed"})  # placed against an ancestor that is positioned, or the page
 _MARGINS = ("margin-left", "margin-top")
-_OFF_THE_PAGE = -500.0  # px: a first line indented further left than this starts off any window
+_OFF_THE_PAGE = -500.0  # px: a box moved, or a first line indented, further left or up is off any window
 _FONT_KEYWORDS = {
     "xx-small": 9.0,
     "x-small": 10.0,
@@ -216,7 +211,7 @@ def _hides(declarations: dict[str, str]) -> bool:
     # page's flow moves nothing: a browser shows it); margins move any element.
     for offset in ("left", "top", "margin-left", "margin-top") if position in _POSITIONED else _MARGINS:
         length = _pixels(declarations.get(offset, "x"))
-        if length is not None and length <= -500:
+        if length is not None and length <= _OFF_THE_PAGE:
             return True  # pushed off the page
     if position in ("absolute", "fixed"):
         for offset in ("left", "top"):
@@ -272,7 +267,7 @@ def _scaled_to_nothing(transform: str) -> bool:
 def _factor(text: str) -> float | None:
     """A number or a percentage as a factor (``50%`` is 0.5); None for anything else."""
     try:
-        return float(text[:-1]) / 100 if text.endswith("%") else float(text)
+        return _channel(text, 1.0)
     except ValueError:
         return None
 
@@ -296,7 +291,8 @@ def _clipped_to_nothing(declarations: dict[str, str]) -> bool:
     inset = _INSET.search(clip_path)
     if inset is not None and float(inset.group(1) or 0) >= 50:
         return True
-    if _NO_RADIUS.search(clip_path):
+    radius = _RADIUS.search(clip_path)
+    if radius is not None and _pixels(radius.group(1) or "x") == 0:
         return True
     rect = _RECT.search(declarations.get("clip", ""))
     if rect is None or declarations.get("position", "") not in ("absolute", "fixed"):
@@ -383,7 +379,7 @@ class _Ink:
             indent = _pixels(declarations["text-indent"]) or 0.0  # a block's own first line
         flat = self.flat
         if "line-height" in declarations:
-            flat = _ZERO.fullmatch(declarations["line-height"]) is not None
+            flat = _pixels(declarations["line-height"]) == 0  # 0, 0px, 0em: lines of no height
         # a box cut to lines of no height (a box of other lines is as high as they are)
         cut = self.cut or (flat and declarations.get("overflow", "") in ("hidden", "clip"))
         position = declarations.get("position", "")
@@ -608,12 +604,11 @@ def _separator(tag: str, display: str) -> str:
     word on screen), its tag's default otherwise."""
     if tag == "br":
         return "\n"
-    kind = display.split("!")[0].strip()
-    if kind == "inline":
+    if display == "inline":  # declarations() has taken "!important" off
         return ""
-    if kind in _SPACED_DISPLAYS:
+    if display in _SPACED_DISPLAYS:
         return " "
-    if kind in _BLOCK_DISPLAYS:
+    if display in _BLOCK_DISPLAYS:
         return "\n"
     return "\n" if tag in _BLOCK_TAGS else " " if tag in _CELL_TAGS else ""
 

@@ -66,3 +66,12 @@ def require_sock_diag() -> None:
     why = kernel_names_owners()
     if why is not None:
         pytest.skip(f"the kernel does not answer sock_diag here: {why}")
+
+
+def finishes_in_a_child(code: str, timeout: float) -> None:
+    """Run ``code`` in a fresh Python and fail if it raises or is still running after ``timeout``
+    seconds: a pattern that backtracks without end fails its test instead of hanging the suite."""
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=timeout)
