@@ -35,6 +35,16 @@ Each test spam is rebuilt as one HTML part (its Subject kept, its reader's text 
   sets ``text-indent:0`` inside a ``text-indent:-9999px`` block (each shown by a browser);
 - ``padding hidden by a custom property``: the offer after three ham paragraphs in
   ``color: var(--bg)`` under a wrapper that sets ``--bg: #ffffff`` on a white page;
+- ``offer below an indented first line``: a block of ``text-indent:-9999px`` whose first line is
+  eight ham words and whose next lines, after a ``<br>``, are the offer (the indent moves the first
+  line alone: a browser draws the rest);
+- ``offer raised over a picture``: the offer in a block of ``margin-top:-760px`` after an 800 px
+  high banner (drawn over the picture, as text on a banner is);
+- ``offer in inline boxes styled as boxes of no room``: the offer's lines in turn in a ``<span>`` of
+  ``width:0;height:0;overflow:hidden``, a ``<b>`` of ``transform:scale(0)`` and a ``<span>`` of
+  ``margin-top:-9999px`` (none of which applies to an inline box: a browser draws each line);
+- ``offer in 1 px text scaled up``: the offer's lines in turn in blocks of ``font-size:1px`` drawn
+  16 times larger by ``transform:scale(16)`` or ``zoom:16``;
 - ``as HTML`` (the control): the offer alone in the same HTML.
 
 The tricks live here, not in ``spamfilter.evasion``, so that the same script can score the reader
@@ -189,6 +199,43 @@ def padding_hidden_by_custom_property(subject: str, body: str, rng: random.Rando
     return _message(subject, f'<div style="--bg: #ffffff">{padding}</div><p>{_offer(body)}</p>')
 
 
+def below_an_indented_first_line(subject: str, body: str, rng: random.Random, pool: list[str]) -> bytes:
+    first = html.escape(" ".join(rng.choice(pool).split()[:8]))
+    return _message(subject, f'<div style="text-indent:-9999px">{first}<br>{_offer(body)}</div>')
+
+
+def raised_over_a_picture(subject: str, body: str, rng: random.Random, pool: list[str]) -> bytes:
+    picture = '<img src="http://img.example/banner.jpg" width="600" height="800">'
+    return _message(subject, f'{picture}<div style="margin-top:-760px">{_offer(body)}</div>')
+
+
+_INLINE_BOXES = (
+    '<span style="width:0;height:0;overflow:hidden">{}</span>',
+    '<b style="transform:scale(0)">{}</b>',
+    '<span style="margin-top:-9999px">{}</span>',
+)
+
+
+def in_inline_boxes(subject: str, body: str, rng: random.Random, pool: list[str]) -> bytes:
+    lines = [line for line in body.split("\n") if line.strip()]
+    styled = (_INLINE_BOXES[n % len(_INLINE_BOXES)].format(html.escape(line)) for n, line in enumerate(lines))
+    return _message(subject, "<p>" + "<br>\n".join(styled) + "</p>")
+
+
+_SCALED_UP = (
+    '<div style="font-size:1px;transform:scale(16);transform-origin:0 0">{}</div>',
+    '<div style="font-size:1px;zoom:16">{}</div>',
+)
+
+
+def scaled_up_from_one_pixel(subject: str, body: str, rng: random.Random, pool: list[str]) -> bytes:
+    lines = [line for line in body.split("\n") if line.strip()]
+    return _message(
+        subject,
+        "".join(_SCALED_UP[n % len(_SCALED_UP)].format(html.escape(line)) for n, line in enumerate(lines)),
+    )
+
+
 TRICKS: dict[str, Callable[[str, str, random.Random, list[str]], bytes]] = {
     "as HTML (control)": as_html,
     "offer shown by the cascade": shown_by_cascade,
@@ -205,6 +252,10 @@ TRICKS: dict[str, Callable[[str, str, random.Random, list[str]], bytes]] = {
     "padding hidden by alpha/scale/zoom/clip-path": padding_hidden_by_alpha_scale_zoom,
     "offer placed where rules do not hide it": placed_where_rules_do_not_hide,
     "padding hidden by a custom property": padding_hidden_by_custom_property,
+    "offer below an indented first line": below_an_indented_first_line,
+    "offer raised over a picture": raised_over_a_picture,
+    "offer in inline boxes styled as boxes of no room": in_inline_boxes,
+    "offer in 1 px text scaled up": scaled_up_from_one_pixel,
 }
 
 

@@ -160,9 +160,25 @@ def test_padding_leaves_the_spam_text_whole(spam: list[bytes], ham_pool: list[st
         '<div style="position:relative;height:0;overflow:hidden">'
         '<b style="position:absolute">HIDDEN</b></div>',  # its box holds what is placed against it
         '<div style="height:0; overflow:hidden"><p><b>HIDDEN</b></p></div>',
-        '<div style="text-indent:-9999px"><p>HIDDEN</p><span style="text-indent:0">HIDDEN</span></div>',
+        '<div style="text-indent:-9999px"><p>HIDDEN</p></div>',  # the indent is inherited
+        '<div style="text-indent:-9999px"><span style="text-indent:0">HIDDEN</span></div>',
+        '<div style="text-indent:-9999px"><b>HIDDEN</b> <i>HIDDEN</i></div>',  # one line of inline text
+        '<div style="text-indent:-9999px">HIDDEN<p>x</p></div><p style="text-indent:-9999px">HIDDEN</p>',
+        '<p style="text-indent:-9999em">' + "HIDDEN " * 1000 + "</p>",  # a line as wide as its indent
         '<p style="position:relative; left:-9999px">HIDDEN</p>',
         '<p style="margin-left:-9999px">HIDDEN</p>',
+        '<p style="margin-top:-9999px">HIDDEN</p>',  # raised further than the text above it is high
+        '<p style="position:relative; top:-600px">HIDDEN</p>',
+        '<div style="position:absolute; top:-600px">HIDDEN</div>',  # placed against the page
+        # boxes of their own: a span made a block, placed, floated
+        '<span style="display:block; height:0; overflow:hidden">HIDDEN</span>',
+        '<span style="position:absolute; width:0; height:0; overflow:hidden">HIDDEN</span>',
+        '<span style="float:left; transform:scale(0)">HIDDEN</span>',
+        '<span style="margin-left:-9999px">HIDDEN</span>',  # horizontal margins move an inline box
+        # scales multiply, along each axis
+        '<div style="transform: scaleX(16) scaleY(0.1)">HIDDEN</div>',
+        '<div style="transform: scale(0.3) scale(0.3)">HIDDEN</div>',
+        '<div style="font-size:1px"><span style="transform:scale(16)">HIDDEN</span></div>',  # inline
         '<div style="line-height:0;overflow:hidden"><p><b>HIDDEN</b></p></div>',
         # custom properties, as clients that apply var() apply them
         '<div style="--c:#fff"><div><b style="color:var(--c)">HIDDEN</b></div></div>',
@@ -238,6 +254,28 @@ def test_style_rules_apply_where_their_selectors_match() -> None:
         '<div style="height:0; overflow:hidden">padding <span style="position:absolute">OFFER</span></div>',
         '<div style="max-height:0; overflow:hidden"><div style="position:fixed"><p>OFFER</p></div></div>',
         '<div style="text-indent:-9999px">padding <p style="text-indent:0">OFFER</p></div>',
+        # the indent moves a block's first line only: a line break, a block inside (and the text
+        # after it, in a block of its own), or text past the line's room is drawn
+        '<div style="text-indent:-9999px">padding<br>OFFER</div>',
+        # what CSS does not apply to an inline box (sizes, overflow, transforms, vertical margins)
+        '<span style="width:0; height:0; overflow:hidden">OFFER</span>',
+        '<b style="max-height:0; overflow:hidden">OFFER</b>',
+        '<a href="http://x.example/" style="line-height:0; overflow:hidden">OFFER</a>',
+        '<span style="transform:scale(0)">OFFER</span>',
+        '<span style="transform:translateX(-9999px)">OFFER</span>',
+        '<span style="margin-top:-9999px">OFFER</span>',
+        # text too small for its font size, drawn large by a zoom or a scale
+        '<div style="font-size:1px; transform:scale(16)">OFFER</div>',
+        '<div style="font-size:1px; zoom:16">OFFER</div>',
+        '<div style="zoom:0.05"><p style="font-size:100px">OFFER</p></div>',
+        # a box raised by less than what stands above it is drawn over that, not off the page
+        "<p>" + "line<br>" * 40 + '</p><div style="margin-top:-600px">OFFER</div>',
+        '<img src="hero.jpg"><p style="margin-top:-600px">OFFER</p>',
+        '<div style="height:800px"></div><p style="position:relative; top:-700px">OFFER</p>',
+        '<p style="visibility:hidden">' + "padding " * 800 + '</p><p style="margin-top:-600px">OFFER</p>',
+        '<div style="text-indent:-9999px"><b>padding</b><br><i>OFFER</i></div>',
+        '<div style="text-indent:-9999px"><p>padding</p>OFFER</div>',
+        '<p style="text-indent:-9999px">' + "padding " * 400 + "OFFER</p>",
         # lines of their own grow a box of flat lines; a flat line in a box of other lines is drawn
         '<div style="line-height:0;overflow:hidden">padding <p style="line-height:20px">OFFER</p></div>',
         '<div style="overflow:hidden"><p>text</p><p style="line-height:0">OFFER</p></div>',
@@ -669,3 +707,16 @@ def test_a_stylesheet_of_unclosed_comments_is_read_at_once() -> None:
         "assert visible_text('<style>' + '/* ' * 33_000 + '</style><p>shown</p>') == 'shown'\n"
     )
     finishes_in_a_child(code, timeout=10)
+
+
+def test_thousands_of_raised_boxes_are_read_at_once() -> None:
+    """Whether a raised box is off the page depends on the height of everything read before it:
+    counted once as the text grows, not again from the top for every box. In a child, as above."""
+    code = (
+        "from spamfilter.mail.render import visible_text\n"
+        "raised = '<p style=\"margin-top:-600px\">up</p><p>x</p>'\n"
+        "body = '<p>' + 'line<br>' * 100 + '</p>' + raised * 20_000\n"
+        "words = visible_text(body).split()\n"
+        "assert words.count('up') == 20_000 and words.count('x') == 20_000, len(words)\n"
+    )
+    finishes_in_a_child(code, timeout=30)

@@ -98,7 +98,6 @@ _RGB = re.compile(rf"^rgba?\({_NUMBER}[, ]{_NUMBER}[, ]{_NUMBER}(?:[,/]{_NUMBER}
 _HSL = re.compile(rf"^hsla?\(\s*([0-9.]+)(?:deg)?\s*[, ]{_NUMBER}[, ]{_NUMBER}(?:[,/]{_NUMBER})?\)$")
 _TRANSPARENT = "transparent"  # a colour that draws nothing: the ground shows through
 _SCALE = re.compile(r"\bscale(x|y|3d)?\(([^)]*)\)")
-_TOO_SCALED = 0.125  # a factor that draws a 16 px font under 2 px
 _RECT = re.compile(r"rect\(([^)]*)\)")
 _TRANSLATED_AWAY = re.compile(r"translate[xy]?\(\s*-?[0-9]{4,}(?:\.[0-9]*)?px")  # thousands of px away
 _OPACITY_FILTER = re.compile(r"opacity\(([^)]*)\)")  # filter: opacity(0), opacity(5%)
@@ -107,7 +106,7 @@ _RADIUS = re.compile(r"(?:circle|ellipse)\(\s*([^\s,)]*)")  # the first radius: 
 _DEFAULT_SIZE = 16.0  # px: a mail client's default font size
 _POSITIONED = frozenset({"absolute", "fixed", "relative", "sticky"})
 _ESCAPING = frozenset({"absolute", "fixed"})  # placed against an ancestor that is positioned, or the page
-_MARGINS = ("margin-left", "margin-top")
+_RELATIVE = frozenset({"relative", "sticky"})  # moved from where the page's flow puts them
 _OFF_THE_PAGE = -500.0  # px: a box moved, or a first line indented, further left or up is off any window
 _FONT_KEYWORDS = {
     "xx-small": 9.0,
@@ -208,8 +207,11 @@ def _hides(declarations: dict[str, str]) -> bool:
     if position in _POSITIONED and _zero_box(declarations):
         return True  # a box of no room that holds even its absolutely placed descendants
     # Offsets move an element only where it is positioned ("left:-9999px" on a paragraph of the
-    # page's flow moves nothing: a browser shows it); margins move any element.
-    for offset in ("left", "top", "margin-left", "margin-top") if position in _POSITIONED else _MARGINS:
+    # page's flow moves nothing: a browser shows it); margins move any element. A move up from
+    # where the element would stand is off the page only where less text stands above it
+    # (raised(), decided by the walk); a box placed against the page is placed off it here.
+    offsets = ("margin-left", "left", "top") if position in _ESCAPING else ("margin-left", "left")
+    for offset in offsets if position in _POSITIONED else ("margin-left",):
         length = _pixels(declarations.get(offset, "x"))
         if length is not None and length <= _OFF_THE_PAGE:
             return True  # pushed off the page
@@ -218,11 +220,7 @@ def _hides(declarations: dict[str, str]) -> bool:
             length = _pixels(declarations.get(offset, "x"))
             if length is not None and length >= 5000:
                 return True  # placed far past the right or the bottom of any window
-    transform = declarations.get("transform", "")
-    if _scaled_to_nothing(transform) or _TRANSLATED_AWAY.search(transform):
-        return True
-    zoom = _opacity(declarations.get("zoom", ""))  # a number or a percentage, as opacity is
-    if 0 < zoom < _TOO_SCALED:  # zoom:0 is drawn at full size
+    if _TRANSLATED_AWAY.search(declarations.get("transform", "")):
         return True
     if declarations.get("white-space", "") == "nowrap" and _indented_away(declarations, clipped):
         return True
@@ -232,6 +230,48 @@ def _hides(declarations: dict[str, str]) -> bool:
     if declarations.get("content-visibility", "") == "hidden":
         return True
     return _clipped_to_nothing(declarations)
+
+
+def _raised(declarations: dict[str, str]) -> float:
+    """How far up (px) an element is drawn from where the page's flow puts it: its ``margin-top``,
+    and its ``top`` where it is placed relative to that place. Off the page only if the text above
+    it is shorter (:class:`_Height`); otherwise it is drawn over that text, and seen."""
+    moved = 0.0
+    for offset in ("margin-top", "top") if declarations.get("position", "") in _RELATIVE else ("margin-top",):
+        length = _pixels(declarations.get(offset, "x"))
+        if length is not None and length < 0:
+            moved -= length
+    return moved
+
+
+class _Height:
+    """The height of the page read so far, over-estimated: a line per 60 characters of text, 24 px a
+    line (text that is not seen takes its room too), plus the heights that elements declare and
+    those of pictures (1,000 px where unknown).
+    A box raised by less is drawn over what stands above it and is read; by more, it is off the
+    page. Counting more height reads more: a raised box that was off the page after all is padding,
+    which the windows read at little cost, where hiding one that is drawn would hide an offer."""
+
+    LINE = 24.0  # px
+    CHARACTERS = 60  # per line
+    PICTURE = 1000.0  # px: a picture of no declared height
+    SIZES = ("height", "min-height", "padding-top", "padding-bottom", "margin-bottom")
+
+    def __init__(self, out: list[str]) -> None:
+        self.out, self.counted, self.lines, self.boxes = out, 0, 0, 0.0
+
+    def __call__(self) -> float:
+        for text in self.out[self.counted :]:
+            self.lines += text.count("\n") + len(text) // self.CHARACTERS
+        self.counted = len(self.out)
+        return self.lines * self.LINE + self.boxes
+
+    def add(self, tag: str, attributes: dict[str, str | None], declarations: dict[str, str]) -> None:
+        """Count the height an element declares (a picture's, where it declares none)."""
+        declared = [_pixels(declarations.get(size, "x")) for size in self.SIZES] if declarations else []
+        if tag == "img" and declared[:1] in ([], [None]):
+            declared.append(_pixels(attributes.get("height") or "x") or self.PICTURE)
+        self.boxes += sum(min(abs(px), 100_000.0) for px in declared if px is not None)
 
 
 def _zero_box(declarations: dict[str, str]) -> bool:
@@ -245,23 +285,28 @@ def _zero_box(declarations: dict[str, str]) -> bool:
     return False
 
 
-def _scaled_to_nothing(transform: str) -> bool:
-    """Whether a ``transform`` shrinks the element's width or height under an eighth (a line of
-    16 px text to under 2 px): ``scale(0)``, ``scale(0.01)``, ``scaleY(0.1)``, ``scale3d(1, 0, 1)``."""
-    for found in _SCALE.finditer(transform):
+def _drawn_scale(declarations: dict[str, str]) -> float:
+    """How many times its font size an element's text is drawn: its ``zoom`` (a number or a
+    percentage; ``zoom:0`` is full size) times the lesser of its ``transform``'s scales along either
+    axis (text squashed flat is no more read than text too small). ``scale(0.01)`` and ``zoom:2%``
+    hide text; ``font-size:1px`` under ``scale(16)`` is drawn at 16 px, and read."""
+    across = down = 1.0
+    for found in _SCALE.finditer(declarations.get("transform", "")):
         factors = [_factor(factor) for factor in re.split(r"[\s,]+", found.group(2).strip()) if factor]
         if not factors or None in factors:
             continue  # not a scale a browser draws
+        first = factors[0] or 0.0
         axis = found.group(1)
-        if axis == "x" or axis == "y":
-            shown = factors[:1]
-        elif axis == "3d":
-            shown = factors[:2]
-        else:
-            shown = factors[:2] if len(factors) > 1 else factors * 2
-        if any(abs(factor) < _TOO_SCALED for factor in shown if factor is not None):
-            return True
-    return False
+        if axis == "x":
+            across *= first
+        elif axis == "y":
+            down *= first
+        else:  # scale(a), scale(a, b), scale3d(a, b, c)
+            across, down = across * first, down * (factors[1] or 0.0 if len(factors) > 1 else first)
+    zoom = _factor(declarations.get("zoom", "").strip() or "1")
+    if zoom is None or zoom <= 0:
+        zoom = 1.0  # zoom:0, a negative or an unreadable zoom: drawn at full size
+    return min(abs(across), abs(down), 1e6) * min(zoom, 1e6)
 
 
 def _factor(text: str) -> float | None:
@@ -319,13 +364,13 @@ class _Ink:
     what it holds: three at 0.3 draw nothing a reader sees).
 
     ``text-indent`` is inherited too: a first line indented far to the left starts off the page, and
-    a block inside that sets its own indent is seen (an inline element's indent moves nothing; a
-    first line holds about 1,250 characters at -9,999 px: the rest of a longer block is drawn, and
-    read as hidden here). So is ``line-height``: lines of no height in a box whose overflow is cut
-    draw nothing, but a block inside with lines of its own grows the box and is seen. And a box of
-    no room with its overflow cut (``height:0; overflow:hidden``) that is not itself positioned
-    hides what flows in it but not a descendant placed ``absolute`` or ``fixed``, which is laid
-    out against another box: a browser shows it, so ``clipped`` ends there."""
+    a block inside that sets its own indent is seen (an inline element's indent moves nothing); only
+    the first line is moved (:class:`_FirstLine`). So is ``line-height``: lines of no height in a
+    box whose overflow is cut draw nothing, but a block inside with lines of its own grows the box
+    and is seen. And a box of no room with its overflow cut (``height:0; overflow:hidden``) that is
+    not itself positioned hides what flows in it but not a descendant placed ``absolute`` or
+    ``fixed``, which is laid out against another box: a browser shows it, so ``clipped`` ends
+    there."""
 
     colour: Colour | None
     ground: Colour | None
@@ -339,6 +384,7 @@ class _Ink:
     cut: bool = False  # in a box of lines of no height whose overflow is cut
     clipped: bool = False  # in a box of no room, laid out in its flow
     variables: tuple[tuple[str, str], ...] = ()  # custom properties (--name: value), inherited
+    scale: float = 1.0  # how many times its font size the text is drawn (zoom, transform scales)
 
     def under(
         self,
@@ -401,6 +447,9 @@ class _Ink:
             cut,
             clipped,
             self.variables if variables is None else tuple(variables.items()),
+            self.scale * _drawn_scale(declarations)
+            if "transform" in declarations or "zoom" in declarations
+            else self.scale,
         )
 
     def _ground_under(self, attributes: dict[str, str | None], declarations: dict[str, str]) -> Colour | None:
@@ -432,11 +481,21 @@ class _Ink:
             return next((declared for declared in sizes if declared is not None), size)
         return size
 
-    @functools.cached_property  # read for every text node under it
+    @property
     def invisible(self) -> bool:
-        if not self.shown or self.size < _TOO_SMALL or self.alpha < _FADED or self.clipped:
+        return self.indented_away or self.unseen
+
+    @property
+    def indented_away(self) -> bool:
+        """Whether a block's first line starts off the page (its later lines are drawn)."""
+        return self.indent <= _OFF_THE_PAGE
+
+    @functools.cached_property  # read for every text node under it
+    def unseen(self) -> bool:
+        """Whether no line of this text is seen (the first line's indent aside)."""
+        if not self.shown or self.size * self.scale < _TOO_SMALL or self.alpha < _FADED or self.clipped:
             return True
-        if self.indent <= _OFF_THE_PAGE or (self.flat and self.cut):
+        if self.flat and self.cut:
             return True
         drawn = self.colour if self.fill == _CURRENT else (None if self.fill == _TRANSPARENT else self.fill)
         if drawn is None or isinstance(drawn, str):
@@ -444,6 +503,38 @@ class _Ink:
         if self.ground is None:
             return False  # on a picture
         return sum(abs(a - b) for a, b in zip(drawn, self.ground, strict=True)) < _COLOUR_DISTANCE
+
+
+class _FirstLine:
+    """The first line of a block whose indent starts it off the page: a browser moves that line
+    alone, and it ends at a ``<br>``, where a block inside begins, or where its room runs out (the
+    line is as wide as the indent). The room is counted as a character per em of the indent; text
+    is narrower (about half an em a character), so a browser hides more than this: what is read of
+    it is padding that a spammer hid, which the windows read at little cost, where hiding the second
+    line too would let an offer placed there (``padding<br>OFFER``) go unread."""
+
+    __slots__ = ("room",)
+
+    def __init__(self, ink: _Ink) -> None:
+        self.room = int(-ink.indent / max(ink.size, 1.0))  # characters, white space collapsed
+
+    def end(self) -> None:
+        self.room = 0
+
+    def drawn(self, text: str) -> str:
+        """What of ``text`` is drawn on later lines, this line's room used up by the rest."""
+        if self.room <= 0:
+            return text
+        for word in _WORD.finditer(text):
+            taken = len(word.group()) + 1  # and the space after it
+            if taken > self.room:
+                self.room = 0
+                return text[word.start() :]  # a word that does not fit begins the next line
+            self.room -= taken
+        return ""
+
+
+_WORD = re.compile(r"\S+")
 
 
 def _opacity(value: str) -> float:
@@ -524,7 +615,6 @@ def visible_text(markup: str) -> str:
     """The text a mail client shows for ``markup``, whitespace collapsed, lines kept."""
     tree = LexborHTMLParser(_without_reopening(markup))
     sheet = StyleSheet("".join(node.text(deep=True) for node in tree.css("style"))[:MAX_STYLE_CHARS])
-    out: list[str] = []
     root = tree.root
     if root is None:
         return ""
@@ -536,23 +626,31 @@ def visible_text(markup: str) -> str:
     views = len(VIEW_WIDTHS) if sheet.views_differ else 1
     variables = "var(" in markup or "VAR(" in markup  # custom properties matter only where used
     start = _Ink(_BLACK, _WHITE)
-    stack: list[tuple[LexborNode, tuple[_Ink | None, ...], Element | None] | str] = [
-        (root, (start,) * views, None)
+    out: list[str] = []
+    height = _Height(out)
+    # The last item is the first line of the block being read where its indent starts it off the page.
+    stack: list[tuple[LexborNode, tuple[_Ink | None, ...], Element | None, _FirstLine | None] | str] = [
+        (root, (start,) * views, None, None)
     ]
     while stack:
         entry = stack.pop()
         if isinstance(entry, str):
             out.append(entry)
             continue
-        node, inks, parent = entry
+        node, inks, parent, line = entry
         tag = node.tag or ""
         if tag.startswith(_PLAIN_PREFIX):
             tag = tag[len(_PLAIN_PREFIX) :]
         if tag == "-text":
             text = node.text_content or ""
+            seen = [ink for ink in inks if ink is not None and not ink.unseen]
             # white space separates words in any colour
-            if not text.strip() or any(ink is not None and not ink.invisible for ink in inks):
+            if not text.strip() or any(not ink.indented_away for ink in seen):
                 out.append(text)
+            elif seen and line is not None:
+                out.append(line.drawn(text))
+            else:
+                height.lines += 1 + len(text) // height.CHARACTERS  # unseen text takes room too
             continue
         if tag in _SKIPPED:
             continue
@@ -560,6 +658,7 @@ def visible_text(markup: str) -> str:
         inline = attributes.get("style") or ""
         element = Element(tag, attributes, parent) if sheet else None
         styles = sheet.styles(element, inline) if element else (css_declarations(inline)[0],) * views
+        styles = tuple(_as_laid_out(tag, style) for style in styles)
         if views == 1:  # the common case, without a generator per element
             inks = (_ink_under(inks[0], tag, attributes, styles[0], variables),)
             if inks[0] is None:
@@ -571,12 +670,22 @@ def visible_text(markup: str) -> str:
             )
             if all(ink is None for ink in inks):
                 continue
+        moved = _raised(styles[0]) if styles[0] else 0.0
+        if moved >= -_OFF_THE_PAGE and moved > height():
+            continue  # raised above the top of the page
+        if styles[0] or tag == "img":
+            height.add(tag, attributes, styles[0])
         if tag == "img":
             alt = attributes.get("alt")  # drawn as an image, whatever the text colour
             if alt and not _tiny(attributes, styles[0]):
                 out.append(f" {alt} ")
             continue
         separator = _separator(tag, styles[0].get("display", ""))
+        if separator == "\n" and line is not None:
+            line.end()  # a <br> or a block inside ends the first line of the block around it
+        if separator and tag != "br":  # a block, a cell, an inline block: lines of its own
+            ink = next(ink for ink in inks if ink is not None)
+            line = _FirstLine(ink) if ink.indented_away else None
         if _overrides_to_the_left(tag, attributes, styles[0]):
             out.append(_REVERSED_BEGIN)
             stack.append(_REVERSED_END)
@@ -593,7 +702,7 @@ def visible_text(markup: str) -> str:
         while child is not None:
             children.append(child)
             child = child.next
-        stack.extend((child, inks, element) for child in reversed(children))
+        stack.extend((child, inks, element, line) for child in reversed(children))
     return _BLANK_LINES.sub("\n\n", "\n".join(_quoted_lines(_as_drawn("".join(out))))).strip()
 
 
@@ -611,6 +720,31 @@ def _separator(tag: str, display: str) -> str:
     if display in _BLOCK_DISPLAYS:
         return "\n"
     return "\n" if tag in _BLOCK_TAGS else " " if tag in _CELL_TAGS else ""
+
+
+# What CSS does not apply to an inline box (text in the line, a <span> or <b> or <a> as it comes):
+# its width and height, its vertical margins, its overflow, a transform, a clip, a first line's
+# indent. A browser ignores them there, so "<span style='height:0;overflow:hidden'>" shows its text.
+_BOX_ONLY = frozenset(
+    {
+        *("width", "height", "min-width", "min-height", "max-width", "max-height", "overflow"),
+        *("overflow-x", "overflow-y", "transform", "margin-top", "margin-bottom", "clip", "text-indent"),
+    }
+)
+_ATOMIC = frozenset({"img", "input", "button", "select", "textarea", "video", "object", "embed", "marquee"})
+
+
+def _as_laid_out(tag: str, declarations: dict[str, str]) -> dict[str, str]:
+    """An element's declarations less those that do not apply to it: an inline box's sizes, vertical
+    margins, overflow and transform (an element placed ``absolute`` or ``fixed``, or floated, is laid
+    out as a block, and keeps them; so do pictures and form fields, boxes of their own)."""
+    if tag in _ATOMIC or not (declarations.keys() & _BOX_ONLY):
+        return declarations  # nearly every element: nothing to drop
+    if _separator(tag, declarations.get("display", "")) or declarations.get("position", "") in _ESCAPING:
+        return declarations
+    if declarations.get("float", "none") in ("left", "right", "inline-start", "inline-end"):
+        return declarations
+    return {name: value for name, value in declarations.items() if name not in _BOX_ONLY}
 
 
 def _tiny(attributes: dict[str, str | None], declarations: dict[str, str]) -> bool:
