@@ -45,6 +45,11 @@ Each test spam is rebuilt as one HTML part (its Subject kept, its reader's text 
   ``margin-top:-9999px`` (none of which applies to an inline box: a browser draws each line);
 - ``offer in 1 px text scaled up``: the offer's lines in turn in blocks of ``font-size:1px`` drawn
   16 times larger by ``transform:scale(16)`` or ``zoom:16``;
+- ``offer in SVG text and form fields``: the offer's lines in turn as the ``<text>`` of an inline
+  SVG picture and as the value of a read-only text field without a border;
+- ``offer in white or transparent text, outlined or inverted``: the offer's lines in turn in white
+  text outlined in black (``-webkit-text-stroke``), white text under ``filter:invert(1)``, and
+  transparent text outlined in grey;
 - ``as HTML`` (the control): the offer alone in the same HTML.
 
 The tricks live here, not in ``spamfilter.evasion``, so that the same script can score the reader
@@ -236,6 +241,36 @@ def scaled_up_from_one_pixel(subject: str, body: str, rng: random.Random, pool: 
     )
 
 
+_DRAWN_ELSEWHERE = (
+    '<svg width="600" height="24"><text x="0" y="18">{}</text></svg><br>',
+    '<input type="text" size="80" readonly style="border:0" value="{}"><br>',
+)
+
+
+def in_svg_and_fields(subject: str, body: str, rng: random.Random, pool: list[str]) -> bytes:
+    lines = [line for line in body.split("\n") if line.strip()]
+    return _message(
+        subject,
+        "".join(
+            _DRAWN_ELSEWHERE[n % len(_DRAWN_ELSEWHERE)].format(html.escape(line, quote=True))
+            for n, line in enumerate(lines)
+        ),
+    )
+
+
+_DRAWN_ANYWAY = (
+    '<span style="color:#fff;-webkit-text-stroke:1px #000">{}</span>',
+    '<span style="color:#fff;filter:invert(1)">{}</span>',
+    '<span style="color:transparent;-webkit-text-stroke:1px #333">{}</span>',
+)
+
+
+def outlined_or_inverted(subject: str, body: str, rng: random.Random, pool: list[str]) -> bytes:
+    lines = [line for line in body.split("\n") if line.strip()]
+    styled = (_DRAWN_ANYWAY[n % len(_DRAWN_ANYWAY)].format(html.escape(line)) for n, line in enumerate(lines))
+    return _message(subject, "<p>" + "<br>\n".join(styled) + "</p>")
+
+
 TRICKS: dict[str, Callable[[str, str, random.Random, list[str]], bytes]] = {
     "as HTML (control)": as_html,
     "offer shown by the cascade": shown_by_cascade,
@@ -256,6 +291,8 @@ TRICKS: dict[str, Callable[[str, str, random.Random, list[str]], bytes]] = {
     "offer raised over a picture": raised_over_a_picture,
     "offer in inline boxes styled as boxes of no room": in_inline_boxes,
     "offer in 1 px text scaled up": scaled_up_from_one_pixel,
+    "offer in SVG text and form fields": in_svg_and_fields,
+    "offer in white or transparent text, outlined or inverted": outlined_or_inverted,
 }
 
 

@@ -175,6 +175,13 @@ def test_padding_leaves_the_spam_text_whole(spam: list[bytes], ham_pool: list[st
         '<span style="position:absolute; width:0; height:0; overflow:hidden">HIDDEN</span>',
         '<span style="float:left; transform:scale(0)">HIDDEN</span>',
         '<span style="margin-left:-9999px">HIDDEN</span>',  # horizontal margins move an inline box
+        # fields and pictures that draw nothing of these
+        '<input type="hidden" value="HIDDEN"><input type="checkbox" value="HIDDEN">',
+        "<svg><title>HIDDEN</title><desc>HIDDEN</desc><defs><text>HIDDEN</text></defs></svg>",
+        '<div style="display:none"><svg><text>HIDDEN</text></svg><input value="HIDDEN"></div>',
+        # an outline in the text's own colour, an inversion of nothing
+        '<span style="color:transparent; -webkit-text-stroke:1px">HIDDEN</span>',
+        '<span style="color:#fff; filter:invert(0)">HIDDEN</span>',
         # scales multiply, along each axis
         '<div style="transform: scaleX(16) scaleY(0.1)">HIDDEN</div>',
         '<div style="transform: scale(0.3) scale(0.3)">HIDDEN</div>',
@@ -257,6 +264,17 @@ def test_style_rules_apply_where_their_selectors_match() -> None:
         # the indent moves a block's first line only: a line break, a block inside (and the text
         # after it, in a block of its own), or text past the line's room is drawn
         '<div style="text-indent:-9999px">padding<br>OFFER</div>',
+        # text that form fields and inline SVG draw
+        '<input type="text" value="OFFER" size="60" readonly style="border:0">',
+        '<input placeholder="OFFER">',
+        '<input type="submit" value="OFFER">',
+        '<svg width="600" height="40"><text x="0" y="20">OFFER</text></svg>',
+        "<svg><g><text><tspan>OFFER</tspan></text></g></svg>",
+        # transparent or background-coloured text drawn anyway: outlined, inverted, blended
+        '<span style="color:transparent; -webkit-text-stroke:1px #000">OFFER</span>',
+        '<span style="color:#fff; -webkit-text-stroke-width:1px; -webkit-text-stroke-color:red">OFFER</span>',
+        '<span style="color:#fff; filter:invert(1)">OFFER</span>',
+        '<span style="color:#fff; mix-blend-mode:difference">OFFER</span>',
         # what CSS does not apply to an inline box (sizes, overflow, transforms, vertical margins)
         '<span style="width:0; height:0; overflow:hidden">OFFER</span>',
         '<b style="max-height:0; overflow:hidden">OFFER</b>',

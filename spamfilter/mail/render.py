@@ -39,9 +39,7 @@ from .css import MAX_STYLE_CHARS, VIEW_WIDTHS, Element, StyleSheet, generated_te
 from .css import declarations as css_declarations
 from .css import pixels as _pixels
 
-_SKIPPED = frozenset(
-    {"head", "title", "style", "script", "template", "-comment", "!doctype", "svg", "iframe"}
-)
+_SKIPPED = frozenset({"head", "title", "style", "script", "template", "-comment", "!doctype", "iframe"})
 _BLOCK_TAGS = frozenset(
     {
         *("address", "article", "aside", "blockquote", "br", "center", "dd", "div", "dl", "dt"),
@@ -385,6 +383,8 @@ class _Ink:
     clipped: bool = False  # in a box of no room, laid out in its flow
     variables: tuple[tuple[str, str], ...] = ()  # custom properties (--name: value), inherited
     scale: float = 1.0  # how many times its font size the text is drawn (zoom, transform scales)
+    stroke: bool = False  # outlined by -webkit-text-stroke in a colour of its own: drawn whatever its fill
+    recoloured: bool = False  # under an invert() filter or a blend mode: not drawn in its own colours
 
     def under(
         self,
@@ -450,6 +450,12 @@ class _Ink:
             self.scale * _drawn_scale(declarations)
             if "transform" in declarations or "zoom" in declarations
             else self.scale,
+            _stroked(declarations)
+            if _STROKE_WIDTH in declarations or _STROKE in declarations
+            else self.stroke,
+            self.recoloured
+            or _INVERTED.search(declarations.get("filter", "")) is not None
+            or declarations.get("mix-blend-mode", "normal") not in ("normal", "initial", "unset", ""),
         )
 
     def _ground_under(self, attributes: dict[str, str | None], declarations: dict[str, str]) -> Colour | None:
@@ -499,10 +505,25 @@ class _Ink:
             return True
         drawn = self.colour if self.fill == _CURRENT else (None if self.fill == _TRANSPARENT else self.fill)
         if drawn is None or isinstance(drawn, str):
-            return not self.shadow  # transparent text that a shadow draws is seen
-        if self.ground is None:
-            return False  # on a picture
+            return not (self.shadow or self.stroke)  # transparent text that a shadow or outline draws is seen
+        if self.ground is None or self.stroke or self.recoloured:
+            return False  # on a picture, outlined, or drawn in colours other than its own
         return sum(abs(a - b) for a, b in zip(drawn, self.ground, strict=True)) < _COLOUR_DISTANCE
+
+
+_STROKE, _STROKE_WIDTH = "-webkit-text-stroke", "-webkit-text-stroke-width"
+_INVERTED = re.compile(r"invert\((?!\s*(?:0+\.?0*|\.0+)%?\s*\))")  # any but invert(0)
+
+
+def _stroked(declarations: dict[str, str]) -> bool:
+    """Whether ``-webkit-text-stroke`` outlines the letters in a colour of their own (the outline
+    is drawn in the text's colour unless it names one: transparent text stays unseen)."""
+    value = declarations.get(_STROKE, "")
+    width = declarations.get(_STROKE_WIDTH, "") or value
+    colour = declarations.get("-webkit-text-stroke-color", "") or value
+    drawn = any(word in ("thin", "medium", "thick") or (_pixels(word) or 0) > 0 for word in width.split())
+    named = [_colour(word) for word in colour.split()]
+    return drawn and any(found is not None and found != _TRANSPARENT for found in named)
 
 
 class _FirstLine:
@@ -680,6 +701,10 @@ def visible_text(markup: str) -> str:
             if alt and not _tiny(attributes, styles[0]):
                 out.append(f" {alt} ")
             continue
+        if tag in ("svg", "input"):  # pictures and fields that draw text of their own
+            if any(ink is not None and not ink.invisible for ink in inks):
+                out.append(f" {_svg_text(node) if tag == 'svg' else _field_text(attributes)} ")
+            continue
         separator = _separator(tag, styles[0].get("display", ""))
         if separator == "\n" and line is not None:
             line.end()  # a <br> or a block inside ends the first line of the block around it
@@ -745,6 +770,42 @@ def _as_laid_out(tag: str, declarations: dict[str, str]) -> dict[str, str]:
     if declarations.get("float", "none") in ("left", "right", "inline-start", "inline-end"):
         return declarations
     return {name: value for name, value in declarations.items() if name not in _BOX_ONLY}
+
+
+# What an inline SVG picture keeps without drawing: tooltips, definitions drawn only where used.
+_SVG_UNDRAWN = frozenset(
+    {"title", "desc", "defs", "symbol", "style", "script", "mask", "clippath", "pattern"}
+)
+_TEXT_FIELDS = frozenset({"", "text", "search", "email", "url", "tel"})
+_BUTTONS = frozenset({"submit", "button", "reset"})
+
+
+def _svg_text(svg: LexborNode) -> str:
+    """The text an inline SVG picture draws (Apple Mail, iOS Mail and Thunderbird draw SVG): its
+    ``<text>`` elements, ``<tspan>`` and ``<textPath>`` inside them, each a word apart."""
+    texts: list[str] = []
+    stack = [svg.child]
+    while stack:
+        node = stack.pop()
+        while node is not None:
+            tag = (node.tag or "").lower()
+            if tag == "text":
+                texts.append(node.text(deep=True))
+            elif tag not in _SVG_UNDRAWN and node.child is not None:
+                stack.append(node.child)  # read after this level: order within the picture matters little
+            node = node.next
+    return " ".join(texts)
+
+
+def _field_text(attributes: dict[str, str | None]) -> str:
+    """What a form field shows (Apple Mail and Outlook draw forms): a text field's value, or its
+    placeholder while it has none; a button's label. A hidden field, a box or a file picker: nothing."""
+    kind = (attributes.get("type") or "").strip().lower()
+    if kind in _BUTTONS:
+        return attributes.get("value") or ""
+    if kind in _TEXT_FIELDS:
+        return attributes.get("value") or attributes.get("placeholder") or ""
+    return ""
 
 
 def _tiny(attributes: dict[str, str | None], declarations: dict[str, str]) -> bool:
