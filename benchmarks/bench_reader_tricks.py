@@ -47,7 +47,7 @@ Each test spam is rebuilt as one HTML part (its Subject kept, its reader's text 
   16 times larger by ``transform:scale(16)`` or ``zoom:16``;
 - ``offer in SVG text and form fields``: the offer's lines in turn as the ``<text>`` of an inline
   SVG picture and as the value of a read-only text field without a border;
-- ``offer in white or transparent text, outlined or inverted``: the offer's lines in turn in white
+- ``offer in white or transparent text outlined or inverted``: the offer's lines in turn in white
   text outlined in black (``-webkit-text-stroke``), white text under ``filter:invert(1)``, and
   transparent text outlined in grey;
 - ``as HTML`` (the control): the offer alone in the same HTML.
@@ -292,7 +292,7 @@ TRICKS: dict[str, Callable[[str, str, random.Random, list[str]], bytes]] = {
     "offer in inline boxes styled as boxes of no room": in_inline_boxes,
     "offer in 1 px text scaled up": scaled_up_from_one_pixel,
     "offer in SVG text and form fields": in_svg_and_fields,
-    "offer in white or transparent text, outlined or inverted": outlined_or_inverted,
+    "offer in white or transparent text outlined or inverted": outlined_or_inverted,
 }
 
 
