@@ -50,6 +50,9 @@ Each test spam is rebuilt as one HTML part (its Subject kept, its reader's text 
 - ``offer in white or transparent text outlined or inverted``: the offer's lines in turn in white
   text outlined in black (``-webkit-text-stroke``), white text under ``filter:invert(1)``, and
   transparent text outlined in grey;
+- ``offer's words written shuffled, drawn in order by flex order``: each line of the offer a flex
+  box whose items are its words, written in a shuffled order and drawn in the line's own order by
+  each item's ``order``;
 - ``as HTML`` (the control): the offer alone in the same HTML.
 
 The tricks live here, not in ``spamfilter.evasion``, so that the same script can score the reader
@@ -271,6 +274,19 @@ def outlined_or_inverted(subject: str, body: str, rng: random.Random, pool: list
     return _message(subject, "<p>" + "<br>\n".join(styled) + "</p>")
 
 
+def words_ordered_by_flex(subject: str, body: str, rng: random.Random, pool: list[str]) -> bytes:
+    lines = []
+    for line in body.split("\n"):
+        words = line.split()
+        if not words:
+            continue
+        placed = list(enumerate(words))
+        rng.shuffle(placed)  # written in this order, drawn in the order that ``order`` gives
+        items = "".join(f'<span style="order:{n}">{html.escape(word)}&nbsp;</span>' for n, word in placed)
+        lines.append(f'<div style="display:flex">{items}</div>')
+    return _message(subject, "".join(lines))
+
+
 TRICKS: dict[str, Callable[[str, str, random.Random, list[str]], bytes]] = {
     "as HTML (control)": as_html,
     "offer shown by the cascade": shown_by_cascade,
@@ -293,6 +309,7 @@ TRICKS: dict[str, Callable[[str, str, random.Random, list[str]], bytes]] = {
     "offer in 1 px text scaled up": scaled_up_from_one_pixel,
     "offer in SVG text and form fields": in_svg_and_fields,
     "offer in white or transparent text outlined or inverted": outlined_or_inverted,
+    "offer's words written shuffled, drawn in order by flex order": words_ordered_by_flex,
 }
 
 
