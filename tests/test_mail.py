@@ -284,7 +284,10 @@ def test_8bit_header_name_is_still_a_header() -> None:
     assert extract_text(raw) == "ok\nbody"
 
 
-def test_attachments_and_non_text_parts_are_skipped() -> None:
+def test_non_text_parts_and_attachments_that_clients_do_not_show_are_skipped() -> None:
+    """Text and HTML attachments are read in their place (Thunderbird and Apple Mail show them
+    below the body; an offer put there behind "Hello" is read); pictures, documents and text
+    types that clients only save (CSV, patches by their types) are not."""
     pdf = base64.b64encode(b"%PDF-1.4 binary pdf").decode()
     body = (
         "--m\nContent-Type: text/plain\n\nvisible text\n"
@@ -294,20 +297,24 @@ def test_attachments_and_non_text_parts_are_skipped() -> None:
         f"{pdf}\n"
         "--m\nContent-Type: image/png\n\nPNGDATA\n"
         "--m\nContent-Type: text/csv\n\na,b,c\n"
+        "--m\nContent-Type: text/x-diff\nContent-Disposition: attachment\n\n+a patch\n"
+        '--m\nContent-Type: text/html\nContent-Disposition: attachment; filename="invoice.html"\n\n'
+        "<p>Sign in <b>here</b></p><p style='display:none'>hidden</p>\n"
         "--m\nContent-Type: text/plain\nContent-Disposition: inline\n\nmore visible\n--m--\n"
     )
     text = extract_text(mime("multipart/mixed; boundary=m", body))
-    assert body_of(text) == "visible text\n\nmore visible"
+    assert body_of(text) == "visible text\n\nattached notes\n\nSign in here\n\nmore visible"
 
 
-def test_forwarded_message_is_read_but_attached_one_is_not() -> None:
+def test_forwarded_and_attached_messages_are_read() -> None:
     inner = "Subject: inner\nContent-Type: text/plain\n\nforwarded words\n"
+    attached = "Subject: attached\nContent-Type: text/plain\n\nattached words\n"
     body = (
         f"--f\nContent-Type: text/plain\n\nsee below\n--f\nContent-Type: message/rfc822\n\n{inner}"
-        f"--f\nContent-Type: message/rfc822\nContent-Disposition: attachment\n\n{inner}--f--\n"
+        f"--f\nContent-Type: message/rfc822\nContent-Disposition: attachment\n\n{attached}--f--\n"
     )
     text = extract_text(mime("multipart/mixed; boundary=f", body))
-    assert body_of(text) == "see below\n\nforwarded words"
+    assert body_of(text) == "see below\n\nforwarded words\n\nattached words"
 
 
 def test_missing_header_body_separator() -> None:
@@ -391,7 +398,8 @@ def test_sample_mbox_texts() -> None:
     assert "Cheap meds online – no prescription needed!" in texts[2]
     assert "do-not-show-this" not in joined and "font-family" not in joined
     assert "CLICK HERE to get your prize now." in texts[4]
-    assert "beach.jpg" not in joined  # the attachment
+    # its text attachment, read below the body
+    assert texts[5].endswith("Bob\n\nVacation photos list\n1. beach.jpg\n2. mountain.jpg")
     assert texts[6].startswith("Glückwunsch! Sie haben gewonnen\nSehr geehrter Gewinner")
     assert ">From the archive of 2019" in texts[7]
     assert "<p>" not in texts[8] and "Click here within 24 hours" in texts[8]

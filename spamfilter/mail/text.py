@@ -309,6 +309,13 @@ def _multipart_ranges(raw: bytes, part: _Part, limit: int) -> list[tuple[int, in
     return _split_multipart(raw, part.body_start, part.end, boundary, limit)
 
 
+# Attachments that mail clients show below the body (Thunderbird and Apple Mail show text and
+# attached messages inline) or that the recipient opens to read (an HTML "invoice"): read in their
+# place, as a spammer could put the offer there behind a body of a few harmless words. Other
+# attachments (pictures, documents, archives, CSV and patches by their types) are not read.
+_SHOWN_ATTACHMENTS = frozenset({"text/plain", "text/html", "message/rfc822"})
+
+
 def _choose_alternatives(parts: list[_Part]) -> list[_Part]:
     """The parts of a multipart/alternative to read: its plain text, if it has one, and the last
     readable part, which is what mail clients show (RFC 2046: the richest last), where that is
@@ -451,7 +458,7 @@ def _body_texts(raw: bytes, start: int, budget: _Budget) -> list[str]:
     groups = 0
     while stack and budget.chars > 0 and budget.decoded_bytes > 0:
         part, depth, group = stack.pop()
-        if part.is_attachment:
+        if part.is_attachment and part.content_type not in _SHOWN_ATTACHMENTS:
             continue
         if part.content_type.startswith("multipart/"):
             if depth >= _MAX_DEPTH or budget.parts <= 0:
