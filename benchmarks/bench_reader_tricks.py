@@ -53,6 +53,9 @@ Each test spam is rebuilt as one HTML part (its Subject kept, its reader's text 
 - ``offer's words written shuffled, drawn in order by flex order``: each line of the offer a flex
   box whose items are its words, written in a shuffled order and drawn in the line's own order by
   each item's ``order``;
+- ``offer in a text attachment behind eight ham words``: a multipart/mixed whose HTML body is eight
+  ham words and whose ``offer.txt`` attachment (text/plain, shown below the body by Thunderbird
+  and Apple Mail) is the offer;
 - ``as HTML`` (the control): the offer alone in the same HTML.
 
 The tricks live here, not in ``spamfilter.evasion``, so that the same script can score the reader
@@ -287,6 +290,17 @@ def words_ordered_by_flex(subject: str, body: str, rng: random.Random, pool: lis
     return _message(subject, "".join(lines))
 
 
+def in_a_text_attachment(subject: str, body: str, rng: random.Random, pool: list[str]) -> bytes:
+    greeting = html.escape(" ".join(rng.choice(pool).split()[:8]))
+    return (
+        f"Subject: {subject}\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=sf-b\n\n"
+        f"--sf-b\nContent-Type: text/html; charset=utf-8\n\n<html><body><p>{greeting}</p></body></html>\n"
+        '--sf-b\nContent-Type: text/plain; charset=utf-8; name="offer.txt"\n'
+        'Content-Disposition: attachment; filename="offer.txt"\n\n'
+        f"{body}\n--sf-b--\n"
+    ).encode()
+
+
 TRICKS: dict[str, Callable[[str, str, random.Random, list[str]], bytes]] = {
     "as HTML (control)": as_html,
     "offer shown by the cascade": shown_by_cascade,
@@ -310,6 +324,7 @@ TRICKS: dict[str, Callable[[str, str, random.Random, list[str]], bytes]] = {
     "offer in SVG text and form fields": in_svg_and_fields,
     "offer in white or transparent text outlined or inverted": outlined_or_inverted,
     "offer's words written shuffled, drawn in order by flex order": words_ordered_by_flex,
+    "offer in a text attachment behind eight ham words": in_a_text_attachment,
 }
 
 
