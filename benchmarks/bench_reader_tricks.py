@@ -56,6 +56,8 @@ Each test spam is rebuilt as one HTML part (its Subject kept, its reader's text 
 - ``offer in a text attachment behind eight ham words``: a multipart/mixed whose HTML body is eight
   ham words and whose ``offer.txt`` attachment (text/plain, shown below the body by Thunderbird
   and Apple Mail) is the offer;
+- ``offer in white on a page coloured by a body rule``: the offer in white text on a page that
+  ``body { background: #111 }`` colours (Apple Mail, Thunderbird and Outlook apply the rule);
 - ``as HTML`` (the control): the offer alone in the same HTML.
 
 The tricks live here, not in ``spamfilter.evasion``, so that the same script can score the reader
@@ -301,6 +303,11 @@ def in_a_text_attachment(subject: str, body: str, rng: random.Random, pool: list
     ).encode()
 
 
+def white_on_a_page_coloured_by_a_rule(subject: str, body: str, rng: random.Random, pool: list[str]) -> bytes:
+    style = "<style>body { background: #111 }</style>"
+    return _message(subject, f'{style}<p style="color:#fff">{_offer(body)}</p>')
+
+
 TRICKS: dict[str, Callable[[str, str, random.Random, list[str]], bytes]] = {
     "as HTML (control)": as_html,
     "offer shown by the cascade": shown_by_cascade,
@@ -325,6 +332,7 @@ TRICKS: dict[str, Callable[[str, str, random.Random, list[str]], bytes]] = {
     "offer in white or transparent text outlined or inverted": outlined_or_inverted,
     "offer's words written shuffled, drawn in order by flex order": words_ordered_by_flex,
     "offer in a text attachment behind eight ham words": in_a_text_attachment,
+    "offer in white on a page coloured by a body rule": white_on_a_page_coloured_by_a_rule,
 }
 
 

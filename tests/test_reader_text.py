@@ -175,6 +175,12 @@ def test_padding_leaves_the_spam_text_whole(spam: list[bytes], ham_pool: list[st
         '<span style="position:absolute; width:0; height:0; overflow:hidden">HIDDEN</span>',
         '<span style="float:left; transform:scale(0)">HIDDEN</span>',
         '<span style="margin-left:-9999px">HIDDEN</span>',  # horizontal margins move an inline box
+        # a page rule that colours nothing, a rule that colours another element, a white box on a
+        # black page, a transparent background
+        '<style>body { margin: 0 } a:hover { background: #000 }</style><p style="color:#fff">HIDDEN</p>',
+        "<style>body { background: #000 }</style>"
+        '<div style="background:#fff"><b style="color:#fff">HIDDEN</b></div>',
+        '<div style="background-color: transparent"><span style="color:#fff">HIDDEN</span></div>',
         # fields and pictures that draw nothing of these
         '<input type="hidden" value="HIDDEN"><input type="checkbox" value="HIDDEN">',
         "<svg><title>HIDDEN</title><desc>HIDDEN</desc><defs><text>HIDDEN</text></defs></svg>",
@@ -240,6 +246,12 @@ def test_style_rules_apply_where_their_selectors_match() -> None:
         '<div style="line-height:1; overflow:hidden">OFFER</div>',
         # a rule for the whole page is dropped by mail clients, and so here
         "<style>body { display: none } * { display: none }</style><p>OFFER</p>",
+        # ...but where it colours the page, clients that apply it draw white text on it
+        '<style>body { background: #000 }</style><p style="color:#fff">OFFER</p>',
+        '<style>:root, html { background-color: navy }</style><p style="color:#fff">OFFER</p>',
+        # a background a browser reads: the last it can (an unreadable one is dropped), a shadow inside
+        '<div style="background-color:#000; background-color:x"><p style="color:#fff">OFFER</p></div>',
+        '<div style="box-shadow: inset 0 0 0 2000px #000"><p style="color:#fff">OFFER</p></div>',
         # shown by every client but Outlook
         '<div style="mso-hide:all">OFFER</div>',
         # the smallest font a browser draws for <font size>

@@ -13,8 +13,9 @@ declarations of the rules over that.
 Selectors: type, class, id, attribute (``[a]``, ``[a=v]``, ``~=``, ``^=``, ``$=``, ``*=``,
 ``|=``) and the universal selector, joined by the descendant and child combinators. A selector
 with anything else (pseudo-classes, sibling combinators) is not applied, nor are rules whose
-subject is ``html``, ``body`` or ``*`` alone (mail clients drop those; a filter that applied
-``body{display:none}`` would read nothing of a message every client shows). Rules for
+subject is ``html``, ``body`` or ``*`` alone (many mail clients drop those; a filter that applied
+``body{display:none}`` would read nothing of a message every client shows; where such a rule
+sets a background, the page's colour is unknown: ``colours_page``). Rules for
 ``::before`` and ``::after`` are kept apart: their ``content`` is text a client draws.
 
 ``@media`` blocks apply in the views their queries match (``VIEW_WIDTHS``: a desktop's window and
@@ -74,6 +75,7 @@ _GENERATED = re.compile(r"::?(before|after)\s*$", re.IGNORECASE)
 _CONTENT = re.compile(r"\"((?:[^\"\\]|\\.)*)\"|'((?:[^'\\]|\\.)*)'|attr\(\s*([\w-]+)\s*\)", re.DOTALL)
 _ESCAPE = re.compile(r"\\([0-9a-fA-F]{1,6})\s?|\\(.)", re.DOTALL)
 _IGNORED_SUBJECTS = frozenset({"html", "body"})
+_PAGE = re.compile(r"\s*(?:html|body|:root|\*)\s*$", re.IGNORECASE)  # a rule for the whole page
 
 
 def declarations(style: str) -> tuple[dict[str, str], frozenset[str]]:
@@ -451,6 +453,7 @@ class StyleSheet:
         sheets = _COMMENT.sub("", sheets[:MAX_STYLE_CHARS])
         order = 0
         self.views_differ = False  # whether any rule applies in some views only
+        self.colours_page = False  # whether a rule for the page (html, body, :root, *) sets a background
         for count, (selectors, body, views) in enumerate(_blocks(sheets)):
             if count >= MAX_RULES:
                 break
@@ -462,6 +465,8 @@ class StyleSheet:
             for text in selectors.split(","):
                 parsed = _parse_selector(text.strip())
                 if parsed is None:
+                    if _PAGE.match(text) and any(name.startswith("background") for name in found):
+                        self.colours_page = True
                     continue
                 subject, context, pseudo = parsed
                 order += 1

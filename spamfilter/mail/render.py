@@ -87,6 +87,7 @@ _NAMED_COLOURS: dict[str, Colour] = {
     "lightgrey": (211, 211, 211),
 }
 _LINK_BLUE: Colour = (0, 0, 238)
+_KEEPS_GROUND = frozenset({"", "inherit", "initial", "unset", "revert", "none", "transparent"})
 _COLOUR_IN_SHORTHAND = re.compile(r"rgba?\([^)]*\)|#[0-9a-f]{3,8}\b|\b[a-z]+\b")
 _COLOUR_DISTANCE = 24  # sum of channel differences under which text cannot be told from its ground
 
@@ -464,7 +465,14 @@ class _Ink:
             return None
         if attributes.get("background"):  # <td background="picture.jpg">
             return None
-        ground = _colour(declarations.get("background-color", ""))
+        if "inset" in declarations.get("box-shadow", ""):
+            return None  # a shadow drawn inside the box, under its text: a ground of its own
+        value = declarations.get("background-color", "")
+        ground = _colour(value)
+        if ground is None and value.strip() not in _KEEPS_GROUND:
+            # a value this reader cannot read (a browser keeps an earlier declaration that it can:
+            # "background-color:#000; background-color:x" is black): the ground is unknown
+            return None
         if ground is None and shorthand:  # the shorthand: find its colour
             for found in _COLOUR_IN_SHORTHAND.finditer(shorthand):
                 ground = _colour(found.group(0))
@@ -646,7 +654,9 @@ def visible_text(markup: str) -> str:
     # None where that view does not show it. Text is read if any view shows it.
     views = len(VIEW_WIDTHS) if sheet.views_differ else 1
     variables = "var(" in markup or "VAR(" in markup  # custom properties matter only where used
-    start = _Ink(_BLACK, _WHITE)
+    # A page coloured by rules for html, body or :root, which some clients apply and others drop:
+    # its ground is unknown, and text on it counts as seen (white text on a black page is read).
+    start = _Ink(_BLACK, None if sheet.colours_page else _WHITE)
     out: list[str] = []
     height = _Height(out)
     # The last item is the first line of the block being read where its indent starts it off the page.
