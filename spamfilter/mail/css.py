@@ -20,8 +20,10 @@ sets a background, the page's colour is unknown: ``colours_page``). Rules for
 
 ``@media`` blocks apply in the views their queries match (``VIEW_WIDTHS``: a desktop's window and
 a phone's; print, speech and the dark scheme in neither), so that an element is styled per view
-and its text counts as seen where either view shows it; ``@font-face``, ``@keyframes`` and
-``@page`` hold no rules for elements.
+and its text counts as seen where either view shows it; a block whose condition is not decided
+here (``@supports``, ``@container``, media features other than widths and the colour scheme)
+applies in the phone's view alone, so that a client may draw either way and the text is read;
+``@font-face``, ``@keyframes`` and ``@page`` hold no rules for elements.
 
 Bounds: ``MAX_RULES`` rules of at most ``MAX_STYLE_CHARS`` of style text; an element meets only
 the rules indexed under its tag, classes, id and attribute names (a dictionary look-up each); the
@@ -378,19 +380,34 @@ def pixels(value: str) -> float | None:
     return number * scale.get(unit, 1.0)
 
 
+_KNOWN_FEATURES = frozenset(
+    {"width", "max-width", "min-width", "device-width", "max-device-width", "min-device-width"}
+    | {"prefers-color-scheme"}
+)
+_UNSURE = 1 << (len(VIEW_WIDTHS) - 1)  # the phone's view alone: see _views
+
+
 def _views(prelude: str) -> int:
     """The views (a bit each) in which the rules of an ``@`` block apply: ``@media`` by its queries,
-    ``@supports`` and other grouping rules in all, the rest (``@font-face``, ``@keyframes``,
-    ``@page``) in none: what they hold are not rules for elements."""
+    ``@layer`` in all, the rest (``@font-face``, ``@keyframes``, ``@page``) in none: what they hold
+    are not rules for elements.
+
+    A block whose condition this module cannot decide (``@supports``, ``@container``, a media
+    feature other than widths and the colour scheme: ``(min-resolution: 9999dpi)``) applies in one
+    view only, so that what it hides counts as seen in the other and what it shows counts as seen
+    in this one: either way a client may draw, is read."""
     keyword, _, query = prelude[1:].partition(" ")
     keyword = keyword.lower()
     if keyword != "media":
-        return ALL_VIEWS if keyword in _AT_GROUPS else 0
+        if keyword == "layer":
+            return ALL_VIEWS
+        return _UNSURE if keyword in _AT_GROUPS else 0
     mask = 0
     for bit, width in enumerate(VIEW_WIDTHS):
         if any(_query_matches(part, width) for part in query.split(",")):
             mask |= 1 << bit
-    return mask
+    unsure = any(name not in _KNOWN_FEATURES for name, _ in _FEATURE.findall(query.lower()))
+    return _UNSURE if unsure and mask == ALL_VIEWS else mask
 
 
 def _blocks(sheets: str) -> Iterator[tuple[str, str, int]]:
