@@ -58,6 +58,9 @@ Each test spam is rebuilt as one HTML part (its Subject kept, its reader's text 
   and Apple Mail) is the offer;
 - ``offer in white on a page coloured by a body rule``: the offer in white text on a page that
   ``body { background: #111 }`` colours (Apple Mail, Thunderbird and Outlook apply the rule);
+- ``offer hidden under conditions a desktop does not meet``: the offer's lines in turn hidden by
+  rules under ``@media (min-resolution: 9999dpi)``, ``@supports (x-unknown: 1)`` and ``@media
+  (hover: none)`` (a desktop client with a mouse shows every line);
 - ``as HTML`` (the control): the offer alone in the same HTML.
 
 The tricks live here, not in ``spamfilter.evasion``, so that the same script can score the reader
@@ -308,6 +311,16 @@ def white_on_a_page_coloured_by_a_rule(subject: str, body: str, rng: random.Rand
     return _message(subject, f'{style}<p style="color:#fff">{_offer(body)}</p>')
 
 
+_UNDECIDED = ("@media (min-resolution: 9999dpi)", "@supports (x-unknown: 1)", "@media (hover: none)")
+
+
+def hidden_under_an_undecided_condition(subject: str, body: str, rng: random.Random, pool: list[str]) -> bytes:
+    lines = [line for line in body.split("\n") if line.strip()]
+    rules = " ".join(f"{condition} {{ .o{n} {{ display: none }} }}" for n, condition in enumerate(_UNDECIDED))
+    styled = "".join(f"<p class=o{n % len(_UNDECIDED)}>{html.escape(line)}</p>" for n, line in enumerate(lines))
+    return _message(subject, f"<style>{rules}</style>{styled}")
+
+
 TRICKS: dict[str, Callable[[str, str, random.Random, list[str]], bytes]] = {
     "as HTML (control)": as_html,
     "offer shown by the cascade": shown_by_cascade,
@@ -333,6 +346,7 @@ TRICKS: dict[str, Callable[[str, str, random.Random, list[str]], bytes]] = {
     "offer's words written shuffled, drawn in order by flex order": words_ordered_by_flex,
     "offer in a text attachment behind eight ham words": in_a_text_attachment,
     "offer in white on a page coloured by a body rule": white_on_a_page_coloured_by_a_rule,
+    "offer hidden under conditions a desktop does not meet": hidden_under_an_undecided_condition,
 }
 
 
