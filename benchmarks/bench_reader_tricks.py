@@ -314,10 +314,12 @@ def white_on_a_page_coloured_by_a_rule(subject: str, body: str, rng: random.Rand
 _UNDECIDED = ("@media (min-resolution: 9999dpi)", "@supports (x-unknown: 1)", "@media (hover: none)")
 
 
-def hidden_under_an_undecided_condition(subject: str, body: str, rng: random.Random, pool: list[str]) -> bytes:
+def hidden_under_an_undecided_condition(
+    subject: str, body: str, rng: random.Random, pool: list[str]
+) -> bytes:
     lines = [line for line in body.split("\n") if line.strip()]
-    rules = " ".join(f"{condition} {{ .o{n} {{ display: none }} }}" for n, condition in enumerate(_UNDECIDED))
-    styled = "".join(f"<p class=o{n % len(_UNDECIDED)}>{html.escape(line)}</p>" for n, line in enumerate(lines))
+    rules = " ".join(f"{when} {{ .o{n} {{ display: none }} }}" for n, when in enumerate(_UNDECIDED))
+    styled = "".join(f"<p class=o{n % len(_UNDECIDED)}>{html.escape(s)}</p>" for n, s in enumerate(lines))
     return _message(subject, f"<style>{rules}</style>{styled}")
 
 
