@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import finishes_in_a_child
 
 from spamfilter.mail import (
     SPAM_HEADER_NAMES,
@@ -926,3 +927,33 @@ def test_a_message_saved_with_its_own_from_line_into_an_mbox_reads_as_itself() -
     tagged = insert_spam_headers(twice, 0.1)
     lines = tagged.split(b"\n")
     assert lines[:2] == twice.split(b"\n")[:2] and lines[2].startswith(b"X-Spam-")
+
+
+def test_text_enriched_is_read_as_drawn() -> None:
+    """text/enriched (RFC 1896), which Thunderbird and Apple Mail draw: a spam sent so was read as
+    its Subject alone. Commands and what <param> holds are not text; "<<" is "<"; a lone line
+    break is a space, two make a line."""
+    body = "<bold>Cheap</bold> meds <<today>\n<color><param>red</param>now</color>\n\nOrder"
+    assert body_of(extract_text(mime("text/enriched", body))) == "Cheap meds <today> now\nOrder"
+    mixed = f"--m\nContent-Type: text/plain\n\nHello\n--m\nContent-Type: text/richtext\n\n{body}\n--m--\n"
+    assert body_of(extract_text(mime("multipart/mixed; boundary=m", mixed))) == (
+        "Hello\n\nCheap meds <today> now\nOrder"
+    )
+
+
+def test_a_message_of_one_text_part_of_an_unknown_type_is_read_as_plain_text() -> None:
+    # RFC 2046 4.1.4: an unknown subtype of text is shown as plain text, as clients show it
+    assert body_of(extract_text(mime("text/x-offer", "Cheap meds today"))) == "Cheap meds today"
+
+
+def test_enriched_text_of_any_shape_is_read_in_one_pass() -> None:
+    """Unclosed <param>s, runs of "<<" and of line breaks, a "<" before a long word: each read in
+    one pass (a pattern that looked for the end of every <param> would scan to the end from each).
+    In a child, with a timeout far above the work's (a fraction of a second here)."""
+    code = (
+        "from spamfilter.mail.text import _enriched_text\n"
+        "assert _enriched_text('<param>' * 200_000 + 'x') == ''\n"
+        "assert _enriched_text('<<' * 300_000) == '<' * 300_000\n"
+        "assert _enriched_text('<' + 'a' * 1_000_000) == '<' + 'a' * 1_000_000\n"
+    )
+    finishes_in_a_child(code, timeout=30)

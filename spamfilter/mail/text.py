@@ -175,6 +175,34 @@ def _clean_plain(text: str) -> str:
     return _BLANK_LINES.sub("\n\n", text).strip()
 
 
+# text/enriched (RFC 1896; text/richtext, its older form, is read alike): one pass over its commands,
+# line breaks and "<<", so that no input makes the reading cost more than its length.
+_ENRICHED = ("text/enriched", "text/richtext")
+_ENRICHED_TOKEN = re.compile(r"<<|<(/?)([A-Za-z0-9-]{1,60})>|\r?\n(?:\r?\n)*")
+
+
+def _enriched_text(text: str) -> str:
+    """text/enriched as a client draws it (Thunderbird and Apple Mail do): formatting commands out,
+    what ``<param>`` holds out, ``<<`` a ``<``, a lone line break a space and n breaks n - 1."""
+    out: list[str] = []
+    at = hidden = 0
+    for token in _ENRICHED_TOKEN.finditer(text):
+        piece = token.group(0)
+        if not hidden:
+            out.append(text[at : token.start()])
+            if piece == "<<":
+                out.append("<")
+            elif token.group(2) is None:  # line breaks
+                breaks = piece.count("\n")
+                out.append(" " if breaks == 1 else "\n" * (breaks - 1))
+        if token.group(2) is not None and token.group(2).lower() == "param":
+            hidden = max(0, hidden - 1) if token.group(1) else hidden + 1
+        at = token.end()
+    if not hidden:
+        out.append(text[at:])
+    return _clean_plain("".join(out))
+
+
 # --- MIME -------------------------------------------------------------------------------------
 
 
@@ -335,7 +363,8 @@ def _choose_alternatives(parts: list[_Part]) -> list[_Part]:
     return [plain, shown[0]]
 
 
-_SHOWN_TYPES = ("text/html", "text/plain")
+_SHOWN_TYPES = ("text/html", "text/plain", *_ENRICHED)
+_READ_TYPES = frozenset(_SHOWN_TYPES)
 _WORDS = re.compile(r"\w+")
 _NEW_PAIRS_A_LINE = 3  # word pairs of a shown line that the plain text lacks: the line says something new
 _SAME_MESSAGE = 0.5  # share of the plain text's word pairs that the shown part holds too: one message
@@ -430,6 +459,8 @@ def _part_text(raw: bytes, part: _Part, budget: _Budget) -> str:
     text = _decode_bytes(data, part.charset, final=complete).replace("\x00", "")
     if is_html:
         text = _html_text(text, budget)
+    elif part.content_type in _ENRICHED:
+        text = _enriched_text(text)
     elif _HTML_DOCUMENT.match(text):
         # An HTML document sent as text/plain (a mailer that labels its HTML alternative wrongly):
         # its tags are not words (read as words, they made a newsletter score as spam), but a
@@ -487,7 +518,9 @@ def _body_texts(raw: bytes, start: int, budget: _Budget) -> list[str]:
             if depth < _MAX_DEPTH and budget.parts > 0:
                 budget.parts -= 1
                 stack.append((_read_part(raw, part.body_start, part.end), depth + 1, group))
-        elif part.content_type in ("text/plain", "text/html"):
+        elif part.content_type in _READ_TYPES or (depth == 0 and part.content_type.startswith("text/")):
+            # a message that is one text part of a type this reader does not know is shown as plain
+            # text (RFC 2046 4.1.4), as its clients show it
             text = _part_text(raw, part, budget)
             if text:
                 read.append((text, group))
