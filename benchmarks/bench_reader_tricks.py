@@ -61,6 +61,8 @@ Each test spam is rebuilt as one HTML part (its Subject kept, its reader's text 
 - ``offer hidden under conditions a desktop does not meet``: the offer's lines in turn hidden by
   rules under ``@media (min-resolution: 9999dpi)``, ``@supports (x-unknown: 1)`` and ``@media
   (hover: none)`` (a desktop client with a mouse shows every line);
+- ``offer sent as text/enriched``: the message one text/enriched part (RFC 1896, drawn by
+  Thunderbird and Apple Mail), each line of the offer in ``<bold>``;
 - ``as HTML`` (the control): the offer alone in the same HTML.
 
 The tricks live here, not in ``spamfilter.evasion``, so that the same script can score the reader
@@ -323,6 +325,13 @@ def hidden_under_an_undecided_condition(
     return _message(subject, f"<style>{rules}</style>{styled}")
 
 
+def as_text_enriched(subject: str, body: str, rng: random.Random, pool: list[str]) -> bytes:
+    enriched = "\n\n".join(
+        f"<bold>{line.replace('<', '<<')}</bold>" for line in body.split("\n") if line.strip()
+    )
+    return f"Subject: {subject}\nContent-Type: text/enriched; charset=utf-8\n\n{enriched}\n".encode()
+
+
 TRICKS: dict[str, Callable[[str, str, random.Random, list[str]], bytes]] = {
     "as HTML (control)": as_html,
     "offer shown by the cascade": shown_by_cascade,
@@ -349,6 +358,7 @@ TRICKS: dict[str, Callable[[str, str, random.Random, list[str]], bytes]] = {
     "offer in a text attachment behind eight ham words": in_a_text_attachment,
     "offer in white on a page coloured by a body rule": white_on_a_page_coloured_by_a_rule,
     "offer hidden under conditions a desktop does not meet": hidden_under_an_undecided_condition,
+    "offer sent as text/enriched": as_text_enriched,
 }
 
 
