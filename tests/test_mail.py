@@ -957,3 +957,10 @@ def test_enriched_text_of_any_shape_is_read_in_one_pass() -> None:
         "assert _enriched_text('<' + 'a' * 1_000_000) == '<' + 'a' * 1_000_000\n"
     )
     finishes_in_a_child(code, timeout=30)
+
+
+def test_every_subject_of_a_message_with_several_is_read() -> None:
+    """Some clients show a message's first Subject, others its last: a spammer who put a harmless
+    one first had the model read that alone. Each distinct one is read, in order, as one line."""
+    raw = b"Subject: Hello friend\nSubject:\nSubject: Cheap meds now\nSubject: Hello friend\n\nhi\n"
+    assert extract_text(raw) == "Hello friend Cheap meds now\nhi"

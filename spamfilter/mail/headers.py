@@ -125,6 +125,17 @@ def first_values(raw: bytes, block: _HeaderBlock, names: set[bytes]) -> dict[byt
     return values
 
 
+def field_values(raw: bytes, block: _HeaderBlock, name: bytes, most: int) -> list[bytes]:
+    """The values of every occurrence of one field, the first ``most`` of them."""
+    values: list[bytes] = []
+    for index, field in enumerate(block.fields):
+        if field.name == name:
+            values.append(_field_value(raw, block, index, _MAX_VALUE_BYTES))
+            if len(values) == most:
+                break
+    return values
+
+
 # --- X-Spam headers ---------------------------------------------------------------------------
 
 
