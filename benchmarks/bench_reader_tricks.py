@@ -63,7 +63,7 @@ Each test spam is rebuilt as one HTML part (its Subject kept, its reader's text 
   (hover: none)`` (a desktop client with a mouse shows every line);
 - ``offer sent as text/enriched``: the message one text/enriched part (RFC 1896, drawn by
   Thunderbird and Apple Mail), each line of the offer in ``<bold>``;
-- ``spam's Subject second, behind a harmless one``: the control with a second Subject field before
+- ``spam's Subject second behind a harmless one``: the control with a second Subject field before
   the spam's, five ham words (clients show the first or the last);
 - ``as HTML`` (the control): the offer alone in the same HTML.
 
@@ -366,7 +366,7 @@ TRICKS: dict[str, Callable[[str, str, random.Random, list[str]], bytes]] = {
     "offer in white on a page coloured by a body rule": white_on_a_page_coloured_by_a_rule,
     "offer hidden under conditions a desktop does not meet": hidden_under_an_undecided_condition,
     "offer sent as text/enriched": as_text_enriched,
-    "spam's Subject second, behind a harmless one": subject_behind_a_harmless_one,
+    "spam's Subject second behind a harmless one": subject_behind_a_harmless_one,
 }
 
 
