@@ -674,7 +674,10 @@ def visible_text(markup: str) -> str:
             tag = tag[len(_PLAIN_PREFIX) :]
         if tag == "-text":
             text = node.text_content or ""
-            seen = [ink for ink in inks if ink is not None and not ink.unseen]
+            if views == 1:  # the common case, without a list per text
+                seen = [] if inks[0] is None or inks[0].unseen else [inks[0]]
+            else:
+                seen = [ink for ink in inks if ink is not None and not ink.unseen]
             # white space separates words in any colour
             if not text.strip() or any(not ink.indented_away for ink in seen):
                 out.append(text)
@@ -689,7 +692,8 @@ def visible_text(markup: str) -> str:
         inline = attributes.get("style") or ""
         element = Element(tag, attributes, parent) if sheet else None
         styles = sheet.styles(element, inline) if element else (css_declarations(inline)[0],) * views
-        styles = tuple(_as_laid_out(tag, style) for style in styles)
+        if styles[0] or views > 1:  # most elements have no style at all
+            styles = tuple(_as_laid_out(tag, style) for style in styles)
         if views == 1:  # the common case, without a generator per element
             inks = (_ink_under(inks[0], tag, attributes, styles[0], variables),)
             if inks[0] is None:
@@ -701,10 +705,10 @@ def visible_text(markup: str) -> str:
             )
             if all(ink is None for ink in inks):
                 continue
-        moved = _raised(styles[0]) if styles[0] else 0.0
-        if moved >= -_OFF_THE_PAGE and moved > height():
-            continue  # raised above the top of the page
         if styles[0] or tag == "img":
+            moved = _raised(styles[0]) if styles[0] else 0.0
+            if moved >= -_OFF_THE_PAGE and moved > height():
+                continue  # raised above the top of the page
             height.add(tag, attributes, styles[0])
         if tag == "img":
             alt = attributes.get("alt")  # drawn as an image, whatever the text colour
