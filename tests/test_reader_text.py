@@ -756,3 +756,18 @@ def test_thousands_of_raised_boxes_are_read_at_once() -> None:
         "assert words.count('up') == 20_000 and words.count('x') == 20_000, len(words)\n"
     )
     finishes_in_a_child(code, timeout=30)
+
+
+def test_pictures_fields_and_outlines_of_any_number_are_read_at_once() -> None:
+    """SVG text is found by a walk of its own (an explicit stack: groups nest thousands deep), and
+    fields and outlines cost a look-up each. In a child, as above (0.4 s here for all four)."""
+    code = (
+        "from spamfilter.mail.render import visible_text\n"
+        "deep = '<svg>' + '<g>' * 10_000 + '<text>deep</text>' + '</g>' * 10_000 + '</svg>'\n"
+        "assert visible_text(deep) == 'deep'\n"
+        "assert visible_text('<svg>' + '<text>w</text>' * 100_000 + '</svg>').split() == ['w'] * 100_000\n"
+        "assert visible_text('<form>' + '<input value=v>' * 50_000 + '</form>').split() == ['v'] * 50_000\n"
+        "styled = '<p style=\"color:#fff;filter:invert(1);-webkit-text-stroke:1px red\">x</p>' * 20_000\n"
+        "assert visible_text(styled).split() == ['x'] * 20_000\n"
+    )
+    finishes_in_a_child(code, timeout=60)
