@@ -65,6 +65,8 @@ Each test spam is rebuilt as one HTML part (its Subject kept, its reader's text 
   Thunderbird and Apple Mail), each line of the offer in ``<bold>``;
 - ``spam's Subject second behind a harmless one``: the control with a second Subject field before
   the spam's, five ham words (clients show the first or the last);
+- ``offer under a harmless Subject``: the control with five ham words for its Subject (the
+  spammer's own choice of Subject, not a trick against the reader);
 - ``as HTML`` (the control): the offer alone in the same HTML.
 
 The tricks live here, not in ``spamfilter.evasion``, so that the same script can score the reader
@@ -339,6 +341,10 @@ def subject_behind_a_harmless_one(subject: str, body: str, rng: random.Random, p
     return f"Subject: {harmless}\n".encode() + as_html(subject, body, rng, pool)
 
 
+def under_a_harmless_subject(subject: str, body: str, rng: random.Random, pool: list[str]) -> bytes:
+    return as_html(" ".join(rng.choice(pool).split()[:5]), body, rng, pool)
+
+
 TRICKS: dict[str, Callable[[str, str, random.Random, list[str]], bytes]] = {
     "as HTML (control)": as_html,
     "offer shown by the cascade": shown_by_cascade,
@@ -367,6 +373,7 @@ TRICKS: dict[str, Callable[[str, str, random.Random, list[str]], bytes]] = {
     "offer hidden under conditions a desktop does not meet": hidden_under_an_undecided_condition,
     "offer sent as text/enriched": as_text_enriched,
     "spam's Subject second behind a harmless one": subject_behind_a_harmless_one,
+    "offer under a harmless Subject": under_a_harmless_subject,
 }
 
 
