@@ -67,6 +67,9 @@ Each test spam is rebuilt as one HTML part (its Subject kept, its reader's text 
   the spam's, five ham words (clients show the first or the last);
 - ``offer under a harmless Subject``: the control with five ham words for its Subject (the
   spammer's own choice of Subject, not a trick against the reader);
+- ``offer hidden by the page's own style``: the control's HTML in a ``<body text="#ffffff">`` or a
+  ``<body style="display:none">`` (one or the other per spam: webmail drops them and shows the
+  offer);
 - ``as HTML`` (the control): the offer alone in the same HTML.
 
 The tricks live here, not in ``spamfilter.evasion``, so that the same script can score the reader
@@ -341,6 +344,12 @@ def subject_behind_a_harmless_one(subject: str, body: str, rng: random.Random, p
     return f"Subject: {harmless}\n".encode() + as_html(subject, body, rng, pool)
 
 
+def hidden_by_the_pages_own_style(subject: str, body: str, rng: random.Random, pool: list[str]) -> bytes:
+    markup = f"<p>{_offer(body)}</p>"
+    page = ('<body text="#ffffff">', '<body style="display:none">')[rng.randrange(2)]
+    return f"Subject: {subject}\nContent-Type: text/html; charset=utf-8\n\n<html>{page}{markup}</body></html>".encode()
+
+
 def under_a_harmless_subject(subject: str, body: str, rng: random.Random, pool: list[str]) -> bytes:
     return as_html(" ".join(rng.choice(pool).split()[:5]), body, rng, pool)
 
@@ -374,6 +383,7 @@ TRICKS: dict[str, Callable[[str, str, random.Random, list[str]], bytes]] = {
     "offer sent as text/enriched": as_text_enriched,
     "spam's Subject second behind a harmless one": subject_behind_a_harmless_one,
     "offer under a harmless Subject": under_a_harmless_subject,
+    "offer hidden by the page's own style": hidden_by_the_pages_own_style,
 }
 
 

@@ -366,10 +366,18 @@ def test_text_that_style_rules_draw_is_read() -> None:
     assert text.split() == ["Cheap", "pills", "today", "for", "you", "!", "seen", "too"]
 
 
-def test_the_pages_text_colour_hides_what_it_draws_on_its_ground() -> None:
-    text = visible_text('<body text="#ffffff">HIDDEN padding <font color="black">shown</font></body>')
+def test_the_pages_own_styles_hide_nothing_that_clients_which_drop_them_show() -> None:
+    """Webmail drops the styles and attributes of <html> and <body>, other clients apply them: the
+    page's text in its own colour on its own ground is read (the first draws it), and so is text
+    hidden by the page's display, visibility, opacity or size (the first shows the message);
+    where the page's colours leave its text seen, they decide as any element's do."""
+    text = visible_text('<body text="#ffffff">padding <font color="black">shown</font></body>')
+    assert text.split() == ["padding", "shown"]
+    for page in ('style="display:none"', 'style="visibility:hidden"', 'style="opacity:0"', "hidden"):
+        assert visible_text(f"<body {page}><p>shown</p></body>").split() == ["shown"]
+        assert visible_text(f"<html {page}><body><p>shown</p></body></html>").split() == ["shown"]
+    text = visible_text('<body bgcolor="black" text="white">shown <font color="black">HIDDEN</font></body>')
     assert text.split() == ["shown"]
-    assert visible_text('<body bgcolor="black" text="white">shown</body>').split() == ["shown"]
 
 
 def test_what_a_mail_client_shows_is_read() -> None:

@@ -28,6 +28,7 @@ Quotations of earlier mail (``<blockquote type="cite">``, the webmail quote clas
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from dataclasses import dataclass
@@ -694,7 +695,11 @@ def visible_text(markup: str) -> str:
         styles = sheet.styles(element, inline) if element else (css_declarations(inline)[0],) * views
         if styles[0] or views > 1:  # most elements have no style at all
             styles = tuple(_as_laid_out(tag, style) for style in styles)
-        if views == 1:  # the common case, without a generator per element
+        if tag in _PAGE_TAGS:
+            attributes = {name: value for name, value in attributes.items() if name != "hidden"}
+            styles = tuple(_page_style(style) for style in styles)
+            inks = _page_inks(inks, tag, attributes, styles, variables)
+        elif views == 1:  # the common case, without a generator per element
             inks = (_ink_under(inks[0], tag, attributes, styles[0], variables),)
             if inks[0] is None:
                 continue
@@ -820,6 +825,37 @@ def _field_text(attributes: dict[str, str | None]) -> str:
     if kind in _TEXT_FIELDS:
         return attributes.get("value") or attributes.get("placeholder") or ""
     return ""
+
+
+# The page's own elements. Clients that show a message inside a page of their own (webmail) drop
+# their styles and attributes, others apply them: what would hide the whole message (display,
+# visibility, opacity, sizes, ``hidden``) is taken from the first, so the message is read; their
+# colours from the second, unless the page's own text would then be unseen (_page_inks).
+_PAGE_TAGS = frozenset({"html", "body"})
+_PAGE_COLOURS = frozenset({"color", "background", "background-color", "background-image"})
+
+
+def _page_style(declarations: dict[str, str]) -> dict[str, str]:
+    return {name: value for name, value in declarations.items() if name in _PAGE_COLOURS or name[:2] == "--"}
+
+
+def _page_inks(
+    inks: tuple[_Ink | None, ...],
+    tag: str,
+    attributes: dict[str, str | None],
+    styles: tuple[dict[str, str], ...],
+    variables: bool,
+) -> tuple[_Ink | None, ...]:
+    """What the page's element passes on: its colours; where they leave its own text unseen (a
+    black page of black text, white text on a white one), a ground that is unknown, so that the text
+    drawn in either client is read (white on that black page, the black text where it is dropped)."""
+    under: list[_Ink | None] = []
+    for ink, style in zip(inks, styles, strict=True):
+        drawn = _ink_under(ink, tag, attributes, style, variables)
+        if drawn is not None and drawn.unseen:
+            drawn = dataclasses.replace(drawn, ground=None)
+        under.append(drawn if drawn is not None else ink)
+    return tuple(under)
 
 
 def _tiny(attributes: dict[str, str | None], declarations: dict[str, str]) -> bool:
