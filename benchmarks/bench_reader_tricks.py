@@ -347,7 +347,8 @@ def subject_behind_a_harmless_one(subject: str, body: str, rng: random.Random, p
 def hidden_by_the_pages_own_style(subject: str, body: str, rng: random.Random, pool: list[str]) -> bytes:
     markup = f"<p>{_offer(body)}</p>"
     page = ('<body text="#ffffff">', '<body style="display:none">')[rng.randrange(2)]
-    return f"Subject: {subject}\nContent-Type: text/html; charset=utf-8\n\n<html>{page}{markup}</body></html>".encode()
+    head = f"Subject: {subject}\nContent-Type: text/html; charset=utf-8\n\n"
+    return f"{head}<html>{page}{markup}</body></html>".encode()
 
 
 def under_a_harmless_subject(subject: str, body: str, rng: random.Random, pool: list[str]) -> bytes:
