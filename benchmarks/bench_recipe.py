@@ -82,6 +82,14 @@ MEMBERS3_L1_LINKS_ADAPT = replace(
     adapt_steps=100,
 )
 
+# ... with copies of the training spam under ham Subjects (section 41 of RESULTS.md).
+MEMBERS3_L1_LINKS_SUBJECTS = replace(
+    MEMBERS3_L1_LINKS,
+    name="members3-L1+links+subjects",
+    what="members3-L1+links + copies of the training spam under training ham's Subjects",
+    subject_copies=True,
+)
+
 ROWS = [
     MAIL,
     replace(BASE, name="base", what="the mail recipe, at most 3 epochs (the ablations' budget)"),
@@ -181,6 +189,7 @@ ROWS = [
     ),
     MEMBERS3_L1_LINKS,
     MEMBERS3_L1_LINKS_ADAPT,
+    MEMBERS3_L1_LINKS_SUBJECTS,
     replace(
         MEMBERS3_L1,
         name="members3-L1+win16",

@@ -51,6 +51,7 @@ class Row:
     augment: bool = False
     interleave: bool = False
     link_copies: bool | None = None  # None: the recipe's
+    subject_copies: bool | None = None  # None: the recipe's
     adapt_steps: int | None = None  # None: the recipe's (train --adapt-steps)
     # 0: every earlier position, as every row before the window was measured; None: the recipe's
     attention_window: int | None = 0
@@ -163,6 +164,7 @@ def train_row(
         augment=row.augment,
         interleave=row.interleave,
         link_copies=row.link_copies,
+        subject_copies=row.subject_copies,
         adapt_steps=row.adapt_steps,
         attention_window=row.attention_window,
         weight_average=row.weight_average,

@@ -1,6 +1,7 @@
 """Training against the tricks that survive reading: ham text placed around training spam
-(``--augment``), ham sentences between a training spam's lines (``--interleave``), and mail cut
-down to its links (``--link-copies``; all off by default).
+(``--augment``), ham sentences between a training spam's lines (``--interleave``), mail cut
+down to its links (``--link-copies``) and spam under ham Subjects (``--subject-copies``; all off by
+default).
 
 :func:`spamfilter.mail.extract_text` undoes what changes the code points but not what a reader
 sees (hidden HTML, zero-width characters, look-alike letters, transfer encodings) and quoted reply
@@ -13,6 +14,9 @@ trains every further window of a long training ham as ham).
 ``link_only_copies`` adds, for every training message that shows a link, a copy cut down to its
 Subject and one or two of its links: a spam that sends nothing else gives the model only those to
 read, and the ham copies keep a bare shared link from reading as spam.
+``subject_copies`` adds, for each training spam, a copy under the Subject of a random training ham:
+the Subject is the line every window repeats, and a spam that writes a harmless one (or two Subject
+fields) is otherwise judged by it.
 ``interleaved_copies`` adds, for each training spam, one copy with a sentence of training ham after
 every first to third line of its body: an offer read between lines of ordinary mail.
 Validation and test splits are never changed:
@@ -126,4 +130,23 @@ def link_only_copies(train: pd.DataFrame, seed: int) -> pd.DataFrame:
         copies.append(subject + "\n" + "\n\n".join(chosen))
         labels.append(label)
     added = pd.DataFrame({"Label": np.asarray(labels, dtype=np.int64), "Text": copies})
+    return pd.concat([train, added], ignore_index=True)
+
+
+def subject_copies(train: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """``train`` with, for every spam, a copy whose first line (the Subject) is that of a random
+    training ham, labelled spam: an offer under a harmless Subject is still an offer. Ham is not
+    copied (a spam's Subject on a ham's body would teach that such a Subject is harmless)."""
+    rng = random.Random(f"{seed}:subjects")
+    texts, labels = train["Text"].tolist(), train["Label"].tolist()
+    subjects = [text.partition("\n")[0] for text, label in zip(texts, labels, strict=True) if label == 0]
+    subjects = [subject for subject in subjects if subject.strip()]
+    if not subjects:
+        return train
+    copies = [
+        rng.choice(subjects) + "\n" + text.partition("\n")[2]
+        for text, label in zip(texts, labels, strict=True)
+        if label == 1
+    ]
+    added = pd.DataFrame({"Label": np.ones(len(copies), dtype=np.int64), "Text": copies})
     return pd.concat([train, added], ignore_index=True)

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from .adapt import RECORD_FILE, STATE_FILE, AdaptRecord, adapt
-from .augment import augment_spam, interleaved_copies, link_only_copies
+from .augment import augment_spam, interleaved_copies, link_only_copies, subject_copies
 from .calibration import calibrate, needs_more_ham
 from .data import (
     NEEDS_BOTH,
@@ -271,6 +271,7 @@ def mail_settings(options: TrainOptions) -> TrainOptions:
         augment=recipe.augment if options.augment is None else options.augment,
         interleave=recipe.interleave if options.interleave is None else options.interleave,
         link_copies=recipe.link_copies if options.link_copies is None else options.link_copies,
+        subject_copies=recipe.subject_copies if options.subject_copies is None else options.subject_copies,
         remember_training=(
             recipe.remember_training if options.remember_training is None else options.remember_training
         ),
@@ -453,6 +454,9 @@ def fine_tune(
     frames = {"train": splits.train, "validation": splits.validation, "test": splits.test}
     if options.link_copies:
         frames["train"] = link_only_copies(frames["train"], config.seed)
+    if options.subject_copies:  # copies of the real spam only, before other copies are added
+        copies = subject_copies(splits.train, config.seed).iloc[len(splits.train) :]
+        frames["train"] = pd.concat([frames["train"], copies], ignore_index=True)
     if options.augment:
         frames["train"] = augment_spam(frames["train"], config.seed)
     if options.interleave:  # copies of the real spam only, not of the copies above
@@ -596,6 +600,7 @@ def fine_tune(
             "augment": bool(options.augment),
             "interleave": bool(options.interleave),
             "link_copies": bool(options.link_copies),
+            "subject_copies": bool(options.subject_copies),
             "remember_training": bool(options.remember_training),
             "adapt_steps": options.adapt_steps or 0,
             "attention_window": classifier.gpt.config.attention_window or 0,

@@ -58,6 +58,7 @@ class DataRecipe:
     augment: bool
     interleave: bool
     link_copies: bool
+    subject_copies: bool
     # Keep a memory of the training split's messages (memory.py) with the model: mail that holds a
     # training spam's own runs scores higher, and the threshold is chosen on those scores.
     remember_training: bool
@@ -89,6 +90,7 @@ MAIL_RECIPE = DataRecipe(
     augment=False,
     interleave=False,
     link_copies=False,
+    subject_copies=False,
     remember_training=True,
     target_fpr=MAIL_TARGET_FPR,
     max_length=MAIL_MAX_LENGTH,
@@ -103,6 +105,7 @@ LABELLED_RECIPE = DataRecipe(
     augment=False,
     interleave=False,
     link_copies=False,
+    subject_copies=False,
     remember_training=False,
     target_fpr=None,
     max_length=None,
@@ -140,6 +143,8 @@ class TrainOptions:
     # A copy of every training message that shows a link, cut to its Subject and one or two of its
     # links, labelled as the message (augment.py).
     link_copies: bool | None = None
+    # A copy of every training spam under the Subject of a random training ham (augment.py).
+    subject_copies: bool | None = None
     # A memory of the training messages kept with the model (memory.py, DataRecipe.remember_training).
     remember_training: bool | None = None
     # Steps of next-token pretraining (adapt.py) on the training split's text, labels unused, before

@@ -193,6 +193,13 @@ def _flag_default(name: str) -> str:
     f"still read as spam.  [default: {_flag_default('link-copies')}]",
 )
 @click.option(
+    "--subject-copies/--no-subject-copies",
+    default=None,
+    help="Also train on a copy of each training spam under the Subject of a random training ham, so "
+    "that a spam with a harmless Subject is judged by its body.  "
+    f"[default: {_flag_default('subject-copies')}]",
+)
+@click.option(
     "--remember-training/--no-remember-training",
     default=None,
     help="Keep a memory of the training messages with the model (memory.npz: 64 hashes of each "
@@ -260,6 +267,7 @@ def train(
     augment: bool | None,
     interleave: bool | None,
     link_copies: bool | None,
+    subject_copies: bool | None,
     remember_training: bool | None,
     adapt_steps: int | None,
     target_fpr: float | None,
@@ -305,6 +313,7 @@ def train(
         augment=augment,
         interleave=interleave,
         link_copies=link_copies,
+        subject_copies=subject_copies,
         remember_training=remember_training,
         adapt_steps=adapt_steps,
         target_fpr=target_fpr,
