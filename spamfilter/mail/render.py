@@ -238,7 +238,7 @@ def _raised(declarations: dict[str, str]) -> float:
     it is shorter (:class:`_Height`); otherwise it is drawn over that text, and seen."""
     moved = 0.0
     for offset in ("margin-top", "top") if declarations.get("position", "") in _RELATIVE else ("margin-top",):
-        length = _pixels(declarations.get(offset, "x"))
+        length = _pixels(declarations[offset]) if offset in declarations else None
         if length is not None and length < 0:
             moved -= length
     return moved
@@ -268,8 +268,8 @@ class _Height:
 
     def add(self, tag: str, attributes: dict[str, str | None], declarations: dict[str, str]) -> None:
         """Count the height an element declares (a picture's, where it declares none)."""
-        declared = [_pixels(declarations.get(size, "x")) for size in self.SIZES] if declarations else []
-        if tag == "img" and declared[:1] in ([], [None]):
+        declared = [_pixels(declarations[size]) for size in self.SIZES if size in declarations]
+        if tag == "img" and _pixels(declarations.get("height", "x")) is None:
             declared.append(_pixels(attributes.get("height") or "x") or self.PICTURE)
         self.boxes += sum(min(abs(px), 100_000.0) for px in declared if px is not None)
 
