@@ -181,6 +181,10 @@ def test_padding_leaves_the_spam_text_whole(spam: list[bytes], ham_pool: list[st
         "<style>body { background: #000 }</style>"
         '<div style="background:#fff"><b style="color:#fff">HIDDEN</b></div>',
         '<div style="background-color: transparent"><span style="color:#fff">HIDDEN</span></div>',
+        # what inherits the parent's size or colour, and a known colour inside an unknown one
+        '<div style="font-size:0"><span style="font-size:inherit">HIDDEN</span></div>',
+        '<div style="color:#fff"><span style="color:inherit">HIDDEN</span></div>',
+        '<div style="color:oklch(0 0 0)"><span style="color:#fff">HIDDEN</span></div>',
         # fields and pictures that draw nothing of these
         '<input type="hidden" value="HIDDEN"><input type="checkbox" value="HIDDEN">',
         "<svg><title>HIDDEN</title><desc>HIDDEN</desc><defs><text>HIDDEN</text></defs></svg>",
@@ -276,6 +280,11 @@ def test_style_rules_apply_where_their_selectors_match() -> None:
         # the indent moves a block's first line only: a line break, a block inside (and the text
         # after it, in a block of its own), or text past the line's room is drawn
         '<div style="text-indent:-9999px">padding<br>OFFER</div>',
+        # sizes and colours this reader cannot compute, which a client draws: read
+        '<div style="font-size:0">padding <span style="font-size:calc(1rem)">OFFER</span></div>',
+        '<div style="font-size:0">padding <span style="font-size:max(16px, 1em)">OFFER</span></div>',
+        '<div style="color:#fff">padding <span style="color:oklch(0 0 0)">OFFER</span></div>',
+        '<div style="color:#fff">padding <b style="color:color-mix(in srgb, black, red)">OFFER</b></div>',
         # text that form fields and inline SVG draw
         '<input type="text" value="OFFER" size="60" readonly style="border:0">',
         '<input placeholder="OFFER">',

@@ -88,6 +88,8 @@ _NAMED_COLOURS: dict[str, Colour] = {
     "lightgrey": (211, 211, 211),
 }
 _LINK_BLUE: Colour = (0, 0, 238)
+_INHERITING = frozenset({"", "inherit", "unset", "revert", "revert-layer", "currentcolor"})
+_UNKNOWN = "unknown"  # a text colour that a client computes and this reader cannot: text in it is seen
 _KEEPS_GROUND = frozenset({"", "inherit", "initial", "unset", "revert", "none", "transparent"})
 _COLOUR_IN_SHORTHAND = re.compile(r"rgba?\([^)]*\)|#[0-9a-f]{3,8}\b|\b[a-z]+\b")
 _COLOUR_DISTANCE = 24  # sum of channel differences under which text cannot be told from its ground
@@ -406,6 +408,8 @@ class _Ink:
         ):
             return self  # nothing inherited changes: most elements
         colour = _colour(declarations.get("color", ""))
+        if colour is None and declarations.get("color", "").strip() not in _INHERITING:
+            colour = _UNKNOWN  # oklch(), color-mix(), a system colour: drawn in a colour not known here
         if colour is None:
             colour = _colour(attributes.get("color") or "")
         if colour is None and tag == "body":
@@ -489,6 +493,8 @@ class _Ink:
             size = _font_attribute_size(attributes.get("size") or "", size)
         if "font-size" in declarations:
             declared = _font_size(declarations["font-size"], self.size)
+            if declared is None and declarations["font-size"].strip() not in _INHERITING:
+                return _DEFAULT_SIZE  # calc(), max(), clamp(): a size this reader cannot compute, drawn
             return size if declared is None else declared
         if "font" in declarations:  # the shorthand ("font: 0/0 a"): its size is its first length
             words = declarations["font"].replace("/", " ").split()
@@ -513,6 +519,8 @@ class _Ink:
         if self.flat and self.cut:
             return True
         drawn = self.colour if self.fill == _CURRENT else (None if self.fill == _TRANSPARENT else self.fill)
+        if drawn == _UNKNOWN:
+            return False  # a colour this reader cannot compute, which a client draws: seen
         if drawn is None or isinstance(drawn, str):
             return not (self.shadow or self.stroke)  # transparent text that a shadow or outline draws is seen
         if self.ground is None or self.stroke or self.recoloured:
