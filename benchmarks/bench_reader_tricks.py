@@ -70,9 +70,9 @@ Each test spam is rebuilt as one HTML part (its Subject kept, its reader's text 
 - ``offer hidden by the page's own style``: the control's HTML in a ``<body text="#ffffff">`` or a
   ``<body style="display:none">`` (one or the other per spam: webmail drops them and shows the
   offer);
-- ``offer in sizes and colours computed by calc() or oklch()``: the offer's lines in a block of
-  ``font-size:0; color:#fff``, each line undoing it with a size or a colour that a client computes
-  (``calc(1rem)``, ``oklch(0.2 0 0)``, ``max()`` with ``color-mix()``);
+- ``offer in sizes and colours computed by calc() or oklch()``: the offer's lines in turn in a
+  block of ``font-size:0``, of white text, or both, each line undoing it with a size or a colour
+  that a client computes (``calc(1rem)``, ``oklch(0.2 0 0)``, ``max()`` with ``color-mix()``);
 - ``as HTML`` (the control): the offer alone in the same HTML.
 
 The tricks live here, not in ``spamfilter.evasion``, so that the same script can score the reader
@@ -355,9 +355,10 @@ def hidden_by_the_pages_own_style(subject: str, body: str, rng: random.Random, p
 
 
 _UNCOMPUTED = (
-    '<span style="font-size:calc(1rem)">{}</span>',
-    '<span style="color:oklch(0.2 0 0)">{}</span>',
-    '<span style="font-size:max(15px, 1em); color:color-mix(in srgb, black 90%, white)">{}</span>',
+    '<div style="font-size:0"><span style="font-size:calc(1rem)">{}</span></div>',
+    '<div style="color:#fff"><span style="color:oklch(0.2 0 0)">{}</span></div>',
+    '<div style="font-size:0; color:#fff">'
+    '<span style="font-size:max(15px, 1em); color:color-mix(in srgb, black 90%, white)">{}</span></div>',
 )
 
 
@@ -365,10 +366,10 @@ def in_values_the_reader_cannot_compute(
     subject: str, body: str, rng: random.Random, pool: list[str]
 ) -> bytes:
     lines = [line for line in body.split("\n") if line.strip()]
-    styled = "<br>".join(
-        _UNCOMPUTED[n % len(_UNCOMPUTED)].format(html.escape(s)) for n, s in enumerate(lines)
+    return _message(
+        subject,
+        "".join(_UNCOMPUTED[n % len(_UNCOMPUTED)].format(html.escape(s)) for n, s in enumerate(lines)),
     )
-    return _message(subject, f'<div style="font-size:0; color:#fff">{styled}</div>')
 
 
 def under_a_harmless_subject(subject: str, body: str, rng: random.Random, pool: list[str]) -> bytes:
