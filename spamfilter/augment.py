@@ -134,19 +134,16 @@ def link_only_copies(train: pd.DataFrame, seed: int) -> pd.DataFrame:
 
 
 def subject_copies(train: pd.DataFrame, seed: int) -> pd.DataFrame:
-    """``train`` with, for every spam, a copy whose first line (the Subject) is that of a random
+    """For every spam of ``train``, a copy whose first line (the Subject) is that of a random
     training ham, labelled spam: an offer under a harmless Subject is still an offer. Ham is not
     copied (a spam's Subject on a ham's body would teach that such a Subject is harmless)."""
     rng = random.Random(f"{seed}:subjects")
     texts, labels = train["Text"].tolist(), train["Label"].tolist()
     subjects = [text.partition("\n")[0] for text, label in zip(texts, labels, strict=True) if label == 0]
     subjects = [subject for subject in subjects if subject.strip()]
-    if not subjects:
-        return train
     copies = [
         rng.choice(subjects) + "\n" + text.partition("\n")[2]
         for text, label in zip(texts, labels, strict=True)
-        if label == 1
+        if label == 1 and subjects
     ]
-    added = pd.DataFrame({"Label": np.ones(len(copies), dtype=np.int64), "Text": copies})
-    return pd.concat([train, added], ignore_index=True)
+    return pd.DataFrame({"Label": np.ones(len(copies), dtype=np.int64), "Text": copies})

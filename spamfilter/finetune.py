@@ -455,8 +455,9 @@ def fine_tune(
     if options.link_copies:
         frames["train"] = link_only_copies(frames["train"], config.seed)
     if options.subject_copies:  # copies of the real spam only, before other copies are added
-        copies = subject_copies(splits.train, config.seed).iloc[len(splits.train) :]
-        frames["train"] = pd.concat([frames["train"], copies], ignore_index=True)
+        frames["train"] = pd.concat(
+            [frames["train"], subject_copies(splits.train, config.seed)], ignore_index=True
+        )
     if options.augment:
         frames["train"] = augment_spam(frames["train"], config.seed)
     if options.interleave:  # copies of the real spam only, not of the copies above

@@ -290,7 +290,7 @@ def test_subject_copies_add_a_copy_of_each_training_spam_under_a_ham_subject(tmp
     import pandas as pd
 
     train = pd.DataFrame({"Label": [1, 0, 1], "Text": ["WIN NOW\nclaim the prize", "lunch\nsee you", "X\ny"]})
-    added = subject_copies(train, seed=1).iloc[3:]
+    added = subject_copies(train, seed=1)
     assert added["Text"].tolist() == ["lunch\nclaim the prize", "lunch\ny"]
     assert added["Label"].tolist() == [1, 1]
 

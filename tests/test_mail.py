@@ -964,3 +964,6 @@ def test_every_subject_of_a_message_with_several_is_read() -> None:
     one first had the model read that alone. Each distinct one is read, in order, as one line."""
     raw = b"Subject: Hello friend\nSubject:\nSubject: Cheap meds now\nSubject: Hello friend\n\nhi\n"
     assert extract_text(raw) == "Hello friend Cheap meds now\nhi"
+    # the first few and the last, however many come between (a client that shows the last)
+    many = b"".join(b"Subject: hello %d\n" % n for n in range(50)) + b"Subject: Cheap meds now\n\nhi\n"
+    assert extract_text(many) == "hello 0 hello 1 hello 2 Cheap meds now\nhi"

@@ -125,15 +125,12 @@ def first_values(raw: bytes, block: _HeaderBlock, names: set[bytes]) -> dict[byt
     return values
 
 
-def field_values(raw: bytes, block: _HeaderBlock, name: bytes, most: int) -> list[bytes]:
-    """The values of every occurrence of one field, the first ``most`` of them."""
-    values: list[bytes] = []
-    for index, field in enumerate(block.fields):
-        if field.name == name:
-            values.append(_field_value(raw, block, index, _MAX_VALUE_BYTES))
-            if len(values) == most:
-                break
-    return values
+def field_values(raw: bytes, block: _HeaderBlock, name: bytes, first: int) -> list[bytes]:
+    """The values of one field where a message has it several times: the ``first`` of them and the
+    last (some clients show the first, some the last; the header block's field count bounds it)."""
+    found = [index for index, field in enumerate(block.fields) if field.name == name]
+    chosen = found if len(found) <= first + 1 else found[:first] + found[-1:]
+    return [_field_value(raw, block, index, _MAX_VALUE_BYTES) for index in chosen]
 
 
 # --- X-Spam headers ---------------------------------------------------------------------------

@@ -90,7 +90,7 @@ _NAMED_COLOURS: dict[str, Colour] = {
 _LINK_BLUE: Colour = (0, 0, 238)
 _INHERITING = frozenset({"", "inherit", "unset", "revert", "revert-layer", "currentcolor"})
 _UNKNOWN = "unknown"  # a text colour that a client computes and this reader cannot: text in it is seen
-_KEEPS_GROUND = frozenset({"", "inherit", "initial", "unset", "revert", "none", "transparent"})
+_KEEPS_GROUND = (_INHERITING - {"currentcolor"}) | {"initial", "none", "transparent"}  # a background's
 _COLOUR_IN_SHORTHAND = re.compile(r"rgba?\([^)]*\)|#[0-9a-f]{3,8}\b|\b[a-z]+\b")
 _COLOUR_DISTANCE = 24  # sum of channel differences under which text cannot be told from its ground
 
@@ -214,12 +214,12 @@ def _hides(declarations: dict[str, str]) -> bool:
     # (raised(), decided by the walk); a box placed against the page is placed off it here.
     offsets = ("margin-left", "left", "top") if position in _ESCAPING else ("margin-left", "left")
     for offset in offsets if position in _POSITIONED else ("margin-left",):
-        length = _pixels(declarations.get(offset, "x"))
+        length = _length(declarations, offset)
         if length is not None and length <= _OFF_THE_PAGE:
             return True  # pushed off the page
-    if position in ("absolute", "fixed"):
+    if position in _ESCAPING:
         for offset in ("left", "top"):
-            length = _pixels(declarations.get(offset, "x"))
+            length = _length(declarations, offset)
             if length is not None and length >= 5000:
                 return True  # placed far past the right or the bottom of any window
     if _TRANSLATED_AWAY.search(declarations.get("transform", "")):
@@ -240,7 +240,7 @@ def _raised(declarations: dict[str, str]) -> float:
     it is shorter (:class:`_Height`); otherwise it is drawn over that text, and seen."""
     moved = 0.0
     for offset in ("margin-top", "top") if declarations.get("position", "") in _RELATIVE else ("margin-top",):
-        length = _pixels(declarations[offset]) if offset in declarations else None
+        length = _length(declarations, offset)
         if length is not None and length < 0:
             moved -= length
     return moved
@@ -270,10 +270,16 @@ class _Height:
 
     def add(self, tag: str, attributes: dict[str, str | None], declarations: dict[str, str]) -> None:
         """Count the height an element declares (a picture's, where it declares none)."""
-        declared = [_pixels(declarations[size]) for size in self.SIZES if size in declarations]
-        if tag == "img" and _pixels(declarations.get("height", "x")) is None:
+        declared = [_length(declarations, size) for size in self.SIZES]
+        if tag == "img" and declared[0] is None:
             declared.append(_pixels(attributes.get("height") or "x") or self.PICTURE)
         self.boxes += sum(min(abs(px), 100_000.0) for px in declared if px is not None)
+
+
+def _length(declarations: dict[str, str], name: str) -> float | None:
+    """A declared length in pixels; None where it is not declared or is no length."""
+    value = declarations.get(name)
+    return None if value is None else _pixels(value)
 
 
 def _zero_box(declarations: dict[str, str]) -> bool:
@@ -281,7 +287,7 @@ def _zero_box(declarations: dict[str, str]) -> bool:
     if declarations.get("overflow", "") not in ("hidden", "clip"):
         return False
     for box in ("width", "height", "max-width", "max-height"):
-        length = _pixels(declarations.get(box, "x"))
+        length = _length(declarations, box)
         if length is not None and length <= 1:
             return True
     return False

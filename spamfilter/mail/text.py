@@ -31,7 +31,7 @@ _HTML_BYTES_PER_CHAR = 16  # markup is verbose: allow for tags, styles and entit
 # quadratic in their number: 80,000 "<dl>" (320 KB) took 7.6 s of the model worker's time. The
 # corpus's largest HTML part has 1,648 tags; at this cap the worst pattern costs about 0.2 s.
 _MAX_HTML_TAGS = 8192
-_MAX_SUBJECTS = 4  # Subject fields read of a message that has several
+_FIRST_SUBJECTS = 3  # Subject fields read from the top of a message that has several (and its last)
 # A tag as the parser's tokenizer reads it: from "<" and a letter (or / ! ?) to the next ">", so
 # "<a<a<a" is one tag; counts no fewer tags than the parser builds elements from.
 _TAG_START = re.compile(r"<[A-Za-z/!?][^>]*>?")
@@ -590,8 +590,8 @@ def _extract_text(raw: bytes, max_chars: int) -> str:
     start = header_start(raw)
     block = scan_headers(raw, start, len(raw), _MAX_HEADER_FIELDS)
     # A message has one Subject; one with several shows the first in some clients and the last in
-    # others, so each (up to a few, each once) is read, in order, as one line.
-    subjects = field_values(raw, block, b"subject", _MAX_SUBJECTS)
+    # others, so the first few and the last are read (each once), in order, as one line.
+    subjects = field_values(raw, block, b"subject", _FIRST_SUBJECTS)
     read = (" ".join(normalise(_decode_rfc2047(value).replace("\x00", "")).split()) for value in subjects)
     subject = " ".join(line for line in dict.fromkeys(read) if line)
     budget = _Budget(
