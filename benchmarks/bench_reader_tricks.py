@@ -86,7 +86,7 @@ from __future__ import annotations
 import html
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -107,6 +107,15 @@ def _message(subject: str, body: str) -> bytes:
 
 def _offer(body: str) -> str:
     return "<br>\n".join(html.escape(line) for line in body.split("\n"))
+
+
+def _lines_in_turn(body: str, templates: Sequence[str], joiner: str = "") -> str:
+    """The offer's lines (its empty ones left out), each escaped into the next of ``templates`` in
+    turn (``{}`` marks where), joined by ``joiner``."""
+    lines = [line for line in body.split("\n") if line.strip()]
+    return joiner.join(
+        templates[n % len(templates)].format(html.escape(line)) for n, line in enumerate(lines)
+    )
 
 
 def as_html(subject: str, body: str, rng: random.Random, pool: list[str]) -> bytes:
@@ -189,17 +198,15 @@ def spelled_in_cells(subject: str, body: str, rng: random.Random, pool: list[str
     return _message(subject, "<p>" + "<br>\n".join(lines) + "</p>")
 
 
-_DROPPED_STYLES = ("/* ; display:none ; */", "x display:none", "display:none\\;")
+_DROPPED_STYLES = tuple(
+    f'<p style="{style}">{{}}</p>'
+    for style in ("/* ; display:none ; */", "x display:none", "display:none\\;")
+)
 _HIDING_STYLES = ("color:#fff0", "transform:scale(0.01)", "zoom:2%", "clip-path:circle(0)")
 
 
 def in_styles_a_browser_drops(subject: str, body: str, rng: random.Random, pool: list[str]) -> bytes:
-    lines = [line for line in body.split("\n") if line.strip()]
-    styled = (
-        f'<p style="{_DROPPED_STYLES[n % len(_DROPPED_STYLES)]}">{html.escape(line)}</p>'
-        for n, line in enumerate(lines)
-    )
-    return _message(subject, "".join(styled))
+    return _message(subject, _lines_in_turn(body, _DROPPED_STYLES))
 
 
 def padding_hidden_by_alpha_scale_zoom(subject: str, body: str, rng: random.Random, pool: list[str]) -> bytes:
@@ -215,11 +222,7 @@ _UNHIDDEN = (
 
 
 def placed_where_rules_do_not_hide(subject: str, body: str, rng: random.Random, pool: list[str]) -> bytes:
-    lines = [line for line in body.split("\n") if line.strip()]
-    return _message(
-        subject,
-        "".join(_UNHIDDEN[n % len(_UNHIDDEN)].format(html.escape(line)) for n, line in enumerate(lines)),
-    )
+    return _message(subject, _lines_in_turn(body, _UNHIDDEN))
 
 
 def padding_hidden_by_custom_property(subject: str, body: str, rng: random.Random, pool: list[str]) -> bytes:
@@ -245,9 +248,7 @@ _INLINE_BOXES = (
 
 
 def in_inline_boxes(subject: str, body: str, rng: random.Random, pool: list[str]) -> bytes:
-    lines = [line for line in body.split("\n") if line.strip()]
-    styled = (_INLINE_BOXES[n % len(_INLINE_BOXES)].format(html.escape(line)) for n, line in enumerate(lines))
-    return _message(subject, "<p>" + "<br>\n".join(styled) + "</p>")
+    return _message(subject, "<p>" + _lines_in_turn(body, _INLINE_BOXES, "<br>\n") + "</p>")
 
 
 _SCALED_UP = (
@@ -257,11 +258,7 @@ _SCALED_UP = (
 
 
 def scaled_up_from_one_pixel(subject: str, body: str, rng: random.Random, pool: list[str]) -> bytes:
-    lines = [line for line in body.split("\n") if line.strip()]
-    return _message(
-        subject,
-        "".join(_SCALED_UP[n % len(_SCALED_UP)].format(html.escape(line)) for n, line in enumerate(lines)),
-    )
+    return _message(subject, _lines_in_turn(body, _SCALED_UP))
 
 
 _DRAWN_ELSEWHERE = (
@@ -271,14 +268,7 @@ _DRAWN_ELSEWHERE = (
 
 
 def in_svg_and_fields(subject: str, body: str, rng: random.Random, pool: list[str]) -> bytes:
-    lines = [line for line in body.split("\n") if line.strip()]
-    return _message(
-        subject,
-        "".join(
-            _DRAWN_ELSEWHERE[n % len(_DRAWN_ELSEWHERE)].format(html.escape(line, quote=True))
-            for n, line in enumerate(lines)
-        ),
-    )
+    return _message(subject, _lines_in_turn(body, _DRAWN_ELSEWHERE))
 
 
 _DRAWN_ANYWAY = (
@@ -289,9 +279,7 @@ _DRAWN_ANYWAY = (
 
 
 def outlined_or_inverted(subject: str, body: str, rng: random.Random, pool: list[str]) -> bytes:
-    lines = [line for line in body.split("\n") if line.strip()]
-    styled = (_DRAWN_ANYWAY[n % len(_DRAWN_ANYWAY)].format(html.escape(line)) for n, line in enumerate(lines))
-    return _message(subject, "<p>" + "<br>\n".join(styled) + "</p>")
+    return _message(subject, "<p>" + _lines_in_turn(body, _DRAWN_ANYWAY, "<br>\n") + "</p>")
 
 
 def words_ordered_by_flex(subject: str, body: str, rng: random.Random, pool: list[str]) -> bytes:
@@ -329,9 +317,8 @@ _UNDECIDED = ("@media (min-resolution: 9999dpi)", "@supports (x-unknown: 1)", "@
 def hidden_under_an_undecided_condition(
     subject: str, body: str, rng: random.Random, pool: list[str]
 ) -> bytes:
-    lines = [line for line in body.split("\n") if line.strip()]
     rules = " ".join(f"{when} {{ .o{n} {{ display: none }} }}" for n, when in enumerate(_UNDECIDED))
-    styled = "".join(f"<p class=o{n % len(_UNDECIDED)}>{html.escape(s)}</p>" for n, s in enumerate(lines))
+    styled = _lines_in_turn(body, [f"<p class=o{n}>{{}}</p>" for n in range(len(_UNDECIDED))])
     return _message(subject, f"<style>{rules}</style>{styled}")
 
 
@@ -365,11 +352,7 @@ _UNCOMPUTED = (
 def in_values_the_reader_cannot_compute(
     subject: str, body: str, rng: random.Random, pool: list[str]
 ) -> bytes:
-    lines = [line for line in body.split("\n") if line.strip()]
-    return _message(
-        subject,
-        "".join(_UNCOMPUTED[n % len(_UNCOMPUTED)].format(html.escape(s)) for n, s in enumerate(lines)),
-    )
+    return _message(subject, _lines_in_turn(body, _UNCOMPUTED))
 
 
 def under_a_harmless_subject(subject: str, body: str, rng: random.Random, pool: list[str]) -> bytes:
