@@ -1,11 +1,11 @@
-"""Training copies (spamfilter/augment.py): link-only copies of the training mail, and training
-spam read between sentences of training ham."""
+"""Training copies (spamfilter/augment.py): link-only copies of the training mail, training spam
+read between sentences of training ham, and training spam under training ham's Subjects."""
 
 from __future__ import annotations
 
 import pandas as pd
 
-from spamfilter.augment import interleaved_copies, link_only_copies
+from spamfilter.augment import interleaved_copies, link_only_copies, subject_copies
 from spamfilter.mail.text import TEXT_CHARS_READ
 
 
@@ -91,3 +91,11 @@ def test_an_interleaved_copy_is_no_longer_than_the_reader_reads() -> None:
     assert max(len(copy) for copy in copies) <= TEXT_CHARS_READ
     assert len(copies[-1]) > TEXT_CHARS_READ - 100  # cut at the cap, not far short of it
     assert copies[-1].startswith("many lines\nx\n")
+
+
+def test_subject_copies_put_each_spams_body_under_a_hams_subject() -> None:
+    train = pd.DataFrame({"Label": [1, 0, 1], "Text": ["WIN NOW\nclaim the prize", "lunch\nsee you", "X\ny"]})
+    copies = subject_copies(train, seed=1)
+    assert copies["Text"].tolist() == ["lunch\nclaim the prize", "lunch\ny"]
+    assert copies["Label"].tolist() == [1, 1]
+    assert subject_copies(train[train["Label"] == 1], seed=1).empty  # no ham Subject to take

@@ -244,8 +244,17 @@ def test_train_on_mailboxes(tmp_path: Path) -> None:
     assert manifest["training_data"] == {"kind": "mail", "messages": 44, "spam": 20}
 
 
-def test_link_copies_add_a_copy_of_each_training_message_with_a_link(tmp_path: Path) -> None:
-    _write_mbox(tmp_path / "spam.mbox", [f"{SPAM_TEXT} http://prize.example/{i}" for i in range(20)], "prize")
+@pytest.mark.parametrize(
+    ("option", "spam_text"),
+    [("--link-copies", SPAM_TEXT + " http://prize.example/{}"), ("--subject-copies", SPAM_TEXT + " {}")],
+)
+def test_training_copies_add_one_spam_copy_per_training_spam(
+    tmp_path: Path, option: str, spam_text: str
+) -> None:
+    """--link-copies copies every training message that shows a link (only the spam here);
+    --subject-copies every training spam. The copies follow the real messages, labelled spam, and
+    the manifest records the option."""
+    _write_mbox(tmp_path / "spam.mbox", [spam_text.format(i) for i in range(20)], "prize")
     _write_mbox(tmp_path / "ham.mbox", [f"{HAM_TEXT} note {i}" for i in range(20)], "lunch")
     (tmp_path / "config.json").write_text(
         json.dumps({"n_embd": 32, "n_layer": 1, "n_head": 2, "n_positions": 128})
@@ -254,45 +263,15 @@ def test_link_copies_add_a_copy_of_each_training_message_with_a_link(tmp_path: P
     result = run([
         "train", "--model", str(tmp_path / "config.json"), "--weights", "random", "--epochs", "1",
         "--spam", str(tmp_path / "spam.mbox"), "--ham", str(tmp_path / "ham.mbox"), "--max-length", "64",
-        "--out", str(out), "--device", "cpu", "--link-copies",
+        "--out", str(out), "--device", "cpu", option,
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "spamfilter.json").read_text())
-    assert manifest["recipe"]["link_copies"] is True
+    assert manifest["recipe"][option[2:].replace("-", "_")] is True
     train_labels = load_file(out / FEATURES_FILE)["train_labels"]
     real = manifest["recipe"]["split_sizes"][0]
-    copies = train_labels[real:]  # after the real messages: one per training spam (only they have links)
+    copies = train_labels[real:]
     assert len(copies) == int(train_labels[:real].sum()) > 0 and copies.all()
-
-
-def test_subject_copies_add_a_copy_of_each_training_spam_under_a_ham_subject(tmp_path: Path) -> None:
-    from spamfilter.augment import subject_copies
-
-    _write_mbox(tmp_path / "spam.mbox", [f"{SPAM_TEXT} {i}" for i in range(20)], "prize")
-    _write_mbox(tmp_path / "ham.mbox", [f"{HAM_TEXT} note {i}" for i in range(20)], "lunch")
-    (tmp_path / "config.json").write_text(
-        json.dumps({"n_embd": 32, "n_layer": 1, "n_head": 2, "n_positions": 128})
-    )
-    out = tmp_path / "model"
-    result = run([
-        "train", "--model", str(tmp_path / "config.json"), "--weights", "random", "--epochs", "1",
-        "--spam", str(tmp_path / "spam.mbox"), "--ham", str(tmp_path / "ham.mbox"), "--max-length", "64",
-        "--out", str(out), "--device", "cpu", "--subject-copies",
-    ])  # fmt: skip
-    assert result.exit_code == 0, result.output
-    manifest = json.loads((out / "spamfilter.json").read_text())
-    assert manifest["recipe"]["subject_copies"] is True
-    train_labels = load_file(out / FEATURES_FILE)["train_labels"]
-    real = manifest["recipe"]["split_sizes"][0]
-    copies = train_labels[real:]  # after the real messages: one per training spam, labelled spam
-    assert len(copies) == int(train_labels[:real].sum()) > 0 and copies.all()
-    # the copy is the spam's body under a ham's Subject
-    import pandas as pd
-
-    train = pd.DataFrame({"Label": [1, 0, 1], "Text": ["WIN NOW\nclaim the prize", "lunch\nsee you", "X\ny"]})
-    added = subject_copies(train, seed=1)
-    assert added["Text"].tolist() == ["lunch\nclaim the prize", "lunch\ny"]
-    assert added["Label"].tolist() == [1, 1]
 
 
 def test_train_rejects_data_and_mailboxes_together(tmp_path: Path, sms_file: Path) -> None:
