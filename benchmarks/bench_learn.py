@@ -45,7 +45,7 @@ from spamfilter.mail import iter_mail_source
 from spamfilter.metrics import calibrate_threshold
 from spamfilter.modeldir import open_model_directory
 from spamfilter.pipeline import message_text
-from spamfilter.windows import combine
+from spamfilter.windows import combine, discounted
 
 
 def _messages(sources: list[Path]) -> list[bytes]:
@@ -57,8 +57,8 @@ def _messages(sources: list[Path]) -> list[bytes]:
 
 def _scores(model: Path, head: Head, raws: list[bytes]) -> np.ndarray:
     directory = open_model_directory(model)
-    features, owners = window_features(directory, [message_text(raw) for raw in raws])
-    return combine(apply_head(head, features), owners, len(raws))
+    features, owners, discounts = window_features(directory, [message_text(raw) for raw in raws])
+    return discounted(combine(apply_head(head, features), owners, len(raws)), discounts)
 
 
 def _refit(model: Path, corrections: list[bytes]) -> tuple[Head, float, str | None, dict[str, int]]:
@@ -69,7 +69,7 @@ def _refit(model: Path, corrections: list[bytes]) -> tuple[Head, float, str | No
     saved = read_features(model)
     start = current_head(directory)
     anchor, class_weight = training_anchor(saved)
-    features, owners = window_features(directory, [message_text(raw) for raw in corrections])
+    features, owners, discounts = window_features(directory, [message_text(raw) for raw in corrections])
     highest = np.asarray(
         [
             np.flatnonzero(owners == m)[np.argmax(apply_head(start, features[owners == m]))]

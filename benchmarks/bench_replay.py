@@ -413,9 +413,11 @@ def spamfilter_filter(
     cache = OUT / "features.npz"
     if not cache.is_file():
         started = time.perf_counter()
-        features, owners = window_features(model, [extract_text(raws[i]) for i in replayed])
+        features, owners, discounts = window_features(model, [extract_text(raws[i]) for i in replayed])
         seconds = time.perf_counter() - started
-        np.savez(cache, features=features, owners=replayed[owners], seconds=seconds)
+        every = np.zeros(len(raws))  # by the message's position in the corpus, as the owners
+        every[replayed] = discounts
+        np.savez(cache, features=features, owners=replayed[owners], discounts=every, seconds=seconds)
     saved = np.load(cache)
     print(
         f"spamfilter: {len(saved['owners'])} windows of {len(replayed)} messages through the trunk in "
@@ -423,7 +425,18 @@ def spamfilter_filter(
         flush=True,
     )
     weight, bias, base_x, base_y, threshold = model_head(model)
-    online = HeadFilter(weight, bias, threshold, saved["features"], saved["owners"], base_x, base_y, trainer)
+    online = HeadFilter(
+        weight,
+        bias,
+        threshold,
+        saved["features"],
+        saved["owners"],
+        base_x,
+        base_y,
+        trainer,
+        # a cache written before the discount: the models of then had none
+        discounts=saved.get("discounts"),
+    )
     return online, float(saved["seconds"])
 
 

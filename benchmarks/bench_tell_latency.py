@@ -34,8 +34,8 @@ GIVE_UP_SECONDS = 600.0
 def flagged_ham(model: Path, count: int) -> list[bytes]:
     directory = open_model_directory(model)
     raws = list(iter_mail_source(SHARED_DATA / "spamassassin" / "easy_ham.mbox"))[:200]
-    features, owners = window_features(directory, [message_text(raw) for raw in raws])
-    scores = score_with_head(current_head(directory), features, owners, len(raws))
+    features, owners, discounts = window_features(directory, [message_text(raw) for raw in raws])
+    scores = score_with_head(current_head(directory), features, owners, len(raws), discounts)
     return [raw for raw, score in zip(raws, scores, strict=True) if score >= directory.threshold][:count]
 
 

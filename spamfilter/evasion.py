@@ -440,6 +440,22 @@ def long_ham_preamble(raw: bytes, rng: random.Random, pool: Sequence[str]) -> by
     return _edit(raw, lambda text: plain + text, lambda text: _insert_html(text, start=markup))
 
 
+def ham_sandwich(raw: bytes, rng: random.Random, pool: Sequence[str]) -> bytes:
+    """About 5,000 characters (some 1,100 tokens) of ham text, visible, before the spam and as
+    many after it: the offer in the middle of a long message, where a reader of a few windows
+    spread over the text (its first, its last and some between) skips it."""
+    before, after = _ham_text(pool, rng, 5000), _ham_text(pool, rng, 5000)
+    plain_before = "".join(textwrap.fill(p, 72) + "\n\n" for p in before)
+    plain_after = "".join("\n\n" + textwrap.fill(p, 72) for p in after)
+    markup_before = "".join(f"<p>{html.escape(p)}</p>\n" for p in before)
+    markup_after = "".join(f"<p>{html.escape(p)}</p>\n" for p in after)
+    return _edit(
+        raw,
+        lambda text: plain_before + text + plain_after,
+        lambda text: _insert_html(text, start=markup_before, end=markup_after),
+    )
+
+
 FLOOD_LINES = 40  # more than a line-ends reader reads per window (LINE_ENDS_READ)
 
 
@@ -543,6 +559,7 @@ TRICKS: dict[str, Trick] = {
     "spelled_out": spelled_out,
     "base64_body": base64_body,
     "long_ham_preamble": long_ham_preamble,
+    "ham_sandwich": ham_sandwich,
     "short_line_flood": short_line_flood,
     "interleaved_ham_lines": interleaved_ham_lines,
     "link_only": link_only,

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from .runtime import batched_logits, session_logits, softmax_spam
-from .windows import _HEAD_SHARE, head_length, split_windows, windows_of
+from .windows import _HEAD_SHARE, discounted, head_length, split_windows, windows_of
 
 if TYPE_CHECKING:
     from .memory import Evidence
@@ -266,7 +266,10 @@ def _scores(classifier: Classifier, rows: Sequence[Sequence[int]], threshold: fl
         key = tuple(row)
         if key not in seen:
             windows = _message_windows(classifier, row)
-            seen[key] = (float(windows.max()), float(np.clip(_log_odds(windows) - cut, 0, None).sum()))
+            # as the filter combines them: the highest window, less the model's discount for n
+            off = classifier.recipe.window_discount * math.log(len(windows))
+            highest = float(discounted(windows.max(keepdims=True), np.asarray([off]))[0])
+            seen[key] = (highest, float(np.clip(_log_odds(windows) - off - cut, 0, None).sum()))
         p[index], excess[index] = seen[key]
     return _Scores(p, excess)
 

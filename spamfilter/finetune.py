@@ -62,7 +62,7 @@ from .train_options import (
     TrainOptions,
 )
 from .weights import HUB_REPOS, WEIGHTS_FILE, load_pretrained
-from .windows import MAX_WINDOWS, WINDOWS_LIMIT, later_windows
+from .windows import DISCOUNT_LIMIT, MAX_WINDOWS, WINDOWS_LIMIT, combine, later_windows
 
 ADAPTED_FOLDER = "adapted"  # train --adapt-steps: the adapted weights, until the model directory is complete
 ADAPT_LR = 1e-3  # bench_adapt's, for train --adapt-steps (RESULTS section 15)
@@ -254,6 +254,8 @@ def mail_settings(options: TrainOptions) -> TrainOptions:
         raise UsageError(f"--weight-average {average}: choose a decay from 0 (none) up to, not including, 1")
     if not 1 <= options.max_windows <= WINDOWS_LIMIT:
         raise UsageError(f"--max-windows {options.max_windows}: choose 1 to {WINDOWS_LIMIT}")
+    if not 0 <= options.window_discount <= DISCOUNT_LIMIT:  # NaN included
+        raise UsageError(f"--window-discount {options.window_discount}: choose 0 to {DISCOUNT_LIMIT:g}")
     if not 1 <= options.members <= MAX_MEMBERS:  # the library's callers too: no empty ensemble
         raise UsageError(f"--members {options.members}: choose 1 to {MAX_MEMBERS}")
     training = replace(
@@ -318,11 +320,12 @@ def windowed_probabilities(
     first_windows: np.ndarray,
     max_length: int,
     max_windows: int = MAX_WINDOWS,
+    discount: float = 0.0,
 ) -> np.ndarray:
-    """P(spam) per text as the filter computes it: the highest of its windows' (at most
-    ``max_windows``). ``first_windows`` are the scores already computed of every text's first
-    ``max_length`` tokens (a text's first window is exactly that), so only the later windows of
-    long texts are run here."""
+    """P(spam) per text as the filter computes it (:func:`spamfilter.windows.combine`): the highest
+    of its windows' (at most ``max_windows``), less ``discount`` log-odds per ln(windows read).
+    ``first_windows`` are the scores already computed of every text's first ``max_length`` tokens
+    (a text's first window is exactly that), so only the later windows of long texts are run here."""
     windows, owners = later_windows(rows, max_length, max_windows)
     if not windows:
         return first_windows
@@ -335,9 +338,9 @@ def windowed_probabilities(
         for begin in range(0, len(ids), 32):
             scores.append(torch.softmax(classifier(ids[begin : begin + 32]), dim=-1)[:, 1].float().cpu())
     classifier.train(was_training)
-    combined = first_windows.copy()
-    np.maximum.at(combined, owners, torch.cat(scores).numpy().astype(np.float64))
-    return combined
+    every = np.concatenate([first_windows, torch.cat(scores).numpy().astype(np.float64)])
+    owner_of = np.concatenate([np.arange(len(first_windows)), owners])
+    return combine(every, owner_of, len(first_windows), discount)
 
 
 def training_memory(train: pd.DataFrame) -> Memory:
@@ -356,13 +359,14 @@ def training_ham_scores(
     first_windows: np.ndarray,
     max_length: int,
     max_windows: int = MAX_WINDOWS,
+    discount: float = 0.0,
 ) -> np.ndarray:
     """P(spam) of the training ham as the filter computes it, every window, for the tail fit of a
     small false-positive budget (spamfilter.calibration); ``first_windows`` are the training
     run's scores of the same rows."""
     ham = np.flatnonzero(labels == 0)
     return windowed_probabilities(
-        classifier, tokenizer, [rows[i] for i in ham], first_windows[ham], max_length, max_windows
+        classifier, tokenizer, [rows[i] for i in ham], first_windows[ham], max_length, max_windows, discount
     )
 
 
@@ -537,11 +541,12 @@ def fine_tune(
         model, record, features = train_members(options, build, train_run, arrays, state_path, stage)
     # A long message is judged by its highest-scoring window (windows.py), so the threshold and
     # the test figures come from that same combined score, not from the first window alone.
+    discount = options.window_discount
     for name in ("validation", "test"):
         attribute = f"{name}_spam_probability"
         first_windows = np.asarray(getattr(record, attribute), dtype=np.float64)
         combined = windowed_probabilities(
-            model, tokenizer, rows[name], first_windows, max_length, options.max_windows
+            model, tokenizer, rows[name], first_windows, max_length, options.max_windows, discount
         )
         setattr(record, attribute, combined.tolist())
     remembered = training_memory(splits.train) if options.remember_training else None
@@ -571,6 +576,7 @@ def fine_tune(
                     np.asarray(record.train_spam_probability[:real], dtype=np.float64),
                     max_length,
                     options.max_windows,
+                    options.window_discount,
                 )
                 if needs_more_ham(int((arrays["validation"][1] == 0).sum()), options.target_fpr)
                 else None,
@@ -597,6 +603,7 @@ def fine_tune(
         "recipe": {
             **record.config,  # pooling and max_length are the manifest's own fields (ModelRecipe)
             "max_windows": options.max_windows,
+            "window_discount": options.window_discount,
             "balance": options.balance,
             "augment": bool(options.augment),
             "interleave": bool(options.interleave),

@@ -223,6 +223,7 @@ def teach(
     owners: np.ndarray | None = None,
     base_weights: np.ndarray | None = None,
     max_doublings: int = MAX_DOUBLINGS,
+    discounts: np.ndarray | None = None,
 ) -> Taught:
     """Retrain on corrections until each is learnt: every correction first weighs ``base_weights``
     (default 1: a training message of its class where the anchor's weights are the class weights),
@@ -231,7 +232,9 @@ def teach(
     ``owners`` maps rows (windows, or the positions read in them) to messages, whose score is their
     highest row's (as the filter scores a long message); a message's weight is shared among its
     rows, so that a long ham, taught at every position the model reads, weighs what a short one
-    does. Without ``owners`` each row is a message."""
+    does. Without ``owners`` each row is a message. ``discounts``: per message, the log-odds the
+    filter takes off its highest row for the windows it read (``windows.combine``), so that a
+    correction counts as learnt only where the filter will score it so."""
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
     rows = len(labels)
     owners = np.arange(rows) if owners is None else np.asarray(owners, dtype=np.int64)
@@ -247,6 +250,8 @@ def teach(
         cut = threshold(head) if callable(threshold) else float(threshold)
         margins = np.full(messages, -np.inf)  # log-odds above the threshold, each message's highest row
         np.maximum.at(margins, owners, _margin(head, features) - _log_odds(cut))
+        if discounts is not None:
+            margins -= np.asarray(discounts, dtype=np.float64)[:messages]
         spam, flagged = message_labels == 1, margins >= 0  # flagged: P(spam) >= the threshold
         unlearnt = int((flagged != spam).sum())
         towards = np.where(spam, margins, -margins)  # how far on the correction's side

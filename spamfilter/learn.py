@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -55,7 +55,7 @@ from .modeldir import (
     sha256_file,
 )
 from .onnx_head import feature_rows, read_head, replace_head, with_features_output
-from .windows import windows_of
+from .windows import discounts, windows_of
 
 if TYPE_CHECKING:
     from .model import SpamModel
@@ -122,12 +122,20 @@ def features_session(directory: ModelDirectory, variant: str | None = None) -> A
         raise ModelDirectoryError(f"cannot use {path}: {first_line(error)}") from None
 
 
-def window_features(
-    directory: ModelDirectory, texts: Sequence[str], session: Any = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """The feature rows (N, C) the head reads of every window the filter reads of each text (as
-    reduced by :func:`spamfilter.formats.message_text`): one per window, or one per position read
-    with line-ends pooling; and the index of the text owning each row (N,)."""
+class WindowFeatures(NamedTuple):
+    """What the head reads of texts, as the filter reads them: ``features`` (N, C), one row per
+    window (or per position read with line-ends pooling); ``owners`` (N,) the text of each row;
+    ``discounts`` per text, the log-odds the filter takes off its highest row for the windows it
+    read (:func:`spamfilter.windows.combine`)."""
+
+    features: np.ndarray
+    owners: np.ndarray
+    discounts: np.ndarray
+
+
+def window_features(directory: ModelDirectory, texts: Sequence[str], session: Any = None) -> WindowFeatures:
+    """The feature rows the head reads of every window the filter reads of each text (as reduced
+    by :func:`spamfilter.formats.message_text`), see :class:`WindowFeatures`."""
     from .tokenizer import Tokenizer
 
     recipe = directory.recipe
@@ -139,7 +147,11 @@ def window_features(
     features, windows_read = feature_rows(session, ids, _FEATURE_BATCH)
     if not len(features):
         features = np.zeros((0, read_head(directory.onnx_path.read_bytes()).size), np.float32)
-    return features, np.asarray(owners, dtype=np.int64)[windows_read]
+    return WindowFeatures(
+        features,
+        np.asarray(owners, dtype=np.int64)[windows_read],
+        discounts(owners, len(texts), recipe.window_discount),
+    )
 
 
 def current_head(directory: ModelDirectory) -> Head:
@@ -365,6 +377,7 @@ class _Taught:
     labels: np.ndarray  # their messages' labels
     owners: np.ndarray  # their messages
     message_labels: np.ndarray
+    discounts: np.ndarray  # per message, what the filter takes off its highest window
 
 
 def _corrections_taught(
@@ -376,7 +389,8 @@ def _corrections_taught(
     ordinary text)."""
     cap = directory.recipe.chars_kept
     texts = [message_text(read_correction(path))[:cap] for _, _, path in corrections]
-    features, owners = window_features(directory, texts)
+    read = window_features(directory, texts)
+    features, owners = read.features, read.owners
     message_labels = np.asarray([label for _, label, _ in corrections], dtype=np.int64)
     current = apply_head(start, features)
     taught: list[int] = []
@@ -384,7 +398,7 @@ def _corrections_taught(
         mine = np.flatnonzero(owners == message)
         taught.extend(mine.tolist() if label == 0 else [int(mine[np.argmax(current[mine])])])
     rows = np.asarray(taught, dtype=np.int64)
-    return _Taught(features[rows], message_labels[owners[rows]], owners[rows], message_labels)
+    return _Taught(features[rows], message_labels[owners[rows]], owners[rows], message_labels, read.discounts)
 
 
 def _retrain(model_dir: Path, on_stage: Callable[[str], None] | None) -> LearnResult:
@@ -431,6 +445,7 @@ def _retrain(model_dir: Path, on_stage: Callable[[str], None] | None) -> LearnRe
         anchor,
         taught.owners,
         class_weight[taught.labels],
+        discounts=taught.discounts,
     )
     head, cut = result.head, threshold(result.head)
     test_probabilities = apply_head(head, test_x)

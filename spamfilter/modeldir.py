@@ -12,7 +12,7 @@ from typing import Any
 
 from .errors import ModelDirectoryError
 from .mail.text import MESSAGE_BYTES_READ, TEXT_CHARS_READ, chars_kept
-from .windows import windows_recorded
+from .windows import discount_recorded, windows_recorded
 
 FORMAT_VERSION = 1
 LABELS = ("not spam", "spam")  # index = class id
@@ -110,14 +110,16 @@ class ModelRecipe:
     """How a model reads a message, typed, in one object: what the runtime, the filter, learn and
     training must agree on. Read from ``spamfilter.json`` (``Manifest.model_recipe``), where each
     value is stored once: ``max_length``, ``pad_token_id`` and ``pooling`` at the top level as every
-    manifest has them, ``max_windows`` and ``target_fpr`` in its ``recipe`` (absent from manifests
-    written before windows or calibration: one window, no target). The reading caps are the mail
+    manifest has them, ``max_windows``, ``window_discount`` and ``target_fpr`` in its ``recipe`` (absent from
+    manifests written before windows, the discount or calibration: one window, no discount, no
+    target). The reading caps are the mail
     reader's (:mod:`spamfilter.mail.text`), the same for every model."""
 
     max_length: int  # tokens per window
     pad_token_id: int
     pooling: str
     max_windows: int = 1  # windows the threshold was calibrated for (windows.windows_recorded)
+    window_discount: float = 0.0  # log-odds off per ln(windows read) (windows.discount_recorded)
     target_fpr: float | None = None  # the ham false-positive share the threshold was chosen for
     message_bytes: int = MESSAGE_BYTES_READ  # of a message handed over alone
     text_chars: int = TEXT_CHARS_READ  # of a message's extracted text
@@ -161,6 +163,7 @@ class Manifest:
             pad_token_id=self.pad_token_id,
             pooling=self.pooling,
             max_windows=windows_recorded(self.recipe),
+            window_discount=discount_recorded(self.recipe),
             target_fpr=target_fpr,
         )
 

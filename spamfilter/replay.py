@@ -26,11 +26,15 @@ from datetime import datetime, timedelta, timezone
 from email.parser import BytesHeaderParser
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
 from .memory import Memory
+from .windows import discounted
+
+if TYPE_CHECKING:
+    from .learn import WindowFeatures
 
 Feedback = Literal["all", "errors"]
 FEEDBACK: tuple[Feedback, ...] = ("all", "errors")
@@ -402,6 +406,7 @@ class HeadFilter:
         base_labels: np.ndarray,
         trainer: HeadTrainer | None = None,
         texts: Sequence[str] | None = None,
+        discounts: np.ndarray | None = None,
     ) -> None:
         self.start = (np.asarray(weight, dtype=np.float64), np.asarray(bias, dtype=np.float64))
         # With the messages' texts, each label fed back is also remembered as the filter
@@ -411,6 +416,8 @@ class HeadFilter:
         self.weight, self.bias = self.start
         self._threshold = float(threshold)
         self.features = np.asarray(window_features, dtype=np.float32)
+        # per message, the log-odds the filter takes off its highest window (windows.combine)
+        self.discounts = discounts
         self.windows_of: dict[int, list[int]] = {}  # message index -> its window rows
         for row, owner in enumerate(np.asarray(owners, dtype=np.int64).tolist()):
             self.windows_of.setdefault(owner, []).append(row)
@@ -435,7 +442,10 @@ class HeadFilter:
 
     def _message_score(self, index: int) -> float:
         rows = self.windows_of[index]
-        return float(head_probability(self.features[rows], self.weight, self.bias).max())
+        highest = head_probability(self.features[rows], self.weight, self.bias).max(keepdims=True)
+        if self.discounts is None:
+            return float(highest[0])
+        return float(discounted(highest, self.discounts[index : index + 1])[0])
 
     def learn(self, indexes: Sequence[int], labels: Sequence[int]) -> None:
         for index, label in zip(indexes, labels, strict=True):
@@ -459,11 +469,10 @@ class HeadFilter:
 # --------------------------------------------------------------------------- features of a model
 
 
-def window_features(model_dir: Path, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """The feature rows (N, C) the head reads of every window the filter reads of each text (one
-    per window, or one per position read with line-ends pooling), and the text index owning each
-    row (N,): so that replaying a head retrain needs no second pass through the trunk. Read as
-    ``learn`` reads them, from the fp32 model."""
+def window_features(model_dir: Path, texts: Sequence[str]) -> WindowFeatures:
+    """What the head reads of every window the filter reads of each text
+    (:class:`spamfilter.learn.WindowFeatures`): so that replaying a head retrain needs no second
+    pass through the trunk. Read as ``learn`` reads them, from the fp32 model."""
     from . import learn
     from .modeldir import open_model_directory
 
@@ -495,18 +504,19 @@ def head_filter(
 ) -> HeadFilter:
     """A :class:`HeadFilter` for replaying ``texts`` (indexed as given) through a model directory,
     remembering the labels fed back as the filter remembers corrections (unless ``memory`` is off)."""
-    features, owners = window_features(model_dir, texts)
+    read = window_features(model_dir, texts)
     weight, bias, base_x, base_y, threshold = model_head(model_dir)
     return HeadFilter(
         weight,
         bias,
         threshold,
-        features,
-        owners,
+        read.features,
+        read.owners,
         base_x,
         base_y,
         trainer=trainer,
         texts=texts if memory else None,
+        discounts=read.discounts,
     )
 
 

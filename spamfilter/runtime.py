@@ -362,7 +362,7 @@ class Classifier:
                     # a window's score under this head: its highest over the positions read
                     read = outputs[mine, 2:].reshape(-1, self._features_width)
                     probabilities[mine] = apply_head(head, read).reshape(int(mine.sum()), -1).max(axis=1)
-        return combine(probabilities, owners, len(texts))
+        return combine(probabilities, owners, len(texts), recipe.window_discount)
 
     def _features_size(self) -> int:
         """The columns of features per window: the pooled features' width, times the positions

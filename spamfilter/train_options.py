@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .modeldir import DEFAULT_POOLING, MAIL_MAX_LENGTH, MAIL_TARGET_FPR
-from .windows import MAX_WINDOWS
+from .windows import MAX_WINDOWS, WINDOW_DISCOUNT
 
 RANDOM_WEIGHTS = "random"  # --weights for a random initialisation (train_inputs keeps a stdlib copy)
 
@@ -160,6 +160,9 @@ class TrainOptions:
     # Windows read per message at most (windows.py), recorded with the model: the filter reads as
     # many, and the threshold and the test figures are computed on as many.
     max_windows: int = MAX_WINDOWS
+    # The log-odds a message's highest window loses per ln(windows read) (windows.combine),
+    # recorded with the model: the filter, the threshold and the test figures all use it.
+    window_discount: float = WINDOW_DISCOUNT
     # Runs trained from different initial weights (seed, seed + 1000, ...) and read as one model,
     # their log-odds averaged (model.SpamEnsemble): each costs a run of training and of reading.
     members: int = 1

@@ -36,7 +36,7 @@ from .head import Head, apply_head, teach
 from .lockfile import private_folder
 from .mail.mailboxes import read_folder_file
 from .replacefile import replace_file
-from .windows import combine
+from .windows import combine, discounted
 
 USERS_DIR = "users"
 HEAD_FILE = "head.npz"
@@ -89,10 +89,14 @@ class UserHead:
     trunk: str
 
 
-def score_with_head(head: Head, features: np.ndarray, owners: np.ndarray, count: int) -> np.ndarray:
+def score_with_head(
+    head: Head, features: np.ndarray, owners: np.ndarray, count: int, log_odds_off: np.ndarray | None = None
+) -> np.ndarray:
     """P(spam) of ``count`` messages from their windows' pooled features, as the filter combines
-    them (a message's highest window)."""
-    return combine(apply_head(head, features), np.asarray(owners, dtype=np.int64), count)
+    them: a message's highest row, less ``log_odds_off`` (per message, what the filter takes off
+    for the windows it read: ``learn.WindowFeatures.discounts``; none where not given)."""
+    highest = combine(apply_head(head, features), np.asarray(owners, dtype=np.int64), count)
+    return highest if log_odds_off is None else discounted(highest, log_odds_off)
 
 
 class UserHeads:
@@ -223,7 +227,8 @@ def train_user_head(model_dir: Path, user: str, heads: UserHeads | None = None) 
     anchor, class_weight = training_anchor(saved)
     shared = current_head(directory)
     texts = [message_text(read_correction(path)) for _, _, path in kept]
-    features, owners = window_features(directory, texts)
+    read = window_features(directory, texts)
+    features, owners = read.features, read.owners
     labels = np.asarray([label for _, label, _ in kept], dtype=np.int64)
     current = apply_head(shared, features)
     rows: list[int] = []
@@ -234,7 +239,14 @@ def train_user_head(model_dir: Path, user: str, heads: UserHeads | None = None) 
     row_labels = labels[owners[taught]]
     threshold = directory.threshold
     result = teach(
-        shared, features[taught], row_labels, threshold, anchor, owners[taught], class_weight[row_labels]
+        shared,
+        features[taught],
+        row_labels,
+        threshold,
+        anchor,
+        owners[taught],
+        class_weight[row_labels],
+        discounts=read.discounts,
     )
     head = UserHead(result.head, threshold, trunk_fingerprint(saved["train_features"]))
     heads.save(user, head)

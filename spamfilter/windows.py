@@ -5,16 +5,24 @@ the verdict by what comes first (a page of ordinary mail before the offer) or bu
 padding. A longer text is therefore cut into consecutive windows, each one the text's first line
 (the Subject, for mail, where it takes at most a quarter of the window) followed by the next
 stretch of the body (from the start of a line where one is near, so that an appended paragraph is
-read from its start),
-and the message's P(spam) is the highest of its windows' (:func:`combine`): a spam cannot hide
-behind a ham prefix or suffix, and the calibrated threshold is chosen on that same combined score,
-so the false-positive budget still holds.
+read from its start), and the message's P(spam) is the highest of its windows' (:func:`combine`):
+a spam cannot hide behind ham before it, after it or on both sides, and the calibrated threshold
+is chosen on that same combined score, so the false-positive budget still holds.
 
-The bound: at most ``MAX_WINDOWS`` windows per message. A body that needs more is read at
-``MAX_WINDOWS`` stretches spread evenly from its first to its last token (a spam appended after
-pages of ham is read; between the stretches of a very long message some text is skipped), within
-the text cap of :func:`spamfilter.mail.extract_text` (``mail.text.TEXT_CHARS_READ``, 20,000 characters).
-A text that fits one window is scored exactly as before: one row, the same tokens.
+The highest of n windows rises with n: a long ham has more chances to hold one window that reads
+like spam. A model records a discount (``window_discount``, :data:`WINDOW_DISCOUNT` for models
+trained now): the highest window's log-odds less ``discount * ln(n)``, so a message in one window
+scores exactly as before and a long one is judged by what stands out in it, not by its length
+(``benchmarks/RESULTS.md`` section 42: reading every window without it raised the threshold over
+long ham on one split of three).
+
+The bound: at most ``max_windows`` windows per message (:data:`MAX_WINDOWS` for models trained now,
+every window of the reader's text cap, 20,000 characters, in ordinary text). A body that needs more
+is read at ``max_windows`` stretches spread evenly from its first to its last token (text that
+tokenizes to one token a character or so; between the stretches some text is skipped). A text that
+fits one window is scored exactly as before: one row, the same tokens. Models trained before this
+read as their threshold was calibrated: at most 4 windows without a discount (``max_windows`` 4 in
+their recipe), or one window (before windows).
 """
 
 from __future__ import annotations
@@ -23,8 +31,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-MAX_WINDOWS = 4  # windows scored per message at most (README "What the model reads")
+MAX_WINDOWS = 32  # windows scored per message at most (README "What the model reads"): 7,000+ tokens
 WINDOWS_LIMIT = 64  # the most a model may record (train --max-windows)
+WINDOW_DISCOUNT = 0.25  # log-odds taken off per ln(windows read), for models trained now
+DISCOUNT_LIMIT = 4.0  # the most a model may record (train --window-discount)
+_PROBABILITY_FLOOR = 1e-12  # log-odds of P in [floor, 1 - floor]: finite for saturated answers
 _HEAD_SHARE = 4  # the repeated first line takes at most 1/_HEAD_SHARE of a window
 _NEWLINES = frozenset({198, 628})  # GPT-2's tokens for "\n" and "\n\n": where lines begin
 
@@ -36,6 +47,15 @@ def windows_recorded(recipe: dict[str, object]) -> int:
     if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= WINDOWS_LIMIT:
         return value
     return 1
+
+
+def discount_recorded(recipe: dict[str, object]) -> float:
+    """The log-odds discount per ln(windows read) that a model's threshold was calibrated with
+    (``window_discount`` in its recipe); 0 for models written before it (the highest window alone)."""
+    value = recipe.get("window_discount", 0.0)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= DISCOUNT_LIMIT:
+        return float(value)
+    return 0.0
 
 
 def split_windows(
@@ -51,8 +71,10 @@ def split_windows(
     previous window's second half (or, spread out under the cap, in its own first half); the last
     spread window, which reads to the end from wherever it starts, starts at the first paragraph
     that begins in it, so that a paragraph appended to pages of other text is read alone. (Starting
-    every window at a paragraph measured worse: recall at 0.18 % FPR 84 % against 90 %.) The first
-    window is the text's first ``max_length`` tokens, as one window always was."""
+    every window at a paragraph measured worse: recall at 0.18 % FPR 84 % against 90 %.) Within
+    the cap, the windows follow each other over the whole body, and the last paragraph is read in a
+    window of its own too where none starts there. The first window is the text's first
+    ``max_length`` tokens, as one window always was."""
     ids = list(ids)
     if len(ids) <= max_length or max_windows <= 1:
         return [ids[:max_length]]
@@ -72,6 +94,10 @@ def split_windows(
         begin = starts[-1]
         cut = boundary(lines, begin + width // 2 + 1, begin + width + 1, last=True)
         starts.append(begin + width if cut is None else cut)
+    if len(starts) < max_windows and paragraphs and paragraphs[-1] > starts[-1]:
+        # The last paragraph read alone as well: one appended to pages of other text (an offer
+        # after a page of ham) is read as its own, not after the lines that share its window.
+        starts.append(paragraphs[-1])
     if len(starts) > max_windows:
         # Spread over the whole body, the first stretch and the last one (aligned to its end)
         # included: what a spammer puts first, last or in the middle is read.
@@ -122,8 +148,30 @@ def later_windows(
     return [windows[i] for i in later], owners[later]
 
 
-def combine(window_probabilities: np.ndarray, owners: np.ndarray, count: int) -> np.ndarray:
-    """A message's P(spam): the highest of its windows'."""
+def discounts(owners: np.ndarray, count: int, discount: float) -> np.ndarray:
+    """Per message, the log-odds its highest window loses (``discount * ln(n)`` for n windows
+    read): what :func:`combine` takes off, for code that scores windows its own way (``learn``)."""
+    read = np.bincount(np.asarray(owners, dtype=np.int64), minlength=count)
+    return discount * np.log(np.maximum(read, 1))
+
+
+def combine(
+    window_probabilities: np.ndarray, owners: np.ndarray, count: int, discount: float = 0.0
+) -> np.ndarray:
+    """A message's P(spam): the highest of its windows', its log-odds less ``discount * ln(n)``
+    for a message read in n windows (see the module's docstring; 0: the highest window's as it is)."""
     combined = np.zeros(count, dtype=np.float64)
     np.maximum.at(combined, owners, window_probabilities)
-    return combined
+    if discount <= 0:
+        return combined
+    return discounted(combined, discounts(owners, count, discount))
+
+
+def discounted(probabilities: np.ndarray, log_odds_off: np.ndarray) -> np.ndarray:
+    """``probabilities`` with ``log_odds_off`` taken off each one's log-odds (where it is 0, the
+    probability exactly as it is: a message in one window scores as before)."""
+    out = np.array(probabilities, dtype=np.float64)
+    moved = np.asarray(log_odds_off) > 0
+    p = np.clip(out[moved], _PROBABILITY_FLOOR, 1 - _PROBABILITY_FLOOR)
+    out[moved] = 1 / (1 + np.exp(-(np.log(p) - np.log1p(-p) - np.asarray(log_odds_off)[moved])))
+    return out

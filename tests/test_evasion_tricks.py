@@ -213,6 +213,22 @@ def test_long_ham_preamble_before_the_spam(spam: bytes, pool: list[str]) -> None
     assert preamble.split()[:10] == next(p for p in pool if p.startswith(preamble[:40])).split()[:10]
 
 
+def test_ham_sandwich_puts_the_spam_between_two_stretches_of_ham(spam: bytes, pool: list[str]) -> None:
+    changed = TRICKS["ham_sandwich"](spam, random.Random(1), pool)
+    originals, texts = _texts(spam), _texts(changed)
+    assert set(texts) == set(originals)
+    for subtype, text in texts.items():  # each part a client may show
+        if subtype == "html":
+            text = html.unescape(re.sub(r"<[^>]*>", " ", text))
+            originals[subtype] = html.unescape(re.sub(r"<[^>]*>", " ", originals[subtype]))
+        original, words = " ".join(originals[subtype].split()), " ".join(text.split())
+        start = words.index(original)  # the spam whole, in the middle
+        before, after = words[:start], words[start + len(original) :]
+        assert len(before) >= 4000 and len(after) >= 4000
+        assert before.split()[:10] == next(p for p in pool if p.startswith(before[:40])).split()[:10]
+        assert any(p.endswith(" ".join(after.split()[-5:])) for p in pool)  # ends with a ham paragraph
+
+
 def test_short_line_flood_before_the_spam(spam: bytes, pool: list[str]) -> None:
     changed = TRICKS["short_line_flood"](spam, random.Random(1), pool)
     text = extract_text(changed)

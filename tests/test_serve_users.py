@@ -37,8 +37,8 @@ def flagged_ham(model: Path, count: int) -> list[bytes]:
     """Ham of the SpamAssassin corpus that the (SMS-trained) test model marks as spam."""
     directory = open_model_directory(model)
     raws = list(iter_mail_source(CORPUS / "easy_ham.mbox"))[:80]
-    features, owners = window_features(directory, [message_text(raw) for raw in raws])
-    scores = score_with_head(current_head(directory), features, owners, len(raws))
+    features, owners, discounts = window_features(directory, [message_text(raw) for raw in raws])
+    scores = score_with_head(current_head(directory), features, owners, len(raws), discounts)
     flagged = [raw for raw, score in zip(raws, scores, strict=True) if score >= directory.threshold]
     assert len(flagged) >= count, "the SMS model should mark some of this email as spam"
     return flagged[:count]

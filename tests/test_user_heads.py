@@ -101,8 +101,8 @@ def test_a_users_corrections_change_that_users_verdicts_only(model_copy: Path) -
     shared = current_head(directory)
     raws = list(iter_mail_source(CORPUS / "easy_ham.mbox"))[:60]
     texts = [message_text(raw) for raw in raws]
-    features, owners = window_features(directory, texts)
-    before = score_with_head(shared, features, owners, len(raws))
+    features, owners, discounts = window_features(directory, texts)
+    before = score_with_head(shared, features, owners, len(raws), discounts)
     flagged = [i for i, score in enumerate(before) if score >= directory.threshold]
     assert len(flagged) >= 10, "the SMS model should mark some of this email as spam"
     heads = UserHeads(model_copy, trunk=trunk_fingerprint(read_features(model_copy)["train_features"]))
@@ -112,7 +112,7 @@ def test_a_users_corrections_change_that_users_verdicts_only(model_copy: Path) -
     assert trained is not None
     alice = heads.head("alice@example.org")
     assert alice is not None
-    after = score_with_head(alice.head, features, owners, len(raws))
+    after = score_with_head(alice.head, features, owners, len(raws), discounts)
     assert all(after[i] < alice.threshold for i in flagged[:10])  # her 10 corrections took effect
     assert heads.head("bob@example.org") is None  # bob has none: the shared head, unchanged
     assert np.array_equal(current_head(open_model_directory(model_copy)).weight, shared.weight)
@@ -150,10 +150,10 @@ def test_the_shared_head_given_as_a_users_head_scores_as_the_model_does(trained_
     # fp32 for both: int8 quantizes activations over the whole batch, so its answers move with
     # the batch's padding, which the filter trims and these rows do not
     session = create_session(directory.checked_variant_file("fp32"))
-    features, owners = window_features(directory, texts, session)
+    features, owners, discounts = window_features(directory, texts, session)
     assert len(features) > len(texts)  # several rows a message: every position read
     np.testing.assert_allclose(
-        score_with_head(current_head(directory), features, owners, len(texts)), own, atol=1e-5
+        score_with_head(current_head(directory), features, owners, len(texts), discounts), own, atol=1e-5
     )
 
 

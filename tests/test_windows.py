@@ -16,8 +16,11 @@ from spamfilter.cli import cli
 from spamfilter.runtime import Classifier
 from spamfilter.tokenizer import Tokenizer
 from spamfilter.windows import (
+    DISCOUNT_LIMIT,
     MAX_WINDOWS,
+    WINDOW_DISCOUNT,
     combine,
+    discount_recorded,
     head_length,
     later_windows,
     split_windows,
@@ -88,6 +91,46 @@ def test_the_message_scores_as_its_highest_window() -> None:
     assert combine(scores, owners, 3).tolist() == [0.9, 0.3, 0.05]
 
 
+def test_a_long_message_loses_the_discount_per_log_of_its_windows() -> None:
+    scores = np.array([0.6, 0.2, 0.95, 0.5, 0.7, 0.1, 0.3, 0.999])
+    owners = np.array([0, 1, 1, 2, 2, 2, 2, 3])
+    combined = combine(scores, owners, 4, discount=0.25)
+    assert combined[0] == 0.6 and combined[3] == 0.999  # one window: exactly as before
+    log_odds = np.log(combined / (1 - combined))
+    assert log_odds[1] == pytest.approx(np.log(0.95 / 0.05) - 0.25 * np.log(2))
+    assert log_odds[2] == pytest.approx(np.log(0.7 / 0.3) - 0.25 * np.log(4))
+    assert combine(scores, owners, 4, discount=0.0).tolist() == [0.6, 0.95, 0.7, 0.999]
+    # saturated scores stay finite and ordered
+    saturated = combine(np.array([1.0, 1.0, 1.0]), np.array([0, 0, 1]), 2, discount=0.25)
+    assert np.all(np.isfinite(saturated)) and saturated[0] < saturated[1] == 1.0
+
+
+def test_models_record_their_discount_and_older_ones_have_none() -> None:
+    assert discount_recorded({}) == 0.0  # before the discount: the highest window as it is
+    assert discount_recorded({"window_discount": WINDOW_DISCOUNT}) == WINDOW_DISCOUNT
+    for damaged in ("0.25", True, -1.0, DISCOUNT_LIMIT + 1, float("nan")):
+        assert discount_recorded({"window_discount": damaged}) == 0.0
+
+
+def test_every_token_of_a_long_text_within_the_cap_is_read() -> None:
+    # distinct tokens, a line break every 40: every one of them must be in some window
+    body = [198 if i % 40 == 0 else 1_000 + i for i in range(1, 6_000)]
+    windows = split_windows([5, 198, *body], head=2, max_length=256, max_windows=MAX_WINDOWS)
+    assert 6_000 // 254 <= len(windows) <= MAX_WINDOWS
+    assert set(body) <= {token for window in windows for token in window}
+    assert all(window[:2] == [5, 198] for window in windows)  # the Subject line in each
+
+
+def test_a_spam_between_two_stretches_of_ham_lies_between_four_spread_windows() -> None:
+    """What reading every window fixes: four windows spread over a 3,000-token body (the reading
+    of models trained before it) skip the middle, where a spammer puts the offer."""
+    body = [11] * 1_400 + [198, 628] + [99] * 200 + [628] + [11] * 1_400
+    ids = [5, 198, *body]
+    spread = split_windows(ids, head=2, max_length=256, max_windows=4)
+    assert not any(99 in window for window in spread)
+    assert any(99 in window for window in split_windows(ids, head=2, max_length=256, max_windows=MAX_WINDOWS))
+
+
 def test_windows_follow_the_tokenizer_and_the_subject() -> None:
     tokenizer = Tokenizer()
     text = "Cheap meds\n" + "word " * 300
@@ -107,7 +150,8 @@ def test_models_calibrated_on_one_window_keep_reading_one() -> None:
 
 @pytest.fixture(scope="module")
 def padded_spam(trained_model: Path, sms_file: Path) -> tuple[str, str, Classifier]:
-    """A spam SMS the model flags, and 2,000 tokens of the ham it finds least spammy before it."""
+    """A spam SMS the model flags, and 2,000 tokens of ham: the five ham SMS it finds least spammy,
+    one a line, in turn (a model trained on SMS reads some runs of other SMS lines as spam)."""
     # fp32: int8 kernels differ between AVX2 and AVX-512/VNNI machines; the windows do not.
     classifier = Classifier.load(trained_model, variant="fp32")
     with open(sms_file, encoding="utf-8", newline="") as handle:
@@ -116,12 +160,10 @@ def padded_spam(trained_model: Path, sms_file: Path) -> tuple[str, str, Classifi
     spam = [text for label, text in rows if label == "spam"][:200]
     ham_p, spam_p = classifier.spam_probability(ham), classifier.spam_probability(spam)
     tokenizer = Tokenizer()
-    padding, tokens = [], 0
-    for index in np.argsort(ham_p):
-        padding.append(ham[index])
-        tokens += len(tokenizer.encode(ham[index])) + 1
-        if tokens >= 2_000:
-            break
+    padding, tokens, least = [], 0, [ham[index] for index in np.argsort(ham_p)[:5]]
+    while tokens < 2_000:
+        padding.append(least[len(padding) % len(least)])
+        tokens += len(tokenizer.encode(padding[-1])) + 1
     return "\n".join(padding), spam[int(np.argmax(spam_p))], classifier  # one SMS a line
 
 
@@ -140,6 +182,18 @@ def test_a_spam_behind_2000_tokens_of_ham_is_flagged(padded_spam: tuple[str, str
         assert classifier.spam_probability([f"Re: minutes\n{padding}\n\n{spam}"])[0] < cut
     finally:
         classifier.max_windows = MAX_WINDOWS
+
+
+def test_a_spam_between_two_halves_of_the_ham_is_flagged(padded_spam: tuple[str, str, Classifier]) -> None:
+    padding, spam, classifier = padded_spam
+    assert classifier.recipe.window_discount == WINDOW_DISCOUNT  # recorded by train
+    lines = padding.split("\n")
+    before, after = "\n".join(lines[: len(lines) // 2]), "\n".join(lines[len(lines) // 2 :])
+    sandwich = f"Re: minutes\n{before}\n\n{spam}\n\n{after}"
+    rows = classifier.tokenizer.encode_batch([sandwich])
+    windows, _ = windows_of(rows, classifier.recipe.max_length, MAX_WINDOWS)
+    assert len(windows) > 4  # more than models trained before read
+    assert classifier.spam_probability([sandwich])[0] >= classifier.threshold
 
 
 def test_pipeline_mode_flags_the_padded_spam_and_counts_windows(
@@ -164,7 +218,11 @@ def test_the_summary_counts_the_windows_read(
         cli, ["filter", "-m", str(trained_model), str(mbox), "-o", str(tmp_path / "o")]
     )
     assert result.exit_code == 0, result.output
-    assert f"; {MAX_WINDOWS} windows read" in result.stderr
+    classifier = Classifier.load(trained_model)
+    text = f"long\n{padding}\n\n{spam}"  # as the reader gives it: the Subject line, the body
+    windows, _ = windows_of(classifier.tokenizer.encode_batch([text]), classifier.recipe.max_length)
+    assert len(windows) > 4
+    assert f"; {len(windows)} windows read" in result.stderr
 
 
 def test_later_windows_stop_at_the_cap() -> None:
