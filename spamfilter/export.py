@@ -135,7 +135,7 @@ def check_parity(
     ``name``) on right-padded ``input_ids``, both run through the package's batching path (trimmed
     batches where the ONNX model accepts them).
 
-    Raises ``ExportError`` above ``PARITY_TOLERANCE``.
+    Raises ``ExportError`` above ``PARITY_TOLERANCE``, or where either gives a non-finite logit.
     """
     classifier = classifier.eval().cpu()
 
@@ -146,8 +146,14 @@ def check_parity(
     trim, pad = accepts_shorter_inputs(session), classifier.pad_token_id
     expected = _batched(torch_logits, input_ids, batch_size, trim, pad)
     actual = _batched(session_logits(session), input_ids, batch_size, trim, pad)
+    for source, logits in (("torch", expected), ("onnxruntime", actual)):
+        if not np.isfinite(logits).all():  # NaN would pass any comparison with the tolerance below
+            raise ExportError(
+                f"{source} gives non-finite logits (nan or inf) for {name}: the model's weights are not "
+                "usable (training diverged: a smaller --lr or --weight-decay)"
+            )
     worst = float(np.abs(expected - actual).max()) if len(input_ids) else 0.0
-    if worst > PARITY_TOLERANCE:
+    if not worst <= PARITY_TOLERANCE:
         raise ExportError(
             f"onnxruntime and torch disagree on {name}: max |logit difference| {worst:.2e} "
             f"> {PARITY_TOLERANCE:.0e}"

@@ -138,6 +138,9 @@ class Decision:
         if any(ch.isspace() or not ch.isprintable() for ch in self.version):
             # A line break would let the caller inject headers; a space would break key=value items.
             raise ValueError(f"version must not contain whitespace or control characters: {self.version!r}")
+        for name, value in (("--threshold", self.threshold), ("the model's threshold", self.model_threshold)):
+            if value is not None and not 0 <= value <= 1:  # NaN fails this too: no message would be judged
+                raise UsageError(f"{name} {value!r} is not a probability from 0 to 1")
         cutoffs = (("--reject-above", self.reject_above), ("--quarantine-above", self.quarantine_above))
         for option, value in cutoffs:
             if value is not None and not REQUIRED <= value <= MAX_SCORE:

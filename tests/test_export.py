@@ -126,6 +126,28 @@ def test_failed_export_leaves_a_working_directory_untouched(
     open_model_directory(out)
 
 
+def test_a_model_with_nan_weights_is_not_exported(tmp_path: Path) -> None:
+    """A diverged run (train --weight-decay inf gave loss nan) has NaN logits in torch and in
+    onnxruntime; NaN compares false with the tolerance, so the parity check must refuse it itself."""
+    torch.manual_seed(0)
+    shape = GPTConfig(n_embd=32, n_layer=2, n_head=2, n_positions=64)
+    classifier = SpamClassifier(add_classification_head(GPT(shape)), "last").eval()
+    with torch.no_grad():
+        for parameter in classifier.parameters():
+            parameter.fill_(float("nan"))
+    out = tmp_path / "model"
+    with pytest.raises(ExportError, match="non-finite logits"):
+        write_model_directory(
+            out,
+            classifier,
+            max_length=24,
+            test_ids=_samples(8, 24),
+            test_labels=np.array([0, 1] * 4),
+            manifest={"base_model": {"weights": "random"}},
+        )
+    assert not (out / "spamfilter.json").exists()
+
+
 def test_truncated_onnx_file_is_caught_by_sha256(tmp_path: Path) -> None:
     _, out = _export(tmp_path)
     onnx = out / "model.onnx"

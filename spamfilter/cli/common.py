@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -60,6 +61,18 @@ def _library_errors() -> Iterator[None]:
         yield
     except SpamfilterError as error:
         raise _LibraryError(error) from None
+
+
+class FiniteFloatRange(click.FloatRange):
+    """click's FloatRange that also refuses ``nan`` and ``inf`` (a usage error, exit 2): NaN
+    compares false with every bound, so FloatRange lets it through, and no probability, rate, size or
+    time of these commands means anything at infinity."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
 
 
 def _fail(message: str) -> NoReturn:
@@ -196,7 +209,7 @@ variant_option = click.option(
 )
 threshold_option = click.option(
     "--threshold",
-    type=click.FloatRange(0, 1),
+    type=FiniteFloatRange(0, 1),
     default=None,
     help="P(spam) at or above which a message is spam. Default: the model's (spamfilter.json).",
 )

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
 from .common import (
     CONTEXT,
+    FiniteFloatRange,
     _classifier_used,
     _fail,
     _library_errors,
@@ -78,7 +79,7 @@ def _one_line_preview(text: str, width: int = 60) -> str:
     "--target-fpr",
     "target_fprs",
     multiple=True,
-    type=click.FloatRange(0, 1),
+    type=FiniteFloatRange(0, 1),
     help="False-positive rates to find thresholds for (repeatable). Default: 0.1% 0.5% 1% 2% 5%.",
 )
 @click.option(

@@ -27,6 +27,7 @@ from ..formats import DEFAULT_TEXT_COLUMN, FORMATS
 from ..verdict import Decision
 from .common import (
     CONTEXT,
+    FiniteFloatRange,
     _console,
     _library_errors,
     _model_used,
@@ -121,7 +122,7 @@ from .common import (
 @count_option("--workers", RAY_WORKERS, "--engine ray: scoring workers.")
 @click.option(
     "--gpus-per-worker",
-    type=click.FloatRange(0),
+    type=FiniteFloatRange(0),
     default=RAY_GPUS_PER_WORKER,
     help="--engine ray: GPUs each scoring worker takes (CUDA); 0 runs them on CPUs.",
 )

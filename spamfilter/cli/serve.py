@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 from .common import (
     CONTEXT,
+    FiniteFloatRange,
     _library_errors,
     choice_option,
     cli,
@@ -117,7 +118,7 @@ def _finite(value: float, name: str) -> float:
 )
 @click.option(
     "--batch-wait-ms",
-    type=click.FloatRange(0),
+    type=FiniteFloatRange(0),
     default=ServiceSettings.batch_wait * 1000,
     show_default=True,
     help="How long a batch waits for more messages once its first has come.",
@@ -130,7 +131,7 @@ def _finite(value: float, name: str) -> float:
 )
 @click.option(
     "--timeout",
-    type=click.FloatRange(0.1),
+    type=FiniteFloatRange(0.1),
     default=ServiceSettings.timeout,
     show_default=True,
     help="Seconds a client has to send its whole request, and to take its reply.",
@@ -174,7 +175,7 @@ def _finite(value: float, name: str) -> float:
 )
 @click.option(
     "--log-interval",
-    type=click.FloatRange(0),
+    type=FiniteFloatRange(0),
     default=ServiceSettings.log_interval,
     help="Log a summary every this many seconds instead of one line per request.",
 )
@@ -212,7 +213,7 @@ def _finite(value: float, name: str) -> float:
 )
 @click.option(
     "--retrain-interval",
-    type=click.FloatRange(min=0, max=86_400 * 365),  # NaN is refused by the callback
+    type=FiniteFloatRange(min=0, max=86_400 * 365),  # NaN is refused by the callback
     callback=lambda _context, _param, value: _finite(value, "--retrain-interval"),
     default=RETRAIN_INTERVAL,
     show_default=True,

@@ -18,6 +18,7 @@ from ..train_options import (
     LABELLED_RECIPE,
     MAIL_RECIPE,
     MAX_MEMBERS,
+    MEMBER_SEED_STEP,
     TRAINABLE_CHOICES,
     AdaptOptions,
     TrainingConfig,
@@ -27,6 +28,7 @@ from ..windows import DISCOUNT_LIMIT, MAX_WINDOWS, WINDOW_DISCOUNT, WINDOWS_LIMI
 from .common import (
     CONTEXT,
     TRAIN_EXTRA_HINT,
+    FiniteFloatRange,
     _console,
     _fail,
     _library_errors,
@@ -35,6 +37,9 @@ from .common import (
     count_option,
     mail_sources_options,
 )
+
+# numpy's and pandas' seeds (the splits, undersampling) are unsigned 32-bit numbers
+SEED_MAX = 2**32 - 1
 
 
 def _out_option(help: str, required: bool = False) -> Callable[[Any], Any]:
@@ -85,11 +90,11 @@ def _flag_default(name: str) -> str:
 # Every default below is the library's (train_options), declared there once.
 @count_option("--epochs", TrainingConfig.epochs)
 @count_option("--batch-size", TrainingConfig.batch_size)
-@click.option("--lr", type=click.FloatRange(0, min_open=True), default=TrainingConfig.lr, show_default=True)
+@click.option("--lr", type=FiniteFloatRange(0, min_open=True), default=TrainingConfig.lr, show_default=True)
 @click.option(
-    "--weight-decay", type=click.FloatRange(0), default=TrainingConfig.weight_decay, show_default=True
+    "--weight-decay", type=FiniteFloatRange(0), default=TrainingConfig.weight_decay, show_default=True
 )
-@click.option("--seed", type=int, default=TrainingConfig.seed, show_default=True)
+@click.option("--seed", type=click.IntRange(0, SEED_MAX), default=TrainingConfig.seed, show_default=True)
 @click.option(
     "--max-length",
     type=click.IntRange(1),
@@ -120,7 +125,7 @@ def _flag_default(name: str) -> str:
 )
 @click.option(
     "--weight-average",
-    type=click.FloatRange(0, 1, max_open=True),
+    type=FiniteFloatRange(0, 1, max_open=True),
     default=None,
     metavar="DECAY",
     help="Keep a moving average of the weights over the training steps (this decay per step, e.g. "
@@ -146,7 +151,7 @@ def _flag_default(name: str) -> str:
 )
 @click.option(
     "--window-discount",
-    type=click.FloatRange(0, DISCOUNT_LIMIT),
+    type=FiniteFloatRange(0, DISCOUNT_LIMIT),
     default=WINDOW_DISCOUNT,
     show_default=True,
     metavar="D",
@@ -234,7 +239,7 @@ def _flag_default(name: str) -> str:
 )
 @click.option(
     "--target-fpr",
-    type=click.FloatRange(0, 1, max_open=True),
+    type=FiniteFloatRange(0, 1, max_open=True),
     default=None,
     help="Choose the threshold on the validation split so that at most this share of ham is marked "
     f"spam.  [default: {MAIL_RECIPE.target_fpr} for --spam/--ham; else the threshold is 0.5]",
@@ -291,6 +296,12 @@ def train(
 
     After each epoch the training state is saved in the output directory; if a run is interrupted,
     the same command with --resume continues after the last finished epoch."""
+    if seed + (members - 1) * MEMBER_SEED_STEP > SEED_MAX:
+        raise click.BadParameter(
+            f"{seed} leaves no room for --members {members} (member i trains with --seed + "
+            f"{MEMBER_SEED_STEP} * i, at most {SEED_MAX})",
+            param_hint="'--seed'",
+        )
     console = _console()
     try:
         from ..export import describe_export
@@ -405,8 +416,8 @@ def export(checkpoint: Path, out: Path | None, quantize: str | None) -> None:
 @count_option("--steps", AdaptOptions.steps)
 @count_option("--context", AdaptOptions.context, "Tokens per window.")
 @count_option("--batch-size", AdaptOptions.batch_size)
-@click.option("--lr", type=click.FloatRange(0, min_open=True), default=AdaptOptions.lr, show_default=True)
-@click.option("--seed", type=int, default=AdaptOptions.seed, show_default=True)
+@click.option("--lr", type=FiniteFloatRange(0, min_open=True), default=AdaptOptions.lr, show_default=True)
+@click.option("--seed", type=click.IntRange(0, SEED_MAX), default=AdaptOptions.seed, show_default=True)
 @click.option(
     "--resume", is_flag=True, help="Continue an interrupted run from its last saved state in --out."
 )
