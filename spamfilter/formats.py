@@ -209,10 +209,20 @@ def text_stream(stream: BinaryIO) -> io.TextIOWrapper:
     )
 
 
+# Where the input has a column of an output's name already (any case: a CSV's ground truth is often
+# ``label`` or ``Label``), the outputs are written under these names instead: nothing is overwritten,
+# and no two columns differ only in case.
+RENAMED_COLUMNS = {
+    LABEL_COLUMN: f"spamfilter_{LABEL_COLUMN}",
+    PROBABILITY_COLUMN: f"spamfilter_{PROBABILITY_COLUMN}",
+}
+
+
 @dataclass(frozen=True)
 class CsvLayout:
-    """The CSV out: the input's columns plus ``label`` and ``spam_probability`` (set in place where
-    the input has them already), the text read from the text column."""
+    """The CSV out: the input's columns plus ``label`` and ``spam_probability`` (or, where the input
+    has a column of either name in any case, ``spamfilter_label`` and ``spamfilter_spam_probability``),
+    the text read from the text column. Every row must have the header's number of fields."""
 
     header: list[str]
     column: int  # of the text
@@ -222,11 +232,14 @@ class CsvLayout:
     @classmethod
     def of(cls, header: list[str], text_column: str) -> CsvLayout:
         column = find_column(header, text_column)
-        out_header = list(header)
-        for name in (LABEL_COLUMN, PROBABILITY_COLUMN):
-            if name not in out_header:
-                out_header.append(name)
-        return cls(out_header, column, out_header.index(LABEL_COLUMN), out_header.index(PROBABILITY_COLUMN))
+        names = output_columns(header)
+        out_header = [*header, *names]
+        return cls(out_header, column, len(header), len(header) + 1)
+
+    @property
+    def fields(self) -> int:
+        """Fields of an input row: the header's."""
+        return len(self.header) - 2
 
     def item(self, row: list[str]) -> Item:
         return Item(row, row[self.column] if self.column < len(row) else "")
@@ -238,6 +251,22 @@ class CsvLayout:
         row = self.full(row)
         row[self.label_at], row[self.probability_at] = verdict.label, f"{verdict.probability:.6f}"
         return row
+
+
+def output_columns(header: list[str]) -> tuple[str, str]:
+    """The names of the label and probability columns added to a CSV of this header: ``label`` and
+    ``spam_probability``, or the ``RENAMED_COLUMNS`` where the header has either name already (any
+    case); a usage error where it has those too."""
+    taken = {name.strip().lstrip("\ufeff").lower(): name for name in header}
+    if LABEL_COLUMN not in taken and PROBABILITY_COLUMN not in taken:
+        return LABEL_COLUMN, PROBABILITY_COLUMN
+    for name in RENAMED_COLUMNS.values():
+        if name in taken:
+            raise UsageError(
+                f"the CSV has a column {taken[name]!r} already, where filter would write its "
+                f"{name.removeprefix('spamfilter_')} (its own output filtered again?): remove or rename it"
+            )
+    return RENAMED_COLUMNS[LABEL_COLUMN], RENAMED_COLUMNS[PROBABILITY_COLUMN]
 
 
 def find_column(header: list[str], wanted: str) -> int:
@@ -259,7 +288,21 @@ def csv_items(source: TextIO, text_column: str) -> tuple[CsvLayout, Iterator[Ite
     if header is None:
         return None
     layout = CsvLayout.of(header, text_column)
-    return layout, (layout.item(row) for row in reader)
+    return layout, _csv_rows(reader, layout)
+
+
+def _csv_rows(reader: Any, layout: CsvLayout) -> Iterator[Item]:
+    """Each row as an item. A row with more or fewer fields than the header (an unquoted comma, a
+    cut line) stops the run with one line (``DataError``, as ``eval`` refuses it): its fields would
+    not be the header's columns, nor its text the text column's; the rows before it are written. An
+    empty line is an empty row."""
+    for row in reader:
+        if row and len(row) != layout.fields:
+            raise DataError(
+                f"cannot read the CSV: line {reader.line_num} has {len(row)} fields, the header "
+                f"{layout.fields}; every row needs as many (quote a field that holds a comma)"
+            )
+        yield layout.item(row)
 
 
 class CsvWriter:

@@ -93,11 +93,11 @@ def _header_rows(handle: Iterable[str], path: Path, sep: str) -> Iterator[tuple[
     for row in reader:
         if not row:
             continue
-        if len(row) > len(header):
+        if len(row) != len(header):  # as filter: a row's fields would not be the header's columns
             raise DataError(
                 f"cannot parse {path}: line {reader.line_num} has {len(row)} fields, the header {len(header)}"
             )
-        yield (row[label] if label < len(row) else ""), (row[text] if text < len(row) else "")
+        yield row[label], row[text]
 
 
 def read_mail_texts(

@@ -25,7 +25,7 @@ def test_training_reaches_the_reference_random_weights_accuracy(trained_model: P
 
 def _accuracy(output_csv: str) -> tuple[int, float]:
     rows = list(csv.DictReader(io.StringIO(output_csv)))
-    correct = sum(r["label"] == r["Label"] for r in rows)
+    correct = sum(r["spamfilter_label"] == r["Label"] for r in rows)  # Label: the truth
     return len(rows), correct / len(rows)
 
 
@@ -45,7 +45,7 @@ def test_filter_reads_csv_from_stdin_and_keeps_every_column(trained_model: Path,
     assert result.exit_code == 0, result.output
     out = list(csv.reader(io.StringIO(result.stdout)))
     original = list(csv.reader(io.StringIO(data)))
-    assert out[0] == ["Label", "Text", "label", "spam_probability"]
+    assert out[0] == ["Label", "Text", "spamfilter_label", "spamfilter_spam_probability"]
     assert [row[:2] for row in out] == original
     assert all(0.0 <= float(row[3]) <= 1.0 for row in out[1:])
     assert result.stderr == ""
@@ -95,7 +95,7 @@ def test_threshold_option_overrides_the_model(trained_model: Path, test_csv: Pat
         cli, ["filter", str(test_csv), "--model", str(trained_model), "--threshold", "0"]
     )
     assert result.exit_code == 0
-    assert {r["label"] for r in csv.DictReader(io.StringIO(result.stdout))} == {"spam"}
+    assert {r["spamfilter_label"] for r in csv.DictReader(io.StringIO(result.stdout))} == {"spam"}
 
 
 def test_missing_text_column_is_a_usage_error(trained_model: Path) -> None:

@@ -148,7 +148,7 @@ def _inputs(root: Path) -> dict[str, Path]:
         writer.writerow(["id", "Text", "label"])
         for i, raw in enumerate(messages):
             writer.writerow([i, raw.split(b"\n\n", 1)[-1][:2000].decode("utf-8", "surrogateescape"), "x"])
-        stream.write('998,"a quoted, multi\nline\rcell"\n999\n')  # a short row, a row without its text
+        stream.write('998,"a quoted, multi\nline\rcell",y\n\n')  # a cell over lines, an empty line
     email = root / "one.eml"
     email.write_bytes(messages[1].split(b"\n", 1)[1])
     return {"mbox": mbox, "csv": table, "folder": folder, "email": email}
