@@ -31,7 +31,9 @@ rules tried and the ancestors visited to match combinators are counted per messa
 (``MAX_MATCH_STEPS``, 300 times the most that any message of the SpamAssassin corpus needs), and
 past that count no rule is applied (the elements' own ``style`` attributes still are). So a
 stylesheet cannot make the walk of a message cost more than its size times a constant (256
-universal rules over 8,192 elements took 0.7 s a message before the count).
+universal rules over 8,192 elements took 0.7 s a message before the count). Custom properties
+are resolved within ``MAX_VARIABLE_CHARS`` characters of substitution per message
+(:class:`VariableBudget`); past it a value still holding ``var()`` is dropped.
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ _IDENTIFIER = re.compile(r"-?[a-zA-Z_][\w-]*")
 _VARIABLE = re.compile(r"var\(\s*(--[\w-]+)\s*(?:,([^()]*(?:\([^()]*\)[^()]*)*))?\)", re.IGNORECASE)
 _MAX_VARIABLE_DEPTH = 4
 MAX_VARIABLES = 64  # custom properties in effect for an element: templates use a handful
+# characters of values scanned and written by var() substitution per message (VariableBudget)
+MAX_VARIABLE_CHARS = 1_000_000
 _IMPORTANT = re.compile(r"!\s*important", re.IGNORECASE)
 _COMPOUND = re.compile(
     r"(\*|[a-zA-Z][a-zA-Z0-9-]*)?"
@@ -119,23 +123,39 @@ def declarations(style: str) -> tuple[dict[str, str], frozenset[str]]:
     return found, frozenset(important)
 
 
+class VariableBudget:
+    """What ``var()`` substitution may still cost in one message: characters of values scanned
+    and written (``MAX_VARIABLE_CHARS``). Each element re-resolves the custom properties it
+    declares, against the values it inherits: 60 properties of 4,000 characters, each naming
+    itself and an unknown one, re-expanded on every one of 200 elements took 12 s for a message of
+    3 KB. Past the budget nothing more is substituted: a value that still holds a ``var()`` is
+    dropped, as one naming an unknown property is (what it would hide is read)."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, chars: int = MAX_VARIABLE_CHARS) -> None:
+        self.left = chars
+
+
 def with_variables(
-    found: dict[str, str], inherited: Mapping[str, str]
+    found: dict[str, str], inherited: Mapping[str, str], budget: VariableBudget | None = None
 ) -> tuple[dict[str, str], dict[str, str]]:
     """An element's declarations with each ``var(--name, fallback)`` replaced, and the custom
     properties in effect for it and what it holds (its own over its ancestors': they are
     inherited). A value that still names an unknown property without a fallback is dropped, as a
-    browser drops it at computed-value time (the property is then as if unset)."""
+    browser drops it at computed-value time (the property is then as if unset); so is one left
+    unresolved once the message's ``budget`` is spent."""
+    budget = budget if budget is not None else VariableBudget()
     variables = dict(inherited)
     for name, value in found.items():
         if name.startswith("--") and (name in variables or len(variables) < MAX_VARIABLES):
-            variables[name] = _substituted(value, variables)
+            variables[name] = _substituted(value, variables, budget)
     resolved: dict[str, str] = {}
     for name, value in found.items():
         if name.startswith("--"):
             continue
         if "var(" in value:
-            value = _substituted(value, variables)
+            value = _substituted(value, variables, budget)
             if "var(" in value:
                 continue
             value = value if name == "content" else value.lower()
@@ -143,7 +163,7 @@ def with_variables(
     return resolved, variables
 
 
-def _substituted(value: str, variables: Mapping[str, str]) -> str:
+def _substituted(value: str, variables: Mapping[str, str], budget: VariableBudget) -> str:
     def one(match: re.Match[str]) -> str:
         known = variables.get(match.group(1).lower())
         if known is not None:
@@ -151,9 +171,11 @@ def _substituted(value: str, variables: Mapping[str, str]) -> str:
         return match.group(2).strip() if match.group(2) is not None else match.group(0)
 
     for _ in range(_MAX_VARIABLE_DEPTH):  # a fallback may itself name a property
-        if "var(" not in value:
+        if "var(" not in value or budget.left <= 0:
             break
+        before = len(value)
         value = _VARIABLE.sub(one, value)[:_MAX_DECLARATION_CHARS]
+        budget.left -= before + len(value)
     return value
 
 

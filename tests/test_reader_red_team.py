@@ -1,0 +1,68 @@
+"""What a red team found the reader got wrong: work a short message could make it do, and text it
+read differently from a mail client. Each case is a message shaped as real mail is, and the same
+offer in plain HTML (the control) is read alike before and after."""
+
+from __future__ import annotations
+
+from support import finishes_in_a_child
+
+from spamfilter.mail import extract_text
+
+OFFER = "Cheap meds without prescription, lowest prices guaranteed, order today and save big."
+HAM = (
+    "Minutes of the board meeting on Tuesday. The budget for the spring term was approved, the "
+    "library will open on Saturdays from March, and the next meeting is on the fourth of April."
+)
+
+
+def html(body: str) -> bytes:
+    return (
+        "Subject: Hello\nMIME-Version: 1.0\nContent-Type: text/html; charset=utf-8\n\n"
+        f"<html><body>{body}</body></html>"
+    ).encode()
+
+
+def body_of(raw: bytes) -> str:
+    return extract_text(raw).split("\n", 1)[1]
+
+
+# --- 1. work bounded per message ----------------------------------------------------------------
+
+
+def test_custom_properties_that_grow_on_every_element_are_read_at_once() -> None:
+    """Each element re-expanded 60 custom properties of up to 4,000 characters, naming themselves
+    and an unknown one, that every element inherits: 11.8 s for this message of 3 KB (540 s with
+    7,000 line breaks). The substitution now has a budget per message (0.05 s and 0.6 s here)."""
+    code = (
+        "from spamfilter.mail import extract_text\n"
+        "def html(body):\n"
+        "    return ('Subject: Hello\\nMIME-Version: 1.0\\nContent-Type: text/html; charset=utf-8\\n\\n'\n"
+        "            f'<html><body>{body}</body></html>').encode()\n"
+        "decl = ';'.join(f'--v{k}: var(--v{k}) var(--z) var(--v{k})' for k in range(60))\n"
+        "for breaks in (200, 7000):\n"
+        "    body = f'<style>div, br {{ {decl} }}</style>' + '<div>' * 12 + '<br>' * breaks\n"
+        "    assert extract_text(html(body + '</div>' * 12 + '<p>shown</p>')) == 'Hello\\nshown'\n"
+    )
+    finishes_in_a_child(code, timeout=30)
+
+
+def test_text_nested_in_thousands_of_overrides_is_read_at_once() -> None:
+    """Nested ``<bdo dir=rtl>`` copied the text they hold at every level: 2.4 s for 4,000 around
+    300 KB, 10 s for 8,000 around 600 KB (0.1 s now)."""
+    code = (
+        "from spamfilter.mail.render import visible_text\n"
+        "text = visible_text('<bdo dir=rtl>' * 8000 + 'ab' * 300_000 + '</bdo>' * 8000)\n"
+        "assert text == 'ba' * 300_000, text[:20]\n"
+    )
+    finishes_in_a_child(code, timeout=5)
+
+
+def test_custom_properties_of_ordinary_templates_are_resolved_on_every_element() -> None:
+    """The budget is far above what templates use: colours by custom properties on 1,000
+    paragraphs are resolved on each, the padding hidden and the offer read."""
+    style = (
+        "<style>p {--ground: #ffffff; --ink: #ffffff} .pad {color: var(--ink)} "
+        ".offer {color: var(--text, #333333)}</style>"
+    )
+    cell = f"<p style='background: var(--ground)'><span class=pad>{HAM}</span> <span class=offer>buy</span>"
+    assert body_of(html(style + (cell + "</p>") * 1000)).split() == ["buy"] * 1000
