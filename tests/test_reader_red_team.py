@@ -66,3 +66,34 @@ def test_custom_properties_of_ordinary_templates_are_resolved_on_every_element()
     )
     cell = f"<p style='background: var(--ground)'><span class=pad>{HAM}</span> <span class=offer>buy</span>"
     assert body_of(html(style + (cell + "</p>") * 1000)).split() == ["buy"] * 1000
+
+
+# --- 2. multipart/alternative -------------------------------------------------------------------
+
+
+def alternative(plain: str, markup: str) -> bytes:
+    body = (
+        f"--alt\nContent-Type: text/plain; charset=utf-8\n\n{plain}\n"
+        f"--alt\nContent-Type: text/html; charset=utf-8\n\n<html><body>{markup}</body></html>\n--alt--\n"
+    )
+    return (
+        "Subject: Hello\nMIME-Version: 1.0\nContent-Type: multipart/alternative; boundary=alt\n\n" + body
+    ).encode()
+
+
+def test_an_html_part_that_repeats_the_plain_part_and_adds_an_offer_is_read_with_the_offer() -> None:
+    """Every client shows the HTML: its lines that the plain part lacks are read, first. The plain
+    part alone was read as soon as half its word pairs were in the HTML."""
+    assert body_of(alternative(HAM, f"<p>{HAM}</p><p>{OFFER}</p>")) == f"{OFFER}\n\n{HAM}"
+    hidden = f"<p style='display:none'>{HAM}</p><p>{OFFER}</p>"  # the HTML's copy of the ham hidden
+    assert body_of(alternative(HAM, hidden)) == f"{OFFER}\n\n{HAM}"
+    # the control: the offer in plain HTML, and the same message written twice
+    assert body_of(html(f"<p>{OFFER}</p>")) == OFFER
+    assert body_of(alternative(HAM, f"<p>{HAM.replace('budget', '<b>budget</b>')}</p>")) == HAM
+
+
+def test_an_html_reply_that_quotes_what_the_plain_part_quotes_reads_the_plain_part() -> None:
+    plain = f"Thanks Ann, I will see you then.\n\nOn Monday, Ann wrote:\n> {HAM}"
+    markup = "<p>Thanks Ann, I will see you then.</p><p>On Monday, Ann wrote:</p>"
+    markup += f"<div style='margin-left:1em'>{HAM}</div>"
+    assert body_of(alternative(plain, markup)) == "Thanks Ann, I will see you then."

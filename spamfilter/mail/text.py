@@ -368,7 +368,6 @@ _SHOWN_TYPES = ("text/html", "text/plain", *_ENRICHED)
 _READ_TYPES = frozenset(_SHOWN_TYPES)
 _WORDS = re.compile(r"\w+")
 _NEW_PAIRS_A_LINE = 3  # word pairs of a shown line that the plain text lacks: the line says something new
-_SAME_MESSAGE = 0.5  # share of the plain text's word pairs that the shown part holds too: one message
 
 
 def _word_pairs(text: str) -> list[tuple[str, str]]:
@@ -384,20 +383,19 @@ def _alternatives_read(plain: str, shown: str) -> list[str]:
 
     Most alternatives are one message written twice, and are read as the plain text alone (what
     the model has always been trained on: the HTML of commercial newsletters reads as spam to it,
-    RESULTS.md section 39). A spam whose HTML holds the offer behind a plain part of newsletter
-    text, or the newsletter and the offer, is read with the offer's lines first, where no length
-    of plain text can push them past the reader's caps; a plain part that is only "view this in
-    HTML" leaves the HTML read whole."""
+    RESULTS.md section 39), with the few lines that the HTML adds (a footer, a sponsor's line). A
+    spam whose HTML holds the offer behind a plain part of newsletter text, or repeats the plain
+    part and adds the offer (every client shows the HTML), is read with the offer's lines first,
+    where no length of plain text can push them past the reader's caps; a plain part that is only
+    "view this in HTML" leaves the HTML read whole. The plain part's quotations count as known
+    (an HTML reply shows the same quotation, often in markup not recognised as one)."""
     if not shown.strip():
         return [plain] if plain else []
     if not plain.strip():
         return [shown]
-    # compared as they are read (disguises undone, quotations left out), not as they are written
-    plain_pairs = _word_pairs(drop_quoted(normalise(plain)))
-    shown_pairs = set(_word_pairs(drop_quoted(normalise(shown))))
-    if sum(pair in shown_pairs for pair in plain_pairs) >= _SAME_MESSAGE * len(plain_pairs):
-        return [plain]  # one message written twice
-    known = set(plain_pairs)
+    # compared as they are read (disguises undone), not as they are written; the plain part's
+    # quotations count as known: an HTML reply quotes them too
+    known = set(_word_pairs(normalise(plain)))
     new_lines = [
         line
         for line in shown.split("\n")
