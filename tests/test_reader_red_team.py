@@ -97,3 +97,34 @@ def test_an_html_reply_that_quotes_what_the_plain_part_quotes_reads_the_plain_pa
     markup = "<p>Thanks Ann, I will see you then.</p><p>On Monday, Ann wrote:</p>"
     markup += f"<div style='margin-left:1em'>{HAM}</div>"
     assert body_of(alternative(plain, markup)) == "Thanks Ann, I will see you then."
+
+
+# --- 3. colours by name, legacy attribute colours, the background shorthand ----------------------
+
+
+def test_white_text_on_a_named_or_legacy_background_is_read() -> None:
+    """Only ~20 names were known, a ``bgcolor`` that was not CSS was not read, and nor was a
+    shorthand's colour of another name: the parent's white stayed under white text."""
+    grounds = [
+        f"<table><tr><td bgcolor='darkred'><font color='white'>{OFFER}</font></td></tr></table>",
+        f"<div style='background:teal;color:#fff'>{OFFER}</div>",
+        f"<table><tr><td bgcolor='000000000'><font color='#ffffff'>{OFFER}</font></td></tr></table>",
+        f"<table bgcolor='#00000'><tr><td style='color:white'>{OFFER}</td></tr></table>",
+        f"<div style='background: center no-repeat midnightblue; color: white'>{OFFER}</div>",
+        # a ground this reader cannot read counts as unknown: the text on it is seen
+        f"<div style='background: color-mix(in srgb, navy 50%, red); color: white'>{OFFER}</div>",
+    ]
+    for markup in grounds:
+        assert body_of(html(markup)) == OFFER, markup
+    assert body_of(html(f"<p>{OFFER}</p>")) == OFFER  # the control
+
+
+def test_text_in_the_colour_of_a_named_background_is_not_read() -> None:
+    padding = [
+        f"<div style='background:wheat;color:wheat'>{HAM}</div>",
+        f"<p style='color:aliceblue'>{HAM}</p>",  # on the white page
+        f"<table><tr><td bgcolor='darkred'><font color='#8b0000'>{HAM}</font></td></tr></table>",
+        f"<table bgcolor='navy'><tr><td><font color='navy'>{HAM}</font></td></tr></table>",
+    ]
+    for markup in padding:
+        assert body_of(html(f"{markup}<p>{OFFER}</p>")) == OFFER, markup

@@ -72,34 +72,173 @@ _QUOTE_CLASSES = ("gmail_quote", "moz-cite", "yahoo_quoted", "protonmail_quote",
 Colour = tuple[int, int, int]
 _WHITE: Colour = (255, 255, 255)
 _BLACK: Colour = (0, 0, 0)
-# The colours that spam uses by name (CSS knows 148; the rest are as good as any other colour
-# here: text in them is only hidden on a background of the same name).
+# CSS's named colours, all 148 of them (CSS Color 4; "grey" and "gray" spellings alike): white
+# text on "darkred" is seen, "wheat" on "wheat" is not.
 _NAMED_COLOURS: dict[str, Colour] = {
-    "white": _WHITE,
-    "black": _BLACK,
-    "snow": (255, 250, 250),
-    "ivory": (255, 255, 240),
-    "whitesmoke": (245, 245, 245),
-    "ghostwhite": (248, 248, 255),
-    "floralwhite": (255, 250, 240),
+    "aliceblue": (240, 248, 255),
+    "antiquewhite": (250, 235, 215),
+    "aqua": (0, 255, 255),
+    "aquamarine": (127, 255, 212),
     "azure": (240, 255, 255),
-    "mintcream": (245, 255, 250),
-    "red": (255, 0, 0),
-    "green": (0, 128, 0),
+    "beige": (245, 245, 220),
+    "bisque": (255, 228, 196),
+    "black": (0, 0, 0),
+    "blanchedalmond": (255, 235, 205),
     "blue": (0, 0, 255),
-    "yellow": (255, 255, 0),
-    "silver": (192, 192, 192),
+    "blueviolet": (138, 43, 226),
+    "brown": (165, 42, 42),
+    "burlywood": (222, 184, 135),
+    "cadetblue": (95, 158, 160),
+    "chartreuse": (127, 255, 0),
+    "chocolate": (210, 105, 30),
+    "coral": (255, 127, 80),
+    "cornflowerblue": (100, 149, 237),
+    "cornsilk": (255, 248, 220),
+    "crimson": (220, 20, 60),
+    "cyan": (0, 255, 255),
+    "darkblue": (0, 0, 139),
+    "darkcyan": (0, 139, 139),
+    "darkgoldenrod": (184, 134, 11),
+    "darkgray": (169, 169, 169),
+    "darkgreen": (0, 100, 0),
+    "darkgrey": (169, 169, 169),
+    "darkkhaki": (189, 183, 107),
+    "darkmagenta": (139, 0, 139),
+    "darkolivegreen": (85, 107, 47),
+    "darkorange": (255, 140, 0),
+    "darkorchid": (153, 50, 204),
+    "darkred": (139, 0, 0),
+    "darksalmon": (233, 150, 122),
+    "darkseagreen": (143, 188, 143),
+    "darkslateblue": (72, 61, 139),
+    "darkslategray": (47, 79, 79),
+    "darkslategrey": (47, 79, 79),
+    "darkturquoise": (0, 206, 209),
+    "darkviolet": (148, 0, 211),
+    "deeppink": (255, 20, 147),
+    "deepskyblue": (0, 191, 255),
+    "dimgray": (105, 105, 105),
+    "dimgrey": (105, 105, 105),
+    "dodgerblue": (30, 144, 255),
+    "firebrick": (178, 34, 34),
+    "floralwhite": (255, 250, 240),
+    "forestgreen": (34, 139, 34),
+    "fuchsia": (255, 0, 255),
+    "gainsboro": (220, 220, 220),
+    "ghostwhite": (248, 248, 255),
+    "gold": (255, 215, 0),
+    "goldenrod": (218, 165, 32),
     "gray": (128, 128, 128),
+    "green": (0, 128, 0),
+    "greenyellow": (173, 255, 47),
     "grey": (128, 128, 128),
-    "navy": (0, 0, 128),
+    "honeydew": (240, 255, 240),
+    "hotpink": (255, 105, 180),
+    "indianred": (205, 92, 92),
+    "indigo": (75, 0, 130),
+    "ivory": (255, 255, 240),
+    "khaki": (240, 230, 140),
+    "lavender": (230, 230, 250),
+    "lavenderblush": (255, 240, 245),
+    "lawngreen": (124, 252, 0),
+    "lemonchiffon": (255, 250, 205),
+    "lightblue": (173, 216, 230),
+    "lightcoral": (240, 128, 128),
+    "lightcyan": (224, 255, 255),
+    "lightgoldenrodyellow": (250, 250, 210),
     "lightgray": (211, 211, 211),
+    "lightgreen": (144, 238, 144),
     "lightgrey": (211, 211, 211),
+    "lightpink": (255, 182, 193),
+    "lightsalmon": (255, 160, 122),
+    "lightseagreen": (32, 178, 170),
+    "lightskyblue": (135, 206, 250),
+    "lightslategray": (119, 136, 153),
+    "lightslategrey": (119, 136, 153),
+    "lightsteelblue": (176, 196, 222),
+    "lightyellow": (255, 255, 224),
+    "lime": (0, 255, 0),
+    "limegreen": (50, 205, 50),
+    "linen": (250, 240, 230),
+    "magenta": (255, 0, 255),
+    "maroon": (128, 0, 0),
+    "mediumaquamarine": (102, 205, 170),
+    "mediumblue": (0, 0, 205),
+    "mediumorchid": (186, 85, 211),
+    "mediumpurple": (147, 112, 219),
+    "mediumseagreen": (60, 179, 113),
+    "mediumslateblue": (123, 104, 238),
+    "mediumspringgreen": (0, 250, 154),
+    "mediumturquoise": (72, 209, 204),
+    "mediumvioletred": (199, 21, 133),
+    "midnightblue": (25, 25, 112),
+    "mintcream": (245, 255, 250),
+    "mistyrose": (255, 228, 225),
+    "moccasin": (255, 228, 181),
+    "navajowhite": (255, 222, 173),
+    "navy": (0, 0, 128),
+    "oldlace": (253, 245, 230),
+    "olive": (128, 128, 0),
+    "olivedrab": (107, 142, 35),
+    "orange": (255, 165, 0),
+    "orangered": (255, 69, 0),
+    "orchid": (218, 112, 214),
+    "palegoldenrod": (238, 232, 170),
+    "palegreen": (152, 251, 152),
+    "paleturquoise": (175, 238, 238),
+    "palevioletred": (219, 112, 147),
+    "papayawhip": (255, 239, 213),
+    "peachpuff": (255, 218, 185),
+    "peru": (205, 133, 63),
+    "pink": (255, 192, 203),
+    "plum": (221, 160, 221),
+    "powderblue": (176, 224, 230),
+    "purple": (128, 0, 128),
+    "rebeccapurple": (102, 51, 153),
+    "red": (255, 0, 0),
+    "rosybrown": (188, 143, 143),
+    "royalblue": (65, 105, 225),
+    "saddlebrown": (139, 69, 19),
+    "salmon": (250, 128, 114),
+    "sandybrown": (244, 164, 96),
+    "seagreen": (46, 139, 87),
+    "seashell": (255, 245, 238),
+    "sienna": (160, 82, 45),
+    "silver": (192, 192, 192),
+    "skyblue": (135, 206, 235),
+    "slateblue": (106, 90, 205),
+    "slategray": (112, 128, 144),
+    "slategrey": (112, 128, 144),
+    "snow": (255, 250, 250),
+    "springgreen": (0, 255, 127),
+    "steelblue": (70, 130, 180),
+    "tan": (210, 180, 140),
+    "teal": (0, 128, 128),
+    "thistle": (216, 191, 216),
+    "tomato": (255, 99, 71),
+    "turquoise": (64, 224, 208),
+    "violet": (238, 130, 238),
+    "wheat": (245, 222, 179),
+    "white": (255, 255, 255),
+    "whitesmoke": (245, 245, 245),
+    "yellow": (255, 255, 0),
+    "yellowgreen": (154, 205, 50),
 }
 _LINK_BLUE: Colour = (0, 0, 238)
 _INHERITING = frozenset({"", "inherit", "unset", "revert", "revert-layer", "currentcolor"})
 _UNKNOWN = "unknown"  # a text colour that a client computes and this reader cannot: text in it is seen
 _KEEPS_GROUND = (_INHERITING - {"currentcolor"}) | {"initial", "none", "transparent"}  # a background's
-_COLOUR_IN_SHORTHAND = re.compile(r"rgba?\([^)]*\)|#[0-9a-f]{3,8}\b|\b[a-z]+\b")
+# The pieces of a ``background`` shorthand: a function whole, a hex colour, a word or a length.
+_SHORTHAND_PIECE = re.compile(r"[a-z-]+\([^)]*\)?|[^\s,/()]+")
+# what a ``background`` shorthand may say besides its colour (and lengths and pictures)
+_BACKGROUND_WORDS = frozenset(
+    {
+        *("none", "repeat", "repeat-x", "repeat-y", "no-repeat", "space", "round", "scroll"),
+        *("fixed", "local", "top", "bottom", "left", "right", "center", "border-box"),
+        *("padding-box", "content-box", "text", "auto", "cover", "contain"),
+        *("initial", "inherit", "unset", "revert", "revert-layer"),
+    }
+)
 _COLOUR_DISTANCE = 24  # sum of channel differences under which text cannot be told from its ground
 
 _HEX = re.compile(r"^#([0-9a-f]{3,4}|[0-9a-f]{6}|[0-9a-f]{8})$")  # 4 and 8 digits: with an alpha
@@ -180,6 +319,49 @@ def _colour(value: str) -> Colour | str | None:
     except ValueError:  # "1.2.3": the pattern's digits and dots, not a number
         return None
     return (int(red), int(green), int(blue))
+
+
+@functools.lru_cache(maxsize=1024)
+def _legacy_colour(value: str) -> Colour | None:
+    """A ``bgcolor``, ``color`` or ``text`` attribute's colour as a browser reads it (WHATWG's
+    "rules for parsing a legacy colour value"): a name, ``#rgb``, or else hex digits read however
+    they are written (``bgcolor=000000000`` and ``#00000`` are black, ``darkred`` is dark red,
+    ``chucknorris`` is red); None for none (empty, ``transparent``)."""
+    value = value.strip(" \t\n\f\r")
+    if not value or value.lower() == _TRANSPARENT:
+        return None
+    named = _NAMED_COLOURS.get(value.lower())
+    if named is not None:
+        return named
+    if len(value) == 4 and value[0] == "#" and all(c in _HEX_DIGITS for c in value[1:]):
+        red, green, blue = (int(c, 16) * 17 for c in value[1:])
+        return (red, green, blue)
+    value = "".join("00" if ord(c) > 0xFFFF else c for c in value[:128])[:128]
+    value = "".join(c if c in _HEX_DIGITS else "0" for c in value.removeprefix("#"))
+    value += "0" * (-len(value) % 3 or (3 if not value else 0))
+    length = len(value) // 3
+    parts = [value[i * length : (i + 1) * length][-8:] for i in range(3)]
+    while len(parts[0]) > 2 and all(part[0] == "0" for part in parts):
+        parts = [part[1:] for part in parts]
+    red, green, blue = (int(part[:2], 16) for part in parts)
+    return (red, green, blue)
+
+
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+
+
+def _shorthand_colour(shorthand: str) -> Colour | str | None:
+    """The colour a ``background`` shorthand names (``_TRANSPARENT`` included), None where it names
+    none, ``_UNKNOWN`` where it says something this reader cannot read (a colour it does not know)."""
+    unknown = False
+    for found in _SHORTHAND_PIECE.finditer(shorthand):
+        piece = found.group(0)
+        colour = _colour(piece)
+        if colour is not None:
+            return colour
+        if piece not in _BACKGROUND_WORDS and not _LENGTH.match(piece):
+            unknown = True
+    return _UNKNOWN if unknown else None
 
 
 def _hsl_to_rgb(hue: float, saturation: float, lightness: float) -> tuple[float, float, float]:
@@ -425,9 +607,9 @@ class _Ink:
         if colour is None and declarations.get("color", "").strip() not in _INHERITING:
             colour = _UNKNOWN  # oklch(), color-mix(), a system colour: drawn in a colour not known here
         if colour is None:
-            colour = _colour(attributes.get("color") or "")
+            colour = _legacy_colour(attributes.get("color") or "")
         if colour is None and tag == "body":
-            colour = _colour(attributes.get("text") or "")  # <body text="white">: the page's text colour
+            colour = _legacy_colour(attributes.get("text") or "")  # <body text="white">: the text colour
         if colour is None and tag == "a" and attributes.get("href"):
             colour = _LINK_BLUE  # a link has a colour of its own unless styled
         fill = self.fill
@@ -493,12 +675,11 @@ class _Ink:
             # "background-color:#000; background-color:x" is black): the ground is unknown
             return None
         if ground is None and shorthand:  # the shorthand: find its colour
-            for found in _COLOUR_IN_SHORTHAND.finditer(shorthand):
-                ground = _colour(found.group(0))
-                if ground is not None:
-                    break
+            ground = _shorthand_colour(shorthand)
+            if ground == _UNKNOWN:
+                return None  # a ground this reader cannot read: the text on it counts as seen
         if ground is None:
-            ground = _colour(attributes.get("bgcolor") or "")
+            ground = _legacy_colour(attributes.get("bgcolor") or "")
         return self.ground if ground is None or ground == _TRANSPARENT else ground  # type: ignore[return-value]
 
     def _size_under(self, tag: str, attributes: dict[str, str | None], declarations: dict[str, str]) -> float:
