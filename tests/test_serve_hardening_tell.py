@@ -349,3 +349,69 @@ def test_flipping_a_message_between_classes_retrains_at_most_once_an_interval(tm
     assert 2 <= len(started) <= 2 + int(flipping / 2.0), (started, flipping)
     gaps = [later - earlier for earlier, later in zip(started, started[1:], strict=False)]
     assert min(gaps) >= 2.0 - 0.05, gaps
+
+
+class FromUid:
+    """A loopback TCP client as the front end hands it over (its owner is named by ``identity``)."""
+
+    @staticmethod
+    def get_extra_info(name: str) -> object:
+        return ("127.0.0.1", 40000) if name == "peername" else None
+
+
+def test_only_the_teacher_who_stored_a_shared_correction_moves_or_forgets_it(tmp_path: Path) -> None:
+    """Any local user (--tell-allow is loopback by default) could move anyone's shared correction
+    to the other class, or forget it, uncharged: a spammer undid every report of its campaign.
+    Now only the teacher who stored it (the ``.teachers`` record), or a privileged one (root, the
+    service's own user: --tell-users), may; others get 77. A message stored by ``spamfilter
+    learn`` (no teacher) is for privileged teachers alone."""
+    settings = ServiceSettings(listen=[], allow=parse_networks(()), corrections=tmp_path, learn_after=0)
+    teaching = Teaching(settings, logging.getLogger("test-tell-owner"), None, lambda: None)
+    owner, other, root = ("uid 12345", 12345), ("uid 23456", 23456), ("uid 0", 0)
+    reported = make_email("campaign", "Cheap meds, click here now.")
+    learnt = make_email("by learn", "Cheap watches, click here now.")
+    Corrections(tmp_path).add(learnt, 1)  # as `spamfilter learn --spam` stores it
+
+    def tell_as(identity: tuple[str, int], message: bytes, **headers: str) -> bytes:
+        told = protocol.Request(
+            "TELL", 1.5, {k.lower().replace("_", "-"): v for k, v in headers.items()}, message
+        )
+        reply, _outcome, _detail = asyncio.run(teaching.tell(told, FromUid(), identity))
+        return reply
+
+    def kept() -> dict[str, int]:
+        return {key: label for key, label, _ in Corrections(tmp_path)}
+
+    key, learnt_key = message_key(reported).hex(), message_key(learnt).hex()
+    assert tell_as(owner, reported, Message_class="spam", Set="local").startswith(b"SPAMD/1.1 0 EX_OK")
+    for attempt in ({"Message_class": "ham", "Set": "local"}, {"Remove": "local"}):
+        for message in (reported, learnt):
+            refused = tell_as(other, message, **attempt)
+            assert refused.startswith(b"SPAMD/1.0 77 TELL refused: uid 23456 did not store"), refused
+    assert kept() == {key: 1, learnt_key: 1}
+    # Telling what is already kept changes nothing and is no move: answered as before.
+    assert tell_as(other, reported, Message_class="spam", Set="local").startswith(b"SPAMD/1.1 0 EX_OK")
+    assert tell_as(owner, reported, Message_class="ham", Set="local").startswith(b"SPAMD/1.1 0 EX_OK")
+    assert kept() == {key: 0, learnt_key: 1}
+    assert tell_as(root, learnt, Remove="local") == b"SPAMD/1.1 0 EX_OK\r\nDidRemove: local\r\n\r\n\r\n"
+    assert tell_as(owner, reported, Remove="local").startswith(b"SPAMD/1.1 0 EX_OK\r\nDidRemove: local")
+    assert kept() == {}
+
+
+def test_another_local_user_cannot_undo_roots_report(model_copy: Path) -> None:
+    """The same through the service, with real peers: root (the test; the MTA's user) reports a
+    spam, user nobody over loopback TCP cannot move it to ham or forget it; its own report it
+    can."""
+    require_sock_diag()
+    campaign = make_email("campaign", "Cheap meds, click here now.")
+    own = make_email("nobody's", "A newsletter nobody reported.")
+    with Server(model_copy, "--allow-tell", "--learn-after", "0") as server:
+        assert request(server.address, tell(campaign, "spam")).startswith(b"SPAMD/1.1 0 EX_OK")
+        for attempt in (tell(campaign, "ham"), spamd_request("TELL", campaign, Remove="local")):
+            refused = reply_to_another_user(server.port, attempt)
+            assert refused.startswith(b"SPAMD/1.0 77 TELL refused: uid "), refused
+        assert reply_to_another_user(server.port, tell(own, "spam")).startswith(b"SPAMD/1.1 0 EX_OK")
+        assert reply_to_another_user(server.port, tell(own, "ham")).startswith(b"SPAMD/1.1 0 EX_OK")
+        server.wait_for_log("did not store this correction")
+    kept = {key: label for key, label, _ in Corrections(model_copy)}
+    assert kept == {message_key(campaign).hex(): 1, message_key(own).hex(): 0}

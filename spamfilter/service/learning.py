@@ -21,21 +21,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
+import hashlib
+import json
 import logging
 import math
 import os
 import pwd
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..corrections import Corrections, QuotaExceeded
+from ..corrections import CLASS_FOLDERS, TEACHERS_DIR, Corrections, Quota, QuotaExceeded
 from ..errors import UsageError, first_line
+from ..labelled import message_key
 from ..user_heads import (
     UserHead,
     UserHeads,
@@ -242,6 +244,64 @@ class Teacher:
         return self.privileged or (self.account is not None and user == self.account)
 
 
+class NotTheirs(Exception):
+    """A TELL that would move or forget a shared correction another teacher stored."""
+
+
+class TaughtBy(Corrections):
+    """The shared corrections as one teacher changes them: a message already kept may be moved to
+    the other class or forgotten only by the teacher who stored it (its ``.teachers`` record, which
+    the quota keeps, lists it) or by a ``privileged`` one; a message stored by ``spamfilter learn``
+    (no teacher) only by a privileged one. Otherwise any local user could undo everyone's
+    corrections, uncharged. Checked under the corrections' lock, at the start of the change, so
+    that no other TELL can store or move the message between the check and the change."""
+
+    def __init__(self, model_dir: Path, teacher: str, privileged: bool, quota: Quota) -> None:
+        super().__init__(model_dir)
+        self.teacher = teacher
+        self.privileged = privileged
+        self.quota = quota
+        self._change: tuple[str, int | None] | None = None  # (message key, class set; None: removed)
+
+    def set(self, raw: bytes, label: int) -> bool:
+        self._change = (message_key(raw).hex(), label)
+        try:
+            return self.add(raw, label, teacher=self.teacher, quota=self.quota)
+        finally:
+            self._change = None
+
+    def forget(self, raw: bytes) -> bool:
+        self._change = (message_key(raw).hex(), None)
+        try:
+            return self.remove(raw)
+        finally:
+            self._change = None
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with super()._locked():
+            if self._change is not None and not self.privileged:
+                key, label = self._change
+                changed = [other for other in CLASS_FOLDERS if other != label]  # moved from, or removed
+                kept = any((self.root / CLASS_FOLDERS[other] / f"{key}.eml").is_file() for other in changed)
+                if kept and not self._stored_it(key):
+                    raise NotTheirs(
+                        f"TELL refused: {self.teacher} did not store this correction; only the "
+                        "teacher who stored it (or one in --tell-users) may move or forget it"
+                    )
+            yield
+
+    def _stored_it(self, key: str) -> bool:
+        """Whether the teacher's record lists the message among those it stored."""
+        name = hashlib.sha256(self.teacher.encode()).hexdigest()[:32]
+        try:
+            record = json.loads((self.root / TEACHERS_DIR / f"{name}.json").read_text())
+            stored = record["stored"]
+            return record["teacher"] == self.teacher and isinstance(stored, dict) and key in stored
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
+            return False
+
+
 class Teaching:
     """TELL (spamc -L spam|ham|forget): who may teach, the corrections kept, and the shared
     retrain they start (a ``spamfilter learn --retrain`` process, loaded as SIGHUP would); a TELL
@@ -314,7 +374,9 @@ class Teaching:
             self.log.warning("%s", detail)
             return protocol.error_reply(protocol.EX_NOPERM, detail), "refused", detail
         sets, removes = protocol.tell_targets(request)
-        corrections = Corrections(self.settings.corrections)
+        corrections = TaughtBy(
+            self.settings.corrections, teacher.key, teacher.privileged, self.settings.tell_quota
+        )
         label = 1 if request.headers.get("message-class", "").lower() == "spam" else 0
         if request.user and self.users is not None:
             if not teacher.may_teach(request.user):
@@ -328,11 +390,14 @@ class Teaching:
         loop = asyncio.get_running_loop()
         did_set, did_remove = [], []
         try:
-            add = functools.partial(corrections.add, teacher=teacher.key, quota=self.settings.tell_quota)
-            if "local" in sets and await loop.run_in_executor(None, add, request.message, label):
+            if "local" in sets and await loop.run_in_executor(None, corrections.set, request.message, label):
                 did_set.append("local")
-            if "local" in removes and await loop.run_in_executor(None, corrections.remove, request.message):
+            if "local" in removes and await loop.run_in_executor(None, corrections.forget, request.message):
                 did_remove.append("local")
+        except NotTheirs as refused:  # kept as it was: another teacher's correction
+            detail = str(refused)
+            self.log.warning("%s", detail)
+            return protocol.error_reply(protocol.EX_NOPERM, detail), "refused", detail
         except QuotaExceeded as full:  # kept as it was: the teacher forgets some, or a retrain...
             detail = f"TELL refused: {full}"
             self.log.warning("%s", detail)
