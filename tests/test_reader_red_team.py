@@ -128,3 +128,38 @@ def test_text_in_the_colour_of_a_named_background_is_not_read() -> None:
     ]
     for markup in padding:
         assert body_of(html(f"{markup}<p>{OFFER}</p>")) == OFFER, markup
+
+
+# --- 4. UTF-8 with a bad byte -------------------------------------------------------------------
+
+ZW = "\u200b"
+DISGUISED = f"C{ZW}h{ZW}e{ZW}a{ZW}p m\u0435ds"  # zero-width spaces and a Cyrillic "е"
+
+
+def test_utf8_with_one_invalid_byte_is_read_as_utf8() -> None:
+    """One bad byte made the whole part cp1252: each zero-width space became "â€‹" and the
+    look-alike letter "Ðµ", which normalisation no longer undoes. A browser replaces the byte."""
+    for charset in ("utf-8", "us-ascii", ""):
+        label = f"; charset={charset}" if charset else ""
+        raw = (
+            f"Subject: Hello\nMIME-Version: 1.0\nContent-Type: text/plain{label}\n\n".encode()
+            + f"{DISGUISED} here, {OFFER}".encode()
+            + b" \xff\n"
+        )
+        assert body_of(raw) == f"Cheap meds here, {OFFER} \ufffd", charset
+    control = f"Subject: Hello\nContent-Type: text/plain; charset=utf-8\n\n{DISGUISED} here, {OFFER}\n"
+    assert body_of(control.encode()) == f"Cheap meds here, {OFFER}"
+
+
+def test_an_encoded_word_subject_with_one_invalid_byte_is_read_as_utf8() -> None:
+    import base64
+
+    word = base64.b64encode(DISGUISED.encode() + b"\xc0").decode()
+    raw = f"Subject: =?utf-8?B?{word}?=\nContent-Type: text/plain\n\n{HAM}\n".encode()
+    assert extract_text(raw) == f"Cheap meds\ufffd\n{HAM}"
+
+
+def test_latin1_mislabelled_as_utf8_is_still_read_as_latin1() -> None:
+    raw = b"Subject: Hello\nContent-Type: text/plain; charset=utf-8\n\n"
+    raw += b"Caf\xe9 cr\xe8me, na\xefve r\xe9sum\xe9.\n"
+    assert body_of(raw) == "Caf\u00e9 cr\u00e8me, na\u00efve r\u00e9sum\u00e9."

@@ -99,6 +99,10 @@ def _decode_bytes(data: bytes, charset: str | None, final: bool = True) -> str:
     Tried in turn: the declared charset, UTF-8, and finally cp1252 with replacement characters,
     which cannot fail. With final=False the data is a prefix cut anywhere, so a multi-byte
     character cut in half at the end is dropped rather than counted as a decoding error.
+
+    UTF-8 with a few invalid bytes is UTF-8 (:func:`_mostly_utf8`): a browser replaces each bad
+    byte and shows the rest, where reading the whole part as cp1252 turned every zero-width space
+    and look-alike letter into visible mojibake that normalisation no longer undoes.
     """
     declared = _codec_name(charset)
     candidates = [declared, "utf-8"]
@@ -111,7 +115,23 @@ def _decode_bytes(data: bytes, charset: str | None, final: bool = True) -> str:
             return codecs.getincrementaldecoder(name)("strict").decode(data, final)
         except (UnicodeError, ValueError, LookupError):
             continue
-    return data.decode("cp1252", errors="replace")
+    mostly = _mostly_utf8(data, final, declared == "utf-8")
+    return mostly if mostly is not None else data.decode("cp1252", errors="replace")
+
+
+_REPLACEMENT_BYTES = "\ufffd".encode()
+
+
+def _mostly_utf8(data: bytes, final: bool, declared: bool) -> str | None:
+    """``data`` read as UTF-8 with each invalid sequence replaced, where it is mostly UTF-8: it
+    holds more valid multi-byte characters than invalid sequences, or any where UTF-8 is declared
+    (a browser reads declared UTF-8 so whatever it holds; Latin-1 mislabelled as UTF-8 has no valid
+    multi-byte character at all, and stays cp1252). None where it is not."""
+    text = codecs.getincrementaldecoder("utf-8")("replace").decode(data, final)
+    genuine = data.count(_REPLACEMENT_BYTES)  # replacement characters that the text itself holds
+    invalid = text.count("\ufffd") - genuine
+    multibyte = len(text) - len(text.encode("ascii", errors="ignore")) - invalid
+    return text if multibyte > invalid or (declared and multibyte > 0) else None
 
 
 def _decode_base64(data: bytes) -> bytes:
