@@ -163,3 +163,17 @@ def test_latin1_mislabelled_as_utf8_is_still_read_as_latin1() -> None:
     raw = b"Subject: Hello\nContent-Type: text/plain; charset=utf-8\n\n"
     raw += b"Caf\xe9 cr\xe8me, na\xefve r\xe9sum\xe9.\n"
     assert body_of(raw) == "Caf\u00e9 cr\u00e8me, na\u00efve r\u00e9sum\u00e9."
+
+
+# --- 5. ">" in HTML text is no quotation ---------------------------------------------------------
+
+
+def test_html_text_that_begins_with_a_greater_than_sign_is_read() -> None:
+    """``<p>&gt;&gt; OFFER &lt;&lt;</p>`` was dropped as a quoted reply; no client shows it as one."""
+    raw = html(f"<p>{HAM}</p><p>&gt;&gt; {OFFER} &lt;&lt;</p><p>&gt; Reply now</p>")
+    assert body_of(raw) == f"{HAM}\n\n>> {OFFER} <<\n\n> Reply now"
+    # a quotation in HTML's markup, and a plain reply's ">" lines, are still quotations
+    cited = html(f"<p>{HAM}</p><blockquote type='cite'>{OFFER}</blockquote>")
+    assert body_of(cited) == HAM
+    plain = f"Subject: Hello\nContent-Type: text/plain\n\n{HAM}\n\n> {OFFER}\n".encode()
+    assert body_of(plain) == HAM

@@ -451,7 +451,9 @@ def test_html_past_the_tag_budget_is_read_without_parsing(monkeypatch: pytest.Mo
     _MAX_HTML_TAGS tags, and the markup after that is read without its tags, nothing dropped."""
     parsed: list[str] = []
     render = text_module.visible_text
-    monkeypatch.setattr(text_module, "visible_text", lambda markup: parsed.append(markup) or render(markup))
+    monkeypatch.setattr(
+        text_module, "visible_text", lambda markup, **how: parsed.append(markup) or render(markup, **how)
+    )
     part = "--Z\nContent-Type: text/html\n\n{}\n"
     bomb = (
         "Subject: hi\nContent-Type: multipart/mixed; boundary=Z\n\n"

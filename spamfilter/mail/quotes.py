@@ -12,8 +12,9 @@ whose replies quote at length (benchmarks/RESULTS.md section 12).
 
 Quoted lines are those starting with ``>`` (after optional spaces), in plain text and in HTML
 quotations (``<blockquote type="cite">`` and the common webmail quote classes), which
-:mod:`.render` turns into ``>`` lines. An attribution line ending in "wrote:" just before a
-quotation goes with it.
+:mod:`.render` turns into ``>`` lines; HTML's own text that begins with ``>`` (``&gt;&gt; offer``)
+is no quotation in any client, and render marks it so that it is kept. An attribution line ending
+in "wrote:" just before a quotation goes with it.
 """
 
 from __future__ import annotations

@@ -67,6 +67,10 @@ _QUOTE_BEGIN, _QUOTE_END = "\x00[", "\x00]"
 # Begin and end of text drawn right to left letter by letter (``<bdo dir=rtl>``, ``unicode-bidi:
 # bidi-override`` with ``direction: rtl``): "won yub" written so is "buy now" to a reader.
 _REVERSED_BEGIN, _REVERSED_END = "\x00<", "\x00>"
+# Put before a line of HTML text that begins with ">" (``<p>&gt;&gt; OFFER</p>``): no client shows
+# that as a quotation, so :mod:`.quotes` must not weigh it as one; extract_text removes the mark
+# once quotations are dropped. A noncharacter: no normalisation changes it, and mail has none.
+LITERAL_MARK = "\ufdd0"
 _QUOTE_CLASSES = ("gmail_quote", "moz-cite", "yahoo_quoted", "protonmail_quote", "divrplyfwdmsg")
 
 Colour = tuple[int, int, int]
@@ -844,8 +848,11 @@ def _without_reopening(markup: str) -> str:
     return _FORMATTING_TAG.sub(lambda m: f"<{m.group(1)}{_PLAIN_PREFIX}{m.group(2)}", markup)
 
 
-def visible_text(markup: str) -> str:
-    """The text a mail client shows for ``markup``, whitespace collapsed, lines kept."""
+def visible_text(markup: str, marked: bool = False) -> str:
+    """The text a mail client shows for ``markup``, whitespace collapsed, lines kept. Quotations
+    (``<blockquote type=cite>``, the webmail quote classes) are ``>`` lines; a line of the text
+    that begins with ``>`` itself is no quotation, and where ``marked`` it begins with
+    ``LITERAL_MARK`` so that :func:`.quotes.drop_quoted` keeps it (the caller removes the mark)."""
     tree = LexborHTMLParser(_without_reopening(markup))
     sheet = StyleSheet("".join(node.text(deep=True) for node in tree.css("style"))[:MAX_STYLE_CHARS])
     root = tree.root
@@ -951,7 +958,8 @@ def visible_text(markup: str) -> str:
             children.append(child)
             child = child.next
         stack.extend((child, inks, element, line) for child in reversed(children))
-    return _BLANK_LINES.sub("\n\n", "\n".join(_quoted_lines(_as_drawn("".join(out))))).strip()
+    text = _BLANK_LINES.sub("\n\n", "\n".join(_quoted_lines(_as_drawn("".join(out))))).strip()
+    return text if marked else text.replace(LITERAL_MARK, "")
 
 
 def _separator(tag: str, display: str) -> str:
@@ -1174,5 +1182,7 @@ def _quoted_lines(text: str) -> list[str]:
                 if number == 0 and lines and lines[-1]:
                     lines[-1] = f"{lines[-1]} {words}".strip() if words else lines[-1]
                 elif words or not depth:
+                    if not depth and words.startswith(">"):
+                        words = LITERAL_MARK + words  # text that begins with ">": no quotation
                     lines.append(("> " * depth + words) if words else "")
     return lines

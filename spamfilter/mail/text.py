@@ -17,7 +17,7 @@ from itertools import islice
 from .headers import field_values, first_values, header_start, is_blank_line, scan_headers
 from .normalise import normalise
 from .quotes import drop_quoted
-from .render import visible_text
+from .render import LITERAL_MARK, visible_text
 
 # Bounds for extract_text. Real mail stays far below them; hostile mail must not be able to turn
 # one message into seconds of CPU or hundreds of megabytes of memory.
@@ -462,7 +462,7 @@ def _html_text(markup: str, budget: _Budget) -> str:
     used = min(len(starts), budget.tags)
     cut = starts[used] if len(starts) > used else len(markup)
     budget.tags -= used
-    rendered = visible_text(markup[:cut]) if cut else ""
+    rendered = visible_text(markup[:cut], marked=True) if cut else ""
     if cut == len(markup):
         return rendered
     return "\n".join(piece for piece in (rendered, _without_tags(markup[cut:])) if piece)
@@ -616,5 +616,7 @@ def _extract_text(raw: bytes, max_chars: int) -> str:
         chars=max_chars, decoded_bytes=32 * max_chars + 2**20, parts=_MAX_PARTS, tags=_MAX_HTML_TAGS
     )
     body = "\n\n".join(_body_texts(raw, start, budget)).replace("\x00", "")
-    body = drop_quoted(normalise(body))
+    # quotations are plain text's ">" lines and HTML's quotation markup, never HTML's own text
+    # that begins with ">" (render marks it)
+    body = drop_quoted(normalise(body)).replace(LITERAL_MARK, "")
     return f"{subject}\n{body}"[:max_chars]
