@@ -177,3 +177,37 @@ def test_html_text_that_begins_with_a_greater_than_sign_is_read() -> None:
     assert body_of(cited) == HAM
     plain = f"Subject: Hello\nContent-Type: text/plain\n\n{HAM}\n\n> {OFFER}\n".encode()
     assert body_of(plain) == HAM
+
+
+# --- 6. elements that browsers never draw ---------------------------------------------------------
+
+
+def test_text_in_elements_that_browsers_never_draw_is_not_read() -> None:
+    """Ham padding (or letters inside a word) in elements that no browser draws was read."""
+    never = [
+        "<ruby>Ch<rp>{}</rp>eap</ruby>",
+        "<datalist><option>{}</option></datalist>",
+        "<noembed>{}</noembed>",
+        "<noframes>{}</noframes>",
+        "<math><semantics><mi>x</mi><annotation>{}</annotation></semantics></math>",
+        "<audio src='a.mp3'>{}</audio>",
+        "<video src='v.mp4' controls>{}</video>",
+        "<progress value=1 max=2>{}</progress><meter value=1>{}</meter>",
+        "<details><summary>More</summary>{}</details>",
+        "<dialog>{}</dialog>",
+    ]
+    for markup in never:
+        text = body_of(html("<p>" + markup.format(HAM, HAM) + f"</p><p>{OFFER}</p>"))
+        assert "Minutes" not in text and text.endswith(OFFER), markup
+    assert body_of(html(f"<p>Ch<rp>zz</rp>eap</p><p>{OFFER}</p>")) == f"Cheap\n\n{OFFER}"
+
+
+def test_a_select_shows_its_selected_option() -> None:
+    select = f"<select><option>{OFFER}</option><option>{HAM}</option></select>"
+    assert body_of(html(select)) == OFFER
+    chosen = f"<select><option>{HAM}</option><option selected>{OFFER}</option></select>"
+    assert body_of(html(chosen)) == OFFER
+    # what is drawn stays read: an open <details>, an open <dialog>, a list box
+    assert body_of(html(f"<details open><summary>More</summary>{OFFER}</details>")) == f"More\n{OFFER}"
+    assert body_of(html(f"<dialog open>{OFFER}</dialog>")) == OFFER
+    assert body_of(html("<select size=3><option>Cheap<option>meds</select>")) == "Cheap meds"

@@ -8,6 +8,10 @@ an explicit stack, dropping what a mail client would not display:
 
 - ``<head>``, ``<title>``, ``<style>``, ``<script>``, ``<template>``, comments, and what an
   ``<iframe>`` holds (a browser shows the page its ``src`` names, never that text);
+- what no browser draws: ``<rp>``, ``<datalist>``, ``<noembed>``, ``<noframes>``, MathML
+  annotations, the fallback text of ``<audio>``, ``<video>``, ``<progress>`` and ``<meter>``, a
+  closed ``<details>`` past its ``<summary>``, a ``<dialog>`` not open, the options of a
+  ``<select>`` other than the one it shows;
 - elements hidden by their declarations (their ``style`` attribute and the ``<style>`` rules that
   match them, cascaded as a browser cascades them: :mod:`.css`) or by the ``hidden`` attribute:
   ``display:none``, ``opacity`` under 0.1, a zero width or height with overflow hidden, text
@@ -48,13 +52,22 @@ from .css import (
 from .css import declarations as css_declarations
 from .css import pixels as _pixels
 
-_SKIPPED = frozenset({"head", "title", "style", "script", "template", "-comment", "!doctype", "iframe"})
+_SKIPPED = frozenset(
+    {
+        *("head", "title", "style", "script", "template", "-comment", "!doctype", "iframe"),
+        # never drawn: ruby's fallback brackets, a list of suggestions, what browsers without
+        # plugins or frames would show, MathML's annotations, and the fallback text of media and
+        # gauges (shown only by a browser that cannot draw the element itself)
+        *("rp", "datalist", "noembed", "noframes", "annotation", "annotation-xml"),
+        *("audio", "video", "progress", "meter"),
+    }
+)
 _BLOCK_TAGS = frozenset(
     {
         *("address", "article", "aside", "blockquote", "br", "center", "dd", "div", "dl", "dt"),
         *("fieldset", "figcaption", "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5"),
         *("h6", "header", "hr", "li", "main", "nav", "ol", "p", "pre", "section", "table"),
-        *("tbody", "tfoot", "thead", "tr", "ul"),
+        *("tbody", "tfoot", "thead", "tr", "ul", "details", "summary", "dialog"),
     }
 )
 _CELL_TAGS = frozenset({"td", "th"})
@@ -931,9 +944,10 @@ def visible_text(markup: str, marked: bool = False) -> str:
             if alt and not _tiny(attributes, styles[0]):
                 out.append(f" {alt} ")
             continue
-        if tag in ("svg", "input"):  # pictures and fields that draw text of their own
+        if tag in ("svg", "input", "select"):  # pictures and fields that draw text of their own
             if any(ink is not None and not ink.invisible for ink in inks):
-                out.append(f" {_svg_text(node) if tag == 'svg' else _field_text(attributes)} ")
+                drawn = _svg_text(node) if tag == "svg" else _field_text(attributes) if tag == "input" else ""
+                out.append(f" {drawn or _select_text(node)} ")
             continue
         separator = _separator(tag, styles[0].get("display", ""))
         if separator == "\n" and line is not None:
@@ -957,6 +971,8 @@ def visible_text(markup: str, marked: bool = False) -> str:
         while child is not None:
             children.append(child)
             child = child.next
+        if tag == "details" and "open" not in attributes:  # closed: its summary alone is drawn
+            children = [child for child in children if child.tag == "summary"][:1]
         stack.extend((child, inks, element, line) for child in reversed(children))
     text = _BLANK_LINES.sub("\n\n", "\n".join(_quoted_lines(_as_drawn("".join(out))))).strip()
     return text if marked else text.replace(LITERAL_MARK, "")
@@ -1026,6 +1042,23 @@ def _svg_text(svg: LexborNode) -> str:
                 stack.append(node.child)  # read after this level: order within the picture matters little
             node = node.next
     return " ".join(texts)
+
+
+def _select_text(select: LexborNode) -> str:
+    """What a ``<select>`` shows: its selected option (the last marked ``selected``, else the first
+    that is not disabled), or every option where it is a list box (``multiple``, ``size`` over 1).
+    An option's ``label`` is drawn instead of its text."""
+    options = select.css("option")
+    attributes = select.attributes
+    try:
+        rows = int((attributes.get("size") or "1").strip())
+    except ValueError:
+        rows = 1
+    if "multiple" not in attributes and rows <= 1:
+        chosen = [option for option in options if "selected" in option.attributes][-1:]
+        chosen = chosen or [option for option in options if "disabled" not in option.attributes][:1]
+        options = chosen
+    return " ".join(option.attributes.get("label") or option.text(deep=True) for option in options)
 
 
 def _field_text(attributes: dict[str, str | None]) -> str:
@@ -1099,7 +1132,9 @@ def _ink_under(
         declarations, own = with_variables(declarations, dict(ink.variables), variables)
     if _hides(declarations):
         return None
-    if "hidden" in attributes and "display" not in declarations:
+    if (
+        "hidden" in attributes or (tag == "dialog" and "open" not in attributes)
+    ) and "display" not in declarations:
         return None  # ``hidden`` is the browser's own display:none, which an author's display undoes
     return ink.under(tag, attributes, declarations, own)
 
