@@ -107,6 +107,14 @@ def _filter_stream(job: FilterJob, terminal: Terminal, input_path: str) -> int:
     """mbox, CSV or text from a file or stdin; one message (pipeline mode) where that is the format."""
     from . import pipeline
 
+    if input_path == "-" and sys.stdin is None:  # started with stdin closed (`<&-`): Python has none
+        no_input = "no input: stdin is closed (give INPUT, or - with the input on stdin)"
+        if job.strict:  # pipeline mode's promise: any failure is 75, the mail system retries
+            raise pipeline.DeliveryError(f"{no_input}; exit 75 to retry")
+        if job.verdict_exit:  # 1 would read as spam: a failure is 0 there, as pipeline mode's others
+            terminal.say(no_input)
+            return EX_OK
+        raise SpamfilterError(no_input)
     try:
         with contextlib.ExitStack() as stack:
             source = _open_input(input_path, stack)

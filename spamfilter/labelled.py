@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-from .errors import DataError, first_line
+from .errors import DataError, UsageError, first_line
 from .mail import describe_skipped, extract_text, iter_mail_source
 
 LABEL_WORDS = {"ham": 0, "not spam": 0, "0": 0, "spam": 1, "1": 1}
@@ -39,7 +39,8 @@ def read_labelled_texts(path: Path) -> LabelledTexts:
 
     The UCI file is read without quoting: its texts contain stray double quotes that CSV quoting
     would use to merge lines, so all 5,574 messages are kept. Blank lines are skipped; bytes that
-    are not UTF-8 are replaced. Every failure is a :class:`DataError` with a one-line message.
+    are not UTF-8 are replaced. Every failure is a :class:`DataError` with a one-line message, but for
+    a header without a label or a text column: a :class:`UsageError`.
     """
     path = Path(path)
     try:
@@ -89,7 +90,8 @@ def _header_rows(handle: Iterable[str], path: Path, sep: str) -> Iterator[tuple[
     label = next((by_lower[n] for n in LABEL_COLUMNS if n in by_lower), None)
     text = next((by_lower[n] for n in TEXT_COLUMNS if n in by_lower), None)
     if label is None or text is None:
-        raise DataError(f"{path}: needs a label column and a text column; found {header}")
+        # a usage error (exit 2), as filter's missing text column: the file is fine, the columns named wrong
+        raise UsageError(f"{path}: needs a label column and a text column; found {header}")
     for row in reader:
         if not row:
             continue

@@ -37,7 +37,7 @@ def plot_training(record: dict[str, Any], path: Path) -> None:
     accuracy_axis.set_title("Accuracy")
     accuracy_axis.legend()
     figure.tight_layout()
-    _save(figure, path)
+    save_png(figure, path)
     plt.close(figure)
 
 
@@ -59,12 +59,13 @@ def plot_roc(
     axis.set_title("ROC")
     axis.legend(loc="lower right")
     figure.tight_layout()
-    _save(figure, path)
+    save_png(figure, path)
     plt.close(figure)
 
 
-def _save(figure: Any, path: Path) -> None:
-    """The figure as a PNG at ``path``, replaced whole, never written through a link there."""
+def save_png(figure: Any, path: Path) -> None:
+    """The figure as a PNG at ``path``, drawn in memory, then replaced whole (never written through a
+    link there; a write that fails, a full disk, raises ``OSError``)."""
     import io
 
     from .replacefile import replace_file

@@ -572,7 +572,9 @@ def plot_learning_curve(
     error_axis.set_title("Errors per block")
     error_axis.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    from .plots import save_png  # drawn in memory: savefig to a path let a full disk pass unsaid
+
+    save_png(figure, path)
     plt.close(figure)
 
 

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -170,3 +174,184 @@ def test_eval_refuses_a_row_of_another_width_as_filter_does(tmp_path: Path, bad:
     assert result.exit_code == 1, result.output
     assert f"line 3 has {bad.count(',') + 1} fields, the header 2" in result.output
     assert "Traceback" not in result.output
+
+
+# --- 4. and 7. stdout that cannot be written, a closed stdin, Ctrl-C, a missing column --------------
+
+
+def _run(
+    args: list[str], stdout: Any = subprocess.PIPE, stdin: Any = subprocess.DEVNULL
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "spamfilter", *args],
+        stdout=stdout,
+        stdin=stdin,
+        stderr=subprocess.PIPE,
+        timeout=300,
+    )
+
+
+def _labelled(tmp_path: Path) -> Path:
+    data = tmp_path / "data.csv"
+    data.write_text("label,text\nspam,WIN a FREE prize now\nham,lunch tomorrow?\n")
+    return data
+
+
+@pytest.mark.parametrize("command", ["classify", "eval"])
+def test_a_full_disk_on_stdout_is_one_line_and_exit_1(
+    trained_model: Path, tmp_path: Path, command: str
+) -> None:
+    target = ["hello there"] if command == "classify" else [str(_labelled(tmp_path))]
+    with open("/dev/full", "wb") as full:
+        result = _run([command, "--model", str(trained_model), *target], stdout=full)
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.decode().splitlines()
+    assert lines == ["Error: cannot write the output: No space left on device"], lines
+
+
+@pytest.mark.parametrize("command", ["classify", "eval"])
+def test_a_closed_stdout_stops_quietly_with_141(trained_model: Path, tmp_path: Path, command: str) -> None:
+    target = ["hello there"] if command == "classify" else [str(_labelled(tmp_path))]
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        result = _run([command, "--model", str(trained_model), *target], stdout=write)
+    finally:
+        os.close(write)
+    assert result.returncode == 141, result.stderr
+    assert b"Traceback" not in result.stderr and b"Error" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    "options", [["--format", "email"], ["--format", "email", "--strict"], [], ["--exit-code"]]
+)
+def test_filter_with_stdin_closed_is_one_line(tmp_path: Path, options: list[str]) -> None:
+    """Started with stdin closed (``<&-``): Python has no sys.stdin, and filter's read of it was an
+    AttributeError traceback. --strict keeps its promise of 75, --exit-code's failure is 0 (1 is spam)."""
+    argv = [sys.executable, "-m", "spamfilter", "filter", "--model", str(tmp_path / "none"), *options]
+    closing = f"import os, sys; os.close(0); os.execv(sys.executable, {argv!r})"
+    result = subprocess.run(
+        [sys.executable, "-c", closing], capture_output=True, timeout=60, stdin=subprocess.DEVNULL
+    )
+    expected = 75 if "--strict" in options else 0 if "--exit-code" in options else 1
+    assert result.returncode == expected, result.stderr
+    lines = result.stderr.decode().splitlines()
+    assert len(lines) == 1 and "stdin is closed" in lines[0], lines
+
+
+@pytest.mark.parametrize("command", ["eval", "learn"])
+def test_ctrl_c_in_eval_and_learn_exits_130_with_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    import spamfilter.cli.learn
+    import spamfilter.labelled
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(spamfilter.labelled, "read_labelled_texts", interrupted)
+    monkeypatch.setattr(spamfilter.cli.learn, "_learn", interrupted)
+    message = tmp_path / "m.eml"
+    message.write_bytes(b"Subject: hi\n\nhello\n")
+    args = ["eval", str(_labelled(tmp_path))] if command == "eval" else ["learn", "--spam", str(message)]
+    result = CliRunner().invoke(cli, [*args, "--model", str(tmp_path / "none")])
+    assert result.exit_code == 130, result.output
+    assert "Aborted" not in result.output and "interrupted" in result.output
+
+
+@pytest.mark.parametrize("command", ["eval", "train"])
+def test_a_csv_without_its_label_or_text_column_is_a_usage_error(tmp_path: Path, command: str) -> None:
+    data = tmp_path / "data.csv"
+    data.write_text("kind,words\nspam,win\nham,hi\n")
+    shape = tmp_path / "tiny.json"
+    shape.write_text('{"n_embd": 32, "n_layer": 1, "n_head": 2, "n_positions": 128, "vocab_size": 50257}')
+    train = ["train", "--data", str(data), "--out", str(tmp_path / "out"), "--device", "cpu"]
+    train += ["--weights", "random", "--model", str(shape)]
+    args = ["eval", str(data), "--model", str(tmp_path / "none")] if command == "eval" else train
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert "needs a label column and a text column" in result.output
+
+
+# --- 4. and 5. eval's files checked before it runs ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("option", "path", "says"),
+    [
+        ("--report", "model", "is a model directory"),
+        ("--report", "nowhere/x.md", "there is no folder"),
+        ("--report", "nowhere/deeper", "there is no folder"),
+        ("--report", "a-file", "is not a folder"),
+        ("--report", "folder.md", "not a regular file"),
+        ("--report", "/dev/full", "is not a folder"),
+    ],
+)
+def test_eval_checks_its_report_path_before_it_evaluates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, option: str, path: str, says: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "spamfilter.json").write_text("{}")
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "folder.md").mkdir()
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    # no model is needed: the check comes first
+    line = _usage_error(CliRunner().invoke(cli, ["eval", str(_labelled(tmp_path)), option, path]))
+    assert says in line, line
+    assert not (tmp_path / "nowhere").exists()
+    assert sorted(p.name for p in tmp_path.rglob("*")) == sorted({*before, "data.csv"})
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--plot", "curve.txt"], "a PNG"),
+        (["--plot", "nowhere/curve.png"], "there is no folder"),
+        (["--plot", "folder.png"], "is a directory"),
+        (["--plot", "/dev/full"], "a PNG"),
+        (["--report", "out"], "--report goes without --online"),
+    ],
+)
+def test_eval_online_checks_its_plot_before_the_replay(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], says: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "folder.png").mkdir()
+    message = tmp_path / "m.eml"
+    message.write_bytes(b"Subject: hi\n\nhello\n")
+    argv = ["eval", "--online", "--spam", str(message), "--ham", str(message), *args]
+    line = _usage_error(CliRunner().invoke(cli, argv))
+    assert says in line, line
+
+
+@pytest.mark.parametrize(
+    "option", [["--plot", "c.png"], ["--interval", "5"], ["--block", "5"], ["--feedback", "errors"]]
+)
+def test_eval_options_of_the_replay_need_online(tmp_path: Path, option: list[str]) -> None:
+    line = _usage_error(CliRunner().invoke(cli, ["eval", str(_labelled(tmp_path)), *option]))
+    assert "goes with --online" in line
+
+
+def test_the_learning_curve_is_written_whole_and_a_failed_write_is_said(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """savefig to a path let a full disk pass ('wrote /dev/full', exit 0): the plot is drawn in
+    memory and written with replace_file, whose failure is an OSError the command says."""
+    pytest.importorskip("matplotlib")
+    import errno
+
+    import spamfilter.replacefile
+    from spamfilter.replay import Block, plot_learning_curve
+
+    blocks = [Block(0, 10, 5, 5, 1, 0, 0.5, 0.5), Block(10, 10, 5, 5, 0, 0, 0.1, 0.3)]
+    target = tmp_path / "c.png"
+    plot_learning_curve({"spamfilter": blocks}, target)
+    assert target.read_bytes().startswith(b"\x89PNG")
+
+    def full(path: Path, data: bytes, *args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(spamfilter.replacefile, "replace_file", full)
+    with pytest.raises(OSError, match="No space left"):
+        plot_learning_curve({"spamfilter": blocks}, tmp_path / "d.png")

@@ -99,7 +99,8 @@ def test_text_column_option_finds_the_column(trained_model: Path) -> None:
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert [r["body"] for r in rows] == ["WIN a prize now", "lunch tomorrow?"]
-    assert all(r["spam_probability"] for r in rows)
+    assert [r["label"] for r in rows] == ["spam", "ham"]  # the input's own labels, kept
+    assert all(r["spamfilter_spam_probability"] for r in rows)
 
 
 # --------------------------------------------------------------------------- both engines read alike

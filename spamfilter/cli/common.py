@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import io
 import math
 import os
 import sys
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from .. import __version__
-from ..errors import SpamfilterError, printable
+from ..errors import EX_BROKEN_PIPE, EX_INTERRUPTED, SpamfilterError, printable
 from ..interrupts import stop_on_signals
 from ..modeldir import default_model_dir
 from ..verdict import DEFAULT_PREFIX, EXPLAIN_POLICIES, Decision
@@ -79,6 +80,28 @@ def _fail(message: str) -> NoReturn:
     raise click.ClickException(message)
 
 
+def _echo(text: str) -> None:
+    """One line of a command's results on stdout (classify, eval): a reader that went away stops
+    the run quietly with 141, as filter's does; an output that cannot be written (a full disk) is
+    one line and exit 1, never a traceback."""
+    try:
+        click.echo(text)
+    except BrokenPipeError:
+        quiet_stdout()
+        sys.exit(EX_BROKEN_PIPE)
+    except OSError as error:
+        quiet_stdout()  # what is left in stdout's buffer cannot be written at exit either
+        _fail(f"cannot write the output: {error.strerror or error}")
+
+
+def quiet_stdout() -> None:
+    """stdout pointed at /dev/null: the interpreter's last flush at exit has nothing to fail on."""
+    with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
 # The module that defines each command, imported only when that command runs (or help lists it):
 # `filter` starts once per message in a mail pipeline, and the service's and training's modules
 # are imports it would never use.
@@ -95,7 +118,16 @@ COMMAND_MODULES = {
 
 
 class _Commands(click.Group):
-    """The commands, each module imported on first use; importing it registers its commands."""
+    """The commands, each module imported on first use; importing it registers its commands. A
+    Ctrl-C that a command does not handle itself (eval, learn, classify, export) ends it with one
+    line and 130, as train, adapt and filter end (click's own answer is ``Aborted!`` and 1)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("spamfilter: interrupted", err=True)
+            raise click.exceptions.Exit(EX_INTERRUPTED) from None
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | COMMAND_MODULES.keys())

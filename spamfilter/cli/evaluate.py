@@ -15,6 +15,7 @@ from .common import (
     CONTEXT,
     FiniteFloatRange,
     _classifier_used,
+    _echo,
     _fail,
     _library_errors,
     _load_classifier,
@@ -58,7 +59,7 @@ def classify(
 
     decision = Decision(classifier.threshold, threshold)
     for (label, p), text in zip(classifier.classify(items, decision), items, strict=True):
-        click.echo(f"{label}\t{p:.4f}\t{_one_line_preview(text)}")
+        _echo(f"{label}\t{p:.4f}\t{_one_line_preview(text)}")
         if explain_text:
             _print_phrases(classifier, text, decision.cut)
     click.echo(f"spamfilter: {_classifier_used(model, classifier)}", err=True)
@@ -150,7 +151,17 @@ def eval_command(
     from ..metrics import DEFAULT_TARGET_FPRS, near_chance
     from ..verdict import Decision
 
+    context = click.get_current_context()
+    if not online:
+        for name in ("interval", "feedback", "block", "plot"):
+            if context.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
+                raise click.UsageError(f"--{name} goes with --online")
+    _check_outputs(report, plot)
     if online:
+        if report is not None:
+            raise click.UsageError(
+                "--report goes without --online (the replay prints its figures; --plot draws them)"
+            )
         if data is not None or not (spam_sources and ham_sources):
             raise click.UsageError("--online replays mail: give --spam and --ham (their Date orders them)")
         _eval_online(model, spam_sources, ham_sources, interval, feedback, block, plot, memory)
@@ -165,8 +176,8 @@ def eval_command(
     classifier.use_memory = memory
     decision = Decision(classifier.threshold, threshold)
     result = evaluate(classifier, texts, labels, decision, target_fprs or DEFAULT_TARGET_FPRS)
-    click.echo(format_report(result))
-    click.echo(_low_fpr_line(result.labels, result.spam_probability))
+    _echo(format_report(result))
+    _echo(_low_fpr_line(result.labels, result.spam_probability))
     warning = near_chance(
         float(result.metrics["roc_auc"]),
         float(result.metrics["recall"]),
@@ -193,6 +204,47 @@ def eval_command(
 
 # eval --report PATH with one of these suffixes writes the error page (report.py) in that format
 PAGE_SUFFIXES = {".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm": "html"}
+
+
+def _check_outputs(report: Path | None, plot: Path | None) -> None:
+    """eval's files checked before the evaluation runs (minutes with --online), each a usage error:
+    a page or a plot goes into a folder that exists, at a path that is a file or nothing yet (never
+    a device: /dev/full was 'written'); a report folder is a folder or nothing yet, and not a model
+    directory (its eval.json and roc.png are train's test report)."""
+    if report is not None:
+        hint = "'--report'"
+        _in_existing_folder(report, hint)
+        if report.suffix.lower() in PAGE_SUFFIXES:
+            _file_or_nothing(report, hint)
+        elif report.exists() and not report.is_dir():
+            raise click.BadParameter(
+                f"{report} is not a folder: PATH.md or PATH.html for a page, else a folder for eval.json "
+                "and roc.png",
+                param_hint=hint,
+            )
+        elif (report / "spamfilter.json").exists():
+            raise click.BadParameter(
+                f"{report} is a model directory: eval never writes over the test report that train "
+                "wrote there (eval.json, roc.png); give another folder",
+                param_hint=hint,
+            )
+    if plot is not None:
+        if plot.suffix.lower() != ".png":
+            raise click.BadParameter(
+                f"{plot}: the learning curve is a PNG, name a .png file", param_hint="'--plot'"
+            )
+        _in_existing_folder(plot, "'--plot'")
+        _file_or_nothing(plot, "'--plot'")
+
+
+def _in_existing_folder(path: Path, hint: str) -> None:
+    if not path.parent.is_dir():
+        raise click.BadParameter(f"{path}: there is no folder {path.parent}", param_hint=hint)
+
+
+def _file_or_nothing(path: Path, hint: str) -> None:
+    if path.exists() and not path.is_file():
+        raise click.BadParameter(f"{path} exists and is not a regular file", param_hint=hint)
 
 
 def _recall_at(labels: list[int], probabilities: list[float], fpr: float) -> float:
@@ -238,9 +290,10 @@ def _write_error_page(
     page = error_report(
         texts, labels, probabilities, threshold, classifier, fmt=PAGE_SUFFIXES[path.suffix.lower()]
     )
+    from ..replacefile import replace_file
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(page, encoding="utf-8")
+        replace_file(path, page.encode("utf-8"))  # whole or not at all, never through a link there
     except OSError as error:
         _fail(f"cannot write the report: {error}")
     click.echo(f"spamfilter: wrote {path}", err=True)
@@ -296,12 +349,12 @@ def _eval_online(
             on_block=progress,
             memory=memory,
         )
-    click.echo(
+    _echo(
         f"online replay of {len(raws)} messages in Date order, head retrained every {interval}, "
         f"feedback: {feedback}, memory of the labels fed back: {'on' if memory else 'off'}"
     )
     for line in report_lines(result, block=block):
-        click.echo(line)
+        _echo(line)
     if plot is not None:
         try:
             plot_learning_curve(
@@ -321,9 +374,9 @@ def _print_phrases(classifier: Classifier, text: str, threshold: float) -> None:
     with _library_errors():
         explanation = explain_batch(classifier, [text], threshold=threshold)[0]
     for line in explanation.memory:  # what the memory of corrected (and training) mail added
-        click.echo(f"  memory {line}")
+        _echo(f"  memory {line}")
     if not explanation.phrases:
-        click.echo("  no single phrase decides")
+        _echo("  no single phrase decides")
     for phrase in explanation.phrases:
         effect = f"{phrase.log_odds:+.2f} log-odds, P(spam) without it {phrase.without:.3f}"
-        click.echo(f'  {effect}: "{safe_phrase(phrase.text)}"')
+        _echo(f'  {effect}: "{safe_phrase(phrase.text)}"')
