@@ -355,3 +355,26 @@ def test_the_learning_curve_is_written_whole_and_a_failed_write_is_said(
     monkeypatch.setattr(spamfilter.replacefile, "replace_file", full)
     with pytest.raises(OSError, match="No space left"):
         plot_learning_curve({"spamfilter": blocks}, tmp_path / "d.png")
+
+
+# --- 6. pipeline mode's options go with one message on stdin ----------------------------------------
+
+
+@pytest.mark.parametrize("option", ["--strict", "--exit-code"])
+@pytest.mark.parametrize(
+    "where", [["inbox.mbox"], ["table.csv"], ["Maildir"], ["-", "--format", "csv"], ["--format", "mbox"]]
+)
+def test_pipeline_options_with_a_named_input_or_another_format_are_a_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, option: str, where: list[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("inbox.mbox").write_bytes(b"From a@b Thu Jan  1 00:00:00 2024\nSubject: one\n\nhi\n" * 3)
+    Path("table.csv").write_text("Text\nhello\n")
+    for sub in ("cur", "new", "tmp"):
+        Path("Maildir", sub).mkdir(parents=True)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    result = CliRunner().invoke(cli, ["filter", option, "--model", "none", *where], input="Text\nhello\n")
+    line = _usage_error(result)
+    assert option in line and "one message on stdin" in line, line
+    assert result.stdout == ""
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before

@@ -173,6 +173,7 @@ def filter_command(
 
             valid_user(user)
     _engine_options_only(context, engine, input_paths, user)
+    _pipeline_options_only(strict, verdict_exit, input_paths, input_format)
     job = FilterJob(
         inputs=input_paths,
         output=output,
@@ -226,6 +227,28 @@ def _engine_options_only(
     for name in RAY_ONLY_OPTIONS:
         if context.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
             raise click.UsageError(f"--{name.replace('_', '-')} goes with --engine ray")
+
+
+def _pipeline_options_only(
+    strict: bool, verdict_exit: bool, inputs: tuple[str, ...], input_format: str
+) -> None:
+    """--strict and --exit-code are pipeline mode's: one message on stdin, as procmail, maildrop
+    and a Postfix pipe hand it over. Given a named file (an mbox, a CSV, a folder) they took it as one
+    message: X-Spam fields above a CSV's header, the first of 20 mbox messages tagged; given another
+    --format, --exit-code did nothing. Either is a usage error."""
+    if not (strict or verdict_exit):
+        return
+    name = "--strict" if strict else "--exit-code"
+    named = [path for path in inputs if path != "-"]
+    if named:
+        raise click.UsageError(
+            f"{name} is for one message on stdin (pipeline mode), not INPUT {named[0]}: "
+            f"spamfilter filter {name} < message"
+        )
+    if input_format not in ("auto", "email"):
+        raise click.UsageError(
+            f"{name} is for one message on stdin (pipeline mode), not --format {input_format}"
+        )
 
 
 def _readable_inputs(inputs: tuple[str, ...], ray: bool) -> None:
