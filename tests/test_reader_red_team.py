@@ -211,3 +211,38 @@ def test_a_select_shows_its_selected_option() -> None:
     assert body_of(html(f"<details open><summary>More</summary>{OFFER}</details>")) == f"More\n{OFFER}"
     assert body_of(html(f"<dialog open>{OFFER}</dialog>")) == OFFER
     assert body_of(html("<select size=3><option>Cheap<option>meds</select>")) == "Cheap meds"
+
+
+# --- 7. style rules that browsers do not apply, and one they do ------------------------------------
+
+
+def test_rules_that_browsers_drop_hide_nothing() -> None:
+    """A rule whose selector list holds one invalid selector is dropped whole by browsers, and a
+    sheet for print, for no medium or of another type is not applied: the offer they 'hide' is
+    shown, and read."""
+    dropped = [
+        "<style>.o, .o:-zz-unknown {display:none}</style>",
+        "<style>.o, #3col {display:none}</style>",
+        "<style>.o, {display:none}</style>",
+        "<style media='print'>.o {display:none}</style>",
+        "<style media='not all'>.o {display:none}</style>",
+        "<style type='text/x-template'>.o {display:none}</style>",
+    ]
+    for style in dropped:
+        assert body_of(html(f"{style}<p>{HAM}</p><p class=o>{OFFER}</p>")) == f"{HAM}\n\n{OFFER}", style
+    # rules browsers apply still hide: valid selectors they cannot match here, screens' media
+    applied = [
+        "<style>.o, a:hover, p::before, u + .x {display:none}</style>",
+        "<style media='screen'>.o {display:none}</style>",
+        "<style type='text/css' media='all and (min-width: 10px)'>.o {display:none}</style>",
+    ]
+    for style in applied:
+        assert body_of(html(f"{style}<p>{OFFER}</p><p class=o>{HAM}</p>")) == OFFER, style
+
+
+def test_a_sheet_wrapped_in_a_comment_applies_its_first_rule() -> None:
+    """``<style><!-- ... --></style>``, very common in mail: "<!--" was read as part of the first
+    rule's selector, and the padding it hides was read."""
+    style = "<style><!-- .pad {display:none} p {margin:0} --></style>"
+    assert body_of(html(f"{style}<p class=pad>{HAM}</p><p>{OFFER}</p>")) == OFFER
+    assert body_of(html(f"<p>{OFFER}</p>")) == OFFER  # the control

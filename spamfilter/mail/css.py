@@ -12,7 +12,9 @@ declarations of the rules over that.
 
 Selectors: type, class, id, attribute (``[a]``, ``[a=v]``, ``~=``, ``^=``, ``$=``, ``*=``,
 ``|=``) and the universal selector, joined by the descendant and child combinators. A selector
-with anything else (pseudo-classes, sibling combinators) is not applied, nor are rules whose
+with anything else (pseudo-classes, sibling combinators) is not applied; a rule whose list holds
+one selector a browser cannot read (an unknown pseudo-class, ``.o, .o:-zz-x``) is dropped whole, as
+browsers drop it (``<!--`` and ``-->`` around a sheet are ignored, as in CSS); nor are rules whose
 subject is ``html``, ``body`` or ``*`` alone (many mail clients drop those; a filter that applied
 ``body{display:none}`` would read nothing of a message every client shows; where such a rule
 sets a background, the page's colour is unknown: ``colours_page``). Rules for
@@ -432,10 +434,16 @@ def _views(prelude: str) -> int:
     return _UNSURE if unsure and mask == ALL_VIEWS else mask
 
 
-def _blocks(sheets: str) -> Iterator[tuple[str, str, int]]:
+def media_views(query: str) -> int:
+    """The views (a bit each) that a ``media`` attribute's query list matches (as ``@media``)."""
+    return _views(f"@media {query}")
+
+
+def _blocks(sheets: str, base: int = ALL_VIEWS) -> Iterator[tuple[str, str, int]]:
     """(selectors, declarations, views) of each ``selectors { declarations }`` rule, in one pass
     over the braces: the selectors are at most the last ``_MAX_RULE_SELECTOR_CHARS`` characters
-    before a rule's ``{``, the views those of the ``@media`` blocks around it. (A regular
+    before a rule's ``{``, the views those of the ``@media`` blocks around it (within ``base``,
+    the views of the sheet: its ``media`` attribute's). (A regular
     expression that tried a selector of up to 2,000 characters at every offset took 1.6 s on a
     stylesheet of 100,000 characters without a brace.)"""
     groups: list[int] = []  # the views of each open @-block
@@ -450,21 +458,110 @@ def _blocks(sheets: str) -> Iterator[tuple[str, str, int]]:
         if mark == "{":
             prelude = sheets[max(since, at - _MAX_RULE_SELECTOR_CHARS) : at].strip()
             if rule is not None:  # a brace inside a rule's body: a nested block, read as a rule
-                groups.append(groups[-1] if groups else ALL_VIEWS)
+                groups.append(groups[-1] if groups else base)
             if prelude.startswith("@"):
-                outer = groups[-1] if groups else ALL_VIEWS
+                outer = groups[-1] if groups else base
                 groups.append(outer & _views(prelude))
                 rule = None
             else:
                 rule = (prelude, at + 1)
         elif rule is not None:  # "}" ends a rule
-            views = groups[-1] if groups else ALL_VIEWS
+            views = groups[-1] if groups else base
             if rule[0] and views:
                 yield rule[0], sheets[rule[1] : at], views
             rule = None
         elif groups:  # "}" ends an @-block
             groups.pop()
         since = at + 1
+
+
+def _rules_of(sheets: str | list[tuple[str, int]]) -> Iterator[tuple[str, str, int]]:
+    """The rules of each sheet in turn (``_blocks``), all sheets within ``MAX_STYLE_CHARS``."""
+    left = MAX_STYLE_CHARS
+    for text, views in [(sheets, ALL_VIEWS)] if isinstance(sheets, str) else sheets:
+        text = text[:left]
+        left -= len(text)
+        # an unclosed comment runs to the end (as in a browser), in one match: a pattern that
+        # needed the "*/" scanned to the end from every "/*", 20 s for a sheet of 33,000 of them;
+        # "<!--" and "-->" around a sheet (as old browsers needed) are no part of its rules
+        text = _COMMENT.sub("", text).replace("<!--", " ").replace("-->", " ")
+        yield from _blocks(text, views)
+        if left <= 0:
+            break
+
+
+def _selector_list(selectors: str) -> list[str]:
+    """A rule's selectors, split at the commas outside brackets (``:is(a, b)`` is one)."""
+    if "(" not in selectors and "[" not in selectors:
+        return [text.strip() for text in selectors.split(",")]
+    texts, depth, start = [], 0, 0
+    for at, character in enumerate(selectors):
+        if character in "([":
+            depth += 1
+        elif character in ")]":
+            depth = max(0, depth - 1)
+        elif character == "," and depth == 0:
+            texts.append(selectors[start:at].strip())
+            start = at + 1
+    texts.append(selectors[start:].strip())
+    return texts
+
+
+# The pseudo-classes and pseudo-elements that both Chrome and Firefox read; a selector with any
+# other (a vendor's own, a misspelling) is invalid in one of them, which then drops the whole rule,
+# and text that the rule hides is shown there.
+_PSEUDO_CLASSES = frozenset(
+    {
+        *("hover", "active", "focus", "focus-within", "focus-visible", "visited", "link", "any-link"),
+        *("first-child", "last-child", "only-child", "first-of-type", "last-of-type", "only-of-type"),
+        *("root", "empty", "checked", "disabled", "enabled", "target", "required", "optional"),
+        *("read-only", "read-write", "placeholder-shown", "default", "indeterminate", "valid"),
+        *("invalid", "in-range", "out-of-range", "defined", "autofill", "scope", "fullscreen"),
+        *("modal", "popover-open", "user-invalid", "user-valid", "host"),
+        *("not(", "is(", "where(", "has(", "nth-child(", "nth-last-child(", "nth-of-type("),
+        *("nth-last-of-type(", "lang(", "dir(", "host("),
+        *("before", "after", "first-line", "first-letter"),  # pseudo-elements of CSS 2, one colon
+    }
+)
+_PSEUDO_ELEMENTS = frozenset(
+    {
+        *("before", "after", "first-line", "first-letter", "selection", "placeholder", "marker"),
+        *("backdrop", "file-selector-button", "cue", "cue(", "part(", "slotted(", "highlight("),
+    }
+)
+_SELECTOR_PIECE = re.compile(
+    r"\s*[>+~]\s*|\s+|\*|[.#]?-?-?[^\W\d][\w-]*|\[[^\]]*\]|(::?)(-?-?[^\W\d][\w-]*)(\()?"
+)
+
+
+def _valid_selector(text: str) -> bool:
+    """Whether a browser reads ``text`` as a selector: compounds of names, classes, ids, attributes
+    and known pseudo-classes joined by combinators. Selectors with escapes or namespaces are taken
+    as valid unchecked (a browser's reading of them is not repeated here)."""
+    if not text or text[0] in ">+~" or text[-1] in ">+~,":
+        return False
+    if "\\" in text or "|" in text.replace("|=", ""):
+        return True
+    at = 0
+    while at < len(text):
+        piece = _SELECTOR_PIECE.match(text, at)
+        if piece is None or piece.end() == at:
+            return False
+        at = piece.end()
+        if piece.group(1) is None:
+            continue
+        name = piece.group(2).lower()
+        if piece.group(3):  # a function: its arguments to the matching bracket
+            name += "("
+            depth = 1
+            while at < len(text) and depth:
+                depth += {"(": 1, ")": -1}.get(text[at], 0)
+                at += 1
+            if depth:
+                return False
+        if name not in (_PSEUDO_ELEMENTS if piece.group(1) == "::" else _PSEUDO_CLASSES):
+            return False
+    return True
 
 
 def _cascade(rules: list[_Rule], own: dict[str, str], own_important: frozenset[str]) -> dict[str, str]:
@@ -480,28 +577,30 @@ def _cascade(rules: list[_Rule], own: dict[str, str], own_important: frozenset[s
 
 
 class StyleSheet:
-    """The rules of a message's ``<style>`` elements, ready to be matched while its tree is walked."""
+    """The rules of a message's ``<style>`` elements, ready to be matched while its tree is walked:
+    one sheet's text, or each sheet's text and the views it applies in (its ``media``), read apart
+    as a browser reads them (an unclosed block or comment in one does not swallow the next)."""
 
-    def __init__(self, sheets: str) -> None:
+    def __init__(self, sheets: str | list[tuple[str, int]]) -> None:
         self._by_key: dict[str, list[_Rule]] = {}
         # ::before and ::after rules by pseudo-element, indexed as the element rules are
         self._generated: dict[str, dict[str, list[_Rule]]] = {"before": {}, "after": {}}
         self._steps = MAX_MATCH_STEPS
-        # an unclosed comment runs to the end (as in a browser), in one match: a pattern that
-        # needed the "*/" scanned to the end from every "/*", 20 s for a sheet of 33,000 of them
-        sheets = _COMMENT.sub("", sheets[:MAX_STYLE_CHARS])
         order = 0
         self.views_differ = False  # whether any rule applies in some views only
         self.colours_page = False  # whether a rule for the page (html, body, :root, *) sets a background
-        for count, (selectors, body, views) in enumerate(_blocks(sheets)):
+        for count, (selectors, body, views) in enumerate(_rules_of(sheets)):
             if count >= MAX_RULES:
                 break
             found, important = declarations(body)
             if not found:
                 continue
+            texts = _selector_list(selectors)
+            if not all(_valid_selector(text) for text in texts):
+                continue  # one selector a browser cannot read drops the whole rule
             normal = {name: value for name, value in found.items() if name not in important}
             strong = {name: value for name, value in found.items() if name in important}
-            for text in selectors.split(","):
+            for text in texts:
                 parsed = _parse_selector(text.strip())
                 if parsed is None:
                     if _PAGE.match(text) and any(name.startswith("background") for name in found):

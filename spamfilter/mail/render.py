@@ -39,16 +39,18 @@ from dataclasses import dataclass
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
-from .css import LENGTH as _LENGTH
 from .css import (
+    ALL_VIEWS,
     MAX_STYLE_CHARS,
     VIEW_WIDTHS,
     Element,
     StyleSheet,
     VariableBudget,
     generated_text,
+    media_views,
     with_variables,
 )
+from .css import LENGTH as _LENGTH
 from .css import declarations as css_declarations
 from .css import pixels as _pixels
 
@@ -861,13 +863,29 @@ def _without_reopening(markup: str) -> str:
     return _FORMATTING_TAG.sub(lambda m: f"<{m.group(1)}{_PLAIN_PREFIX}{m.group(2)}", markup)
 
 
+def _sheets(tree: LexborHTMLParser) -> list[tuple[str, int]]:
+    """The text of each ``<style>`` that a browser applies, and the views it applies in: not one
+    of a ``type`` other than CSS's, nor one whose ``media`` matches no screen (``print``, ``not
+    all``)."""
+    sheets = []
+    for node in tree.css("style"):
+        kind = (node.attributes.get("type") or "").strip().lower()
+        if kind and kind != "text/css":
+            continue
+        media = (node.attributes.get("media") or "").strip()
+        views = media_views(media) if media else ALL_VIEWS
+        if views:
+            sheets.append((node.text(deep=True)[:MAX_STYLE_CHARS], views))
+    return sheets
+
+
 def visible_text(markup: str, marked: bool = False) -> str:
     """The text a mail client shows for ``markup``, whitespace collapsed, lines kept. Quotations
     (``<blockquote type=cite>``, the webmail quote classes) are ``>`` lines; a line of the text
     that begins with ``>`` itself is no quotation, and where ``marked`` it begins with
     ``LITERAL_MARK`` so that :func:`.quotes.drop_quoted` keeps it (the caller removes the mark)."""
     tree = LexborHTMLParser(_without_reopening(markup))
-    sheet = StyleSheet("".join(node.text(deep=True) for node in tree.css("style"))[:MAX_STYLE_CHARS])
+    sheet = StyleSheet(_sheets(tree))
     root = tree.root
     if root is None:
         return ""
