@@ -246,3 +246,28 @@ def test_a_sheet_wrapped_in_a_comment_applies_its_first_rule() -> None:
     style = "<style><!-- .pad {display:none} p {margin:0} --></style>"
     assert body_of(html(f"{style}<p class=pad>{HAM}</p><p>{OFFER}</p>")) == OFFER
     assert body_of(html(f"<p>{OFFER}</p>")) == OFFER  # the control
+
+
+# --- 8. format=flowed; delsp=yes, and x-uuencode ---------------------------------------------------
+
+
+def test_flowed_text_with_deleted_spaces_is_rejoined() -> None:
+    """RFC 3676's delsp=yes lets a mailer break a line inside a word, the space before the break
+    not part of the text: clients draw "Vi " and "agra" as "Viagra", as the reader now reads it."""
+    flowed = "Get cheap Vi \nagra and Ci \nalis from our  \nshop today.\n\n-- \nThe shop\n"
+    raw = f"Subject: Hello\nContent-Type: text/plain; charset=utf-8; format=flowed; delsp=yes\n\n{flowed}"
+    assert body_of(raw.encode()) == "Get cheap Viagra and Cialis from our shop today.\n\n-- \nThe shop"
+    # without delsp the breaks are at spaces only, and the text is read as written
+    fixed = "Subject: Hello\nContent-Type: text/plain; format=flowed\n\nGet cheap pills \ntoday.\n"
+    assert body_of(fixed.encode()) == "Get cheap pills \ntoday."
+
+
+def test_a_uuencoded_body_is_decoded() -> None:
+    import binascii
+
+    data = f"{OFFER}\n".encode()
+    lines = b"".join(binascii.b2a_uu(data[at : at + 45]) for at in range(0, len(data), 45))
+    raw = b"Subject: Hello\nContent-Type: text/plain\nContent-Transfer-Encoding: x-uuencode\n\n"
+    raw += b"begin 644 offer.txt\n" + lines + b"`\nend\n"
+    assert body_of(raw) == OFFER
+    assert body_of(raw.replace(b"begin 644 offer.txt\n", b"")) == OFFER  # no begin line

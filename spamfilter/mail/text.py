@@ -236,6 +236,7 @@ class _Part:
     is_attachment: bool
     body_start: int
     end: int
+    flowed: str = ""  # format=flowed text/plain (RFC 3676): "yes" where delsp=yes, else "no"; "" not flowed
 
 
 @dataclass
@@ -284,7 +285,11 @@ def _read_part(raw: bytes, start: int, end: int, default_type: str = "text/plain
     body_start = block.end
     if is_blank_line(raw, body_start, end):
         body_start = raw.find(b"\n", body_start, end) + 1
+    flowed = ""
+    if content_type == "text/plain" and str(headers.get_param("format") or "").strip().lower() == "flowed":
+        flowed = "yes" if str(headers.get_param("delsp") or "").strip().lower() == "yes" else "no"
     return _Part(
+        flowed=flowed,
         content_type=content_type,
         boundary=boundary,
         charset=headers.get_content_charset(),
@@ -424,13 +429,69 @@ def _alternatives_read(plain: str, shown: str) -> list[str]:
     return ["\n".join(new_lines), plain] if new_lines else [plain]
 
 
+_UUENCODED = frozenset({"x-uuencode", "uuencode", "x-uue"})
+
+
+def _decode_uu(data: bytes) -> bytes:
+    """uuencoded data (``Content-Transfer-Encoding: x-uuencode``, which mailers still send and
+    clients decode), tolerating a missing ``begin`` or ``end`` line and lines cut or padded
+    wrong (each decoded as far as its length byte says); a line that is not uuencode is skipped."""
+    decoded = []
+    lines = data.split(b"\n")
+    begin = next((n for n, line in enumerate(lines[:50]) if line.startswith(b"begin ")), -1)
+    for line in lines[begin + 1 :]:
+        line = line.rstrip(b"\r")
+        if line.strip() == b"end":
+            break
+        if not line:
+            continue
+        try:
+            decoded.append(binascii.a2b_uu(line))
+        except binascii.Error:
+            size = (((line[0] - 32) & 63) * 4 + 5) // 3  # the characters its length byte promises
+            try:
+                decoded.append(binascii.a2b_uu(line[:size]))
+            except binascii.Error:
+                continue
+    return b"".join(decoded)
+
+
+def _unflowed(text: str, delsp: bool) -> str:
+    """format=flowed text (RFC 3676) as its clients show it: a line that ends in a space goes on
+    in the next line of the same quotation depth (the space itself deleted where ``delsp``, so
+    that ``Vi `` and ``agra`` are one word), space-stuffing undone; the signature line stays."""
+    out: list[str] = []
+    paragraph: str | None = None
+    depth_of = 0
+    for line in text.split("\n"):
+        depth = len(line) - len(line.lstrip(">"))
+        body = line[depth:]
+        body = body[1:] if body.startswith(" ") else body  # space-stuffed (and "> " quoted)
+        if paragraph is not None and depth != depth_of:
+            out.append(paragraph)  # a flowed line before a change of depth ends its paragraph
+            paragraph = None
+        flowed = body.endswith(" ") and body != "-- "
+        if flowed and delsp:
+            body = body[:-1]
+        if paragraph is None:
+            paragraph, depth_of = (">" * depth + " " if depth else "") + body, depth
+        else:
+            paragraph += body
+        if not flowed:
+            out.append(paragraph)
+            paragraph = None
+    if paragraph is not None:
+        out.append(paragraph)
+    return "\n".join(out)
+
+
 def _payload(raw: bytes, part: _Part, limit: int) -> tuple[bytes, bool]:
     """At most `limit` decoded bytes of the part's body, and whether that is all of it.
 
     Only a prefix of the encoded body is decoded: a 50 MB base64 attachment that is declared
     text costs as much as the few kilobytes the model can use.
     """
-    if part.encoding == "base64":
+    if part.encoding == "base64" or part.encoding in _UUENCODED:
         encoded_limit = limit * 2 + 16  # 4 characters per 3 bytes, plus line breaks
     elif part.encoding == "quoted-printable":
         encoded_limit = limit * 3 + 16  # at most "=XX" per byte
@@ -442,6 +503,8 @@ def _payload(raw: bytes, part: _Part, limit: int) -> tuple[bytes, bool]:
         data = _decode_base64(encoded)
     elif part.encoding == "quoted-printable":
         data = binascii.a2b_qp(encoded)
+    elif part.encoding in _UUENCODED:
+        data = _decode_uu(encoded)
     else:
         data = encoded
     complete = encoded_end == part.end and len(data) <= limit
@@ -487,6 +550,10 @@ def _part_text(raw: bytes, part: _Part, budget: _Budget) -> str:
         # all of that is read: rendering it would let a spammer hide an offer from the model
         # that the reader still sees.
         text = _without_tags(text)
+    elif part.flowed == "yes":
+        # delsp=yes: a word may be cut across lines ("Vi " / "agra"), which its clients join; other
+        # flowed text breaks lines at spaces only, and is read as it is (its words are whole)
+        text = _clean_plain(_unflowed(text.replace("\r\n", "\n"), delsp=True))
     else:
         text = _clean_plain(text)
     budget.chars -= len(text)
