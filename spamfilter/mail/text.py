@@ -421,10 +421,11 @@ def _alternatives_read(plain: str, shown: str) -> list[str]:
     # compared as they are read (disguises undone), not as they are written; the plain part's
     # quotations count as known: an HTML reply quotes them too
     known = set(_word_pairs(normalise(plain)))
+    # the shown text normalised once (as extract_text normalises all it reads), then line by line
     new_lines = [
         line
-        for line in shown.split("\n")
-        if sum(pair not in known for pair in _word_pairs(normalise(line))) >= _NEW_PAIRS_A_LINE
+        for line in normalise(shown).split("\n")
+        if sum(pair not in known for pair in _word_pairs(line)) >= _NEW_PAIRS_A_LINE
     ]
     return ["\n".join(new_lines), plain] if new_lines else [plain]
 
