@@ -4,6 +4,7 @@ connections open exits at once."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from support.spamd_server import Server, request
 
+from spamfilter.service import protocol
 from spamfilter.service.observe import HTTP_WAITING
 
 
@@ -65,6 +67,49 @@ def test_a_content_length_with_thousands_of_digits_is_76(trained_model: Path) ->
         reply = request(server.address, raw)
     assert reply.startswith(b"SPAMD/1.0 76 Bad header line: (Content-Length too large)"), reply
     assert "Traceback" not in server.log()
+
+
+def test_a_content_length_with_thousands_of_leading_zeros_is_its_number() -> None:
+    """Leading zeros are no size: 5,000 of them before 4878 passed the digit check, then int()
+    refused more than 4,300 digits and the request got ``70 Internal error``."""
+    message = b"Subject: zeros\r\n\r\n" + b"z" * 4860
+    raw = b"CHECK SPAMC/1.5\r\nContent-length: " + b"0" * 5000 + b"%d\r\n\r\n" % len(message) + message
+
+    async def read() -> protocol.Request | None:
+        reader = asyncio.StreamReader(limit=64 * 1024)
+        reader.feed_data(raw)
+        reader.feed_eof()
+        return await protocol.read_request(reader, 512_000)
+
+    got = asyncio.run(read())
+    assert got is not None and got.message == message
+
+
+def test_the_first_line_timeout_says_its_own_seconds(trained_model: Path) -> None:
+    """The first line must come within 5 s (--timeout 30 is for the rest): the reply said 30."""
+    with Server(trained_model) as server:
+        reply = request(server.address, b"", shut=False)
+    assert reply == b"SPAMD/1.0 79 Timeout: (5 second socket timeout reading input from client)\r\n", reply
+
+
+def test_too_many_connections_is_not_a_log_line_each(trained_model: Path) -> None:
+    """Each 75 (no slot, no waiting place) wrote a warning: 57,022 lines in one flood. Now one now
+    and then, with how many were left out."""
+    with Server(trained_model, "--max-connections", "1") as server:
+        held = socket.create_connection(server.address, timeout=30)  # takes the one slot...
+        held.sendall(b"CHECK SPAMC/1.5\r\n")  # ...and waits (--timeout 30) for its headers
+        waiting = socket.create_connection(server.address, timeout=30)
+        try:
+            waiting.sendall(b"CHECK SPAMC/1.5\r\n")  # the one waiting place
+            replies = [request(server.address, b"PING SPAMC/1.5\r\n\r\n") for _ in range(40)]
+            server.wait_for_log("too many connections: answered")
+            log = server.log()
+        finally:
+            held.close()
+            waiting.close()
+    busy = b"SPAMD/1.0 75 Too many connections\r\n"
+    assert sum(reply == busy for reply in replies) >= 38, replies
+    assert 1 <= log.count("too many connections") <= 4, log[-3000:]
 
 
 def test_sigterm_with_idle_connections_exits_at_once(trained_model: Path) -> None:

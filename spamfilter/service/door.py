@@ -15,6 +15,7 @@ from ..errors import printable
 from .access import peer_allowed
 from .limits import FIRST_LINE_SECONDS, MIN_PENDING, PENDING_PER_SLOT, Pending, Slots
 from .observe import Metrics, Tally
+from .peers import PeerIdentity, unnamed_local
 from .settings import ServiceSettings
 from .tls import TlsWriter
 
@@ -30,6 +31,9 @@ class Door:
         self.log = log
         self.tally = Tally()
         self._said: dict[str, tuple[float, int]] = {}
+        # Whether the kernel names the owner of a local TCP connection (sock_diag; the server asks
+        # at start): where it does, a local client it cannot name has closed its socket already.
+        self.owners_named = False
 
     def limits(self, waiters: int) -> tuple[Slots, Pending]:
         """A front end's own slots (``waiters`` more may wait for one) and idle connections kept."""
@@ -59,6 +63,24 @@ class Door:
         self.log.warning("refused %s from %s: not in --allow", kind, peer_text(peer))
         writer.transport.abort()
         return None
+
+    def unnamed(self, writer: Writer, identity: PeerIdentity, peer_name: str, command: str) -> bool:
+        """True after closing a local TCP client whose owner the kernel could not name where it
+        names owners: its socket was closed before the service asked (it sent its request and
+        left, and cannot read a reply). Served, it would count as the one peer ``loopback``, a
+        second share for whoever it is."""
+        if not self.owners_named:
+            return False
+        if not unnamed_local(writer.get_extra_info("peername"), writer.get_extra_info("socket"), identity):
+            return False
+        self.metrics.requests.labels(command, "closed").inc()
+        self.say_now(
+            "unnamed",
+            f"closed a connection from {peer_name} unserved: the client's socket was closed before "
+            "the kernel could name its owner",
+        )
+        writer.transport.abort()
+        return True
 
     async def first(self, pending: Pending, who: str, writer: Writer, read: Awaitable[T]) -> T:
         """What ``read`` gives (a request line, a milter packet) within the first-line timeout,

@@ -6,11 +6,19 @@ A peer is what :func:`.peers.peer_key` names: a local user, or a remote address.
 waits at most ``first_line_seconds``, and when a peer (or everyone together) keeps too many
 pending, the oldest is closed. So idle connections, however many, never keep a client that speaks
 at once from being served.
+
+A connection refused before it holds a slot (a first line over 64 KiB, no first line in time, no
+slot free) is answered and then read from for a moment before it is closed (closing with unread
+data resets the connection, and the reset can destroy the reply). Those *lingering* connections
+are bounded as well (``Lingering``): beyond a peer's share, or everyone's together, one is closed
+right after its reply, so that refused connections cannot pile up until the service runs out of
+file descriptors.
 """
 
 from __future__ import annotations
 
 import asyncio
+import resource
 from collections import OrderedDict
 from typing import Protocol
 
@@ -131,3 +139,43 @@ class Pending:
         transport = self._entries[token][1]
         self.discard(token)
         transport.abort()  # the reader sees the end of the connection: the handler closes quietly
+
+
+class Lingering:
+    """Refused connections read from (and dropped) for a moment after their reply: at most
+    ``per_peer`` of one peer and ``total`` of all at once. ``try_add`` says whether one more may
+    linger; one that may not is closed right after its reply."""
+
+    def __init__(self, total: int, per_peer: int) -> None:
+        self.total = total
+        self.per_peer = max(1, min(per_peer, total))
+        self.count = 0
+        self._by_peer: dict[str, int] = {}
+
+    def try_add(self, peer: str) -> bool:
+        if self.count >= self.total or self._by_peer.get(peer, 0) >= self.per_peer:
+            return False
+        self.count += 1
+        self._by_peer[peer] = self._by_peer.get(peer, 0) + 1
+        return True
+
+    def discard(self, peer: str) -> None:
+        self.count -= 1
+        left = self._by_peer.get(peer, 1) - 1
+        if left > 0:
+            self._by_peer[peer] = left
+        else:
+            self._by_peer.pop(peer, None)
+
+
+def raise_open_files_limit() -> tuple[int, int]:
+    """Raise this process's soft limit of open files to its hard limit (systemd starts services
+    with 1024 soft, 524288 hard; every connection takes one): (before, after)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or (soft != resource.RLIM_INFINITY and soft >= hard):
+        return soft, soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (OSError, ValueError):  # a sandbox that refuses it: the limit stays as it was
+        return soft, soft
+    return soft, hard

@@ -13,7 +13,7 @@ from .batcher import MicroBatcher
 from .door import Door
 from .milter import MilterError, Packet, milter_session, read_packet
 from .observe import Metrics
-from .peers import peer_key
+from .peers import peer_identity
 from .settings import ServiceSettings
 
 MILTER_PACKET_FACTOR = 10  # inside a message an MTA sends within 10x --timeout (Postfix: 300 s)
@@ -47,7 +47,10 @@ class MilterFrontEnd:
         peer_name = self.door.refused(writer, "MILTER")
         if peer_name is None:
             return
-        who = peer_key(writer.get_extra_info("peername"), writer.get_extra_info("socket"))
+        identity = peer_identity(writer.get_extra_info("peername"), writer.get_extra_info("socket"))
+        if self.door.unnamed(writer, identity, peer_name, "MILTER"):
+            return
+        who = identity[0]
         try:
             first = await self.door.first(self.pending, who, writer, read_packet(reader))
         except (MilterError, asyncio.TimeoutError, ConnectionError, OSError) as error:

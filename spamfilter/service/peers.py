@@ -70,6 +70,18 @@ def peer_identity(peer: object, sock: Any) -> PeerIdentity:
     return (f"uid {credentials[0]}", credentials[0]) if credentials is not None else ("unix socket", None)
 
 
+def unnamed_local(peer: object, sock: Any, identity: PeerIdentity) -> bool:
+    """Whether a TCP client from this host (a loopback address, or the server's own address of
+    the connection) has no owner the kernel names: its socket was closed before it was asked (or
+    the kernel cannot be asked at all, which the caller knows)."""
+    if identity[1] is not None or not (isinstance(peer, tuple) and len(peer) >= 2):
+        return False
+    if identity[0] == "loopback":
+        return True
+    local = getattr(sock, "getsockname", lambda: None)()
+    return isinstance(local, tuple) and bool(local) and str(local[0]) == str(peer[0])
+
+
 def local_owner(peer: tuple[Any, ...], local: object) -> int | None:
     """The uid owning the client socket of a TCP connection from this host (``peer`` its address
     and port, ``local`` the server's end), asked of the kernel; None for a remote client, a client

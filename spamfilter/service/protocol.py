@@ -155,7 +155,10 @@ def _check_header(name: str, value: str) -> None:
 
 
 async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str], max_size: int) -> bytes:
-    length = int(headers["content-length"]) if "content-length" in headers else None
+    declared = headers.get("content-length")
+    # Leading zeros are no size (spamd reads the number): stripped before int(), which refuses
+    # more than 4300 digits (a ValueError, that was an internal error's 70).
+    length = int(declared.lstrip("0") or "0") if declared is not None else None
     compressed = "compress" in headers
     if compressed and length is None:
         raise unavailable("Compress requires Content-length header")

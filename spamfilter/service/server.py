@@ -27,6 +27,7 @@ from .access import Address, BoundSocket, bind_unix_socket, peer_allowed
 from .batcher import EXPLANATION_START_WAIT, MicroBatcher
 from .door import Door, Writer, peer_text
 from .learning import Teaching, UserLearning
+from .limits import raise_open_files_limit
 from .milter_front import MilterFrontEnd
 from .observe import HttpEndpoint, Metrics
 from .peers import kernel_names_owners
@@ -104,6 +105,9 @@ class SpamdService:
         only be handled on the main thread: elsewhere pass ``handle_signals=False``."""
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(self._loop_exception)
+        before, after = raise_open_files_limit()  # a connection is a file descriptor
+        if after != before:
+            self.log.info("open files: %d allowed (raised from %d)", after, before)
         try:
             if handle_signals:
                 for signum in (signal.SIGTERM, signal.SIGINT):
@@ -126,7 +130,7 @@ class SpamdService:
             if self._stop.is_set():  # stopped while the model loaded
                 return
             why = kernel_names_owners()
-            self.teaching.owners_named = why is None
+            self.teaching.owners_named = self.door.owners_named = why is None
             if why is not None:  # e.g. a unit's RestrictAddressFamilies without AF_NETLINK
                 self.log.warning(
                     "cannot ask the kernel who owns a local TCP connection (sock_diag: %s): every "

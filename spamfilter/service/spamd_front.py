@@ -20,6 +20,7 @@ from . import protocol
 from .batcher import MicroBatcher
 from .door import Door, Writer
 from .learning import Teaching
+from .limits import FIRST_LINE_SECONDS, Lingering
 from .observe import Metrics
 from .peers import PeerIdentity, peer_identity
 from .settings import ServiceSettings
@@ -47,6 +48,9 @@ class SpamdFrontEnd:
         self.log = log
         # Beyond the slots, as many connections again may wait for one (then: 75, try later).
         self.slots, self.pending = door.limits(waiters=settings.max_connections)
+        # Refused connections read from for a moment after their reply: a peer's share of slots
+        # of them at most, and 2 x --max-connections of all (the others are closed at once).
+        self.lingering = Lingering(2 * settings.max_connections, self.slots.per_peer)
 
     async def connection(self, reader: asyncio.StreamReader, writer: Writer) -> None:
         peer_name = self.door.refused(writer, "")
@@ -54,15 +58,18 @@ class SpamdFrontEnd:
             return
         identity = peer_identity(writer.get_extra_info("peername"), writer.get_extra_info("socket"))
         who = identity[0]  # asked of the kernel once per connection: TELL reuses it
+        if self.door.unnamed(writer, identity, peer_name, ""):
+            return
         started = time.perf_counter()
         try:
             line = await self.door.first(self.pending, who, writer, protocol.read_line(reader))
         except protocol.RequestError as error:  # (line too long, or cut off): spamd's 76
-            await self._answer(writer, error.reply(), reader)
+            await self._answer(writer, error.reply(), reader, refused=who)
             self.door.record("", "error", peer_name, error.text, started)
             return
         except asyncio.TimeoutError:
-            await self._answer(writer, self._timeout_reply(), reader)
+            first_wait = min(self.settings.timeout, FIRST_LINE_SECONDS)
+            await self._answer(writer, self._timeout_reply(first_wait), reader, refused=who)
             self.door.record("", "timeout", peer_name, "no request line in time", started)
             return
         except (ConnectionError, OSError):
@@ -77,9 +84,9 @@ class SpamdFrontEnd:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(writer.handshaken.wait(), self.settings.timeout)
             busy = protocol.error_reply(protocol.EX_TEMPFAIL, "Too many connections")
-            await self._answer(writer, busy, reader)
+            await self._answer(writer, busy, reader, refused=who)
             self.metrics.requests.labels("", "busy").inc()
-            self.log.warning("too many connections: answered %s with 75 (retry later)", peer_name)
+            self.door.say_now("busy", f"too many connections: answered {peer_name} with 75 (retry later)")
             return
         self.metrics.connections.inc()
         try:
@@ -88,10 +95,9 @@ class SpamdFrontEnd:
             self.metrics.connections.dec()
             self.slots.release(who)
 
-    def _timeout_reply(self) -> bytes:
-        seconds = f"{self.settings.timeout:g}"
+    def _timeout_reply(self, seconds: float) -> bytes:
         return protocol.error_reply(
-            protocol.EX_TIMEOUT, f"Timeout: ({seconds} second socket timeout reading input from client)"
+            protocol.EX_TIMEOUT, f"Timeout: ({seconds:g} second socket timeout reading input from client)"
         )
 
     async def _serve_one(
@@ -111,7 +117,7 @@ class SpamdFrontEnd:
         except protocol.RequestError as error:
             reply, detail = error.reply(), error.text
         except asyncio.TimeoutError:
-            reply = self._timeout_reply()
+            reply = self._timeout_reply(self.settings.timeout)
             outcome, detail = "timeout", "request not complete in time"
         except (ConnectionError, OSError) as error:  # the client went away mid-request
             outcome, detail = "closed", first_line(error)
@@ -152,25 +158,39 @@ class SpamdFrontEnd:
         )
         return protocol.check_reply(request, verdict, outcome.message, _report(outcome)), "ok", detail
 
-    async def _answer(self, writer: Writer, reply: bytes, reader: asyncio.StreamReader | None = None) -> bool:
+    async def _answer(
+        self, writer: Writer, reply: bytes, reader: asyncio.StreamReader, refused: str | None = None
+    ) -> bool:
         """Write the reply and close; a client that does not take it in time is dropped. What the
         client still sends (the rest of a refused request) is read and dropped for a moment first:
-        closing a socket with unread data resets it, and the reset can destroy the reply. False
-        when the reply could not be handed to the kernel (the connection was already gone)."""
+        closing a socket with unread data resets it, and the reset can destroy the reply.
+        ``refused``: the peer of a connection that holds no slot (refused before one, or turned
+        away for want of one): it lingers only within ``self.lingering``'s bounds, else it is
+        closed right after the reply. False when the reply could not be handed to the kernel (the
+        connection was already gone)."""
         if writer.transport.is_closing():  # aborted meanwhile (the client reset it, or shutdown)
             writer.close()
             return False
+        lingers = refused is None or self.lingering.try_add(refused)
         try:
             writer.write(reply)
             await asyncio.wait_for(writer.drain(), self.settings.timeout)
             if writer.can_write_eof():
                 writer.write_eof()
-            if reader is not None:
+            if lingers:
                 await asyncio.wait_for(_discard(reader), LINGER_SECONDS)
+            else:
+                self.door.say_now(
+                    "linger",
+                    f"closed a refused connection from {refused} at once: too many refused "
+                    "connections are still being read from",
+                )
         except (asyncio.TimeoutError, ConnectionError, OSError):
             writer.transport.abort()
             return False
         finally:
+            if refused is not None and lingers:
+                self.lingering.discard(refused)
             writer.close()
         return True
 
