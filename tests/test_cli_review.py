@@ -378,3 +378,53 @@ def test_pipeline_options_with_a_named_input_or_another_format_are_a_usage_error
     assert option in line and "one message on stdin" in line, line
     assert result.stdout == ""
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+# --- 8. a Maildir folder that cannot be read ---------------------------------------------------------
+
+
+def _maildir_with_unreadable_new(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A Maildir whose new/ cannot be listed (chmod 000 does not stop root, so listing it fails
+    here as it fails for a user)."""
+    import errno
+
+    maildir = tmp_path / "Maildir"
+    for sub in ("cur", "new", "tmp"):
+        (maildir / sub).mkdir(parents=True)
+    (maildir / "cur" / "1.M1P1.host:2,S").write_bytes(b"Subject: one\n\nhello there\n")
+    (maildir / "new" / "2.M2P2.host").write_bytes(b"Subject: two\n\nWIN a prize\n")
+    listing = Path.iterdir
+
+    def iterdir(self: Path) -> Any:
+        if self == maildir / "new":
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return listing(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    return maildir
+
+
+def test_a_maildir_folder_that_cannot_be_read_is_skipped_and_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from collections import Counter
+
+    from spamfilter.mail import describe_skipped, iter_mail_source
+
+    maildir = _maildir_with_unreadable_new(tmp_path, monkeypatch)
+    skipped: Counter[str] = Counter()
+    assert list(iter_mail_source(maildir, skipped)) == [b"Subject: one\n\nhello there\n"]
+    assert "cannot be read" in describe_skipped(skipped)
+
+
+def test_filter_of_a_maildir_folder_that_cannot_be_read_says_so_as_a_read_error(
+    trained_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It said 'cannot write the output: Permission denied' (exit 1): a read error reported as the
+    output's."""
+    maildir = _maildir_with_unreadable_new(tmp_path, monkeypatch)
+    out = tmp_path / "out"
+    argv = ["filter", str(maildir), "-o", str(out), "--model", str(trained_model)]
+    line = _usage_error(CliRunner().invoke(cli, argv))
+    assert f"cannot read {maildir / 'new'}: Permission denied" in line and "write" not in line, line
+    assert not out.exists()

@@ -129,6 +129,7 @@ SKIPPED_TOO_LARGE = f"larger than {MAX_MEMBER_BYTES >> 20} MiB"
 SKIPPED_NOT_REGULAR = "a link or special file"
 SKIPPED_UNSAFE_PATH = "an absolute or '..' path"
 SKIPPED_UNREADABLE = f"gone, unreadable or larger than {MAX_FOLDER_FILE_BYTES >> 20} MiB"
+SKIPPED_UNREADABLE_FOLDER = "a Maildir folder (cur/ or new/) that cannot be read, its messages unread"
 
 
 def looks_like_message(head: bytes) -> bool:
@@ -192,14 +193,17 @@ def mail_folder_files(path: Path, skipped: Counter[str] | None = None) -> list[P
     by name): its ``.eml`` files if it has any (other files then left alone, as ever), else every
     file whose first bytes are those of a message whatever its name (the SpamAssassin corpus's
     ``00001.7c53…``); the other files are skipped and counted in ``skipped``. Hidden files are
-    ignored. Raises ValueError for a folder that holds no messages, or a file that cannot be read."""
+    ignored. Raises ValueError for a folder that holds no messages, or a file that cannot be read.
+    A Maildir's cur/ or new/ that cannot be listed is skipped and counted in ``skipped`` (as an
+    unreadable file is); without ``skipped`` (filter, which would leave its messages out of the
+    output) it is a ValueError naming it."""
     subfolders = [folder for folder in (path / "cur", path / "new") if _real_folder(folder)]
     if subfolders:
-        found = [entry for folder in subfolders for entry in sorted(folder.iterdir())]
+        found = [entry for folder in subfolders for entry in _listed(folder, skipped)]
         kept = [entry for entry in found if plain_file(entry) and not entry.name.startswith(".")]
         _count_links(found, skipped)
         return kept
-    entries = sorted(path.iterdir())
+    entries = _listed(path, None)
     _count_links(entries, skipped)
     files = [entry for entry in entries if plain_file(entry) and not entry.name.startswith(".")]
     emls = [entry for entry in files if entry.suffix.lower() == ".eml"]
@@ -216,6 +220,19 @@ def mail_folder_files(path: Path, skipped: Counter[str] | None = None) -> list[P
     if messages:
         return messages
     raise ValueError(f"{path}: a folder that is neither a Maildir nor holds mail files")
+
+
+def _listed(folder: Path, skipped: Counter[str] | None) -> list[Path]:
+    """A folder's entries, sorted by name; one that cannot be listed (``chmod 000 Maildir/new``) is
+    counted in ``skipped`` where it is given, else a ValueError naming it: a read error, never
+    reported as the output's."""
+    try:
+        return sorted(folder.iterdir())
+    except OSError as error:
+        if skipped is None:
+            raise ValueError(f"cannot read {folder}: {error.strerror or error}") from None
+        skipped[SKIPPED_UNREADABLE_FOLDER] += 1
+        return []
 
 
 def plain_file(entry: Path) -> bool:
