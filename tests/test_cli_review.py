@@ -428,3 +428,36 @@ def test_filter_of_a_maildir_folder_that_cannot_be_read_says_so_as_a_read_error(
     line = _usage_error(CliRunner().invoke(cli, argv))
     assert f"cannot read {maildir / 'new'}: Permission denied" in line and "write" not in line, line
     assert not out.exists()
+
+
+# --- 9. train without --out does not replace a trained model -------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["SPAMFILTER_MODEL", "XDG_DATA_HOME"])
+def test_train_without_out_refuses_to_replace_a_trained_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    if where == "SPAMFILTER_MODEL":
+        model = tmp_path / "pinned"
+        monkeypatch.setenv("SPAMFILTER_MODEL", str(model))
+    else:
+        monkeypatch.delenv("SPAMFILTER_MODEL", raising=False)
+        monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+        model = tmp_path / "data" / "spamfilter" / "model"
+    model.mkdir(parents=True)
+    (model / "spamfilter.json").write_text('{"threshold": 0.5}')
+    data = tmp_path / "few.tsv"
+    data.write_text("spam\tWIN a prize\nham\tlunch?\n")
+    shape = tmp_path / "tiny.json"
+    shape.write_text('{"n_embd": 32, "n_layer": 1, "n_head": 2, "n_positions": 128, "vocab_size": 50257}')
+    argv = ["train", "--data", str(data), "--weights", "random", "--model", str(shape), "--device", "cpu"]
+    line = _usage_error(CliRunner().invoke(cli, argv))
+    assert f"a trained model is already at {model}" in line and "--force" in line, line
+    assert sorted(p.name for p in model.iterdir()) == ["spamfilter.json"]
+    # --force asks for it: the run goes on (here to the next check, too few messages)
+    line = _usage_error(CliRunner().invoke(cli, [*argv, "--force"]))
+    assert "already" not in line, line
+    # and --out elsewhere is not refused either
+    line = _usage_error(CliRunner().invoke(cli, [*argv, "--out", str(tmp_path / "other")]))
+    assert "already" not in line, line
+    assert (model / "spamfilter.json").read_text() == '{"threshold": 0.5}'

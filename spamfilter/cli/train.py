@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -253,6 +254,12 @@ def _flag_default(name: str) -> str:
 )
 @click.option("--resume", is_flag=True, help="Continue an interrupted run after its last finished epoch.")
 @click.option(
+    "--force",
+    is_flag=True,
+    help="Without --out: replace the model already at $SPAMFILTER_MODEL or the default location "
+    "(refused otherwise; --out DIR writes where it says).",
+)
+@click.option(
     "--progress/--no-progress",
     default=None,
     help="Progress within each epoch on stderr: a live bar on a terminal, else (a log) a line a minute. "
@@ -290,6 +297,7 @@ def train(
     target_fpr: float | None,
     quantize: str,
     resume: bool,
+    force: bool,
     progress: bool | None,
 ) -> None:
     """Fine-tune GPT-2 as a spam classifier and export it as a model directory.
@@ -302,6 +310,8 @@ def train(
             f"{MEMBER_SEED_STEP} * i, at most {SEED_MAX})",
             param_hint="'--seed'",
         )
+    if out is None and not (resume or force):
+        _refuse_to_replace(train_output_dir())
     console = _console()
     try:
         from ..export import describe_export
@@ -374,6 +384,17 @@ def train(
     for line in [*describe_result(result, options.out), *describe_export(options.out, result.manifest)]:
         console.print(line)
     remember_model_dir(options.out)
+
+
+def _refuse_to_replace(target: Path) -> None:
+    """train without --out writes to $SPAMFILTER_MODEL or the default location: a trained model
+    there (the one filter runs) is replaced only when --force asks for it."""
+    if (target / "spamfilter.json").exists():
+        where = "$SPAMFILTER_MODEL" if os.environ.get("SPAMFILTER_MODEL") else "the default location"
+        raise click.UsageError(
+            f"a trained model is already at {target} ({where}): pass --out DIR to train another, "
+            "or --force to replace it"
+        )
 
 
 @cli.command(context_settings=CONTEXT)
