@@ -292,15 +292,17 @@ def csv_items(source: TextIO, text_column: str) -> tuple[CsvLayout, Iterator[Ite
 
 
 def _csv_rows(reader: Any, layout: CsvLayout) -> Iterator[Item]:
-    """Each row as an item. A row with more or fewer fields than the header (an unquoted comma, a
-    cut line) stops the run with one line (``DataError``, as ``eval`` refuses it): its fields would
-    not be the header's columns, nor its text the text column's; the rows before it are written. An
-    empty line is an empty row."""
+    """Each row as an item. A row with more fields than the header (an unquoted comma), or too few
+    to hold the text column (a cut line), stops the run with one line (``DataError``, as ``eval``
+    refuses it): its fields would not be the header's columns, or it has no text to score; the rows
+    before it are written. A shorter row that holds its text is written with empty fields up to the
+    added columns; an empty line is an empty row."""
     for row in reader:
-        if row and len(row) != layout.fields:
+        if len(row) > layout.fields or (row and layout.column >= len(row)):
             raise DataError(
                 f"cannot read the CSV: line {reader.line_num} has {len(row)} fields, the header "
-                f"{layout.fields}; every row needs as many (quote a field that holds a comma)"
+                f"{layout.fields}; a row needs its text column and no more fields than the header "
+                "(quote a field that holds a comma)"
             )
         yield layout.item(row)
 

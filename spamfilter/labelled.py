@@ -95,7 +95,7 @@ def _header_rows(handle: Iterable[str], path: Path, sep: str) -> Iterator[tuple[
     for row in reader:
         if not row:
             continue
-        if len(row) != len(header):  # as filter: a row's fields would not be the header's columns
+        if len(row) > len(header) or max(label, text) >= len(row):  # as filter refuses them
             raise DataError(
                 f"cannot parse {path}: line {reader.line_num} has {len(row)} fields, the header {len(header)}"
             )

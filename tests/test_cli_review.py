@@ -166,6 +166,12 @@ def test_a_csv_row_of_another_width_stops_the_run_after_the_rows_before_it(bad: 
     ]
 
 
+def test_a_short_csv_row_that_holds_its_text_is_kept_with_empty_fields() -> None:
+    rows, error = _filter_csv("Text,id\nhello,1\nworld\n")
+    assert error is None
+    assert rows[2] == ["world", "", "spam", "0.750000"]
+
+
 @pytest.mark.parametrize("bad", ["spam,x,extra", "spam"])
 def test_eval_refuses_a_row_of_another_width_as_filter_does(tmp_path: Path, bad: str) -> None:
     data = tmp_path / "data.csv"

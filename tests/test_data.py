@@ -19,6 +19,7 @@ from spamfilter.data import (
     read_mail,
 )
 from spamfilter.errors import DataError as SpamfilterDataError
+from spamfilter.errors import UsageError
 from spamfilter.labelled import read_labelled_texts, read_mail_texts
 
 
@@ -57,7 +58,7 @@ def test_csv_with_header_and_label_words(tmp_path: Path) -> None:
 def test_missing_columns_and_bad_labels(tmp_path: Path) -> None:
     path = tmp_path / "bad.csv"
     path.write_text("subject,body\na,b\n")
-    with pytest.raises(DataError, match="label column"):
+    with pytest.raises(UsageError, match="label column"):  # a usage error (exit 2), as filter's
         read_labelled(path)
     path.write_text("label,text\nmaybe,hello\n")
     with pytest.raises(DataError, match="unknown label 'maybe'"):

@@ -149,7 +149,8 @@ def _inputs(root: Path) -> dict[str, Path]:
         writer.writerow(["id", "Text", "label"])
         for i, raw in enumerate(messages):
             writer.writerow([i, raw.split(b"\n\n", 1)[-1][:2000].decode("utf-8", "surrogateescape"), "x"])
-        stream.write('998,"a quoted, multi\nline\rcell",y\n\n')  # a cell over lines, an empty line
+        # a short row that holds its text (a cell over lines), an empty line
+        stream.write('998,"a quoted, multi\nline\rcell"\n\n')
     email = root / "one.eml"
     email.write_bytes(messages[1].split(b"\n", 1)[1])
     return {"mbox": mbox, "csv": table, "folder": folder, "email": email}
