@@ -26,20 +26,20 @@ from spamfilter.service.limits import Lingering
 from spamfilter.service.server import ServiceSettings
 
 PING = spamd_request("PING")
+# 127.0.0.1 as /proc/net/tcp writes it: the address as a number in the host's byte order.
+LOOPBACK_HEX = f"{struct.unpack('=I', socket.inet_aton('127.0.0.1'))[0]:08X}"
 
 
 def server_sockets(port: int) -> int:
-    """Connections the service holds open on ``port`` (its own ends, owned by a process: not the
-    clients' ends, not the kernel's orphans after a close)."""
+    """Connections the service holds open on 127.0.0.1:``port`` (its own ends, owned by a
+    process: not the clients' ends, not the kernel's orphans after a close)."""
     count = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(OSError), open(table) as rows:
-            next(rows)
-            for row in rows:
-                fields = row.split()
-                local_port = int(fields[1].rsplit(":", 1)[1], 16)
-                if local_port == port and fields[3] != "0A" and int(fields[9]) != 0:
-                    count += 1
+    with open("/proc/net/tcp") as rows:
+        next(rows)
+        for row in rows:
+            fields = row.split()
+            if fields[1] == f"{LOOPBACK_HEX}:{port:04X}" and fields[3] != "0A" and int(fields[9]) != 0:
+                count += 1
     return count
 
 
