@@ -7,7 +7,10 @@ and the filter's reading depend on it):
 - ``as recorded``: the model's own recipe (models trained before the discount: at most 4 windows,
   a longer body read at 4 stretches spread over it, P(spam) the highest window's);
 - ``every window``: at most ``--max-windows`` windows (every window of the reader's 20,000
-  characters in ordinary text), the highest window's log-odds less ``--discount`` * ln(windows).
+  characters in ordinary text), the highest window's log-odds less ``--discount`` * ln(windows);
+- ``every window, end at a paragraph``: the same, the window that reads the end starting at the
+  first paragraph of the body's last stretch, as the last of 4 spread windows did (where the window
+  before it reaches it: nothing is skipped).
 
 Each way is calibrated as ``train`` calibrates (``spamfilter.calibration.calibrate`` at the
 model's ``target_fpr``, on the validation split and, where its ham are too few for the budget,
@@ -40,7 +43,7 @@ from .common import script_parser, table
 from .mail_corpus import load_corpus, recipe_dir, split_indexes
 
 HAM_ALLOWED = (1, 3)
-WAYS = ("as recorded", "every window")
+WAYS = ("as recorded", "every window", "every window, end at a paragraph")
 
 
 def main() -> None:
@@ -72,9 +75,13 @@ def main() -> None:
             folder = recipe_dir(seed) / row
             recorded = Classifier.load(folder, variant="fp32")
             every = dataclasses.replace(
-                recorded.recipe, max_windows=args.max_windows, window_discount=args.discount
+                recorded.recipe,
+                max_windows=args.max_windows,
+                window_discount=args.discount,
+                end_at_paragraph=False,
             )
-            ways = dict(zip(WAYS, (recorded.recipe, every), strict=True))
+            paragraph = dataclasses.replace(every, end_at_paragraph=True)
+            ways = dict(zip(WAYS, (recorded.recipe, every, paragraph), strict=True))
             found: dict[str, list[str]] = {name: [] for name in changed}
             for way, recipe in ways.items():
                 classifier = Classifier.load(folder, variant="fp32")

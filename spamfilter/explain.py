@@ -160,7 +160,7 @@ def read_ranges(classifier: Classifier, text: str) -> tuple[list[tuple[int, int]
         end = len(text) if offsets is None else offsets[min(len(ids), max_length)]
         return [(0, end)], 0, [ids[:max_length]]
     head = min(head_length(ids, max_length // _HEAD_SHARE), max_length // _HEAD_SHARE)
-    windows = split_windows(ids, head, max_length, classifier.max_windows)
+    windows = split_windows(ids, head, max_length, classifier.max_windows, classifier.recipe.end_at_paragraph)
     body = np.asarray(ids[head:], dtype=np.int64)
     ranges, begin = [], 0
     for window in windows:
@@ -240,7 +240,9 @@ def _message_windows(classifier: Classifier, ids: Sequence[int]) -> np.ndarray:
     on the rows beside it (by up to 0.05 in P(spam) for a copy scored among 128 rows against
     alone): scoring every copy in calls of its own is what makes the explanation's estimate the
     verdict the filter gives the edited text."""
-    windows, _ = windows_of([ids], classifier.directory.max_length, classifier.max_windows)
+    windows, _ = windows_of(
+        [ids], classifier.directory.max_length, classifier.max_windows, classifier.recipe.end_at_paragraph
+    )
     return _window_probabilities(classifier, windows)
 
 

@@ -62,7 +62,7 @@ from .train_options import (
     TrainOptions,
 )
 from .weights import HUB_REPOS, WEIGHTS_FILE, load_pretrained
-from .windows import DISCOUNT_LIMIT, MAX_WINDOWS, WINDOWS_LIMIT, combine, later_windows
+from .windows import DISCOUNT_LIMIT, END_AT_PARAGRAPH, MAX_WINDOWS, WINDOWS_LIMIT, combine, later_windows
 
 ADAPTED_FOLDER = "adapted"  # train --adapt-steps: the adapted weights, until the model directory is complete
 ADAPT_LR = 1e-3  # bench_adapt's, for train --adapt-steps (RESULTS section 15)
@@ -326,7 +326,7 @@ def windowed_probabilities(
     of its windows' (at most ``max_windows``), less ``discount`` log-odds per ln(windows read).
     ``first_windows`` are the scores already computed of every text's first ``max_length`` tokens
     (a text's first window is exactly that), so only the later windows of long texts are run here."""
-    windows, owners = later_windows(rows, max_length, max_windows)
+    windows, owners = later_windows(rows, max_length, max_windows, END_AT_PARAGRAPH)
     if not windows:
         return first_windows
     device = next(classifier.parameters()).device
@@ -498,7 +498,7 @@ def fine_tune(
         # The filter reads every window of a long message and keeps the highest score, so every
         # window of a ham must read as ham: a long newsletter's offers page is trained as ham too.
         ham = [rows["train"][i] for i in range(len(splits.train)) if labels["train"][i] == 0]
-        further, _ = later_windows(ham, max_length, options.max_windows)
+        further, _ = later_windows(ham, max_length, options.max_windows, END_AT_PARAGRAPH)
         rows["train"] = [*rows["train"], *further]
         labels["train"] = np.concatenate([labels["train"], np.zeros(len(further), dtype=np.int64)])
     arrays = {name: (tokenizer.pad(rows[name], max_length), labels[name]) for name in rows}
@@ -604,6 +604,7 @@ def fine_tune(
             **record.config,  # pooling and max_length are the manifest's own fields (ModelRecipe)
             "max_windows": options.max_windows,
             "window_discount": options.window_discount,
+            "end_at_paragraph": END_AT_PARAGRAPH,
             "balance": options.balance,
             "augment": bool(options.augment),
             "interleave": bool(options.interleave),

@@ -141,7 +141,7 @@ def window_features(directory: ModelDirectory, texts: Sequence[str], session: An
     recipe = directory.recipe
     tokenizer = Tokenizer(directory.path)
     rows = tokenizer.encode_batch([text[: recipe.chars_kept] for text in texts])
-    windows, owners = windows_of(rows, recipe.max_length, recipe.max_windows)
+    windows, owners = windows_of(rows, recipe.max_length, recipe.max_windows, recipe.end_at_paragraph)
     ids = tokenizer.pad(windows, recipe.max_length, recipe.pad_token_id)
     session = session or features_session(directory)
     features, windows_read = feature_rows(session, ids, _FEATURE_BATCH)

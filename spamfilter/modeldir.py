@@ -120,6 +120,9 @@ class ModelRecipe:
     pooling: str
     max_windows: int = 1  # windows the threshold was calibrated for (windows.windows_recorded)
     window_discount: float = 0.0  # log-odds off per ln(windows read) (windows.discount_recorded)
+    end_at_paragraph: bool = (
+        False  # later windows start at a paragraph where one is near (windows.split_windows)
+    )
     target_fpr: float | None = None  # the ham false-positive share the threshold was chosen for
     message_bytes: int = MESSAGE_BYTES_READ  # of a message handed over alone
     text_chars: int = TEXT_CHARS_READ  # of a message's extracted text
@@ -164,6 +167,7 @@ class Manifest:
             pooling=self.pooling,
             max_windows=windows_recorded(self.recipe),
             window_discount=discount_recorded(self.recipe),
+            end_at_paragraph=self.recipe.get("end_at_paragraph") is True,
             target_fpr=target_fpr,
         )
 

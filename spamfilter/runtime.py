@@ -332,7 +332,7 @@ class Classifier:
     def _model_probability(self, texts: Sequence[str], heads: Sequence[Head | None] | None) -> np.ndarray:
         recipe = self.recipe
         rows = self.tokenizer.encode_batch([text[: recipe.chars_kept] for text in texts])
-        windows, owners = windows_of(rows, recipe.max_length, recipe.max_windows)
+        windows, owners = windows_of(rows, recipe.max_length, recipe.max_windows, recipe.end_at_paragraph)
         if heads is None and self.user_head is not None:
             heads = [self.user_head.head] * len(texts)
         if heads is not None and any(head is not None for head in heads):

@@ -34,6 +34,7 @@ import numpy as np
 MAX_WINDOWS = 32  # windows scored per message at most (README "What the model reads"): 7,000+ tokens
 WINDOWS_LIMIT = 64  # the most a model may record (train --max-windows)
 WINDOW_DISCOUNT = 0.25  # log-odds taken off per ln(windows read), for models trained now
+END_AT_PARAGRAPH = True  # models trained now read a text's end from its last stretch's first paragraph
 DISCOUNT_LIMIT = 4.0  # the most a model may record (train --window-discount)
 _PROBABILITY_FLOOR = 1e-12  # log-odds of P in [floor, 1 - floor]: finite for saturated answers
 _HEAD_SHARE = 4  # the repeated first line takes at most 1/_HEAD_SHARE of a window
@@ -63,6 +64,7 @@ def split_windows(
     head: int,
     max_length: int,
     max_windows: int = MAX_WINDOWS,
+    end_at_paragraph: bool = False,
 ) -> list[list[int]]:
     """The windows of one text's token ids: ``head`` is how many leading ids form its first line
     (repeated at the start of every window), ``max_length`` the model's window.
@@ -71,10 +73,11 @@ def split_windows(
     previous window's second half (or, spread out under the cap, in its own first half); the last
     spread window, which reads to the end from wherever it starts, starts at the first paragraph
     that begins in it, so that a paragraph appended to pages of other text is read alone. (Starting
-    every window at a paragraph measured worse: recall at 0.18 % FPR 84 % against 90 %.) Within
-    the cap, the windows follow each other over the whole body, and the last paragraph is read in a
-    window of its own too where none starts there. The first window is the text's first
-    ``max_length`` tokens, as one window always was."""
+    every window at a paragraph measured worse: recall at 0.18 % FPR 84 % against 90 %.) Within the
+    cap the windows follow each other over the whole body; with ``end_at_paragraph`` (models that
+    record it) the end is read as the last spread window reads it, from the first paragraph of the
+    body's last stretch (in one more window where the one before does not reach it). The first
+    window is the text's first ``max_length`` tokens, as one window always was."""
     ids = list(ids)
     if len(ids) <= max_length or max_windows <= 1:
         return [ids[:max_length]]
@@ -94,10 +97,16 @@ def split_windows(
         begin = starts[-1]
         cut = boundary(lines, begin + width // 2 + 1, begin + width + 1, last=True)
         starts.append(begin + width if cut is None else cut)
-    if len(starts) < max_windows and paragraphs and paragraphs[-1] > starts[-1]:
-        # The last paragraph read alone as well: one appended to pages of other text (an offer
-        # after a page of ham) is read as its own, not after the lines that share its window.
-        starts.append(paragraphs[-1])
+    at = boundary(paragraphs, len(body) - width, len(body), last=False) if len(starts) > 1 else None
+    if end_at_paragraph and at is not None and at != starts[-1] and len(starts) <= max_windows:
+        # The end is read, as the last spread window reads it, from the first paragraph of the
+        # body's last stretch: an offer appended to a page of other text is read alone, not after
+        # the lines before it. Where the window before does not reach that paragraph, the window
+        # that did read the end stays too (nothing is skipped), if the cap allows one more.
+        if at <= starts[-2] + width:
+            starts[-1] = at
+        elif len(starts) < max_windows:
+            starts.append(at)
     if len(starts) > max_windows:
         # Spread over the whole body, the first stretch and the last one (aligned to its end)
         # included: what a spammer puts first, last or in the middle is read.
@@ -126,24 +135,29 @@ def windows_of(
     rows: Sequence[Sequence[int]],
     max_length: int,
     max_windows: int = MAX_WINDOWS,
+    end_at_paragraph: bool = False,
 ) -> tuple[list[list[int]], np.ndarray]:
     """Every text's windows, flattened, and for each window the index of its text."""
     windows: list[list[int]] = []
     owners: list[int] = []
     for index, ids in enumerate(rows):
-        parts = split_windows(ids, head_length(ids, max_length // _HEAD_SHARE), max_length, max_windows)
+        head = head_length(ids, max_length // _HEAD_SHARE)
+        parts = split_windows(ids, head, max_length, max_windows, end_at_paragraph)
         windows.extend(parts)
         owners.extend([index] * len(parts))
     return windows, np.asarray(owners, dtype=np.int64)
 
 
 def later_windows(
-    rows: Sequence[Sequence[int]], max_length: int, max_windows: int = MAX_WINDOWS
+    rows: Sequence[Sequence[int]],
+    max_length: int,
+    max_windows: int = MAX_WINDOWS,
+    end_at_paragraph: bool = False,
 ) -> tuple[list[list[int]], np.ndarray]:
     """The windows after the first of every row longer than ``max_length`` (at most ``max_windows``
     in all per row), and the index of each one's row: what training adds to the first windows it
     has already scored or trained on."""
-    windows, owners = windows_of(rows, max_length, max_windows)
+    windows, owners = windows_of(rows, max_length, max_windows, end_at_paragraph)
     later = np.flatnonzero(np.r_[False, owners[1:] == owners[:-1]])
     return [windows[i] for i in later], owners[later]
 

@@ -29,6 +29,7 @@ from support.spamd_server import Server, filter_email, request, spamd_request
 from spamfilter.pipeline import tag_message
 from spamfilter.runtime import Classifier
 from spamfilter.verdict import Decision, sa_score
+from spamfilter.windows import MAX_WINDOWS
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "spamassassin"
 SPAM = make_email("You have WON", "WINNER!! You have won a £1000 prize. Call 09061701461 to claim now")
@@ -289,7 +290,7 @@ def test_concurrent_requests_share_model_calls_and_metrics_count_them(server: Se
     long = make_email("a long one", " ".join(f"word{i} about the meeting" for i in range(1500)))
     assert request(server.address, spamd_request("CHECK", long)).startswith(b"SPAMD/1.1 0 EX_OK")
     windows = value(metrics(), "spamfilter_windows_total") - value(after, "spamfilter_windows_total")
-    assert windows == 4  # the cap (train records it in the model's recipe)
+    assert windows == MAX_WINDOWS  # 20,000 characters of text in windows of 120 tokens: the cap
     with urllib.request.urlopen(f"http://{server.metrics}/health", timeout=30) as answer:
         health = json.loads(answer.read())
     assert health["status"] == "ok" and health["variant"] in ("fp32", "int8")

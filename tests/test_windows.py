@@ -131,6 +131,19 @@ def test_a_spam_between_two_stretches_of_ham_lies_between_four_spread_windows() 
     assert any(99 in window for window in split_windows(ids, head=2, max_length=256, max_windows=MAX_WINDOWS))
 
 
+def test_the_end_is_read_from_a_paragraph_only_by_models_that_record_it() -> None:
+    # two windows of lines, then an offer appended as a paragraph of its own, out of the first's reach
+    body = [11, 198] * 200 + [628] + [99, 198] * 10
+    ids = [5, 198, *body]
+    older = split_windows(ids, head=2, max_length=256, max_windows=4)
+    assert len(older) == 2 and older[1][2] != 99  # as models trained before read it
+    now = split_windows(ids, head=2, max_length=256, max_windows=MAX_WINDOWS, end_at_paragraph=True)
+    assert now[:2] == older and now[2] == [5, 198] + [99, 198] * 10  # and the offer alone
+    nearer = [5, 198, *([11, 198] * 120), 628, *([99, 198] * 20)]  # the window before reaches it
+    windows = split_windows(nearer, head=2, max_length=256, max_windows=MAX_WINDOWS, end_at_paragraph=True)
+    assert len(windows) == 2 and windows[1] == [5, 198] + [99, 198] * 20
+
+
 def test_windows_follow_the_tokenizer_and_the_subject() -> None:
     tokenizer = Tokenizer()
     text = "Cheap meds\n" + "word " * 300
@@ -191,7 +204,9 @@ def test_a_spam_between_two_halves_of_the_ham_is_flagged(padded_spam: tuple[str,
     before, after = "\n".join(lines[: len(lines) // 2]), "\n".join(lines[len(lines) // 2 :])
     sandwich = f"Re: minutes\n{before}\n\n{spam}\n\n{after}"
     rows = classifier.tokenizer.encode_batch([sandwich])
-    windows, _ = windows_of(rows, classifier.recipe.max_length, MAX_WINDOWS)
+    windows, _ = windows_of(
+        rows, classifier.recipe.max_length, MAX_WINDOWS, classifier.recipe.end_at_paragraph
+    )
     assert len(windows) > 4  # more than models trained before read
     assert classifier.spam_probability([sandwich])[0] >= classifier.threshold
 
@@ -220,7 +235,9 @@ def test_the_summary_counts_the_windows_read(
     assert result.exit_code == 0, result.output
     classifier = Classifier.load(trained_model)
     text = f"long\n{padding}\n\n{spam}"  # as the reader gives it: the Subject line, the body
-    windows, _ = windows_of(classifier.tokenizer.encode_batch([text]), classifier.recipe.max_length)
+    recipe = classifier.recipe
+    rows = classifier.tokenizer.encode_batch([text])
+    windows, _ = windows_of(rows, recipe.max_length, recipe.max_windows, recipe.end_at_paragraph)
     assert len(windows) > 4
     assert f"; {len(windows)} windows read" in result.stderr
 
