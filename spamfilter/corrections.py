@@ -148,6 +148,24 @@ class Corrections:
         replace_file(
             record, (json.dumps({"teacher": teacher, "stored": stored}, sort_keys=True) + "\n").encode()
         )
+        self._disown(key, record)
+
+    def _disown(self, key: str, owner: Path) -> None:
+        """Take ``key`` out of every teacher's record but ``owner``'s (the lock held): a record of a
+        message forgotten and stored again by another would still name its first teacher, who could
+        then move or forget the new one (the service lets only the teacher who stored a message)."""
+        for record in (self.root / TEACHERS_DIR).glob("*.json"):
+            if record == owner or not plain_file(record):
+                continue
+            try:
+                found = json.loads(record.read_text())
+                if not isinstance(found, dict) or not isinstance(found.get("stored"), dict):
+                    continue
+                if key in found["stored"]:
+                    del found["stored"][key]
+                    replace_file(record, (json.dumps(found, sort_keys=True) + "\n").encode())
+            except (OSError, ValueError, RecursionError):  # a damaged record lists nothing it could use
+                continue
 
     def _path(self, key: str, label: int) -> Path:
         return self.root / CLASS_FOLDERS[label] / f"{key}.eml"

@@ -271,3 +271,39 @@ def test_a_uuencoded_body_is_decoded() -> None:
     raw += b"begin 644 offer.txt\n" + lines + b"`\nend\n"
     assert body_of(raw) == OFFER
     assert body_of(raw.replace(b"begin 644 offer.txt\n", b"")) == OFFER  # no begin line
+
+
+def test_an_author_display_undoes_hidden_even_when_its_var_is_not_resolved() -> None:
+    """A browser shows ``<div hidden style="display:var(--nope)">``: the author's display (invalid
+    at computed time, so ``inline``) overrides the built-in display:none of ``hidden``."""
+    markup = (
+        '<p>x</p><div hidden style="display:var(--nope)">OFFER</div>'
+        '<dialog style="display:var(--n)">TWO</dialog>'
+    )
+    text = body_of(html(markup))
+    assert "OFFER" in text and "TWO" in text
+
+
+def test_a_rule_whose_selectors_a_browser_reads_is_kept() -> None:
+    """A quoted ``]`` in an attribute selector and a vendor's pseudo-class both browsers read do
+    not make the rule invalid: its dark background stays under the white offer."""
+    for other in ('[data-x="]"]', "input:-webkit-autofill"):
+        markup = (
+            f"<style>.bg, {other} {{background:#000000}}</style>"
+            '<div class="bg" style="color:#ffffff">BUY PILLS</div>'
+        )
+        assert "BUY PILLS" in body_of(html(markup)), other
+
+
+def test_a_long_colour_attribute_is_not_kept_whole_by_the_colour_cache() -> None:
+    import tracemalloc
+
+    from spamfilter.mail import render
+
+    render._parsed_legacy_colour.cache_clear()
+    tracemalloc.start()
+    for number in range(40):
+        extract_text(html(f'<font color="{number:08d}{"a" * 250_000}">offer</font>'))
+    held, _peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert held < 5_000_000, held  # 40 values of 250,000 characters kept would be 10 MB

@@ -396,6 +396,12 @@ def test_only_the_teacher_who_stored_a_shared_correction_moves_or_forgets_it(tmp
     assert tell_as(root, learnt, Remove="local") == b"SPAMD/1.1 0 EX_OK\r\nDidRemove: local\r\n\r\n\r\n"
     assert tell_as(owner, reported, Remove="local").startswith(b"SPAMD/1.1 0 EX_OK\r\nDidRemove: local")
     assert kept() == {}
+    # Forgotten, then stored again by another: the first teacher's old record no longer owns it.
+    assert tell_as(other, reported, Message_class="ham", Set="local").startswith(b"SPAMD/1.1 0 EX_OK")
+    for attempt in ({"Message_class": "spam", "Set": "local"}, {"Remove": "local"}):
+        refused = tell_as(owner, reported, **attempt)
+        assert refused.startswith(b"SPAMD/1.0 77 TELL refused: uid 12345 did not store"), refused
+    assert kept() == {key: 0}
 
 
 def test_another_local_user_cannot_undo_roots_report(model_copy: Path) -> None:

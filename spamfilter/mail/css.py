@@ -520,6 +520,8 @@ _PSEUDO_CLASSES = frozenset(
         *("modal", "popover-open", "user-invalid", "user-valid", "host"),
         *("not(", "is(", "where(", "has(", "nth-child(", "nth-last-child(", "nth-of-type("),
         *("nth-last-of-type(", "lang(", "dir(", "host("),
+        # vendors' own that both read (Firefox reads -webkit-autofill as an alias since 86)
+        *("-webkit-autofill", "-webkit-any-link", "-moz-focusring", "-moz-placeholder"),
         *("before", "after", "first-line", "first-letter"),  # pseudo-elements of CSS 2, one colon
     }
 )
@@ -530,7 +532,7 @@ _PSEUDO_ELEMENTS = frozenset(
     }
 )
 _SELECTOR_PIECE = re.compile(
-    r"\s*[>+~]\s*|\s+|\*|[.#]?-?-?[^\W\d][\w-]*|\[[^\]]*\]|(::?)(-?-?[^\W\d][\w-]*)(\()?"
+    r"""\s*[>+~]\s*|\s+|\*|[.#]?-?-?[^\W\d][\w-]*|\[(?:[^\]"']|"[^"]*"|'[^']*')*\]|(::?)(-?-?[^\W\d][\w-]*)(\()?"""
 )
 
 

@@ -340,8 +340,17 @@ def _colour(value: str) -> Colour | str | None:
     return (int(red), int(green), int(blue))
 
 
-@functools.lru_cache(maxsize=1024)
 def _legacy_colour(value: str) -> Colour | None:
+    """:func:`_parsed_legacy_colour` of ``value`` as far as the rules read it (its first 128
+    characters after the outer whitespace): the cache keeps no more of a hostile attribute."""
+    return _parsed_legacy_colour(value.strip(" \t\n\f\r")[:_LEGACY_COLOUR_CHARS])
+
+
+_LEGACY_COLOUR_CHARS = 128  # the rules cut the value there (each character past U+FFFF read as 2)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed_legacy_colour(value: str) -> Colour | None:
     """A ``bgcolor``, ``color`` or ``text`` attribute's colour as a browser reads it (WHATWG's
     "rules for parsing a legacy colour value"): a name, ``#rgb``, or else hex digits read however
     they are written (``bgcolor=000000000`` and ``#00000`` are black, ``darkred`` is dark red,
@@ -1144,15 +1153,14 @@ def _ink_under(
     if ink is None:
         return None
     own: dict[str, str] | None = None
+    authored_display = "display" in declarations  # even one whose var() is dropped below
     if variables is not None and (
         ink.variables or any(name.startswith("--") or "var(" in value for name, value in declarations.items())
     ):
         declarations, own = with_variables(declarations, dict(ink.variables), variables)
     if _hides(declarations):
         return None
-    if (
-        "hidden" in attributes or (tag == "dialog" and "open" not in attributes)
-    ) and "display" not in declarations:
+    if ("hidden" in attributes or (tag == "dialog" and "open" not in attributes)) and not authored_display:
         return None  # ``hidden`` is the browser's own display:none, which an author's display undoes
     return ink.under(tag, attributes, declarations, own)
 

@@ -106,7 +106,7 @@ class Metrics:
         )
         self.windows = Counter(
             "spamfilter_windows",
-            "Model windows scored: a message longer than the model's window is read in up to 4.",
+            "Model windows scored: a message longer than the model's window is read in several.",
             registry=self.registry,
         )
         self.connections = Gauge("spamfilter_connections", "Open client connections.", registry=self.registry)
