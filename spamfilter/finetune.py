@@ -321,12 +321,14 @@ def windowed_probabilities(
     max_length: int,
     max_windows: int = MAX_WINDOWS,
     discount: float = 0.0,
+    end_at_paragraph: bool = False,
 ) -> np.ndarray:
     """P(spam) per text as the filter computes it (:func:`spamfilter.windows.combine`): the highest
-    of its windows' (at most ``max_windows``), less ``discount`` log-odds per ln(windows read).
+    of its windows' (at most ``max_windows``, the end read from a paragraph with
+    ``end_at_paragraph``), less ``discount`` log-odds per ln(windows read).
     ``first_windows`` are the scores already computed of every text's first ``max_length`` tokens
     (a text's first window is exactly that), so only the later windows of long texts are run here."""
-    windows, owners = later_windows(rows, max_length, max_windows, END_AT_PARAGRAPH)
+    windows, owners = later_windows(rows, max_length, max_windows, end_at_paragraph)
     if not windows:
         return first_windows
     device = next(classifier.parameters()).device
@@ -366,7 +368,14 @@ def training_ham_scores(
     run's scores of the same rows."""
     ham = np.flatnonzero(labels == 0)
     return windowed_probabilities(
-        classifier, tokenizer, [rows[i] for i in ham], first_windows[ham], max_length, max_windows, discount
+        classifier,
+        tokenizer,
+        [rows[i] for i in ham],
+        first_windows[ham],
+        max_length,
+        max_windows,
+        discount,
+        END_AT_PARAGRAPH,
     )
 
 
@@ -546,7 +555,14 @@ def fine_tune(
         attribute = f"{name}_spam_probability"
         first_windows = np.asarray(getattr(record, attribute), dtype=np.float64)
         combined = windowed_probabilities(
-            model, tokenizer, rows[name], first_windows, max_length, options.max_windows, discount
+            model,
+            tokenizer,
+            rows[name],
+            first_windows,
+            max_length,
+            options.max_windows,
+            discount,
+            END_AT_PARAGRAPH,
         )
         setattr(record, attribute, combined.tolist())
     remembered = training_memory(splits.train) if options.remember_training else None
