@@ -16,6 +16,7 @@ from safetensors.numpy import load_file
 from spamfilter.cli import cli
 from spamfilter.learn import FEATURES_FILE
 from spamfilter.mail import iter_mail_source
+from spamfilter.windows import MAX_WINDOWS, WINDOW_DISCOUNT
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "spamassassin"
 SPAM, HAM = 40, 160
@@ -55,11 +56,13 @@ def test_mail_keeps_every_message_and_weights_the_loss(mail_run: tuple[Path, str
 
 
 def test_mail_reads_windows_and_trains_on_the_real_messages(mail_run: tuple[Path, str]) -> None:
-    """The threshold is calibrated for 4 windows a message; --augment, --interleave and
-    --link-copies are off unless asked for."""
+    """The threshold is calibrated on every window (at most 32), the discount and the end read from
+    a paragraph, all recorded; --augment, --interleave and --link-copies are off unless asked for."""
     out, _ = mail_run
     manifest = json.loads((out / "spamfilter.json").read_text())
-    assert manifest["recipe"]["max_windows"] == 4 and manifest["recipe"]["augment"] is False
+    recipe = manifest["recipe"]
+    assert recipe["max_windows"] == MAX_WINDOWS == 32 and recipe["window_discount"] == WINDOW_DISCOUNT
+    assert recipe["end_at_paragraph"] is True and manifest["recipe"]["augment"] is False
     assert manifest["recipe"]["link_copies"] is False and manifest["recipe"]["interleave"] is False
     assert len(load_file(out / FEATURES_FILE)["train_labels"]) == manifest["recipe"]["split_sizes"][0]
 
