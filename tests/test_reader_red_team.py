@@ -307,3 +307,16 @@ def test_a_long_colour_attribute_is_not_kept_whole_by_the_colour_cache() -> None
     held, _peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert held < 5_000_000, held  # 40 values of 250,000 characters kept would be 10 MB
+
+
+def test_transparent_letters_painted_with_their_background_are_read() -> None:
+    """Gradient text (``background-clip: text`` over transparent letters) is drawn by Apple Mail,
+    iOS Mail and Thunderbird; transparent text without it is still not read."""
+    painted = "color:transparent;background:#c00;-webkit-background-clip:text;background-clip:text"
+    filled = (
+        "-webkit-text-fill-color:transparent;background:linear-gradient(red,blue);-webkit-background-clip:text"
+    )
+    for style in (painted, filled):
+        assert "BUY PILLS" in body_of(html(f'<p style="{style}">BUY PILLS</p>')), style
+        assert "BUY PILLS" in body_of(html(f'<div style="{style}"><span>BUY PILLS</span></div>')), style
+    assert "BUY PILLS" not in body_of(html('<p style="color:transparent">BUY PILLS</p>'))

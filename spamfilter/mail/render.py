@@ -613,6 +613,7 @@ class _Ink:
     scale: float = 1.0  # how many times its font size the text is drawn (zoom, transform scales)
     stroke: bool = False  # outlined by -webkit-text-stroke in a colour of its own: drawn whatever its fill
     recoloured: bool = False  # under an invert() filter or a blend mode: not drawn in its own colours
+    painted: bool = False  # letters painted with a background (background-clip: text): seen if transparent
 
     def under(
         self,
@@ -686,6 +687,7 @@ class _Ink:
             self.recoloured
             or _INVERTED.search(declarations.get("filter", "")) is not None
             or declarations.get("mix-blend-mode", "normal") not in ("normal", "initial", "unset", ""),
+            self.painted or _paints_letters(declarations),
         )
 
     def _ground_under(self, attributes: dict[str, str | None], declarations: dict[str, str]) -> Colour | None:
@@ -745,7 +747,9 @@ class _Ink:
         if drawn == _UNKNOWN:
             return False  # a colour this reader cannot compute, which a client draws: seen
         if drawn is None or isinstance(drawn, str):
-            return not (self.shadow or self.stroke)  # transparent text that a shadow or outline draws is seen
+            # transparent text that a shadow, an outline or its box's background (clipped to the
+            # letters: gradient headings) draws is seen
+            return not (self.shadow or self.stroke or self.painted)
         if self.ground is None or self.stroke or self.recoloured:
             return False  # on a picture, outlined, or drawn in colours other than its own
         return sum(abs(a - b) for a, b in zip(drawn, self.ground, strict=True)) < _COLOUR_DISTANCE
@@ -753,6 +757,14 @@ class _Ink:
 
 _STROKE, _STROKE_WIDTH = "-webkit-text-stroke", "-webkit-text-stroke-width"
 _INVERTED = re.compile(r"invert\((?!\s*(?:0+\.?0*|\.0+)%?\s*\))")  # any but invert(0)
+
+
+def _paints_letters(declarations: dict[str, str]) -> bool:
+    """Whether the box's background is drawn through its letters (``background-clip: text``, or
+    WebKit's prefixed one; Apple Mail, iOS Mail and Thunderbird draw it) over a ground of any kind:
+    transparent text there is drawn in the background's colours."""
+    clip = declarations.get("background-clip", "") + " " + declarations.get("-webkit-background-clip", "")
+    return "text" in clip.lower().split()
 
 
 def _stroked(declarations: dict[str, str]) -> bool:
