@@ -314,7 +314,8 @@ def test_transparent_letters_painted_with_their_background_are_read() -> None:
     iOS Mail and Thunderbird; transparent text without it is still not read."""
     painted = "color:transparent;background:#c00;-webkit-background-clip:text;background-clip:text"
     filled = (
-        "-webkit-text-fill-color:transparent;background:linear-gradient(red,blue);-webkit-background-clip:text"
+        "-webkit-text-fill-color:transparent;background:linear-gradient(red,blue);"
+        + "-webkit-background-clip:text"
     )
     for style in (painted, filled):
         assert "BUY PILLS" in body_of(html(f'<p style="{style}">BUY PILLS</p>')), style
