@@ -27,6 +27,16 @@ PENDING_PER_SLOT = 2  # idle connections one peer may keep, per connection slot,
 MIN_PENDING = 32  # however few the slots: clients that connect at once are not closed as idle
 
 
+def _one_less(by_peer: dict[str, int], peer: str) -> None:
+    """A peer's count lowered by one, and the peer forgotten at none (the table stays as small as
+    the peers holding something)."""
+    left = by_peer.get(peer, 1) - 1
+    if left > 0:
+        by_peer[peer] = left
+    else:
+        by_peer.pop(peer, None)
+
+
 class _Transport(Protocol):
     def abort(self) -> None: ...
 
@@ -78,11 +88,7 @@ class Slots:
 
     def release(self, peer: str) -> None:
         self.used -= 1
-        left = self._by_peer.get(peer, 1) - 1
-        if left > 0:
-            self._by_peer[peer] = left
-        else:
-            self._by_peer.pop(peer, None)
+        _one_less(self._by_peer, peer)
         for entry in list(self._queue):  # the longest waiting whose peer is under its share
             waiter, granted = entry
             if not granted.done() and self._free_for(waiter):
@@ -161,11 +167,7 @@ class Lingering:
 
     def discard(self, peer: str) -> None:
         self.count -= 1
-        left = self._by_peer.get(peer, 1) - 1
-        if left > 0:
-            self._by_peer[peer] = left
-        else:
-            self._by_peer.pop(peer, None)
+        _one_less(self._by_peer, peer)
 
 
 def raise_open_files_limit() -> tuple[int, int]:
